@@ -1,0 +1,124 @@
+#include "actors/config.hpp"
+
+#include <charconv>
+#include <limits>
+#include <sstream>
+
+namespace sw {
+
+const std::vector<setting_doc>& settings() {
+  static const std::vector<setting_doc> docs = {
+    {"HOST", "0.0.0.0", "address to listen on"},
+    {"PORT", "3001", "TCP port for HTTP, WebSocket and (when configured) TLS"},
+    {"TLS_CERT_FILE", "", "PEM certificate chain; with TLS_KEY_FILE enables TLS on the same port"},
+    {"TLS_KEY_FILE", "", "PEM private key"},
+    {"CORS_ALLOW_ORIGIN", "*", "Access-Control-Allow-Origin of every HTTP response"},
+    {"TRANSCRIPTION_JWT_SECRET", "(required)", "HS256 secret of the participants' transcription tokens"},
+    {"SERVICE_API_SECRET", "", "bearer secret of the service routes (/api/transcription/*)"},
+    {"MAX_STREAMS", "1000", "participant streams admitted by the server"},
+    {"MAX_STREAMS_PER_ROOM", "50", "participant streams admitted per sessionSlug"},
+    {"MAX_STREAMS_PER_USER", "5", "participant streams admitted per user (sub, else identity)"},
+    {"CLIENT_SEND_QUEUE_BYTES", "1048576", "outgoing queue per client; partials skipped above half, 4409 when full"},
+    {"SOCKET_SEND_BUFFER_BYTES", "0", "SO_SNDBUF of client sockets; 0 keeps the kernel's autotuning"},
+    {"WS_PING_INTERVAL_MS", "15000", "server ping interval"},
+    {"WS_PONG_TIMEOUT_MS", "45000", "close 4408 when no pong arrived for this long"},
+    {"HTTP_REQUEST_TIMEOUT_MS", "15000", "TLS handshake + first request, and each response, must finish within"},
+    {"HTTP_IDLE_TIMEOUT_MS", "60000", "idle keep-alive HTTP connections are closed after"},
+    {"SHUTDOWN_TIMEOUT_MS", "15000", "on SIGTERM/SIGINT: bound for draining streams before exit"},
+    {"STT_PROVIDER", "(none)", "speech-to-text provider; none is built yet, streams report stt_unavailable"},
+    {"IO_THREADS", "2", "socket I/O threads"},
+    {"ACTOR_THREADS", "2", "actor scheduler threads"},
+    {"LOG_LEVEL", "info", "error | warn | info | debug"},
+  };
+  return docs;
+}
+
+namespace {
+
+template <class T>
+T parse_int(const char* name, const char* text, T min, T max) {
+  std::string_view s(text);
+  long long value = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (s.empty() || ec != std::errc{} || p != s.data() + s.size() || value < static_cast<long long>(min) ||
+      value > static_cast<long long>(max)) {
+    std::ostringstream msg;
+    msg << name << "=" << text << " is invalid: expected an integer from " << +min << " to " << +max;
+    throw config_error(msg.str());
+  }
+  return static_cast<T>(value);
+}
+
+}  // namespace
+
+config load_config(const std::function<const char*(const char*)>& lookup, bool dev) {
+  config c;
+  c.dev = dev;
+  auto get = [&](const char* name) -> const char* {
+    const char* v = lookup(name);
+    return v && *v ? v : nullptr;
+  };
+  auto ms = [&](const char* name, std::chrono::milliseconds& out, long min) {
+    if (auto v = get(name)) out = std::chrono::milliseconds(parse_int<long>(name, v, min, 86'400'000L));
+  };
+  if (auto v = get("HOST")) c.host = v;
+  if (auto v = get("PORT")) c.port = parse_int<std::uint16_t>("PORT", v, 0, 65535);
+  if (auto v = get("TLS_CERT_FILE")) c.tls_cert_file = v;
+  if (auto v = get("TLS_KEY_FILE")) c.tls_key_file = v;
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty())
+    throw config_error("TLS_CERT_FILE and TLS_KEY_FILE must be set together");
+  if (auto v = get("CORS_ALLOW_ORIGIN")) c.cors_allow_origin = v;
+  if (auto v = get("TRANSCRIPTION_JWT_SECRET")) c.jwt_secret = v;
+  if (auto v = get("SERVICE_API_SECRET")) c.service_api_secret = v;
+  if (auto v = get("MAX_STREAMS")) c.max_streams = parse_int<std::uint32_t>("MAX_STREAMS", v, 1, 1'000'000);
+  if (auto v = get("MAX_STREAMS_PER_ROOM"))
+    c.max_streams_per_room = parse_int<std::uint32_t>("MAX_STREAMS_PER_ROOM", v, 1, 1'000'000);
+  if (auto v = get("MAX_STREAMS_PER_USER"))
+    c.max_streams_per_user = parse_int<std::uint32_t>("MAX_STREAMS_PER_USER", v, 1, 1'000'000);
+  if (auto v = get("CLIENT_SEND_QUEUE_BYTES"))
+    c.client_send_queue_bytes = parse_int<std::size_t>("CLIENT_SEND_QUEUE_BYTES", v, 4096, std::size_t{1} << 32);
+  if (auto v = get("SOCKET_SEND_BUFFER_BYTES"))
+    c.socket_send_buffer = parse_int<int>("SOCKET_SEND_BUFFER_BYTES", v, 0, 64 * 1024 * 1024);
+  ms("WS_PING_INTERVAL_MS", c.ws_ping_interval, 10);
+  ms("WS_PONG_TIMEOUT_MS", c.ws_pong_timeout, 10);
+  ms("HTTP_REQUEST_TIMEOUT_MS", c.http_request_timeout, 100);
+  ms("HTTP_IDLE_TIMEOUT_MS", c.http_idle_timeout, 100);
+  ms("SHUTDOWN_TIMEOUT_MS", c.shutdown_timeout, 0);
+  if (auto v = get("STT_PROVIDER")) {
+    std::string p = v;
+    if (p != "gladia" && p != "local" && p != "none")
+      throw config_error("STT_PROVIDER=" + p + " is invalid: expected gladia, local or none");
+    c.stt_provider = p == "none" ? "" : p;
+  }
+  if (auto v = get("IO_THREADS")) c.io_threads = parse_int<int>("IO_THREADS", v, 1, 64);
+  if (auto v = get("ACTOR_THREADS")) c.actor_threads = parse_int<int>("ACTOR_THREADS", v, 1, 64);
+  if (auto v = get("LOG_LEVEL")) {
+    std::string l = v;
+    if (l != "error" && l != "warn" && l != "info" && l != "debug")
+      throw config_error("LOG_LEVEL=" + l + " is invalid: expected error, warn, info or debug");
+    c.log_level = l;
+  }
+  if (c.jwt_secret.empty() && !dev)
+    throw config_error("TRANSCRIPTION_JWT_SECRET is not set (use --dev to start with a generated development secret)");
+  return c;
+}
+
+std::string usage_text() {
+  std::ostringstream out;
+  out << "Usage: sessions-ws [--dev] [--help] [--version]\n\n"
+         "Real-time transcription backend: HTTP + WebSocket (+ TLS) on one port.\n\n"
+         "Options:\n"
+         "  --dev       start without TRANSCRIPTION_JWT_SECRET: a random development secret is generated and printed\n"
+         "  --help      this text\n"
+         "  --version   print the version\n\n"
+         "Configuration (environment variables):\n";
+  for (auto& s : settings()) {
+    out << "  " << s.name;
+    for (std::size_t i = std::string_view(s.name).size(); i < 26; ++i) out << ' ';
+    out << s.meaning << " [default: " << (*s.default_value ? s.default_value : "unset") << "]\n";
+  }
+  out << "\nExit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration.\n";
+  return out.str();
+}
+
+}  // namespace sw

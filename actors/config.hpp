@@ -1,0 +1,63 @@
+// Service configuration: every setting comes from the environment (see README / --help).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sw {
+
+struct config {
+  // listening
+  std::string host = "0.0.0.0";
+  std::uint16_t port = 3001;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string cors_allow_origin = "*";
+  int io_threads = 2;
+  int actor_threads = 2;
+  // auth
+  std::string jwt_secret;          // TRANSCRIPTION_JWT_SECRET
+  std::string service_api_secret;  // SERVICE_API_SECRET
+  // admission
+  std::uint32_t max_streams = 1000;
+  std::uint32_t max_streams_per_room = 50;
+  std::uint32_t max_streams_per_user = 5;
+  // per-connection limits and liveness
+  std::size_t client_send_queue_bytes = 1024 * 1024;
+  int socket_send_buffer = 0;  // SO_SNDBUF of accepted sockets; 0 = kernel default (autotuned)
+  std::chrono::milliseconds ws_ping_interval{15'000};
+  std::chrono::milliseconds ws_pong_timeout{45'000};
+  std::chrono::milliseconds http_request_timeout{15'000};
+  std::chrono::milliseconds http_idle_timeout{60'000};
+  std::chrono::milliseconds shutdown_timeout{15'000};
+  // speech to text
+  std::string stt_provider;  // "" = none configured
+  // logging
+  std::string log_level = "info";
+  bool dev = false;
+};
+
+struct config_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// One documented setting (for --help and the README).
+struct setting_doc {
+  const char* name;
+  const char* default_value;
+  const char* meaning;
+};
+const std::vector<setting_doc>& settings();
+
+// Reads the settings from a lookup (getenv in production, a map in tests). Throws config_error with a
+// message naming the variable for any bad value, and when no secret is set unless dev is true.
+config load_config(const std::function<const char*(const char*)>& lookup, bool dev);
+
+// The --help text.
+std::string usage_text();
+
+}  // namespace sw

@@ -1,0 +1,344 @@
+// The HTTP routes of the client protocol (shared/spec/client-protocol.md, "HTTP").
+#include <algorithm>
+#include <sstream>
+
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/json.hpp"
+#include "actors/network.hpp"
+#include "actors/token.hpp"
+
+namespace sw {
+
+namespace {
+
+using self_ptr = network_actor::stateful_pointer<network_state>;
+
+constexpr const char* version = "0.1.0";
+
+http_response json_response(unsigned status, std::string body) {
+  http_response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+struct route {
+  const char* path;
+  const char* allow;  // methods (besides OPTIONS)
+};
+
+// Every known path and its methods (405 for the others).
+const route routes[] = {
+  {"/", "GET"},
+  {"/health", "GET"},
+  {"/ready", "GET"},
+  {"/metrics", "GET"},
+  {"/api/active-speaker", "POST"},
+  {"/api/transcription/start", "POST"},
+  {"/api/transcription/stop", "POST"},
+};
+
+bool bearer_ok(const http_request& req, const std::string& secret) {
+  if (secret.empty()) return false;
+  auto h = req.header("authorization");
+  if (!h) return false;
+  const std::string prefix = "Bearer ";
+  if (h->size() != prefix.size() + secret.size() || h->compare(0, prefix.size(), prefix) != 0) return false;
+  // constant-time comparison of the secret
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < secret.size(); ++i)
+    diff |= static_cast<unsigned char>((*h)[prefix.size() + i] ^ secret[i]);
+  return diff == 0;
+}
+
+std::string fmt_double(double v) {
+  std::ostringstream o;
+  o.precision(6);
+  o << std::fixed << v;
+  return o.str();
+}
+
+void write_latency(json_builder& b, const latency_summary& s) {
+  b.unum("count", s.count).dbl("avgMs", s.avg).dbl("minMs", s.min).dbl("maxMs", s.max).dbl("p50Ms", s.p50)
+    .dbl("p95Ms", s.p95).dbl("p99Ms", s.p99);
+}
+
+std::string metrics_json(network_state& st, const queue_stats& q) {
+  auto& m = *st.ctx->metrics;
+  auto& n = *st.ctx->net;
+  auto snap = m.read();
+  json_builder b;
+  b.num("activeConnections", n.websockets.load())
+    .num("activeGladiaBridges", m.active_relays.load())
+    .unum("totalMessagesReceived", m.messages_received.load())
+    .unum("totalMessagesSent", m.messages_sent.load())
+    .unum("totalErrors", m.total_errors.load());
+  if (!snap.last_error.empty())
+    b.open("lastError").str("message", snap.last_error).str("timestamp", iso8601(snap.last_error_ms)).close();
+  b.num("uptime", static_cast<std::int64_t>(snap.uptime_s));
+  b.open("queue")
+    .unum("queueLength", q.queue_length)
+    .unum("totalQueued", q.total_queued)
+    .unum("totalFlushed", q.total_flushed)
+    .unum("totalErrors", q.total_errors);
+  if (q.last_flush_ms) b.str("lastFlushTime", iso8601(q.last_flush_ms));
+  if (!q.last_error.empty()) b.str("lastError", q.last_error);
+  b.close();
+  b.open("latency");
+  for (auto& [name, s] : snap.latency) {
+    b.open_dynamic(name);
+    write_latency(b, s);
+    b.close();
+  }
+  b.close();
+  auto counters = snap.counters;
+  counters["net.http_requests"] = n.http_requests.load();
+  counters["net.frames_in"] = n.frames_in.load();
+  counters["net.frames_out"] = n.frames_out.load();
+  counters["ws.partials_skipped"] = n.partials_skipped.load();
+  counters["ws.slow_client_closes"] = n.slow_client_closes.load();
+  counters["ws.heartbeat_timeouts_total"] = n.heartbeat_timeouts.load();
+  counters["net.tls_handshake_failures"] = n.tls_handshake_failures.load();
+  counters["net.bad_requests"] = n.bad_requests.load();
+  counters["net.bodies_too_large"] = n.bodies_too_large.load();
+  counters["net.open_connections"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, n.connections.load()));
+  b.open("counters");
+  for (auto& [name, v] : counters) b.num_dynamic(name, static_cast<std::int64_t>(v));
+  b.close();
+  b.open("sessionClients");
+  for (auto& [slug, room] : st.rooms) b.num_dynamic(slug, room.streams);
+  b.close();
+  b.open("actors");
+  for (auto& [kind, a] : snap.actors) {
+    auto p = a->processing.summary();
+    b.open_dynamic(kind)
+      .num("live", a->live.load())
+      .unum("spawned", a->spawned.load())
+      .num("mailboxMax", a->mailbox_max.load())
+      .num("mailboxSum", a->mailbox_sum.load())
+      .unum("processed", a->processed.load())
+      .dbl("processingP99Ms", p.p99)
+      .close();
+  }
+  b.close();
+  return b.done();
+}
+
+// Prometheus text format 0.0.4.
+std::string metrics_prometheus(network_state& st, const queue_stats& q) {
+  auto& m = *st.ctx->metrics;
+  auto& n = *st.ctx->net;
+  auto snap = m.read();
+  std::ostringstream o;
+  auto gauge = [&](const char* name, const char* help, double v) {
+    o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " gauge\n" << name << ' ' << v << '\n';
+  };
+  auto counter = [&](const char* name, const char* help, double v) {
+    o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n" << name << ' ' << v << '\n';
+  };
+  gauge("sessions_ws_active_connections", "Open client WebSockets.", static_cast<double>(n.websockets.load()));
+  gauge("sessions_ws_active_stt_relays", "Live upstream STT relays.", static_cast<double>(m.active_relays.load()));
+  counter("sessions_ws_audio_frames_received_total", "Audio frames accepted.",
+          static_cast<double>(m.messages_received.load()));
+  counter("sessions_ws_messages_sent_total", "Transcripts handed to clients.", static_cast<double>(m.messages_sent.load()));
+  counter("sessions_ws_errors_total", "Errors.", static_cast<double>(m.total_errors.load()));
+  gauge("sessions_ws_uptime_seconds", "Seconds since start.", snap.uptime_s);
+  gauge("sessions_ws_persist_queue_length", "Finals not yet in the database.", static_cast<double>(q.queue_length));
+  counter("sessions_ws_partials_skipped_total", "Partials skipped for slow clients.",
+          static_cast<double>(n.partials_skipped.load()));
+  counter("sessions_ws_slow_client_closes_total", "Clients closed 4409.", static_cast<double>(n.slow_client_closes.load()));
+  counter("sessions_ws_heartbeat_timeouts_total", "Clients closed 4408.", static_cast<double>(n.heartbeat_timeouts.load()));
+  o << "# HELP sessions_ws_session_clients Current client streams per room.\n# TYPE sessions_ws_session_clients gauge\n";
+  for (auto& [slug, room] : st.rooms) {
+    std::string label;
+    for (char c : slug) {
+      if (c == '\\' || c == '"') label.push_back('\\');
+      if (c == '\n') {
+        label += "\\n";
+        continue;
+      }
+      label.push_back(c);
+    }
+    o << "sessions_ws_session_clients{session=\"" << label << "\"} " << room.streams << '\n';
+  }
+  o << "# HELP sessions_ws_actors_live Live actors per kind.\n# TYPE sessions_ws_actors_live gauge\n";
+  for (auto& [kind, a] : snap.actors) o << "sessions_ws_actors_live{kind=\"" << kind << "\"} " << a->live.load() << '\n';
+  o << "# HELP sessions_ws_actor_messages_total Messages processed per actor kind.\n"
+       "# TYPE sessions_ws_actor_messages_total counter\n";
+  for (auto& [kind, a] : snap.actors)
+    o << "sessions_ws_actor_messages_total{kind=\"" << kind << "\"} " << a->processed.load() << '\n';
+  o << "# HELP sessions_ws_latency_ms Latency summaries (recent window).\n# TYPE sessions_ws_latency_ms summary\n";
+  for (auto& [name, s] : snap.latency) {
+    o << "sessions_ws_latency_ms{name=\"" << name << "\",quantile=\"0.5\"} " << fmt_double(s.p50) << '\n';
+    o << "sessions_ws_latency_ms{name=\"" << name << "\",quantile=\"0.99\"} " << fmt_double(s.p99) << '\n';
+    o << "sessions_ws_latency_ms_sum{name=\"" << name << "\"} " << fmt_double(s.avg * static_cast<double>(s.count)) << '\n';
+    o << "sessions_ws_latency_ms_count{name=\"" << name << "\"} " << s.count << '\n';
+  }
+  return o.str();
+}
+
+void respond_metrics(self_ptr self, const http_request& req, const http_responder_ptr& responder,
+                     const queue_stats& q) {
+  auto fmt = req.query_param("format");
+  auto accept = req.header("accept");
+  bool prometheus = (fmt && *fmt == "prometheus") ||
+                    (!fmt && accept && accept->find("text/plain") != std::string::npos &&
+                     accept->find("application/json") == std::string::npos);
+  if (prometheus) {
+    http_response r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics_prometheus(self->state, q);
+    responder->respond(std::move(r));
+  } else {
+    responder->respond(json_response(200, metrics_json(self->state, q)));
+  }
+}
+
+// Asks persistence for its queue figures (or uses empty ones when there is none), then answers.
+template <class F>
+void with_queue(self_ptr self, F f) {
+  auto& p = self->state.ctx->persistence;
+  if (!p) {
+    f(queue_stats{});
+    return;
+  }
+  self->request(p, std::chrono::seconds(2), queue_atom::value)
+    .then([f](const queue_stats& q) mutable { f(q); },
+          [f](caf::error&) mutable {
+            queue_stats q;
+            q.last_error = "persistence did not answer";
+            f(q);
+          });
+}
+
+void active_speaker(self_ptr self, const http_request& req, const http_responder_ptr& responder) {
+  auto& st = self->state;
+  auto body = parse_json_object(req.body);
+  if (!body.ok) {
+    responder->respond(json_response(400, json_error_body("invalid_json")));
+    return;
+  }
+  auto slug = body.get("sessionSlug"), identity = body.get("identity"), token = body.get("token");
+  if (slug.empty() || identity.empty() || token.empty()) {
+    responder->respond(json_response(400, json_error_body("Missing required fields: sessionSlug, identity, token")));
+    return;
+  }
+  auto check = verify_token(token, st.ctx->cfg.jwt_secret);
+  if (!check.claims) {
+    responder->respond(
+      json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
+    return;
+  }
+  if (check.claims->session_slug != slug) {
+    responder->respond(json_response(403, json_error_body("session_mismatch")));
+    return;
+  }
+  active_speaker_update u{identity, body.get("name"), body.get_int("timestamp")};
+  if (!u.timestamp_ms) u.timestamp_ms = now_ms();
+  if (auto room = st.rooms.find(slug); room != st.rooms.end())
+    self->send(room->second.actor, speaker_atom::value, std::move(u));
+  responder->respond(json_response(200, R"({"success":true})"));
+}
+
+}  // namespace
+
+void handle_http(self_ptr self, const http_request& req, const http_responder_ptr& responder) {
+  auto& st = self->state;
+  if (req.method == "OPTIONS") {
+    http_response r;
+    r.status = 204;
+    responder->respond(std::move(r));
+    return;
+  }
+  if (req.path == "/api/realtime/transcribe") {
+    responder->respond(json_response(426, json_error_body("WebSocket endpoint. Use WebSocket upgrade.")));
+    return;
+  }
+  const route* found = nullptr;
+  for (auto& r : routes)
+    if (req.path == r.path) found = &r;
+  if (!found) {
+    responder->respond(json_response(
+      404, json_builder().str("error", "Not found").str("path", req.path).str("method", req.method).done()));
+    return;
+  }
+  if (req.method != found->allow) {
+    auto r = json_response(405, json_builder().str("error", "Method not allowed").str("method", req.method).done());
+    r.headers.emplace_back("Allow", std::string(found->allow) + ", OPTIONS");
+    responder->respond(std::move(r));
+    return;
+  }
+  const std::string path = req.path;
+  if (path == "/") {
+    responder->respond(json_response(200, json_builder()
+                                            .str("service", "sessions-ws")
+                                            .str("status", "running")
+                                            .str("version", version)
+                                            .open("endpoints")
+                                            .str("health", "/health")
+                                            .str("ready", "/ready")
+                                            .str("metrics", "/metrics")
+                                            .str("websocket", "/api/realtime/transcribe")
+                                            .str("activeSpeaker", "POST /api/active-speaker")
+                                            .str("startTranscription", "POST /api/transcription/start")
+                                            .str("stopTranscription", "POST /api/transcription/stop")
+                                            .close()
+                                            .str("timestamp", iso8601(now_ms()))
+                                            .done()));
+  } else if (path == "/health") {
+    with_queue(self, [responder](const queue_stats& q) {
+      responder->respond(json_response(200, json_builder()
+                                              .str("status", "ok")
+                                              .str("timestamp", iso8601(now_ms()))
+                                              .unum("queueLength", q.queue_length)
+                                              .done()));
+    });
+  } else if (path == "/ready") {
+    bool has_db = static_cast<bool>(st.ctx->persistence);
+    bool stt_ok = static_cast<bool>(st.ctx->stt.spawn);
+    std::string provider = st.ctx->stt.name.empty() ? "none" : st.ctx->stt.name;
+    with_queue(self, [responder, has_db, stt_ok, provider](const queue_stats& q) {
+      bool db_ok = has_db && q.database_ok;
+      bool ready = db_ok && stt_ok;
+      json_builder b;
+      b.str("status", ready ? "ready" : "not_ready").open("checks").open("database").boolean("ok", db_ok);
+      if (!has_db) b.str("error", "persistence is not configured");
+      else if (!q.backend.empty()) b.str("backend", q.backend);
+      b.close().open("stt").boolean("ok", stt_ok).str("provider", provider).close().close();
+      responder->respond(json_response(ready ? 200 : 503, b.done()));
+    });
+  } else if (path == "/metrics") {
+    with_queue(self, [self, req, responder](const queue_stats& q) { respond_metrics(self, req, responder, q); });
+  } else if (path == "/api/active-speaker") {
+    active_speaker(self, req, responder);
+  } else if (path == "/api/transcription/start" || path == "/api/transcription/stop") {
+    if (!bearer_ok(req, st.ctx->cfg.service_api_secret)) {
+      responder->respond(json_response(401, R"({"ok":false,"error":"unauthorized"})"));
+      return;
+    }
+    auto body = parse_json_object(req.body.empty() ? std::string_view("{}") : std::string_view(req.body));
+    if (!body.ok) {
+      responder->respond(json_response(400, json_error_body("invalid_json")));
+      return;
+    }
+    if (path == "/api/transcription/stop") {
+      auto id = body.get("sessionId");
+      if (id.empty()) {
+        responder->respond(json_response(400, json_error_body("Missing sessionId")));
+        return;
+      }
+      responder->respond(json_response(200, json_builder().boolean("success", true).str("sessionId", id).done()));
+      return;
+    }
+    if (body.get("sessionId").empty() || body.get("sessionSlug").empty()) {
+      responder->respond(json_response(400, R"({"ok":false,"error":"Missing sessionId or sessionSlug"})"));
+      return;
+    }
+    // Room (egress) transcription needs LiveKit, which no issue has configured yet.
+    responder->respond(json_response(503, R"({"ok":false,"error":"livekit_not_configured"})"));
+  }
+}
+
+}  // namespace sw

@@ -1,0 +1,143 @@
+#include "actors/metrics.hpp"
+
+#include <algorithm>
+#include <ctime>
+
+namespace sw {
+
+void latency_recorder::add(double ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (count_ == 0 || ms < min_) min_ = ms;
+  if (count_ == 0 || ms > max_) max_ = ms;
+  ring_[count_ % ring_.size()] = ms;
+  ++count_;
+  sum_ += ms;
+}
+
+latency_summary latency_recorder::summary() const {
+  latency_summary s;
+  std::vector<double> recent;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s.count = count_;
+    if (count_ == 0) return s;
+    s.avg = sum_ / static_cast<double>(count_);
+    s.min = min_;
+    s.max = max_;
+    auto n = std::min<std::uint64_t>(count_, ring_.size());
+    recent.assign(ring_.begin(), ring_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  std::sort(recent.begin(), recent.end());
+  auto pick = [&](double q) {
+    auto idx = static_cast<std::size_t>(q * static_cast<double>(recent.size() - 1) + 0.5);
+    return recent[std::min(idx, recent.size() - 1)];
+  };
+  s.p50 = pick(0.50);
+  s.p95 = pick(0.95);
+  s.p99 = pick(0.99);
+  return s;
+}
+
+metrics::metrics() : started_(std::chrono::steady_clock::now()) {}
+
+void metrics::error(const std::string& message) {
+  ++total_errors;
+  std::lock_guard<std::mutex> lock(mu_);
+  last_error_ = message;
+  last_error_ms_ = now_ms();
+}
+
+void metrics::count(const std::string& name, std::uint64_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  counters_[name] += n;
+}
+
+void metrics::observe(const std::string& name, double ms) {
+  latency_recorder* r;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& slot = latency_[name];
+    if (!slot) slot = std::make_unique<latency_recorder>();
+    r = slot.get();
+  }
+  r->add(ms);
+}
+
+actor_kind_stats& metrics::actor_kind(const std::string& kind) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& slot = actors_[kind];
+  if (!slot) slot = std::make_unique<actor_kind_stats>();
+  return *slot;
+}
+
+metrics::snapshot metrics::read() const {
+  snapshot s;
+  std::vector<std::pair<std::string, latency_recorder*>> recorders;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s.counters = counters_;
+    for (auto& [k, v] : latency_) recorders.emplace_back(k, v.get());
+    for (auto& [k, v] : actors_) s.actors[k] = v.get();
+    s.last_error = last_error_;
+    s.last_error_ms = last_error_ms_;
+  }
+  for (auto& [k, r] : recorders) s.latency[k] = r->summary();
+  s.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  return s;
+}
+
+actor_probe::actor_probe(metrics_ptr m, const std::string& kind) : m_(std::move(m)) {
+  if (!m_) return;
+  kind_ = &m_->actor_kind(kind);
+  ++kind_->live;
+  ++kind_->spawned;
+}
+
+actor_probe::~actor_probe() {
+  if (!kind_) return;
+  --kind_->live;
+  kind_->mailbox_sum -= last_mailbox_;
+}
+
+actor_probe::actor_probe(actor_probe&& other) noexcept
+  : m_(std::move(other.m_)), kind_(other.kind_), last_mailbox_(other.last_mailbox_) {
+  other.kind_ = nullptr;
+  other.last_mailbox_ = 0;
+}
+
+actor_probe& actor_probe::operator=(actor_probe&& other) noexcept {
+  if (this != &other) {
+    this->~actor_probe();
+    new (this) actor_probe(std::move(other));
+  }
+  return *this;
+}
+
+void actor_probe::handled(std::size_t mailbox_size, std::chrono::steady_clock::time_point started) {
+  if (!kind_) return;
+  ++kind_->processed;
+  auto size = static_cast<std::int64_t>(mailbox_size);
+  kind_->mailbox_sum += size - last_mailbox_;
+  last_mailbox_ = size;
+  auto prev = kind_->mailbox_max.load();
+  while (size > prev && !kind_->mailbox_max.compare_exchange_weak(prev, size)) {
+  }
+  kind_->processing.add(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+std::string iso8601(std::int64_t ms) {
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  return buf;
+}
+
+}  // namespace sw

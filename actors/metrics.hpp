@@ -1,0 +1,116 @@
+// Thread-safe figures for /metrics: fixed counters, named counters, latency summaries and per-actor-kind
+// statistics. Owned by the service (no global state) and shared with the actors that report into it.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace sw {
+
+struct latency_summary {
+  std::uint64_t count = 0;
+  double avg = 0, min = 0, max = 0, p50 = 0, p95 = 0, p99 = 0;
+};
+
+// Count/sum/min/max over all samples; percentiles over the most recent 2 048.
+class latency_recorder {
+public:
+  void add(double ms);
+  latency_summary summary() const;
+
+private:
+  mutable std::mutex mu_;
+  std::uint64_t count_ = 0;
+  double sum_ = 0, min_ = 0, max_ = 0;
+  std::array<double, 2048> ring_{};
+};
+
+// Statistics of one actor kind (session, room, network, ...).
+struct actor_kind_stats {
+  std::atomic<std::int64_t> live{0};
+  std::atomic<std::uint64_t> spawned{0};
+  std::atomic<std::uint64_t> processed{0};
+  std::atomic<std::int64_t> mailbox_sum{0};  // sum of the live actors' last seen mailbox sizes
+  std::atomic<std::int64_t> mailbox_max{0};  // largest mailbox ever seen
+  latency_recorder processing;               // handler time, ms
+};
+
+class metrics {
+public:
+  metrics();
+
+  // fixed counters of the reference service
+  std::atomic<std::uint64_t> messages_received{0};  // audio frames accepted
+  std::atomic<std::uint64_t> messages_sent{0};      // transcripts handed to clients (per client)
+  std::atomic<std::int64_t> active_relays{0};       // live upstream relays of any provider
+  std::atomic<std::uint64_t> total_errors{0};
+
+  void error(const std::string& message);
+  void count(const std::string& name, std::uint64_t n = 1);
+  void observe(const std::string& name, double ms);
+  actor_kind_stats& actor_kind(const std::string& kind);
+
+  struct snapshot {
+    std::map<std::string, std::uint64_t> counters;
+    std::map<std::string, latency_summary> latency;
+    std::map<std::string, const actor_kind_stats*> actors;
+    std::string last_error;
+    std::int64_t last_error_ms = 0;
+    double uptime_s = 0;
+  };
+  snapshot read() const;
+
+private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::uint64_t> counters_;
+  std::map<std::string, std::unique_ptr<latency_recorder>> latency_;
+  std::map<std::string, std::unique_ptr<actor_kind_stats>> actors_;
+  std::string last_error_;
+  std::int64_t last_error_ms_ = 0;
+  std::chrono::steady_clock::time_point started_;
+};
+
+using metrics_ptr = std::shared_ptr<metrics>;
+
+// Per-actor bookkeeping: counts the actor live while it exists and each handled message.
+class actor_probe {
+public:
+  actor_probe() = default;
+  actor_probe(metrics_ptr m, const std::string& kind);
+  ~actor_probe();
+  actor_probe(actor_probe&& other) noexcept;
+  actor_probe& operator=(actor_probe&& other) noexcept;
+  actor_probe(const actor_probe&) = delete;
+  actor_probe& operator=(const actor_probe&) = delete;
+
+  // Records one handled message: mailbox size seen at its start and the handler's duration.
+  void handled(std::size_t mailbox_size, std::chrono::steady_clock::time_point started);
+
+private:
+  metrics_ptr m_;
+  actor_kind_stats* kind_ = nullptr;
+  std::int64_t last_mailbox_ = 0;
+};
+
+// RAII helper for the top of a handler: `auto t = st.probe_scope(self);`.
+template <class Self>
+struct probe_scope {
+  probe_scope(actor_probe& p, Self* self)
+    : p_(p), mailbox_(self->mailbox().size()), started_(std::chrono::steady_clock::now()) {}
+  ~probe_scope() { p_.handled(mailbox_, started_); }
+  actor_probe& p_;
+  std::size_t mailbox_;
+  std::chrono::steady_clock::time_point started_;
+};
+
+std::int64_t now_ms();  // wall clock, ms since epoch
+std::string iso8601(std::int64_t ms);
+
+}  // namespace sw

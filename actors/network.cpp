@@ -1,0 +1,135 @@
+#include "actors/network.hpp"
+
+#include <cstdio>
+
+#include <caf/actor_system.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/json.hpp"
+#include "actors/room.hpp"
+#include "actors/session.hpp"
+#include "actors/token.hpp"
+
+namespace sw {
+
+namespace {
+
+using self_ptr = network_actor::stateful_pointer<network_state>;
+
+http_response json_response(unsigned status, std::string body) {
+  http_response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+std::string random_key(std::mt19937_64& rng) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+  return std::string(buf, 12);
+}
+
+void handle_upgrade(self_ptr self, const http_request& req, const upgrade_responder_ptr& responder) {
+  auto& st = self->state;
+  if (req.path != "/api/realtime/transcribe") {
+    responder->reject(json_response(
+      404, json_builder().str("error", "Not found").str("path", req.path).str("method", req.method).done()));
+    return;
+  }
+  const std::string* token = req.query_param("token");
+  auto check = verify_token(token ? *token : std::string{}, st.ctx->cfg.jwt_secret);
+  if (!check.claims) {
+    st.ctx->metrics->count("ws.auth_failures");
+    responder->reject(
+      json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
+    return;
+  }
+  auto& claims = *check.claims;
+  if (auto slug = req.query_param("sessionSlug"); slug && !slug->empty() && *slug != claims.session_slug) {
+    responder->reject(json_response(403, json_error_body("session_mismatch")));
+    return;
+  }
+  if (st.shutting_down) {
+    responder->reject(json_response(503, json_error_body("shutting_down")));
+    return;
+  }
+  const auto& cfg = st.ctx->cfg;
+  const char* scope = nullptr;
+  auto room_it = st.rooms.find(claims.session_slug);
+  if (st.streams.size() >= cfg.max_streams) {
+    scope = "server";
+  } else if (room_it != st.rooms.end() && room_it->second.streams >= cfg.max_streams_per_room) {
+    scope = "room";
+  } else if (auto u = st.per_user.find(claims.user_id); u != st.per_user.end() && u->second >= cfg.max_streams_per_user) {
+    scope = "user";
+  }
+  if (scope) {
+    st.ctx->metrics->count(std::string("ws.rejected_") + scope);
+    auto res = json_response(429, json_builder().str("error", "too_many_streams").str("scope", scope).done());
+    res.headers.emplace_back("Retry-After", "5");
+    responder->reject(std::move(res));
+    return;
+  }
+  if (room_it == st.rooms.end()) {
+    auto r = self->system().spawn(room, st.ctx, claims.session_slug);
+    room_it = st.rooms.emplace(claims.session_slug, network_state::room_entry{r, 0}).first;
+  }
+  stream_identity who;
+  who.stream_id = st.next_stream_id++;
+  who.stream_key = random_key(st.rng);
+  who.session_slug = claims.session_slug;
+  who.session_id = claims.session_id;
+  who.identity = claims.identity;
+  who.user_id = claims.user_id;
+  who.name = claims.name.empty() ? claims.identity : claims.name;
+  auto format = req.query_param("format");
+  bool legacy = format && *format == "legacy";
+  auto s = self->system().spawn(session, st.ctx, who, legacy, room_it->second.actor);
+  self->monitor(s);
+  ++room_it->second.streams;
+  ++st.per_user[claims.user_id];
+  st.streams.emplace(s.address(), network_state::stream_entry{s, claims.session_slug, claims.user_id});
+  responder->accept(s);
+}
+
+}  // namespace
+
+network_actor::behavior_type network(self_ptr self, context_ptr ctx) {
+  self->state.ctx = ctx;
+  self->state.started_ms = now_ms();
+  self->state.probe = actor_probe(ctx->metrics, "network");
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    auto it = st.streams.find(dm.source);
+    if (it == st.streams.end()) return;
+    auto room_it = st.rooms.find(it->second.slug);
+    if (room_it != st.rooms.end() && --room_it->second.streams == 0) {
+      self->send_exit(room_it->second.actor, caf::exit_reason::user_shutdown);
+      st.rooms.erase(room_it);
+    }
+    auto u = st.per_user.find(it->second.user);
+    if (u != st.per_user.end() && --u->second == 0) st.per_user.erase(u);
+    st.streams.erase(it);
+  });
+  using scope = probe_scope<std::remove_pointer_t<self_ptr>>;
+  return {
+    [=](http_atom, const http_request& req, const http_responder_ptr& responder) {
+      scope t(self->state.probe, self);
+      handle_http(self, req, responder);
+    },
+    [=](upgrade_atom, const http_request& req, const upgrade_responder_ptr& responder) {
+      scope t(self->state.probe, self);
+      handle_upgrade(self, req, responder);
+    },
+    [=](shutdown_atom) {
+      scope t(self->state.probe, self);
+      auto& st = self->state;
+      st.shutting_down = true;
+      for (auto& [addr, entry] : st.streams) self->send(entry.actor, shutdown_atom::value);
+    },
+    [=](ready_atom) -> std::uint64_t { return self->state.streams.size(); },
+  };
+}
+
+}  // namespace sw

@@ -1,0 +1,42 @@
+// The network actor: decides every HTTP request and WebSocket upgrade that net/ parsed. Verifies tokens
+// and admission limits before any upgrade, spawns a session actor per accepted participant stream,
+// keeps the room registry (one room actor per sessionSlug, stopped when its last stream ends).
+#pragma once
+
+#include <random>
+#include <string>
+#include <unordered_map>
+
+#include "actors/context.hpp"
+
+namespace sw {
+
+struct network_state {
+  static inline const char* name = "network";
+  context_ptr ctx;
+  struct room_entry {
+    room_actor actor;
+    std::uint32_t streams = 0;
+  };
+  struct stream_entry {
+    session_actor actor;
+    std::string slug;
+    std::string user;
+  };
+  std::unordered_map<std::string, room_entry> rooms;
+  std::unordered_map<std::string, std::uint32_t> per_user;
+  std::unordered_map<caf::actor_addr, stream_entry> streams;
+  std::uint64_t next_stream_id = 1;
+  std::mt19937_64 rng{std::random_device{}()};
+  bool shutting_down = false;
+  std::int64_t started_ms = 0;
+  actor_probe probe;
+};
+
+network_actor::behavior_type network(network_actor::stateful_pointer<network_state> self, context_ptr ctx);
+
+// HTTP routing (actors/http_routes.cpp): answers one plain HTTP request.
+void handle_http(network_actor::stateful_pointer<network_state> self, const http_request& req,
+                 const http_responder_ptr& responder);
+
+}  // namespace sw

@@ -1,0 +1,126 @@
+#include "actors/service.hpp"
+
+#include <optional>
+#include <thread>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/network.hpp"
+
+namespace sw {
+
+logger::logger(const std::string& level) {
+  level_ = level == "error" ? log_level::error
+           : level == "warn" ? log_level::warn
+           : level == "debug" ? log_level::debug
+                              : log_level::info;
+}
+
+void logger::write(log_level l, const std::string& line) {
+  static const char* names[] = {"error", "warn", "info", "debug"};
+  std::lock_guard<std::mutex> lock(mu_);
+  std::cerr << iso8601(now_ms()) << ' ' << names[static_cast<int>(l)] << ' ' << line << '\n';
+}
+
+struct service::impl {
+  std::shared_ptr<service_context> ctx;
+  caf::actor_system_config caf_cfg;
+  std::unique_ptr<caf::actor_system> sys;
+  network_actor net_actor;
+  std::unique_ptr<net::server> srv;
+  bool started = false;
+  bool stopped = false;
+};
+
+service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) {
+  auto ctx = std::make_shared<service_context>();
+  ctx->cfg = std::move(cfg);
+  ctx->metrics = std::make_shared<metrics>();
+  ctx->net = std::make_shared<net::net_stats>();
+  ctx->log = std::make_shared<logger>(ctx->cfg.log_level);
+  if (stt) ctx->stt = std::move(*stt);
+  // Providers arrive with issues #3 (gladia) and #5 (local); until then no stream has an upstream.
+  impl_->ctx = std::move(ctx);
+  impl_->caf_cfg.set("scheduler.max-threads", impl_->ctx->cfg.actor_threads);
+}
+
+service::~service() {
+  if (impl_->started && !impl_->stopped) {
+    shutdown();
+  }
+}
+
+void service::start() {
+  auto& d = *impl_;
+  d.sys = std::make_unique<caf::actor_system>(d.caf_cfg);
+  d.net_actor = d.sys->spawn(sw::network, context_ptr(d.ctx));
+  net::server_options o;
+  const auto& c = d.ctx->cfg;
+  o.host = c.host;
+  o.port = c.port;
+  o.io_threads = c.io_threads;
+  o.tls_cert_file = c.tls_cert_file;
+  o.tls_key_file = c.tls_key_file;
+  o.cors_origin = c.cors_allow_origin;
+  o.send_queue_bytes = c.client_send_queue_bytes;
+  o.socket_send_buffer = c.socket_send_buffer;
+  o.request_timeout = c.http_request_timeout;
+  o.idle_timeout = c.http_idle_timeout;
+  o.ping_interval = c.ws_ping_interval;
+  o.pong_timeout = c.ws_pong_timeout;
+  d.srv = std::make_unique<net::server>(o, d.net_actor, d.ctx->net);
+  try {
+    d.srv->start();
+  } catch (...) {
+    caf::anon_send_exit(d.net_actor, caf::exit_reason::user_shutdown);
+    d.srv.reset();
+    d.sys.reset();
+    throw;
+  }
+  d.started = true;
+}
+
+std::uint16_t service::port() const { return impl_->srv ? impl_->srv->port() : 0; }
+bool service::tls() const { return impl_->srv && impl_->srv->tls(); }
+const service_context& service::context() const { return *impl_->ctx; }
+caf::actor_system& service::system() { return *impl_->sys; }
+network_actor service::network() const { return impl_->net_actor; }
+
+bool service::shutdown() {
+  auto& d = *impl_;
+  if (!d.started || d.stopped) return true;
+  d.stopped = true;
+  using clock = std::chrono::steady_clock;
+  auto deadline = clock::now() + d.ctx->cfg.shutdown_timeout;
+  d.srv->stop_accepting();
+  caf::anon_send(d.net_actor, shutdown_atom::value);
+  bool drained = false;
+  {
+    caf::scoped_actor self{*d.sys};
+    while (clock::now() < deadline) {
+      std::uint64_t live = 1;
+      self->request(d.net_actor, std::chrono::seconds(1), ready_atom::value)
+        .receive([&](std::uint64_t n) { live = n; }, [&](caf::error&) {});
+      if (live == 0) {
+        drained = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  // Let the close frames go out, then stop the I/O threads.
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+  d.srv->stop(std::max(left, std::chrono::milliseconds(200)));
+  caf::anon_send_exit(d.net_actor, caf::exit_reason::user_shutdown);
+  if (!drained) d.sys->await_actors_before_shutdown(false);
+  d.srv.reset();
+  d.sys.reset();
+  return drained;
+}
+
+}  // namespace sw

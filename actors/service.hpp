@@ -1,0 +1,41 @@
+// One running sessions-ws instance: the actor system, the network actor and the listening server.
+// Used by the executable, the integration tests and the benchmarks alike.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "actors/context.hpp"
+
+namespace caf {
+class actor_system;
+}
+
+namespace sw {
+
+class service {
+public:
+  // `stt` overrides the provider chosen from the configuration (tests plug in their relay here).
+  explicit service(config cfg, std::optional<stt_provider> stt = std::nullopt);
+  ~service();
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+
+  // Starts actors and the listener. Throws std::runtime_error (port in use, TLS files, ...).
+  void start();
+  std::uint16_t port() const;
+  bool tls() const;
+  // Stops admitting, drains every stream (close 1001) within cfg.shutdown_timeout, stops the I/O.
+  // Returns false when the bound was hit before every stream ended.
+  bool shutdown();
+
+  const service_context& context() const;
+  caf::actor_system& system();
+  network_actor network() const;
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace sw

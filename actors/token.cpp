@@ -1,0 +1,113 @@
+#include "actors/token.hpp"
+
+#include <jwt/jwt.hpp>
+
+namespace sw {
+
+namespace {
+
+// cpp-jwt's error categories are per translation unit; compare by name and value (stack-notes §6).
+std::string describe(const std::error_code& ec) {
+  std::string category = ec.category().name();
+  if (category == "verification") {
+    switch (static_cast<jwt::VerificationErrc>(ec.value())) {
+      case jwt::VerificationErrc::InvalidAlgorithm:
+        return "token algorithm is not HS256";
+      case jwt::VerificationErrc::TokenExpired:
+        return "token expired";
+      case jwt::VerificationErrc::ImmatureSignature:
+        return "token not yet valid (nbf)";
+      case jwt::VerificationErrc::InvalidSignature:
+        return "token signature is invalid";
+      case jwt::VerificationErrc::TypeConversionError:
+        return "token claim has the wrong type";
+      default:
+        return "token verification failed: " + ec.message();
+    }
+  }
+  if (category == "algorithms") return "token algorithm is not accepted";
+  return "token is malformed";
+}
+
+bool non_empty_string(const json_t& payload, const char* key) {
+  auto it = payload.find(key);
+  return it != payload.end() && it->is_string() && !it->get<std::string>().empty();
+}
+
+std::string optional_string(const json_t& payload, const char* key) {
+  auto it = payload.find(key);
+  return it != payload.end() && it->is_string() ? it->get<std::string>() : std::string{};
+}
+
+}  // namespace
+
+token_check verify_token(const std::string& token, const std::string& secret) {
+  token_check out;
+  if (token.empty()) {
+    out.reason = "missing token";
+    return out;
+  }
+  if (secret.empty()) {
+    out.reason = "server has no token secret";
+    return out;
+  }
+  std::error_code ec;
+  jwt::jwt_object obj;
+  try {
+    // Only HS256: never list "none" (cpp-jwt then accepts unsigned tokens).
+    obj = jwt::decode(token, jwt::params::algorithms({"HS256"}), ec, jwt::params::secret(secret),
+                      jwt::params::leeway(5), jwt::params::verify(true));
+  } catch (const std::exception&) {
+    out.reason = "token is malformed";
+    return out;
+  }
+  if (ec) {
+    out.reason = describe(ec);
+    return out;
+  }
+  if (obj.header().algo() != jwt::algorithm::HS256) {
+    out.reason = "token algorithm is not HS256";
+    return out;
+  }
+  const json_t& payload = obj.payload().create_json_obj();
+  auto exp = payload.find("exp");
+  if (exp == payload.end() || !exp->is_number()) {
+    out.reason = "token has no exp claim";
+    return out;
+  }
+  for (const char* key : {"sessionSlug", "identity"}) {
+    if (!non_empty_string(payload, key)) {
+      out.reason = std::string("token has no ") + key + " claim";
+      return out;
+    }
+  }
+  token_claims c;
+  c.session_slug = payload["sessionSlug"].get<std::string>();
+  c.identity = payload["identity"].get<std::string>();
+  c.user_id = optional_string(payload, "sub");
+  if (c.user_id.empty()) c.user_id = c.identity;
+  c.session_id = optional_string(payload, "sessionId");
+  c.name = optional_string(payload, "name");
+  c.exp = exp->get<std::int64_t>();
+  out.claims = std::move(c);
+  return out;
+}
+
+std::string mint_token(const token_claims& claims, const std::string& secret, std::int64_t exp,
+                       const std::string& extra_json) {
+  jwt::jwt_object obj{jwt::params::algorithm("HS256"), jwt::params::secret(secret)};
+  if (!claims.session_slug.empty()) obj.add_claim("sessionSlug", claims.session_slug);
+  if (!claims.identity.empty()) obj.add_claim("identity", claims.identity);
+  if (!claims.user_id.empty()) obj.add_claim("sub", claims.user_id);
+  if (!claims.session_id.empty()) obj.add_claim("sessionId", claims.session_id);
+  if (!claims.name.empty()) obj.add_claim("name", claims.name);
+  obj.add_claim("iat", static_cast<std::int64_t>(std::time(nullptr)));
+  obj.add_claim("exp", exp);
+  if (!extra_json.empty()) {
+    auto extra = json_t::parse(extra_json);
+    for (auto it = extra.begin(); it != extra.end(); ++it) obj.payload().add_claim(it.key(), it.value());
+  }
+  return obj.signature();
+}
+
+}  // namespace sw

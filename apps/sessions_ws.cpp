@@ -1,0 +1,78 @@
+// sessions-ws: the service executable. Configuration comes from the environment (see --help).
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <random>
+
+#include "actors/service.hpp"
+
+namespace {
+
+std::string random_secret() {
+  std::random_device rd;
+  std::string s;
+  static const char* hex = "0123456789abcdef";
+  for (int i = 0; i < 48; ++i) s.push_back(hex[rd() % 16]);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool dev = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::cout << sw::usage_text();
+      return 0;
+    }
+    if (a == "--version") {
+      std::cout << "sessions-ws 0.1.0\n";
+      return 0;
+    }
+    if (a == "--dev") {
+      dev = true;
+      continue;
+    }
+    std::cerr << "sessions-ws: unknown argument '" << a << "' (see --help)\n";
+    return 2;
+  }
+  sw::config cfg;
+  try {
+    cfg = sw::load_config([](const char* name) { return std::getenv(name); }, dev);
+  } catch (const sw::config_error& e) {
+    std::cerr << "sessions-ws: configuration error: " << e.what() << "\n";
+    return 2;
+  }
+  if (cfg.jwt_secret.empty()) {
+    cfg.jwt_secret = random_secret();
+    std::cerr << "sessions-ws: --dev: generated development TRANSCRIPTION_JWT_SECRET=" << cfg.jwt_secret << "\n";
+  }
+  // Signals are taken synchronously by this thread only.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  sw::service svc(cfg);
+  try {
+    svc.start();
+  } catch (const std::exception& e) {
+    std::cerr << "sessions-ws: cannot start: " << e.what() << "\n";
+    return 1;
+  }
+  std::cerr << "sessions-ws: listening on " << (svc.tls() ? "http+https" : "http") << "://" << cfg.host << ":"
+            << svc.port() << " (stt provider: " << (svc.context().stt.name.empty() ? "none" : svc.context().stt.name)
+            << ")" << std::endl;
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::cerr << "sessions-ws: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << ": draining streams (bound "
+            << cfg.shutdown_timeout.count() << " ms)" << std::endl;
+  bool drained = svc.shutdown();
+  std::cerr << "sessions-ws: stopped" << (drained ? "" : " (shutdown bound reached)") << std::endl;
+  return 0;
+}

@@ -1,0 +1,643 @@
+#include "net/server.hpp"
+
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <caf/send.hpp>
+
+#include "net/url.hpp"
+
+namespace sw::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using plain_stream = beast::tcp_stream;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+using clock = std::chrono::steady_clock;
+
+namespace {
+
+// Everything a connection needs from its server; connections keep it alive.
+struct shared_state {
+  server_options opts;
+  network_actor handler;
+  std::shared_ptr<net_stats> stats;
+  std::optional<ssl::context> tls;
+  std::atomic<std::uint64_t> next_id{1};
+};
+
+// Counts one open TCP connection for as long as it lives (moved from HTTP to WebSocket).
+struct connection_token {
+  std::shared_ptr<net_stats> stats;
+  explicit connection_token(std::shared_ptr<net_stats> s) : stats(std::move(s)) { ++stats->connections; }
+  ~connection_token() { --stats->connections; }
+  connection_token(const connection_token&) = delete;
+  connection_token& operator=(const connection_token&) = delete;
+};
+using token_ptr = std::shared_ptr<connection_token>;
+
+std::string json_error(const char* code) { return std::string("{\"error\":\"") + code + "\"}"; }
+
+http_response error_response(unsigned status, const char* code) {
+  http_response r;
+  r.status = status;
+  r.body = json_error(code);
+  r.close = true;
+  return r;
+}
+
+void graceful_shutdown(plain_stream& s) {
+  beast::error_code ec;
+  s.socket().shutdown(tcp::socket::shutdown_send, ec);
+}
+
+template <class Self>
+void graceful_shutdown(tls_stream& s, std::shared_ptr<Self> self, std::chrono::milliseconds bound) {
+  beast::get_lowest_layer(s).expires_after(bound);
+  s.async_shutdown([self](beast::error_code) {});
+}
+
+template <class Stream>
+class ws_session;
+
+// One WebSocket connection: a strictly single-writer bounded queue, server pings, heartbeat timeout.
+template <class Stream>
+class ws_session : public std::enable_shared_from_this<ws_session<Stream>> {
+public:
+  ws_session(std::shared_ptr<shared_state> st, Stream&& stream, token_ptr token)
+    : st_(std::move(st)),
+      token_(std::move(token)),
+      ws_(std::move(stream)),
+      ping_timer_(ws_.get_executor()),
+      close_timer_(ws_.get_executor()),
+      id_(st_->next_id++) {}
+
+  void run(http::request<http::string_body> req, session_actor session) {
+    session_ = std::move(session);
+    beast::get_lowest_layer(ws_).expires_never();  // the websocket stream has its own timeouts
+    websocket::stream_base::timeout t;
+    t.handshake_timeout = st_->opts.close_timeout;
+    t.idle_timeout = websocket::stream_base::none();  // our own ping/pong decides liveness
+    t.keep_alive_pings = false;
+    ws_.set_option(t);
+    ws_.set_option(websocket::stream_base::decorator(
+      [](websocket::response_type& res) { res.set(http::field::server, "sessions-ws"); }));
+    ws_.read_message_max(st_->opts.ws_max_message);
+    ws_.auto_fragment(false);
+    ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
+      if (kind == websocket::frame_type::pong) last_pong_ = clock::now();
+    });
+    ws_.async_accept(req, beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
+  }
+
+  // Called on the strand (posted by the sink).
+  void enqueue(const shared_text& text, delivery how) {
+    if (close_requested_ || finished_) return;
+    const auto limit = st_->opts.send_queue_bytes;
+    const auto size = text->size();
+    if (how == delivery::skippable && queued_bytes_ + size > limit / 2) {
+      ++st_->stats->partials_skipped;
+      return;
+    }
+    if (queued_bytes_ + size > limit) {
+      ++st_->stats->slow_client_closes;
+      request_close(4409, "Client too slow", false);
+      return;
+    }
+    queue_.push_back({text, false});
+    queued_bytes_ += size;
+    do_write();
+  }
+
+  // Graceful: after everything queued so far. Abortive: drops what is queued (not what is in flight).
+  void request_close(std::uint16_t code, std::string reason, bool graceful) {
+    if (close_requested_ || finished_) return;
+    close_requested_ = true;
+    close_reason_ = websocket::close_reason(static_cast<websocket::close_code>(code), reason);
+    if (!graceful) {
+      while (queue_.size() > (writing_ ? 1u : 0u)) {
+        if (!queue_.back().ping) queued_bytes_ -= queue_.back().text->size();
+        queue_.pop_back();
+      }
+    }
+    close_timer_.expires_after(st_->opts.close_timeout);
+    close_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (!ec && !self->finished_) {
+        beast::error_code ignored;
+        beast::get_lowest_layer(self->ws_).socket().close(ignored);
+      }
+    });
+    do_write();
+  }
+
+  auto executor() { return ws_.get_executor(); }
+
+private:
+  struct item {
+    shared_text text;  // null for a ping
+    bool ping;
+  };
+
+  void on_accept(beast::error_code ec) {
+    if (ec) {
+      caf::anon_send(session_, closed_atom::value);
+      return;
+    }
+    opened_ = true;
+    ++st_->stats->websockets;
+    last_pong_ = clock::now();
+    caf::anon_send(session_, open_atom::value, make_sink());
+    arm_ping();
+    do_read();
+  }
+
+  client_sink_ptr make_sink();
+
+  void do_read() {
+    ws_.async_read(buffer_, beast::bind_front_handler(&ws_session::on_read, this->shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec) {
+      on_gone();
+      return;
+    }
+    ++st_->stats->frames_in;
+    auto data = buffer_.data();
+    if (ws_.got_binary()) {
+      audio_chunk chunk;
+      chunk.pcm.resize(data.size());
+      asio::buffer_copy(asio::buffer(chunk.pcm), data);
+      caf::anon_send(session_, audio_atom::value, std::move(chunk));
+    } else {
+      caf::anon_send(session_, text_atom::value, beast::buffers_to_string(data));
+    }
+    buffer_.consume(buffer_.size());
+    do_read();
+  }
+
+  void on_gone() {
+    if (finished_) return;
+    finished_ = true;
+    ping_timer_.cancel();
+    close_timer_.cancel();
+    queue_.clear();
+    queued_bytes_ = 0;
+    if (opened_) --st_->stats->websockets;
+    caf::anon_send(session_, closed_atom::value);
+  }
+
+  void do_write() {
+    if (writing_ || finished_ || closing_) return;
+    if (queue_.empty()) {
+      if (close_requested_) {
+        closing_ = true;
+        ws_.async_close(close_reason_, [self = this->shared_from_this()](beast::error_code) {});
+      }
+      return;
+    }
+    writing_ = true;
+    auto& front = queue_.front();
+    if (front.ping) {
+      ws_.async_ping({}, [self = this->shared_from_this()](beast::error_code ec) { self->on_write(ec, 0); });
+    } else {
+      ws_.text(true);
+      ws_.async_write(asio::buffer(*front.text),
+                      beast::bind_front_handler(&ws_session::on_write, this->shared_from_this()));
+    }
+  }
+
+  void on_write(beast::error_code ec, std::size_t) {
+    writing_ = false;
+    if (ec) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(ws_).socket().close(ignored);
+      return;  // the read side reports the end
+    }
+    if (!queue_.empty()) {
+      if (!queue_.front().ping) {
+        queued_bytes_ -= queue_.front().text->size();
+        ++st_->stats->frames_out;
+      }
+      queue_.pop_front();
+    }
+    do_write();
+  }
+
+  void arm_ping() {
+    ping_timer_.expires_after(st_->opts.ping_interval);
+    ping_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (ec || self->finished_ || self->close_requested_) return;
+      if (clock::now() - self->last_pong_ >= self->st_->opts.pong_timeout) {
+        ++self->st_->stats->heartbeat_timeouts;
+        self->request_close(4408, "Heartbeat timeout", false);
+        return;
+      }
+      self->queue_.push_back({nullptr, true});
+      self->do_write();
+      self->arm_ping();
+    });
+  }
+
+  std::shared_ptr<shared_state> st_;
+  token_ptr token_;
+  websocket::stream<Stream> ws_;
+  session_actor session_;
+  beast::flat_buffer buffer_;
+  std::deque<item> queue_;
+  std::size_t queued_bytes_ = 0;
+  bool writing_ = false;
+  bool opened_ = false;
+  bool close_requested_ = false;
+  bool closing_ = false;
+  bool finished_ = false;
+  websocket::close_reason close_reason_;
+  asio::steady_timer ping_timer_;
+  asio::steady_timer close_timer_;
+  clock::time_point last_pong_;
+  std::uint64_t id_;
+};
+
+// The actors' handle on a WebSocket: posts onto the connection's strand; a no-op once it is gone.
+template <class Stream>
+class ws_sink final : public client_sink {
+public:
+  using executor_type = decltype(std::declval<ws_session<Stream>&>().executor());
+  ws_sink(std::weak_ptr<ws_session<Stream>> w, executor_type ex, std::uint64_t id)
+    : w_(std::move(w)), ex_(std::move(ex)), id_(id) {}
+
+  void send(shared_text json, delivery how) override {
+    asio::post(ex_, [w = w_, json = std::move(json), how] {
+      if (auto s = w.lock()) s->enqueue(json, how);
+    });
+  }
+  void close(std::uint16_t code, std::string reason) override {
+    asio::post(ex_, [w = w_, code, reason = std::move(reason)] {
+      if (auto s = w.lock()) s->request_close(code, reason, true);
+    });
+  }
+  std::uint64_t id() const override { return id_; }
+
+private:
+  std::weak_ptr<ws_session<Stream>> w_;
+  executor_type ex_;
+  std::uint64_t id_;
+};
+
+template <class Stream>
+client_sink_ptr ws_session<Stream>::make_sink() {
+  return std::make_shared<ws_sink<Stream>>(this->weak_from_this(), ws_.get_executor(), id_);
+}
+
+template <class Stream>
+class http_session;
+
+template <class Session>
+class http_responder_impl final : public http_responder {
+public:
+  explicit http_responder_impl(std::shared_ptr<Session> s) : s_(std::move(s)) {}
+  ~http_responder_impl() override {
+    if (!done_) respond(error_response(503, "unavailable"));  // the actor is gone: never leave a request hanging
+  }
+  void respond(http_response res) override {
+    if (done_.exchange(true)) return;
+    auto s = s_;
+    asio::post(s->executor(), [s, res = std::move(res)]() mutable { s->write_reply(std::move(res)); });
+  }
+
+private:
+  std::shared_ptr<Session> s_;
+  std::atomic<bool> done_{false};
+};
+
+template <class Session>
+class upgrade_responder_impl final : public upgrade_responder {
+public:
+  explicit upgrade_responder_impl(std::shared_ptr<Session> s) : s_(std::move(s)) {}
+  ~upgrade_responder_impl() override {
+    if (!done_) reject(error_response(503, "unavailable"));
+  }
+  void accept(session_actor session) override {
+    if (done_.exchange(true)) return;
+    auto s = s_;
+    asio::post(s->executor(), [s, session = std::move(session)]() mutable { s->start_websocket(std::move(session)); });
+  }
+  void reject(http_response res) override {
+    if (done_.exchange(true)) return;
+    auto s = s_;
+    res.close = true;
+    asio::post(s->executor(), [s, res = std::move(res)]() mutable { s->write_reply(std::move(res)); });
+  }
+
+private:
+  std::shared_ptr<Session> s_;
+  std::atomic<bool> done_{false};
+};
+
+// One HTTP/1.1 connection (keep-alive), plain or TLS.
+template <class Stream>
+class http_session : public std::enable_shared_from_this<http_session<Stream>> {
+public:
+  http_session(std::shared_ptr<shared_state> st, Stream&& stream, beast::flat_buffer&& buffer, token_ptr token)
+    : st_(std::move(st)), token_(std::move(token)), stream_(std::move(stream)), buffer_(std::move(buffer)) {}
+
+  void run() {
+    if constexpr (std::is_same_v<Stream, tls_stream>) {
+      beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
+      stream_.async_handshake(ssl::stream_base::server, buffer_.data(),
+                              [self = this->shared_from_this()](beast::error_code ec, std::size_t used) {
+                                if (ec) {
+                                  ++self->st_->stats->tls_handshake_failures;
+                                  return;
+                                }
+                                self->buffer_.consume(used);
+                                self->do_read();
+                              });
+    } else {
+      do_read();
+    }
+  }
+
+  auto executor() { return stream_.get_executor(); }
+
+  void write_reply(http_response r) {
+    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status), version_);
+    res->set(http::field::server, "sessions-ws");
+    if (r.status != 204) res->set(http::field::content_type, r.content_type);
+    res->set(http::field::access_control_allow_origin, st_->opts.cors_origin);
+    res->set(http::field::access_control_allow_methods, "GET, POST, OPTIONS");
+    res->set(http::field::access_control_allow_headers, "Content-Type, Authorization");
+    for (auto& [k, v] : r.headers) res->set(k, v);
+    const bool keep = keep_alive_ && !r.close;
+    res->keep_alive(keep);
+    res->body() = std::move(r.body);
+    res->prepare_payload();
+    beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
+    http::async_write(stream_, *res, [self = this->shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
+      if (ec) return;
+      if (keep) {
+        self->do_read();
+      } else {
+        self->do_eof();
+      }
+    });
+  }
+
+  void start_websocket(session_actor session) {
+    auto ws = std::make_shared<ws_session<Stream>>(st_, std::move(stream_), token_);
+    ws->run(std::move(upgrade_req_), std::move(session));
+  }
+
+private:
+  void do_read() {
+    parser_.emplace();
+    parser_->body_limit(st_->opts.body_limit);
+    parser_->header_limit(16 * 1024);
+    beast::get_lowest_layer(stream_).expires_after(first_ ? st_->opts.request_timeout : st_->opts.idle_timeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&http_session::on_read, this->shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    first_ = false;
+    if (ec == http::error::end_of_stream) {
+      do_eof();
+      return;
+    }
+    if (ec == http::error::body_limit) {
+      ++st_->stats->bodies_too_large;
+      keep_alive_ = false;
+      write_reply(error_response(413, "payload_too_large"));
+      return;
+    }
+    if (ec) {
+      if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
+          ec != http::error::partial_message) {
+        ++st_->stats->bad_requests;
+        keep_alive_ = false;
+        write_reply(error_response(400, "bad_request"));
+      }
+      return;  // network error or timeout: just drop the connection
+    }
+    ++st_->stats->http_requests;
+    auto& req = parser_->get();
+    version_ = req.version();
+    keep_alive_ = req.keep_alive();
+    http_request out;
+    out.method = std::string(req.method_string());
+    out.target = std::string(req.target());
+    out.tls = std::is_same_v<Stream, tls_stream>;
+    if (!split_target(out.target, out.path, out.query)) {
+      ++st_->stats->bad_requests;
+      keep_alive_ = false;
+      write_reply(error_response(400, "bad_request"));
+      return;
+    }
+    for (auto& field : req) {
+      std::string name(field.name_string());
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      out.headers.emplace_back(std::move(name), std::string(field.value()));
+    }
+    beast::error_code ignored;
+    auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ignored);
+    if (!ignored) out.remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+    // The actor must answer within the request timeout; the responder answers 503 if it never does.
+    beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
+    if (websocket::is_upgrade(req)) {
+      upgrade_req_ = parser_->release();
+      caf::anon_send(st_->handler, upgrade_atom::value, std::move(out),
+                     upgrade_responder_ptr{std::make_shared<upgrade_responder_impl<http_session>>(this->shared_from_this())});
+    } else {
+      out.body = std::move(req.body());
+      caf::anon_send(st_->handler, http_atom::value, std::move(out),
+                     http_responder_ptr{std::make_shared<http_responder_impl<http_session>>(this->shared_from_this())});
+    }
+  }
+
+  void do_eof() {
+    if constexpr (std::is_same_v<Stream, tls_stream>) {
+      graceful_shutdown(stream_, this->shared_from_this(), st_->opts.close_timeout);
+    } else {
+      graceful_shutdown(stream_);
+    }
+  }
+
+  std::shared_ptr<shared_state> st_;
+  token_ptr token_;
+  Stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::request<http::string_body> upgrade_req_;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  bool first_ = true;
+};
+
+// Sniffs the first bytes: TLS ClientHello or plain HTTP, on the same port.
+class detector : public std::enable_shared_from_this<detector> {
+public:
+  detector(std::shared_ptr<shared_state> st, tcp::socket&& socket)
+    : st_(std::move(st)), token_(std::make_shared<connection_token>(st_->stats)), stream_(std::move(socket)) {}
+
+  void run() {
+    if (!st_->tls) {
+      std::make_shared<http_session<plain_stream>>(st_, std::move(stream_), std::move(buffer_), token_)->run();
+      return;
+    }
+    stream_.expires_after(st_->opts.request_timeout);
+    beast::async_detect_ssl(stream_, buffer_,
+                            [self = shared_from_this()](beast::error_code ec, bool is_tls) { self->on_detect(ec, is_tls); });
+  }
+
+private:
+  void on_detect(beast::error_code ec, bool is_tls) {
+    if (ec) return;
+    if (is_tls) {
+      std::make_shared<http_session<tls_stream>>(st_, tls_stream(std::move(stream_), *st_->tls), std::move(buffer_),
+                                                 token_)
+        ->run();
+    } else {
+      std::make_shared<http_session<plain_stream>>(st_, std::move(stream_), std::move(buffer_), token_)->run();
+    }
+  }
+
+  std::shared_ptr<shared_state> st_;
+  token_ptr token_;
+  plain_stream stream_;
+  beast::flat_buffer buffer_;
+};
+
+class listener : public std::enable_shared_from_this<listener> {
+public:
+  listener(asio::io_context& ioc, std::shared_ptr<shared_state> st) : ioc_(ioc), st_(std::move(st)), acceptor_(asio::make_strand(ioc)) {}
+
+  void open(const tcp::endpoint& ep) {
+    acceptor_.open(ep.protocol());
+    acceptor_.set_option(asio::socket_base::reuse_address(true));
+    acceptor_.bind(ep);
+    acceptor_.listen(asio::socket_base::max_listen_connections);
+  }
+
+  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
+
+  void run() { do_accept(); }
+
+  void stop() {
+    asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
+      beast::error_code ignored;
+      self->acceptor_.close(ignored);
+    });
+  }
+
+private:
+  void do_accept() {
+    acceptor_.async_accept(asio::make_strand(ioc_), [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
+      if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
+      if (!ec) {
+        beast::error_code ignored;
+        s.set_option(tcp::no_delay(true), ignored);
+        if (self->st_->opts.socket_send_buffer > 0)
+          s.set_option(asio::socket_base::send_buffer_size(self->st_->opts.socket_send_buffer), ignored);
+        std::make_shared<detector>(self->st_, std::move(s))->run();
+      }
+      self->do_accept();
+    });
+  }
+
+  asio::io_context& ioc_;
+  std::shared_ptr<shared_state> st_;
+  tcp::acceptor acceptor_;
+};
+
+}  // namespace
+
+struct server::impl {
+  asio::io_context ioc;
+  std::shared_ptr<shared_state> st;
+  std::shared_ptr<listener> lis;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::vector<std::thread> threads;
+  std::uint16_t port = 0;
+};
+
+server::server(server_options opts, network_actor handler, std::shared_ptr<net_stats> stats) : impl_(new impl) {
+  impl_->st = std::make_shared<shared_state>();
+  impl_->st->opts = std::move(opts);
+  impl_->st->handler = std::move(handler);
+  impl_->st->stats = stats ? std::move(stats) : std::make_shared<net_stats>();
+}
+
+server::~server() {
+  if (!impl_->threads.empty()) stop(std::chrono::milliseconds(0));
+}
+
+void server::start() {
+  auto& st = *impl_->st;
+  if (!st.opts.tls_cert_file.empty() || !st.opts.tls_key_file.empty()) {
+    if (st.opts.tls_cert_file.empty() || st.opts.tls_key_file.empty())
+      throw std::runtime_error("TLS needs both TLS_CERT_FILE and TLS_KEY_FILE");
+    st.tls.emplace(ssl::context::tls_server);
+    st.tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                        ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    try {
+      st.tls->use_certificate_chain_file(st.opts.tls_cert_file);
+      st.tls->use_private_key_file(st.opts.tls_key_file, ssl::context::pem);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("cannot load TLS certificate/key (" + st.opts.tls_cert_file + ", " +
+                               st.opts.tls_key_file + "): " + e.what());
+    }
+  }
+  beast::error_code ec;
+  auto address = asio::ip::make_address(st.opts.host, ec);
+  if (ec) throw std::runtime_error("HOST is not an IP address: " + st.opts.host);
+  impl_->lis = std::make_shared<listener>(impl_->ioc, impl_->st);
+  try {
+    impl_->lis->open(tcp::endpoint(address, st.opts.port));
+  } catch (const std::exception& e) {
+    throw std::runtime_error("cannot listen on " + st.opts.host + ":" + std::to_string(st.opts.port) + ": " +
+                             e.what());
+  }
+  impl_->port = impl_->lis->port();
+  impl_->lis->run();
+  impl_->work.emplace(impl_->ioc.get_executor());
+  for (int i = 0; i < std::max(1, st.opts.io_threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+}
+
+std::uint16_t server::port() const { return impl_->port; }
+
+bool server::tls() const { return impl_->st->tls.has_value(); }
+
+void server::stop_accepting() {
+  if (impl_->lis) impl_->lis->stop();
+}
+
+void server::stop(std::chrono::milliseconds bound) {
+  stop_accepting();
+  auto deadline = clock::now() + bound;
+  while (impl_->st->stats->connections.load() > 0 && clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  impl_->work.reset();
+  impl_->ioc.stop();
+  for (auto& t : impl_->threads) t.join();
+  impl_->threads.clear();
+}
+
+}  // namespace sw::net

@@ -1,0 +1,70 @@
+// The one listening port: plain HTTP/1.1 + WebSocket, and TLS on the same port when configured.
+// No business rules here: every request goes to the network actor, which answers through a responder.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "proto/actors.hpp"
+
+namespace sw::net {
+
+struct server_options {
+  std::string host = "0.0.0.0";
+  std::uint16_t port = 3001;  // 0 = ephemeral (tests)
+  int io_threads = 2;
+  std::string tls_cert_file;  // both set = TLS detected per connection
+  std::string tls_key_file;
+  std::string cors_origin = "*";                 // for the responses net/ writes itself (413, 400, 503)
+  std::size_t body_limit = 64 * 1024;            // request bodies above -> 413
+  std::size_t ws_max_message = 256 * 1024;       // larger frames close the socket 1009
+  std::size_t send_queue_bytes = 1024 * 1024;    // per WebSocket client
+  int socket_send_buffer = 0;                    // SO_SNDBUF of accepted sockets (0 = kernel default)
+  std::chrono::milliseconds request_timeout{15'000};  // first request (and TLS handshake) must arrive within
+  std::chrono::milliseconds idle_timeout{60'000};     // keep-alive connection idle between requests
+  std::chrono::milliseconds ping_interval{15'000};
+  std::chrono::milliseconds pong_timeout{45'000};
+  std::chrono::milliseconds close_timeout{5'000};  // a close handshake that takes longer drops the TCP connection
+};
+
+// Figures net/ keeps; read by the network actor for /metrics.
+struct net_stats {
+  std::atomic<std::int64_t> connections{0};  // open TCP connections
+  std::atomic<std::int64_t> websockets{0};   // open WebSockets
+  std::atomic<std::uint64_t> http_requests{0};
+  std::atomic<std::uint64_t> frames_in{0};
+  std::atomic<std::uint64_t> frames_out{0};
+  std::atomic<std::uint64_t> partials_skipped{0};
+  std::atomic<std::uint64_t> slow_client_closes{0};
+  std::atomic<std::uint64_t> heartbeat_timeouts{0};
+  std::atomic<std::uint64_t> tls_handshake_failures{0};
+  std::atomic<std::uint64_t> bad_requests{0};
+  std::atomic<std::uint64_t> bodies_too_large{0};
+};
+
+class server {
+public:
+  server(server_options opts, network_actor handler, std::shared_ptr<net_stats> stats);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  // Binds, listens and starts the I/O threads. Throws std::runtime_error (port in use, bad TLS files).
+  void start();
+  // The bound port (useful with port 0).
+  std::uint16_t port() const;
+  bool tls() const;
+  // Stops accepting new connections; open ones keep running.
+  void stop_accepting();
+  // Waits up to `bound` for every connection to end, then stops the I/O threads.
+  void stop(std::chrono::milliseconds bound);
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace sw::net

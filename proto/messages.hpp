@@ -1,0 +1,171 @@
+// Every message value that crosses an actor boundary. Read proto/actors.hpp for who sends what to whom.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include "proto/client_sink.hpp"
+#include "proto/http.hpp"
+
+namespace sw {
+
+// --- atoms (at most 10 characters) ------------------------------------------------------------
+using audio_atom = caf::atom_constant<caf::atom("audio")>;
+using text_atom = caf::atom_constant<caf::atom("text")>;
+using open_atom = caf::atom_constant<caf::atom("open")>;
+using closed_atom = caf::atom_constant<caf::atom("closed")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
+using transcript_atom = caf::atom_constant<caf::atom("transcrpt")>;
+using error_atom = caf::atom_constant<caf::atom("error")>;
+using join_atom = caf::atom_constant<caf::atom("join")>;
+using leave_atom = caf::atom_constant<caf::atom("leave")>;
+using speaker_atom = caf::atom_constant<caf::atom("speaker")>;
+using notice_atom = caf::atom_constant<caf::atom("notice")>;
+using http_atom = caf::atom_constant<caf::atom("http")>;
+using upgrade_atom = caf::atom_constant<caf::atom("upgrade")>;
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using final_atom = caf::atom_constant<caf::atom("final")>;
+using usage_atom = caf::atom_constant<caf::atom("usage")>;
+using queue_atom = caf::atom_constant<caf::atom("queue")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using ready_atom = caf::atom_constant<caf::atom("ready")>;
+
+// --- participant stream -----------------------------------------------------------------------
+
+// Who a participant stream is, from its verified token.
+struct stream_identity {
+  std::uint64_t stream_id = 0;  // unique per participant stream in this process
+  std::string stream_key;       // random, unique per stream across restarts: namespaces utterance ids
+  std::string session_slug;     // the room
+  std::string session_id;       // web app's VideoSession id (may be empty)
+  std::string identity;         // LiveKit identity
+  std::string user_id;          // `sub`, else the identity
+  std::string name;             // display name: `name` claim, else the identity
+};
+
+// One binary frame of PCM16 LE 16 kHz mono audio.
+struct audio_chunk {
+  std::vector<std::uint8_t> pcm;
+};
+
+// --- STT relay <-> session --------------------------------------------------------------------
+
+// A transcript as the upstream reports it (ids are the upstream's, not yet namespaced).
+struct stt_transcript {
+  std::string utterance_id;
+  std::string text;
+  bool is_final = false;
+  std::string language;
+  double start = 0;  // seconds from the stream's start
+  double end = 0;
+};
+
+// Upstream state: "connecting" | "ready" | "stopped".
+struct stt_status {
+  std::string status;
+  std::string provider;
+};
+
+// Terminal upstream failure; code is one of the client protocol's error codes.
+struct stt_error {
+  std::string code;  // stt_unavailable | stt_auth_failed | stt_busy | internal
+  std::string message;
+};
+
+// --- session -> room --------------------------------------------------------------------------
+
+// A client connection in a room; legacy = `format=legacy` framing.
+struct room_member {
+  std::uint64_t stream_id = 0;
+  client_sink_ptr sink;
+  bool legacy = false;
+};
+
+// A transcript attributed to its speaker, ready for fan-out and storage.
+struct room_transcript {
+  std::string session_slug;
+  std::string utterance_id;  // namespaced per participant stream: unique within the room
+  std::string text;
+  bool is_final = false;
+  std::string speaker_id;    // identity, or "room"
+  std::string speaker_name;  // display name
+  std::string language;
+  double start = 0;
+  double end = 0;
+};
+
+// Who is speaking in a room (HTTP route or the `active_speaker` client message).
+struct active_speaker_update {
+  std::string identity;
+  std::string name;
+  std::int64_t timestamp_ms = 0;
+};
+
+// --- session -> persistence (implemented by the persistence actor) ---------------------------
+
+// A final transcript to store.
+struct final_record {
+  room_transcript transcript;
+  std::string session_id;
+  std::int64_t stream_started_ms = 0;  // wall clock of the stream's first audio
+};
+
+// Usage of one ended participant stream.
+struct usage_record {
+  std::string session_slug;
+  std::string session_id;
+  std::string identity;
+  std::int64_t started_ms = 0;
+  std::int64_t ended_ms = 0;
+  std::uint64_t audio_chunks = 0;
+  std::uint64_t transcripts = 0;
+  std::uint64_t finals = 0;
+  std::uint64_t partials = 0;
+  std::uint64_t errors = 0;
+};
+
+// Persistence queue figures for /health and /metrics.
+struct queue_stats {
+  std::uint64_t queue_length = 0;  // finals accepted but not yet committed
+  std::uint64_t total_queued = 0;
+  std::uint64_t total_flushed = 0;
+  std::uint64_t total_errors = 0;
+  std::int64_t last_flush_ms = 0;  // 0 = never
+  std::string last_error;
+  bool database_ok = false;
+  std::string backend;  // "sqlite" | "postgresql" | "" (none)
+};
+
+// --- inspectors -------------------------------------------------------------------------------
+#define SW_INSPECT(type, ...)                                                  \
+  template <class Inspector>                                                   \
+  typename Inspector::result_type inspect(Inspector& f, type& x) {             \
+    return f(caf::meta::type_name(#type), __VA_ARGS__);                        \
+  }
+SW_INSPECT(stream_identity, x.stream_id, x.stream_key, x.session_slug, x.session_id, x.identity, x.user_id, x.name)
+SW_INSPECT(audio_chunk, x.pcm)
+SW_INSPECT(stt_transcript, x.utterance_id, x.text, x.is_final, x.language, x.start, x.end)
+SW_INSPECT(stt_status, x.status, x.provider)
+SW_INSPECT(stt_error, x.code, x.message)
+SW_INSPECT(room_transcript, x.session_slug, x.utterance_id, x.text, x.is_final, x.speaker_id,
+           x.speaker_name, x.language, x.start, x.end)
+SW_INSPECT(active_speaker_update, x.identity, x.name, x.timestamp_ms)
+SW_INSPECT(final_record, x.transcript, x.session_id, x.stream_started_ms)
+SW_INSPECT(usage_record, x.session_slug, x.session_id, x.identity, x.started_ms, x.ended_ms,
+           x.audio_chunks, x.transcripts, x.finals, x.partials, x.errors)
+SW_INSPECT(queue_stats, x.queue_length, x.total_queued, x.total_flushed, x.total_errors,
+           x.last_flush_ms, x.last_error, x.database_ok, x.backend)
+#undef SW_INSPECT
+
+}  // namespace sw
+
+// Process-local handles (never serialized): a connection's write side and responders.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sw::room_member)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sw::client_sink_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sw::http_responder_ptr)

@@ -1,0 +1,22 @@
+// A scripted STT relay for tests (the real providers are issues #3 and #5). For every audio chunk it
+// reports a partial and a final transcript of that chunk, so tests can see exactly what went through.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "proto/actors.hpp"
+
+namespace sw::test {
+
+struct echo_options {
+  std::size_t padding = 0;        // bytes appended to every final's text (slow-client tests)
+  bool partials = true;           // also emit a partial per chunk
+  bool duplicate_finals = false;  // emit every final twice (dedup tests)
+  std::string fail_code;          // non-empty: report this error at start and stop
+};
+
+// Utterance ids are "u<n>" for the n-th chunk; texts are "chunk <n> <bytes>B".
+stt_provider echo_provider(echo_options opts = {});
+
+}  // namespace sw::test

@@ -1,0 +1,81 @@
+#include "tests/support/harness.hpp"
+
+#include <ctime>
+
+#include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
+namespace sw::test {
+
+harness::harness(const std::function<void(config&)>& tweak, std::optional<stt_provider> stt) {
+  cfg.host = "127.0.0.1";
+  cfg.port = 0;
+  cfg.jwt_secret = secret;
+  cfg.service_api_secret = "service-secret";
+  cfg.shutdown_timeout = std::chrono::milliseconds(3000);
+  cfg.log_level = "error";
+  if (tweak) tweak(cfg);
+  svc = std::make_unique<service>(cfg, stt ? std::move(stt) : std::optional<stt_provider>(stt_provider{}));
+  svc->start();
+  port = svc->port();
+}
+
+harness::~harness() { svc->shutdown(); }
+
+std::string harness::http(const std::string& path) const {
+  return scheme_http + "://127.0.0.1:" + std::to_string(port) + path;
+}
+
+std::string harness::ws(const std::string& token, const std::string& extra_query) const {
+  return scheme_ws + "://127.0.0.1:" + std::to_string(port) + "/api/realtime/transcribe?token=" + token + extra_query;
+}
+
+std::string harness::token(const std::string& room, const std::string& identity, const std::string& sub,
+                           const std::string& name, long ttl) {
+  token_claims c;
+  c.session_slug = room;
+  c.identity = identity;
+  c.user_id = sub;
+  c.name = name;
+  c.session_id = "vs-" + room;
+  return mint_token(c, secret, static_cast<std::int64_t>(std::time(nullptr)) + ttl);
+}
+
+std::unique_ptr<net::ws_client> harness::connect(const std::string& room, const std::string& identity,
+                                                 const std::string& extra_query, const std::string& sub) const {
+  return net::ws_client::connect(ws(token(room, identity, sub), extra_query));
+}
+
+std::string expect_message(net::ws_client& c, const std::string& needle, int timeout_ms) {
+  return c.read_until(needle, std::chrono::milliseconds(timeout_ms));
+}
+
+std::uint16_t expect_close(net::ws_client& c, int timeout_ms, std::string* reason) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto m = c.read(left);
+    if (m.kind == net::ws_client::message::closed) {
+      if (reason) *reason = m.close_reason;
+      return m.close_code;
+    }
+    if (m.kind == net::ws_client::message::timeout) break;
+  }
+  return 0;
+}
+
+std::string field(const std::string& json, const std::string& key) {
+  rapidjson::Document d;
+  d.Parse(json.c_str());
+  if (d.HasParseError() || !d.IsObject()) return "<not json>";
+  auto it = d.FindMember(key.c_str());
+  if (it == d.MemberEnd()) return "<missing>";
+  if (it->value.IsString()) return it->value.GetString();
+  rapidjson::StringBuffer sb;
+  rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+  it->value.Accept(w);
+  return sb.GetString();
+}
+
+}  // namespace sw::test

@@ -1,0 +1,45 @@
+// Starts the real service in-process on an ephemeral loopback port, and helpers for tokens and URLs.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "actors/service.hpp"
+#include "actors/token.hpp"
+#include "net/client.hpp"
+#include "tests/support/echo_relay.hpp"
+
+namespace sw::test {
+
+inline const std::string secret = "test-secret-0123456789";
+
+struct harness {
+  // `tweak` edits the configuration before start; `stt` = nullopt means no provider (the product default).
+  explicit harness(const std::function<void(config&)>& tweak = {}, std::optional<stt_provider> stt = echo_provider());
+  ~harness();
+
+  std::string http(const std::string& path) const;  // http://127.0.0.1:PORT/path
+  std::string ws(const std::string& token, const std::string& extra_query = {}) const;
+  static std::string token(const std::string& room, const std::string& identity, const std::string& sub = {},
+                           const std::string& name = {}, long ttl = 3600);
+  std::unique_ptr<net::ws_client> connect(const std::string& room, const std::string& identity,
+                                          const std::string& extra_query = {}, const std::string& sub = {}) const;
+
+  config cfg;
+  std::unique_ptr<service> svc;
+  std::uint16_t port = 0;
+  std::string scheme_http = "http", scheme_ws = "ws";
+};
+
+// Reads messages until one whose text contains `needle`; returns it (throws on timeout/close).
+std::string expect_message(net::ws_client& c, const std::string& needle, int timeout_ms = 3000);
+
+// Reads until the socket closes; returns the close code (0 on timeout).
+std::uint16_t expect_close(net::ws_client& c, int timeout_ms = 3000, std::string* reason = nullptr);
+
+// A minimal JSON field reader for assertions: the raw value of "key" (strings without quotes).
+std::string field(const std::string& json, const std::string& key);
+
+}  // namespace sw::test

@@ -1,0 +1,74 @@
+#include <gtest/gtest.h>
+
+#include "actors/audio_guard.hpp"
+
+namespace {
+
+using sw::audio_guard;
+using sw::frame_verdict;
+using ms = std::chrono::milliseconds;
+
+TEST(AudioGuard, FrameSizes) {
+  auto t = audio_guard::clock::now();
+  audio_guard g(t);
+  EXPECT_EQ(g.check(0, t), frame_verdict::invalid);
+  EXPECT_EQ(g.check(1, t), frame_verdict::invalid);
+  EXPECT_EQ(g.check(3, t), frame_verdict::invalid);
+  EXPECT_EQ(g.check(3201, t), frame_verdict::invalid);
+  EXPECT_EQ(g.check(65'538, t), frame_verdict::invalid);
+  EXPECT_EQ(g.check(2, t), frame_verdict::accept);
+  EXPECT_EQ(g.check(65'536, t), frame_verdict::accept);
+}
+
+TEST(AudioGuard, InvalidFramesCostNothing) {
+  auto t = audio_guard::clock::now();
+  audio_guard g(t);
+  g.check(3, t);
+  EXPECT_EQ(g.tokens(), audio_guard::capacity);
+}
+
+TEST(AudioGuard, BucketIsFullAtConnectAndThenRefillsAtTwiceRealTime) {
+  auto t = audio_guard::clock::now();
+  audio_guard g(t);
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(g.check(3200, t), frame_verdict::accept) << i;  // 320 000 B burst
+  EXPECT_EQ(g.check(2, t), frame_verdict::rate_limited);
+  t += ms(100);  // 6 400 B refilled
+  EXPECT_EQ(g.check(6400, t), frame_verdict::accept);
+  EXPECT_EQ(g.check(2, t), frame_verdict::rate_limited);
+  t += ms(50);
+  EXPECT_EQ(g.check(6400, t), frame_verdict::rate_limited);  // only 3 200 available: the frame is dropped whole
+  EXPECT_EQ(g.check(3200, t), frame_verdict::accept);
+}
+
+TEST(AudioGuard, TwiceRealTimeIsSustainedForAMinute) {
+  auto t = audio_guard::clock::now();
+  audio_guard g(t);
+  for (int i = 0; i < 6000; ++i) {  // 20 ms frames (640 B) every 10 ms = 2x real time
+    ASSERT_EQ(g.check(640, t), frame_verdict::accept) << i;
+    t += ms(10);
+  }
+}
+
+TEST(AudioGuard, ThreeTimesRealTimeIsCutToTwice) {
+  auto t = audio_guard::clock::now();
+  audio_guard g(t);
+  std::size_t accepted = 0;
+  const int seconds = 60;
+  for (int i = 0; i < seconds * 150; ++i) {  // 640 B every 6.67 ms = 96 000 B/s
+    if (g.check(640, t) == frame_verdict::accept) accepted += 640;
+    t += std::chrono::microseconds(6667);
+  }
+  // burst + 2x real time over the period
+  const double expected = audio_guard::capacity + audio_guard::refill_per_second * seconds;
+  EXPECT_NEAR(static_cast<double>(accepted), expected, 2000);
+}
+
+TEST(AudioGuard, BucketNeverExceedsCapacity) {
+  auto t = audio_guard::clock::now();
+  audio_guard g(t);
+  t += std::chrono::hours(1);
+  g.check(2, t);
+  EXPECT_LE(g.tokens(), audio_guard::capacity);
+}
+
+}  // namespace

@@ -1,0 +1,91 @@
+#include <cstdlib>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "actors/config.hpp"
+
+namespace {
+
+sw::config load(std::map<std::string, std::string> env, bool dev = false) {
+  if (!env.count("TRANSCRIPTION_JWT_SECRET") && !dev) env["TRANSCRIPTION_JWT_SECRET"] = "s";
+  return sw::load_config(
+    [&](const char* k) -> const char* {
+      auto it = env.find(k);
+      return it == env.end() ? nullptr : it->second.c_str();
+    },
+    dev);
+}
+
+std::string error_of(std::map<std::string, std::string> env) {
+  try {
+    load(std::move(env));
+  } catch (const sw::config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, Defaults) {
+  auto c = load({});
+  EXPECT_EQ(c.port, 3001);
+  EXPECT_EQ(c.host, "0.0.0.0");
+  EXPECT_EQ(c.max_streams_per_room, 50u);
+  EXPECT_EQ(c.max_streams_per_user, 5u);
+  EXPECT_EQ(c.client_send_queue_bytes, 1024u * 1024u);
+  EXPECT_EQ(c.ws_ping_interval.count(), 15000);
+  EXPECT_EQ(c.ws_pong_timeout.count(), 45000);
+  EXPECT_EQ(c.cors_allow_origin, "*");
+}
+
+TEST(Config, ReadsValues) {
+  auto c = load({{"PORT", "8080"}, {"MAX_STREAMS_PER_ROOM", "3"}, {"WS_PING_INTERVAL_MS", "100"}, {"HOST", "127.0.0.1"}});
+  EXPECT_EQ(c.port, 8080);
+  EXPECT_EQ(c.max_streams_per_room, 3u);
+  EXPECT_EQ(c.ws_ping_interval.count(), 100);
+  EXPECT_EQ(c.host, "127.0.0.1");
+}
+
+TEST(Config, BadValuesNameTheVariable) {
+  for (auto [k, v] : std::map<std::string, std::string>{{"PORT", "abc"},
+                                                        {"PORT", "70000"},
+                                                        {"PORT", "-1"},
+                                                        {"PORT", "80x"},
+                                                        {"MAX_STREAMS", "0"},
+                                                        {"CLIENT_SEND_QUEUE_BYTES", "12"},
+                                                        {"WS_PONG_TIMEOUT_MS", "soon"},
+                                                        {"STT_PROVIDER", "whisper"},
+                                                        {"LOG_LEVEL", "loud"}}) {
+    auto e = error_of({{k, v}});
+    EXPECT_NE(e.find(k), std::string::npos) << k << "=" << v << " -> " << e;
+  }
+}
+
+TEST(Config, TlsFilesGoTogether) {
+  EXPECT_NE(error_of({{"TLS_CERT_FILE", "c.pem"}}).find("TLS_KEY_FILE"), std::string::npos);
+}
+
+TEST(Config, SecretIsRequiredUnlessDev) {
+  EXPECT_THROW(sw::load_config([](const char*) -> const char* { return nullptr; }, false), sw::config_error);
+  EXPECT_NO_THROW(sw::load_config([](const char*) -> const char* { return nullptr; }, true));
+}
+
+TEST(Config, UsageListsEverySetting) {
+  auto text = sw::usage_text();
+  for (auto& s : sw::settings()) EXPECT_NE(text.find(s.name), std::string::npos) << s.name;
+}
+
+TEST(Binary, HelpExitsZeroAndBadPortExitsTwo) {
+  EXPECT_EQ(std::system(SESSIONS_WS_BIN " --help > /dev/null"), 0);
+  int rc = std::system("PORT=abc TRANSCRIPTION_JWT_SECRET=x " SESSIONS_WS_BIN " 2>/dev/null");
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  rc = std::system("env -u TRANSCRIPTION_JWT_SECRET " SESSIONS_WS_BIN " 2>/dev/null");
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  rc = std::system(SESSIONS_WS_BIN " --bogus 2>/dev/null");
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+}
+
+}  // namespace

@@ -1,0 +1,209 @@
+// Every HTTP route and error of the client protocol, against the real server over real sockets.
+#include <gtest/gtest.h>
+
+#include "tests/support/harness.hpp"
+
+namespace {
+
+using sw::net::http_fetch;
+using sw::test::field;
+using sw::test::harness;
+
+void expect_cors(const sw::net::http_result& r, const std::string& origin = "*") {
+  ASSERT_TRUE(r.header("access-control-allow-origin"));
+  EXPECT_EQ(*r.header("access-control-allow-origin"), origin);
+  ASSERT_TRUE(r.header("access-control-allow-methods"));
+  EXPECT_EQ(*r.header("access-control-allow-methods"), "GET, POST, OPTIONS");
+  ASSERT_TRUE(r.header("access-control-allow-headers"));
+  EXPECT_EQ(*r.header("access-control-allow-headers"), "Content-Type, Authorization");
+}
+
+class Http : public ::testing::Test {
+protected:
+  harness h;
+};
+
+TEST_F(Http, Root) {
+  auto r = http_fetch(h.http("/"));
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(*r.header("content-type"), "application/json");
+  EXPECT_EQ(field(r.body, "service"), "sessions-ws");
+  EXPECT_EQ(field(r.body, "status"), "running");
+  EXPECT_NE(field(r.body, "version"), "<missing>");
+  EXPECT_NE(field(r.body, "endpoints").find("/api/realtime/transcribe"), std::string::npos);
+  EXPECT_NE(field(r.body, "timestamp").find('T'), std::string::npos);
+  expect_cors(r);
+}
+
+TEST_F(Http, Health) {
+  auto r = http_fetch(h.http("/health"));
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(field(r.body, "status"), "ok");
+  EXPECT_EQ(field(r.body, "queueLength"), "0");
+  EXPECT_EQ(field(r.body, "timestamp").back(), 'Z');
+}
+
+TEST_F(Http, HealthWithQueryString) {
+  EXPECT_EQ(http_fetch(h.http("/health?probe=1")).status, 200u);
+}
+
+TEST_F(Http, ReadyIsNotReadyWithoutPersistence) {
+  auto r = http_fetch(h.http("/ready"));
+  EXPECT_EQ(r.status, 503u);
+  EXPECT_EQ(field(r.body, "status"), "not_ready");
+  EXPECT_NE(field(r.body, "checks").find("\"provider\":\"echo\""), std::string::npos) << r.body;
+}
+
+TEST_F(Http, MetricsJson) {
+  auto r = http_fetch(h.http("/metrics"));
+  EXPECT_EQ(r.status, 200u);
+  for (auto key : {"activeConnections", "activeGladiaBridges", "totalMessagesReceived", "totalMessagesSent",
+                   "totalErrors", "uptime", "queue", "latency", "counters", "sessionClients", "actors"})
+    EXPECT_NE(field(r.body, key), "<missing>") << key;
+  EXPECT_NE(field(r.body, "queue").find("totalFlushed"), std::string::npos);
+  EXPECT_NE(field(r.body, "actors").find("\"network\""), std::string::npos);
+}
+
+TEST_F(Http, MetricsPrometheus) {
+  for (auto r : {http_fetch(h.http("/metrics?format=prometheus")),
+                 http_fetch(h.http("/metrics"), "GET", "", {{"Accept", "text/plain"}})}) {
+    EXPECT_EQ(r.status, 200u);
+    EXPECT_EQ(r.header("content-type")->rfind("text/plain; version=0.0.4", 0), 0u);
+    EXPECT_NE(r.body.find("# TYPE sessions_ws_active_connections gauge"), std::string::npos);
+    EXPECT_NE(r.body.find("sessions_ws_actors_live{kind=\"network\"} 1"), std::string::npos) << r.body;
+  }
+}
+
+TEST_F(Http, OptionsOnAnyPathIs204) {
+  for (auto path : {"/", "/nowhere", "/api/realtime/transcribe", "/api/active-speaker"}) {
+    auto r = http_fetch(h.http(path), "OPTIONS");
+    EXPECT_EQ(r.status, 204u) << path;
+    EXPECT_TRUE(r.body.empty());
+    expect_cors(r);
+  }
+}
+
+TEST_F(Http, UnknownPathIs404WithPathAndMethod) {
+  auto r = http_fetch(h.http("/no/such?x=1"), "DELETE");
+  EXPECT_EQ(r.status, 404u);
+  EXPECT_EQ(field(r.body, "error"), "Not found");
+  EXPECT_EQ(field(r.body, "path"), "/no/such");
+  EXPECT_EQ(field(r.body, "method"), "DELETE");
+  expect_cors(r);
+}
+
+TEST_F(Http, WrongMethodIs405WithAllow) {
+  auto r = http_fetch(h.http("/health"), "POST", "{}");
+  EXPECT_EQ(r.status, 405u);
+  ASSERT_TRUE(r.header("allow"));
+  EXPECT_EQ(*r.header("allow"), "GET, OPTIONS");
+  r = http_fetch(h.http("/api/active-speaker"));
+  EXPECT_EQ(r.status, 405u);
+  EXPECT_EQ(*r.header("allow"), "POST, OPTIONS");
+}
+
+TEST_F(Http, BodyOver64KiBIs413) {
+  auto r = http_fetch(h.http("/api/active-speaker"), "POST", std::string(64 * 1024 + 1, 'x'),
+                      {{"Content-Type", "application/json"}});
+  EXPECT_EQ(r.status, 413u);
+  EXPECT_EQ(field(r.body, "error"), "payload_too_large");
+  expect_cors(r);
+  // exactly 64 KiB is read (and then rejected as invalid JSON, not as too large)
+  r = http_fetch(h.http("/api/active-speaker"), "POST", std::string(64 * 1024, 'x'));
+  EXPECT_EQ(r.status, 400u);
+}
+
+TEST_F(Http, WebSocketPathWithoutUpgradeIs426) {
+  for (auto method : {"GET", "POST", "PUT"}) {
+    auto r = http_fetch(h.http("/api/realtime/transcribe?token=x"), method);
+    EXPECT_EQ(r.status, 426u) << method;
+    EXPECT_EQ(field(r.body, "error"), "WebSocket endpoint. Use WebSocket upgrade.");
+  }
+}
+
+TEST_F(Http, MalformedRequestIs400) {
+  auto raw = sw::net::raw_exchange("127.0.0.1", h.port, "GET /health HTTP/1.1\r\nHost x\r\n\r\n",
+                                   std::chrono::milliseconds(2000));
+  EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << raw;
+  EXPECT_NE(raw.find("bad_request"), std::string::npos);
+}
+
+TEST_F(Http, KeepAliveServesSeveralRequestsOnOneConnection) {
+  auto raw = sw::net::raw_exchange("127.0.0.1", h.port,
+                                   "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                                   "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                   std::chrono::milliseconds(2000));
+  EXPECT_NE(raw.find("\"status\":\"ok\""), std::string::npos) << raw;
+  EXPECT_NE(raw.find("\"service\":\"sessions-ws\""), std::string::npos) << raw;
+}
+
+TEST_F(Http, ActiveSpeakerValidation) {
+  auto url = h.http("/api/active-speaker");
+  auto r = http_fetch(url, "POST", "{nope");
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_EQ(field(r.body, "error"), "invalid_json");
+  r = http_fetch(url, "POST", R"({"sessionSlug":"r1","identity":"a"})");
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_EQ(field(r.body, "error"), "Missing required fields: sessionSlug, identity, token");
+  r = http_fetch(url, "POST", R"({"sessionSlug":"r1","identity":"a","token":"garbage"})");
+  EXPECT_EQ(r.status, 401u);
+  EXPECT_EQ(field(r.body, "error"), "invalid_token");
+  auto other_room = harness::token("r2", "a");
+  r = http_fetch(url, "POST", R"({"sessionSlug":"r1","identity":"a","token":")" + other_room + "\"}");
+  EXPECT_EQ(r.status, 403u);
+  EXPECT_EQ(field(r.body, "error"), "session_mismatch");
+  auto tok = harness::token("r1", "a");
+  r = http_fetch(url, "POST", R"({"sessionSlug":"r1","identity":"a","name":"A","token":")" + tok + "\"}");
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(r.body, R"({"success":true})");
+}
+
+TEST_F(Http, TranscriptionRoutesNeedTheServiceSecret) {
+  for (auto path : {"/api/transcription/start", "/api/transcription/stop"}) {
+    auto r = http_fetch(h.http(path), "POST", R"({"sessionId":"s","sessionSlug":"r"})");
+    EXPECT_EQ(r.status, 401u) << path;
+    r = http_fetch(h.http(path), "POST", R"({"sessionId":"s","sessionSlug":"r"})",
+                   {{"Authorization", "Bearer wrong-secret"}});
+    EXPECT_EQ(r.status, 401u) << path;
+  }
+  sw::header_list auth{{"Authorization", "Bearer service-secret"}};
+  auto r = http_fetch(h.http("/api/transcription/start"), "POST", R"({"sessionId":"s"})", auth);
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_EQ(field(r.body, "error"), "Missing sessionId or sessionSlug");
+  r = http_fetch(h.http("/api/transcription/start"), "POST", R"({"sessionId":"s","sessionSlug":"r"})", auth);
+  EXPECT_EQ(r.status, 503u);
+  EXPECT_EQ(field(r.body, "error"), "livekit_not_configured");
+  r = http_fetch(h.http("/api/transcription/stop"), "POST", "{}", auth);
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_EQ(field(r.body, "error"), "Missing sessionId");
+  r = http_fetch(h.http("/api/transcription/stop"), "POST", R"({"sessionId":"s"})", auth);
+  EXPECT_EQ(r.status, 200u);
+  EXPECT_EQ(field(r.body, "success"), "true");
+  EXPECT_EQ(field(r.body, "sessionId"), "s");
+}
+
+TEST(HttpConfig, CorsOriginIsConfigurable) {
+  harness h([](sw::config& c) { c.cors_allow_origin = "https://app.example"; });
+  expect_cors(http_fetch(h.http("/health")), "https://app.example");
+  expect_cors(http_fetch(h.http("/nope")), "https://app.example");
+}
+
+TEST(HttpConfig, IdleKeepAliveConnectionsAreClosed) {
+  harness h([](sw::config& c) { c.http_idle_timeout = std::chrono::milliseconds(200); });
+  auto start = std::chrono::steady_clock::now();
+  // raw_exchange reads until the server closes: the idle timeout must end it well before 5 s
+  auto raw = sw::net::raw_exchange("127.0.0.1", h.port, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+                                   std::chrono::milliseconds(5000));
+  EXPECT_NE(raw.find("200 OK"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3000));
+}
+
+TEST(HttpConfig, SilentConnectionIsClosedAfterTheRequestTimeout) {
+  harness h([](sw::config& c) { c.http_request_timeout = std::chrono::milliseconds(200); });
+  auto start = std::chrono::steady_clock::now();
+  auto raw = sw::net::raw_exchange("127.0.0.1", h.port, "", std::chrono::milliseconds(5000));
+  EXPECT_TRUE(raw.empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3000));
+}
+
+}  // namespace

@@ -1,0 +1,128 @@
+// Every upgrade rejection is a complete HTTP response, read by a real WebSocket client.
+#include <ctime>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/harness.hpp"
+
+namespace {
+
+using sw::test::field;
+using sw::test::harness;
+
+sw::net::upgrade_rejected rejection(const std::string& url) {
+  try {
+    auto c = sw::net::ws_client::connect(url);
+  } catch (const sw::net::upgrade_rejected& e) {
+    return e;
+  }
+  ADD_FAILURE() << "upgrade was accepted: " << url;
+  return sw::net::upgrade_rejected(0, "", {});
+}
+
+const std::string* header(const sw::net::upgrade_rejected& r, const std::string& name) {
+  for (auto& [k, v] : r.headers)
+    if (k == name) return &v;
+  return nullptr;
+}
+
+void expect_complete_json(const sw::net::upgrade_rejected& r) {
+  ASSERT_TRUE(header(r, "content-type"));
+  EXPECT_EQ(*header(r, "content-type"), "application/json");
+  ASSERT_TRUE(header(r, "content-length"));
+  EXPECT_EQ(*header(r, "content-length"), std::to_string(r.body.size()));
+  ASSERT_TRUE(header(r, "connection"));
+  EXPECT_EQ(*header(r, "connection"), "close");
+  ASSERT_TRUE(header(r, "access-control-allow-origin"));
+}
+
+TEST(Upgrade, MissingTokenIs401) {
+  harness h;
+  auto r = rejection(h.ws(""));
+  EXPECT_EQ(r.status, 401u);
+  EXPECT_EQ(field(r.body, "error"), "invalid_token");
+  EXPECT_EQ(field(r.body, "message"), "missing token");
+  expect_complete_json(r);
+  r = rejection("ws://127.0.0.1:" + std::to_string(h.port) + "/api/realtime/transcribe");
+  EXPECT_EQ(r.status, 401u);
+}
+
+TEST(Upgrade, BadTokensAre401) {
+  harness h;
+  sw::token_claims c{"room", "alice", "", "", "", 0};
+  auto now = static_cast<std::int64_t>(std::time(nullptr));
+  for (auto tok : {sw::mint_token(c, "wrong-secret", now + 60), sw::mint_token(c, sw::test::secret, now - 60),
+                   std::string("not.a.token"), std::string("eyJhbGciOiJub25lIn0.eyJzZXNzaW9uU2x1ZyI6InIifQ.")}) {
+    auto r = rejection(h.ws(tok));
+    EXPECT_EQ(r.status, 401u) << tok;
+    EXPECT_EQ(field(r.body, "error"), "invalid_token");
+    expect_complete_json(r);
+  }
+}
+
+TEST(Upgrade, SessionSlugMismatchIs403) {
+  harness h;
+  auto r = rejection(h.ws(harness::token("room-a", "alice"), "&sessionSlug=room-b"));
+  EXPECT_EQ(r.status, 403u);
+  EXPECT_EQ(field(r.body, "error"), "session_mismatch");
+  expect_complete_json(r);
+  // the matching slug is accepted
+  auto ok = h.connect("room-a", "alice", "&sessionSlug=room-a");
+  EXPECT_NE(sw::test::expect_message(*ok, "\"connected\"").find("room-a"), std::string::npos);
+}
+
+TEST(Upgrade, OtherPathsAre404) {
+  harness h;
+  auto r = rejection("ws://127.0.0.1:" + std::to_string(h.port) + "/elsewhere?token=" + harness::token("r", "a"));
+  EXPECT_EQ(r.status, 404u);
+  EXPECT_EQ(field(r.body, "path"), "/elsewhere");
+  expect_complete_json(r);
+}
+
+TEST(Upgrade, PerUserLimitIs429WithRetryAfter) {
+  harness h([](sw::config& c) { c.max_streams_per_user = 2; });
+  auto a = h.connect("room", "alice-1", "", "user-1");
+  auto b = h.connect("room", "alice-2", "", "user-1");
+  sw::test::expect_message(*b, "connected");
+  auto r = rejection(h.ws(harness::token("room", "alice-3", "user-1")));
+  EXPECT_EQ(r.status, 429u);
+  EXPECT_EQ(field(r.body, "error"), "too_many_streams");
+  EXPECT_EQ(field(r.body, "scope"), "user");
+  ASSERT_TRUE(header(r, "retry-after"));
+  expect_complete_json(r);
+  // another user is still admitted; once a stream of user-1 ends, user-1 is admitted again
+  auto other = h.connect("room", "bob", "", "user-2");
+  a->close();
+  for (int i = 0; i < 100; ++i) {
+    try {
+      auto again = h.connect("room", "alice-4", "", "user-1");
+      sw::test::expect_message(*again, "connected");
+      return;
+    } catch (const sw::net::upgrade_rejected&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  FAIL() << "user-1 was not admitted again after closing a stream";
+}
+
+TEST(Upgrade, PerRoomLimitIs429) {
+  harness h([](sw::config& c) { c.max_streams_per_room = 1; });
+  auto a = h.connect("room", "alice");
+  sw::test::expect_message(*a, "connected");
+  auto r = rejection(h.ws(harness::token("room", "bob")));
+  EXPECT_EQ(r.status, 429u);
+  EXPECT_EQ(field(r.body, "scope"), "room");
+  auto other_room = h.connect("room-2", "bob");
+  EXPECT_TRUE(other_room->is_open());
+}
+
+TEST(Upgrade, ServerLimitIs429) {
+  harness h([](sw::config& c) { c.max_streams = 1; });
+  auto a = h.connect("room", "alice");
+  sw::test::expect_message(*a, "connected");
+  auto r = rejection(h.ws(harness::token("room-2", "bob")));
+  EXPECT_EQ(r.status, 429u);
+  EXPECT_EQ(field(r.body, "scope"), "server");
+}
+
+}  // namespace

@@ -1,0 +1,252 @@
+// One participant stream end to end: connect, status, control messages, audio validation, stop,
+// heartbeat and shutdown, through a real WebSocket client.
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/harness.hpp"
+
+namespace {
+
+using sw::net::ws_client;
+using sw::test::expect_close;
+using sw::test::expect_message;
+using sw::test::field;
+using sw::test::harness;
+using namespace std::chrono_literals;
+
+std::vector<std::uint8_t> pcm(std::size_t bytes) { return std::vector<std::uint8_t>(bytes, 0); }
+
+TEST(WebSocket, ConnectedThenSttStatusInOrder) {
+  harness h;
+  auto c = ws_client::connect(h.ws(harness::token("room-1", "alice", "user-7", "Alice A")));
+  auto first = c->read(3s);
+  ASSERT_EQ(first.kind, ws_client::message::text);
+  EXPECT_EQ(field(first.data, "type"), "connected");
+  EXPECT_EQ(field(first.data, "sessionSlug"), "room-1");
+  EXPECT_EQ(field(first.data, "userId"), "user-7");
+  EXPECT_EQ(field(first.data, "identity"), "alice");
+  EXPECT_EQ(field(first.data, "message"), "WebSocket connection established");
+  EXPECT_GT(std::stoll(field(first.data, "ts")), 1'700'000'000'000LL);
+  auto second = c->read(3s);
+  EXPECT_EQ(field(second.data, "type"), "stt_status");
+  EXPECT_EQ(field(second.data, "status"), "connecting");
+  EXPECT_EQ(field(second.data, "provider"), "echo");
+  auto third = c->read(3s);
+  EXPECT_EQ(field(third.data, "type"), "stt_status");
+  EXPECT_EQ(field(third.data, "status"), "ready");
+  EXPECT_EQ(field(third.data, "sessionSlug"), "room-1");
+}
+
+TEST(WebSocket, WithoutProviderTheStreamReportsSttUnavailable) {
+  harness h({}, std::nullopt);
+  auto c = h.connect("room", "alice");
+  expect_message(*c, "\"connected\"");
+  auto status = expect_message(*c, "stt_status");
+  EXPECT_EQ(field(status, "status"), "stopped");
+  EXPECT_EQ(field(status, "provider"), "none");
+  auto error = expect_message(*c, "\"error\"");
+  EXPECT_EQ(field(error, "code"), "stt_unavailable");
+  // the connection stays usable: audio is accepted (and goes nowhere), ping is answered
+  auto frame = pcm(640);
+  c->send_binary(frame.data(), frame.size());
+  c->send_text(R"({"type":"ping"})");
+  expect_message(*c, "pong");
+}
+
+TEST(WebSocket, PingIsAnsweredWithPong) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  c->send_text(R"({"type":"ping"})");
+  auto pong = expect_message(*c, "pong");
+  EXPECT_EQ(field(pong, "type"), "pong");
+  EXPECT_GT(std::stoll(field(pong, "ts")), 0);
+}
+
+TEST(WebSocket, InvalidJsonAndUnknownTypesWarnAndKeepTheConnection) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  c->send_text("{not json");
+  auto w = expect_message(*c, "warning");
+  EXPECT_EQ(field(w, "code"), "invalid_json");
+  c->send_text(R"({"type":"dance"})");
+  w = expect_message(*c, "warning");
+  EXPECT_EQ(field(w, "code"), "unknown_message");
+  c->send_text(R"({"type":"ping"})");
+  expect_message(*c, "pong");
+  EXPECT_TRUE(c->is_open());
+}
+
+TEST(WebSocket, InvalidAudioFramesWarnAndAreDropped) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  expect_message(*c, "ready");
+  auto odd = pcm(641);
+  c->send_binary(odd.data(), odd.size());
+  auto w = expect_message(*c, "warning");
+  EXPECT_EQ(field(w, "code"), "invalid_audio_frame");
+  auto big = pcm(65'538);
+  c->send_binary(big.data(), big.size());
+  auto good = pcm(640);
+  c->send_binary(good.data(), good.size());
+  // only the valid frame reaches the relay: it is chunk 1
+  auto fin = expect_message(*c, "transcript_final");
+  EXPECT_EQ(field(fin, "text"), "chunk 1 640B");
+}
+
+TEST(WebSocket, AudioIsRelayedInOrderAndTranscriptsCarryTheSpeaker) {
+  harness h;
+  auto c = ws_client::connect(h.ws(harness::token("room", "alice", "", "Alice A")));
+  expect_message(*c, "ready");
+  for (std::size_t n : {320, 640, 960}) {
+    auto f = pcm(n);
+    c->send_binary(f.data(), f.size());
+  }
+  for (int i = 1; i <= 3; ++i) {
+    auto partial = expect_message(*c, "transcript_partial");
+    EXPECT_EQ(field(partial, "isFinal"), "false");
+    auto fin = expect_message(*c, "transcript_final");
+    EXPECT_EQ(field(fin, "text"), "chunk " + std::to_string(i) + " " + std::to_string(320 * i) + "B");
+    EXPECT_EQ(field(fin, "speaker"), "alice");
+    EXPECT_EQ(field(fin, "speakerId"), "alice");
+    EXPECT_EQ(field(fin, "speakerName"), "Alice A");
+    EXPECT_EQ(field(fin, "language"), "en");
+    EXPECT_EQ(field(fin, "sessionSlug"), "room");
+    EXPECT_EQ(field(fin, "utteranceId"), field(partial, "utteranceId"));
+    EXPECT_NE(field(fin, "utteranceId").find("-u" + std::to_string(i)), std::string::npos);
+  }
+  auto m = sw::net::http_fetch(h.http("/metrics"));
+  EXPECT_EQ(field(m.body, "totalMessagesReceived"), "3");
+  EXPECT_EQ(field(m.body, "activeGladiaBridges"), "1");
+  EXPECT_EQ(field(m.body, "activeConnections"), "1");
+}
+
+TEST(WebSocket, FasterThanTwiceRealTimeIsRateLimited) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  expect_message(*c, "ready");
+  auto f = pcm(64'000);
+  for (int i = 0; i < 6; ++i) c->send_binary(f.data(), f.size());  // 384 000 B at once > 320 000 B bucket
+  auto w = expect_message(*c, "rate_limited", 5000);
+  EXPECT_EQ(field(w, "type"), "warning");
+  auto m = sw::net::http_fetch(h.http("/metrics"));
+  EXPECT_NE(field(m.body, "counters").find("\"audio.rate_limited_frames\":1"), std::string::npos) << m.body;
+}
+
+TEST(WebSocket, StopDrainsThenSendsStoppedAndCloses1000) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  expect_message(*c, "ready");
+  auto f = pcm(640);
+  c->send_binary(f.data(), f.size());
+  c->send_text(R"({"type":"stop"})");
+  expect_message(*c, "transcript_final");
+  auto stopped = expect_message(*c, "stt_status");
+  EXPECT_EQ(field(stopped, "status"), "stopped");
+  EXPECT_EQ(expect_close(*c), 1000);
+}
+
+TEST(WebSocket, LegacyFormat) {
+  harness h;
+  auto c = h.connect("room", "alice", "&format=legacy");
+  expect_message(*c, "ready");
+  auto f = pcm(640);
+  c->send_binary(f.data(), f.size());
+  auto m = expect_message(*c, "\"transcription\"");
+  EXPECT_EQ(field(m, "is_final"), "false");
+  m = expect_message(*c, "\"is_final\":true");
+  EXPECT_EQ(field(m, "text"), "chunk 1 640B");
+  EXPECT_NE(field(m, "utterance_id"), "<missing>");
+  EXPECT_EQ(field(m, "speakerId"), "alice");
+}
+
+TEST(WebSocket, RelayErrorsReachTheClient) {
+  sw::test::echo_options o;
+  o.fail_code = "stt_auth_failed";
+  harness h({}, sw::test::echo_provider(o));
+  auto c = h.connect("room", "alice");
+  auto e = expect_message(*c, "\"error\"");
+  EXPECT_EQ(field(e, "code"), "stt_auth_failed");
+  EXPECT_EQ(field(expect_message(*c, "stopped"), "status"), "stopped");
+}
+
+TEST(WebSocket, ActiveSpeakerMessageIsAccepted) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  c->send_text(R"({"type":"active_speaker","name":"Alice"})");
+  c->send_text(R"({"type":"ping"})");
+  auto got = expect_message(*c, "\"type\":\"");
+  // no warning for a known message: the next message after connected/status is the pong
+  while (field(got, "type") != "pong") {
+    EXPECT_NE(field(got, "type"), "warning") << got;
+    got = expect_message(*c, "\"type\":\"");
+  }
+}
+
+TEST(WebSocket, HeartbeatTimeoutCloses4408) {
+  harness h([](sw::config& c) {
+    c.ws_ping_interval = 50ms;
+    c.ws_pong_timeout = 200ms;
+  });
+  auto c = h.connect("room", "alice");
+  std::this_thread::sleep_for(700ms);  // not reading: pings stay unanswered
+  std::string reason;
+  EXPECT_EQ(expect_close(*c, 3000, &reason), 4408);
+  EXPECT_EQ(reason, "Heartbeat timeout");
+  auto m = sw::net::http_fetch(h.http("/metrics"));
+  EXPECT_NE(field(m.body, "counters").find("\"ws.heartbeat_timeouts_total\":1"), std::string::npos) << m.body;
+}
+
+TEST(WebSocket, AnsweredPingsKeepTheConnection) {
+  harness h([](sw::config& c) {
+    c.ws_ping_interval = 50ms;
+    c.ws_pong_timeout = 200ms;
+  });
+  auto c = h.connect("room", "alice");
+  auto end = std::chrono::steady_clock::now() + 800ms;
+  while (std::chrono::steady_clock::now() < end) {
+    auto m = c->read(50ms);  // reading answers pings
+    ASSERT_NE(m.kind, ws_client::message::closed) << m.close_code;
+  }
+  c->send_text(R"({"type":"ping"})");
+  expect_message(*c, "pong");
+}
+
+TEST(WebSocket, ShutdownDrainsAndCloses1001) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  expect_message(*c, "ready");
+  auto f = pcm(640);
+  c->send_binary(f.data(), f.size());
+  expect_message(*c, "transcript_final");
+  std::thread stopper([&] { EXPECT_TRUE(h.svc->shutdown()); });
+  auto stopped = expect_message(*c, "stt_status");
+  EXPECT_EQ(field(stopped, "status"), "stopped");
+  std::string reason;
+  EXPECT_EQ(expect_close(*c, 3000, &reason), 1001);
+  stopper.join();
+}
+
+TEST(WebSocket, ClientCloseEndsTheStreamAndItsRoom) {
+  harness h;
+  {
+    auto c = h.connect("room-x", "alice");
+    expect_message(*c, "ready");
+    auto m = sw::net::http_fetch(h.http("/metrics"));
+    EXPECT_NE(field(m.body, "sessionClients").find("\"room-x\":1"), std::string::npos) << m.body;
+    c->close();
+  }
+  for (int i = 0; i < 100; ++i) {
+    auto m = sw::net::http_fetch(h.http("/metrics"));
+    if (field(m.body, "sessionClients") == "{}" && field(m.body, "activeGladiaBridges") == "0") {
+      EXPECT_NE(field(m.body, "actors").find("\"session\":{\"live\":0"), std::string::npos) << m.body;
+      EXPECT_NE(field(m.body, "actors").find("\"room\":{\"live\":0"), std::string::npos) << m.body;
+      return;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  FAIL() << "room and session were not released";
+}
+
+}  // namespace
