@@ -39,13 +39,13 @@ struct service_context {
 
 using context_ptr = std::shared_ptr<const service_context>;
 
-#define SW_LOG(ctx, lvl, expr)                                          \
-  do {                                                                  \
-    if ((ctx)->log->enabled(::sw::log_level::lvl)) {                    \
-      std::ostringstream sw_log_line_;                                  \
-      sw_log_line_ << expr;                                             \
-      (ctx)->log->write(::sw::log_level::lvl, sw_log_line_.str());      \
-    }                                                                   \
+#define SW_LOG(ctx, lvl, expr)                                     \
+  do {                                                             \
+    if ((ctx)->log->enabled(::sw::log_level::lvl)) {               \
+      std::ostringstream sw_log_line_;                             \
+      sw_log_line_ << expr;                                        \
+      (ctx)->log->write(::sw::log_level::lvl, sw_log_line_.str()); \
+    }                                                              \
   } while (false)
 
 }  // namespace sw

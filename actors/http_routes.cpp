@@ -31,13 +31,13 @@ struct route {
 
 // Every known path and its methods (405 for the others).
 const route routes[] = {
-  {"/", "GET"},
-  {"/health", "GET"},
-  {"/ready", "GET"},
-  {"/metrics", "GET"},
-  {"/api/active-speaker", "POST"},
-  {"/api/transcription/start", "POST"},
-  {"/api/transcription/stop", "POST"},
+    {"/", "GET"},
+    {"/health", "GET"},
+    {"/ready", "GET"},
+    {"/metrics", "GET"},
+    {"/api/active-speaker", "POST"},
+    {"/api/transcription/start", "POST"},
+    {"/api/transcription/stop", "POST"},
 };
 
 bool bearer_ok(const http_request& req, const std::string& secret) {
@@ -61,8 +61,13 @@ std::string fmt_double(double v) {
 }
 
 void write_latency(json_builder& b, const latency_summary& s) {
-  b.unum("count", s.count).dbl("avgMs", s.avg).dbl("minMs", s.min).dbl("maxMs", s.max).dbl("p50Ms", s.p50)
-    .dbl("p95Ms", s.p95).dbl("p99Ms", s.p99);
+  b.unum("count", s.count)
+      .dbl("avgMs", s.avg)
+      .dbl("minMs", s.min)
+      .dbl("maxMs", s.max)
+      .dbl("p50Ms", s.p50)
+      .dbl("p95Ms", s.p95)
+      .dbl("p99Ms", s.p99);
 }
 
 std::string metrics_json(network_state& st, const queue_stats& q) {
@@ -71,18 +76,18 @@ std::string metrics_json(network_state& st, const queue_stats& q) {
   auto snap = m.read();
   json_builder b;
   b.num("activeConnections", n.websockets.load())
-    .num("activeGladiaBridges", m.active_relays.load())
-    .unum("totalMessagesReceived", m.messages_received.load())
-    .unum("totalMessagesSent", m.messages_sent.load())
-    .unum("totalErrors", m.total_errors.load());
+      .num("activeGladiaBridges", m.active_relays.load())
+      .unum("totalMessagesReceived", m.messages_received.load())
+      .unum("totalMessagesSent", m.messages_sent.load())
+      .unum("totalErrors", m.total_errors.load());
   if (!snap.last_error.empty())
     b.open("lastError").str("message", snap.last_error).str("timestamp", iso8601(snap.last_error_ms)).close();
   b.num("uptime", static_cast<std::int64_t>(snap.uptime_s));
   b.open("queue")
-    .unum("queueLength", q.queue_length)
-    .unum("totalQueued", q.total_queued)
-    .unum("totalFlushed", q.total_flushed)
-    .unum("totalErrors", q.total_errors);
+      .unum("queueLength", q.queue_length)
+      .unum("totalQueued", q.total_queued)
+      .unum("totalFlushed", q.total_flushed)
+      .unum("totalErrors", q.total_errors);
   if (q.last_flush_ms) b.str("lastFlushTime", iso8601(q.last_flush_ms));
   if (!q.last_error.empty()) b.str("lastError", q.last_error);
   b.close();
@@ -114,13 +119,13 @@ std::string metrics_json(network_state& st, const queue_stats& q) {
   for (auto& [kind, a] : snap.actors) {
     auto p = a->processing.summary();
     b.open_dynamic(kind)
-      .num("live", a->live.load())
-      .unum("spawned", a->spawned.load())
-      .num("mailboxMax", a->mailbox_max.load())
-      .num("mailboxSum", a->mailbox_sum.load())
-      .unum("processed", a->processed.load())
-      .dbl("processingP99Ms", p.p99)
-      .close();
+        .num("live", a->live.load())
+        .unum("spawned", a->spawned.load())
+        .num("mailboxMax", a->mailbox_max.load())
+        .num("mailboxSum", a->mailbox_sum.load())
+        .unum("processed", a->processed.load())
+        .dbl("processingP99Ms", p.p99)
+        .close();
   }
   b.close();
   return b.done();
@@ -142,15 +147,19 @@ std::string metrics_prometheus(network_state& st, const queue_stats& q) {
   gauge("sessions_ws_active_stt_relays", "Live upstream STT relays.", static_cast<double>(m.active_relays.load()));
   counter("sessions_ws_audio_frames_received_total", "Audio frames accepted.",
           static_cast<double>(m.messages_received.load()));
-  counter("sessions_ws_messages_sent_total", "Transcripts handed to clients.", static_cast<double>(m.messages_sent.load()));
+  counter("sessions_ws_messages_sent_total", "Transcripts handed to clients.",
+          static_cast<double>(m.messages_sent.load()));
   counter("sessions_ws_errors_total", "Errors.", static_cast<double>(m.total_errors.load()));
   gauge("sessions_ws_uptime_seconds", "Seconds since start.", snap.uptime_s);
   gauge("sessions_ws_persist_queue_length", "Finals not yet in the database.", static_cast<double>(q.queue_length));
   counter("sessions_ws_partials_skipped_total", "Partials skipped for slow clients.",
           static_cast<double>(n.partials_skipped.load()));
-  counter("sessions_ws_slow_client_closes_total", "Clients closed 4409.", static_cast<double>(n.slow_client_closes.load()));
-  counter("sessions_ws_heartbeat_timeouts_total", "Clients closed 4408.", static_cast<double>(n.heartbeat_timeouts.load()));
-  o << "# HELP sessions_ws_session_clients Current client streams per room.\n# TYPE sessions_ws_session_clients gauge\n";
+  counter("sessions_ws_slow_client_closes_total", "Clients closed 4409.",
+          static_cast<double>(n.slow_client_closes.load()));
+  counter("sessions_ws_heartbeat_timeouts_total", "Clients closed 4408.",
+          static_cast<double>(n.heartbeat_timeouts.load()));
+  o << "# HELP sessions_ws_session_clients Current client streams per room.\n# TYPE sessions_ws_session_clients "
+       "gauge\n";
   for (auto& [slug, room] : st.rooms) {
     std::string label;
     for (char c : slug) {
@@ -164,7 +173,8 @@ std::string metrics_prometheus(network_state& st, const queue_stats& q) {
     o << "sessions_ws_session_clients{session=\"" << label << "\"} " << room.streams << '\n';
   }
   o << "# HELP sessions_ws_actors_live Live actors per kind.\n# TYPE sessions_ws_actors_live gauge\n";
-  for (auto& [kind, a] : snap.actors) o << "sessions_ws_actors_live{kind=\"" << kind << "\"} " << a->live.load() << '\n';
+  for (auto& [kind, a] : snap.actors)
+    o << "sessions_ws_actors_live{kind=\"" << kind << "\"} " << a->live.load() << '\n';
   o << "# HELP sessions_ws_actor_messages_total Messages processed per actor kind.\n"
        "# TYPE sessions_ws_actor_messages_total counter\n";
   for (auto& [kind, a] : snap.actors)
@@ -173,7 +183,8 @@ std::string metrics_prometheus(network_state& st, const queue_stats& q) {
   for (auto& [name, s] : snap.latency) {
     o << "sessions_ws_latency_ms{name=\"" << name << "\",quantile=\"0.5\"} " << fmt_double(s.p50) << '\n';
     o << "sessions_ws_latency_ms{name=\"" << name << "\",quantile=\"0.99\"} " << fmt_double(s.p99) << '\n';
-    o << "sessions_ws_latency_ms_sum{name=\"" << name << "\"} " << fmt_double(s.avg * static_cast<double>(s.count)) << '\n';
+    o << "sessions_ws_latency_ms_sum{name=\"" << name << "\"} " << fmt_double(s.avg * static_cast<double>(s.count))
+      << '\n';
     o << "sessions_ws_latency_ms_count{name=\"" << name << "\"} " << s.count << '\n';
   }
   return o.str();
@@ -183,9 +194,9 @@ void respond_metrics(self_ptr self, const http_request& req, const http_responde
                      const queue_stats& q) {
   auto fmt = req.query_param("format");
   auto accept = req.header("accept");
-  bool prometheus = (fmt && *fmt == "prometheus") ||
-                    (!fmt && accept && accept->find("text/plain") != std::string::npos &&
-                     accept->find("application/json") == std::string::npos);
+  bool prometheus =
+      (fmt && *fmt == "prometheus") || (!fmt && accept && accept->find("text/plain") != std::string::npos &&
+                                        accept->find("application/json") == std::string::npos);
   if (prometheus) {
     http_response r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -205,12 +216,12 @@ void with_queue(self_ptr self, F f) {
     return;
   }
   self->request(p, std::chrono::seconds(2), queue_atom::value)
-    .then([f](const queue_stats& q) mutable { f(q); },
-          [f](caf::error&) mutable {
-            queue_stats q;
-            q.last_error = "persistence did not answer";
-            f(q);
-          });
+      .then([f](const queue_stats& q) mutable { f(q); },
+            [f](caf::error&) mutable {
+              queue_stats q;
+              q.last_error = "persistence did not answer";
+              f(q);
+            });
 }
 
 void active_speaker(self_ptr self, const http_request& req, const http_responder_ptr& responder) {
@@ -228,7 +239,7 @@ void active_speaker(self_ptr self, const http_request& req, const http_responder
   auto check = verify_token(token, st.ctx->cfg.jwt_secret);
   if (!check.claims) {
     responder->respond(
-      json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
+        json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
     return;
   }
   if (check.claims->session_slug != slug) {
@@ -261,7 +272,7 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
     if (req.path == r.path) found = &r;
   if (!found) {
     responder->respond(json_response(
-      404, json_builder().str("error", "Not found").str("path", req.path).str("method", req.method).done()));
+        404, json_builder().str("error", "Not found").str("path", req.path).str("method", req.method).done()));
     return;
   }
   if (req.method != found->allow) {
@@ -273,27 +284,27 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
   const std::string path = req.path;
   if (path == "/") {
     responder->respond(json_response(200, json_builder()
-                                            .str("service", "sessions-ws")
-                                            .str("status", "running")
-                                            .str("version", version)
-                                            .open("endpoints")
-                                            .str("health", "/health")
-                                            .str("ready", "/ready")
-                                            .str("metrics", "/metrics")
-                                            .str("websocket", "/api/realtime/transcribe")
-                                            .str("activeSpeaker", "POST /api/active-speaker")
-                                            .str("startTranscription", "POST /api/transcription/start")
-                                            .str("stopTranscription", "POST /api/transcription/stop")
-                                            .close()
-                                            .str("timestamp", iso8601(now_ms()))
-                                            .done()));
+                                              .str("service", "sessions-ws")
+                                              .str("status", "running")
+                                              .str("version", version)
+                                              .open("endpoints")
+                                              .str("health", "/health")
+                                              .str("ready", "/ready")
+                                              .str("metrics", "/metrics")
+                                              .str("websocket", "/api/realtime/transcribe")
+                                              .str("activeSpeaker", "POST /api/active-speaker")
+                                              .str("startTranscription", "POST /api/transcription/start")
+                                              .str("stopTranscription", "POST /api/transcription/stop")
+                                              .close()
+                                              .str("timestamp", iso8601(now_ms()))
+                                              .done()));
   } else if (path == "/health") {
     with_queue(self, [responder](const queue_stats& q) {
       responder->respond(json_response(200, json_builder()
-                                              .str("status", "ok")
-                                              .str("timestamp", iso8601(now_ms()))
-                                              .unum("queueLength", q.queue_length)
-                                              .done()));
+                                                .str("status", "ok")
+                                                .str("timestamp", iso8601(now_ms()))
+                                                .unum("queueLength", q.queue_length)
+                                                .done()));
     });
   } else if (path == "/ready") {
     bool has_db = static_cast<bool>(st.ctx->persistence);
@@ -304,8 +315,10 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
       bool ready = db_ok && stt_ok;
       json_builder b;
       b.str("status", ready ? "ready" : "not_ready").open("checks").open("database").boolean("ok", db_ok);
-      if (!has_db) b.str("error", "persistence is not configured");
-      else if (!q.backend.empty()) b.str("backend", q.backend);
+      if (!has_db)
+        b.str("error", "persistence is not configured");
+      else if (!q.backend.empty())
+        b.str("backend", q.backend);
       b.close().open("stt").boolean("ok", stt_ok).str("provider", provider).close().close();
       responder->respond(json_response(ready ? 200 : 503, b.done()));
     });

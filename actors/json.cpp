@@ -3,9 +3,9 @@
 #include <stdexcept>
 
 // Type errors in RapidJSON become exceptions instead of silent garbage under NDEBUG (stack-notes §8).
-#define RAPIDJSON_ASSERT(x)                                      \
-  do {                                                           \
-    if (!(x)) throw std::logic_error("rapidjson: " #x);          \
+#define RAPIDJSON_ASSERT(x)                             \
+  do {                                                  \
+    if (!(x)) throw std::logic_error("rapidjson: " #x); \
   } while (false)
 
 #include <rapidjson/document.h>
@@ -19,7 +19,9 @@ struct json_builder::impl {
   rapidjson::Writer<rapidjson::StringBuffer> w{sb};
 };
 
-json_builder::json_builder() : impl_(new impl) { impl_->w.StartObject(); }
+json_builder::json_builder() : impl_(new impl) {
+  impl_->w.StartObject();
+}
 json_builder::~json_builder() = default;
 
 json_builder& json_builder::str(const char* key, std::string_view value) {
@@ -84,33 +86,35 @@ std::string json_error_message(std::string_view code, std::string_view message) 
   return json_builder().str("type", "error").str("code", code).str("message", message).done();
 }
 
-std::string json_error_body(std::string_view error) { return json_builder().str("error", error).done(); }
+std::string json_error_body(std::string_view error) {
+  return json_builder().str("error", error).done();
+}
 
 std::string json_transcript(const room_transcript& t, std::int64_t ts_ms, bool legacy) {
   json_builder b;
   if (legacy) {
     return b.str("type", "transcription")
-      .str("text", t.text)
-      .boolean("is_final", t.is_final)
-      .str("utterance_id", t.utterance_id)
-      .str("speakerId", t.speaker_id)
-      .str("speakerName", t.speaker_name)
-      .num("ts", ts_ms)
-      .done();
+        .str("text", t.text)
+        .boolean("is_final", t.is_final)
+        .str("utterance_id", t.utterance_id)
+        .str("speakerId", t.speaker_id)
+        .str("speakerName", t.speaker_name)
+        .num("ts", ts_ms)
+        .done();
   }
   return b.str("type", t.is_final ? "transcript_final" : "transcript_partial")
-    .str("sessionSlug", t.session_slug)
-    .str("utteranceId", t.utterance_id)
-    .str("text", t.text)
-    .boolean("isFinal", t.is_final)
-    .str("speaker", t.speaker_id)
-    .str("speakerId", t.speaker_id)
-    .str("speakerName", t.speaker_name)
-    .str("language", t.language)
-    .dbl("start", t.start)
-    .dbl("end", t.end)
-    .num("ts", ts_ms)
-    .done();
+      .str("sessionSlug", t.session_slug)
+      .str("utteranceId", t.utterance_id)
+      .str("text", t.text)
+      .boolean("isFinal", t.is_final)
+      .str("speaker", t.speaker_id)
+      .str("speakerId", t.speaker_id)
+      .str("speakerName", t.speaker_name)
+      .str("language", t.language)
+      .dbl("start", t.start)
+      .dbl("end", t.end)
+      .num("ts", ts_ms)
+      .done();
 }
 
 client_message parse_client_message(std::string_view text) {

@@ -100,7 +100,7 @@ actor_probe::~actor_probe() {
 }
 
 actor_probe::actor_probe(actor_probe&& other) noexcept
-  : m_(std::move(other.m_)), kind_(other.kind_), last_mailbox_(other.last_mailbox_) {
+    : m_(std::move(other.m_)), kind_(other.kind_), last_mailbox_(other.last_mailbox_) {
   other.kind_ = nullptr;
   other.last_mailbox_ = 0;
 }
@@ -127,7 +127,7 @@ void actor_probe::handled(std::size_t mailbox_size, std::chrono::steady_clock::t
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-    .count();
+      .count();
 }
 
 std::string iso8601(std::int64_t ms) {
@@ -135,8 +135,8 @@ std::string iso8601(std::int64_t ms) {
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
   return buf;
 }
 

@@ -51,6 +51,7 @@ public:
   std::atomic<std::uint64_t> messages_sent{0};      // transcripts handed to clients (per client)
   std::atomic<std::int64_t> active_relays{0};       // live upstream relays of any provider
   std::atomic<std::uint64_t> total_errors{0};
+  std::atomic<std::int64_t> live_streams{0};  // participant streams the network actor tracks
 
   void error(const std::string& message);
   void count(const std::string& name, std::uint64_t n = 1);
@@ -103,7 +104,7 @@ private:
 template <class Self>
 struct probe_scope {
   probe_scope(actor_probe& p, Self* self)
-    : p_(p), mailbox_(self->mailbox().size()), started_(std::chrono::steady_clock::now()) {}
+      : p_(p), mailbox_(self->mailbox().size()), started_(std::chrono::steady_clock::now()) {}
   ~probe_scope() { p_.handled(mailbox_, started_); }
   actor_probe& p_;
   std::size_t mailbox_;

@@ -34,7 +34,7 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   auto& st = self->state;
   if (req.path != "/api/realtime/transcribe") {
     responder->reject(json_response(
-      404, json_builder().str("error", "Not found").str("path", req.path).str("method", req.method).done()));
+        404, json_builder().str("error", "Not found").str("path", req.path).str("method", req.method).done()));
     return;
   }
   const std::string* token = req.query_param("token");
@@ -42,7 +42,7 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   if (!check.claims) {
     st.ctx->metrics->count("ws.auth_failures");
     responder->reject(
-      json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
+        json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
     return;
   }
   auto& claims = *check.claims;
@@ -61,7 +61,8 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
     scope = "server";
   } else if (room_it != st.rooms.end() && room_it->second.streams >= cfg.max_streams_per_room) {
     scope = "room";
-  } else if (auto u = st.per_user.find(claims.user_id); u != st.per_user.end() && u->second >= cfg.max_streams_per_user) {
+  } else if (auto u = st.per_user.find(claims.user_id);
+             u != st.per_user.end() && u->second >= cfg.max_streams_per_user) {
     scope = "user";
   }
   if (scope) {
@@ -90,6 +91,7 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   ++room_it->second.streams;
   ++st.per_user[claims.user_id];
   st.streams.emplace(s.address(), network_state::stream_entry{s, claims.session_slug, claims.user_id});
+  st.ctx->metrics->live_streams = static_cast<std::int64_t>(st.streams.size());
   responder->accept(s);
 }
 
@@ -111,24 +113,24 @@ network_actor::behavior_type network(self_ptr self, context_ptr ctx) {
     auto u = st.per_user.find(it->second.user);
     if (u != st.per_user.end() && --u->second == 0) st.per_user.erase(u);
     st.streams.erase(it);
+    st.ctx->metrics->live_streams = static_cast<std::int64_t>(st.streams.size());
   });
   using scope = probe_scope<std::remove_pointer_t<self_ptr>>;
   return {
-    [=](http_atom, const http_request& req, const http_responder_ptr& responder) {
-      scope t(self->state.probe, self);
-      handle_http(self, req, responder);
-    },
-    [=](upgrade_atom, const http_request& req, const upgrade_responder_ptr& responder) {
-      scope t(self->state.probe, self);
-      handle_upgrade(self, req, responder);
-    },
-    [=](shutdown_atom) {
-      scope t(self->state.probe, self);
-      auto& st = self->state;
-      st.shutting_down = true;
-      for (auto& [addr, entry] : st.streams) self->send(entry.actor, shutdown_atom::value);
-    },
-    [=](ready_atom) -> std::uint64_t { return self->state.streams.size(); },
+      [=](http_atom, const http_request& req, const http_responder_ptr& responder) {
+        scope t(self->state.probe, self);
+        handle_http(self, req, responder);
+      },
+      [=](upgrade_atom, const http_request& req, const upgrade_responder_ptr& responder) {
+        scope t(self->state.probe, self);
+        handle_upgrade(self, req, responder);
+      },
+      [=](shutdown_atom) {
+        scope t(self->state.probe, self);
+        auto& st = self->state;
+        st.shutting_down = true;
+        for (auto& [addr, entry] : st.streams) self->send(entry.actor, shutdown_atom::value);
+      },
   };
 }
 

@@ -3,9 +3,9 @@
 #include <optional>
 #include <thread>
 
+#include <caf/actor_registry.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
-#include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -15,8 +15,8 @@
 namespace sw {
 
 logger::logger(const std::string& level) {
-  level_ = level == "error" ? log_level::error
-           : level == "warn" ? log_level::warn
+  level_ = level == "error"   ? log_level::error
+           : level == "warn"  ? log_level::warn
            : level == "debug" ? log_level::debug
                               : log_level::info;
 }
@@ -85,11 +85,21 @@ void service::start() {
   d.started = true;
 }
 
-std::uint16_t service::port() const { return impl_->srv ? impl_->srv->port() : 0; }
-bool service::tls() const { return impl_->srv && impl_->srv->tls(); }
-const service_context& service::context() const { return *impl_->ctx; }
-caf::actor_system& service::system() { return *impl_->sys; }
-network_actor service::network() const { return impl_->net_actor; }
+std::uint16_t service::port() const {
+  return impl_->srv ? impl_->srv->port() : 0;
+}
+bool service::tls() const {
+  return impl_->srv && impl_->srv->tls();
+}
+const service_context& service::context() const {
+  return *impl_->ctx;
+}
+caf::actor_system& service::system() {
+  return *impl_->sys;
+}
+network_actor service::network() const {
+  return impl_->net_actor;
+}
 
 bool service::shutdown() {
   auto& d = *impl_;
@@ -100,24 +110,26 @@ bool service::shutdown() {
   d.srv->stop_accepting();
   caf::anon_send(d.net_actor, shutdown_atom::value);
   bool drained = false;
-  {
-    caf::scoped_actor self{*d.sys};
-    while (clock::now() < deadline) {
-      std::uint64_t live = 1;
-      self->request(d.net_actor, std::chrono::seconds(1), ready_atom::value)
-        .receive([&](std::uint64_t n) { live = n; }, [&](caf::error&) {});
-      if (live == 0) {
-        drained = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (clock::now() < deadline) {
+    if (d.ctx->metrics->live_streams.load() == 0) {
+      drained = true;
+      break;
     }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   // Let the close frames go out, then stop the I/O threads.
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
   d.srv->stop(std::max(left, std::chrono::milliseconds(200)));
   caf::anon_send_exit(d.net_actor, caf::exit_reason::user_shutdown);
-  if (!drained) d.sys->await_actors_before_shutdown(false);
+  // Every actor should be gone now; never hang the process on one that is not.
+  auto settle = clock::now() + std::chrono::seconds(2);
+  while (d.sys->registry().running() > 0 && clock::now() < settle)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (auto left_over = d.sys->registry().running(); left_over > 0) {
+    SW_LOG(d.ctx, warn, "shutdown: " << left_over << " actors still running; not waiting for them");
+    d.sys->await_actors_before_shutdown(false);
+    drained = false;
+  }
   d.srv.reset();
   d.sys.reset();
   return drained;

@@ -20,31 +20,45 @@ void send_status(session_state& st, const std::string& status) {
   if (st.stt_state == status) return;
   st.stt_state = status;
   send_json(st, json_builder()
-                  .str("type", "stt_status")
-                  .str("status", status)
-                  .str("sessionSlug", st.who.session_slug)
-                  .str("provider", st.provider)
-                  .num("timestamp", now_ms())
-                  .done());
+                    .str("type", "stt_status")
+                    .str("status", status)
+                    .str("sessionSlug", st.who.session_slug)
+                    .str("provider", st.provider)
+                    .num("timestamp", now_ms())
+                    .done());
 }
 
-bool relay_running(const session_state& st) { return st.relay && st.stt_state != "stopped"; }
+bool relay_running(const session_state& st) {
+  return st.relay && !st.relay_done;
+}
 
 // Ends the actor once the socket is closed (or closing) and the upstream has delivered everything.
 void maybe_finish(self_ptr self) {
   auto& st = self->state;
-  if (relay_running(st)) return;
+  if (relay_running(st) || st.finishing) return;
   if (!st.socket_gone && !st.close_sent) {
     if (!st.stop_requested && !st.shutting_down) return;  // keep listening to the room
     if (st.sink) st.sink->close(st.shutting_down ? 1001 : 1000, st.shutting_down ? "Server shutting down" : "");
     st.close_sent = true;
   }
+  st.finishing = true;
   if (st.room) self->send(st.room, leave_atom::value, st.who.stream_id);
   if (st.ctx->persistence && st.opened) {
     st.usage.ended_ms = now_ms();
     self->send(st.ctx->persistence, usage_atom::value, st.usage);
   }
   self->quit();
+}
+
+// The last finals travel through the room: report "stopped" (and maybe close) only once the room has
+// handed every earlier transcript of this stream to the clients.
+void finish_after_room(self_ptr self) {
+  auto done = [self] {
+    send_status(self->state, "stopped");
+    maybe_finish(self);
+  };
+  self->request(self->state.room, caf::infinite, sync_atom::value)
+      .then([done](bool) { done(); }, [done](caf::error&) { done(); });
 }
 
 // Asks the relay to drain (stop) once; finishing waits for its "stopped".
@@ -91,141 +105,144 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
       --s.ctx->metrics->active_relays;
       s.ctx->metrics->error("stt relay ended unexpectedly: " + to_string(dm.reason));
       send_json(s, json_error_message("internal", "speech-to-text relay failed"));
-      send_status(s, "stopped");
-      maybe_finish(self);
+      s.relay_done = true;
+      finish_after_room(self);
     }
   });
   using scope = probe_scope<std::remove_pointer_t<self_ptr>>;
   return {
-    // --- from the STT relay ---
-    [=](transcript_atom, stt_transcript& t) {
-      scope probe(self->state.probe, self);
-      auto& s = self->state;
-      ++s.usage.transcripts;
-      ++(t.is_final ? s.usage.finals : s.usage.partials);
-      room_transcript rt;
-      rt.session_slug = s.who.session_slug;
-      rt.utterance_id = s.who.stream_key + "-" + t.utterance_id;
-      rt.text = std::move(t.text);
-      rt.is_final = t.is_final;
-      rt.speaker_id = s.who.identity;
-      rt.speaker_name = s.who.name;
-      rt.language = std::move(t.language);
-      rt.start = t.start;
-      rt.end = t.end;
-      if (rt.is_final && s.ctx->persistence)
-        self->send(s.ctx->persistence, final_atom::value, final_record{rt, s.who.session_id, s.started_ms});
-      self->send(s.room, transcript_atom::value, std::move(rt));
-    },
-    [=](status_atom, stt_status& status) {
-      scope probe(self->state.probe, self);
-      auto& s = self->state;
-      if (!status.provider.empty()) s.provider = status.provider;
-      bool was_running = relay_running(s);
-      send_status(s, status.status);
-      if (was_running && status.status == "stopped") {
+      // --- from the STT relay ---
+      [=](transcript_atom, stt_transcript& t) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        ++s.usage.transcripts;
+        ++(t.is_final ? s.usage.finals : s.usage.partials);
+        room_transcript rt;
+        rt.session_slug = s.who.session_slug;
+        rt.utterance_id = s.who.stream_key + "-" + t.utterance_id;
+        rt.text = std::move(t.text);
+        rt.is_final = t.is_final;
+        rt.speaker_id = s.who.identity;
+        rt.speaker_name = s.who.name;
+        rt.language = std::move(t.language);
+        rt.start = t.start;
+        rt.end = t.end;
+        if (rt.is_final && s.ctx->persistence)
+          self->send(s.ctx->persistence, final_atom::value, final_record{rt, s.who.session_id, s.started_ms});
+        self->send(s.room, transcript_atom::value, std::move(rt));
+      },
+      [=](status_atom, stt_status& status) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        if (!status.provider.empty()) s.provider = status.provider;
+        if (status.status != "stopped") {
+          send_status(s, status.status);
+          return;
+        }
+        if (!relay_running(s)) return;
+        s.relay_done = true;
         --s.ctx->metrics->active_relays;
-        maybe_finish(self);
-      }
-    },
-    [=](error_atom, stt_error& e) {
-      scope probe(self->state.probe, self);
-      auto& s = self->state;
-      ++s.usage.errors;
-      s.ctx->metrics->error("stt: " + e.code + ": " + e.message);
-      send_json(s, json_error_message(e.code, e.message));
-    },
-    // --- from net/ ---
-    [=](open_atom, client_sink_ptr& sink) {
-      scope probe(self->state.probe, self);
-      auto& s = self->state;
-      s.sink = std::move(sink);
-      s.opened = true;
-      s.guard.emplace(audio_guard::clock::now());
-      send_json(s, json_builder()
-                     .str("type", "connected")
-                     .str("sessionSlug", s.who.session_slug)
-                     .str("userId", s.who.user_id)
-                     .str("identity", s.who.identity)
-                     .str("message", "WebSocket connection established")
-                     .num("ts", now_ms())
-                     .done());
-      self->send(s.room, join_atom::value, room_member{s.who.stream_id, s.sink, s.legacy});
-      start_relay(self);
-      SW_LOG(s.ctx, debug, "stream " << s.who.stream_id << " open: room=" << s.who.session_slug
-                                     << " identity=" << s.who.identity);
-      if (s.shutting_down) stop_relay(self);
-    },
-    [=](audio_atom, audio_chunk& chunk) {
-      scope probe(self->state.probe, self);
-      auto& s = self->state;
-      if (!s.guard || s.stop_requested || s.shutting_down) return;
-      auto now = audio_guard::clock::now();
-      switch (s.guard->check(chunk.pcm.size(), now)) {
-        case frame_verdict::invalid: {
-          s.ctx->metrics->count("audio.invalid_frames");
-          auto ms = now_ms();
-          if (ms - s.last_invalid_warning_ms >= 1000) {
-            s.last_invalid_warning_ms = ms;
-            send_json(s, json_warning("invalid_audio_frame",
-                                      "audio frames must be PCM16 LE 16 kHz mono: an even size from 2 to 65536 bytes"));
+        finish_after_room(self);
+      },
+      [=](error_atom, stt_error& e) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        ++s.usage.errors;
+        s.ctx->metrics->error("stt: " + e.code + ": " + e.message);
+        send_json(s, json_error_message(e.code, e.message));
+      },
+      // --- from net/ ---
+      [=](open_atom, client_sink_ptr& sink) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        s.sink = std::move(sink);
+        s.opened = true;
+        s.guard.emplace(audio_guard::clock::now());
+        send_json(s, json_builder()
+                         .str("type", "connected")
+                         .str("sessionSlug", s.who.session_slug)
+                         .str("userId", s.who.user_id)
+                         .str("identity", s.who.identity)
+                         .str("message", "WebSocket connection established")
+                         .num("ts", now_ms())
+                         .done());
+        self->send(s.room, join_atom::value, room_member{s.who.stream_id, s.sink, s.legacy});
+        start_relay(self);
+        SW_LOG(s.ctx, debug,
+               "stream " << s.who.stream_id << " open: room=" << s.who.session_slug << " identity=" << s.who.identity);
+        if (s.shutting_down) stop_relay(self);
+      },
+      [=](audio_atom, audio_chunk& chunk) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        if (!s.guard || s.stop_requested || s.shutting_down) return;
+        auto now = audio_guard::clock::now();
+        switch (s.guard->check(chunk.pcm.size(), now)) {
+          case frame_verdict::invalid: {
+            s.ctx->metrics->count("audio.invalid_frames");
+            auto ms = now_ms();
+            if (ms - s.last_invalid_warning_ms >= 1000) {
+              s.last_invalid_warning_ms = ms;
+              send_json(s,
+                        json_warning("invalid_audio_frame",
+                                     "audio frames must be PCM16 LE 16 kHz mono: an even size from 2 to 65536 bytes"));
+            }
+            return;
           }
-          return;
-        }
-        case frame_verdict::rate_limited: {
-          s.ctx->metrics->count("audio.rate_limited_frames");
-          auto ms = now_ms();
-          if (ms - s.last_rate_warning_ms >= 1000) {
-            s.last_rate_warning_ms = ms;
-            send_json(s, json_warning("rate_limited", "audio arrives faster than 2x real time; frames dropped"));
+          case frame_verdict::rate_limited: {
+            s.ctx->metrics->count("audio.rate_limited_frames");
+            auto ms = now_ms();
+            if (ms - s.last_rate_warning_ms >= 1000) {
+              s.last_rate_warning_ms = ms;
+              send_json(s, json_warning("rate_limited", "audio arrives faster than 2x real time; frames dropped"));
+            }
+            return;
           }
-          return;
+          case frame_verdict::accept:
+            break;
         }
-        case frame_verdict::accept:
-          break;
-      }
-      ++s.ctx->metrics->messages_received;
-      ++s.usage.audio_chunks;
-      if (relay_running(s)) self->send(s.relay, audio_atom::value, std::move(chunk));
-    },
-    [=](text_atom, const std::string& text) {
-      scope probe(self->state.probe, self);
-      auto& s = self->state;
-      auto m = parse_client_message(text);
-      if (!m.valid_json) {
-        send_json(s, json_warning("invalid_json", "text frames must be JSON objects"));
-      } else if (m.type == "ping") {
-        send_json(s, json_builder().str("type", "pong").num("ts", now_ms()).done());
-      } else if (m.type == "stop") {
-        if (!s.stop_requested) {
-          s.stop_requested = true;
-          stop_relay(self);
+        ++s.ctx->metrics->messages_received;
+        ++s.usage.audio_chunks;
+        if (relay_running(s)) self->send(s.relay, audio_atom::value, std::move(chunk));
+      },
+      [=](text_atom, const std::string& text) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        auto m = parse_client_message(text);
+        if (!m.valid_json) {
+          send_json(s, json_warning("invalid_json", "text frames must be JSON objects"));
+        } else if (m.type == "ping") {
+          send_json(s, json_builder().str("type", "pong").num("ts", now_ms()).done());
+        } else if (m.type == "stop") {
+          if (!s.stop_requested) {
+            s.stop_requested = true;
+            stop_relay(self);
+          }
+        } else if (m.type == "active_speaker") {
+          active_speaker_update u;
+          u.identity = m.identity.empty() ? s.who.identity : m.identity;
+          u.name = m.name.empty() && u.identity == s.who.identity ? s.who.name : m.name;
+          u.timestamp_ms = m.timestamp ? m.timestamp : now_ms();
+          self->send(s.room, speaker_atom::value, std::move(u));
+        } else {
+          send_json(s, json_warning("unknown_message", "unknown message type: " + m.type));
         }
-      } else if (m.type == "active_speaker") {
-        active_speaker_update u;
-        u.identity = m.identity.empty() ? s.who.identity : m.identity;
-        u.name = m.name.empty() && u.identity == s.who.identity ? s.who.name : m.name;
-        u.timestamp_ms = m.timestamp ? m.timestamp : now_ms();
-        self->send(s.room, speaker_atom::value, std::move(u));
-      } else {
-        send_json(s, json_warning("unknown_message", "unknown message type: " + m.type));
-      }
-    },
-    [=](closed_atom) {
-      scope probe(self->state.probe, self);
-      auto& s = self->state;
-      s.socket_gone = true;
-      s.sink.reset();
-      if (s.room) self->send(s.room, leave_atom::value, s.who.stream_id);
-      stop_relay(self);  // finals still reach the room and the database
-    },
-    [=](shutdown_atom) {
-      scope probe(self->state.probe, self);
-      auto& s = self->state;
-      s.shutting_down = true;
-      if (s.opened) stop_relay(self);
-      // not yet open: the open handler stops at once
-    },
+      },
+      [=](closed_atom) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        s.socket_gone = true;
+        s.sink.reset();
+        if (s.room) self->send(s.room, leave_atom::value, s.who.stream_id);
+        stop_relay(self);  // finals still reach the room and the database
+      },
+      [=](shutdown_atom) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        s.shutting_down = true;
+        if (s.opened) stop_relay(self);
+        // not yet open: the open handler stops at once
+      },
   };
 }
 

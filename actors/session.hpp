@@ -22,11 +22,13 @@ struct session_state {
   std::string provider;
   std::string stt_state;  // last status sent: "", connecting, ready, stopped
   std::optional<audio_guard> guard;
+  bool relay_done = false;   // the relay reported "stopped" (or died)
   bool opened = false;       // socket accepted
   bool socket_gone = false;  // socket closed (or never opened)
   bool stop_requested = false;
   bool shutting_down = false;
   bool close_sent = false;
+  bool finishing = false;
   std::int64_t started_ms = 0;
   std::int64_t last_rate_warning_ms = 0;
   std::int64_t last_invalid_warning_ms = 0;

@@ -21,13 +21,20 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--secret") secret = next();
-    else if (a == "--room") c.session_slug = next();
-    else if (a == "--identity") c.identity = next();
-    else if (a == "--name") c.name = next();
-    else if (a == "--sub") c.user_id = next();
-    else if (a == "--session-id") c.session_id = next();
-    else if (a == "--ttl") ttl = std::atol(next().c_str());
+    if (a == "--secret")
+      secret = next();
+    else if (a == "--room")
+      c.session_slug = next();
+    else if (a == "--identity")
+      c.identity = next();
+    else if (a == "--name")
+      c.name = next();
+    else if (a == "--sub")
+      c.user_id = next();
+    else if (a == "--session-id")
+      c.session_id = next();
+    else if (a == "--ttl")
+      ttl = std::atol(next().c_str());
     else if (a == "--help") {
       std::cout << "Usage: sessions-ws-token --room SLUG --identity ID [--name NAME] [--sub USER] [--session-id ID]\n"
                    "                         [--ttl SECONDS] [--secret S (default: $TRANSCRIPTION_JWT_SECRET)]\n";

@@ -38,7 +38,10 @@ bool run_until(asio::io_context& ioc, Done done, std::chrono::milliseconds timeo
   ioc.restart();
   while (!done()) {
     auto left = deadline - clock::now();
-    if (left <= clock::duration::zero()) return false;
+    if (left <= clock::duration::zero()) {
+      ioc.poll();  // a zero timeout still takes what is ready
+      return done();
+    }
     if (ioc.run_one_for(left) == 0 && ioc.stopped()) {
       if (done()) return true;
       return false;  // nothing left that could complete
@@ -88,7 +91,8 @@ void connect_tcp(asio::io_context& ioc, beast::tcp_stream& stream, const url& u,
       done = true;
     });
   }
-  run_until(ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
+  run_until(
+      ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
   if (!done) throw std::runtime_error("connect timed out");
   if (ec) fail("cannot connect to " + u.host + ":" + std::to_string(u.port), ec);
   beast::error_code ignored;
@@ -107,7 +111,8 @@ void tls_handshake(asio::io_context& ioc, Stream& stream, const url& u, const cl
     ec = e;
     done = true;
   });
-  run_until(ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
+  run_until(
+      ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
   if (!done) throw std::runtime_error("TLS handshake timed out");
   if (ec) fail("TLS handshake with " + u.host + " failed", ec);
 }
@@ -139,7 +144,8 @@ http_result do_fetch(asio::io_context& ioc, Stream& stream, const url& u, const 
     ec = e;
     done = true;
   });
-  run_until(ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
+  run_until(
+      ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
   if (!done || ec) fail("cannot send request", ec);
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
@@ -150,7 +156,8 @@ http_result do_fetch(asio::io_context& ioc, Stream& stream, const url& u, const 
     ec = e;
     done = true;
   });
-  run_until(ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
+  run_until(
+      ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
   if (!done) throw std::runtime_error("response timed out");
   if (ec) fail("cannot read response", ec);
   auto& res = parser.get();
@@ -190,7 +197,8 @@ std::string raw_exchange(const std::string& host, std::uint16_t port, const std:
     ec = e;
     done = true;
   });
-  run_until(ioc, [&] { return done; }, timeout);
+  run_until(
+      ioc, [&] { return done; }, timeout);
   std::string out;
   char chunk[4096];
   auto deadline = clock::now() + timeout;
@@ -203,7 +211,8 @@ std::string raw_exchange(const std::string& host, std::uint16_t port, const std:
       n = k;
       done = true;
     });
-    if (!run_until(ioc, [&] { return done; }, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now())))
+    if (!run_until(
+            ioc, [&] { return done; }, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now())))
       break;
     out.append(chunk, n);
     if (ec) break;
@@ -262,7 +271,9 @@ struct ws_client::impl {
         done = true;
       });
     });
-    if (!run_until(ioc, [&] { return done; }, opts.timeout)) throw std::runtime_error("websocket write timed out");
+    if (!run_until(
+            ioc, [&] { return done; }, opts.timeout))
+      throw std::runtime_error("websocket write timed out");
     if (ec) fail("websocket write failed", ec);
   }
 };
@@ -296,7 +307,8 @@ std::unique_ptr<ws_client> ws_client::connect(const std::string& address, const 
       done = true;
     });
   });
-  run_until(d.ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
+  run_until(
+      d.ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
   if (!done) throw std::runtime_error("websocket handshake timed out");
   if (ec) {
     if (res.result_int() != 0 && res.result_int() != 101)
@@ -316,9 +328,13 @@ std::unique_ptr<ws_client> ws_client::connect(const std::string& address, const 
   return c;
 }
 
-void ws_client::send_text(const std::string& text) { impl_->write(true, text.data(), text.size()); }
+void ws_client::send_text(const std::string& text) {
+  impl_->write(true, text.data(), text.size());
+}
 
-void ws_client::send_binary(const void* data, std::size_t size) { impl_->write(false, data, size); }
+void ws_client::send_binary(const void* data, std::size_t size) {
+  impl_->write(false, data, size);
+}
 
 ws_client::message ws_client::read(std::chrono::milliseconds timeout) {
   auto& d = *impl_;
@@ -331,7 +347,8 @@ ws_client::message ws_client::read(std::chrono::milliseconds timeout) {
     }
     d.start_read();
   }
-  run_until(d.ioc, [&] { return d.ready.has_value(); }, timeout);
+  run_until(
+      d.ioc, [&] { return d.ready.has_value(); }, timeout);
   if (!d.ready) return message{};
   message m = std::move(*d.ready);
   d.ready.reset();
@@ -363,10 +380,13 @@ void ws_client::close(std::uint16_t code) {
     });
   });
   if (!d.read_pending) d.start_read();  // the peer's close frame completes the pending read
-  run_until(d.ioc, [&] { return done && !d.read_pending; }, d.opts.timeout);
+  run_until(
+      d.ioc, [&] { return done && !d.read_pending; }, d.opts.timeout);
   d.open = false;
 }
 
-bool ws_client::is_open() const { return impl_->open; }
+bool ws_client::is_open() const {
+  return impl_->open;
+}
 
 }  // namespace sw::net

@@ -13,9 +13,9 @@
 namespace sw::net {
 
 struct client_options {
-  std::string ca_file;                     // extra CA for https/wss (empty = system store)
+  std::string ca_file;                      // extra CA for https/wss (empty = system store)
   std::chrono::milliseconds timeout{5000};  // connect, handshake, each write
-  int receive_buffer = 0;                  // SO_RCVBUF before connecting (0 = default)
+  int receive_buffer = 0;                   // SO_RCVBUF before connecting (0 = default)
 };
 
 struct http_result {
@@ -28,8 +28,10 @@ struct http_result {
 // An upgrade answered with something other than 101: the complete HTTP response.
 struct upgrade_rejected : std::runtime_error {
   upgrade_rejected(unsigned s, std::string b, header_list h)
-    : std::runtime_error("upgrade rejected with HTTP " + std::to_string(s)), status(s), body(std::move(b)),
-      headers(std::move(h)) {}
+      : std::runtime_error("upgrade rejected with HTTP " + std::to_string(s)),
+        status(s),
+        body(std::move(b)),
+        headers(std::move(h)) {}
   unsigned status;
   std::string body;
   header_list headers;

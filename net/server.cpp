@@ -54,7 +54,9 @@ struct connection_token {
 };
 using token_ptr = std::shared_ptr<connection_token>;
 
-std::string json_error(const char* code) { return std::string("{\"error\":\"") + code + "\"}"; }
+std::string json_error(const char* code) {
+  return std::string("{\"error\":\"") + code + "\"}";
+}
 
 http_response error_response(unsigned status, const char* code) {
   http_response r;
@@ -83,12 +85,12 @@ template <class Stream>
 class ws_session : public std::enable_shared_from_this<ws_session<Stream>> {
 public:
   ws_session(std::shared_ptr<shared_state> st, Stream&& stream, token_ptr token)
-    : st_(std::move(st)),
-      token_(std::move(token)),
-      ws_(std::move(stream)),
-      ping_timer_(ws_.get_executor()),
-      close_timer_(ws_.get_executor()),
-      id_(st_->next_id++) {}
+      : st_(std::move(st)),
+        token_(std::move(token)),
+        ws_(std::move(stream)),
+        ping_timer_(ws_.get_executor()),
+        close_timer_(ws_.get_executor()),
+        id_(st_->next_id++) {}
 
   void run(http::request<http::string_body> req, session_actor session) {
     session_ = std::move(session);
@@ -99,7 +101,7 @@ public:
     t.keep_alive_pings = false;
     ws_.set_option(t);
     ws_.set_option(websocket::stream_base::decorator(
-      [](websocket::response_type& res) { res.set(http::field::server, "sessions-ws"); }));
+        [](websocket::response_type& res) { res.set(http::field::server, "sessions-ws"); }));
     ws_.read_message_max(st_->opts.ws_max_message);
     ws_.auto_fragment(false);
     ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
@@ -171,9 +173,7 @@ private:
 
   client_sink_ptr make_sink();
 
-  void do_read() {
-    ws_.async_read(buffer_, beast::bind_front_handler(&ws_session::on_read, this->shared_from_this()));
-  }
+  void do_read() { ws_.async_read(buffer_, beast::bind_front_handler(&ws_session::on_read, this->shared_from_this())); }
 
   void on_read(beast::error_code ec, std::size_t) {
     if (ec) {
@@ -282,7 +282,7 @@ class ws_sink final : public client_sink {
 public:
   using executor_type = decltype(std::declval<ws_session<Stream>&>().executor());
   ws_sink(std::weak_ptr<ws_session<Stream>> w, executor_type ex, std::uint64_t id)
-    : w_(std::move(w)), ex_(std::move(ex)), id_(id) {}
+      : w_(std::move(w)), ex_(std::move(ex)), id_(id) {}
 
   void send(shared_text json, delivery how) override {
     asio::post(ex_, [w = w_, json = std::move(json), how] {
@@ -357,7 +357,7 @@ template <class Stream>
 class http_session : public std::enable_shared_from_this<http_session<Stream>> {
 public:
   http_session(std::shared_ptr<shared_state> st, Stream&& stream, beast::flat_buffer&& buffer, token_ptr token)
-    : st_(std::move(st)), token_(std::move(token)), stream_(std::move(stream)), buffer_(std::move(buffer)) {}
+      : st_(std::move(st)), token_(std::move(token)), stream_(std::move(stream)), buffer_(std::move(buffer)) {}
 
   void run() {
     if constexpr (std::is_same_v<Stream, tls_stream>) {
@@ -463,8 +463,9 @@ private:
     beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
     if (websocket::is_upgrade(req)) {
       upgrade_req_ = parser_->release();
-      caf::anon_send(st_->handler, upgrade_atom::value, std::move(out),
-                     upgrade_responder_ptr{std::make_shared<upgrade_responder_impl<http_session>>(this->shared_from_this())});
+      caf::anon_send(
+          st_->handler, upgrade_atom::value, std::move(out),
+          upgrade_responder_ptr{std::make_shared<upgrade_responder_impl<http_session>>(this->shared_from_this())});
     } else {
       out.body = std::move(req.body());
       caf::anon_send(st_->handler, http_atom::value, std::move(out),
@@ -495,7 +496,7 @@ private:
 class detector : public std::enable_shared_from_this<detector> {
 public:
   detector(std::shared_ptr<shared_state> st, tcp::socket&& socket)
-    : st_(std::move(st)), token_(std::make_shared<connection_token>(st_->stats)), stream_(std::move(socket)) {}
+      : st_(std::move(st)), token_(std::make_shared<connection_token>(st_->stats)), stream_(std::move(socket)) {}
 
   void run() {
     if (!st_->tls) {
@@ -503,8 +504,9 @@ public:
       return;
     }
     stream_.expires_after(st_->opts.request_timeout);
-    beast::async_detect_ssl(stream_, buffer_,
-                            [self = shared_from_this()](beast::error_code ec, bool is_tls) { self->on_detect(ec, is_tls); });
+    beast::async_detect_ssl(stream_, buffer_, [self = shared_from_this()](beast::error_code ec, bool is_tls) {
+      self->on_detect(ec, is_tls);
+    });
   }
 
 private:
@@ -513,7 +515,7 @@ private:
     if (is_tls) {
       std::make_shared<http_session<tls_stream>>(st_, tls_stream(std::move(stream_), *st_->tls), std::move(buffer_),
                                                  token_)
-        ->run();
+          ->run();
     } else {
       std::make_shared<http_session<plain_stream>>(st_, std::move(stream_), std::move(buffer_), token_)->run();
     }
@@ -527,7 +529,8 @@ private:
 
 class listener : public std::enable_shared_from_this<listener> {
 public:
-  listener(asio::io_context& ioc, std::shared_ptr<shared_state> st) : ioc_(ioc), st_(std::move(st)), acceptor_(asio::make_strand(ioc)) {}
+  listener(asio::io_context& ioc, std::shared_ptr<shared_state> st)
+      : ioc_(ioc), st_(std::move(st)), acceptor_(asio::make_strand(ioc)) {}
 
   void open(const tcp::endpoint& ep) {
     acceptor_.open(ep.protocol());
@@ -612,8 +615,7 @@ void server::start() {
   try {
     impl_->lis->open(tcp::endpoint(address, st.opts.port));
   } catch (const std::exception& e) {
-    throw std::runtime_error("cannot listen on " + st.opts.host + ":" + std::to_string(st.opts.port) + ": " +
-                             e.what());
+    throw std::runtime_error("cannot listen on " + st.opts.host + ":" + std::to_string(st.opts.port) + ": " + e.what());
   }
   impl_->port = impl_->lis->port();
   impl_->lis->run();
@@ -621,9 +623,13 @@ void server::start() {
   for (int i = 0; i < std::max(1, st.opts.io_threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
 }
 
-std::uint16_t server::port() const { return impl_->port; }
+std::uint16_t server::port() const {
+  return impl_->port;
+}
 
-bool server::tls() const { return impl_->st->tls.has_value(); }
+bool server::tls() const {
+  return impl_->st->tls.has_value();
+}
 
 void server::stop_accepting() {
   if (impl_->lis) impl_->lis->stop();

@@ -19,59 +19,61 @@ namespace sw {
 
 // What an STT relay tells its session (the relay only ever sees this face of the session).
 using stt_listener_actor = caf::typed_actor<
-  // a partial or final transcript from the upstream, ids not yet namespaced
-  caf::reacts_to<transcript_atom, stt_transcript>,
-  // the upstream's state changed (connecting -> ready -> stopped; connecting again while reconnecting)
-  caf::reacts_to<status_atom, stt_status>,
-  // the upstream failed for good; a status "stopped" follows
-  caf::reacts_to<error_atom, stt_error>>;
+    // a partial or final transcript from the upstream, ids not yet namespaced
+    caf::reacts_to<transcript_atom, stt_transcript>,
+    // the upstream's state changed (connecting -> ready -> stopped; connecting again while reconnecting)
+    caf::reacts_to<status_atom, stt_status>,
+    // the upstream failed for good; a status "stopped" follows
+    caf::reacts_to<error_atom, stt_error>>;
 
 // An STT relay (Gladia or local), one per participant stream; it monitors its session.
 using stt_relay_actor = caf::typed_actor<
-  // PCM16 audio in order; buffered while the upstream connects, never dropped silently
-  caf::reacts_to<audio_atom, audio_chunk>,
-  // end of audio: deliver every remaining final, report "stopped", then exit
-  caf::reacts_to<stop_atom>>;
+    // PCM16 audio in order; buffered while the upstream connects, never dropped silently
+    caf::reacts_to<audio_atom, audio_chunk>,
+    // end of audio: deliver every remaining final, report "stopped", then exit
+    caf::reacts_to<stop_atom>>;
 
 // The actor of one participant stream (spawned by the network actor per accepted token).
 using session_actor = stt_listener_actor::extend<
-  // the WebSocket is open; everything for this client goes through the sink
-  caf::reacts_to<open_atom, client_sink_ptr>,
-  // one binary frame from the client: validated, rate-limited, relayed
-  caf::reacts_to<audio_atom, audio_chunk>,
-  // one text frame from the client: JSON control message (ping, stop, active_speaker)
-  caf::reacts_to<text_atom, std::string>,
-  // the socket is gone (peer close, error, heartbeat timeout, handshake failure)
-  caf::reacts_to<closed_atom>,
-  // the server is shutting down: drain the upstream, then close 1001
-  caf::reacts_to<shutdown_atom>>;
+    // the WebSocket is open; everything for this client goes through the sink
+    caf::reacts_to<open_atom, client_sink_ptr>,
+    // one binary frame from the client: validated, rate-limited, relayed
+    caf::reacts_to<audio_atom, audio_chunk>,
+    // one text frame from the client: JSON control message (ping, stop, active_speaker)
+    caf::reacts_to<text_atom, std::string>,
+    // the socket is gone (peer close, error, heartbeat timeout, handshake failure)
+    caf::reacts_to<closed_atom>,
+    // the server is shutting down: drain the upstream, then close 1001
+    caf::reacts_to<shutdown_atom>>;
 
 // The active speaker of one room (played by the room actor).
 using active_speaker_actor = caf::typed_actor<
-  // a participant says it is speaking (HTTP route or `active_speaker` message)
-  caf::reacts_to<speaker_atom, active_speaker_update>,
-  // who spoke last (identity empty when nobody has)
-  caf::replies_to<speaker_atom>::with<active_speaker_update>>;
+    // a participant says it is speaking (HTTP route or `active_speaker` message)
+    caf::reacts_to<speaker_atom, active_speaker_update>,
+    // who spoke last (identity empty when nobody has)
+    caf::replies_to<speaker_atom>::with<active_speaker_update>>;
 
 // One room (per sessionSlug): membership and fan-out. Spawned and stopped by the network actor.
 using room_actor = active_speaker_actor::extend<
-  // a client connection joins: it gets every transcript of the room from now on
-  caf::reacts_to<join_atom, room_member>,
-  // a client connection leaves (by stream id)
-  caf::reacts_to<leave_atom, std::uint64_t>,
-  // a transcript of one participant stream: deduplicated (finals) and sent to every member
-  caf::reacts_to<transcript_atom, room_transcript>,
-  // a ready-made JSON notice for every member (e.g. transcription_error)
-  caf::reacts_to<notice_atom, std::string>>;
+    // a client connection joins: it gets every transcript of the room from now on
+    caf::reacts_to<join_atom, room_member>,
+    // a client connection leaves (by stream id)
+    caf::reacts_to<leave_atom, std::uint64_t>,
+    // a transcript of one participant stream: deduplicated (finals) and sent to every member
+    caf::reacts_to<transcript_atom, room_transcript>,
+    // a ready-made JSON notice for every member (e.g. transcription_error)
+    caf::reacts_to<notice_atom, std::string>,
+    // barrier: answers once every earlier message from the caller has been handed to the clients
+    caf::replies_to<sync_atom>::with<bool>>;
 
 // Durable storage of finals and usage (issue #4; only actor that touches storage/).
 using persistence_actor = caf::typed_actor<
-  // a final transcript: journaled, then batched into the database
-  caf::reacts_to<final_atom, final_record>,
-  // a participant stream ended: one usage row
-  caf::reacts_to<usage_atom, usage_record>,
-  // queue figures and database health for /health, /ready and /metrics
-  caf::replies_to<queue_atom>::with<queue_stats>>;
+    // a final transcript: journaled, then batched into the database
+    caf::reacts_to<final_atom, final_record>,
+    // a participant stream ended: one usage row
+    caf::reacts_to<usage_atom, usage_record>,
+    // queue figures and database health for /health, /ready and /metrics
+    caf::replies_to<queue_atom>::with<queue_stats>>;
 
 // Decides upgrades (implemented by net/: accept moves the socket into a WebSocket for `session`).
 class upgrade_responder {
@@ -84,14 +86,12 @@ using upgrade_responder_ptr = std::shared_ptr<upgrade_responder>;
 
 // The network actor: every HTTP request and upgrade request that net/ parsed.
 using network_actor = caf::typed_actor<
-  // a plain HTTP request; answered through the responder
-  caf::reacts_to<http_atom, http_request, http_responder_ptr>,
-  // a WebSocket upgrade request: token, room and admission checked before any 101
-  caf::reacts_to<upgrade_atom, http_request, upgrade_responder_ptr>,
-  // stop admitting, close every stream with 1001 after draining
-  caf::reacts_to<shutdown_atom>,
-  // how many participant streams are still alive (0 after a completed shutdown)
-  caf::replies_to<ready_atom>::with<std::uint64_t>>;
+    // a plain HTTP request; answered through the responder
+    caf::reacts_to<http_atom, http_request, http_responder_ptr>,
+    // a WebSocket upgrade request: token, room and admission checked before any 101
+    caf::reacts_to<upgrade_atom, http_request, upgrade_responder_ptr>,
+    // stop admitting, close every stream with 1001 after draining
+    caf::reacts_to<shutdown_atom>>;
 
 // How a session gets its STT relay: a provider spawns one relay per participant stream. `spawn` returns
 // an invalid handle when the provider cannot take the stream (the session then reports the error).

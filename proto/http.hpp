@@ -20,7 +20,7 @@ struct http_request {
   header_list query;    // decoded query parameters, in order
   header_list headers;  // header names lower-cased
   std::string body;
-  std::string remote;   // peer address, for logs
+  std::string remote;  // peer address, for logs
   bool tls = false;
 
   // First query parameter or header value with that (lower-case) name, or nullptr.
@@ -44,8 +44,8 @@ struct http_response {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, http_request& x) {
-  return f(caf::meta::type_name("http_request"), x.method, x.target, x.path, x.query, x.headers, x.body,
-           x.remote, x.tls);
+  return f(caf::meta::type_name("http_request"), x.method, x.target, x.path, x.query, x.headers, x.body, x.remote,
+           x.tls);
 }
 
 template <class Inspector>

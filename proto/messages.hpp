@@ -34,7 +34,7 @@ using final_atom = caf::atom_constant<caf::atom("final")>;
 using usage_atom = caf::atom_constant<caf::atom("usage")>;
 using queue_atom = caf::atom_constant<caf::atom("queue")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
-using ready_atom = caf::atom_constant<caf::atom("ready")>;
+using sync_atom = caf::atom_constant<caf::atom("sync")>;
 
 // --- participant stream -----------------------------------------------------------------------
 
@@ -143,24 +143,24 @@ struct queue_stats {
 };
 
 // --- inspectors -------------------------------------------------------------------------------
-#define SW_INSPECT(type, ...)                                                  \
-  template <class Inspector>                                                   \
-  typename Inspector::result_type inspect(Inspector& f, type& x) {             \
-    return f(caf::meta::type_name(#type), __VA_ARGS__);                        \
+#define SW_INSPECT(type, ...)                                      \
+  template <class Inspector>                                       \
+  typename Inspector::result_type inspect(Inspector& f, type& x) { \
+    return f(caf::meta::type_name(#type), __VA_ARGS__);            \
   }
 SW_INSPECT(stream_identity, x.stream_id, x.stream_key, x.session_slug, x.session_id, x.identity, x.user_id, x.name)
 SW_INSPECT(audio_chunk, x.pcm)
 SW_INSPECT(stt_transcript, x.utterance_id, x.text, x.is_final, x.language, x.start, x.end)
 SW_INSPECT(stt_status, x.status, x.provider)
 SW_INSPECT(stt_error, x.code, x.message)
-SW_INSPECT(room_transcript, x.session_slug, x.utterance_id, x.text, x.is_final, x.speaker_id,
-           x.speaker_name, x.language, x.start, x.end)
+SW_INSPECT(room_transcript, x.session_slug, x.utterance_id, x.text, x.is_final, x.speaker_id, x.speaker_name,
+           x.language, x.start, x.end)
 SW_INSPECT(active_speaker_update, x.identity, x.name, x.timestamp_ms)
 SW_INSPECT(final_record, x.transcript, x.session_id, x.stream_started_ms)
-SW_INSPECT(usage_record, x.session_slug, x.session_id, x.identity, x.started_ms, x.ended_ms,
-           x.audio_chunks, x.transcripts, x.finals, x.partials, x.errors)
-SW_INSPECT(queue_stats, x.queue_length, x.total_queued, x.total_flushed, x.total_errors,
-           x.last_flush_ms, x.last_error, x.database_ok, x.backend)
+SW_INSPECT(usage_record, x.session_slug, x.session_id, x.identity, x.started_ms, x.ended_ms, x.audio_chunks,
+           x.transcripts, x.finals, x.partials, x.errors)
+SW_INSPECT(queue_stats, x.queue_length, x.total_queued, x.total_flushed, x.total_errors, x.last_flush_ms, x.last_error,
+           x.database_ok, x.backend)
 #undef SW_INSPECT
 
 }  // namespace sw

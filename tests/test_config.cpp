@@ -10,11 +10,11 @@ namespace {
 sw::config load(std::map<std::string, std::string> env, bool dev = false) {
   if (!env.count("TRANSCRIPTION_JWT_SECRET") && !dev) env["TRANSCRIPTION_JWT_SECRET"] = "s";
   return sw::load_config(
-    [&](const char* k) -> const char* {
-      auto it = env.find(k);
-      return it == env.end() ? nullptr : it->second.c_str();
-    },
-    dev);
+      [&](const char* k) -> const char* {
+        auto it = env.find(k);
+        return it == env.end() ? nullptr : it->second.c_str();
+      },
+      dev);
 }
 
 std::string error_of(std::map<std::string, std::string> env) {
@@ -39,7 +39,8 @@ TEST(Config, Defaults) {
 }
 
 TEST(Config, ReadsValues) {
-  auto c = load({{"PORT", "8080"}, {"MAX_STREAMS_PER_ROOM", "3"}, {"WS_PING_INTERVAL_MS", "100"}, {"HOST", "127.0.0.1"}});
+  auto c =
+      load({{"PORT", "8080"}, {"MAX_STREAMS_PER_ROOM", "3"}, {"WS_PING_INTERVAL_MS", "100"}, {"HOST", "127.0.0.1"}});
   EXPECT_EQ(c.port, 8080);
   EXPECT_EQ(c.max_streams_per_room, 3u);
   EXPECT_EQ(c.ws_ping_interval.count(), 100);

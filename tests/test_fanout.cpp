@@ -67,7 +67,7 @@ TEST(Fanout, FinalsAreDeliveredOncePerUtterance) {
   EXPECT_EQ(ids.size(), 5u);
   auto m = sw::net::http_fetch(h.http("/metrics"));
   EXPECT_NE(field(m.body, "counters").find("\"ws.duplicate_final_transcripts_skipped\":5"), std::string::npos)
-    << m.body;
+      << m.body;
 }
 
 TEST(Fanout, LegacyAndModernClientsShareARoom) {
@@ -87,7 +87,8 @@ TEST(Fanout, TwoHundredConcurrentClients) {
   std::vector<std::unique_ptr<ws_client>> clients;
   for (int r = 0; r < rooms; ++r)
     for (int i = 0; i < per_room; ++i)
-      clients.push_back(h.connect("load-" + std::to_string(r), "p" + std::to_string(i), "", "u" + std::to_string(r * per_room + i)));
+      clients.push_back(
+          h.connect("load-" + std::to_string(r), "p" + std::to_string(i), "", "u" + std::to_string(r * per_room + i)));
   for (auto& c : clients) expect_message(*c, "ready", 10000);
   auto m = sw::net::http_fetch(h.http("/metrics"));
   EXPECT_EQ(field(m.body, "activeConnections"), "200");

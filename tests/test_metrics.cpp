@@ -31,6 +31,8 @@ TEST(Metrics, ActorProbeCountsLiveAndProcessed) {
   EXPECT_EQ(m->actor_kind("k").spawned.load(), 1u);
 }
 
-TEST(Metrics, Iso8601) { EXPECT_EQ(sw::iso8601(0), "1970-01-01T00:00:00.000Z"); }
+TEST(Metrics, Iso8601) {
+  EXPECT_EQ(sw::iso8601(0), "1970-01-01T00:00:00.000Z");
+}
 
 }  // namespace

@@ -1,9 +1,9 @@
 // The executable as an operator runs it: starts on the configured port, serves, and exits 0 on SIGTERM
 // after closing streams with 1001.
-#include <csignal>
-#include <cstdio>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <csignal>
+#include <cstdio>
 
 #include <gtest/gtest.h>
 
@@ -55,8 +55,8 @@ TEST(Process, ServesAndExitsZeroOnSigterm) {
 
 TEST(Process, PortInUseIsAClearError) {
   sw::test::harness h({}, std::nullopt);
-  std::string cmd = "PORT=" + std::to_string(h.port) +
-                    " HOST=127.0.0.1 TRANSCRIPTION_JWT_SECRET=x " SESSIONS_WS_BIN " 2>&1";
+  std::string cmd =
+      "PORT=" + std::to_string(h.port) + " HOST=127.0.0.1 TRANSCRIPTION_JWT_SECRET=x " SESSIONS_WS_BIN " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   ASSERT_TRUE(p);
   std::string out;

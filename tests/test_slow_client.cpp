@@ -1,6 +1,5 @@
 // A client that stops reading is closed 4409 once its bounded queue is full, while the other clients of
 // the room get everything.
-#include <atomic>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -19,11 +18,11 @@ TEST(SlowClient, IsClosed4409AndOthersAreUnaffected) {
   sw::test::echo_options o;
   o.padding = 4000;  // ~4 KB per final
   harness h(
-    [](sw::config& c) {
-      c.client_send_queue_bytes = 64 * 1024;
-      c.socket_send_buffer = 4096;  // no kernel autotuning: the queue, not the kernel, absorbs the backlog
-    },
-    sw::test::echo_provider(o));
+      [](sw::config& c) {
+        c.client_send_queue_bytes = 64 * 1024;
+        c.socket_send_buffer = 4096;  // no kernel autotuning: the queue, not the kernel, absorbs the backlog
+      },
+      sw::test::echo_provider(o));
   sw::net::client_options small;
   small.receive_buffer = 4096;
   auto slow = ws_client::connect(h.ws(harness::token("room", "slow")), small);
@@ -34,31 +33,24 @@ TEST(SlowClient, IsClosed4409AndOthersAreUnaffected) {
   expect_message(*speaker, "ready");
 
   constexpr int frames = 300;  // ~1.2 MB of finals: more than the socket buffers plus the queue
-  std::atomic<int> fast_finals{0};
-  std::thread fast_reader([&] {
-    while (fast_finals < frames) {
-      auto m = fast->read(5s);
-      if (m.kind != ws_client::message::text) break;
-      if (field(m.data, "type") == "transcript_final") ++fast_finals;
+  // Lockstep: each frame's final reaches the speaker and the fast client before the next frame goes out,
+  // so only the client that stopped reading builds up a backlog.
+  auto next_final = [](ws_client& c) {
+    for (;;) {
+      auto m = c.read(5s);
+      if (m.kind != ws_client::message::text) return false;
+      if (field(m.data, "type") == "transcript_final") return true;
     }
-  });
-  int speaker_finals = 0;
+  };
+  int speaker_finals = 0, fast_finals = 0;
   std::vector<std::uint8_t> frame(2, 0);
   for (int i = 0; i < frames; ++i) {
     speaker->send_binary(frame.data(), frame.size());
-    for (;;) {  // the speaker reads its own transcripts as they come
-      auto m = speaker->read(0ms);
-      if (m.kind != ws_client::message::text) break;
-      if (field(m.data, "type") == "transcript_final") ++speaker_finals;
-    }
+    speaker_finals += next_final(*speaker);
+    fast_finals += next_final(*fast);
   }
-  while (speaker_finals < frames) {
-    auto m = speaker->read(5s);
-    ASSERT_EQ(m.kind, ws_client::message::text) << "speaker stopped receiving at " << speaker_finals;
-    if (field(m.data, "type") == "transcript_final") ++speaker_finals;
-  }
-  fast_reader.join();
-  EXPECT_EQ(fast_finals.load(), frames);
+  EXPECT_EQ(speaker_finals, frames);
+  EXPECT_EQ(fast_finals, frames);
   EXPECT_TRUE(fast->is_open());
 
   // the slow client, reading at last, finds its stream closed 4409 "Client too slow"
@@ -81,10 +73,13 @@ TEST(SlowClient, PartialsAreSkippedAboveHalfQueueButFinalsAreNot) {
   expect_message(*slow, "ready");
   expect_message(*speaker, "ready");
   std::vector<std::uint8_t> frame(2, 0);
-  constexpr int frames = 200;  // ~48 KB of finals (fits the queue) + ~48 KB of partials (do not)
+  constexpr int frames = 150;  // ~37 KB of finals (fit the queue) + ~37 KB of partials (do not)
   for (int i = 0; i < frames; ++i) {
     speaker->send_binary(frame.data(), frame.size());
-    while (speaker->read(0ms).kind == ws_client::message::text) {
+    for (;;) {  // lockstep on the speaker's own final
+      auto m = speaker->read(5s);
+      ASSERT_EQ(m.kind, ws_client::message::text);
+      if (field(m.data, "type") == "transcript_final") break;
     }
   }
   std::this_thread::sleep_for(300ms);

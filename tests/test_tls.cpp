@@ -22,14 +22,15 @@ struct test_pki {
     fs::create_directories(dir);
     auto d = dir.string();
     std::string script =
-      "set -e; cd '" + d + "';"
-      "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=sw-test-ca 2>/dev/null;"
-      "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.pem -days 2 -subj /CN=other-ca "
-      "2>/dev/null;"
-      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null;"
-      "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf;"
-      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 "
-      "-extfile ext.cnf 2>/dev/null";
+        "set -e; cd '" + d +
+        "';"
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=sw-test-ca 2>/dev/null;"
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.pem -days 2 -subj /CN=other-ca "
+        "2>/dev/null;"
+        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null;"
+        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf;"
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 "
+        "-extfile ext.cnf 2>/dev/null";
     ok = std::system(("bash -c \"" + script + "\"").c_str()) == 0;
   }
   ~test_pki() {
@@ -73,8 +74,9 @@ TEST_F(Tls, HttpsAndPlainHttpOnTheSamePort) {
 
 TEST_F(Tls, WssAndWsOnTheSamePortShareARoom) {
   auto secure = sw::net::ws_client::connect(
-    base("wss") + "/api/realtime/transcribe?token=" + harness::token("room", "alice"), trusted);
-  auto plain = sw::net::ws_client::connect(base("ws") + "/api/realtime/transcribe?token=" + harness::token("room", "bob"));
+      base("wss") + "/api/realtime/transcribe?token=" + harness::token("room", "alice"), trusted);
+  auto plain =
+      sw::net::ws_client::connect(base("ws") + "/api/realtime/transcribe?token=" + harness::token("room", "bob"));
   expect_message(*secure, "ready");
   expect_message(*plain, "ready");
   std::vector<std::uint8_t> f(640, 0);

@@ -8,7 +8,9 @@
 namespace {
 
 const std::string secret = "unit-secret";
-std::int64_t now() { return static_cast<std::int64_t>(std::time(nullptr)); }
+std::int64_t now() {
+  return static_cast<std::int64_t>(std::time(nullptr));
+}
 
 sw::token_claims claims() {
   sw::token_claims c;
@@ -133,9 +135,9 @@ TEST(Token, MalformedTokensAreRejected) {
   auto good = sw::mint_token(claims(), secret, now() + 60);
   auto tampered = good;
   tampered[tampered.find('.') + 3] ^= 1;
-  for (std::string tok : {std::string(""), std::string("abc"), std::string("a.b"), std::string("a.b.c"),
-                          std::string("...."), b64url("{") + "." + b64url("{}") + ".x", tampered,
-                          std::string("\xff\xfe.\x01.\x02")}) {
+  for (std::string tok :
+       {std::string(""), std::string("abc"), std::string("a.b"), std::string("a.b.c"), std::string("...."),
+        b64url("{") + "." + b64url("{}") + ".x", tampered, std::string("\xff\xfe.\x01.\x02")}) {
     auto r = sw::verify_token(tok, secret);
     EXPECT_FALSE(r.claims) << tok;
     EXPECT_FALSE(r.reason.empty());

@@ -16,7 +16,9 @@ using sw::test::field;
 using sw::test::harness;
 using namespace std::chrono_literals;
 
-std::vector<std::uint8_t> pcm(std::size_t bytes) { return std::vector<std::uint8_t>(bytes, 0); }
+std::vector<std::uint8_t> pcm(std::size_t bytes) {
+  return std::vector<std::uint8_t>(bytes, 0);
+}
 
 TEST(WebSocket, ConnectedThenSttStatusInOrder) {
   harness h;
@@ -220,12 +222,22 @@ TEST(WebSocket, ShutdownDrainsAndCloses1001) {
   auto f = pcm(640);
   c->send_binary(f.data(), f.size());
   expect_message(*c, "transcript_final");
-  std::thread stopper([&] { EXPECT_TRUE(h.svc->shutdown()); });
-  auto stopped = expect_message(*c, "stt_status");
-  EXPECT_EQ(field(stopped, "status"), "stopped");
-  std::string reason;
-  EXPECT_EQ(expect_close(*c, 3000, &reason), 1001);
-  stopper.join();
+  // The client keeps reading (and answers the close handshake) on its own thread, as a browser would.
+  // CAF 0.17 must be torn down from the thread that owns the service here: shutdown() runs on this one.
+  std::string stopped;
+  std::uint16_t code = 0;
+  std::thread reader([&] {
+    try {
+      stopped = expect_message(*c, "stt_status", 5000);
+      code = expect_close(*c, 5000);
+    } catch (const std::exception& e) {
+      stopped = e.what();
+    }
+  });
+  EXPECT_TRUE(h.svc->shutdown());
+  reader.join();
+  EXPECT_EQ(field(stopped, "status"), "stopped") << stopped;
+  EXPECT_EQ(code, 1001);
 }
 
 TEST(WebSocket, ClientCloseEndsTheStreamAndItsRoom) {

@@ -16,8 +16,8 @@ struct echo_state {
   double seconds = 0;
 };
 
-stt_relay_actor::behavior_type echo_relay(stt_relay_actor::stateful_pointer<echo_state> self, stt_listener_actor listener,
-                                          echo_options opts) {
+stt_relay_actor::behavior_type echo_relay(stt_relay_actor::stateful_pointer<echo_state> self,
+                                          stt_listener_actor listener, echo_options opts) {
   self->state.listener = listener;
   self->state.opts = opts;
   if (!opts.fail_code.empty()) {
@@ -28,23 +28,24 @@ stt_relay_actor::behavior_type echo_relay(stt_relay_actor::stateful_pointer<echo
   }
   self->send(listener, status_atom::value, stt_status{"ready", "echo"});
   return {
-    [=](audio_atom, audio_chunk& chunk) {
-      auto& s = self->state;
-      ++s.n;
-      double start = s.seconds;
-      s.seconds += static_cast<double>(chunk.pcm.size()) / 32000.0;
-      std::string id = "u" + std::to_string(s.n);
-      std::string text = "chunk " + std::to_string(s.n) + " " + std::to_string(chunk.pcm.size()) + "B";
-      if (s.opts.partials) self->send(s.listener, transcript_atom::value, stt_transcript{id, text, false, "en", start, s.seconds});
-      std::string final_text = text + std::string(s.opts.padding, '.');
-      self->send(s.listener, transcript_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
-      if (s.opts.duplicate_finals)
+      [=](audio_atom, audio_chunk& chunk) {
+        auto& s = self->state;
+        ++s.n;
+        double start = s.seconds;
+        s.seconds += static_cast<double>(chunk.pcm.size()) / 32000.0;
+        std::string id = "u" + std::to_string(s.n);
+        std::string text = "chunk " + std::to_string(s.n) + " " + std::to_string(chunk.pcm.size()) + "B";
+        if (s.opts.partials)
+          self->send(s.listener, transcript_atom::value, stt_transcript{id, text, false, "en", start, s.seconds});
+        std::string final_text = text + std::string(s.opts.padding, '.');
         self->send(s.listener, transcript_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
-    },
-    [=](stop_atom) {
-      self->send(self->state.listener, status_atom::value, stt_status{"stopped", "echo"});
-      self->quit();
-    },
+        if (s.opts.duplicate_finals)
+          self->send(s.listener, transcript_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
+      },
+      [=](stop_atom) {
+        self->send(self->state.listener, status_atom::value, stt_status{"stopped", "echo"});
+        self->quit();
+      },
   };
 }
 

@@ -21,7 +21,9 @@ harness::harness(const std::function<void(config&)>& tweak, std::optional<stt_pr
   port = svc->port();
 }
 
-harness::~harness() { svc->shutdown(); }
+harness::~harness() {
+  svc->shutdown();
+}
 
 std::string harness::http(const std::string& path) const {
   return scheme_http + "://127.0.0.1:" + std::to_string(port) + path;
