@@ -5,6 +5,9 @@
 //   net --open/audio/text/closed--> session --audio/stop--> STT relay --transcript/status/error--> session
 //   session --join/leave/transcript--> room (one per sessionSlug) --JSON--> every client_sink of the room
 //   session --final/usage--> persistence (SOCI, detached)
+//   network --queue--> persistence (figures for /health, /ready, /metrics)
+// Counters and actor statistics go to a thread-safe registry (actors/metrics.hpp), not through messages:
+// /metrics reads it without adding load to the actors it observes.
 #pragma once
 
 #include <functional>
