@@ -119,20 +119,13 @@ std::string json_transcript(const room_transcript& t, std::int64_t ts_ms, bool l
 
 client_message parse_client_message(std::string_view text) {
   client_message m;
-  rapidjson::Document d;
-  d.Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
-  if (d.HasParseError() || !d.IsObject()) return m;
+  auto f = parse_json_object(text);
+  if (!f.ok) return m;
   m.valid_json = true;
-  auto str = [&](const char* k) -> std::string {
-    auto it = d.FindMember(k);
-    return it != d.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString(), it->value.GetStringLength())
-                                                       : std::string{};
-  };
-  m.type = str("type");
-  m.identity = str("identity");
-  m.name = str("name");
-  auto ts = d.FindMember("timestamp");
-  if (ts != d.MemberEnd() && ts->value.IsNumber()) m.timestamp = static_cast<std::int64_t>(ts->value.GetDouble());
+  m.type = f.get("type");
+  m.identity = f.get("identity");
+  m.name = f.get("name");
+  m.timestamp = f.get_int("timestamp");
   return m;
 }
 

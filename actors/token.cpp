@@ -39,12 +39,34 @@ std::string optional_string(const json_t& payload, const char* key) {
   return it != payload.end() && it->is_string() ? it->get<std::string>() : std::string{};
 }
 
+constexpr std::size_t max_token_length = 8192;
+
+// header.payload.signature, each part base64url. cpp-jwt's decoder indexes a table with the raw byte and
+// asserts (or, under NDEBUG, reads out of bounds) on anything else, so nothing else may reach it.
+bool well_formed(const std::string& token) {
+  if (token.size() > max_token_length) return false;
+  int dots = 0;
+  for (unsigned char c : token) {
+    if (c == '.') {
+      ++dots;
+    } else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+                 c == '=')) {
+      return false;
+    }
+  }
+  return dots == 2;
+}
+
 }  // namespace
 
 token_check verify_token(const std::string& token, const std::string& secret) {
   token_check out;
   if (token.empty()) {
     out.reason = "missing token";
+    return out;
+  }
+  if (!well_formed(token)) {
+    out.reason = "token is malformed";
     return out;
   }
   if (secret.empty()) {

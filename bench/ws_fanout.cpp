@@ -27,7 +27,9 @@ double cpu_seconds() {
          static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-bool is_final(const std::string& s) { return s.find("\"transcript_final\"") != std::string::npos; }
+bool is_final(const std::string& s) {
+  return s.find("\"transcript_final\"") != std::string::npos;
+}
 
 // Frames/s through client -> session -> relay -> room -> client, S independent streams in parallel.
 void throughput(sw::test::harness& h, int streams, int frames) {
@@ -62,10 +64,11 @@ void throughput(sw::test::harness& h, int streams, int frames) {
   for (auto& t : ts) t.join();
   double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
   double cpu = cpu_seconds() - cpu0;
-  std::printf("session path: %d streams x %d frames (%zu B): %.0f frames/s end to end (%.2f s, %.2f CPU s incl. "
-              "clients; %.1f us CPU per frame)\n",
-              streams, frames, bytes, static_cast<double>(done.load()) / secs, secs, cpu,
-              cpu / static_cast<double>(done.load()) * 1e6);
+  std::printf(
+      "session path: %d streams x %d frames (%zu B): %.0f frames/s end to end (%.2f s, %.2f CPU s incl. "
+      "clients; %.1f us CPU per frame)\n",
+      streams, frames, bytes, static_cast<double>(done.load()) / secs, secs, cpu,
+      cpu / static_cast<double>(done.load()) * 1e6);
   for (auto& c : cs) c->close();
 }
 
@@ -116,9 +119,10 @@ void fanout(sw::test::harness& h, int listeners, int rounds) {
   for (auto& t : ts) t.join();
   std::sort(lat.begin(), lat.end());
   auto q = [&](double p) { return lat.empty() ? 0.0 : lat[static_cast<std::size_t>(p * (lat.size() - 1))]; };
-  std::printf("fan-out: 1 speaker -> %d listeners, %d frames at 20 ms: %zu deliveries, latency p50 %.3f ms, "
-              "p95 %.3f ms, p99 %.3f ms, max %.3f ms\n",
-              listeners, rounds, lat.size(), q(0.5), q(0.95), q(0.99), lat.empty() ? 0.0 : lat.back());
+  std::printf(
+      "fan-out: 1 speaker -> %d listeners, %d frames at 20 ms: %zu deliveries, latency p50 %.3f ms, "
+      "p95 %.3f ms, p99 %.3f ms, max %.3f ms\n",
+      listeners, rounds, lat.size(), q(0.5), q(0.95), q(0.99), lat.empty() ? 0.0 : lat.back());
   for (auto& c : ls) c->close();
   speaker->close();
 }
@@ -128,10 +132,14 @@ void fanout(sw::test::harness& h, int listeners, int rounds) {
 int main(int argc, char** argv) {
   int streams = 20, frames = 2000, listeners = 50, rounds = 250;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--streams")) streams = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--frames")) frames = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--listeners")) listeners = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--streams"))
+      streams = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--frames"))
+      frames = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--listeners"))
+      listeners = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--rounds"))
+      rounds = std::atoi(argv[i + 1]);
   }
   sw::test::harness h([](sw::config& c) {
     c.max_streams_per_user = 100000;

@@ -137,7 +137,8 @@ TEST(Token, MalformedTokensAreRejected) {
   tampered[tampered.find('.') + 3] ^= 1;
   for (std::string tok :
        {std::string(""), std::string("abc"), std::string("a.b"), std::string("a.b.c"), std::string("...."),
-        b64url("{") + "." + b64url("{}") + ".x", tampered, std::string("\xff\xfe.\x01.\x02")}) {
+        b64url("{") + "." + b64url("{}") + ".x", tampered, std::string("\xff\xfe.\x01.\x02"), std::string("a\xff.b.c"),
+        std::string("a b.c.d"), std::string(10000, 'a') + ".b.c"}) {
     auto r = sw::verify_token(tok, secret);
     EXPECT_FALSE(r.claims) << tok;
     EXPECT_FALSE(r.reason.empty());

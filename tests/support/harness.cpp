@@ -26,11 +26,12 @@ harness::~harness() {
 }
 
 std::string harness::http(const std::string& path) const {
-  return scheme_http + "://127.0.0.1:" + std::to_string(port) + path;
+  return scheme_http + "://" + cfg.host + ":" + std::to_string(port) + path;
 }
 
 std::string harness::ws(const std::string& token, const std::string& extra_query) const {
-  return scheme_ws + "://127.0.0.1:" + std::to_string(port) + "/api/realtime/transcribe?token=" + token + extra_query;
+  return scheme_ws + "://" + cfg.host + ":" + std::to_string(port) + "/api/realtime/transcribe?token=" + token +
+         extra_query;
 }
 
 std::string harness::token(const std::string& room, const std::string& identity, const std::string& sub,
