@@ -1,6 +1,7 @@
 #include "actors/config.hpp"
 
 #include <charconv>
+#include <cstdlib>
 #include <limits>
 #include <sstream>
 
@@ -25,7 +26,21 @@ const std::vector<setting_doc>& settings() {
       {"HTTP_REQUEST_TIMEOUT_MS", "15000", "TLS handshake + first request, and each response, must finish within"},
       {"HTTP_IDLE_TIMEOUT_MS", "60000", "idle keep-alive HTTP connections are closed after"},
       {"SHUTDOWN_TIMEOUT_MS", "15000", "on SIGTERM/SIGINT: bound for draining streams before exit"},
-      {"STT_PROVIDER", "(none)", "speech-to-text provider; none is built yet, streams report stt_unavailable"},
+      {"STT_PROVIDER", "gladia if GLADIA_API_KEY is set, else none",
+       "gladia | none (the offline recognizer arrives with issue #5); without a provider streams report "
+       "stt_unavailable"},
+      {"GLADIA_API_URL", "https://api.gladia.io",
+       "Gladia API base URL (http:// and ws:// work too, for gateways and tests)"},
+      {"GLADIA_API_KEY", "", "Gladia API key (x-gladia-key)"},
+      {"GLADIA_REGION", "", "us-west | eu-west (query parameter of the session init)"},
+      {"GLADIA_MODEL", "solaria-1", "Gladia model"},
+      {"GLADIA_LANGUAGES", "", "comma-separated ISO 639-1 codes; empty = automatic detection with code switching"},
+      {"GLADIA_ENDPOINTING", "0.3", "seconds of silence that close an utterance (0.01-10)"},
+      {"GLADIA_MAX_DURATION_WITHOUT_ENDPOINTING", "15", "longest utterance in seconds (5-60)"},
+      {"GLADIA_CA_FILE", "", "extra CA file for the Gladia TLS connection"},
+      {"STT_REPLAY_BUFFER_BYTES", "1920000",
+       "unacknowledged audio kept for replay after a reconnect (oldest dropped, counted)"},
+      {"STT_DRAIN_TIMEOUT_MS", "10000", "after stop: bound for the upstream to deliver its last finals"},
       {"IO_THREADS", "2", "socket I/O threads"},
       {"ACTOR_THREADS", "2", "actor scheduler threads"},
       {"LOG_LEVEL", "info", "error | warn | info | debug"},
@@ -47,6 +62,17 @@ T parse_int(const char* name, const char* text, T min, T max) {
     throw config_error(msg.str());
   }
   return static_cast<T>(value);
+}
+
+double parse_double(const char* name, const char* text, double min, double max) {
+  char* end = nullptr;
+  double v = std::strtod(text, &end);
+  if (!*text || *end || !(v >= min && v <= max)) {
+    std::ostringstream msg;
+    msg << name << "=" << text << " is invalid: expected a number from " << min << " to " << max;
+    throw config_error(msg.str());
+  }
+  return v;
 }
 
 }  // namespace
@@ -84,12 +110,41 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
   ms("HTTP_REQUEST_TIMEOUT_MS", c.http_request_timeout, 100);
   ms("HTTP_IDLE_TIMEOUT_MS", c.http_idle_timeout, 100);
   ms("SHUTDOWN_TIMEOUT_MS", c.shutdown_timeout, 0);
+  auto& g = c.gladia;
+  if (auto v = get("GLADIA_API_URL")) g.api_url = v;
+  if (auto v = get("GLADIA_API_KEY")) g.api_key = v;
+  if (auto v = get("GLADIA_REGION")) {
+    g.region = v;
+    if (g.region != "us-west" && g.region != "eu-west")
+      throw config_error("GLADIA_REGION=" + g.region + " is invalid: expected us-west or eu-west");
+  }
+  if (auto v = get("GLADIA_MODEL")) g.model = v;
+  if (auto v = get("GLADIA_LANGUAGES")) {
+    std::string list = v, item;
+    std::istringstream in(list);
+    while (std::getline(in, item, ',')) {
+      if (item.empty()) continue;
+      if (item.size() < 2 || item.size() > 3 ||
+          item.find_first_not_of("abcdefghijklmnopqrstuvwxyz") != std::string::npos)
+        throw config_error("GLADIA_LANGUAGES=" + list + " is invalid: expected ISO 639-1 codes like en,fr");
+      g.languages.push_back(item);
+    }
+  }
+  if (auto v = get("GLADIA_ENDPOINTING")) g.endpointing = parse_double("GLADIA_ENDPOINTING", v, 0.01, 10);
+  if (auto v = get("GLADIA_MAX_DURATION_WITHOUT_ENDPOINTING"))
+    g.max_duration_without_endpointing = parse_double("GLADIA_MAX_DURATION_WITHOUT_ENDPOINTING", v, 5, 60);
+  if (auto v = get("GLADIA_CA_FILE")) g.ca_file = v;
+  if (auto v = get("STT_REPLAY_BUFFER_BYTES"))
+    c.stt_replay_buffer_bytes = parse_int<std::size_t>("STT_REPLAY_BUFFER_BYTES", v, 32'000, std::size_t{1} << 31);
+  ms("STT_DRAIN_TIMEOUT_MS", c.stt_drain_timeout, 100);
+  c.stt_provider = g.api_key.empty() ? "" : "gladia";
   if (auto v = get("STT_PROVIDER")) {
     std::string p = v;
-    if (p != "gladia" && p != "local" && p != "none")
-      throw config_error("STT_PROVIDER=" + p + " is invalid: expected gladia, local or none");
+    if (p != "gladia" && p != "none")
+      throw config_error("STT_PROVIDER=" + p + " is invalid: expected gladia or none (local arrives with issue #5)");
     c.stt_provider = p == "none" ? "" : p;
   }
+  if (c.stt_provider == "gladia" && g.api_key.empty()) throw config_error("STT_PROVIDER=gladia needs GLADIA_API_KEY");
   if (auto v = get("IO_THREADS")) c.io_threads = parse_int<int>("IO_THREADS", v, 1, 64);
   if (auto v = get("ACTOR_THREADS")) c.actor_threads = parse_int<int>("ACTOR_THREADS", v, 1, 64);
   if (auto v = get("LOG_LEVEL")) {

@@ -35,7 +35,19 @@ struct config {
   std::chrono::milliseconds http_idle_timeout{60'000};
   std::chrono::milliseconds shutdown_timeout{15'000};
   // speech to text
-  std::string stt_provider;  // "" = none configured
+  std::string stt_provider;  // "gladia" | "" (none configured)
+  struct gladia_settings {
+    std::string api_url = "https://api.gladia.io";
+    std::string api_key;
+    std::string region;  // "" | us-west | eu-west
+    std::string model = "solaria-1";
+    std::vector<std::string> languages;  // empty = automatic detection
+    double endpointing = 0.3;
+    double max_duration_without_endpointing = 15;
+    std::string ca_file;  // extra CA for the upstream's TLS
+  } gladia;
+  std::size_t stt_replay_buffer_bytes = 1'920'000;  // 60 s of audio kept until acknowledged
+  std::chrono::milliseconds stt_drain_timeout{10'000};
   // logging
   std::string log_level = "info";
   bool dev = false;

@@ -1,16 +1,6 @@
 #include "actors/json.hpp"
 
-#include <stdexcept>
-
-// Type errors in RapidJSON become exceptions instead of silent garbage under NDEBUG (stack-notes §8).
-#define RAPIDJSON_ASSERT(x)                             \
-  do {                                                  \
-    if (!(x)) throw std::logic_error("rapidjson: " #x); \
-  } while (false)
-
-#include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
+#include "actors/rapidjson.hpp"
 
 namespace sw {
 

@@ -11,6 +11,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/network.hpp"
+#include "actors/stt_gladia.hpp"
 
 namespace sw {
 
@@ -29,6 +30,7 @@ void logger::write(log_level l, const std::string& line) {
 
 struct service::impl {
   std::shared_ptr<service_context> ctx;
+  std::shared_ptr<net::outbound> outbound;  // upstream connections (Gladia)
   caf::actor_system_config caf_cfg;
   std::unique_ptr<caf::actor_system> sys;
   network_actor net_actor;
@@ -43,9 +45,13 @@ service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) 
   ctx->metrics = std::make_shared<metrics>();
   ctx->net = std::make_shared<net::net_stats>();
   ctx->log = std::make_shared<logger>(ctx->cfg.log_level);
-  if (stt) ctx->stt = std::move(*stt);
-  // Providers arrive with issues #3 (gladia) and #5 (local); until then no stream has an upstream.
-  impl_->ctx = std::move(ctx);
+  impl_->ctx = ctx;
+  if (stt) {
+    ctx->stt = std::move(*stt);
+  } else if (ctx->cfg.stt_provider == "gladia") {
+    impl_->outbound = std::make_shared<net::outbound>(1);
+    ctx->stt = gladia_provider(ctx, impl_->outbound);
+  }
   impl_->caf_cfg.set("scheduler.max-threads", impl_->ctx->cfg.actor_threads);
 }
 

@@ -36,6 +36,17 @@ using stt_relay_actor = caf::typed_actor<
     // end of audio: deliver every remaining final, report "stopped", then exit
     caf::reacts_to<stop_atom>>;
 
+// The Gladia relay: the STT relay interface plus what its own upstream connection reports.
+using gladia_relay_actor = stt_relay_actor::extend<
+    // the session-init POST finished (or failed on the network)
+    caf::reacts_to<init_atom, upstream_init>,
+    // an event of the upstream WebSocket (open / text / closed), tagged with its connection generation
+    caf::reacts_to<upstream_atom, upstream_event>,
+    // a backoff timer fired: retry the init POST (init) or reconnect (connect) for that generation
+    caf::reacts_to<connect_atom, std::uint64_t>, caf::reacts_to<init_atom>,
+    // the drain bound after stop_recording ran out
+    caf::reacts_to<timeout_atom>>;
+
 // The actor of one participant stream (spawned by the network actor per accepted token).
 using session_actor = stt_listener_actor::extend<
     // the WebSocket is open; everything for this client goes through the sink

@@ -35,6 +35,10 @@ using usage_atom = caf::atom_constant<caf::atom("usage")>;
 using queue_atom = caf::atom_constant<caf::atom("queue")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using sync_atom = caf::atom_constant<caf::atom("sync")>;
+using init_atom = caf::atom_constant<caf::atom("init")>;
+using connect_atom = caf::atom_constant<caf::atom("connect")>;
+using upstream_atom = caf::atom_constant<caf::atom("upstream")>;
+using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 
 // --- participant stream -----------------------------------------------------------------------
 
@@ -76,6 +80,25 @@ struct stt_status {
 struct stt_error {
   std::string code;  // stt_unavailable | stt_auth_failed | stt_busy | internal
   std::string message;
+};
+
+// --- STT relay <-> its upstream connection (net/ callbacks, delivered as messages) ---------------
+
+// The outcome of the session-init request (POST /v2/live).
+struct upstream_init {
+  bool ok = false;    // a response arrived
+  std::string error;  // network failure otherwise
+  unsigned status = 0;
+  std::string body;
+  std::string retry_after;  // Retry-After header, if any
+};
+
+// One event of upstream WebSocket number `generation`: "open", "text" (with data) or "closed".
+struct upstream_event {
+  std::uint64_t generation = 0;
+  std::string kind;
+  std::string data;
+  std::uint16_t code = 0;
 };
 
 // --- session -> room --------------------------------------------------------------------------
@@ -153,6 +176,8 @@ SW_INSPECT(audio_chunk, x.pcm)
 SW_INSPECT(stt_transcript, x.utterance_id, x.text, x.is_final, x.language, x.start, x.end)
 SW_INSPECT(stt_status, x.status, x.provider)
 SW_INSPECT(stt_error, x.code, x.message)
+SW_INSPECT(upstream_init, x.ok, x.error, x.status, x.body, x.retry_after)
+SW_INSPECT(upstream_event, x.generation, x.kind, x.data, x.code)
 SW_INSPECT(room_transcript, x.session_slug, x.utterance_id, x.text, x.is_final, x.speaker_id, x.speaker_name,
            x.language, x.start, x.end)
 SW_INSPECT(active_speaker_update, x.identity, x.name, x.timestamp_ms)

@@ -2,13 +2,12 @@
 
 #include <ctime>
 
-#include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
+#include "actors/rapidjson.hpp"
 
 namespace sw::test {
 
-harness::harness(const std::function<void(config&)>& tweak, std::optional<stt_provider> stt) {
+harness::harness(const std::function<void(config&)>& tweak, std::optional<stt_provider> stt,
+                 bool provider_from_config) {
   cfg.host = "127.0.0.1";
   cfg.port = 0;
   cfg.jwt_secret = secret;
@@ -16,7 +15,11 @@ harness::harness(const std::function<void(config&)>& tweak, std::optional<stt_pr
   cfg.shutdown_timeout = std::chrono::milliseconds(3000);
   cfg.log_level = "error";
   if (tweak) tweak(cfg);
-  svc = std::make_unique<service>(cfg, stt ? std::move(stt) : std::optional<stt_provider>(stt_provider{}));
+  if (provider_from_config) {
+    svc = std::make_unique<service>(cfg);
+  } else {
+    svc = std::make_unique<service>(cfg, stt ? std::move(stt) : std::optional<stt_provider>(stt_provider{}));
+  }
   svc->start();
   port = svc->port();
 }

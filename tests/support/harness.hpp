@@ -17,7 +17,8 @@ inline const std::string secret = "test-secret-0123456789";
 
 struct harness {
   // `tweak` edits the configuration before start; `stt` = nullopt means no provider (the product default).
-  explicit harness(const std::function<void(config&)>& tweak = {}, std::optional<stt_provider> stt = echo_provider());
+  explicit harness(const std::function<void(config&)>& tweak = {}, std::optional<stt_provider> stt = echo_provider(),
+                   bool provider_from_config = false);
   ~harness();
 
   std::string http(const std::string& path) const;  // http://127.0.0.1:PORT/path

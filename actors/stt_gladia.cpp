@@ -1,0 +1,360 @@
+#include "actors/stt_gladia.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include <caf/actor_system.hpp>
+#include <caf/stateful_actor.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/json.hpp"
+#include "actors/rapidjson.hpp"
+#include "net/url.hpp"
+
+namespace sw {
+
+namespace {
+
+constexpr std::size_t chunk_bytes = 3200;  // ~100 ms of PCM16 16 kHz mono per upstream frame
+constexpr int max_attempts = 5;            // per init, and per connection drop
+
+enum class phase { initializing, connecting, open, waiting, finished };
+
+struct gladia_state {
+  static inline const char* name = "gladia_relay";
+  context_ptr ctx;
+  std::shared_ptr<net::outbound> out;
+  stt_listener_actor listener;
+  phase ph = phase::initializing;
+  std::string session_url;
+  std::string session_id;
+  // Audio not yet acknowledged: buffer[0] is stream offset `acked`; bytes up to `sent` went out on the
+  // current connection.
+  std::string buffer;
+  std::uint64_t acked = 0;
+  std::uint64_t sent = 0;
+  std::uint64_t generation = 0;
+  std::shared_ptr<net::outbound_ws> ws;
+  int attempts = 0;
+  bool stop_requested = false;
+  bool stop_sent = false;
+  bool reported_stopped = false;
+  actor_probe probe;
+};
+
+using self_ptr = gladia_relay_actor::stateful_pointer<gladia_state>;
+
+std::chrono::milliseconds backoff(int attempt) {  // 300 ms * 2^n, capped at 2 s
+  return std::chrono::milliseconds(std::min<long>(2000, 300L << std::min(attempt, 10)));
+}
+
+void status(self_ptr self, const char* s) {
+  self->send(self->state.listener, status_atom::value, stt_status{s, "gladia"});
+}
+
+// Ends the relay: error (if any), then "stopped", then exit.
+void finish(self_ptr self, const std::string& code = {}, const std::string& message = {}) {
+  auto& st = self->state;
+  if (st.ph == phase::finished) return;
+  st.ph = phase::finished;
+  if (!code.empty()) self->send(st.listener, error_atom::value, stt_error{code, message});
+  if (st.ws) st.ws->close(1000);
+  status(self, "stopped");
+  self->quit();
+}
+
+void send_pending(self_ptr self) {
+  auto& st = self->state;
+  if (st.ph != phase::open) return;
+  const std::uint64_t end = st.acked + st.buffer.size();
+  while (st.sent < end) {
+    auto n = std::min<std::uint64_t>(chunk_bytes, end - st.sent);
+    if (n < chunk_bytes && !st.stop_requested) break;  // wait for a full ~100 ms chunk
+    st.ws->send_binary(st.buffer.substr(st.sent - st.acked, n));
+    st.sent += n;
+  }
+  if (st.stop_requested && !st.stop_sent && st.sent == end) {
+    st.ws->send_text(R"({"type":"stop_recording"})");
+    st.stop_sent = true;
+    self->delayed_send(self, st.ctx->cfg.stt_drain_timeout, timeout_atom::value);
+  }
+}
+
+void connect(self_ptr self) {
+  auto& st = self->state;
+  st.ph = phase::connecting;
+  auto gen = ++st.generation;
+  gladia_relay_actor me = self;
+  net::ws_events ev;
+  ev.opened = [me, gen] { caf::anon_send(me, upstream_atom::value, upstream_event{gen, "open", {}, 0}); };
+  ev.text = [me, gen](std::string t) {
+    caf::anon_send(me, upstream_atom::value, upstream_event{gen, "text", std::move(t), 0});
+  };
+  ev.closed = [me, gen](std::uint16_t code, std::string reason) {
+    caf::anon_send(me, upstream_atom::value, upstream_event{gen, "closed", std::move(reason), code});
+  };
+  net::client_options o;
+  o.ca_file = st.ctx->cfg.gladia.ca_file;
+  o.timeout = std::chrono::milliseconds(10'000);
+  st.ws = st.out->connect_ws(st.session_url, o, std::move(ev));
+}
+
+void start_init(self_ptr self) {
+  auto& st = self->state;
+  st.ph = phase::initializing;
+  const auto& g = st.ctx->cfg.gladia;
+  std::string url = g.api_url;
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  url += "/v2/live";
+  if (!g.region.empty()) url += "?region=" + net::percent_encode(g.region);
+  gladia_relay_actor me = self;
+  net::client_options o;
+  o.ca_file = g.ca_file;
+  o.timeout = std::chrono::milliseconds(10'000);
+  st.out->fetch(url, "POST", {{"x-gladia-key", g.api_key}, {"Content-Type", "application/json"}}, gladia_init_body(g),
+                o, [me](net::http_outcome r) {
+                  upstream_init i;
+                  i.ok = r.ok;
+                  i.error = r.error;
+                  i.status = r.status;
+                  i.body = std::move(r.body);
+                  for (auto& [k, v] : r.headers)
+                    if (k == "retry-after") i.retry_after = v;
+                  caf::anon_send(me, init_atom::value, std::move(i));
+                });
+}
+
+void on_init(self_ptr self, upstream_init& r) {
+  auto& st = self->state;
+  if (st.ph != phase::initializing) return;
+  auto& m = *st.ctx->metrics;
+  if (r.ok && r.status == 201) {
+    rapidjson::Document d;
+    d.Parse(r.body.c_str());
+    if (!d.HasParseError() && d.IsObject() && d.HasMember("url") && d["url"].IsString()) {
+      st.session_url = d["url"].GetString();
+      if (d.HasMember("id") && d["id"].IsString()) st.session_id = d["id"].GetString();
+      st.attempts = 0;
+      connect(self);
+      return;
+    }
+    m.count("gladia.init_failures.bad_response");
+    finish(self, "stt_unavailable", "Gladia answered 201 without a session url");
+    return;
+  }
+  std::string label = r.ok ? std::to_string(r.status) : "network";
+  m.count("gladia.init_failures." + label);
+  bool retryable = !r.ok || r.status == 408 || r.status == 429 || r.status >= 500;
+  std::string message = r.ok ? "Gladia init failed with HTTP " + std::to_string(r.status) : r.error;
+  if (r.ok) {
+    rapidjson::Document d;
+    d.Parse(r.body.c_str());
+    if (!d.HasParseError() && d.IsObject()) {
+      if (d.HasMember("message") && d["message"].IsString()) message += ": " + std::string(d["message"].GetString());
+      if (d.HasMember("request_id") && d["request_id"].IsString())
+        SW_LOG(st.ctx, warn, "gladia init " << r.status << " request_id=" << d["request_id"].GetString());
+    }
+  }
+  m.error("gladia: " + message);
+  if (!retryable || ++st.attempts >= max_attempts) {
+    finish(self, r.ok && r.status == 401 ? "stt_auth_failed" : "stt_unavailable", message);
+    return;
+  }
+  auto delay = backoff(st.attempts - 1);
+  if (!r.retry_after.empty()) {
+    char* end = nullptr;
+    double secs = std::strtod(r.retry_after.c_str(), &end);
+    if (end && !*end && secs >= 0 && secs <= 60) delay = std::chrono::milliseconds(static_cast<long>(secs * 1000));
+  }
+  st.ph = phase::waiting;
+  self->delayed_send(self, delay, init_atom::value);
+}
+
+void on_text(self_ptr self, const std::string& text) {
+  auto& st = self->state;
+  rapidjson::Document d;
+  d.Parse(text.c_str(), text.size());
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("type") || !d["type"].IsString()) {
+    st.ctx->metrics->count("gladia.unparsable_messages");
+    return;
+  }
+  std::string type = d["type"].GetString();
+  const rapidjson::Value* data = d.HasMember("data") && d["data"].IsObject() ? &d["data"] : nullptr;
+  if (type == "transcript" && data) {
+    auto& dv = *data;
+    if (!dv.HasMember("utterance") || !dv["utterance"].IsObject()) return;
+    auto& u = dv["utterance"];
+    stt_transcript t;
+    t.utterance_id = dv.HasMember("id") && dv["id"].IsString() ? dv["id"].GetString() : "";
+    t.is_final = dv.HasMember("is_final") && dv["is_final"].IsBool() && dv["is_final"].GetBool();
+    t.text = u.HasMember("text") && u["text"].IsString() ? u["text"].GetString() : "";
+    t.language = u.HasMember("language") && u["language"].IsString() ? u["language"].GetString() : "";
+    t.start = u.HasMember("start") && u["start"].IsNumber() ? u["start"].GetDouble() : 0;
+    t.end = u.HasMember("end") && u["end"].IsNumber() ? u["end"].GetDouble() : 0;
+    self->send(st.listener, transcript_atom::value, std::move(t));
+  } else if (type == "audio_chunk") {
+    if (!data || !data->HasMember("byte_range") || !(*data)["byte_range"].IsArray()) return;
+    auto& range = (*data)["byte_range"];
+    if (range.Size() != 2 || !range[1].IsNumber()) return;
+    // byte_range[1] is the exclusive running total, as Gladia's own SDK reads it.
+    auto end = static_cast<std::uint64_t>(range[1].GetDouble());
+    if (end > st.acked) {
+      auto n = std::min<std::uint64_t>(end - st.acked, st.buffer.size());
+      st.buffer.erase(0, n);
+      st.acked += n;
+    }
+  } else if (type == "post_final_transcript") {
+    if (st.stop_sent) finish(self);
+  } else if (type == "speech_start" || type == "speech_end" || type == "stop_recording" || type == "post_transcript" ||
+             type == "start_session" || type == "start_recording" || type == "end_recording" || type == "end_session") {
+    // known, nothing to do
+  } else {
+    st.ctx->metrics->count("gladia.unknown_messages");
+  }
+}
+
+void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
+  auto& st = self->state;
+  st.ws.reset();
+  if (st.ph == phase::finished) return;
+  if (code == 1000 && st.stop_sent) {
+    finish(self);
+    return;
+  }
+  if (code == 1000 || code == 1001) {
+    finish(self, "stt_unavailable", "Gladia ended the session (" + std::to_string(code) + ")");
+    return;
+  }
+  if (code >= 4400 && code <= 4499) {
+    st.ctx->metrics->count("gladia.closed_" + std::to_string(code));
+    finish(self, code == 4401 || code == 4403 ? "stt_auth_failed" : "stt_unavailable",
+           "Gladia closed the stream with " + std::to_string(code) + (reason.empty() ? "" : ": " + reason));
+    return;
+  }
+  // Retryable: 1002-4399, 4500-9999, network errors (1006).
+  if (st.ph == phase::open) st.attempts = 0;  // a new drop
+  if (++st.attempts > max_attempts) {
+    finish(self, "stt_unavailable", "Gladia connection lost: " + reason);
+    return;
+  }
+  st.ctx->metrics->count("gladia.reconnects");
+  st.ph = phase::waiting;
+  status(self, "connecting");
+  self->delayed_send(self, backoff(st.attempts - 1), connect_atom::value, st.generation);
+}
+
+}  // namespace
+
+std::string gladia_init_body(const config::gladia_settings& g) {
+  json_builder b;
+  b.str("encoding", "wav/pcm").num("bit_depth", 16).num("sample_rate", 16000).num("channels", 1).str("model", g.model);
+  b.dbl("endpointing", g.endpointing).dbl("maximum_duration_without_endpointing", g.max_duration_without_endpointing);
+  // language_config: languages as a JSON array is built by hand (the builder only makes objects)
+  std::string langs = "[";
+  for (std::size_t i = 0; i < g.languages.size(); ++i) langs += (i ? ",\"" : "\"") + g.languages[i] + "\"";
+  langs += "]";
+  b.open("messages_config")
+      .boolean("receive_partial_transcripts", true)
+      .boolean("receive_final_transcripts", true)
+      .boolean("receive_speech_events", true)
+      .boolean("receive_acknowledgments", true)
+      .boolean("receive_errors", true)
+      .boolean("receive_lifecycle_events", false)
+      .close();
+  auto body = b.done();
+  body.pop_back();  // reopen the object to add the array-valued member
+  body += ",\"language_config\":{\"languages\":" + langs +
+          ",\"code_switching\":" + (g.languages.size() == 1 ? "false" : "true") + "}}";
+  return body;
+}
+
+stt_provider gladia_provider(context_ptr ctx, std::shared_ptr<net::outbound> out) {
+  stt_provider p;
+  p.name = "gladia";
+  // The context owns the provider: hold it weakly here, or the two keep each other alive forever.
+  std::weak_ptr<const service_context> weak_ctx = ctx;
+  p.spawn = [weak_ctx, out](caf::actor_system& sys, const stream_identity&,
+                            stt_listener_actor listener) -> stt_relay_actor {
+    auto ctx = weak_ctx.lock();
+    if (!ctx) return {};
+    auto relay = sys.spawn([ctx, out, listener](self_ptr self) -> gladia_relay_actor::behavior_type {
+      auto& st = self->state;
+      st.ctx = ctx;
+      st.out = out;
+      st.listener = listener;
+      st.probe = actor_probe(ctx->metrics, "gladia_relay");
+      self->monitor(listener);
+      self->set_down_handler([self](caf::down_msg&) {
+        // The session is gone: nobody is left to deliver to.
+        if (self->state.ws) self->state.ws->abort();
+        self->quit();
+      });
+      start_init(self);
+      using scope = probe_scope<std::remove_pointer_t<self_ptr>>;
+      return {
+          [self](audio_atom, audio_chunk& chunk) {
+            scope t(self->state.probe, self);
+            auto& s = self->state;
+            if (s.stop_requested || s.ph == phase::finished) return;
+            s.buffer.append(reinterpret_cast<const char*>(chunk.pcm.data()), chunk.pcm.size());
+            auto limit = s.ctx->cfg.stt_replay_buffer_bytes;
+            if (s.buffer.size() > limit) {  // never silently: counted and reported in /metrics
+              auto n = s.buffer.size() - limit;
+              s.buffer.erase(0, n);
+              s.acked += n;
+              s.sent = std::max(s.sent, s.acked);
+              s.ctx->metrics->count("gladia.dropped_bytes", n);
+            }
+            send_pending(self);
+          },
+          [self](stop_atom) {
+            scope t(self->state.probe, self);
+            auto& s = self->state;
+            if (s.stop_requested) return;
+            s.stop_requested = true;
+            send_pending(self);  // flushes the tail and sends stop_recording once open
+          },
+          [self](init_atom, upstream_init& r) {
+            scope t(self->state.probe, self);
+            on_init(self, r);
+          },
+          [self](upstream_atom, upstream_event& e) {
+            scope t(self->state.probe, self);
+            auto& s = self->state;
+            if (e.generation != s.generation) return;  // an old connection
+            if (e.kind == "open") {
+              s.ph = phase::open;
+              if (s.sent > s.acked) s.ctx->metrics->count("gladia.replayed_bytes", s.sent - s.acked);
+              s.sent = s.acked;  // replay everything not acknowledged, first
+              s.stop_sent = false;
+              status(self, "ready");
+              send_pending(self);
+            } else if (e.kind == "text") {
+              on_text(self, e.data);
+            } else {
+              on_closed(self, e.code, e.data);
+            }
+          },
+          [self](connect_atom, std::uint64_t gen) {
+            scope t(self->state.probe, self);
+            if (gen == self->state.generation && self->state.ph == phase::waiting) connect(self);
+          },
+          [self](init_atom) {
+            scope t(self->state.probe, self);
+            if (self->state.ph == phase::waiting && self->state.session_url.empty()) start_init(self);
+          },
+          [self](timeout_atom) {
+            scope t(self->state.probe, self);
+            if (self->state.ph != phase::finished) {
+              self->state.ctx->metrics->count("gladia.drain_timeouts");
+              finish(self);
+            }
+          },
+      };
+    });
+    return relay;
+  };
+  return p;
+}
+
+}  // namespace sw

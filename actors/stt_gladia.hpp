@@ -1,0 +1,20 @@
+// The Gladia live v2 relay: one per participant stream (shared/spec/stt-upstream.md). Loses nothing:
+// audio is buffered while the upstream connects, kept until Gladia acknowledges it, replayed after a
+// reconnect to the same session URL, and `stop` waits for Gladia's last finals.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "actors/context.hpp"
+#include "net/upstream.hpp"
+
+namespace sw {
+
+// The provider the service plugs into sessions when STT_PROVIDER=gladia.
+stt_provider gladia_provider(context_ptr ctx, std::shared_ptr<net::outbound> out);
+
+// The init request body sent to POST /v2/live (exposed for tests).
+std::string gladia_init_body(const config::gladia_settings& g);
+
+}  // namespace sw

@@ -1,0 +1,356 @@
+#include "net/upstream.hpp"
+
+#include <deque>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+
+#include "net/url.hpp"
+
+namespace sw::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using plain_stream = beast::tcp_stream;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
+namespace {
+
+std::shared_ptr<ssl::context> tls_context(const client_options& opts, std::string& error) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  ctx->set_verify_mode(ssl::verify_peer);
+  beast::error_code ec;
+  if (opts.ca_file.empty()) {
+    ctx->set_default_verify_paths(ec);
+  } else {
+    ctx->load_verify_file(opts.ca_file, ec);
+  }
+  if (ec)
+    error = "cannot load CA " + (opts.ca_file.empty() ? std::string("store") : opts.ca_file) + ": " + ec.message();
+  return ctx;
+}
+
+header_list lower(const http::fields& fields) {
+  header_list out;
+  for (auto& f : fields) {
+    std::string name(f.name_string());
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    out.emplace_back(std::move(name), std::string(f.value()));
+  }
+  return out;
+}
+
+// Resolve, connect and (for TLS) handshake with SNI and host-name verification; then `next(error)`.
+template <class Stream, class Self, class Next>
+void open_transport(std::shared_ptr<Self> self, Stream& stream, tcp::resolver& resolver, const url& u,
+                    std::chrono::milliseconds timeout, Next next) {
+  resolver.async_resolve(
+      u.host, std::to_string(u.port),
+      [self, &stream, u, timeout, next](beast::error_code ec, tcp::resolver::results_type r) {
+        if (ec) return next("cannot resolve " + u.host + ": " + ec.message());
+        auto& lowest = beast::get_lowest_layer(stream);
+        lowest.expires_after(timeout);
+        lowest.async_connect(r, [self, &stream, u, timeout, next](beast::error_code ec, const tcp::endpoint&) {
+          if (ec) return next("cannot connect to " + u.host + ":" + std::to_string(u.port) + ": " + ec.message());
+          beast::error_code ignored;
+          beast::get_lowest_layer(stream).socket().set_option(tcp::no_delay(true), ignored);
+          if constexpr (std::is_same_v<Stream, tls_stream>) {
+            if (!SSL_set_tlsext_host_name(stream.native_handle(), u.host.c_str()))
+              return next("cannot set SNI host name " + u.host);
+            stream.set_verify_callback(ssl::host_name_verification(u.host));
+            stream.async_handshake(ssl::stream_base::client, [self, u, next](beast::error_code ec) {
+              if (ec) return next("TLS handshake with " + u.host + " failed: " + ec.message());
+              next(std::string{});
+            });
+          } else {
+            next(std::string{});
+          }
+        });
+      });
+}
+
+template <class Stream>
+class fetch_op : public std::enable_shared_from_this<fetch_op<Stream>> {
+public:
+  template <class... StreamArgs>
+  fetch_op(asio::io_context& ioc, url u, client_options opts, std::function<void(http_outcome)> done,
+           std::shared_ptr<ssl::context> tls, StreamArgs&&... args)
+      : resolver_(ioc),
+        tls_(std::move(tls)),
+        stream_(asio::make_strand(ioc), std::forward<StreamArgs>(args)...),
+        u_(std::move(u)),
+        opts_(std::move(opts)),
+        done_(std::move(done)) {}
+
+  void run(http::request<http::string_body> req) {
+    req_ = std::move(req);
+    auto self = this->shared_from_this();
+    open_transport(self, stream_, resolver_, u_, opts_.timeout, [self](std::string error) {
+      if (!error.empty()) return self->finish(std::move(error));
+      beast::get_lowest_layer(self->stream_).expires_after(self->opts_.timeout);
+      http::async_write(self->stream_, self->req_, [self](beast::error_code ec, std::size_t) {
+        if (ec) return self->finish("cannot send request: " + ec.message());
+        self->parser_.body_limit(4 * 1024 * 1024);
+        http::async_read(self->stream_, self->buffer_, self->parser_, [self](beast::error_code ec, std::size_t) {
+          if (ec) return self->finish("cannot read response: " + ec.message());
+          auto& res = self->parser_.get();
+          http_outcome out;
+          out.ok = true;
+          out.status = res.result_int();
+          out.headers = lower(res.base());
+          out.body = std::move(res.body());
+          self->done_(std::move(out));
+          beast::error_code ignored;
+          beast::get_lowest_layer(self->stream_).socket().close(ignored);
+        });
+      });
+    });
+  }
+
+private:
+  void finish(std::string error) {
+    http_outcome out;
+    out.error = std::move(error);
+    done_(std::move(out));
+  }
+
+  tcp::resolver resolver_;
+  std::shared_ptr<ssl::context> tls_;
+  Stream stream_;
+  url u_;
+  client_options opts_;
+  std::function<void(http_outcome)> done_;
+  http::request<http::string_body> req_;
+  beast::flat_buffer buffer_;
+  http::response_parser<http::string_body> parser_;
+};
+
+template <class Stream>
+class ws_op final : public outbound_ws, public std::enable_shared_from_this<ws_op<Stream>> {
+public:
+  template <class... StreamArgs>
+  ws_op(asio::io_context& ioc, url u, client_options opts, ws_events ev, std::shared_ptr<ssl::context> tls,
+        StreamArgs&&... args)
+      : resolver_(ioc),
+        tls_(std::move(tls)),
+        ws_(asio::make_strand(ioc), std::forward<StreamArgs>(args)...),
+        u_(std::move(u)),
+        opts_(std::move(opts)),
+        ev_(std::move(ev)) {}
+
+  void run() {
+    auto self = this->shared_from_this();
+    asio::post(ws_.get_executor(), [self] {
+      open_transport(self, self->ws_.next_layer(), self->resolver_, self->u_, self->opts_.timeout,
+                     [self](std::string error) {
+                       if (!error.empty()) return self->report_closed(1006, std::move(error));
+                       self->ws_.set_option(websocket::stream_base::decorator(
+                           [](websocket::request_type& req) { req.set(http::field::user_agent, "sessions-ws"); }));
+                       self->ws_.async_handshake(self->u_.host, self->u_.target, [self](beast::error_code ec) {
+                         if (ec) return self->report_closed(1006, "websocket handshake failed: " + ec.message());
+                         beast::get_lowest_layer(self->ws_).expires_never();
+                         websocket::stream_base::timeout t{};
+                         t.handshake_timeout = self->opts_.timeout;
+                         t.idle_timeout = websocket::stream_base::none();
+                         t.keep_alive_pings = false;
+                         self->ws_.set_option(t);
+                         self->ws_.read_message_max(16 * 1024 * 1024);
+                         self->open_ = true;
+                         if (self->ev_.opened) self->ev_.opened();
+                         self->do_read();
+                         self->do_write();
+                       });
+                     });
+    });
+  }
+
+  void send_binary(std::string bytes) override { enqueue(false, std::move(bytes)); }
+  void send_text(std::string text) override { enqueue(true, std::move(text)); }
+
+  void close(std::uint16_t code) override {
+    auto self = this->shared_from_this();
+    asio::post(ws_.get_executor(), [self, code] {
+      if (self->finished_ || self->close_requested_) return;
+      self->close_requested_ = true;
+      self->close_code_ = code;
+      self->do_write();
+    });
+  }
+
+  void abort() override {
+    auto self = this->shared_from_this();
+    asio::post(ws_.get_executor(), [self] {
+      beast::error_code ignored;
+      beast::get_lowest_layer(self->ws_).socket().close(ignored);
+      self->report_closed(1006, "aborted");
+    });
+  }
+
+private:
+  void enqueue(bool text, std::string data) {
+    auto self = this->shared_from_this();
+    asio::post(ws_.get_executor(), [self, text, data = std::move(data)]() mutable {
+      if (self->finished_ || self->close_requested_) return;
+      self->queue_.emplace_back(text, std::move(data));
+      self->do_write();
+    });
+  }
+
+  void do_write() {
+    if (!open_ || writing_ || finished_ || closing_) return;
+    auto self = this->shared_from_this();
+    if (queue_.empty()) {
+      if (close_requested_) {
+        closing_ = true;
+        beast::get_lowest_layer(ws_).expires_after(opts_.timeout);
+        ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(close_code_)),
+                        [self](beast::error_code) {});
+      }
+      return;
+    }
+    writing_ = true;
+    ws_.text(queue_.front().first);
+    ws_.async_write(asio::buffer(queue_.front().second), [self](beast::error_code ec, std::size_t) {
+      self->writing_ = false;
+      if (ec) {
+        beast::error_code ignored;
+        beast::get_lowest_layer(self->ws_).socket().close(ignored);
+        return;  // the read side reports the end
+      }
+      self->queue_.pop_front();
+      self->do_write();
+    });
+  }
+
+  void do_read() {
+    auto self = this->shared_from_this();
+    ws_.async_read(buffer_, [self](beast::error_code ec, std::size_t) {
+      if (ec) {
+        if (ec == websocket::error::closed) {
+          auto r = self->ws_.reason();
+          self->report_closed(r.code ? r.code : 1005, std::string(r.reason.data(), r.reason.size()));
+        } else {
+          self->report_closed(1006, ec.message());
+        }
+        return;
+      }
+      if (self->ws_.got_text() && self->ev_.text) self->ev_.text(beast::buffers_to_string(self->buffer_.data()));
+      self->buffer_.consume(self->buffer_.size());
+      self->do_read();
+    });
+  }
+
+  void report_closed(std::uint16_t code, std::string reason) {
+    if (finished_) return;
+    finished_ = true;
+    queue_.clear();
+    if (ev_.closed) ev_.closed(code, std::move(reason));
+  }
+
+  tcp::resolver resolver_;
+  std::shared_ptr<ssl::context> tls_;
+  websocket::stream<Stream> ws_;
+  url u_;
+  client_options opts_;
+  ws_events ev_;
+  beast::flat_buffer buffer_;
+  std::deque<std::pair<bool, std::string>> queue_;
+  bool open_ = false, writing_ = false, finished_ = false, close_requested_ = false, closing_ = false;
+  std::uint16_t close_code_ = 1000;
+};
+
+// Reports a failure asynchronously on the runtime thread (callbacks never run inside the caller).
+class failed_ws final : public outbound_ws {
+public:
+  void send_binary(std::string) override {}
+  void send_text(std::string) override {}
+  void close(std::uint16_t) override {}
+  void abort() override {}
+};
+
+}  // namespace
+
+struct outbound::impl {
+  asio::io_context ioc;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::vector<std::thread> threads;
+};
+
+outbound::outbound(int threads) : impl_(new impl) {
+  impl_->work.emplace(impl_->ioc.get_executor());
+  for (int i = 0; i < std::max(1, threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+}
+
+outbound::~outbound() {
+  impl_->work.reset();
+  impl_->ioc.stop();
+  for (auto& t : impl_->threads) t.join();
+}
+
+void outbound::fetch(const std::string& address, const std::string& method, header_list headers, std::string body,
+                     const client_options& opts, std::function<void(http_outcome)> done) {
+  auto u = parse_url(address);
+  auto fail = [&](std::string error) {
+    asio::post(impl_->ioc, [done, error] {
+      http_outcome out;
+      out.error = error;
+      done(out);
+    });
+  };
+  if (!u) return fail("not an http(s) URL: " + address);
+  http::request<http::string_body> req(http::string_to_verb(method), u->target, 11);
+  req.set(http::field::host, u->host);
+  req.set(http::field::user_agent, "sessions-ws");
+  for (auto& [k, v] : headers) req.set(k, v);
+  req.body() = std::move(body);
+  req.prepare_payload();
+  if (u->secure()) {
+    std::string error;
+    auto ctx = tls_context(opts, error);
+    if (!error.empty()) return fail(error);
+    auto op = std::make_shared<fetch_op<tls_stream>>(impl_->ioc, *u, opts, std::move(done), ctx, *ctx);
+    op->run(std::move(req));
+  } else {
+    auto op = std::make_shared<fetch_op<plain_stream>>(impl_->ioc, *u, opts, std::move(done), nullptr);
+    op->run(std::move(req));
+  }
+}
+
+std::shared_ptr<outbound_ws> outbound::connect_ws(const std::string& address, const client_options& opts,
+                                                  ws_events events) {
+  auto u = parse_url(address);
+  auto fail = [&](std::string error) -> std::shared_ptr<outbound_ws> {
+    asio::post(impl_->ioc, [events, error] {
+      if (events.closed) events.closed(1006, error);
+    });
+    return std::make_shared<failed_ws>();
+  };
+  if (!u) return fail("not a ws(s) URL: " + address);
+  if (u->secure()) {
+    std::string error;
+    auto ctx = tls_context(opts, error);
+    if (!error.empty()) return fail(error);
+    auto op = std::make_shared<ws_op<tls_stream>>(impl_->ioc, *u, opts, std::move(events), ctx, *ctx);
+    op->run();
+    return op;
+  }
+  auto op = std::make_shared<ws_op<plain_stream>>(impl_->ioc, *u, opts, std::move(events), nullptr);
+  op->run();
+  return op;
+}
+
+}  // namespace sw::net

@@ -1,0 +1,58 @@
+// Outbound connections for upstream providers: one-shot HTTP(S) requests and WebSocket (ws/wss) clients,
+// asynchronous on the runtime's own I/O thread. TLS verifies the certificate chain and the host name and
+// sends SNI. Callbacks run on that I/O thread: hand their results to an actor, never block in them.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "net/client.hpp"
+#include "proto/http.hpp"
+
+namespace sw::net {
+
+struct http_outcome {
+  bool ok = false;    // a response arrived (any status)
+  std::string error;  // network/TLS/timeout failure when !ok
+  unsigned status = 0;
+  header_list headers;
+  std::string body;
+};
+
+struct ws_events {
+  std::function<void()> opened;
+  std::function<void(std::string)> text;
+  // Once per connection: the peer's close code (1005 if none), or 1006 with a reason for network errors,
+  // failed connects and timeouts.
+  std::function<void(std::uint16_t, std::string)> closed;
+};
+
+class outbound_ws {
+public:
+  virtual ~outbound_ws() = default;
+  virtual void send_binary(std::string bytes) = 0;  // queued, strictly one write at a time
+  virtual void send_text(std::string text) = 0;
+  virtual void close(std::uint16_t code) = 0;  // close handshake, bounded by the timeout
+  virtual void abort() = 0;                    // drop the TCP connection; `closed` reports 1006
+};
+
+class outbound {
+public:
+  explicit outbound(int threads = 1);
+  ~outbound();
+  outbound(const outbound&) = delete;
+  outbound& operator=(const outbound&) = delete;
+
+  void fetch(const std::string& url, const std::string& method, header_list headers, std::string body,
+             const client_options& opts, std::function<void(http_outcome)> done);
+  std::shared_ptr<outbound_ws> connect_ws(const std::string& url, const client_options& opts, ws_events events);
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace sw::net

@@ -1,0 +1,52 @@
+// A fake Gladia live v2 server (shared/reference/external-apis-and-anchors.md §A1, checklist A1.7), strict
+// about the API and able to inject faults. Plain HTTP + WebSocket on 127.0.0.1, one thread per connection.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace sw::test {
+
+class fake_gladia {
+public:
+  struct options {
+    std::string api_key = "fake-gladia-key";
+    std::size_t final_every_chunks = 10;  // a final per 10 chunks of 100 ms; partial per chunk
+  };
+  explicit fake_gladia(options o);
+  fake_gladia() : fake_gladia(options{}) {}
+  ~fake_gladia();
+
+  std::string url() const;  // base URL for GLADIA_API_URL
+  std::uint16_t port() const;
+
+  // --- faults (apply to what comes next) ---
+  void fail_inits(int times, unsigned status, const std::string& retry_after = {});
+  // The next connection that brings its session past `bytes` committed audio bytes drops (no close frame)
+  // or closes with `code` (code 0 = abrupt drop).
+  void cut_after(std::size_t bytes, std::uint16_t code = 0);
+  void delay_acks(std::chrono::milliseconds d);
+  void send_unknown_types(bool on);
+
+  // --- observations ---
+  int init_requests() const;
+  int ws_connections() const;
+  std::vector<std::string> init_bodies() const;
+  std::vector<std::string> init_targets() const;
+  // The audio of the only (or the named) session, de-duplicated by acknowledged offset.
+  std::string audio(const std::string& session_id = {}) const;
+  std::size_t sessions() const;
+  bool stopped(const std::string& session_id = {}) const;  // got stop_recording and closed 1000
+
+  struct impl;
+
+private:
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace sw::test

@@ -1,0 +1,235 @@
+// The Gladia relay end to end: real client WebSockets -> sessions-ws -> fake Gladia (tests/fakes).
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "actors/stt_gladia.hpp"
+#include "tests/fakes/fake_gladia.hpp"
+#include "tests/support/harness.hpp"
+
+namespace {
+
+using sw::net::ws_client;
+using sw::test::expect_close;
+using sw::test::expect_message;
+using sw::test::fake_gladia;
+using sw::test::field;
+using sw::test::harness;
+using namespace std::chrono_literals;
+
+std::unique_ptr<harness> gladia_harness(const fake_gladia& fake, const std::function<void(sw::config&)>& more = {}) {
+  return std::make_unique<harness>(
+      [&](sw::config& c) {
+        c.stt_provider = "gladia";
+        c.gladia.api_url = fake.url();
+        c.gladia.api_key = "fake-gladia-key";
+        c.stt_drain_timeout = 5000ms;
+        if (more) more(c);
+      },
+      std::nullopt, true);
+}
+
+// Deterministic, non-repeating audio so any loss, duplicate or reordering changes it.
+std::string audio(std::size_t bytes, unsigned seed = 1) {
+  std::string a(bytes, '\0');
+  std::uint32_t x = seed * 2654435761u;
+  for (auto& c : a) {
+    x = x * 1664525u + 1013904223u;
+    c = static_cast<char>(x >> 24);
+  }
+  return a;
+}
+
+void stream(ws_client& c, const std::string& pcm, std::size_t frame = 640, std::chrono::milliseconds pace = 0ms) {
+  for (std::size_t off = 0; off < pcm.size(); off += frame) {
+    c.send_binary(pcm.data() + off, std::min(frame, pcm.size() - off));
+    if (pace.count()) std::this_thread::sleep_for(pace);
+  }
+}
+
+// Reads until close; returns the finals' texts and the statuses seen.
+struct transcript_log {
+  std::vector<std::string> finals, statuses, errors;
+  std::uint16_t close_code = 0;
+};
+transcript_log read_all(ws_client& c, std::chrono::milliseconds limit = 10s) {
+  transcript_log log;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto m = c.read(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+    if (m.kind == ws_client::message::closed) {
+      log.close_code = m.close_code;
+      break;
+    }
+    if (m.kind != ws_client::message::text) break;
+    auto type = field(m.data, "type");
+    if (type == "transcript_final") log.finals.push_back(m.data);
+    if (type == "stt_status") log.statuses.push_back(field(m.data, "status"));
+    if (type == "error") log.errors.push_back(field(m.data, "code"));
+  }
+  return log;
+}
+
+TEST(Gladia, InitBodyIsExplicitAndValid) {
+  sw::config::gladia_settings g;
+  g.languages = {"en", "fr"};
+  auto body = sw::gladia_init_body(g);
+  EXPECT_EQ(field(body, "encoding"), "wav/pcm");
+  EXPECT_EQ(field(body, "sample_rate"), "16000");
+  EXPECT_EQ(field(body, "bit_depth"), "16");
+  EXPECT_EQ(field(body, "channels"), "1");
+  EXPECT_EQ(field(body, "endpointing"), "0.3");
+  EXPECT_EQ(field(body, "maximum_duration_without_endpointing"), "15.0");
+  EXPECT_EQ(field(body, "language_config"), R"({"languages":["en","fr"],"code_switching":true})");
+  EXPECT_NE(field(body, "messages_config").find("\"receive_acknowledgments\":true"), std::string::npos);
+  EXPECT_NE(field(body, "messages_config").find("\"receive_partial_transcripts\":true"), std::string::npos);
+}
+
+TEST(Gladia, AudioArrivesByteExactAndStopDrainsEveryFinal) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake, [](sw::config& c) { c.gladia.region = "eu-west"; });
+  auto c = h->connect("room", "alice");
+  auto pcm = audio(48'000);  // 1.5 s: one final at 1 s, the last one only after stop_recording
+  stream(*c, pcm);           // sent at once: most of it before the upstream is open
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c);
+  EXPECT_EQ(log.close_code, 1000);
+  ASSERT_EQ(log.finals.size(), 2u);
+  EXPECT_EQ(field(log.finals[0], "text"), "utterance 0");
+  EXPECT_EQ(field(log.finals[1], "text"), "utterance 1");
+  EXPECT_EQ(field(log.finals[1], "speaker"), "alice");
+  ASSERT_FALSE(log.statuses.empty());
+  EXPECT_EQ(log.statuses.front(), "connecting");
+  EXPECT_EQ(log.statuses.back(), "stopped");
+  EXPECT_EQ(fake.audio(), pcm);
+  EXPECT_TRUE(fake.stopped());
+  ASSERT_EQ(fake.init_targets().size(), 1u);
+  EXPECT_EQ(fake.init_targets()[0], "/v2/live?region=eu-west");
+}
+
+TEST(Gladia, AbruptDropResumesWithNothingLost) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  fake.cut_after(20'000);  // abrupt TCP drop, no close frame
+  auto pcm = audio(64'000, 7);
+  stream(*c, pcm, 640, 1ms);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_EQ(fake.audio(), pcm);
+  EXPECT_GE(fake.ws_connections(), 2);
+  EXPECT_NE(std::find(log.statuses.begin(), log.statuses.end(), "connecting"), log.statuses.end());
+  auto m = sw::net::http_fetch(h->http("/metrics"));
+  EXPECT_NE(field(m.body, "counters").find("\"gladia.reconnects\":1"), std::string::npos) << m.body;
+}
+
+TEST(Gladia, RetryableCloseCodeReconnects) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  fake.cut_after(10'000, 1011);
+  auto pcm = audio(40'000, 3);
+  stream(*c, pcm, 640, 1ms);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_EQ(fake.audio(), pcm);
+  EXPECT_EQ(fake.ws_connections(), 2);
+}
+
+TEST(Gladia, AuthCloseIsAnErrorWithoutReconnect) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  fake.cut_after(3'200, 4401);
+  stream(*c, audio(16'000));
+  auto e = expect_message(*c, "\"error\"", 5000);
+  EXPECT_EQ(field(e, "code"), "stt_auth_failed");
+  EXPECT_EQ(field(expect_message(*c, "stopped"), "status"), "stopped");
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(fake.ws_connections(), 1);
+  EXPECT_TRUE(c->is_open());  // the client still hears the room
+}
+
+TEST(Gladia, InitIsRetriedOn429) {
+  fake_gladia fake;
+  fake.fail_inits(2, 429, "0");
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready", 10000);
+  EXPECT_EQ(fake.init_requests(), 3);
+  auto m = sw::net::http_fetch(h->http("/metrics"));
+  EXPECT_NE(field(m.body, "counters").find("\"gladia.init_failures.429\":2"), std::string::npos) << m.body;
+}
+
+TEST(Gladia, WrongKeyIsStttAuthFailedWithoutRetry) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake, [](sw::config& c) { c.gladia.api_key = "wrong"; });
+  auto c = h->connect("room", "alice");
+  auto e = expect_message(*c, "\"error\"", 5000);
+  EXPECT_EQ(field(e, "code"), "stt_auth_failed");
+  EXPECT_NE(field(e, "message").find("gladia key not found"), std::string::npos) << e;
+  EXPECT_EQ(field(expect_message(*c, "stopped"), "status"), "stopped");
+  EXPECT_EQ(fake.init_requests(), 1);
+}
+
+TEST(Gladia, BadRequestIsNotRetried) {
+  fake_gladia fake;
+  fake.fail_inits(1, 400);
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  EXPECT_EQ(field(expect_message(*c, "\"error\"", 5000), "code"), "stt_unavailable");
+  EXPECT_EQ(fake.init_requests(), 1);
+}
+
+TEST(Gladia, TwoParticipantsGetDistinctUtteranceIds) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  auto a = h->connect("room", "alice");
+  auto b = h->connect("room", "bob");
+  expect_message(*a, "ready");
+  expect_message(*b, "ready");
+  stream(*a, audio(32'000, 1));
+  auto fa = expect_message(*b, "transcript_final", 5000);
+  stream(*b, audio(32'000, 2));
+  std::string fb;
+  for (;;) {
+    fb = expect_message(*a, "transcript_final", 5000);
+    if (field(fb, "speaker") == "bob") break;
+  }
+  EXPECT_EQ(field(fa, "text"), field(fb, "text"));  // both upstream ids are 00_00000000
+  EXPECT_NE(field(fa, "utteranceId"), field(fb, "utteranceId"));
+}
+
+TEST(Gladia, UnknownMessageTypesAreCountedAndIgnored) {
+  fake_gladia fake;
+  fake.send_unknown_types(true);
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  stream(*c, audio(32'000));
+  expect_message(*c, "transcript_final", 5000);
+  auto m = sw::net::http_fetch(h->http("/metrics"));
+  EXPECT_NE(field(m.body, "counters").find("\"gladia.unknown_messages\":1"), std::string::npos) << m.body;
+}
+
+TEST(Gladia, FiftyConcurrentRelays) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  std::vector<std::unique_ptr<ws_client>> cs;
+  for (int i = 0; i < 50; ++i) cs.push_back(h->connect("room-" + std::to_string(i % 5), "p" + std::to_string(i)));
+  for (int i = 0; i < 50; ++i) stream(*cs[i], audio(8'000, static_cast<unsigned>(i + 1)));
+  for (auto& c : cs) c->send_text(R"({"type":"stop"})");
+  int closed_1000 = 0;
+  for (auto& c : cs) {
+    auto code = expect_close(*c, 15000);
+    closed_1000 += code == 1000;
+  }
+  EXPECT_EQ(closed_1000, 50);
+  EXPECT_EQ(fake.sessions(), 50u);
+}
+
+}  // namespace
