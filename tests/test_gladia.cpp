@@ -6,6 +6,7 @@
 #include "actors/stt_gladia.hpp"
 #include "tests/fakes/fake_gladia.hpp"
 #include "tests/support/harness.hpp"
+#include "tests/support/pki.hpp"
 
 namespace {
 
@@ -230,6 +231,64 @@ TEST(Gladia, FiftyConcurrentRelays) {
   }
   EXPECT_EQ(closed_1000, 50);
   EXPECT_EQ(fake.sessions(), 50u);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(GladiaBuffer, ReplayBufferIsBoundedAndDropsAreCounted) {
+  fake_gladia fake;
+  fake.withhold_acks(true);
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_replay_buffer_bytes = 32'000; });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  auto pcm = audio(64'000, 5);
+  stream(*c, pcm, 640, 1ms);
+  c->send_text(R"({"type":"stop"})");
+  EXPECT_EQ(read_all(*c).close_code, 1000);
+  EXPECT_EQ(fake.audio(), pcm);  // the connection held: everything was delivered
+  auto m = sw::net::http_fetch(h->http("/metrics"));
+  EXPECT_NE(field(m.body, "counters").find("\"gladia.dropped_bytes\":32000"), std::string::npos) << m.body;
+}
+
+class GladiaTls : public ::testing::Test {
+protected:
+  static void SetUpTestSuite() { pki = new sw::test::test_pki(); }
+  static void TearDownTestSuite() { delete pki; }
+  static sw::test::test_pki* pki;
+  fake_gladia::options tls_options() const {
+    fake_gladia::options o;
+    o.tls_cert_file = pki->file("server.pem");
+    o.tls_key_file = pki->file("server.key");
+    return o;
+  }
+};
+sw::test::test_pki* GladiaTls::pki = nullptr;
+
+TEST_F(GladiaTls, WorksWithTheTestCa) {
+  ASSERT_TRUE(pki->ok);
+  fake_gladia fake(tls_options());
+  auto h = gladia_harness(fake, [&](sw::config& c) { c.gladia.ca_file = pki->file("ca.pem"); });
+  auto c = h->connect("room", "alice");
+  auto pcm = audio(32'000, 9);
+  stream(*c, pcm);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_EQ(log.finals.size(), 1u);
+  EXPECT_EQ(fake.audio(), pcm);
+}
+
+TEST_F(GladiaTls, WrongCaFailsWithAClearError) {
+  ASSERT_TRUE(pki->ok);
+  fake_gladia fake(tls_options());
+  auto h = gladia_harness(fake, [&](sw::config& c) { c.gladia.ca_file = pki->file("other-ca.pem"); });
+  auto c = h->connect("room", "alice");
+  auto e = expect_message(*c, "\"error\"", 60000);
+  EXPECT_EQ(field(e, "code"), "stt_unavailable");
+  EXPECT_NE(field(e, "message").find("certificate verify failed"), std::string::npos) << e;
+  EXPECT_EQ(fake.init_requests(), 0);
 }
 
 }  // namespace

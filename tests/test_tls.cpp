@@ -6,40 +6,14 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/harness.hpp"
+#include "tests/support/pki.hpp"
 
 namespace {
 
-namespace fs = std::filesystem;
 using sw::test::expect_message;
 using sw::test::field;
 using sw::test::harness;
-
-// A CA, a server certificate for localhost/127.0.0.1 signed by it, and an unrelated CA.
-struct test_pki {
-  fs::path dir;
-  test_pki() {
-    dir = fs::temp_directory_path() / ("sw-pki-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand()));
-    fs::create_directories(dir);
-    auto d = dir.string();
-    std::string script =
-        "set -e; cd '" + d +
-        "';"
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=sw-test-ca 2>/dev/null;"
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.pem -days 2 -subj /CN=other-ca "
-        "2>/dev/null;"
-        "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null;"
-        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf;"
-        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 "
-        "-extfile ext.cnf 2>/dev/null";
-    ok = std::system(("bash -c \"" + script + "\"").c_str()) == 0;
-  }
-  ~test_pki() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string file(const char* name) const { return (dir / name).string(); }
-  bool ok = false;
-};
+using sw::test::test_pki;
 
 class Tls : public ::testing::Test {
 protected:

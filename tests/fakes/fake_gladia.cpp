@@ -3,13 +3,16 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 #include <openssl/evp.h>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 
 #include "actors/rapidjson.hpp"
 #include "net/url.hpp"
@@ -63,13 +66,18 @@ struct fake_gladia::impl {
   std::chrono::milliseconds ack_delay{0};
   bool unknown_types = false;
   int next_id = 1;
+  bool withhold = false;
+  bool recording = false;
+  std::vector<fake_gladia::arrival> arrivals;
+  std::optional<asio::ssl::context> tls;
 
   std::string ws_url_for(const std::string& id) const {
-    return "ws://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port()) + "/v2/live?token=tok-" + id;
+    return std::string(tls ? "wss" : "ws") + "://localhost:" + std::to_string(acceptor.local_endpoint().port()) +
+           "/v2/live?token=tok-" + id;
   }
 
-  template <class Body>
-  void reply(tcp::socket& s, unsigned status, std::string body, const http::request<Body>& req,
+  template <class Stream, class Body>
+  void reply(Stream& s, unsigned status, std::string body, const http::request<Body>& req,
              const std::string& extra_header = {}, const std::string& extra_value = {}) {
     http::response<http::string_body> res(static_cast<http::status>(status), req.version());
     res.set(http::field::content_type, "application/json");
@@ -127,7 +135,20 @@ struct fake_gladia::impl {
     return {};
   }
 
-  void handle(tcp::socket s) {
+  void handle(tcp::socket sock) {
+    if (!tls) {
+      handle_stream(sock);
+      return;
+    }
+    asio::ssl::stream<tcp::socket> s(std::move(sock), *tls);
+    beast::error_code ec;
+    s.handshake(asio::ssl::stream_base::server, ec);
+    if (ec) return;  // e.g. the client rejected our certificate
+    handle_stream(s);
+  }
+
+  template <class Stream>
+  void handle_stream(Stream& s) {
     beast::flat_buffer buf;
     http::request<http::string_body> req;
     beast::error_code ec;
@@ -148,7 +169,7 @@ struct fake_gladia::impl {
         }
         ++connections;
       }
-      stream(std::move(s), std::move(req), id);
+      stream(s, std::move(req), id);
       return;
     }
     if (req.method() != http::verb::post || path != "/v2/live") {
@@ -199,8 +220,9 @@ struct fake_gladia::impl {
                    R"(","language":"en"}})");
   }
 
-  void stream(tcp::socket s, http::request<http::string_body> req, const std::string& id) {
-    websocket::stream<tcp::socket> ws(std::move(s));
+  template <class Stream>
+  void stream(Stream& s, http::request<http::string_body> req, const std::string& id) {
+    websocket::stream<Stream&> ws(s);
     ws.read_message_max(1024 * 1024);  // Gladia's 1 MiB frame limit
     beast::error_code ec;
     ws.accept(req, ec);
@@ -249,11 +271,13 @@ struct fake_gladia::impl {
           } else {
             auto start = ses.audio.size();
             ses.audio += pcm;
-            out.push_back(msg(id, "audio_chunk",
-                              R"("acknowledged":true,"error":null,"data":{"byte_range":[)" + std::to_string(start) +
-                                  "," + std::to_string(ses.audio.size()) + R"(],"time_range":[)" +
-                                  std::to_string(start / 32000.0) + "," + std::to_string(ses.audio.size() / 32000.0) +
-                                  "]}"));
+            if (recording) arrivals.push_back({id, ses.audio.size(), std::chrono::steady_clock::now()});
+            if (!withhold)
+              out.push_back(msg(id, "audio_chunk",
+                                R"("acknowledged":true,"error":null,"data":{"byte_range":[)" + std::to_string(start) +
+                                    "," + std::to_string(ses.audio.size()) + R"(],"time_range":[)" +
+                                    std::to_string(start / 32000.0) + "," + std::to_string(ses.audio.size() / 32000.0) +
+                                    "]}"));
             ses.chunks_since_final += 1;
             double t = ses.audio.size() / 32000.0;
             out.push_back(transcript(id, ses.utterance, false, 0, t));
@@ -309,7 +333,8 @@ struct fake_gladia::impl {
     }
   }
 
-  static void drain(websocket::stream<tcp::socket>& ws) {
+  template <class WS>
+  static void drain(WS& ws) {
     beast::flat_buffer buf;
     beast::error_code ec;
     for (int i = 0; i < 1000 && !ec; ++i) ws.read(buf, ec);  // until the client's close completes
@@ -319,6 +344,11 @@ struct fake_gladia::impl {
 fake_gladia::fake_gladia(options o) : impl_(std::make_shared<impl>()) {
   auto& d = *impl_;
   d.opts = std::move(o);
+  if (!d.opts.tls_cert_file.empty()) {
+    d.tls.emplace(asio::ssl::context::tls_server);
+    d.tls->use_certificate_chain_file(d.opts.tls_cert_file);
+    d.tls->use_private_key_file(d.opts.tls_key_file, asio::ssl::context::pem);
+  }
   tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), 0);
   d.acceptor.open(ep.protocol());
   d.acceptor.set_option(asio::socket_base::reuse_address(true));
@@ -358,7 +388,29 @@ std::uint16_t fake_gladia::port() const {
   return impl_->acceptor.local_endpoint().port();
 }
 std::string fake_gladia::url() const {
-  return "http://127.0.0.1:" + std::to_string(port());
+  return std::string(impl_->tls ? "https" : "http") + "://localhost:" + std::to_string(port());
+}
+
+void fake_gladia::withhold_acks(bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->withhold = on;
+}
+
+void fake_gladia::record_arrivals(bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->recording = on;
+}
+
+std::vector<fake_gladia::arrival> fake_gladia::arrivals() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->arrivals;
+}
+
+std::vector<std::string> fake_gladia::session_ids() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<std::string> ids;
+  for (auto& [k, v] : impl_->sessions) ids.push_back(k);
+  return ids;
 }
 
 void fake_gladia::fail_inits(int times, unsigned status, const std::string& retry_after) {

@@ -1,5 +1,6 @@
 // A fake Gladia live v2 server (shared/reference/external-apis-and-anchors.md §A1, checklist A1.7), strict
-// about the API and able to inject faults. Plain HTTP + WebSocket on 127.0.0.1, one thread per connection.
+// about the API and able to inject faults. HTTP(S) + WebSocket on 127.0.0.1 (named localhost in its URLs),
+// one thread per connection.
 #pragma once
 
 #include <chrono>
@@ -17,6 +18,8 @@ public:
   struct options {
     std::string api_key = "fake-gladia-key";
     std::size_t final_every_chunks = 10;  // a final per 10 chunks of 100 ms; partial per chunk
+    std::string tls_cert_file;            // both set: HTTPS + WSS (the URLs then name localhost)
+    std::string tls_key_file;
   };
   explicit fake_gladia(options o);
   fake_gladia() : fake_gladia(options{}) {}
@@ -32,6 +35,7 @@ public:
   void cut_after(std::size_t bytes, std::uint16_t code = 0);
   void delay_acks(std::chrono::milliseconds d);
   void send_unknown_types(bool on);
+  void withhold_acks(bool on);  // audio is taken but never acknowledged
 
   // --- observations ---
   int init_requests() const;
@@ -42,6 +46,15 @@ public:
   std::string audio(const std::string& session_id = {}) const;
   std::size_t sessions() const;
   bool stopped(const std::string& session_id = {}) const;  // got stop_recording and closed 1000
+  // When each chunk of audio arrived (benchmarks): session id, stream offset after the chunk, time.
+  struct arrival {
+    std::string session;
+    std::size_t end = 0;
+    std::chrono::steady_clock::time_point at;
+  };
+  void record_arrivals(bool on);
+  std::vector<arrival> arrivals() const;
+  std::vector<std::string> session_ids() const;
 
   struct impl;
 
