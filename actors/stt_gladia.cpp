@@ -268,6 +268,9 @@ std::string gladia_init_body(const config::gladia_settings& g) {
   return body;
 }
 
+gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, std::shared_ptr<net::outbound> out,
+                                               stt_listener_actor listener);
+
 stt_provider gladia_provider(context_ptr ctx, std::shared_ptr<net::outbound> out) {
   stt_provider p;
   p.name = "gladia";
@@ -277,84 +280,88 @@ stt_provider gladia_provider(context_ptr ctx, std::shared_ptr<net::outbound> out
                             stt_listener_actor listener) -> stt_relay_actor {
     auto ctx = weak_ctx.lock();
     if (!ctx) return {};
-    auto relay = sys.spawn([ctx, out, listener](self_ptr self) -> gladia_relay_actor::behavior_type {
-      auto& st = self->state;
-      st.ctx = ctx;
-      st.out = out;
-      st.listener = listener;
-      st.probe = actor_probe(ctx->metrics, "gladia_relay");
-      self->monitor(listener);
-      self->set_down_handler([self](caf::down_msg&) {
-        // The session is gone: nobody is left to deliver to.
-        if (self->state.ws) self->state.ws->abort();
-        self->quit();
-      });
-      start_init(self);
-      using scope = probe_scope<std::remove_pointer_t<self_ptr>>;
-      return {
-          [self](audio_atom, audio_chunk& chunk) {
-            scope t(self->state.probe, self);
-            auto& s = self->state;
-            if (s.stop_requested || s.ph == phase::finished) return;
-            s.buffer.append(reinterpret_cast<const char*>(chunk.pcm.data()), chunk.pcm.size());
-            auto limit = s.ctx->cfg.stt_replay_buffer_bytes;
-            if (s.buffer.size() > limit) {  // never silently: counted and reported in /metrics
-              auto n = s.buffer.size() - limit;
-              s.buffer.erase(0, n);
-              s.acked += n;
-              s.sent = std::max(s.sent, s.acked);
-              s.ctx->metrics->count("gladia.dropped_bytes", n);
-            }
-            send_pending(self);
-          },
-          [self](stop_atom) {
-            scope t(self->state.probe, self);
-            auto& s = self->state;
-            if (s.stop_requested) return;
-            s.stop_requested = true;
-            send_pending(self);  // flushes the tail and sends stop_recording once open
-          },
-          [self](init_atom, upstream_init& r) {
-            scope t(self->state.probe, self);
-            on_init(self, r);
-          },
-          [self](upstream_atom, upstream_event& e) {
-            scope t(self->state.probe, self);
-            auto& s = self->state;
-            if (e.generation != s.generation) return;  // an old connection
-            if (e.kind == "open") {
-              s.ph = phase::open;
-              if (s.sent > s.acked) s.ctx->metrics->count("gladia.replayed_bytes", s.sent - s.acked);
-              s.sent = s.acked;  // replay everything not acknowledged, first
-              s.stop_sent = false;
-              status(self, "ready");
-              send_pending(self);
-            } else if (e.kind == "text") {
-              on_text(self, e.data);
-            } else {
-              on_closed(self, e.code, e.data);
-            }
-          },
-          [self](connect_atom, std::uint64_t gen) {
-            scope t(self->state.probe, self);
-            if (gen == self->state.generation && self->state.ph == phase::waiting) connect(self);
-          },
-          [self](init_atom) {
-            scope t(self->state.probe, self);
-            if (self->state.ph == phase::waiting && self->state.session_url.empty()) start_init(self);
-          },
-          [self](timeout_atom) {
-            scope t(self->state.probe, self);
-            if (self->state.ph != phase::finished) {
-              self->state.ctx->metrics->count("gladia.drain_timeouts");
-              finish(self);
-            }
-          },
-      };
-    });
-    return relay;
+    return sys.spawn(gladia_relay, ctx, out, listener);
   };
   return p;
+}
+
+// Spawned with arguments on purpose: CAF 0.17 dereferences a null argument tuple for argument-less function
+// actors (UBSan reports it).
+gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, std::shared_ptr<net::outbound> out,
+                                               stt_listener_actor listener) {
+  auto& st = self->state;
+  st.ctx = ctx;
+  st.out = out;
+  st.listener = listener;
+  st.probe = actor_probe(ctx->metrics, "gladia_relay");
+  self->monitor(listener);
+  self->set_down_handler([self](caf::down_msg&) {
+    // The session is gone: nobody is left to deliver to.
+    if (self->state.ws) self->state.ws->abort();
+    self->quit();
+  });
+  start_init(self);
+  using scope = probe_scope<std::remove_pointer_t<self_ptr>>;
+  return {
+      [self](audio_atom, audio_chunk& chunk) {
+        scope t(self->state.probe, self);
+        auto& s = self->state;
+        if (s.stop_requested || s.ph == phase::finished) return;
+        s.buffer.append(reinterpret_cast<const char*>(chunk.pcm.data()), chunk.pcm.size());
+        auto limit = s.ctx->cfg.stt_replay_buffer_bytes;
+        if (s.buffer.size() > limit) {  // never silently: counted and reported in /metrics
+          auto n = s.buffer.size() - limit;
+          s.buffer.erase(0, n);
+          s.acked += n;
+          s.sent = std::max(s.sent, s.acked);
+          s.ctx->metrics->count("gladia.dropped_bytes", n);
+        }
+        send_pending(self);
+      },
+      [self](stop_atom) {
+        scope t(self->state.probe, self);
+        auto& s = self->state;
+        if (s.stop_requested) return;
+        s.stop_requested = true;
+        send_pending(self);  // flushes the tail and sends stop_recording once open
+      },
+      [self](init_atom, upstream_init& r) {
+        scope t(self->state.probe, self);
+        on_init(self, r);
+      },
+      [self](upstream_atom, upstream_event& e) {
+        scope t(self->state.probe, self);
+        auto& s = self->state;
+        if (e.generation != s.generation) return;  // an old connection
+        if (e.kind == "open") {
+          s.ph = phase::open;
+          if (s.sent > s.acked) s.ctx->metrics->count("gladia.replayed_bytes", s.sent - s.acked);
+          s.sent = s.acked;  // replay everything not acknowledged, first
+          s.stop_sent = false;
+          status(self, "ready");
+          send_pending(self);
+        } else if (e.kind == "text") {
+          on_text(self, e.data);
+        } else {
+          on_closed(self, e.code, e.data);
+        }
+      },
+      [self](connect_atom, std::uint64_t gen) {
+        scope t(self->state.probe, self);
+        if (gen == self->state.generation && self->state.ph == phase::waiting) connect(self);
+      },
+      [self](init_atom) {
+        scope t(self->state.probe, self);
+        if (self->state.ph == phase::waiting && self->state.session_url.empty()) start_init(self);
+      },
+      [self](timeout_atom) {
+        scope t(self->state.probe, self);
+        if (self->state.ph != phase::finished) {
+          self->state.ctx->metrics->count("gladia.drain_timeouts");
+          finish(self);
+        }
+      },
+  };
 }
 
 }  // namespace sw

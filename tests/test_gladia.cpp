@@ -292,3 +292,25 @@ TEST_F(GladiaTls, WrongCaFailsWithAClearError) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(GladiaFaults, DelayedAcksAndADropStillLoseNothing) {
+  fake_gladia fake;
+  fake.delay_acks(std::chrono::milliseconds(15));  // more audio in flight, unacknowledged, when the drop comes
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  fake.cut_after(30'000);
+  auto pcm = audio(60'000, 11);
+  stream(*c, pcm, 640, 1ms);
+  c->send_text(R"({"type":"stop"})");
+  EXPECT_EQ(read_all(*c, 20s).close_code, 1000);
+  EXPECT_EQ(fake.audio(), pcm);
+  auto m = sw::net::http_fetch(h->http("/metrics"));
+  auto replayed = field(field(m.body, "counters"), "gladia.replayed_bytes");
+  ASSERT_NE(replayed, "<missing>") << m.body;
+  EXPECT_GT(std::stoll(replayed), 0) << "unacknowledged audio must have been replayed";
+}
+
+}  // namespace
