@@ -41,6 +41,13 @@ const std::vector<setting_doc>& settings() {
       {"STT_REPLAY_BUFFER_BYTES", "1920000",
        "unacknowledged audio kept for replay after a reconnect (oldest dropped, counted)"},
       {"STT_DRAIN_TIMEOUT_MS", "10000", "after stop: bound for the upstream to deliver its last finals"},
+      {"DATABASE_URL", "sqlite3://db=./data/sessions.db",
+       "postgresql://... or postgres://... (PostgreSQL), sqlite3://db=PATH (SQLite), or none (no persistence)"},
+      {"PERSIST_JOURNAL_DIR", "./data/journal", "local journal of accepted finals (fsync'd, replayed at start-up)"},
+      {"PERSIST_FLUSH_MS", "300", "finals are written at least this often"},
+      {"PERSIST_BATCH", "100", "finals per database transaction"},
+      {"PERSIST_MAX_PENDING", "100000", "finals held in memory; beyond it they wait in the journal only"},
+      {"TRANSCRIPTION_COST_PER_MINUTE", "0.01", "cost per started minute in usage rows"},
       {"IO_THREADS", "2", "socket I/O threads"},
       {"ACTOR_THREADS", "2", "actor scheduler threads"},
       {"LOG_LEVEL", "info", "error | warn | info | debug"},
@@ -145,6 +152,25 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
     c.stt_provider = p == "none" ? "" : p;
   }
   if (c.stt_provider == "gladia" && g.api_key.empty()) throw config_error("STT_PROVIDER=gladia needs GLADIA_API_KEY");
+  if (auto v = get("DATABASE_URL")) {
+    std::string u = v;
+    if (u == "none") {
+      c.persistence = false;
+    } else if (u.rfind("postgresql://", 0) == 0 || u.rfind("postgres://", 0) == 0) {
+      c.database_url = u;
+    } else if (u.rfind("sqlite3://db=", 0) == 0 && u.size() > 13) {
+      c.sqlite_path = u.substr(13);
+    } else {
+      throw config_error("DATABASE_URL=" + u + " is invalid: expected postgresql://..., sqlite3://db=PATH or none");
+    }
+  }
+  if (auto v = get("PERSIST_JOURNAL_DIR")) c.persist_journal_dir = v;
+  ms("PERSIST_FLUSH_MS", c.persist_flush, 1);
+  if (auto v = get("PERSIST_BATCH")) c.persist_batch = parse_int<std::size_t>("PERSIST_BATCH", v, 1, 10'000);
+  if (auto v = get("PERSIST_MAX_PENDING"))
+    c.persist_max_pending = parse_int<std::size_t>("PERSIST_MAX_PENDING", v, 10, 10'000'000);
+  if (auto v = get("TRANSCRIPTION_COST_PER_MINUTE"))
+    c.cost_per_minute = parse_double("TRANSCRIPTION_COST_PER_MINUTE", v, 0, 1000);
   if (auto v = get("IO_THREADS")) c.io_threads = parse_int<int>("IO_THREADS", v, 1, 64);
   if (auto v = get("ACTOR_THREADS")) c.actor_threads = parse_int<int>("ACTOR_THREADS", v, 1, 64);
   if (auto v = get("LOG_LEVEL")) {

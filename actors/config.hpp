@@ -48,6 +48,15 @@ struct config {
   } gladia;
   std::size_t stt_replay_buffer_bytes = 1'920'000;  // 60 s of audio kept until acknowledged
   std::chrono::milliseconds stt_drain_timeout{10'000};
+  // persistence
+  bool persistence = true;   // DATABASE_URL=none turns it off
+  std::string database_url;  // "" = SQLite file at sqlite_path
+  std::string sqlite_path = "./data/sessions.db";
+  std::string persist_journal_dir = "./data/journal";
+  std::chrono::milliseconds persist_flush{300};
+  std::size_t persist_batch = 100;
+  std::size_t persist_max_pending = 100'000;
+  double cost_per_minute = 0.01;
   // logging
   std::string log_level = "info";
   bool dev = false;

@@ -253,6 +253,65 @@ void active_speaker(self_ptr self, const http_request& req, const http_responder
   responder->respond(json_response(200, R"({"success":true})"));
 }
 
+// GET /api/sessions/{slug}/transcript: Bearer transcription token of that room, or the service secret.
+void stored_transcript(self_ptr self, const std::string& slug, const http_request& req,
+                       const http_responder_ptr& responder) {
+  auto& st = self->state;
+  if (!bearer_ok(req, st.ctx->cfg.service_api_secret)) {
+    auto h = req.header("authorization");
+    std::string token = h && h->rfind("Bearer ", 0) == 0 ? h->substr(7) : std::string{};
+    auto check = verify_token(token, st.ctx->cfg.jwt_secret);
+    if (!check.claims) {
+      responder->respond(
+          json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
+      return;
+    }
+    if (check.claims->session_slug != slug) {
+      responder->respond(json_response(403, json_error_body("session_mismatch")));
+      return;
+    }
+  }
+  if (!st.ctx->persistence) {
+    responder->respond(json_response(503, json_error_body("persistence_disabled")));
+    return;
+  }
+  self->request(st.ctx->persistence, std::chrono::seconds(10), transcript_atom::value, slug)
+      .then(
+          [responder, slug](const transcript_result& r) {
+            if (!r.error.empty()) {
+              responder->respond(json_response(
+                  503, json_builder().str("error", "database_unavailable").str("message", r.error).done()));
+              return;
+            }
+            if (!r.found) {
+              responder->respond(
+                  json_response(404, json_builder().str("error", "session_not_found").str("sessionSlug", slug).done()));
+              return;
+            }
+            std::string body = json_builder().str("sessionSlug", slug).done();
+            body.pop_back();
+            body += ",\"segments\":[";
+            for (std::size_t i = 0; i < r.segments.size(); ++i) {
+              const auto& g = r.segments[i];
+              if (i) body += ',';
+              body += json_builder()
+                          .str("utteranceId", g.utterance_id)
+                          .str("speakerId", g.speaker_id)
+                          .str("speakerName", g.speaker_name)
+                          .str("text", g.text)
+                          .str("language", g.language)
+                          .str("startedAt", g.started_at)
+                          .str("endedAt", g.ended_at)
+                          .done();
+            }
+            body += "]}";
+            responder->respond(json_response(200, std::move(body)));
+          },
+          [responder](caf::error&) {
+            responder->respond(json_response(503, json_error_body("database_unavailable")));
+          });
+}
+
 }  // namespace
 
 void handle_http(self_ptr self, const http_request& req, const http_responder_ptr& responder) {
@@ -266,6 +325,21 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
   if (req.path == "/api/realtime/transcribe") {
     responder->respond(json_response(426, json_error_body("WebSocket endpoint. Use WebSocket upgrade.")));
     return;
+  }
+  const std::string prefix = "/api/sessions/", suffix = "/transcript";
+  if (req.path.size() > prefix.size() + suffix.size() && req.path.rfind(prefix, 0) == 0 &&
+      req.path.compare(req.path.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    auto slug = req.path.substr(prefix.size(), req.path.size() - prefix.size() - suffix.size());
+    if (req.method != "GET") {
+      auto r = json_response(405, json_builder().str("error", "Method not allowed").str("method", req.method).done());
+      r.headers.emplace_back("Allow", "GET, OPTIONS");
+      responder->respond(std::move(r));
+      return;
+    }
+    if (slug.find('/') == std::string::npos) {
+      stored_transcript(self, slug, req, responder);
+      return;
+    }
   }
   const route* found = nullptr;
   for (auto& r : routes)

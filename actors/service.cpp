@@ -6,11 +6,13 @@
 #include <caf/actor_registry.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/network.hpp"
+#include "actors/persistence.hpp"
 #include "actors/stt_gladia.hpp"
 
 namespace sw {
@@ -64,6 +66,14 @@ service::~service() {
 void service::start() {
   auto& d = *impl_;
   d.sys = std::make_unique<caf::actor_system>(d.caf_cfg);
+  if (d.ctx->cfg.persistence) {
+    try {
+      d.ctx->persistence = spawn_persistence(*d.sys, d.ctx);
+    } catch (const std::exception& e) {
+      d.sys.reset();
+      throw std::runtime_error(std::string("cannot start persistence: ") + e.what());
+    }
+  }
   d.net_actor = d.sys->spawn(sw::network, context_ptr(d.ctx));
   net::server_options o;
   const auto& c = d.ctx->cfg;
@@ -84,6 +94,8 @@ void service::start() {
     d.srv->start();
   } catch (...) {
     caf::anon_send_exit(d.net_actor, caf::exit_reason::user_shutdown);
+    if (d.ctx->persistence) caf::anon_send_exit(d.ctx->persistence, caf::exit_reason::user_shutdown);
+    d.ctx->persistence = persistence_actor{};
     d.srv.reset();
     d.sys.reset();
     throw;
@@ -127,6 +139,18 @@ bool service::shutdown() {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
   d.srv->stop(std::max(left, std::chrono::milliseconds(200)));
   caf::anon_send_exit(d.net_actor, caf::exit_reason::user_shutdown);
+  if (d.ctx->persistence) {
+    // Every stream has ended: flush what is pending within the bound; the rest stays journaled.
+    bool flushed = false;
+    {
+      caf::scoped_actor self{*d.sys};
+      self->request(d.ctx->persistence, d.ctx->cfg.shutdown_timeout + std::chrono::seconds(1), shutdown_atom::value)
+          .receive([&](bool ok) { flushed = ok; }, [&](caf::error&) {});
+    }
+    if (!flushed) SW_LOG(d.ctx, warn, "shutdown: some finals stay in the journal for the next start");
+    caf::anon_send_exit(d.ctx->persistence, caf::exit_reason::user_shutdown);
+    d.ctx->persistence = persistence_actor{};
+  }
   // Every actor should be gone now; never hang the process on one that is not.
   auto settle = clock::now() + std::chrono::seconds(2);
   while (d.sys->registry().running() > 0 && clock::now() < settle)

@@ -74,6 +74,7 @@ void run(int streams, int seconds) {
     setenv("MAX_STREAMS", "100000", 1);
     setenv("MAX_STREAMS_PER_ROOM", "100000", 1);
     setenv("LOG_LEVEL", "error", 1);
+    setenv("DATABASE_URL", "none", 1);
     execl(SESSIONS_WS_BIN, SESSIONS_WS_BIN, static_cast<char*>(nullptr));
     _exit(127);
   }

@@ -87,7 +87,13 @@ using persistence_actor = caf::typed_actor<
     // a participant stream ended: one usage row
     caf::reacts_to<usage_atom, usage_record>,
     // queue figures and database health for /health, /ready and /metrics
-    caf::replies_to<queue_atom>::with<queue_stats>>;
+    caf::replies_to<queue_atom>::with<queue_stats>,
+    // the stored finals of a room, for GET /api/sessions/{slug}/transcript
+    caf::replies_to<transcript_atom, std::string>::with<transcript_result>,
+    // timer: fsync the journal, flush a batch, retry after a failure
+    caf::reacts_to<tick_atom>,
+    // shutdown: flush what it can within the bound; answers whether everything reached the database
+    caf::replies_to<shutdown_atom>::with<bool>>;
 
 // Decides upgrades (implemented by net/: accept moves the socket into a WebSocket for `session`).
 class upgrade_responder {

@@ -153,6 +153,18 @@ struct usage_record {
   std::uint64_t errors = 0;
 };
 
+// One stored final, as GET /api/sessions/{slug}/transcript returns it (times ISO 8601).
+struct transcript_segment {
+  std::string utterance_id, speaker_id, speaker_name, text, language, started_at, ended_at;
+};
+
+// The stored transcript of a room: found=false for an unknown room, error set when the database failed.
+struct transcript_result {
+  bool found = false;
+  std::string error;
+  std::vector<transcript_segment> segments;
+};
+
 // Persistence queue figures for /health and /metrics.
 struct queue_stats {
   std::uint64_t queue_length = 0;  // finals accepted but not yet committed
@@ -184,6 +196,9 @@ SW_INSPECT(active_speaker_update, x.identity, x.name, x.timestamp_ms)
 SW_INSPECT(final_record, x.transcript, x.session_id, x.stream_started_ms)
 SW_INSPECT(usage_record, x.session_slug, x.session_id, x.identity, x.started_ms, x.ended_ms, x.audio_chunks,
            x.transcripts, x.finals, x.partials, x.errors)
+SW_INSPECT(transcript_segment, x.utterance_id, x.speaker_id, x.speaker_name, x.text, x.language, x.started_at,
+           x.ended_at)
+SW_INSPECT(transcript_result, x.found, x.error, x.segments)
 SW_INSPECT(queue_stats, x.queue_length, x.total_queued, x.total_flushed, x.total_errors, x.last_flush_ms, x.last_error,
            x.database_ok, x.backend)
 #undef SW_INSPECT

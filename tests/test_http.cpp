@@ -47,11 +47,20 @@ TEST_F(Http, HealthWithQueryString) {
   EXPECT_EQ(http_fetch(h.http("/health?probe=1")).status, 200u);
 }
 
-TEST_F(Http, ReadyIsNotReadyWithoutPersistence) {
+TEST_F(Http, ReadyReportsDatabaseAndStt) {
+  auto r = http_fetch(h.http("/ready"));
+  EXPECT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(field(r.body, "status"), "ready");
+  EXPECT_EQ(field(r.body, "checks"),
+            R"({"database":{"ok":true,"backend":"sqlite"},"stt":{"ok":true,"provider":"echo"}})");
+}
+
+TEST(HttpConfig, ReadyIsNotReadyWithoutPersistenceOrProvider) {
+  harness h([](sw::config& c) { c.persistence = false; }, std::nullopt);
   auto r = http_fetch(h.http("/ready"));
   EXPECT_EQ(r.status, 503u);
   EXPECT_EQ(field(r.body, "status"), "not_ready");
-  EXPECT_NE(field(r.body, "checks").find("\"provider\":\"echo\""), std::string::npos) << r.body;
+  EXPECT_NE(field(r.body, "checks").find("\"provider\":\"none\""), std::string::npos) << r.body;
 }
 
 TEST_F(Http, MetricsJson) {

@@ -28,6 +28,7 @@ TEST(Process, ServesAndExitsZeroOnSigterm) {
     setenv("HOST", "127.0.0.1", 1);
     setenv("TRANSCRIPTION_JWT_SECRET", sw::test::secret.c_str(), 1);
     setenv("LOG_LEVEL", "error", 1);
+    setenv("DATABASE_URL", "none", 1);
     freopen("/dev/null", "w", stderr);
     execl(SESSIONS_WS_BIN, SESSIONS_WS_BIN, static_cast<char*>(nullptr));
     _exit(127);
@@ -55,8 +56,8 @@ TEST(Process, ServesAndExitsZeroOnSigterm) {
 
 TEST(Process, PortInUseIsAClearError) {
   sw::test::harness h({}, std::nullopt);
-  std::string cmd =
-      "PORT=" + std::to_string(h.port) + " HOST=127.0.0.1 TRANSCRIPTION_JWT_SECRET=x " SESSIONS_WS_BIN " 2>&1";
+  std::string cmd = "PORT=" + std::to_string(h.port) +
+                    " HOST=127.0.0.1 DATABASE_URL=none TRANSCRIPTION_JWT_SECRET=x " SESSIONS_WS_BIN " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   ASSERT_TRUE(p);
   std::string out;

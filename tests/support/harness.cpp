@@ -1,6 +1,10 @@
 #include "tests/support/harness.hpp"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <ctime>
+#include <filesystem>
 
 #include "actors/rapidjson.hpp"
 
@@ -14,6 +18,13 @@ harness::harness(const std::function<void(config&)>& tweak, std::optional<stt_pr
   cfg.service_api_secret = "service-secret";
   cfg.shutdown_timeout = std::chrono::milliseconds(3000);
   cfg.log_level = "error";
+  static std::atomic<int> counter{0};
+  data_dir = (std::filesystem::temp_directory_path() /
+              ("sw-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++)))
+                 .string();
+  cfg.sqlite_path = data_dir + "/sessions.db";
+  cfg.persist_journal_dir = data_dir + "/journal";
+  cfg.persist_flush = std::chrono::milliseconds(20);
   if (tweak) tweak(cfg);
   if (provider_from_config) {
     svc = std::make_unique<service>(cfg);

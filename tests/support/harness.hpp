@@ -29,6 +29,7 @@ struct harness {
                                           const std::string& extra_query = {}, const std::string& sub = {}) const;
 
   config cfg;
+  std::string data_dir;  // this harness's SQLite file and journal (removed afterwards)
   std::unique_ptr<service> svc;
   std::uint16_t port = 0;
   std::string scheme_http = "http", scheme_ws = "ws";

@@ -1,0 +1,340 @@
+// storage/ (repository, journal) and the persistence actor, on SQLite and on PostgreSQL (script/test starts
+// a throwaway PostgreSQL 15 cluster and exports SESSIONS_WS_TEST_PG).
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <soci/postgresql/soci-postgresql.h>
+#include <soci/soci.h>
+#include <soci/sqlite3/soci-sqlite3.h>
+
+#include "storage/journal.hpp"
+#include "storage/repository.hpp"
+#include "tests/support/harness.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using sw::test::field;
+
+// A fresh, empty database per test: a temp SQLite file, or a new schema in the test cluster.
+struct fresh_db {
+  std::string url, dir;
+  explicit fresh_db(const std::string& backend) {
+    static int n = 0;
+    dir = (fs::temp_directory_path() / ("sw-db-" + std::to_string(::getpid()) + "-" + std::to_string(n++))).string();
+    fs::create_directories(dir);
+    if (backend == "sqlite") {
+      url = "sqlite3://db=" + dir + "/test.db";
+      return;
+    }
+    const char* pg = std::getenv("SESSIONS_WS_TEST_PG");
+    if (!pg) return;
+    std::string schema = "t_" + std::to_string(::getpid()) + "_" + std::to_string(n);
+    soci::session s(soci::postgresql, sw::pg_conninfo(pg));
+    s << "DROP SCHEMA IF EXISTS " + schema + " CASCADE";
+    s << "CREATE SCHEMA " + schema;
+    url = std::string(pg) + "?options=-csearch_path%3D" + schema;
+  }
+  std::unique_ptr<soci::session> connect() const {
+    if (url.rfind("sqlite3://db=", 0) == 0)
+      return std::make_unique<soci::session>(soci::sqlite3, "db=" + url.substr(13));
+    return std::make_unique<soci::session>(soci::postgresql, sw::pg_conninfo(url));
+  }
+  ~fresh_db() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  void exec(const std::string& sql) const {
+    auto sp = connect();
+    auto& s = *sp;
+    s << sql;
+  }
+  long long count(const std::string& sql) const {
+    auto sp = connect();
+    auto& s = *sp;
+    long long n = -1;
+    s << sql, soci::into(n);
+    return n;
+  }
+  // count() that answers -1 while the table does not exist yet (the service migrates asynchronously)
+  long long count_or_none(const std::string& sql) const {
+    try {
+      return count(sql);
+    } catch (const std::exception&) {
+      return -1;
+    }
+  }
+  std::string text(const std::string& sql) const {
+    auto sp = connect();
+    auto& s = *sp;
+    std::string v;
+    soci::indicator ind;
+    s << sql, soci::into(v, ind);
+    return ind == soci::i_ok ? v : "<null>";
+  }
+};
+
+sw::final_record final_of(const std::string& slug, const std::string& utt, const std::string& text,
+                          const std::string& who = "alice", const std::string& name = "Alice", double start = 0) {
+  sw::final_record f;
+  f.transcript = {slug, utt, text, true, who, name, "en", start, start + 1};
+  f.stream_started_ms = 1'790'000'000'000;
+  return f;
+}
+
+class Storage : public ::testing::TestWithParam<std::string> {
+protected:
+  void SetUp() override {
+    if (GetParam() == "postgresql" && !std::getenv("SESSIONS_WS_TEST_PG")) {
+      if (std::getenv("CI")) FAIL() << "SESSIONS_WS_TEST_PG is not set: run through script/test";
+      GTEST_SKIP() << "no PostgreSQL test cluster (run through script/test)";
+    }
+    db = std::make_unique<fresh_db>(GetParam());
+  }
+  std::unique_ptr<sw::repository> open() {
+    auto url = db->url.rfind("sqlite3://db=", 0) == 0 ? std::string{} : db->url;
+    auto r = sw::repository::open(url, db->url.rfind("sqlite3://db=", 0) == 0 ? db->url.substr(13) : "");
+    r->migrate();
+    return r;
+  }
+  std::unique_ptr<fresh_db> db;
+};
+
+TEST_P(Storage, SameUtteranceTwiceIsOneRowWithTheLatestText) {
+  auto r = open();
+  EXPECT_TRUE(r->write_batch({final_of("room", "k-u1", "hello"), final_of("room", "k-u1", "hello world")}).empty());
+  r->write_batch({final_of("room", "k-u1", "hello world!")});
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptSegment")"), 1);
+  EXPECT_EQ(db->text(R"(SELECT "text" FROM "TranscriptSegment")"), "hello world!");
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "VideoSession" WHERE "slug" = 'room' AND "status" = 'LIVE')"), 1);
+}
+
+TEST_P(Storage, ParticipantNameIsSetOnceAndNeverOverwritten) {
+  auto r = open();
+  r->write_batch({final_of("room", "u1", "a", "alice", "Alice Liddell")});
+  r->write_batch({final_of("room", "u2", "b", "alice", "")});
+  r->write_batch({final_of("room", "u3", "c", "alice", "alice")});
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "Participant")"), 1);
+  EXPECT_EQ(db->text(R"(SELECT "name" FROM "Participant")"), "Alice Liddell");
+}
+
+TEST_P(Storage, AnEmptyNameIsFilledLater) {
+  auto r = open();
+  r->write_batch({final_of("room", "u1", "a", "bob", "")});
+  r->write_batch({final_of("room", "u2", "b", "bob", "Bob")});
+  EXPECT_EQ(db->text(R"(SELECT "name" FROM "Participant")"), "Bob");
+}
+
+TEST_P(Storage, UsageRow) {
+  auto r = open();
+  r->write_batch({final_of("room", "u1", "a")});
+  sw::usage_record u{"room", "", "alice", 1'790'000'000'000, 1'790'000'061'000, 30, 12, 4, 8, 1};
+  r->write_usage(u, 0.01);
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptionUsage")"), 1);
+  EXPECT_EQ(db->count(R"(SELECT "durationSeconds" FROM "TranscriptionUsage")"), 61);
+  EXPECT_EQ(db->count(R"(SELECT "durationMinutes" FROM "TranscriptionUsage")"), 2);
+  EXPECT_EQ(db->count(R"(SELECT "audioChunksSent" FROM "TranscriptionUsage")"), 30);
+  EXPECT_EQ(db->count(R"(SELECT CAST(ROUND(CAST("totalCost" * 100 AS NUMERIC)) AS INTEGER) FROM "TranscriptionUsage")"),
+            2);
+  EXPECT_EQ(
+      db->count(R"(SELECT count(*) FROM "TranscriptionUsage" u JOIN "Participant" p ON p."id" = u."participantId")"),
+      1);
+}
+
+TEST_P(Storage, TranscriptIsOrderedByStart) {
+  auto r = open();
+  r->write_batch(
+      {final_of("room", "u2", "second", "bob", "Bob", 5), final_of("room", "u1", "first", "alice", "Alice", 1)});
+  bool found = false;
+  auto t = r->transcript("room", found);
+  ASSERT_TRUE(found);
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].text, "first");
+  EXPECT_EQ(t[0].speaker_name, "Alice");
+  EXPECT_EQ(t[1].speaker_id, "bob");
+  EXPECT_EQ(t[0].started_at, "2026-09-21T14:13:21.000Z");
+  r->transcript("nowhere", found);
+  EXPECT_FALSE(found);
+}
+
+TEST_P(Storage, MigrationsAreVersionedAndIdempotent) {
+  open();
+  open();
+  EXPECT_EQ(db->count("SELECT count(*) FROM sessions_ws_migrations"), 1);
+}
+
+// The web app's tables, as Prisma creates them (reference-system.md §5.1): used as they are.
+void create_web_app_schema(const fresh_db& db, bool pg) {
+  std::string ts = "TIMESTAMP(3)";
+  if (pg) {
+    db.exec(R"(CREATE TYPE "SessionStatus" AS ENUM ('CREATED', 'LIVE', 'ENDED', 'EXPIRED'))");
+    db.exec(R"(CREATE TYPE "ParticipantRole" AS ENUM ('HOST', 'GUEST'))");
+  }
+  std::string status = pg ? R"("SessionStatus")" : "TEXT", role = pg ? R"("ParticipantRole")" : "TEXT";
+  db.exec(R"(CREATE TABLE "Space" ("id" TEXT NOT NULL PRIMARY KEY, "name" TEXT NOT NULL))");
+  db.exec(
+      R"(CREATE TABLE "VideoSession" ("id" TEXT NOT NULL, "slug" TEXT NOT NULL, "title" TEXT, "createdByUserId" TEXT,
+    "status" )" +
+      status + R"( NOT NULL DEFAULT 'CREATED', "createdAt" )" + ts + R"( NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "startedAt" )" +
+      ts + R"(, "endedAt" )" + ts + R"(, "lastActivityAt" )" + ts + R"(, "spaceId" TEXT NOT NULL,
+    "rawTranscriptBlobUrl" TEXT, "rawTranscriptSizeBytes" INTEGER, "rawTranscriptReadyAt" )" +
+      ts + R"(,
+    CONSTRAINT "VideoSession_pkey" PRIMARY KEY ("id")))");
+  db.exec(R"(CREATE UNIQUE INDEX "VideoSession_slug_key" ON "VideoSession"("slug"))");
+  db.exec(R"(CREATE TABLE "Participant" ("id" TEXT NOT NULL, "videoSessionId" TEXT NOT NULL, "userId" TEXT,
+    "identity" TEXT NOT NULL, "name" TEXT, "role" )" +
+          role + R"( NOT NULL DEFAULT 'GUEST',
+    "joinedAt" )" +
+          ts + R"( NOT NULL DEFAULT CURRENT_TIMESTAMP, "leftAt" )" + ts + R"(,
+    CONSTRAINT "Participant_pkey" PRIMARY KEY ("id")))");
+  db.exec(
+      R"(CREATE UNIQUE INDEX "Participant_videoSessionId_identity_key" ON "Participant"("videoSessionId", "identity"))");
+  db.exec(R"(CREATE TABLE "TranscriptSegment" ("id" TEXT NOT NULL, "videoSessionId" TEXT NOT NULL, "participantId" TEXT,
+    "utteranceId" TEXT NOT NULL, "text" TEXT NOT NULL, "language" TEXT, "isFinal" BOOLEAN NOT NULL DEFAULT false,
+    "startedAt" )" +
+          ts + R"( NOT NULL, "endedAt" )" + ts + R"(, "createdAt" )" + ts + R"( NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    CONSTRAINT "TranscriptSegment_pkey" PRIMARY KEY ("id")))");
+  db.exec(
+      R"(CREATE UNIQUE INDEX "TranscriptSegment_videoSessionId_utteranceId_key" ON "TranscriptSegment"("videoSessionId", "utteranceId"))");
+  db.exec(
+      R"(CREATE TABLE "TranscriptionUsage" ("id" TEXT NOT NULL, "videoSessionId" TEXT NOT NULL, "participantId" TEXT,
+    "userId" TEXT, "startedAt" )" +
+      ts + R"( NOT NULL DEFAULT CURRENT_TIMESTAMP, "endedAt" )" + ts + R"(,
+    "durationSeconds" INTEGER NOT NULL, "durationMinutes" INTEGER NOT NULL, "audioChunksSent" INTEGER NOT NULL DEFAULT 0,
+    "transcriptsReceived" INTEGER NOT NULL DEFAULT 0, "finalTranscripts" INTEGER NOT NULL DEFAULT 0,
+    "partialTranscripts" INTEGER NOT NULL DEFAULT 0, "costPerMinute" DOUBLE PRECISION NOT NULL DEFAULT 0.01,
+    "totalCost" DOUBLE PRECISION NOT NULL DEFAULT 0, "errorsCount" INTEGER NOT NULL DEFAULT 0,
+    "createdAt" )" +
+      ts + R"( NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" )" + ts + R"( NOT NULL,
+    CONSTRAINT "TranscriptionUsage_pkey" PRIMARY KEY ("id")))");
+  db.exec(R"(INSERT INTO "Space" ("id", "name") VALUES ('space-1', 'Team'))");
+  db.exec(
+      R"(INSERT INTO "VideoSession" ("id", "slug", "spaceId", "status") VALUES ('vs-known', 'known-room', 'space-1', 'LIVE'))");
+  db.exec(
+      R"(INSERT INTO "Participant" ("id", "videoSessionId", "identity", "name", "role") VALUES ('p-1', 'vs-known', 'alice', 'Alice From The App', 'HOST'))");
+}
+
+TEST_P(Storage, WebAppSchemaIsUsedAsIsAndUnknownRoomsAreNotCreated) {
+  create_web_app_schema(*db, GetParam() == "postgresql");
+  auto r = open();
+  EXPECT_TRUE(r->managed_by_web_app());
+  auto unknown =
+      r->write_batch({final_of("known-room", "u1", "hi", "alice", "alice"), final_of("ghost-room", "u1", "boo")});
+  ASSERT_EQ(unknown.size(), 1u);
+  EXPECT_EQ(unknown[0], 1u);
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptSegment" WHERE "videoSessionId" = 'vs-known')"), 1);
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "VideoSession")"), 1);
+  EXPECT_EQ(db->text(R"(SELECT "name" FROM "Participant" WHERE "identity" = 'alice')"), "Alice From The App");
+  EXPECT_EQ(db->text(R"(SELECT CAST("role" AS TEXT) FROM "Participant" WHERE "identity" = 'alice')"), "HOST");
+  EXPECT_EQ(db->count("SELECT count(*) FROM " +
+                      std::string(GetParam() == "sqlite"
+                                      ? "sqlite_master WHERE name = 'sessions_ws_migrations'"
+                                      : "information_schema.tables WHERE table_name = 'sessions_ws_migrations' AND "
+                                        "table_schema = current_schema()")),
+            0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Storage, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+
+TEST(PgUrl, BecomesAKeywordValueConnectionString) {
+  EXPECT_EQ(sw::pg_conninfo("postgresql://u%40x:p%27w@db.example:5433/app?sslmode=require&options=-csearch_path%3Ds"),
+            "host='db.example' port='5433' dbname='app' user='u@x' password='p\\'w' sslmode='require' "
+            "options='-csearch_path=s'");
+  EXPECT_EQ(sw::pg_conninfo("postgres://127.0.0.1/postgres"), "host='127.0.0.1' dbname='postgres'");
+}
+
+TEST(Journal, RetiredEntriesAreNotRecoveredAndATornLineIsIgnored) {
+  auto dir = (fs::temp_directory_path() / ("sw-journal-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  std::uint64_t keep;
+  {
+    sw::journal j(dir);
+    auto a = j.append(final_of("room", "u1", "one"));
+    keep = j.append(final_of("room", "u2", "two \"quoted\"\nline"));
+    j.append(sw::usage_record{"room", "", "alice", 1, 2, 3, 4, 5, 6, 7});
+    j.retire({a});
+    EXPECT_EQ(j.live(), 2u);
+  }
+  { std::ofstream(dir + "/finals.journal", std::ios::app) << "F 99 {\"slug\":\"ro"; }  // crash mid-write
+  sw::journal j(dir);
+  ASSERT_EQ(j.recovered().size(), 2u);
+  EXPECT_EQ(j.recovered()[0].seq, keep);
+  EXPECT_EQ(j.recovered()[0].final.transcript.text, "two \"quoted\"\nline");
+  EXPECT_FALSE(j.recovered()[1].is_final);
+  EXPECT_EQ(j.recovered()[1].usage.audio_chunks, 3u);
+  EXPECT_GT(j.append(final_of("room", "u3", "three")), 99u);
+  fs::remove_all(dir);
+}
+
+// --- the persistence actor, through the running service ---------------------------------------------
+
+class Persist : public Storage {};
+
+void configure(sw::config& c, const fresh_db& db) {
+  if (db.url.rfind("sqlite3://db=", 0) == 0) {
+    c.sqlite_path = db.url.substr(13);
+  } else {
+    c.database_url = db.url;
+  }
+  c.persist_journal_dir = db.dir + "/journal";
+}
+
+TEST_P(Persist, AStreamLeavesItsFinalsAndOneUsageRow) {
+  {
+    sw::test::harness h([&](sw::config& c) { configure(c, *db); });
+    auto c = h.connect("room", "alice");
+    sw::test::expect_message(*c, "ready");
+    std::vector<std::uint8_t> f(640, 0);
+    for (int i = 0; i < 5; ++i) c->send_binary(f.data(), f.size());
+    c->send_text(R"({"type":"stop"})");
+    EXPECT_EQ(sw::test::expect_close(*c, 5000), 1000);
+    for (int i = 0; i < 200 && db->count_or_none(R"(SELECT count(*) FROM "TranscriptionUsage")") < 1; ++i)
+      std::this_thread::sleep_for(10ms);
+    auto t = sw::net::http_fetch(h.http("/api/sessions/room/transcript"), "GET", "",
+                                 {{"Authorization", "Bearer " + sw::test::harness::token("room", "bob")}});
+    EXPECT_EQ(t.status, 200u) << t.body;
+    EXPECT_NE(t.body.find("\"text\":\"chunk 5 640B\""), std::string::npos) << t.body;
+    auto other = sw::net::http_fetch(h.http("/api/sessions/room/transcript"), "GET", "",
+                                     {{"Authorization", "Bearer " + sw::test::harness::token("elsewhere", "bob")}});
+    EXPECT_EQ(other.status, 403u);
+    EXPECT_EQ(sw::net::http_fetch(h.http("/api/sessions/room/transcript")).status, 401u);
+    auto missing = sw::net::http_fetch(h.http("/api/sessions/nope/transcript"), "GET", "",
+                                       {{"Authorization", "Bearer service-secret"}});
+    EXPECT_EQ(missing.status, 404u);
+    auto health = sw::net::http_fetch(h.http("/health"));
+    EXPECT_EQ(field(health.body, "queueLength"), "0");
+    auto m = sw::net::http_fetch(h.http("/metrics"));
+    EXPECT_EQ(field(field(m.body, "queue"), "totalFlushed"), "5") << m.body;
+  }
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptSegment")"), 5);
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptionUsage")"), 1);
+  EXPECT_EQ(db->count(R"(SELECT "finalTranscripts" FROM "TranscriptionUsage")"), 5);
+}
+
+TEST_P(Persist, JournaledFinalsAreReplayedAtStartExactlyOnce) {
+  {  // a crash left three accepted finals (one already committed) in the journal
+    sw::journal j(db->dir + "/journal");
+    j.append(final_of("room", "k-u1", "one"));
+    j.append(final_of("room", "k-u2", "two"));
+    j.append(final_of("room", "k-u1", "one"));
+  }
+  {
+    sw::test::harness h([&](sw::config& c) { configure(c, *db); }, std::nullopt);
+    for (int i = 0; i < 300 && db->count_or_none(R"(SELECT count(*) FROM "TranscriptSegment")") < 2; ++i)
+      std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptSegment")"), 2);
+  sw::journal j(db->dir + "/journal");
+  EXPECT_TRUE(j.recovered().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, Persist, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
