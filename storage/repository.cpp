@@ -244,6 +244,19 @@ std::vector<std::size_t> repository::write_batch(const std::vector<final_record>
   try {
     soci::transaction tr(*sql_);
     std::map<std::pair<std::string, std::string>, std::string> participants;
+    // One prepared statement per batch: parsed once, executed per row (an upsert per utterance).
+    std::string seg_id, seg_vs, seg_pid, seg_utt, seg_text, seg_lang, seg_start, seg_end;
+    std::string created = sql_timestamp(static_cast<std::int64_t>(std::time(nullptr)) * 1000);
+    int is_final = 1;
+    soci::statement seg =
+        (sql_->prepare << R"(INSERT INTO "TranscriptSegment" ("id", "videoSessionId",
+        "participantId", "utteranceId", "text", "language", "isFinal", "startedAt", "endedAt", "createdAt")
+        VALUES (:i, :v, :p, :u, :t, :l, :f, :s, :e, :c)
+        ON CONFLICT ("videoSessionId", "utteranceId") DO UPDATE SET "text" = excluded."text",
+        "language" = excluded."language", "isFinal" = excluded."isFinal", "startedAt" = excluded."startedAt",
+        "endedAt" = excluded."endedAt", "participantId" = excluded."participantId")",
+         soci::use(seg_id), soci::use(seg_vs), soci::use(seg_pid), soci::use(seg_utt), soci::use(seg_text),
+         soci::use(seg_lang), soci::use(is_final), soci::use(seg_start), soci::use(seg_end), soci::use(created));
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
       const auto& t = r.transcript;
@@ -268,20 +281,15 @@ std::vector<std::size_t> repository::write_batch(const std::vector<final_record>
             soci::into(got);
         pit = participants.emplace(key, got).first;
       }
-      std::string sid = new_id();
-      std::string started =
-          sql_timestamp(r.stream_started_ms + static_cast<std::int64_t>(std::llround(t.start * 1000)));
-      std::string ended = sql_timestamp(r.stream_started_ms + static_cast<std::int64_t>(std::llround(t.end * 1000)));
-      std::string created = sql_timestamp(static_cast<std::int64_t>(std::time(nullptr)) * 1000);
-      int is_final = 1;
-      *sql_ << R"(INSERT INTO "TranscriptSegment" ("id", "videoSessionId", "participantId", "utteranceId", "text",
-                 "language", "isFinal", "startedAt", "endedAt", "createdAt")
-                 VALUES (:i, :v, :p, :u, :t, :l, :f, :s, :e, :c)
-                 ON CONFLICT ("videoSessionId", "utteranceId") DO UPDATE SET "text" = excluded."text",
-                 "language" = excluded."language", "isFinal" = excluded."isFinal", "startedAt" = excluded."startedAt",
-                 "endedAt" = excluded."endedAt", "participantId" = excluded."participantId")",
-          soci::use(sid), soci::use(vs), soci::use(pit->second), soci::use(t.utterance_id), soci::use(t.text),
-          soci::use(t.language), soci::use(is_final), soci::use(started), soci::use(ended), soci::use(created);
+      seg_id = new_id();
+      seg_vs = vs;
+      seg_pid = pit->second;
+      seg_utt = t.utterance_id;
+      seg_text = t.text;
+      seg_lang = t.language;
+      seg_start = sql_timestamp(r.stream_started_ms + static_cast<std::int64_t>(std::llround(t.start * 1000)));
+      seg_end = sql_timestamp(r.stream_started_ms + static_cast<std::int64_t>(std::llround(t.end * 1000)));
+      seg.execute(true);
     }
     tr.commit();
   } catch (const std::exception& e) {

@@ -338,3 +338,94 @@ INSTANTIATE_TEST_SUITE_P(Backends, Persist, ::testing::Values("sqlite", "postgre
                          [](const auto& info) { return info.param; });
 
 }  // namespace
+
+namespace {
+
+// A private PostgreSQL cluster this test may stop and start (script/test exports SESSIONS_WS_TEST_PGBIN).
+struct private_pg {
+  std::string base, bin, url, opts;
+  int port = 0;
+  bool ok = false;
+  private_pg() {
+    const char* b = std::getenv("SESSIONS_WS_TEST_PGBIN");
+    if (!b) return;
+    bin = b;
+    base = (fs::temp_directory_path() / ("sw-pg-outage-" + std::to_string(::getpid()))).string();
+    fs::remove_all(base);
+    fs::create_directories(base);
+    port = sw::test::harness({}, std::nullopt).port;  // a free port
+    opts = "-p " + std::to_string(port) + " -k " + base + " -c listen_addresses=127.0.0.1 -c fsync=off";
+    ok = sh("chown postgres:postgres " + base + " && runuser -u postgres -- " + bin + "/initdb -D " + base +
+            "/data -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null") &&
+         start();
+    url = "postgresql://postgres@127.0.0.1:" + std::to_string(port) + "/postgres";
+  }
+  ~private_pg() {
+    if (!bin.empty()) stop();
+    std::error_code ec;
+    fs::remove_all(base, ec);
+  }
+  static bool sh(const std::string& cmd) { return std::system(cmd.c_str()) == 0; }
+  bool start() {
+    return sh("runuser -u postgres -- " + bin + "/pg_ctl -D " + base + "/data -l " + base + "/log -w -t 30 -o '" +
+              opts + "' start >/dev/null");
+  }
+  bool stop() {
+    return sh("runuser -u postgres -- " + bin + "/pg_ctl -D " + base + "/data -m immediate -w stop >/dev/null");
+  }
+};
+
+TEST(PersistOutage, DatabaseDownForThirtySecondsLosesNothing) {
+  private_pg pg;
+  if (!pg.ok) {
+    if (std::getenv("CI")) FAIL() << "SESSIONS_WS_TEST_PGBIN is not set: run through script/test";
+    GTEST_SKIP() << "no PostgreSQL binaries (run through script/test)";
+  }
+  auto journal_dir = pg.base + "/journal";
+  long long expected = 0;
+  {
+    sw::test::harness h([&](sw::config& c) {
+      c.database_url = pg.url;
+      c.persist_journal_dir = journal_dir;
+    });
+    auto c = h.connect("outage-room", "alice");
+    sw::test::expect_message(*c, "ready");
+    std::vector<std::uint8_t> f(640, 0);
+    auto send = [&](int n) {
+      for (int i = 0; i < n; ++i) {
+        c->send_binary(f.data(), f.size());
+        sw::test::expect_message(*c, "transcript_final");
+        ++expected;
+      }
+    };
+    send(10);
+    ASSERT_TRUE(pg.stop());
+    bool queued = false, errors = false;
+    for (int s = 0; s < 30; ++s) {  // 30 s without a database, finals keep coming
+      send(2);
+      std::this_thread::sleep_for(1s);
+      auto health = sw::net::http_fetch(h.http("/health"));
+      queued = queued || field(health.body, "queueLength") != "0";
+    }
+    auto m = sw::net::http_fetch(h.http("/metrics"));
+    errors = field(field(m.body, "queue"), "totalErrors") != "0";
+    EXPECT_TRUE(queued) << "queueLength must show the finals waiting for the database";
+    EXPECT_TRUE(errors) << m.body;
+    EXPECT_EQ(sw::net::http_fetch(h.http("/ready")).status, 503u);
+    ASSERT_TRUE(pg.start());
+    for (int i = 0; i < 200; ++i) {
+      auto health = sw::net::http_fetch(h.http("/health"));
+      if (field(health.body, "queueLength") == "0") break;
+      std::this_thread::sleep_for(50ms);
+    }
+    c->close();
+  }
+  soci::session s(soci::postgresql, sw::pg_conninfo(pg.url));
+  long long rows = 0, distinct = 0;
+  s << R"(SELECT count(*), count(DISTINCT "utteranceId") FROM "TranscriptSegment")", soci::into(rows),
+      soci::into(distinct);
+  EXPECT_EQ(rows, expected);
+  EXPECT_EQ(distinct, expected);
+}
+
+}  // namespace
