@@ -29,6 +29,7 @@ struct persistence_state {
   std::int64_t backoff_ms = 0;
   std::int64_t next_attempt_ms = 0;
   std::int64_t last_parked_retry_ms = 0;
+  std::int64_t last_flush_tick_ms = 0;
   bool tick_armed = false;
   actor_probe probe;
 };
@@ -151,6 +152,7 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
         auto& st = self->state;
         st.ctx = ctx;
         st.probe = actor_probe(ctx->metrics, "persistence");
+        st.last_flush_tick_ms = now_ms();
         st.jr = std::make_unique<journal>(ctx->cfg.persist_journal_dir);
         for (auto& e : st.jr->recovered()) {  // replay: everything accepted before a crash is written again
           if (!e.is_final) {
@@ -233,10 +235,14 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
               } catch (const std::exception& e) {
                 s.ctx->metrics->error("journal: " + std::string(e.what()));
               }
-              while (!s.pending.empty() || !s.usage_pending.empty() || s.spilled) {
+              // The tick also serves the journal's fsync (every 100 ms); the database is written every
+              // PERSIST_FLUSH_MS, or sooner when a full batch is waiting.
+              bool due = now_ms() - s.last_flush_tick_ms >= s.ctx->cfg.persist_flush.count();
+              if (due) s.last_flush_tick_ms = now_ms();
+              while ((due && (!s.pending.empty() || !s.usage_pending.empty())) || s.spilled ||
+                     s.pending.size() >= s.ctx->cfg.persist_batch) {
                 if (!flush_once(self)) break;
-                if (s.pending.size() < s.ctx->cfg.persist_batch && !s.spilled)
-                  break;  // the rest waits for the next tick
+                due = false;
               }
               update_queue_length(s);
               if (!s.pending.empty() || !s.usage_pending.empty() || !s.parked.empty() || s.spilled) arm_tick(self);

@@ -1,8 +1,15 @@
 // storage/ (repository, journal) and the persistence actor, on SQLite and on PostgreSQL (script/test starts
 // a throwaway PostgreSQL 15 cluster and exports SESSIONS_WS_TEST_PG).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -426,6 +433,110 @@ TEST(PersistOutage, DatabaseDownForThirtySecondsLosesNothing) {
       soci::into(distinct);
   EXPECT_EQ(rows, expected);
   EXPECT_EQ(distinct, expected);
+}
+
+}  // namespace
+
+namespace {
+
+// The live finals of a journal file (what had been accepted), by utterance id.
+std::set<std::string> accepted_in_journal(const std::string& dir) {
+  std::map<std::uint64_t, std::string> live;
+  std::ifstream in(dir + "/finals.journal");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() < 3) continue;
+    auto seq = std::strtoull(line.c_str() + 2, nullptr, 10);
+    if (line[0] == 'R') live.erase(seq);
+    if (line[0] == 'F') {
+      sw::final_record f;
+      auto sp = line.find(' ', 2);
+      if (sp != std::string::npos && sw::journal::decode(line.substr(sp + 1), f)) live[seq] = f.transcript.utterance_id;
+    }
+  }
+  std::set<std::string> out;
+  for (auto& [seq, id] : live) out.insert(id);
+  return out;
+}
+
+TEST(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) {
+  auto dir = (fs::temp_directory_path() / ("sw-crash-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  auto tweak = [&](sw::config& c) {
+    c.sqlite_path = dir + "/sessions.db";
+    c.persist_journal_dir = dir + "/journal";
+    c.persist_flush = std::chrono::milliseconds(50);
+  };
+  // The process that gets killed writes to the database slowly (big batches, rare flushes), so that at the
+  // kill most accepted finals exist only in its journal.
+  auto slow = [&](sw::config& c) {
+    tweak(c);
+    c.persist_flush = std::chrono::milliseconds(60'000);
+    c.persist_batch = 250;
+  };
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();  // before this process starts any thread
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    sw::test::harness h(slow);
+    std::uint16_t port = h.port;
+    if (::write(fds[1], &port, sizeof port) != sizeof port) _exit(3);
+    for (;;) ::pause();
+  }
+  std::uint16_t port = 0;
+  ASSERT_EQ(::read(fds[0], &port, sizeof port), static_cast<ssize_t>(sizeof port));
+  std::set<std::string> seen;
+  {
+    auto c = sw::net::ws_client::connect("ws://127.0.0.1:" + std::to_string(port) + "/api/realtime/transcribe?token=" +
+                                         sw::test::harness::token("crash-room", "alice"));
+    sw::test::expect_message(*c, "ready");
+    std::vector<std::uint8_t> f(64, 0);
+    for (int i = 0; i < 2900; ++i) {  // not a multiple of the batch: the tail stays in the journal
+      c->send_binary(f.data(), f.size());
+      for (;;) {
+        auto m = c->read(std::chrono::milliseconds(0));
+        if (m.kind != sw::net::ws_client::message::text) break;
+        if (field(m.data, "type") == "transcript_final") seen.insert(field(m.data, "utteranceId"));
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let the journal take what is in flight
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+  }
+  auto accepted = accepted_in_journal(dir + "/journal");
+  long long before = -1;
+  try {
+    fresh_db probe("sqlite");  // (only for its connect helpers)
+    probe.url = "sqlite3://db=" + dir + "/sessions.db";
+    before = probe.count(R"(SELECT count(*) FROM "TranscriptSegment")");
+  } catch (const std::exception&) {
+  }
+  ASSERT_GT(seen.size(), 100u);
+  ASSERT_GT(accepted.size(), 0u) << "the kill should find finals that exist only in the journal; seen " << seen.size()
+                                 << ", committed " << before << ", journal bytes "
+                                 << fs::file_size(dir + "/journal/finals.journal");
+  {
+    sw::test::harness h(tweak);  // restart on the same database and journal: replay
+    for (int i = 0; i < 400; ++i) {
+      if (field(sw::net::http_fetch(h.http("/health")).body, "queueLength") == "0") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+  }
+  fresh_db db("sqlite");
+  db.url = "sqlite3://db=" + dir + "/sessions.db";
+  auto sp = db.connect();
+  soci::rowset<std::string> ids = (sp->prepare << R"(SELECT "utteranceId" FROM "TranscriptSegment")");
+  std::map<std::string, int> stored;
+  for (auto& id : ids) ++stored[id];
+  for (auto& id : accepted) EXPECT_EQ(stored[id], 1) << id << " was accepted (journaled) but is not stored once";
+  for (auto& [id, n] : stored) EXPECT_EQ(n, 1) << id;
+  EXPECT_GT(stored.size(), static_cast<std::size_t>(std::max<long long>(before, 0)) - 1);
+  std::cout << "seen " << seen.size() << " finals, " << before << " committed before the kill, " << accepted.size()
+            << " only in the journal, " << stored.size() << " stored after replay\n";
+  fs::remove_all(dir);
 }
 
 }  // namespace
