@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <limits>
 #include <sstream>
+#include <thread>
 
 namespace sw {
 
@@ -144,13 +145,16 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
   if (auto v = get("STT_REPLAY_BUFFER_BYTES"))
     c.stt_replay_buffer_bytes = parse_int<std::size_t>("STT_REPLAY_BUFFER_BYTES", v, 32'000, std::size_t{1} << 31);
   ms("STT_DRAIN_TIMEOUT_MS", c.stt_drain_timeout, 100);
-  c.stt_provider = g.api_key.empty() ? "" : "gladia";
+  c.stt_provider = g.api_key.empty() ? "local" : "gladia";
   if (auto v = get("STT_PROVIDER")) {
     std::string p = v;
-    if (p != "gladia" && p != "none")
-      throw config_error("STT_PROVIDER=" + p + " is invalid: expected gladia or none (local arrives with issue #5)");
+    if (p != "gladia" && p != "local" && p != "none")
+      throw config_error("STT_PROVIDER=" + p + " is invalid: expected gladia, local or none");
     c.stt_provider = p == "none" ? "" : p;
   }
+  c.local_stt_max_streams = 2 * std::max(1u, std::thread::hardware_concurrency());
+  if (auto v = get("LOCAL_STT_MAX_STREAMS"))
+    c.local_stt_max_streams = parse_int<std::size_t>("LOCAL_STT_MAX_STREAMS", v, 1, 256);
   if (c.stt_provider == "gladia" && g.api_key.empty()) throw config_error("STT_PROVIDER=gladia needs GLADIA_API_KEY");
   if (auto v = get("DATABASE_URL")) {
     std::string u = v;

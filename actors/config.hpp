@@ -35,7 +35,8 @@ struct config {
   std::chrono::milliseconds http_idle_timeout{60'000};
   std::chrono::milliseconds shutdown_timeout{15'000};
   // speech to text
-  std::string stt_provider;  // "gladia" | "" (none configured)
+  std::string stt_provider;               // "gladia" | "local" | "" (none)
+  std::size_t local_stt_max_streams = 4;  // 2 x cores
   struct gladia_settings {
     std::string api_url = "https://api.gladia.io";
     std::string api_key;

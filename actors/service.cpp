@@ -14,6 +14,7 @@
 #include "actors/network.hpp"
 #include "actors/persistence.hpp"
 #include "actors/stt_gladia.hpp"
+#include "actors/stt_local.hpp"
 
 namespace sw {
 
@@ -53,6 +54,14 @@ service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) 
   } else if (ctx->cfg.stt_provider == "gladia") {
     impl_->outbound = std::make_shared<net::outbound>(1);
     ctx->stt = gladia_provider(ctx, impl_->outbound);
+  } else if (ctx->cfg.stt_provider == "local") {
+    local_model_paths paths;
+    if (paths.available()) {
+      ctx->stt = local_provider(ctx, paths);
+    } else {
+      ctx->stt.name = "local";  // no spawn: streams report stt_unavailable, /ready says why
+      SW_LOG(ctx, warn, "local STT model not found at " << paths.hmm << " (install pocketsphinx-en-us)");
+    }
   }
   impl_->caf_cfg.set("scheduler.max-threads", impl_->ctx->cfg.actor_threads);
 }

@@ -19,6 +19,7 @@
 
 #include "storage/journal.hpp"
 #include "storage/repository.hpp"
+#include "tests/fakes/fake_gladia.hpp"
 #include "tests/support/harness.hpp"
 
 namespace {
@@ -536,6 +537,120 @@ TEST(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) {
   EXPECT_GT(stored.size(), static_cast<std::size_t>(std::max<long long>(before, 0)) - 1);
   std::cout << "seen " << seen.size() << " finals, " << before << " committed before the kill, " << accepted.size()
             << " only in the journal, " << stored.size() << " stored after replay\n";
+  fs::remove_all(dir);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(PersistMemory, BeyondMaxPendingFinalsWaitInTheJournalAndAreAllWritten) {
+  auto dir = (fs::temp_directory_path() / ("sw-spill-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  { std::ofstream(dir + "/blocker") << "not a directory"; }  // the database cannot be opened yet
+  long long expected = 0;
+  {
+    sw::test::harness h([&](sw::config& c) {
+      c.sqlite_path = dir + "/blocker/sessions.db";
+      c.persist_journal_dir = dir + "/journal";
+      c.persist_max_pending = 10;
+      c.persist_batch = 5;
+      c.persist_flush = std::chrono::milliseconds(50);
+    });
+    auto c = h.connect("spill-room", "alice");
+    sw::test::expect_message(*c, "ready");
+    std::vector<std::uint8_t> f(640, 0);
+    for (int i = 0; i < 60; ++i) {
+      c->send_binary(f.data(), f.size());
+      sw::test::expect_message(*c, "transcript_final");
+      ++expected;
+    }
+    std::this_thread::sleep_for(300ms);
+    auto m = sw::net::http_fetch(h.http("/metrics"));
+    EXPECT_EQ(field(field(m.body, "queue"), "queueLength"), "60") << m.body;
+    EXPECT_NE(field(field(m.body, "queue"), "totalErrors"), "0");
+    fs::remove(dir + "/blocker");  // the database becomes available
+    for (int i = 0; i < 400; ++i) {
+      if (field(sw::net::http_fetch(h.http("/health")).body, "queueLength") == "0") break;
+      std::this_thread::sleep_for(25ms);
+    }
+    EXPECT_EQ(field(sw::net::http_fetch(h.http("/health")).body, "queueLength"), "0");
+    c->close();
+  }
+  fresh_db db("sqlite");
+  db.url = "sqlite3://db=" + dir + "/blocker/sessions.db";
+  EXPECT_EQ(db.count(R"(SELECT count(DISTINCT "utteranceId") FROM "TranscriptSegment")"), expected);
+  fs::remove_all(dir);
+}
+
+TEST(PersistShutdown, SigtermFlushesPendingFinalsAndExitsZero) {
+  auto dir = (fs::temp_directory_path() / ("sw-sigterm-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  sw::test::fake_gladia fake;
+  int port = sw::test::harness({}, std::nullopt).port;
+  // Everything the child needs is prepared before fork: it only calls execve.
+  std::vector<std::string> env = {"PORT=" + std::to_string(port),
+                                  "HOST=127.0.0.1",
+                                  "TRANSCRIPTION_JWT_SECRET=" + sw::test::secret,
+                                  "GLADIA_API_URL=" + fake.url(),
+                                  "GLADIA_API_KEY=fake-gladia-key",
+                                  "DATABASE_URL=sqlite3://db=" + dir + "/sessions.db",
+                                  "PERSIST_JOURNAL_DIR=" + dir + "/journal",
+                                  "PERSIST_FLUSH_MS=600000",  // nothing is written before the shutdown
+                                  "PERSIST_BATCH=10000",
+                                  "SHUTDOWN_TIMEOUT_MS=10000",
+                                  "LOG_LEVEL=error"};
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  char* argv[] = {const_cast<char*>(SESSIONS_WS_BIN), nullptr};
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::execve(SESSIONS_WS_BIN, argv, envp.data());
+    _exit(127);
+  }
+  std::set<std::string> seen;
+  for (int i = 0; i < 200; ++i) {
+    try {
+      if (sw::net::http_fetch("http://127.0.0.1:" + std::to_string(port) + "/health").status == 200) break;
+    } catch (const std::exception&) {
+      std::this_thread::sleep_for(25ms);
+    }
+  }
+  auto c = sw::net::ws_client::connect("ws://127.0.0.1:" + std::to_string(port) + "/api/realtime/transcribe?token=" +
+                                       sw::test::harness::token("term-room", "alice"));
+  sw::test::expect_message(*c, "ready", 5000);
+  std::string pcm(96'000, '\1');  // 3 s: three finals while streaming
+  for (std::size_t off = 0; off < pcm.size(); off += 640) c->send_binary(pcm.data() + off, 640);
+  for (int i = 0; i < 3; ++i) seen.insert(field(sw::test::expect_message(*c, "transcript_final", 5000), "utteranceId"));
+  auto t0 = std::chrono::steady_clock::now();
+  ::kill(pid, SIGTERM);
+  // the stream is drained first: Gladia's last final arrives, then stt_status stopped, then close 1001
+  for (;;) {
+    auto m = c->read(10s);
+    if (m.kind == sw::net::ws_client::message::text && field(m.data, "type") == "transcript_final")
+      seen.insert(field(m.data, "utteranceId"));
+    if (m.kind != sw::net::ws_client::message::text) {
+      EXPECT_EQ(m.close_code, 1001);
+      break;
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 12s);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  fresh_db db("sqlite");
+  db.url = "sqlite3://db=" + dir + "/sessions.db";
+  auto sp = db.connect();
+  soci::rowset<std::string> ids = (sp->prepare << R"(SELECT "utteranceId" FROM "TranscriptSegment")");
+  std::set<std::string> stored(ids.begin(), ids.end());
+  EXPECT_EQ(stored, seen);
+  EXPECT_EQ(db.count(R"(SELECT count(*) FROM "TranscriptionUsage")"), 1);
+  EXPECT_EQ(fs::file_size(dir + "/journal/finals.journal"), 0u) << "everything reached the database";
   fs::remove_all(dir);
 }
 

@@ -1,0 +1,197 @@
+// sessions-ws-stream: streams a WAV file (any rate, any channel count) to a running sessions-ws at real-time
+// pace (or 2x with --fast, the server's limit), printing partials in place and finals line by line.
+#include <sndfile.h>
+#include <soxr.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "actors/rapidjson.hpp"
+#include "actors/token.hpp"
+#include "net/client.hpp"
+#include "net/url.hpp"
+
+namespace {
+
+const char* usage =
+    "Usage: sessions-ws-stream [options] FILE.wav\n"
+    "  --url URL        server base URL (default ws://localhost:3001)\n"
+    "  --token JWT      transcription token; or mint one with:\n"
+    "  --secret S       TRANSCRIPTION_JWT_SECRET (default: from the environment)\n"
+    "  --room SLUG      room (default demo)   --identity ID (default cli)\n"
+    "  --fast           stream at 2x real time (the server's limit) instead of real time\n"
+    "  --ca FILE        CA file for wss://\n"
+    "Exit codes: 0 done, 1 connection or protocol failure, 2 bad arguments or unreadable audio.\n";
+
+// Reads any WAV libsndfile understands and returns PCM16 mono at 16 kHz (downmix + libsoxr resampling).
+std::vector<std::int16_t> load_audio(const std::string& path) {
+  SF_INFO info{};
+  SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+  if (!f) throw std::runtime_error("cannot read " + path + ": " + sf_strerror(nullptr));
+  std::vector<float> interleaved(static_cast<std::size_t>(info.frames) * static_cast<std::size_t>(info.channels));
+  auto got = sf_readf_float(f, interleaved.data(), info.frames);
+  sf_close(f);
+  std::vector<float> mono(static_cast<std::size_t>(got));
+  for (sf_count_t i = 0; i < got; ++i) {
+    float sum = 0;
+    for (int c = 0; c < info.channels; ++c) sum += interleaved[static_cast<std::size_t>(i * info.channels + c)];
+    mono[static_cast<std::size_t>(i)] = sum / static_cast<float>(info.channels);
+  }
+  std::vector<float> out(mono.size());
+  if (info.samplerate != 16000) {
+    out.resize(static_cast<std::size_t>(static_cast<double>(mono.size()) * 16000.0 / info.samplerate) + 64);
+    std::size_t done = 0;
+    auto q = soxr_quality_spec(SOXR_HQ, 0);
+    auto err = soxr_oneshot(info.samplerate, 16000, 1, mono.data(), mono.size(), nullptr, out.data(), out.size(), &done,
+                            nullptr, &q, nullptr);
+    if (err) throw std::runtime_error(std::string("resampling failed: ") + err);
+    out.resize(done);
+  } else {
+    out = mono;
+  }
+  std::vector<std::int16_t> pcm(out.size());
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    float v = out[i] * 32767.0f;
+    pcm[i] = static_cast<std::int16_t>(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
+  }
+  return pcm;
+}
+
+struct printer {
+  bool tty = ::isatty(1);
+  bool partial_shown = false;
+  // Returns false when the message says the stream is over with an error.
+  void on(const std::string& json) {
+    rapidjson::Document d;
+    d.Parse(json.c_str());
+    if (d.HasParseError() || !d.IsObject() || !d.HasMember("type") || !d["type"].IsString()) return;
+    std::string type = d["type"].GetString();
+    auto str = [&](const char* k) { return d.HasMember(k) && d[k].IsString() ? std::string(d[k].GetString()) : ""; };
+    if (type == "transcript_partial") {
+      if (tty) {
+        std::cout << "\r\033[K… " << str("text") << std::flush;
+        partial_shown = true;
+      }
+    } else if (type == "transcript_final") {
+      if (partial_shown) std::cout << "\r\033[K";
+      partial_shown = false;
+      std::cout << "[" << str("speakerName") << "] " << str("text") << std::endl;
+    } else if (type == "error" || type == "warning") {
+      std::cerr << type << ": " << str("code") << ": " << str("message") << std::endl;
+    } else if (type == "stt_status") {
+      std::cerr << "stt " << str("status") << " (" << str("provider") << ")" << std::endl;
+    }
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string url = "ws://localhost:3001", token, room = "demo", identity = "cli", file, ca;
+  std::string secret = std::getenv("TRANSCRIPTION_JWT_SECRET") ? std::getenv("TRANSCRIPTION_JWT_SECRET") : "";
+  bool fast = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::cerr << "sessions-ws-stream: " << a << " needs a value\n" << usage;
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::cout << usage;
+      return 0;
+    } else if (a == "--url")
+      url = next();
+    else if (a == "--token")
+      token = next();
+    else if (a == "--secret")
+      secret = next();
+    else if (a == "--room")
+      room = next();
+    else if (a == "--identity")
+      identity = next();
+    else if (a == "--ca")
+      ca = next();
+    else if (a == "--fast")
+      fast = true;
+    else if (!a.empty() && a[0] == '-') {
+      std::cerr << "sessions-ws-stream: unknown option " << a << "\n" << usage;
+      return 2;
+    } else
+      file = a;
+  }
+  if (file.empty() || (token.empty() && secret.empty())) {
+    std::cerr << "sessions-ws-stream: a WAV file and --token (or --secret / TRANSCRIPTION_JWT_SECRET) are needed\n"
+              << usage;
+    return 2;
+  }
+  std::vector<std::int16_t> pcm;
+  try {
+    pcm = load_audio(file);
+  } catch (const std::exception& e) {
+    std::cerr << "sessions-ws-stream: " << e.what() << "\n";
+    return 2;
+  }
+  if (token.empty()) {
+    sw::token_claims c;
+    c.session_slug = room;
+    c.identity = identity;
+    token = sw::mint_token(c, secret, static_cast<std::int64_t>(std::time(nullptr)) + 3600);
+  }
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  sw::net::client_options opts;
+  opts.ca_file = ca;
+  printer out;
+  try {
+    auto ws =
+        sw::net::ws_client::connect(url + "/api/realtime/transcribe?token=" + sw::net::percent_encode(token), opts);
+    const std::size_t frame = 320;  // 20 ms
+    auto period = std::chrono::microseconds(fast ? 10'000 : 20'000);
+    auto next = std::chrono::steady_clock::now();
+    for (std::size_t off = 0; off < pcm.size(); off += frame) {
+      auto n = std::min(frame, pcm.size() - off);
+      ws->send_binary(pcm.data() + off, n * 2);
+      for (;;) {
+        auto m = ws->read(std::chrono::milliseconds(0));
+        if (m.kind == sw::net::ws_client::message::text) {
+          out.on(m.data);
+          continue;
+        }
+        if (m.kind == sw::net::ws_client::message::closed) {
+          std::cerr << "sessions-ws-stream: closed by the server (" << m.close_code << " " << m.close_reason << ")\n";
+          return 1;
+        }
+        break;
+      }
+      next += period;
+      std::this_thread::sleep_until(next);
+    }
+    ws->send_text(R"({"type":"stop"})");
+    for (;;) {
+      auto m = ws->read(std::chrono::seconds(30));
+      if (m.kind == sw::net::ws_client::message::text) {
+        out.on(m.data);
+      } else if (m.kind == sw::net::ws_client::message::closed) {
+        return m.close_code == 1000 ? 0 : 1;
+      } else {
+        std::cerr << "sessions-ws-stream: no close from the server after stop\n";
+        return 1;
+      }
+    }
+  } catch (const sw::net::upgrade_rejected& e) {
+    std::cerr << "sessions-ws-stream: rejected with HTTP " << e.status << ": " << e.body << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "sessions-ws-stream: " << e.what() << "\n";
+    return 1;
+  }
+}
