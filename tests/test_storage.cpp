@@ -460,12 +460,14 @@ std::set<std::string> accepted_in_journal(const std::string& dir) {
   return out;
 }
 
-TEST(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) {
+class PersistCrash : public Storage {};
+
+TEST_P(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) {
   auto dir = (fs::temp_directory_path() / ("sw-crash-" + std::to_string(::getpid()))).string();
   fs::remove_all(dir);
   fs::create_directories(dir);
   auto tweak = [&](sw::config& c) {
-    c.sqlite_path = dir + "/sessions.db";
+    configure(c, *db);
     c.persist_journal_dir = dir + "/journal";
     c.persist_flush = std::chrono::milliseconds(50);
   };
@@ -510,9 +512,7 @@ TEST(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) {
   auto accepted = accepted_in_journal(dir + "/journal");
   long long before = -1;
   try {
-    fresh_db probe("sqlite");  // (only for its connect helpers)
-    probe.url = "sqlite3://db=" + dir + "/sessions.db";
-    before = probe.count(R"(SELECT count(*) FROM "TranscriptSegment")");
+    before = db->count(R"(SELECT count(*) FROM "TranscriptSegment")");
   } catch (const std::exception&) {
   }
   ASSERT_GT(seen.size(), 100u);
@@ -526,9 +526,7 @@ TEST(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) {
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
   }
-  fresh_db db("sqlite");
-  db.url = "sqlite3://db=" + dir + "/sessions.db";
-  auto sp = db.connect();
+  auto sp = db->connect();
   soci::rowset<std::string> ids = (sp->prepare << R"(SELECT "utteranceId" FROM "TranscriptSegment")");
   std::map<std::string, int> stored;
   for (auto& id : ids) ++stored[id];
@@ -584,7 +582,9 @@ TEST(PersistMemory, BeyondMaxPendingFinalsWaitInTheJournalAndAreAllWritten) {
   fs::remove_all(dir);
 }
 
-TEST(PersistShutdown, SigtermFlushesPendingFinalsAndExitsZero) {
+class PersistShutdown : public Storage {};
+
+TEST_P(PersistShutdown, SigtermFlushesPendingFinalsAndExitsZero) {
   auto dir = (fs::temp_directory_path() / ("sw-sigterm-" + std::to_string(::getpid()))).string();
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -596,7 +596,7 @@ TEST(PersistShutdown, SigtermFlushesPendingFinalsAndExitsZero) {
                                   "TRANSCRIPTION_JWT_SECRET=" + sw::test::secret,
                                   "GLADIA_API_URL=" + fake.url(),
                                   "GLADIA_API_KEY=fake-gladia-key",
-                                  "DATABASE_URL=sqlite3://db=" + dir + "/sessions.db",
+                                  "DATABASE_URL=" + db->url,
                                   "PERSIST_JOURNAL_DIR=" + dir + "/journal",
                                   "PERSIST_FLUSH_MS=600000",  // nothing is written before the shutdown
                                   "PERSIST_BATCH=10000",
@@ -643,15 +643,18 @@ TEST(PersistShutdown, SigtermFlushesPendingFinalsAndExitsZero) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 12s);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
-  fresh_db db("sqlite");
-  db.url = "sqlite3://db=" + dir + "/sessions.db";
-  auto sp = db.connect();
+  auto sp = db->connect();
   soci::rowset<std::string> ids = (sp->prepare << R"(SELECT "utteranceId" FROM "TranscriptSegment")");
   std::set<std::string> stored(ids.begin(), ids.end());
   EXPECT_EQ(stored, seen);
-  EXPECT_EQ(db.count(R"(SELECT count(*) FROM "TranscriptionUsage")"), 1);
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptionUsage")"), 1);
   EXPECT_EQ(fs::file_size(dir + "/journal/finals.journal"), 0u) << "everything reached the database";
   fs::remove_all(dir);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, PersistCrash, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Backends, PersistShutdown, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
