@@ -224,6 +224,22 @@ void with_queue(self_ptr self, F f) {
             });
 }
 
+// A transcription token valid for `slug`; otherwise answers 401 (invalid) or 403 (another room) and says no.
+bool token_admits(network_state& st, const std::string& token, const std::string& slug,
+                  const http_responder_ptr& responder) {
+  auto check = verify_token(token, st.ctx->cfg.jwt_secret);
+  if (!check.claims) {
+    responder->respond(
+        json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
+    return false;
+  }
+  if (check.claims->session_slug != slug) {
+    responder->respond(json_response(403, json_error_body("session_mismatch")));
+    return false;
+  }
+  return true;
+}
+
 void active_speaker(self_ptr self, const http_request& req, const http_responder_ptr& responder) {
   auto& st = self->state;
   auto body = parse_json_object(req.body);
@@ -236,16 +252,7 @@ void active_speaker(self_ptr self, const http_request& req, const http_responder
     responder->respond(json_response(400, json_error_body("Missing required fields: sessionSlug, identity, token")));
     return;
   }
-  auto check = verify_token(token, st.ctx->cfg.jwt_secret);
-  if (!check.claims) {
-    responder->respond(
-        json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
-    return;
-  }
-  if (check.claims->session_slug != slug) {
-    responder->respond(json_response(403, json_error_body("session_mismatch")));
-    return;
-  }
+  if (!token_admits(st, token, slug, responder)) return;
   active_speaker_update u{identity, body.get("name"), body.get_int("timestamp")};
   if (!u.timestamp_ms) u.timestamp_ms = now_ms();
   if (auto room = st.rooms.find(slug); room != st.rooms.end())
@@ -260,16 +267,7 @@ void stored_transcript(self_ptr self, const std::string& slug, const http_reques
   if (!bearer_ok(req, st.ctx->cfg.service_api_secret)) {
     auto h = req.header("authorization");
     std::string token = h && h->rfind("Bearer ", 0) == 0 ? h->substr(7) : std::string{};
-    auto check = verify_token(token, st.ctx->cfg.jwt_secret);
-    if (!check.claims) {
-      responder->respond(
-          json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
-      return;
-    }
-    if (check.claims->session_slug != slug) {
-      responder->respond(json_response(403, json_error_body("session_mismatch")));
-      return;
-    }
+    if (!token_admits(st, token, slug, responder)) return;
   }
   if (!st.ctx->persistence) {
     responder->respond(json_response(503, json_error_body("persistence_disabled")));

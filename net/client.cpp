@@ -11,16 +11,11 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include "net/beast_util.hpp"
 #include "net/url.hpp"
 
 namespace sw::net {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace websocket = beast::websocket;
-namespace ssl = asio::ssl;
-using tcp = asio::ip::tcp;
 using clock = std::chrono::steady_clock;
 
 const std::string* http_result::header(const std::string& lower_name) const {
@@ -115,16 +110,6 @@ void tls_handshake(asio::io_context& ioc, Stream& stream, const url& u, const cl
       ioc, [&] { return done; }, opts.timeout + std::chrono::milliseconds(100));
   if (!done) throw std::runtime_error("TLS handshake timed out");
   if (ec) fail("TLS handshake with " + u.host + " failed", ec);
-}
-
-header_list lower_headers(const http::fields& fields) {
-  header_list out;
-  for (auto& f : fields) {
-    std::string name(f.name_string());
-    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    out.emplace_back(std::move(name), std::string(f.value()));
-  }
-  return out;
 }
 
 template <class Stream>

@@ -19,16 +19,11 @@
 #include <boost/beast/websocket/ssl.hpp>
 #include <caf/send.hpp>
 
+#include "net/beast_util.hpp"
 #include "net/url.hpp"
 
 namespace sw::net {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace websocket = beast::websocket;
-namespace ssl = asio::ssl;
-using tcp = asio::ip::tcp;
 using plain_stream = beast::tcp_stream;
 using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 using clock = std::chrono::steady_clock;
@@ -451,11 +446,7 @@ private:
       write_reply(error_response(400, "bad_request"));
       return;
     }
-    for (auto& field : req) {
-      std::string name(field.name_string());
-      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      out.headers.emplace_back(std::move(name), std::string(field.value()));
-    }
+    out.headers = lower_headers(req.base());
     beast::error_code ignored;
     auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ignored);
     if (!ignored) out.remote = ep.address().to_string() + ":" + std::to_string(ep.port());

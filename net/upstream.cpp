@@ -15,16 +15,11 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include "net/beast_util.hpp"
 #include "net/url.hpp"
 
 namespace sw::net {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace websocket = beast::websocket;
-namespace ssl = asio::ssl;
-using tcp = asio::ip::tcp;
 using plain_stream = beast::tcp_stream;
 using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 
@@ -42,16 +37,6 @@ std::shared_ptr<ssl::context> tls_context(const client_options& opts, std::strin
   if (ec)
     error = "cannot load CA " + (opts.ca_file.empty() ? std::string("store") : opts.ca_file) + ": " + ec.message();
   return ctx;
-}
-
-header_list lower(const http::fields& fields) {
-  header_list out;
-  for (auto& f : fields) {
-    std::string name(f.name_string());
-    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    out.emplace_back(std::move(name), std::string(f.value()));
-  }
-  return out;
 }
 
 // Resolve, connect and (for TLS) handshake with SNI and host-name verification; then `next(error)`.
@@ -111,7 +96,7 @@ public:
           http_outcome out;
           out.ok = true;
           out.status = res.result_int();
-          out.headers = lower(res.base());
+          out.headers = lower_headers(res.base());
           out.body = std::move(res.body());
           self->done_(std::move(out));
           beast::error_code ignored;
