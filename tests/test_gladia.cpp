@@ -1,4 +1,6 @@
 // The Gladia relay end to end: real client WebSockets -> sessions-ws -> fake Gladia (tests/fakes).
+#include <openssl/evp.h>
+
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -311,6 +313,36 @@ TEST(GladiaFaults, DelayedAcksAndADropStillLoseNothing) {
   auto replayed = field(field(m.body, "counters"), "gladia.replayed_bytes");
   ASSERT_NE(replayed, "<missing>") << m.body;
   EXPECT_GT(std::stoll(replayed), 0) << "unacknowledged audio must have been replayed";
+}
+
+}  // namespace
+
+namespace {
+
+// The fake speaks Gladia's protocol on its own: base64 JSON chunks and binary frames interleave in one stream.
+TEST(FakeGladia, AcceptsBase64AndBinaryChunksWithCumulativeAcks) {
+  fake_gladia fake;
+  auto init = sw::net::http_fetch(fake.url() + "/v2/live", "POST", R"({"encoding":"wav/pcm","sample_rate":16000})",
+                                  {{"x-gladia-key", "fake-gladia-key"}, {"Content-Type", "application/json"}});
+  ASSERT_EQ(init.status, 201u) << init.body;
+  auto ws = ws_client::connect(field(init.body, "url"));
+  auto first = audio(3'200, 21), second = audio(1'600, 22);
+  std::string b64(4 * ((first.size() + 2) / 3) + 1, '\0');
+  auto n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(&b64[0]),
+                           reinterpret_cast<const unsigned char*>(first.data()), static_cast<int>(first.size()));
+  b64.resize(static_cast<std::size_t>(n));
+  ws->send_text(R"({"type":"audio_chunk","data":{"chunk":")" + b64 + "\"}}");
+  auto ack = expect_message(*ws, "\"audio_chunk\"");
+  EXPECT_EQ(field(field(ack, "data"), "byte_range"), "[0,3200]");
+  ws->send_binary(second.data(), second.size());
+  ack = expect_message(*ws, "\"audio_chunk\"");
+  EXPECT_EQ(field(field(ack, "data"), "byte_range"), "[3200,4800]");
+  EXPECT_EQ(fake.audio(), first + second);
+  auto bad = sw::net::http_fetch(fake.url() + "/v2/live", "POST", R"({"sample_rate":12345})",
+                                 {{"x-gladia-key", "fake-gladia-key"}});
+  EXPECT_EQ(bad.status, 400u);
+  EXPECT_NE(field(bad.body, "validation_errors"), "<missing>") << bad.body;
+  EXPECT_EQ(sw::net::http_fetch(fake.url() + "/v2/live", "POST", "{}").status, 401u);
 }
 
 }  // namespace
