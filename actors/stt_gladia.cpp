@@ -272,17 +272,9 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
                                                stt_listener_actor listener);
 
 stt_provider gladia_provider(context_ptr ctx, std::shared_ptr<net::outbound> out) {
-  stt_provider p;
-  p.name = "gladia";
-  // The context owns the provider: hold it weakly here, or the two keep each other alive forever.
-  std::weak_ptr<const service_context> weak_ctx = ctx;
-  p.spawn = [weak_ctx, out](caf::actor_system& sys, const stream_identity&,
-                            stt_listener_actor listener) -> stt_relay_actor {
-    auto ctx = weak_ctx.lock();
-    if (!ctx) return {};
-    return sys.spawn(gladia_relay, ctx, out, listener);
-  };
-  return p;
+  return make_provider("gladia", ctx, [out](caf::actor_system& sys, context_ptr c, stt_listener_actor listener) {
+    return stt_relay_actor{sys.spawn(gladia_relay, c, out, listener)};
+  });
 }
 
 // Spawned with arguments on purpose: CAF 0.17 dereferences a null argument tuple for argument-less function

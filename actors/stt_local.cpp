@@ -174,17 +174,10 @@ bool local_model_paths::available() const {
 }
 
 stt_provider local_provider(context_ptr ctx, local_model_paths paths) {
-  stt_provider p;
-  p.name = "local";
   auto pool = std::make_shared<decoder_pool>(paths, ctx->cfg.local_stt_max_streams);
-  std::weak_ptr<const service_context> weak_ctx = ctx;
-  p.spawn = [weak_ctx, pool](caf::actor_system& sys, const stream_identity&,
-                             stt_listener_actor listener) -> stt_relay_actor {
-    auto ctx = weak_ctx.lock();
-    if (!ctx) return {};
-    return sys.spawn<caf::detached>(local_relay, ctx, pool, listener);
-  };
-  return p;
+  return make_provider("local", ctx, [pool](caf::actor_system& sys, context_ptr c, stt_listener_actor listener) {
+    return sys.spawn<caf::detached>(local_relay, c, pool, listener);
+  });
 }
 
 }  // namespace sw

@@ -36,7 +36,6 @@ struct shared_state {
   network_actor handler;
   std::shared_ptr<net_stats> stats;
   std::optional<ssl::context> tls;
-  std::atomic<std::uint64_t> next_id{1};
 };
 
 // Counts one open TCP connection for as long as it lives (moved from HTTP to WebSocket).
@@ -84,8 +83,7 @@ public:
         token_(std::move(token)),
         ws_(std::move(stream)),
         ping_timer_(ws_.get_executor()),
-        close_timer_(ws_.get_executor()),
-        id_(st_->next_id++) {}
+        close_timer_(ws_.get_executor()) {}
 
   void run(http::request<http::string_body> req, session_actor session) {
     session_ = std::move(session);
@@ -268,7 +266,6 @@ private:
   asio::steady_timer ping_timer_;
   asio::steady_timer close_timer_;
   clock::time_point last_pong_;
-  std::uint64_t id_;
 };
 
 // The actors' handle on a WebSocket: posts onto the connection's strand; a no-op once it is gone.
@@ -276,8 +273,7 @@ template <class Stream>
 class ws_sink final : public client_sink {
 public:
   using executor_type = decltype(std::declval<ws_session<Stream>&>().executor());
-  ws_sink(std::weak_ptr<ws_session<Stream>> w, executor_type ex, std::uint64_t id)
-      : w_(std::move(w)), ex_(std::move(ex)), id_(id) {}
+  ws_sink(std::weak_ptr<ws_session<Stream>> w, executor_type ex) : w_(std::move(w)), ex_(std::move(ex)) {}
 
   void send(shared_text json, delivery how) override {
     asio::post(ex_, [w = w_, json = std::move(json), how] {
@@ -289,17 +285,15 @@ public:
       if (auto s = w.lock()) s->request_close(code, reason, true);
     });
   }
-  std::uint64_t id() const override { return id_; }
 
 private:
   std::weak_ptr<ws_session<Stream>> w_;
   executor_type ex_;
-  std::uint64_t id_;
 };
 
 template <class Stream>
 client_sink_ptr ws_session<Stream>::make_sink() {
-  return std::make_shared<ws_sink<Stream>>(this->weak_from_this(), ws_.get_executor(), id_);
+  return std::make_shared<ws_sink<Stream>>(this->weak_from_this(), ws_.get_executor());
 }
 
 template <class Stream>

@@ -25,8 +25,6 @@ public:
   virtual void send(shared_text json, delivery how) = 0;
   // Sends everything queued so far, then the close frame.
   virtual void close(std::uint16_t code, std::string reason) = 0;
-  // Stable id of the connection, unique within the process.
-  virtual std::uint64_t id() const = 0;
 };
 
 using client_sink_ptr = std::shared_ptr<client_sink>;
