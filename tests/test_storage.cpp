@@ -490,21 +490,40 @@ TEST_P(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) 
   }
   std::uint16_t port = 0;
   ASSERT_EQ(::read(fds[0], &port, sizeof port), static_cast<ssize_t>(sizeof port));
+  // Stream only once the child has migrated its database: on a loaded machine SQLite's first fsyncs can take
+  // longer than the whole stream, and a kill before the first write would find nothing to replay.
+  for (int i = 0; i < 400; ++i) {
+    if (sw::net::http_fetch("http://127.0.0.1:" + std::to_string(port) + "/ready").status == 200) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   std::set<std::string> seen;
   {
     auto c = sw::net::ws_client::connect("ws://127.0.0.1:" + std::to_string(port) + "/api/realtime/transcribe?token=" +
                                          sw::test::harness::token("crash-room", "alice"));
     sw::test::expect_message(*c, "ready");
     std::vector<std::uint8_t> f(64, 0);
-    for (int i = 0; i < 2900; ++i) {  // not a multiple of the batch: the tail stays in the journal
-      c->send_binary(f.data(), f.size());
-      for (;;) {
-        auto m = c->read(std::chrono::milliseconds(0));
-        if (m.kind != sw::net::ws_client::message::text) break;
-        if (field(m.data, "type") == "transcript_final") seen.insert(field(m.data, "utteranceId"));
+    // Every frame yields one final. The client keeps at most 100 finals outstanding, so that on a loaded
+    // machine it reads fast enough not to be closed as a slow consumer (4409); at the end it waits for all.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    auto read_finals = [&](std::size_t want, std::chrono::milliseconds wait) {
+      while (seen.size() < want && std::chrono::steady_clock::now() < deadline) {
+        auto m = c->read(wait);
+        if (m.kind == sw::net::ws_client::message::closed) {
+          ADD_FAILURE() << "closed " << m.close_code << " " << m.close_reason;
+          return;
+        }
+        if (m.kind == sw::net::ws_client::message::timeout && wait.count() == 0) return;
+        if (m.kind == sw::net::ws_client::message::text && field(m.data, "type") == "transcript_final")
+          seen.insert(field(m.data, "utteranceId"));
       }
+    };
+    for (std::size_t i = 0; i < 2900; ++i) {  // not a multiple of the batch: the tail stays in the journal
+      c->send_binary(f.data(), f.size());
+      read_finals(i + 1, std::chrono::milliseconds(0));
+      if (i + 1 > seen.size() + 100) read_finals(i + 1 - 100, std::chrono::milliseconds(500));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let the journal take what is in flight
+    read_finals(2900, std::chrono::milliseconds(500));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -515,7 +534,7 @@ TEST_P(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) 
     before = db->count(R"(SELECT count(*) FROM "TranscriptSegment")");
   } catch (const std::exception&) {
   }
-  ASSERT_GT(seen.size(), 100u);
+  ASSERT_EQ(seen.size(), 2900u);
   ASSERT_GT(accepted.size(), 0u) << "the kill should find finals that exist only in the journal; seen " << seen.size()
                                  << ", committed " << before << ", journal bytes "
                                  << fs::file_size(dir + "/journal/finals.journal");
