@@ -104,9 +104,11 @@ void run(int streams, int seconds) {
       std::vector<std::string> audio;
       for (int i = t; i < streams; i += threads) audio.push_back(frame_audio(i, 640));
       for (int k = 0; k < frames; ++k) {
-        std::this_thread::sleep_until(start + k * 20ms);
         int j = 0;
         for (int i = t; i < streams; i += threads, ++j) {
+          // Streams are spread evenly over the 20 ms frame period, as independent participants are; sending all
+          // of them at the same instant would measure the queue of a synthetic burst instead of the relay.
+          std::this_thread::sleep_until(start + k * 20ms + i * std::chrono::microseconds(20'000) / streams);
           sent[i][k] = clock_type::now();
           cs[i]->send_binary(audio[j].data(), audio[j].size());
           while (cs[i]->read(0ms).kind == sw::net::ws_client::message::text) {
