@@ -155,7 +155,7 @@ void run(int streams, int seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<int> streams{100, 1000};
+  std::vector<int> streams{100, 300, 1000};
   int seconds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--streams")) streams = {std::atoi(argv[i + 1])};
