@@ -583,8 +583,12 @@ TEST(PersistMemory, BeyondMaxPendingFinalsWaitInTheJournalAndAreAllWritten) {
       sw::test::expect_message(*c, "transcript_final");
       ++expected;
     }
-    std::this_thread::sleep_for(300ms);
-    auto m = sw::net::http_fetch(h.http("/metrics"));
+    sw::net::http_result m;
+    for (int i = 0; i < 200; ++i) {  // the finals reach the persistence actor in parallel with the client
+      m = sw::net::http_fetch(h.http("/metrics"));
+      if (field(field(m.body, "queue"), "queueLength") == "60") break;
+      std::this_thread::sleep_for(25ms);
+    }
     EXPECT_EQ(field(field(m.body, "queue"), "queueLength"), "60") << m.body;
     EXPECT_NE(field(field(m.body, "queue"), "totalErrors"), "0");
     fs::remove(dir + "/blocker");  // the database becomes available
