@@ -152,7 +152,12 @@ std::unique_ptr<repository> repository::open(const std::string& url, const std::
   try {
     if (url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0) {
       r->backend_ = "postgresql";
-      r->sql_->open(soci::postgresql, pg_conninfo(url));
+      // Bounded waits when the server is unreachable or a connection goes silent; values in the URL win (libpq
+      // takes the last occurrence of a keyword).
+      r->sql_->open(soci::postgresql,
+                    "connect_timeout=5 tcp_user_timeout=20000 keepalives_idle=15 "
+                    "keepalives_interval=5 keepalives_count=3 " +
+                        pg_conninfo(url));
       *r->sql_ << "SET client_min_messages = warning";
     } else {
       std::string path = sqlite_default;

@@ -1,6 +1,9 @@
 // storage/ (repository, journal) and the persistence actor, on SQLite and on PostgreSQL (script/test starts
 // a throwaway PostgreSQL 15 cluster and exports SESSIONS_WS_TEST_PG).
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -255,6 +258,26 @@ TEST(PgUrl, BecomesAKeywordValueConnectionString) {
             "host='db.example' port='5433' dbname='app' user='u@x' password='p\\'w' sslmode='require' "
             "options='-csearch_path=s'");
   EXPECT_EQ(sw::pg_conninfo("postgres://127.0.0.1/postgres"), "host='127.0.0.1' dbname='postgres'");
+}
+
+TEST(PgUrl, ASilentServerFailsTheConnectionWithinTheConnectTimeout) {
+  // A TCP listener that accepts (the kernel completes the handshake) and never answers libpq's startup packet.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_THROW(sw::repository::open("postgresql://u@127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/db", ""),
+               sw::storage_error);
+  auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_GE(waited, std::chrono::seconds(4));  // it did wait for the server...
+  EXPECT_LE(waited, std::chrono::seconds(8));  // ...but not for TCP's own minutes-long timeouts
+  ::close(fd);
 }
 
 TEST(Journal, RetiredEntriesAreNotRecoveredAndATornLineIsIgnored) {
