@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <deque>
 #include <memory>
+#include <optional>
 
 #include <caf/actor_system.hpp>
 #include <caf/stateful_actor.hpp>
@@ -15,22 +16,124 @@ namespace sw {
 
 namespace {
 
+// --- the database actor: every blocking call into storage/ ---------------------------------------
+
+struct database_state {
+  static inline const char* name = "database";
+  context_ptr ctx;
+  std::unique_ptr<repository> repo;
+  actor_probe probe;
+};
+
+using db_self = database_actor::stateful_pointer<database_state>;
+
+// Opens and migrates the database unless it is open. (The persistence actor paces the retries.)
+bool open_database(db_self self, db_outcome& out) {
+  auto& st = self->state;
+  if (st.repo) return true;
+  try {
+    auto r = repository::open(st.ctx->cfg.database_url, st.ctx->cfg.sqlite_path);
+    r->migrate();
+    st.repo = std::move(r);
+    return true;
+  } catch (const std::exception& e) {
+    out.error = e.what();
+    return false;
+  }
+}
+
+void failed(db_self self, db_outcome& out, const std::string& what) {
+  out.error = what;
+  self->state.repo.reset();  // reconnect next time: the connection may be gone
+}
+
+database_actor::behavior_type database(db_self self, context_ptr ctx) {
+  self->state.ctx = ctx;
+  self->state.probe = actor_probe(ctx->metrics, "database");
+  using scope = probe_scope<std::remove_pointer_t<db_self>>;
+  return {
+      [self](write_atom, const db_batch& b) -> db_outcome {
+        scope t(self->state.probe, self);
+        auto& st = self->state;
+        db_outcome out;
+        if (!open_database(self, out)) return out;
+        out.backend = st.repo->backend();
+        if (!b.finals.empty()) {
+          auto started = std::chrono::steady_clock::now();
+          try {
+            out.unknown = st.repo->write_batch(b.finals);
+          } catch (const std::exception& e) {
+            failed(self, out, e.what());
+            return out;
+          }
+          out.batch_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+        }
+        out.finals_written = true;
+        for (auto& u : b.usage) {
+          try {
+            st.repo->write_usage(u, st.ctx->cfg.cost_per_minute);
+          } catch (const std::exception& e) {
+            failed(self, out, e.what());
+            return out;
+          }
+          ++out.usage_written;
+        }
+        out.ok = true;
+        return out;
+      },
+      [self](transcript_atom, const std::string& slug) -> transcript_result {
+        scope t(self->state.probe, self);
+        transcript_result r;
+        db_outcome out;
+        if (!open_database(self, out)) {
+          r.error = out.error;
+          return r;
+        }
+        try {
+          r.segments = self->state.repo->transcript(slug, r.found);
+        } catch (const std::exception& e) {
+          failed(self, out, e.what());
+          r.error = out.error;
+        }
+        return r;
+      },
+      [self](ping_atom) -> db_outcome {
+        scope t(self->state.probe, self);
+        db_outcome out;
+        if (!open_database(self, out)) return out;
+        out.backend = self->state.repo->backend();
+        out.ok = self->state.repo->ping();
+        if (!out.ok) failed(self, out, "the database does not answer");
+        return out;
+      },
+  };
+}
+
+// --- the persistence actor: journal, queues and batching; never blocks on the database ------------
+
 struct persistence_state {
   static inline const char* name = "persistence";
   context_ptr ctx;
+  database_actor db;
   std::unique_ptr<journal> jr;
-  std::unique_ptr<repository> repo;
   std::deque<journal::entry> pending;        // finals in memory, oldest first
   std::deque<journal::entry> usage_pending;  // usage rows
   std::deque<journal::entry> parked;         // finals of rooms the web app's database does not know
   bool spilled = false;                      // some live finals are only in the journal
   std::uint64_t last_in_memory = 0;          // highest seq ever held in memory
   queue_stats stats;
+  bool writing = false;  // a db_batch is with the database actor: the front of the queues is in flight
+  bool pinging = false;
+  std::int64_t ping_started_ms = 0;
+  std::vector<caf::typed_response_promise<queue_stats>> waiting;  // queue questions waiting for a ping
+  std::size_t reads = 0;  // transcript reads with the database actor (bounded: a dead server must not pile them up)
   std::int64_t backoff_ms = 0;
   std::int64_t next_attempt_ms = 0;
   std::int64_t last_parked_retry_ms = 0;
   std::int64_t last_flush_tick_ms = 0;
   bool tick_armed = false;
+  std::optional<caf::typed_response_promise<bool>> shutdown;  // set while shutting down
+  std::int64_t shutdown_deadline_ms = 0;
   actor_probe probe;
 };
 
@@ -43,24 +146,7 @@ void note_error(self_ptr self, const std::string& what) {
   st.ctx->metrics->error("persistence: " + what);
   st.backoff_ms = st.backoff_ms == 0 ? 100 : std::min<std::int64_t>(5000, st.backoff_ms * 2);
   st.next_attempt_ms = now_ms() + st.backoff_ms;
-  st.repo.reset();  // reconnect next time: the connection may be gone
   st.stats.database_ok = false;
-}
-
-bool ensure_repo(self_ptr self) {
-  auto& st = self->state;
-  if (st.repo) return true;
-  try {
-    auto r = repository::open(st.ctx->cfg.database_url, st.ctx->cfg.sqlite_path);
-    r->migrate();
-    st.stats.backend = r->backend();
-    st.repo = std::move(r);
-    st.stats.database_ok = true;
-    return true;
-  } catch (const std::exception& e) {
-    note_error(self, e.what());
-    return false;
-  }
 }
 
 void arm_tick(self_ptr self) {
@@ -81,12 +167,42 @@ void refill_from_journal(persistence_state& st) {
   if (more.empty()) st.spilled = false;
 }
 
-// Writes at most one batch of finals and the pending usage rows; false when the database failed.
-bool flush_once(self_ptr self) {
+void update_queue_length(persistence_state& st) {
+  st.stats.queue_length = st.jr->live() >= st.usage_pending.size() ? st.jr->live() - st.usage_pending.size() : 0;
+}
+
+bool has_work(const persistence_state& st) {
+  return !st.pending.empty() || !st.usage_pending.empty() || st.spilled;
+}
+
+void sync_journal(persistence_state& st) {
+  try {
+    st.jr->sync();
+  } catch (const std::exception& e) {
+    st.ctx->metrics->error("journal: " + std::string(e.what()));
+  }
+}
+
+// Answers a pending shutdown once everything is written or its bound has passed.
+void settle_shutdown(self_ptr self) {
   auto& st = self->state;
-  if (now_ms() < st.next_attempt_ms || !ensure_repo(self)) return false;
+  if (!st.shutdown) return;
+  bool done = !has_work(st);
+  if (!done && now_ms() < st.shutdown_deadline_ms) return;
+  sync_journal(st);
+  update_queue_length(st);
+  st.shutdown->deliver(done);
+  st.shutdown.reset();
+}
+
+void apply(self_ptr self, std::size_t n_finals, std::size_t n_usage, const db_outcome& out);
+
+// Hands at most one batch of finals and the pending usage rows to the database actor, unless a batch is
+// already there or a failure's backoff has not passed. Returns at once: the journal keeps taking finals.
+void flush(self_ptr self) {
+  auto& st = self->state;
+  if (st.writing || now_ms() < st.next_attempt_ms) return;
   refill_from_journal(st);
-  const auto& cfg = st.ctx->cfg;
   if (!st.parked.empty() && now_ms() - st.last_parked_retry_ms > 5000) {  // the web app may have created the room
     st.last_parked_retry_ms = now_ms();
     while (!st.parked.empty()) {
@@ -94,54 +210,94 @@ bool flush_once(self_ptr self) {
       st.parked.pop_back();
     }
   }
-  if (!st.pending.empty()) {
-    auto n = std::min<std::size_t>(st.pending.size(), cfg.persist_batch);
-    std::vector<final_record> rows;
-    rows.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) rows.push_back(st.pending[i].final);
-    auto started = std::chrono::steady_clock::now();
-    try {
-      auto unknown = st.repo->write_batch(rows);
-      std::vector<std::uint64_t> done;
-      std::size_t u = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        if (u < unknown.size() && unknown[u] == i) {
-          ++u;
-          st.parked.push_back(std::move(st.pending[i]));
-          continue;
-        }
-        done.push_back(st.pending[i].seq);
-      }
-      if (!unknown.empty()) st.ctx->metrics->count("persist.unknown_session_rows", unknown.size());
-      st.pending.erase(st.pending.begin(), st.pending.begin() + static_cast<std::ptrdiff_t>(n));
-      st.jr->retire(done);
-      st.stats.total_flushed += done.size();
-      st.stats.last_flush_ms = now_ms();
-      st.backoff_ms = 0;
-      st.stats.database_ok = true;
-      st.ctx->metrics->observe(
-          "persist.batch_ms",
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
-    } catch (const std::exception& e) {
-      note_error(self, e.what());
-      return false;
-    }
-  }
-  while (!st.usage_pending.empty()) {
-    try {
-      st.repo->write_usage(st.usage_pending.front().usage, cfg.cost_per_minute);
-      st.jr->retire({st.usage_pending.front().seq});
-      st.usage_pending.pop_front();
-    } catch (const std::exception& e) {
-      note_error(self, e.what());
-      return false;
-    }
-  }
-  return true;
+  db_batch b;
+  auto n = std::min<std::size_t>(st.pending.size(), st.ctx->cfg.persist_batch);
+  b.finals.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) b.finals.push_back(st.pending[i].final);
+  for (auto& e : st.usage_pending) b.usage.push_back(e.usage);
+  if (b.finals.empty() && b.usage.empty()) return;
+  auto n_usage = b.usage.size();
+  st.writing = true;
+  self->request(st.db, caf::infinite, write_atom::value, std::move(b))
+      .then([self, n, n_usage](const db_outcome& out) { apply(self, n, n_usage, out); },
+            [self, n, n_usage](caf::error& e) {
+              db_outcome out;
+              out.error = "database actor: " + self->system().render(e);
+              apply(self, n, n_usage, out);
+            });
 }
 
-void update_queue_length(persistence_state& st) {
-  st.stats.queue_length = st.jr->live() >= st.usage_pending.size() ? st.jr->live() - st.usage_pending.size() : 0;
+// Takes the database actor's answer for the batch made of the first n_finals / n_usage queued rows.
+void apply(self_ptr self, std::size_t n_finals, std::size_t n_usage, const db_outcome& out) {
+  auto& st = self->state;
+  st.writing = false;
+  if (out.finals_written && n_finals > 0) {
+    std::vector<std::uint64_t> done;
+    std::size_t u = 0;
+    for (std::size_t i = 0; i < n_finals; ++i) {
+      if (u < out.unknown.size() && out.unknown[u] == i) {
+        ++u;
+        st.parked.push_back(std::move(st.pending[i]));
+        continue;
+      }
+      done.push_back(st.pending[i].seq);
+    }
+    if (!out.unknown.empty()) st.ctx->metrics->count("persist.unknown_session_rows", out.unknown.size());
+    st.pending.erase(st.pending.begin(), st.pending.begin() + static_cast<std::ptrdiff_t>(n_finals));
+    st.jr->retire(done);
+    st.stats.total_flushed += done.size();
+    st.stats.last_flush_ms = now_ms();
+    st.ctx->metrics->observe("persist.batch_ms", out.batch_ms);
+  }
+  std::vector<std::uint64_t> usage_done;
+  for (std::size_t i = 0; i < std::min(out.usage_written, n_usage); ++i) {
+    usage_done.push_back(st.usage_pending.front().seq);
+    st.usage_pending.pop_front();
+  }
+  if (!usage_done.empty()) st.jr->retire(usage_done);
+  if (!out.backend.empty()) st.stats.backend = out.backend;
+  if (out.ok) {
+    st.backoff_ms = 0;
+    st.stats.database_ok = true;
+  } else {
+    note_error(self, out.error);
+    if (st.shutdown) st.next_attempt_ms = now_ms() + 100;  // the bound is short: keep trying
+  }
+  update_queue_length(st);
+  // A full batch, spilled finals or a shutdown do not wait for the next tick.
+  if (out.ok && (st.pending.size() >= st.ctx->cfg.persist_batch || st.spilled || (st.shutdown && has_work(st))))
+    flush(self);
+  settle_shutdown(self);
+  if (has_work(st) || !st.parked.empty()) arm_tick(self);
+}
+
+void answer_waiting(persistence_state& st) {
+  for (auto& rp : st.waiting) rp.deliver(st.stats);
+  st.waiting.clear();
+}
+
+// Asks the database actor whether the database answers (one question at a time), for /ready. Questions
+// waiting for it get their answer when it comes, or what is known after a second.
+void ping(self_ptr self) {
+  auto& st = self->state;
+  if (st.pinging) return;
+  st.pinging = true;
+  st.ping_started_ms = now_ms();
+  self->delayed_send(self, std::chrono::seconds(1), timeout_atom::value);
+  self->request(st.db, caf::infinite, ping_atom::value)
+      .then(
+          [self](const db_outcome& out) {
+            auto& s = self->state;
+            s.pinging = false;
+            if (!out.backend.empty()) s.stats.backend = out.backend;
+            if (!s.writing) s.stats.database_ok = out.ok;
+            if (!out.ok && !out.error.empty()) s.stats.last_error = out.error;
+            answer_waiting(s);
+          },
+          [self](caf::error&) {
+            self->state.pinging = false;
+            answer_waiting(self->state);
+          });
 }
 
 }  // namespace
@@ -168,7 +324,9 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
           SW_LOG(ctx, info, "persistence: replaying " << st.jr->recovered().size() << " journaled rows");
           ctx->metrics->count("persist.replayed_rows", st.jr->recovered().size());
         }
-        ensure_repo(self);
+        // The database actor lives and dies with this one; it opens and migrates the database right away.
+        st.db = self->spawn<caf::detached + caf::linked>(database, ctx);
+        ping(self);
         update_queue_length(st);
         arm_tick(self);
         using scope = probe_scope<std::remove_pointer_t<self_ptr>>;
@@ -191,7 +349,7 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
                 s.spilled = true;  // waits in the journal only
               }
               update_queue_length(s);
-              if (s.pending.size() >= s.ctx->cfg.persist_batch) flush_once(self), update_queue_length(s);
+              if (s.pending.size() >= s.ctx->cfg.persist_batch) flush(self);
               arm_tick(self);
             },
             [self](usage_atom, usage_record& u) {
@@ -204,66 +362,80 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
               s.usage_pending.push_back(std::move(e));
               arm_tick(self);
             },
-            [self](queue_atom) -> queue_stats {
+            [self](queue_atom) -> caf::typed_response_promise<queue_stats> {
               scope t(self->state.probe, self);
               auto& s = self->state;
-              if (s.repo) s.stats.database_ok = s.repo->ping();
-              return s.stats;
+              auto rp = self->make_response_promise<queue_stats>();
+              if (s.writing) {  // the database is busy with a batch: its outcome will tell
+                rp.deliver(s.stats);
+                return rp;
+              }
+              s.waiting.push_back(rp);
+              ping(self);
+              return rp;
             },
-            [self](transcript_atom, const std::string& slug) -> transcript_result {
+            [self](transcript_atom, const std::string& slug) -> caf::typed_response_promise<transcript_result> {
               scope t(self->state.probe, self);
+              auto rp = self->make_response_promise<transcript_result>();
               auto& s = self->state;
-              transcript_result r;
-              if (!ensure_repo(self)) {
-                r.error = s.stats.last_error;
-                return r;
+              if (s.reads >= 16) {
+                transcript_result r;
+                r.error = "too many transcript reads are waiting for the database";
+                rp.deliver(std::move(r));
+                return rp;
               }
-              try {
-                r.segments = s.repo->transcript(slug, r.found);
-              } catch (const std::exception& e) {
-                r.error = e.what();
-                note_error(self, e.what());
-              }
-              return r;
+              ++s.reads;
+              self->request(s.db, caf::infinite, transcript_atom::value, slug)
+                  .then(
+                      [self, rp](transcript_result& r) mutable {
+                        --self->state.reads;
+                        rp.deliver(std::move(r));
+                      },
+                      [self, rp](caf::error& e) mutable {
+                        --self->state.reads;
+                        transcript_result r;
+                        r.error = "database actor: " + self->system().render(e);
+                        rp.deliver(std::move(r));
+                      });
+              return rp;
             },
             [self](tick_atom) {
               scope t(self->state.probe, self);
               auto& s = self->state;
               s.tick_armed = false;
-              try {
-                s.jr->sync();
-              } catch (const std::exception& e) {
-                s.ctx->metrics->error("journal: " + std::string(e.what()));
-              }
+              sync_journal(s);
               // The tick also serves the journal's fsync (every 100 ms); the database is written every
               // PERSIST_FLUSH_MS, or sooner when a full batch is waiting.
               bool due = now_ms() - s.last_flush_tick_ms >= s.ctx->cfg.persist_flush.count();
               if (due) s.last_flush_tick_ms = now_ms();
-              while ((due && (!s.pending.empty() || !s.usage_pending.empty())) || s.spilled ||
-                     s.pending.size() >= s.ctx->cfg.persist_batch) {
-                if (!flush_once(self)) break;
-                due = false;
-              }
+              if ((due && has_work(s)) || s.spilled || s.pending.size() >= s.ctx->cfg.persist_batch || s.shutdown)
+                flush(self);
               update_queue_length(s);
-              if (!s.pending.empty() || !s.usage_pending.empty() || !s.parked.empty() || s.spilled) arm_tick(self);
+              settle_shutdown(self);
+              if (has_work(s) || !s.parked.empty()) arm_tick(self);
             },
-            [self](shutdown_atom) -> bool {
+            [self](timeout_atom) {
               scope t(self->state.probe, self);
               auto& s = self->state;
-              auto deadline = now_ms() + s.ctx->cfg.shutdown_timeout.count();
+              if (s.pinging && now_ms() - s.ping_started_ms >= 1000) answer_waiting(s);
+              settle_shutdown(self);
+            },
+            [self](shutdown_atom) -> caf::typed_response_promise<bool> {
+              scope t(self->state.probe, self);
+              auto& s = self->state;
+              auto rp = self->make_response_promise<bool>();
+              if (s.shutdown) {  // asked twice: the first question gets the answer
+                rp.deliver(false);
+                return rp;
+              }
+              s.shutdown = rp;
+              s.shutdown_deadline_ms = now_ms() + s.ctx->cfg.shutdown_timeout.count();
               s.next_attempt_ms = 0;
-              while ((!s.pending.empty() || !s.usage_pending.empty() || s.spilled) && now_ms() < deadline) {
-                if (!flush_once(self)) {
-                  s.next_attempt_ms = 0;
-                  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // detached: blocking is fine here
-                }
-              }
-              try {
-                s.jr->sync();
-              } catch (const std::exception&) {
-              }
-              update_queue_length(s);
-              return s.pending.empty() && s.usage_pending.empty() && !s.spilled;
+              flush(self);
+              // Answers at the bound even when the database actor is stuck in a call.
+              self->delayed_send(self, s.ctx->cfg.shutdown_timeout, timeout_atom::value);
+              settle_shutdown(self);
+              return rp;
             },
         };
       },

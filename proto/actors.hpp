@@ -80,7 +80,8 @@ using room_actor = active_speaker_actor::extend<
     // barrier: answers once every earlier message from the caller has been handed to the clients
     caf::replies_to<sync_atom>::with<bool>>;
 
-// Durable storage of finals and usage (issue #4; only actor that touches storage/).
+// Durable storage of finals and usage (issue #4): owns the journal, and reaches the database only through a
+// database_actor of its own, so no database call ever delays journaling.
 using persistence_actor = caf::typed_actor<
     // a final transcript: journaled, then batched into the database
     caf::reacts_to<final_atom, final_record>,
@@ -92,8 +93,20 @@ using persistence_actor = caf::typed_actor<
     caf::replies_to<transcript_atom, std::string>::with<transcript_result>,
     // timer: fsync the journal, flush a batch, retry after a failure
     caf::reacts_to<tick_atom>,
+    // timer: a database check or the shutdown bound took too long; answer with what is known
+    caf::reacts_to<timeout_atom>,
     // shutdown: flush what it can within the bound; answers whether everything reached the database
     caf::replies_to<shutdown_atom>::with<bool>>;
+
+// The database side of persistence: the only actor that blocks on storage/ (opening, migrating, writing), so
+// the persistence actor keeps journaling while a batch, a reconnect or a dead server takes its time.
+using database_actor = caf::typed_actor<
+    // write a batch of finals (one transaction) and then usage rows; answers what got written
+    caf::replies_to<write_atom, db_batch>::with<db_outcome>,
+    // the stored finals of a room
+    caf::replies_to<transcript_atom, std::string>::with<transcript_result>,
+    // is the database reachable (opens and migrates it when it is not open yet)
+    caf::replies_to<ping_atom>::with<db_outcome>>;
 
 // Decides upgrades (implemented by net/: accept moves the socket into a WebSocket for `session`).
 class upgrade_responder {

@@ -39,6 +39,8 @@ using init_atom = caf::atom_constant<caf::atom("init")>;
 using connect_atom = caf::atom_constant<caf::atom("connect")>;
 using upstream_atom = caf::atom_constant<caf::atom("upstream")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
+using write_atom = caf::atom_constant<caf::atom("write")>;
+using ping_atom = caf::atom_constant<caf::atom("ping")>;
 
 // --- participant stream -----------------------------------------------------------------------
 
@@ -177,6 +179,23 @@ struct queue_stats {
   std::string backend;  // "sqlite" | "postgresql" | "" (none)
 };
 
+// One write for the database actor: a batch of finals (one transaction), then usage rows in order.
+struct db_batch {
+  std::vector<final_record> finals;
+  std::vector<usage_record> usage;
+};
+
+// What the database actor did with a db_batch (or a ping).
+struct db_outcome {
+  bool ok = false;                   // everything written (ping: the database answers)
+  bool finals_written = false;       // the finals' transaction committed
+  std::vector<std::size_t> unknown;  // indices of finals whose room a web-app database does not know (not written)
+  std::size_t usage_written = 0;     // usage rows written, from the front
+  std::string error;
+  std::string backend;  // "sqlite" | "postgresql" once the database was opened
+  double batch_ms = 0;  // time the finals' transaction took
+};
+
 // --- inspectors -------------------------------------------------------------------------------
 #define SW_INSPECT(type, ...)                                      \
   template <class Inspector>                                       \
@@ -199,6 +218,8 @@ SW_INSPECT(usage_record, x.session_slug, x.session_id, x.identity, x.started_ms,
 SW_INSPECT(transcript_segment, x.utterance_id, x.speaker_id, x.speaker_name, x.text, x.language, x.started_at,
            x.ended_at)
 SW_INSPECT(transcript_result, x.found, x.error, x.segments)
+SW_INSPECT(db_batch, x.finals, x.usage)
+SW_INSPECT(db_outcome, x.ok, x.finals_written, x.unknown, x.usage_written, x.error, x.backend, x.batch_ms)
 SW_INSPECT(queue_stats, x.queue_length, x.total_queued, x.total_flushed, x.total_errors, x.last_flush_ms, x.last_error,
            x.database_ok, x.backend)
 #undef SW_INSPECT

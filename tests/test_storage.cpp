@@ -260,24 +260,36 @@ TEST(PgUrl, BecomesAKeywordValueConnectionString) {
   EXPECT_EQ(sw::pg_conninfo("postgres://127.0.0.1/postgres"), "host='127.0.0.1' dbname='postgres'");
 }
 
+// A PostgreSQL URL whose server accepts TCP connections (the kernel completes the handshake) and never
+// answers libpq's startup packet. Closing it (at destruction) resets the connections waiting in its backlog.
+struct silent_server {
+  int fd = -1;
+  std::string url;
+  silent_server() {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 16) != 0)
+      throw std::runtime_error("silent_server: cannot listen");
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    url = "postgresql://u@127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/db";
+  }
+  ~silent_server() { close(); }
+  void close() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+};
+
 TEST(PgUrl, ASilentServerFailsTheConnectionWithinTheConnectTimeout) {
-  // A TCP listener that accepts (the kernel completes the handshake) and never answers libpq's startup packet.
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(fd, 4), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  silent_server db;
   auto started = std::chrono::steady_clock::now();
-  EXPECT_THROW(sw::repository::open("postgresql://u@127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/db", ""),
-               sw::storage_error);
+  EXPECT_THROW(sw::repository::open(db.url, ""), sw::storage_error);
   auto waited = std::chrono::steady_clock::now() - started;
   EXPECT_GE(waited, std::chrono::seconds(4));  // it did wait for the server...
   EXPECT_LE(waited, std::chrono::seconds(8));  // ...but not for TCP's own minutes-long timeouts
-  ::close(fd);
 }
 
 TEST(Journal, RetiredEntriesAreNotRecoveredAndATornLineIsIgnored) {
@@ -625,6 +637,43 @@ TEST(PersistMemory, BeyondMaxPendingFinalsWaitInTheJournalAndAreAllWritten) {
   fresh_db db("sqlite");
   db.url = "sqlite3://db=" + dir + "/blocker/sessions.db";
   EXPECT_EQ(db.count(R"(SELECT count(DISTINCT "utteranceId") FROM "TranscriptSegment")"), expected);
+  fs::remove_all(dir);
+}
+
+TEST(PersistStuckDatabase, FinalsAreJournaledAndHealthAnswersWhileTheDatabaseHangs) {
+  auto dir = (fs::temp_directory_path() / ("sw-stuck-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  silent_server db;
+  {
+    sw::test::harness h([&](sw::config& c) {
+      c.database_url = db.url;
+      c.persist_journal_dir = dir + "/journal";
+      c.persist_flush = 50ms;
+      c.shutdown_timeout = 1s;
+    });
+    auto c = h.connect("stuck-room", "alice");
+    sw::test::expect_message(*c, "ready");
+    std::vector<std::uint8_t> f(640, 0);
+    for (int i = 0; i < 20; ++i) {
+      c->send_binary(f.data(), f.size());
+      sw::test::expect_message(*c, "transcript_final");
+    }
+    // The database actor sits in libpq's connect (5 s a try); the journal must not wait for it.
+    std::size_t journaled = 0;
+    for (int i = 0; i < 40 && journaled < 20; ++i) {
+      std::this_thread::sleep_for(25ms);
+      journaled = accepted_in_journal(dir + "/journal").size();
+    }
+    EXPECT_EQ(journaled, 20u) << "finals were held up behind the database";
+    auto started = std::chrono::steady_clock::now();
+    auto health = sw::net::http_fetch(h.http("/health"));
+    auto ready = sw::net::http_fetch(h.http("/ready"));
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
+    EXPECT_EQ(field(health.body, "queueLength"), "20") << health.body;
+    EXPECT_EQ(ready.status, 503u) << ready.body;
+    c->close();
+    db.close();  // libpq's pending connect fails now: shutdown need not wait for its timeout
+  }
   fs::remove_all(dir);
 }
 
