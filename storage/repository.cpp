@@ -1,5 +1,6 @@
 #include "storage/repository.hpp"
 
+#include <array>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -245,23 +246,15 @@ std::string repository::session_id_for(const std::string& slug, bool create) {
 }
 
 std::vector<std::size_t> repository::write_batch(const std::vector<final_record>& rows) {
+  // The columns of one segment upsert, in statement order: id, videoSessionId, participantId, utteranceId, text,
+  // language, startedAt, endedAt.
+  constexpr std::size_t cols = 8;
+  std::vector<std::array<std::string, cols>> segs;
   std::vector<std::size_t> unknown;
   try {
     soci::transaction tr(*sql_);
     std::map<std::pair<std::string, std::string>, std::string> participants;
-    // One prepared statement per batch: parsed once, executed per row (an upsert per utterance).
-    std::string seg_id, seg_vs, seg_pid, seg_utt, seg_text, seg_lang, seg_start, seg_end;
-    std::string created = sql_timestamp(static_cast<std::int64_t>(std::time(nullptr)) * 1000);
-    int is_final = 1;
-    soci::statement seg =
-        (sql_->prepare << R"(INSERT INTO "TranscriptSegment" ("id", "videoSessionId",
-        "participantId", "utteranceId", "text", "language", "isFinal", "startedAt", "endedAt", "createdAt")
-        VALUES (:i, :v, :p, :u, :t, :l, :f, :s, :e, :c)
-        ON CONFLICT ("videoSessionId", "utteranceId") DO UPDATE SET "text" = excluded."text",
-        "language" = excluded."language", "isFinal" = excluded."isFinal", "startedAt" = excluded."startedAt",
-        "endedAt" = excluded."endedAt", "participantId" = excluded."participantId")",
-         soci::use(seg_id), soci::use(seg_vs), soci::use(seg_pid), soci::use(seg_utt), soci::use(seg_text),
-         soci::use(seg_lang), soci::use(is_final), soci::use(seg_start), soci::use(seg_end), soci::use(created));
+    segs.reserve(rows.size());
     for (std::size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
       const auto& t = r.transcript;
@@ -272,8 +265,11 @@ std::vector<std::size_t> repository::write_batch(const std::vector<final_record>
       }
       auto key = std::make_pair(vs, t.speaker_id);
       auto pit = participants.find(key);
+      if (auto known = participant_ids_.find(key); pit == participants.end() && known != participant_ids_.end())
+        pit = participants.emplace(key, known->second).first;
       if (pit == participants.end()) {
-        std::string pid = new_id(), got;
+        std::string pid = new_id(), got, name;
+        soci::indicator name_ind = soci::i_null;
         std::string joined = sql_timestamp(r.stream_started_ms);
         // The name is set once: never overwrite a name the web app (or an earlier stream) stored.
         *sql_ << R"(INSERT INTO "Participant" ("id", "videoSessionId", "identity", "name", "role", "joinedAt")
@@ -281,24 +277,68 @@ std::vector<std::size_t> repository::write_batch(const std::vector<final_record>
                    ON CONFLICT ("videoSessionId", "identity") DO UPDATE SET "name" =
                    CASE WHEN "Participant"."name" IS NULL OR "Participant"."name" = '' THEN excluded."name"
                    ELSE "Participant"."name" END
-                   RETURNING "id")",
+                   RETURNING "id", "name")",
             soci::use(pid), soci::use(vs), soci::use(t.speaker_id), soci::use(t.speaker_name), soci::use(joined),
-            soci::into(got);
+            soci::into(got), soci::into(name, name_ind);
         pit = participants.emplace(key, got).first;
+        if (name_ind == soci::i_ok && !name.empty()) {  // final: later streams need not ask again
+          if (participant_ids_.size() > 10'000) participant_ids_.clear();
+          participant_ids_.emplace(key, got);
+        }
       }
-      seg_id = new_id();
-      seg_vs = vs;
-      seg_pid = pit->second;
-      seg_utt = t.utterance_id;
-      seg_text = t.text;
-      seg_lang = t.language;
-      seg_start = sql_timestamp(r.stream_started_ms + static_cast<std::int64_t>(std::llround(t.start * 1000)));
-      seg_end = sql_timestamp(r.stream_started_ms + static_cast<std::int64_t>(std::llround(t.end * 1000)));
-      seg.execute(true);
+      segs.push_back({new_id(), vs, pit->second, t.utterance_id, t.text, t.language,
+                      sql_timestamp(r.stream_started_ms + static_cast<std::int64_t>(std::llround(t.start * 1000))),
+                      sql_timestamp(r.stream_started_ms + static_cast<std::int64_t>(std::llround(t.end * 1000)))});
+    }
+    const std::string created = sql_timestamp(static_cast<std::int64_t>(std::time(nullptr)) * 1000);
+    const char* const head = R"(INSERT INTO "TranscriptSegment" ("id", "videoSessionId", "participantId",
+        "utteranceId", "text", "language", "startedAt", "endedAt", "isFinal", "createdAt") VALUES )";
+    const char* const tail = R"( ON CONFLICT ("videoSessionId", "utteranceId") DO UPDATE SET "text" = excluded."text",
+        "language" = excluded."language", "isFinal" = excluded."isFinal", "startedAt" = excluded."startedAt",
+        "endedAt" = excluded."endedAt", "participantId" = excluded."participantId")";
+    if (backend_ == "postgresql") {
+      // One multi-row upsert per chunk: a round trip per chunk instead of per row. One statement must not touch
+      // a row twice, so of the same utterance only the latest text goes in (what row-by-row upserts would leave).
+      std::map<std::pair<std::string, std::string>, std::size_t> latest;
+      for (std::size_t i = 0; i < segs.size(); ++i) latest[{segs[i][1], segs[i][3]}] = i;
+      std::vector<std::size_t> order;
+      for (std::size_t i = 0; i < segs.size(); ++i)
+        if (latest[{segs[i][1], segs[i][3]}] == i) order.push_back(i);
+      constexpr std::size_t chunk = 500;  // 8 parameters a row; PostgreSQL allows 65 535 per statement
+      for (std::size_t from = 0; from < order.size(); from += chunk) {
+        std::size_t to = std::min(order.size(), from + chunk);
+        std::string sql = head;
+        soci::statement st(*sql_);
+        for (std::size_t k = from; k < to; ++k) {
+          sql += k == from ? "(" : ",(";
+          for (std::size_t c = 0; c < cols; ++c) {
+            sql += ":p" + std::to_string((k - from) * cols + c) + ",";
+            st.exchange(soci::use(segs[order[k]][c]));
+          }
+          sql += "TRUE,'" + created + "')";  // our own digits: a literal, so every placeholder is bound once
+        }
+        st.alloc();
+        st.prepare(sql + tail);
+        st.define_and_bind();
+        st.execute(true);
+      }
+    } else {
+      // SQLite is in-process: one prepared statement, executed per row.
+      std::array<std::string, cols> v;
+      int is_final = 1;
+      soci::statement seg =
+          (sql_->prepare << std::string(head) + "(:i, :v, :p, :u, :t, :l, :s, :e, :f, :c)" + tail, soci::use(v[0]),
+           soci::use(v[1]), soci::use(v[2]), soci::use(v[3]), soci::use(v[4]), soci::use(v[5]), soci::use(v[6]),
+           soci::use(v[7]), soci::use(is_final), soci::use(created));
+      for (auto& row : segs) {
+        v = row;
+        seg.execute(true);
+      }
     }
     tr.commit();
   } catch (const std::exception& e) {
     session_ids_.clear();
+    participant_ids_.clear();
     throw storage_error(e.what());
   }
   return unknown;

@@ -55,6 +55,9 @@ private:
   std::string backend_;
   bool managed_ = false;
   std::map<std::string, std::string> session_ids_;  // slug -> VideoSession.id (bounded: cleared at 10 000)
+  // (VideoSession.id, identity) -> Participant.id of participants whose name is set (it never changes again);
+  // bounded: cleared at 10 000, and on any error
+  std::map<std::pair<std::string, std::string>, std::string> participant_ids_;
   std::mt19937_64 rng_{std::random_device{}()};
   std::uint64_t counter_ = 0;
 };

@@ -118,10 +118,25 @@ protected:
 TEST_P(Storage, SameUtteranceTwiceIsOneRowWithTheLatestText) {
   auto r = open();
   EXPECT_TRUE(r->write_batch({final_of("room", "k-u1", "hello"), final_of("room", "k-u1", "hello world")}).empty());
+  EXPECT_EQ(db->text(R"(SELECT "text" FROM "TranscriptSegment")"), "hello world");  // within one batch too
   r->write_batch({final_of("room", "k-u1", "hello world!")});
   EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptSegment")"), 1);
   EXPECT_EQ(db->text(R"(SELECT "text" FROM "TranscriptSegment")"), "hello world!");
   EXPECT_EQ(db->count(R"(SELECT count(*) FROM "VideoSession" WHERE "slug" = 'room' AND "status" = 'LIVE')"), 1);
+}
+
+TEST_P(Storage, ABatchLargerThanOneStatementKeepsEveryRowAndEveryCharacter) {
+  auto r = open();
+  const std::string odd = "it's a \"quote\", a back\\slash, $1 :p0 ?, 'x'); DROP TABLE x; -- and ünïcödé ✓";
+  std::vector<sw::final_record> rows;
+  for (int i = 0; i < 1'234; ++i)  // more rows than one multi-row statement takes
+    rows.push_back(final_of(i % 2 ? "room-a" : "room-b", "k-u" + std::to_string(i), odd + std::to_string(i),
+                            "p" + std::to_string(i % 7), "Person " + std::to_string(i % 7), i * 0.25));
+  EXPECT_TRUE(r->write_batch(rows).empty());
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptSegment")"), 1'234);
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "Participant")"), 14);
+  EXPECT_EQ(db->text(R"(SELECT "text" FROM "TranscriptSegment" WHERE "utteranceId" = 'k-u1233')"), odd + "1233");
+  EXPECT_EQ(db->text(R"(SELECT "text" FROM "TranscriptSegment" WHERE "utteranceId" = 'k-u0')"), odd + "0");
 }
 
 TEST_P(Storage, ParticipantNameIsSetOnceAndNeverOverwritten) {
