@@ -1,8 +1,10 @@
 #include "actors/stt_local.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 
 #include <pocketsphinx.h>
 #include <caf/actor_system.hpp>
@@ -13,50 +15,87 @@ namespace sw {
 
 namespace {
 
-// Decoders are expensive (model load ~0.3 s, tens of MB): created on demand up to the limit, then reused.
+// A decoder: created on demand (~0.3 s, ~60 MiB: acoustic model, dictionary, search), reused by later streams.
+struct decoder {
+  ps_decoder_t* ps = nullptr;
+  std::size_t group = 0;
+};
+
+// Decoders up to LOCAL_STT_MAX_STREAMS, in one group per core. The decoders of a group share one language model
+// (33 MiB, loaded once per group) and take turns on it under the group's mutex: sphinxbase's trie LM keeps lookup
+// caches inside the model, so it may never be used by two threads at once. One group per core keeps every core
+// busy and no more threads decoding than there are cores.
 class decoder_pool {
 public:
-  decoder_pool(local_model_paths paths, std::size_t max) : paths_(std::move(paths)), max_(max) {}
+  decoder_pool(local_model_paths paths, std::size_t max)
+      : paths_(std::move(paths)),
+        max_(max),
+        groups_(std::max<std::size_t>(1, std::min<std::size_t>(max, std::thread::hardware_concurrency()))) {}
   ~decoder_pool() {
-    for (auto* d : free_) ps_free(d);
+    for (auto& d : free_) ps_free(d.ps);
+    for (auto& g : groups_)
+      if (g.lm) ngram_model_free(g.lm);
     for (auto* c : configs_) cmd_ln_free_r(c);
   }
 
-  // A decoder for one stream, or nullptr when `max` streams already hold one.
-  ps_decoder_t* lease(std::string& error) {
+  // A decoder for one stream (ps == nullptr when `max` streams already hold one, or the model cannot load).
+  decoder lease(std::string& error) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!free_.empty()) {
-      auto* d = free_.back();
-      free_.pop_back();
+    if (!free_.empty()) {  // reuse the one whose group has the least work
+      auto it = std::min_element(free_.begin(), free_.end(),
+                                 [&](auto& a, auto& b) { return groups_[a.group].active < groups_[b.group].active; });
+      auto d = *it;
+      free_.erase(it);
       ++leased_;
+      ++groups_[d.group].active;
       return d;
     }
-    if (leased_ >= max_) return nullptr;
-    cmd_ln_t* cfg = cmd_ln_init(nullptr, ps_args(), TRUE, "-hmm", paths_.hmm.c_str(), "-lm", paths_.lm.c_str(), "-dict",
-                                paths_.dict.c_str(), "-logfn", "/dev/null", nullptr);
-    ps_decoder_t* d = cfg ? ps_init(cfg) : nullptr;
-    if (!d) {
+    if (leased_ >= max_) return {};
+    decoder d;
+    d.group = static_cast<std::size_t>(
+        std::min_element(groups_.begin(), groups_.end(), [](auto& a, auto& b) { return a.decoders < b.decoders; }) -
+        groups_.begin());
+    auto& g = groups_[d.group];
+    cmd_ln_t* cfg = cmd_ln_init(nullptr, ps_args(), TRUE, "-hmm", paths_.hmm.c_str(), "-dict", paths_.dict.c_str(),
+                                "-logfn", "/dev/null", nullptr);
+    d.ps = cfg ? ps_init(cfg) : nullptr;
+    if (d.ps && !g.lm) g.lm = ngram_model_read(cfg, paths_.lm.c_str(), NGRAM_AUTO, ps_get_logmath(d.ps));
+    if (!d.ps || !g.lm || ps_set_lm(d.ps, "lm", g.lm) != 0 || ps_set_search(d.ps, "lm") != 0) {
+      if (d.ps) ps_free(d.ps);
       if (cfg) cmd_ln_free_r(cfg);
       error = "cannot load the PocketSphinx model from " + paths_.hmm;
-      return nullptr;
+      return {};
     }
     configs_.push_back(cfg);
     ++leased_;
+    ++g.decoders;
+    ++g.active;
     return d;
   }
 
-  void give_back(ps_decoder_t* d) {
+  void give_back(decoder d) {
     std::lock_guard<std::mutex> lock(mu_);
     --leased_;
+    --groups_[d.group].active;
     free_.push_back(d);
   }
 
+  // Held around every call into a decoder of `group`.
+  std::mutex& turn(std::size_t group) { return groups_[group].turn; }
+
 private:
+  struct group {
+    std::mutex turn;
+    ngram_model_t* lm = nullptr;
+    std::size_t decoders = 0;
+    std::size_t active = 0;
+  };
   local_model_paths paths_;
   std::size_t max_;
   std::mutex mu_;
   std::size_t leased_ = 0;
-  std::vector<ps_decoder_t*> free_;
+  std::vector<group> groups_;
+  std::vector<decoder> free_;
   std::vector<cmd_ln_t*> configs_;
 };
 
@@ -64,7 +103,8 @@ struct local_state {
   static inline const char* name = "local_relay";
   context_ptr ctx;
   std::shared_ptr<decoder_pool> pool;
-  ps_decoder_t* ps = nullptr;
+  decoder dec;
+  ps_decoder_t* ps = nullptr;  // dec.ps; every call into it holds pool->turn(dec.group)
   stt_listener_actor listener;
   std::uint64_t samples = 0;    // audio processed so far
   std::uint64_t utt_start = 0;  // sample where the current utterance began
@@ -75,16 +115,22 @@ struct local_state {
   bool done = false;
   actor_probe probe;
   ~local_state() {
-    if (ps && pool) pool->give_back(ps);
+    if (ps && pool) pool->give_back(dec);
   }
 };
 
 using self_ptr = stt_relay_actor::stateful_pointer<local_state>;
 constexpr std::uint64_t rate = 16000;
 
-void emit(self_ptr self, bool final, const char* hyp) {
+// The decoder's current hypothesis (copied: the decoder owns the buffer). Call with the group's turn held.
+std::string hypothesis(ps_decoder_t* ps) {
+  int32 score = 0;
+  const char* hyp = ps_get_hyp(ps, &score);
+  return hyp ? hyp : "";
+}
+
+void emit(self_ptr self, bool final, std::string text) {
   auto& st = self->state;
-  std::string text = hyp ? hyp : "";
   if (text.empty()) return;
   if (!final && text == st.last_partial) return;
   st.last_partial = final ? std::string{} : text;
@@ -101,13 +147,15 @@ void emit(self_ptr self, bool final, const char* hyp) {
 // Closes the current utterance: its final (if anything was recognised), then a fresh utterance.
 void end_utterance(self_ptr self, bool restart) {
   auto& st = self->state;
+  std::unique_lock<std::mutex> turn(st.pool->turn(st.dec.group));
   ps_end_utt(st.ps);
-  int32 score = 0;
-  emit(self, true, ps_get_hyp(st.ps, &score));
+  auto hyp = hypothesis(st.ps);
+  if (restart) ps_start_utt(st.ps);
+  turn.unlock();
+  emit(self, true, std::move(hyp));
   ++st.utterance;
   st.in_speech = false;
   st.last_partial.clear();
-  if (restart) ps_start_utt(st.ps);
 }
 
 stt_relay_actor::behavior_type local_relay(self_ptr self, context_ptr ctx, std::shared_ptr<decoder_pool> pool,
@@ -118,7 +166,8 @@ stt_relay_actor::behavior_type local_relay(self_ptr self, context_ptr ctx, std::
   st.listener = listener;
   st.probe = actor_probe(ctx->metrics, "local_relay");
   std::string error;
-  st.ps = pool->lease(error);
+  st.dec = pool->lease(error);
+  st.ps = st.dec.ps;
   if (!st.ps) {
     self->send(listener, error_atom::value,
                error.empty() ? stt_error{"stt_busy", "every local recognizer is in use; try again later"}
@@ -127,7 +176,10 @@ stt_relay_actor::behavior_type local_relay(self_ptr self, context_ptr ctx, std::
     self->quit();
     return {[](audio_atom, audio_chunk&) {}, [](stop_atom) {}};
   }
-  ps_start_utt(st.ps);
+  {
+    std::lock_guard<std::mutex> turn(pool->turn(st.dec.group));
+    ps_start_utt(st.ps);
+  }
   self->monitor(listener);
   self->set_down_handler([self](caf::down_msg&) { self->quit(); });
   self->send(listener, status_atom::value, stt_status{"ready", "local"});
@@ -138,9 +190,11 @@ stt_relay_actor::behavior_type local_relay(self_ptr self, context_ptr ctx, std::
         auto& s = self->state;
         if (s.done) return;
         auto n = chunk.pcm.size() / 2;
+        std::unique_lock<std::mutex> turn(s.pool->turn(s.dec.group));
         ps_process_raw(s.ps, reinterpret_cast<const int16*>(chunk.pcm.data()), n, FALSE, FALSE);
         s.samples += n;
         bool speech = ps_get_in_speech(s.ps) != 0;
+        turn.unlock();
         if (speech && !s.in_speech) {
           s.in_speech = true;
           s.utt_start = s.samples > rate / 10 ? s.samples - rate / 10 : 0;
@@ -151,8 +205,10 @@ stt_relay_actor::behavior_type local_relay(self_ptr self, context_ptr ctx, std::
         }
         if (s.in_speech && s.samples - s.last_partial_samples >= rate * 3 / 10) {  // at most every 300 ms
           s.last_partial_samples = s.samples;
-          int32 score = 0;
-          emit(self, false, ps_get_hyp(s.ps, &score));
+          turn.lock();
+          auto hyp = hypothesis(s.ps);
+          turn.unlock();
+          emit(self, false, std::move(hyp));
         }
       },
       [self](stop_atom) {

@@ -1,7 +1,8 @@
 // The offline STT relay (embedded default): PocketSphinx with Debian's US-English model. Continuous
 // recognition with partial hypotheses (at most every 300 ms while speech goes on) and a final per utterance
 // (silence-based endpointing). Recognition is blocking CPU work: each stream's relay is a detached actor with a
-// decoder leased from a bounded pool (LOCAL_STT_MAX_STREAMS); over the limit a stream gets `stt_busy`.
+// decoder leased from a bounded pool (LOCAL_STT_MAX_STREAMS); over the limit a stream gets `stt_busy`. The
+// decoders form one group per core; a group loads the language model once and its decoders take turns on it.
 #pragma once
 
 #include <memory>
