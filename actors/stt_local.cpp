@@ -60,6 +60,7 @@ public:
                                 "-logfn", "/dev/null", nullptr);
     d.ps = cfg ? ps_init(cfg) : nullptr;
     if (d.ps && !g.lm) g.lm = ngram_model_read(cfg, paths_.lm.c_str(), NGRAM_AUTO, ps_get_logmath(d.ps));
+    std::unique_lock<std::mutex> turn(g.turn);  // building a search writes the LM's weights: not while in use
     if (!d.ps || !g.lm || ps_set_lm(d.ps, "lm", g.lm) != 0 || ps_set_search(d.ps, "lm") != 0) {
       if (d.ps) ps_free(d.ps);
       if (cfg) cmd_ln_free_r(cfg);
