@@ -1,5 +1,6 @@
 #include "actors/config.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <limits>
@@ -27,9 +28,12 @@ const std::vector<setting_doc>& settings() {
       {"HTTP_REQUEST_TIMEOUT_MS", "15000", "TLS handshake + first request, and each response, must finish within"},
       {"HTTP_IDLE_TIMEOUT_MS", "60000", "idle keep-alive HTTP connections are closed after"},
       {"SHUTDOWN_TIMEOUT_MS", "15000", "on SIGTERM/SIGINT: bound for draining streams before exit"},
-      {"STT_PROVIDER", "gladia if GLADIA_API_KEY is set, else none",
-       "gladia | none (the offline recognizer arrives with issue #5); without a provider streams report "
-       "stt_unavailable"},
+      {"STT_PROVIDER", "gladia if GLADIA_API_KEY is set, else local",
+       "gladia | local (offline PocketSphinx, US English) | none (streams report stt_unavailable)"},
+      {"LOCAL_STT_MAX_STREAMS", "2 x cores", "concurrent offline recognitions; beyond it a stream gets stt_busy"},
+      {"LOCAL_STT_THREADS", "cores",
+       "offline recognitions decoding at once; each such thread loads the language model once and its streams "
+       "take turns on it"},
       {"GLADIA_API_URL", "https://api.gladia.io",
        "Gladia API base URL (http:// and ws:// work too, for gateways and tests)"},
       {"GLADIA_API_KEY", "", "Gladia API key (x-gladia-key)"},
@@ -155,6 +159,8 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
   c.local_stt_max_streams = 2 * std::max(1u, std::thread::hardware_concurrency());
   if (auto v = get("LOCAL_STT_MAX_STREAMS"))
     c.local_stt_max_streams = parse_int<std::size_t>("LOCAL_STT_MAX_STREAMS", v, 1, 256);
+  c.local_stt_threads = std::max(1u, std::thread::hardware_concurrency());
+  if (auto v = get("LOCAL_STT_THREADS")) c.local_stt_threads = parse_int<std::size_t>("LOCAL_STT_THREADS", v, 1, 256);
   if (c.stt_provider == "gladia" && g.api_key.empty()) throw config_error("STT_PROVIDER=gladia needs GLADIA_API_KEY");
   if (auto v = get("DATABASE_URL")) {
     std::string u = v;
@@ -197,9 +203,11 @@ std::string usage_text() {
          "  --help      this text\n"
          "  --version   print the version\n\n"
          "Configuration (environment variables):\n";
+  std::size_t width = 0;
+  for (auto& s : settings()) width = std::max(width, std::string_view(s.name).size());
   for (auto& s : settings()) {
     out << "  " << s.name;
-    for (std::size_t i = std::string_view(s.name).size(); i < 26; ++i) out << ' ';
+    for (std::size_t i = std::string_view(s.name).size(); i < width + 2; ++i) out << ' ';
     out << s.meaning << " [default: " << (*s.default_value ? s.default_value : "unset") << "]\n";
   }
   out << "\nExit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration.\n";

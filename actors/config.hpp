@@ -37,6 +37,7 @@ struct config {
   // speech to text
   std::string stt_provider;               // "gladia" | "local" | "" (none)
   std::size_t local_stt_max_streams = 4;  // 2 x cores
+  std::size_t local_stt_threads = 2;      // cores: decoders running at once, one language model each
   struct gladia_settings {
     std::string api_url = "https://api.gladia.io";
     std::string api_key;

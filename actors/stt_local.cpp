@@ -21,16 +21,14 @@ struct decoder {
   std::size_t group = 0;
 };
 
-// Decoders up to LOCAL_STT_MAX_STREAMS, in one group per core. The decoders of a group share one language model
-// (33 MiB, loaded once per group) and take turns on it under the group's mutex: sphinxbase's trie LM keeps lookup
-// caches inside the model, so it may never be used by two threads at once. One group per core keeps every core
-// busy and no more threads decoding than there are cores.
+// Decoders up to LOCAL_STT_MAX_STREAMS, in LOCAL_STT_THREADS groups (default: one per core). The decoders of a
+// group share one language model (33 MiB, loaded once per group) and take turns on it under the group's mutex:
+// sphinxbase's trie LM keeps lookup caches inside the model, so it may never be used by two threads at once. One
+// group per core keeps every core busy and no more threads decoding than there are cores.
 class decoder_pool {
 public:
-  decoder_pool(local_model_paths paths, std::size_t max)
-      : paths_(std::move(paths)),
-        max_(max),
-        groups_(std::max<std::size_t>(1, std::min<std::size_t>(max, std::thread::hardware_concurrency()))) {}
+  decoder_pool(local_model_paths paths, std::size_t max, std::size_t threads)
+      : paths_(std::move(paths)), max_(max), groups_(std::max<std::size_t>(1, std::min(max, threads))) {}
   ~decoder_pool() {
     for (auto& d : free_) ps_free(d.ps);
     for (auto& g : groups_)
@@ -231,7 +229,7 @@ bool local_model_paths::available() const {
 }
 
 stt_provider local_provider(context_ptr ctx, local_model_paths paths) {
-  auto pool = std::make_shared<decoder_pool>(paths, ctx->cfg.local_stt_max_streams);
+  auto pool = std::make_shared<decoder_pool>(paths, ctx->cfg.local_stt_max_streams, ctx->cfg.local_stt_threads);
   return make_provider("local", ctx, [pool](caf::actor_system& sys, context_ptr c, stt_listener_actor listener) {
     return sys.spawn<caf::detached>(local_relay, c, pool, listener);
   });

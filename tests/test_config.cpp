@@ -1,5 +1,9 @@
 #include <cstdlib>
+#include <fstream>
 #include <map>
+#include <regex>
+#include <set>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -74,6 +78,31 @@ TEST(Config, SecretIsRequiredUnlessDev) {
 TEST(Config, UsageListsEverySetting) {
   auto text = sw::usage_text();
   for (auto& s : sw::settings()) EXPECT_NE(text.find(s.name), std::string::npos) << s.name;
+}
+
+// The configuration is documented three times: what the code reads, --help, and the README's table. They must
+// name the same variables.
+TEST(Config, ReadmeHelpAndCodeNameTheSameVariables) {
+  auto names_in = [](const std::string& text, const std::regex& re) {
+    std::set<std::string> names;
+    for (std::sregex_iterator it(text.begin(), text.end(), re), end; it != end; ++it) names.insert((*it)[1].str());
+    return names;
+  };
+  auto slurp = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  auto readme = names_in(slurp(SESSIONS_WS_SOURCE_DIR "/README.md"), std::regex(R"re(\n\| `([A-Z][A-Z0-9_]+)` \|)re"));
+  auto code = names_in(slurp(SESSIONS_WS_SOURCE_DIR "/actors/config.cpp"),
+                       std::regex(R"re((?:get|ms)\("([A-Z][A-Z0-9_]+)")re"));
+  std::set<std::string> help;
+  for (auto& s : sw::settings()) help.insert(s.name);
+  EXPECT_GT(code.size(), 30u);
+  EXPECT_EQ(readme, help);
+  EXPECT_EQ(code, help);
+  // every line of --help keeps the name apart from its meaning
+  for (auto& s : sw::settings())
+    EXPECT_NE(sw::usage_text().find("  " + std::string(s.name) + " "), std::string::npos) << s.name;
 }
 
 TEST(Binary, HelpExitsZeroAndBadPortExitsTwo) {

@@ -21,11 +21,12 @@ using sw::test::harness;
 
 const std::string data = "/usr/share/pocketsphinx/test/data/librivox/";
 
-std::unique_ptr<harness> local_harness(std::size_t max_streams = 4) {
+std::unique_ptr<harness> local_harness(std::size_t max_streams = 4, std::size_t threads = 2) {
   return std::make_unique<harness>(
-      [max_streams](sw::config& c) {
+      [max_streams, threads](sw::config& c) {
         c.stt_provider = "local";
         c.local_stt_max_streams = max_streams;
+        c.local_stt_threads = threads;
       },
       std::nullopt, true);
 }
@@ -128,8 +129,8 @@ TEST(LocalStt, OverTheLimitAStreamGetsSttBusy) {
   FAIL() << "the decoder was not returned to the pool";
 }
 
-TEST(LocalStt, TwoConcurrentStreamsAreAttributedToTheirSpeakers) {
-  auto h = local_harness();
+void two_concurrent_streams(std::size_t threads) {
+  auto h = local_harness(4, threads);
   auto run_one = [&](const std::string& who, const std::string& file) {
     return run(std::string(SESSIONS_WS_STREAM_BIN) + " --fast --url ws://127.0.0.1:" + std::to_string(h->port) +
                " --secret " + sw::test::secret + " --room shared --identity " + who + " " + data + file +
@@ -163,6 +164,16 @@ TEST(LocalStt, TwoConcurrentStreamsAreAttributedToTheirSpeakers) {
       EXPECT_LT(sw::test::wer(ref, heard), 1.0) << heard;
     }
   }
+}
+
+TEST(LocalStt, TwoConcurrentStreamsAreAttributedToTheirSpeakers) {
+  two_concurrent_streams(2);
+}
+
+// One decoding thread: both streams' decoders share one language model and take turns on it; each stream must
+// still get its own words.
+TEST(LocalStt, TwoStreamsTakingTurnsOnOneLanguageModelKeepTheirOwnWords) {
+  two_concurrent_streams(1);
 }
 
 TEST(LocalStt, StopDrainsTheLastUtterance) {
