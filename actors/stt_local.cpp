@@ -102,8 +102,7 @@ struct local_state {
   static inline const char* name = "local_relay";
   context_ptr ctx;
   std::shared_ptr<decoder_pool> pool;
-  decoder dec;
-  ps_decoder_t* ps = nullptr;  // dec.ps; every call into it holds pool->turn(dec.group)
+  decoder dec;  // every call into dec.ps holds turn()
   stt_listener_actor listener;
   std::uint64_t samples = 0;    // audio processed so far
   std::uint64_t utt_start = 0;  // sample where the current utterance began
@@ -114,8 +113,10 @@ struct local_state {
   bool done = false;
   actor_probe probe;
   ~local_state() {
-    if (ps && pool) pool->give_back(dec);
+    if (dec.ps && pool) pool->give_back(dec);
   }
+  // The decoder's group is this stream's to use until the lock goes.
+  std::unique_lock<std::mutex> turn() { return std::unique_lock<std::mutex>(pool->turn(dec.group)); }
 };
 
 using self_ptr = stt_relay_actor::stateful_pointer<local_state>;
@@ -146,10 +147,10 @@ void emit(self_ptr self, bool final, std::string text) {
 // Closes the current utterance: its final (if anything was recognised), then a fresh utterance.
 void end_utterance(self_ptr self, bool restart) {
   auto& st = self->state;
-  std::unique_lock<std::mutex> turn(st.pool->turn(st.dec.group));
-  ps_end_utt(st.ps);
-  auto hyp = hypothesis(st.ps);
-  if (restart) ps_start_utt(st.ps);
+  auto turn = st.turn();
+  ps_end_utt(st.dec.ps);
+  auto hyp = hypothesis(st.dec.ps);
+  if (restart) ps_start_utt(st.dec.ps);
   turn.unlock();
   emit(self, true, std::move(hyp));
   ++st.utterance;
@@ -166,8 +167,7 @@ stt_relay_actor::behavior_type local_relay(self_ptr self, context_ptr ctx, std::
   st.probe = actor_probe(ctx->metrics, "local_relay");
   std::string error;
   st.dec = pool->lease(error);
-  st.ps = st.dec.ps;
-  if (!st.ps) {
+  if (!st.dec.ps) {
     self->send(listener, error_atom::value,
                error.empty() ? stt_error{"stt_busy", "every local recognizer is in use; try again later"}
                              : stt_error{"stt_unavailable", error});
@@ -176,8 +176,8 @@ stt_relay_actor::behavior_type local_relay(self_ptr self, context_ptr ctx, std::
     return {[](audio_atom, audio_chunk&) {}, [](stop_atom) {}};
   }
   {
-    std::lock_guard<std::mutex> turn(pool->turn(st.dec.group));
-    ps_start_utt(st.ps);
+    auto turn = st.turn();
+    ps_start_utt(st.dec.ps);
   }
   self->monitor(listener);
   self->set_down_handler([self](caf::down_msg&) { self->quit(); });
@@ -189,10 +189,10 @@ stt_relay_actor::behavior_type local_relay(self_ptr self, context_ptr ctx, std::
         auto& s = self->state;
         if (s.done) return;
         auto n = chunk.pcm.size() / 2;
-        std::unique_lock<std::mutex> turn(s.pool->turn(s.dec.group));
-        ps_process_raw(s.ps, reinterpret_cast<const int16*>(chunk.pcm.data()), n, FALSE, FALSE);
+        auto turn = s.turn();
+        ps_process_raw(s.dec.ps, reinterpret_cast<const int16*>(chunk.pcm.data()), n, FALSE, FALSE);
         s.samples += n;
-        bool speech = ps_get_in_speech(s.ps) != 0;
+        bool speech = ps_get_in_speech(s.dec.ps) != 0;
         turn.unlock();
         if (speech && !s.in_speech) {
           s.in_speech = true;
@@ -205,7 +205,7 @@ stt_relay_actor::behavior_type local_relay(self_ptr self, context_ptr ctx, std::
         if (s.in_speech && s.samples - s.last_partial_samples >= rate * 3 / 10) {  // at most every 300 ms
           s.last_partial_samples = s.samples;
           turn.lock();
-          auto hyp = hypothesis(s.ps);
+          auto hyp = hypothesis(s.dec.ps);
           turn.unlock();
           emit(self, false, std::move(hyp));
         }

@@ -60,6 +60,7 @@ TEST(Config, BadValuesNameTheVariable) {
                                                         {"CLIENT_SEND_QUEUE_BYTES", "12"},
                                                         {"WS_PONG_TIMEOUT_MS", "soon"},
                                                         {"STT_PROVIDER", "whisper"},
+                                                        {"LOCAL_STT_THREADS", "0"},
                                                         {"LOG_LEVEL", "loud"}}) {
     auto e = error_of({{k, v}});
     EXPECT_NE(e.find(k), std::string::npos) << k << "=" << v << " -> " << e;
