@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include <map>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <soci/postgresql/soci-postgresql.h>
@@ -698,6 +700,26 @@ TEST(PersistStuckDatabase, FinalsAreJournaledAndHealthAnswersWhileTheDatabaseHan
     EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
     EXPECT_EQ(field(health.body, "queueLength"), "20") << health.body;
     EXPECT_EQ(ready.status, 503u) << ready.body;
+    // Transcript reads wait for the database, but at most 16 of them: the rest are refused at once, not queued.
+    std::atomic<int> refused{0}, refused_fast{0};
+    std::vector<std::thread> readers;
+    auto asked = std::chrono::steady_clock::now();
+    for (int i = 0; i < 24; ++i)
+      readers.emplace_back([&] {
+        try {
+          auto r =
+              sw::net::http_fetch(h.http("/api/sessions/stuck-room/transcript"), "GET", "",
+                                  {{"Authorization", "Bearer " + sw::test::harness::token("stuck-room", "alice")}});
+          if (r.status == 503 && r.body.find("too many transcript reads") != std::string::npos) {
+            ++refused;
+            if (std::chrono::steady_clock::now() - asked < 3s) ++refused_fast;
+          }
+        } catch (const std::exception&) {  // the waiting ones time out on the client side
+        }
+      });
+    for (auto& t : readers) t.join();
+    EXPECT_EQ(refused.load(), 8);
+    EXPECT_EQ(refused_fast.load(), 8);
     c->close();
     db.close();  // libpq's pending connect fails now: shutdown need not wait for its timeout
   }
