@@ -34,8 +34,8 @@ void logger::write(log_level l, const std::string& line) {
 struct service::impl {
   std::shared_ptr<service_context> ctx;
   std::shared_ptr<net::outbound> outbound;  // upstream connections (Gladia)
-  caf::actor_system_config caf_cfg;
-  std::unique_ptr<caf::actor_system> sys;
+  std::unique_ptr<caf::actor_system_config> caf_cfg = std::make_unique<caf::actor_system_config>();
+  std::unique_ptr<caf::actor_system> sys;  // refers to *caf_cfg
   network_actor net_actor;
   std::unique_ptr<net::server> srv;
   bool started = false;
@@ -63,7 +63,7 @@ service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) 
       SW_LOG(ctx, warn, "local STT model not found at " << paths.hmm << " (install pocketsphinx-en-us)");
     }
   }
-  impl_->caf_cfg.set("scheduler.max-threads", impl_->ctx->cfg.actor_threads);
+  impl_->caf_cfg->set("scheduler.max-threads", impl_->ctx->cfg.actor_threads);
 }
 
 service::~service() {
@@ -74,7 +74,7 @@ service::~service() {
 
 void service::start() {
   auto& d = *impl_;
-  d.sys = std::make_unique<caf::actor_system>(d.caf_cfg);
+  d.sys = std::make_unique<caf::actor_system>(*d.caf_cfg);
   if (d.ctx->cfg.persistence) {
     try {
       d.ctx->persistence = spawn_persistence(*d.sys, d.ctx);
@@ -164,12 +164,19 @@ bool service::shutdown() {
   auto settle = clock::now() + std::chrono::seconds(2);
   while (d.sys->registry().running() > 0 && clock::now() < settle)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  if (auto left_over = d.sys->registry().running(); left_over > 0) {
-    SW_LOG(d.ctx, warn, "shutdown: " << left_over << " actors still running; not waiting for them");
-    d.sys->await_actors_before_shutdown(false);
-    drained = false;
-  }
+  d.net_actor = network_actor{};
   d.srv.reset();
+  if (auto left_over = d.sys->registry().running(); left_over > 0) {
+    SW_LOG(d.ctx, warn,
+           "shutdown: " << left_over << " actors still running (a database call that does not return?); not waiting "
+                        << "for them");
+    d.sys->await_actors_before_shutdown(false);
+    // The system's destructor joins every detached actor's thread, and one stuck in a blocking call would hold
+    // the caller (and a SIGTERM'd process) forever. The system ends on a thread of its own once that call
+    // returns; what it had not written is in the journal for the next start.
+    std::thread([sys = std::move(d.sys), cfg = std::move(d.caf_cfg)]() mutable { sys.reset(); }).detach();
+    return false;
+  }
   d.sys.reset();
   return drained;
 }
