@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <map>
@@ -521,6 +522,24 @@ std::size_t journal_final_lines(const std::string& dir) {
   return n;
 }
 
+// Starts the service on the same database and journal, and waits until it has written what the journal held.
+void replay_journal(const std::function<void(sw::config&)>& tweak) {
+  sw::test::harness h(tweak);
+  for (int i = 0; i < 400; ++i) {
+    if (field(sw::net::http_fetch(h.http("/health")).body, "queueLength") == "0") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+}
+
+// How many rows each utterance id has in the database.
+std::map<std::string, int> stored_utterances(const fresh_db& db) {
+  auto sp = db.connect();
+  soci::rowset<std::string> ids = (sp->prepare << R"(SELECT "utteranceId" FROM "TranscriptSegment")");
+  std::map<std::string, int> stored;
+  for (auto& id : ids) ++stored[id];
+  return stored;
+}
+
 class PersistCrash : public Storage {};
 
 TEST_P(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) {
@@ -602,17 +621,8 @@ TEST_P(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) 
   ASSERT_GT(accepted.size(), 0u) << "the kill should find finals that exist only in the journal; seen " << seen.size()
                                  << ", committed " << before << ", journal bytes "
                                  << fs::file_size(dir + "/journal/finals.journal");
-  {
-    sw::test::harness h(tweak);  // restart on the same database and journal: replay
-    for (int i = 0; i < 400; ++i) {
-      if (field(sw::net::http_fetch(h.http("/health")).body, "queueLength") == "0") break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-  }
-  auto sp = db->connect();
-  soci::rowset<std::string> ids = (sp->prepare << R"(SELECT "utteranceId" FROM "TranscriptSegment")");
-  std::map<std::string, int> stored;
-  for (auto& id : ids) ++stored[id];
+  replay_journal(tweak);  // restart on the same database and journal
+  auto stored = stored_utterances(*db);
   for (auto& id : accepted) EXPECT_EQ(stored[id], 1) << id << " was accepted (journaled) but is not stored once";
   for (auto& id : seen) EXPECT_EQ(stored[id], 1) << id << " reached the client but is not stored once";
   for (auto& [id, n] : stored) EXPECT_EQ(n, 1) << id;
@@ -840,17 +850,8 @@ TEST_P(PersistHungWrite, ShutdownEndsAtItsBoundAndTheNextStartStoresEveryFinal) 
     EXPECT_LT(took, std::chrono::seconds(5));
     EXPECT_EQ(accepted_in_journal(dir + "/journal"), seen);
   }
-  {
-    sw::test::harness h(tweak);  // the next start replays the journal
-    for (int i = 0; i < 400; ++i) {
-      if (field(sw::net::http_fetch(h.http("/health")).body, "queueLength") == "0") break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-  }
-  auto sp = db->connect();
-  soci::rowset<std::string> ids = (sp->prepare << R"(SELECT "utteranceId" FROM "TranscriptSegment")");
-  std::map<std::string, int> stored;
-  for (auto& id : ids) ++stored[id];
+  replay_journal(tweak);
+  auto stored = stored_utterances(*db);
   ASSERT_EQ(seen.size(), 5u);
   for (auto& id : seen) EXPECT_EQ(stored[id], 1) << id;
   EXPECT_EQ(stored.size(), seen.size());
