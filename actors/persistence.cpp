@@ -120,7 +120,9 @@ struct persistence_state {
   std::deque<journal::entry> usage_pending;  // usage rows
   std::deque<journal::entry> parked;         // finals of rooms the web app's database does not know
   bool spilled = false;                      // some live finals are only in the journal
-  std::uint64_t last_in_memory = 0;          // highest seq ever held in memory
+  std::size_t unjournaled_finals = 0;        // in memory only (seq 0): the journal could not take them
+  std::size_t unjournaled_usage = 0;
+  std::uint64_t last_in_memory = 0;  // highest seq ever held in memory
   queue_stats stats;
   bool writing = false;  // a db_batch is with the database actor: the front of the queues is in flight
   bool pinging = false;
@@ -157,9 +159,41 @@ void arm_tick(self_ptr self) {
   self->delayed_send(self, std::chrono::milliseconds(wait), tick_atom::value);
 }
 
+void journal_failed(persistence_state& st, const std::exception& e) {
+  st.ctx->metrics->count("persist.journal_failures");
+  st.ctx->metrics->error("journal: " + std::string(e.what()));
+}
+
+// The journal is the safety net of accepted rows, not their path to the database: when it cannot be written (a
+// full disk, an I/O error), a row stays in memory with seq 0 and is still written. Only a crash before that
+// would lose it.
+template <class Record>
+std::uint64_t journal_append(persistence_state& st, const Record& r) {
+  try {
+    return st.jr->append(r);
+  } catch (const std::exception& e) {
+    journal_failed(st, e);
+    return 0;
+  }
+}
+
+void journal_retire(persistence_state& st, const std::vector<std::uint64_t>& seqs) {
+  try {
+    st.jr->retire(seqs);
+  } catch (const std::exception& e) {  // they are written: at worst written again after a restart
+    journal_failed(st, e);
+  }
+}
+
 void refill_from_journal(persistence_state& st) {
   if (!st.spilled || st.pending.size() >= st.ctx->cfg.persist_max_pending / 2) return;
-  auto more = st.jr->read_live(st.last_in_memory, st.ctx->cfg.persist_max_pending - st.pending.size());
+  std::vector<journal::entry> more;
+  try {
+    more = st.jr->read_live(st.last_in_memory, st.ctx->cfg.persist_max_pending - st.pending.size());
+  } catch (const std::exception& e) {  // still spilled: tried again with the next batch
+    journal_failed(st, e);
+    return;
+  }
   for (auto& e : more) {
     st.last_in_memory = std::max(st.last_in_memory, e.seq);
     st.pending.push_back(std::move(e));
@@ -168,7 +202,9 @@ void refill_from_journal(persistence_state& st) {
 }
 
 void update_queue_length(persistence_state& st) {
-  st.stats.queue_length = st.jr->live() >= st.usage_pending.size() ? st.jr->live() - st.usage_pending.size() : 0;
+  const auto journaled_usage = st.usage_pending.size() - st.unjournaled_usage;
+  const auto journaled_finals = st.jr->live() >= journaled_usage ? st.jr->live() - journaled_usage : 0;
+  st.stats.queue_length = journaled_finals + st.unjournaled_finals;
 }
 
 bool has_work(const persistence_state& st) {
@@ -240,21 +276,29 @@ void apply(self_ptr self, std::size_t n_finals, std::size_t n_usage, const db_ou
         st.parked.push_back(std::move(st.pending[i]));
         continue;
       }
-      done.push_back(st.pending[i].seq);
+      if (st.pending[i].seq == 0) {
+        --st.unjournaled_finals;
+      } else {
+        done.push_back(st.pending[i].seq);
+      }
     }
     if (!out.unknown.empty()) st.ctx->metrics->count("persist.unknown_session_rows", out.unknown.size());
     st.pending.erase(st.pending.begin(), st.pending.begin() + static_cast<std::ptrdiff_t>(n_finals));
-    st.jr->retire(done);
+    journal_retire(st, done);
     st.stats.total_flushed += done.size();
     st.stats.last_flush_ms = now_ms();
     st.ctx->metrics->observe("persist.batch_ms", out.batch_ms);
   }
   std::vector<std::uint64_t> usage_done;
   for (std::size_t i = 0; i < std::min(out.usage_written, n_usage); ++i) {
-    usage_done.push_back(st.usage_pending.front().seq);
+    if (st.usage_pending.front().seq == 0) {
+      --st.unjournaled_usage;
+    } else {
+      usage_done.push_back(st.usage_pending.front().seq);
+    }
     st.usage_pending.pop_front();
   }
-  if (!usage_done.empty()) st.jr->retire(usage_done);
+  journal_retire(st, usage_done);
   if (!out.backend.empty()) st.stats.backend = out.backend;
   if (out.ok) {
     st.backoff_ms = 0;
@@ -335,14 +379,19 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
               scope t(self->state.probe, self);
               auto& s = self->state;
               journal::entry e;
-              try {
-                e.seq = s.jr->append(f);
-              } catch (const std::exception& ex) {
-                s.ctx->metrics->error("journal: " + std::string(ex.what()));
-              }
+              e.seq = journal_append(s, f);
               e.final = std::move(f);
               ++s.stats.total_queued;
-              if (s.pending.size() < s.ctx->cfg.persist_max_pending && !s.spilled) {
+              if (e.seq == 0) {  // memory is its only place: within the bound of memory
+                if (s.pending.size() < s.ctx->cfg.persist_max_pending) {
+                  ++s.unjournaled_finals;
+                  s.pending.push_back(std::move(e));
+                } else {
+                  s.ctx->metrics->count("persist.lost_finals");
+                  s.ctx->metrics->error("persistence: a final is lost: the journal fails and " +
+                                        std::to_string(s.pending.size()) + " finals wait for the database");
+                }
+              } else if (s.pending.size() < s.ctx->cfg.persist_max_pending && !s.spilled) {
                 s.last_in_memory = std::max(s.last_in_memory, e.seq);
                 s.pending.push_back(std::move(e));
               } else {
@@ -357,7 +406,8 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
               auto& s = self->state;
               journal::entry e;
               e.is_final = false;
-              e.seq = s.jr->append(u);
+              e.seq = journal_append(s, u);
+              if (e.seq == 0) ++s.unjournaled_usage;
               e.usage = std::move(u);
               s.usage_pending.push_back(std::move(e));
               arm_tick(self);

@@ -160,11 +160,16 @@ journal::~journal() {
 void journal::write_line(const std::string& line) {
   const char* p = line.data();
   std::size_t left = line.size();
+  const auto start = ::lseek(fd_, 0, SEEK_END);
   while (left > 0) {
     auto n = ::write(fd_, p, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      fail("cannot append to journal " + path_);
+      const auto error = errno;
+      // A full disk may have taken part of the line: cut it off, so that the next line starts a line.
+      const bool cut = start >= 0 && ::ftruncate(fd_, start) == 0;
+      errno = error;
+      fail("cannot append to journal " + path_ + (cut ? "" : " (a partial line stays)"));
     }
     p += n;
     left -= static_cast<std::size_t>(n);
@@ -188,14 +193,17 @@ std::uint64_t journal::append(const usage_record& u) {
 
 void journal::retire(const std::vector<std::uint64_t>& seqs) {
   if (seqs.empty()) return;
+  // Counted first: the rows are written whether or not their R lines reach the disk (if not, they are
+  // written again after a restart, which the upserts make harmless).
+  live_ -= std::min(live_, seqs.size());
+  if (live_ == 0) {  // nothing live: start the file afresh (which also frees a full disk)
+    if (::ftruncate(fd_, 0) != 0) fail("cannot truncate journal " + path_);
+    dirty_ = false;
+    return;
+  }
   std::string lines;
   for (auto s : seqs) lines += "R " + std::to_string(s) + "\n";
   write_line(lines);
-  live_ -= std::min(live_, seqs.size());
-  if (live_ == 0) {  // nothing live: start the file afresh
-    sync();
-    if (::ftruncate(fd_, 0) != 0) fail("cannot truncate journal " + path_);
-  }
 }
 
 void journal::sync() {

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -309,6 +310,32 @@ TEST(PgUrl, ASilentServerFailsTheConnectionWithinTheConnectTimeout) {
   auto waited = std::chrono::steady_clock::now() - started;
   EXPECT_GE(waited, std::chrono::seconds(4));  // it did wait for the server...
   EXPECT_LE(waited, std::chrono::seconds(8));  // ...but not for TCP's own minutes-long timeouts
+}
+
+TEST(Journal, AnAppendThatFailsHalfwayLeavesNoPartOfItsLine) {
+  auto dir = (fs::temp_directory_path() / ("sw-journal-full-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  {
+    sw::journal j(dir);
+    j.append(final_of("room", "u1", "one"));
+    const auto line = fs::file_size(dir + "/finals.journal");
+    rlimit old{};
+    ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+    auto previous = ::signal(SIGXFSZ, SIG_IGN);  // past the limit a write fails (EFBIG) instead of killing
+    rlimit full = old;
+    full.rlim_cur = line + line / 2;  // the next line fits only in part, as on a disk that fills up
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &full), 0);
+    EXPECT_THROW(j.append(final_of("room", "u2", "two")), std::runtime_error);
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
+    ::signal(SIGXFSZ, previous);
+    EXPECT_EQ(fs::file_size(dir + "/finals.journal"), line);
+    j.append(final_of("room", "u3", "three"));  // the disk has room again
+  }
+  sw::journal j(dir);
+  ASSERT_EQ(j.recovered().size(), 2u);
+  EXPECT_EQ(j.recovered()[0].final.transcript.utterance_id, "u1");
+  EXPECT_EQ(j.recovered()[1].final.transcript.utterance_id, "u3");
+  fs::remove_all(dir);
 }
 
 TEST(Journal, RetiredEntriesAreNotRecoveredAndATornLineIsIgnored) {
@@ -858,9 +885,84 @@ TEST_P(PersistHungWrite, ShutdownEndsAtItsBoundAndTheNextStartStoresEveryFinal) 
   fs::remove_all(dir);
 }
 
+// A full disk under the journal: RLIMIT_FSIZE makes every write past 4 KiB fail (EFBIG), as ENOSPC would. The
+// journal stops being a safety net, but every final and the usage row must still reach the database.
+class PersistJournalFull : public Storage {};
+
+TEST_P(PersistJournalFull, FinalsAndUsageStillReachTheDatabase) {
+  auto dir = (fs::temp_directory_path() / ("sw-full-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  auto tweak = [&](sw::config& c) {
+    configure(c, *db);
+    c.persist_journal_dir = dir + "/journal";
+    c.persist_flush = std::chrono::milliseconds(60'000);  // nothing is written (or retired) before the stop
+    c.persist_batch = 10'000;
+  };
+  int up[2], down[2];
+  ASSERT_EQ(::pipe(up), 0);
+  ASSERT_EQ(::pipe(down), 0);
+  pid_t pid = ::fork();  // before this process starts any thread
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);  // a write past the limit fails instead of killing the process
+    {
+      sw::test::harness h(tweak);
+      rlimit limit{4096, 4096};
+      if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(4);
+      std::uint16_t port = h.port;
+      if (::write(up[1], &port, sizeof port) != sizeof port) _exit(3);
+      char go = 0;
+      if (::read(down[0], &go, 1) != 1) _exit(3);
+    }  // shuts down: what is pending goes to the database
+    _exit(0);
+  }
+  std::uint16_t port = 0;
+  ASSERT_EQ(::read(up[0], &port, sizeof port), static_cast<ssize_t>(sizeof port));
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  for (int i = 0; i < 400 && sw::net::http_fetch(base + "/ready").status != 200; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  std::set<std::string> seen;
+  {
+    auto c = sw::net::ws_client::connect("ws://127.0.0.1:" + std::to_string(port) + "/api/realtime/transcribe?token=" +
+                                         sw::test::harness::token("full-room", "alice"));
+    sw::test::expect_message(*c, "ready");
+    std::vector<std::uint8_t> f(640, 0);
+    for (int i = 0; i < 40; ++i) {  // ~250 bytes of journal each: the limit is passed after ~16
+      c->send_binary(f.data(), f.size());
+      seen.insert(field(sw::test::expect_message(*c, "transcript_final"), "utteranceId"));
+    }
+    c->close();
+  }
+  std::string queue;
+  for (int i = 0; i < 200 && queue != "40"; ++i) {  // every final is accepted, journaled or not
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    queue = field(sw::net::http_fetch(base + "/health").body, "queueLength");
+  }
+  EXPECT_EQ(queue, "40");
+  auto metrics = sw::net::http_fetch(base + "/metrics").body;
+  EXPECT_NE(metrics.find("persist.journal_failures"), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("persist.lost_finals"), std::string::npos) << metrics;
+  EXPECT_LE(fs::file_size(dir + "/journal/finals.journal"), 4096u);
+  ASSERT_EQ(::write(down[1], "x", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  auto stored = stored_utterances(*db);
+  ASSERT_EQ(seen.size(), 40u);
+  for (auto& id : seen) EXPECT_EQ(stored[id], 1) << id;
+  EXPECT_EQ(stored.size(), seen.size());
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptionUsage")"), 1);
+  for (int fd : {up[0], up[1], down[0], down[1]}) ::close(fd);
+  fs::remove_all(dir);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, PersistCrash, ::testing::Values("sqlite", "postgresql"),
                          [](const auto& info) { return info.param; });
 INSTANTIATE_TEST_SUITE_P(Backends, PersistShutdown, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+// PostgreSQL only: the file size limit would stop SQLite's own file too.
+INSTANTIATE_TEST_SUITE_P(Backends, PersistJournalFull, ::testing::Values("postgresql"),
                          [](const auto& info) { return info.param; });
 // PostgreSQL only: SQLite gives up on a locked database after its 5 s busy timeout, and the write is retried.
 INSTANTIATE_TEST_SUITE_P(Backends, PersistHungWrite, ::testing::Values("postgresql"),
