@@ -371,22 +371,26 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
                                               .str("timestamp", iso8601(now_ms()))
                                               .done()));
   } else if (path == "/health") {
-    with_queue(self, [responder](const queue_stats& q) {
-      responder->respond(json_response(200, json_builder()
-                                                .str("status", "ok")
-                                                .str("timestamp", iso8601(now_ms()))
-                                                .unum("queueLength", q.queue_length)
-                                                .done()));
+    auto failure = st.ctx->metrics->failure();
+    with_queue(self, [responder, failure](const queue_stats& q) {
+      json_builder b;
+      b.str("status", failure.empty() ? "ok" : "error").str("timestamp", iso8601(now_ms()));
+      b.unum("queueLength", q.queue_length);
+      if (!failure.empty()) b.str("error", failure);
+      responder->respond(json_response(failure.empty() ? 200 : 503, b.done()));
     });
   } else if (path == "/ready") {
     bool has_db = static_cast<bool>(st.ctx->persistence);
     bool stt_ok = static_cast<bool>(st.ctx->stt.spawn);
     std::string provider = st.ctx->stt.name.empty() ? "none" : st.ctx->stt.name;
-    with_queue(self, [responder, has_db, stt_ok, provider](const queue_stats& q) {
+    auto failure = st.ctx->metrics->failure();
+    with_queue(self, [responder, has_db, stt_ok, provider, failure](const queue_stats& q) {
       bool db_ok = has_db && q.database_ok;
-      bool ready = db_ok && stt_ok;
+      bool ready = db_ok && stt_ok && failure.empty();
       json_builder b;
-      b.str("status", ready ? "ready" : "not_ready").open("checks").open("database").boolean("ok", db_ok);
+      b.str("status", ready ? "ready" : "not_ready");
+      if (!failure.empty()) b.str("error", failure);
+      b.open("checks").open("database").boolean("ok", db_ok);
       if (!has_db)
         b.str("error", "persistence is not configured");
       else if (!q.backend.empty())

@@ -47,6 +47,17 @@ void metrics::error(const std::string& message) {
   last_error_ms_ = now_ms();
 }
 
+void metrics::fail(const std::string& why) {
+  error(why);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (failure_.empty()) failure_ = why;
+}
+
+std::string metrics::failure() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
+}
+
 void metrics::count(const std::string& name, std::uint64_t n) {
   std::lock_guard<std::mutex> lock(mu_);
   counters_[name] += n;

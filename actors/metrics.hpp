@@ -54,6 +54,9 @@ public:
   std::atomic<std::int64_t> live_streams{0};  // participant streams the network actor tracks
 
   void error(const std::string& message);
+  // A failure the service cannot run on (see supervisor_actor); the first one is kept.
+  void fail(const std::string& why);
+  std::string failure() const;  // empty while there is none
   void count(const std::string& name, std::uint64_t n = 1);
   void observe(const std::string& name, double ms);
   actor_kind_stats& actor_kind(const std::string& kind);
@@ -74,6 +77,7 @@ private:
   std::map<std::string, std::unique_ptr<latency_recorder>> latency_;
   std::map<std::string, std::unique_ptr<actor_kind_stats>> actors_;
   std::string last_error_;
+  std::string failure_;
   std::int64_t last_error_ms_ = 0;
   std::chrono::steady_clock::time_point started_;
 };

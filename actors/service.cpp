@@ -1,5 +1,7 @@
 #include "actors/service.hpp"
 
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -31,12 +33,58 @@ void logger::write(log_level l, const std::string& line) {
   std::cerr << iso8601(now_ms()) << ' ' << names[static_cast<int>(l)] << ' ' << line << '\n';
 }
 
+namespace {
+
+// Where a failure is reported: set by the owner at any time, called from the supervisor.
+struct failure_hook {
+  std::mutex mu;
+  std::function<void(const std::string&)> f;
+  void call(const std::string& why) {
+    std::function<void(const std::string&)> g;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      g = std::move(f);  // once
+    }
+    if (g) g(why);
+  }
+};
+
+struct supervisor_state {
+  static inline const char* name = "supervisor";
+  context_ptr ctx;
+  std::shared_ptr<failure_hook> hook;
+  caf::actor_addr network;
+};
+
+supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, context_ptr ctx,
+                                           std::shared_ptr<failure_hook> hook, network_actor net,
+                                           persistence_actor persistence) {
+  self->state.ctx = ctx;
+  self->state.hook = hook;
+  self->state.network = net.address();
+  self->monitor(net);
+  if (persistence) self->monitor(persistence);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    auto why = std::string(dm.source == st.network ? "network" : "persistence") + " actor ended (" +
+               to_string(dm.reason) + ")";
+    SW_LOG(st.ctx, error, why << ": the service stops; journaled finals are written at the next start");
+    st.ctx->metrics->fail(why);
+    st.hook->call(why);
+  });
+  return {[self](shutdown_atom) { self->quit(); }};
+}
+
+}  // namespace
+
 struct service::impl {
   std::shared_ptr<service_context> ctx;
   std::shared_ptr<net::outbound> outbound;  // upstream connections (Gladia)
   std::unique_ptr<caf::actor_system_config> caf_cfg = std::make_unique<caf::actor_system_config>();
   std::unique_ptr<caf::actor_system> sys;  // refers to *caf_cfg
   network_actor net_actor;
+  supervisor_actor supervisor;
+  std::shared_ptr<failure_hook> failure = std::make_shared<failure_hook>();
   std::unique_ptr<net::server> srv;
   bool started = false;
   bool stopped = false;
@@ -84,6 +132,7 @@ void service::start() {
     }
   }
   d.net_actor = d.sys->spawn(sw::network, context_ptr(d.ctx));
+  d.supervisor = d.sys->spawn(supervisor, context_ptr(d.ctx), d.failure, d.net_actor, d.ctx->persistence);
   net::server_options o;
   const auto& c = d.ctx->cfg;
   o.host = c.host;
@@ -102,6 +151,7 @@ void service::start() {
   try {
     d.srv->start();
   } catch (...) {
+    caf::anon_send(d.supervisor, shutdown_atom::value);
     caf::anon_send_exit(d.net_actor, caf::exit_reason::user_shutdown);
     if (d.ctx->persistence) caf::anon_send_exit(d.ctx->persistence, caf::exit_reason::user_shutdown);
     d.ctx->persistence = persistence_actor{};
@@ -124,6 +174,11 @@ const service_context& service::context() const {
 caf::actor_system& service::system() {
   return *impl_->sys;
 }
+void service::on_failure(std::function<void(const std::string&)> f) {
+  std::lock_guard<std::mutex> lock(impl_->failure->mu);
+  impl_->failure->f = std::move(f);
+}
+
 network_actor service::network() const {
   return impl_->net_actor;
 }
@@ -135,6 +190,7 @@ bool service::shutdown() {
   using clock = std::chrono::steady_clock;
   auto deadline = clock::now() + d.ctx->cfg.shutdown_timeout;
   d.srv->stop_accepting();
+  caf::anon_send(d.supervisor, shutdown_atom::value);  // from here on, actors end on purpose
   caf::anon_send(d.net_actor, shutdown_atom::value);
   bool drained = false;
   while (clock::now() < deadline) {
@@ -165,6 +221,7 @@ bool service::shutdown() {
   while (d.sys->registry().running() > 0 && clock::now() < settle)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   d.net_actor = network_actor{};
+  d.supervisor = supervisor_actor{};
   d.srv.reset();
   if (auto left_over = d.sys->registry().running(); left_over > 0) {
     SW_LOG(d.ctx, warn,
@@ -172,8 +229,10 @@ bool service::shutdown() {
                         << "for them");
     d.sys->await_actors_before_shutdown(false);
     // The system's destructor joins every detached actor's thread, and one stuck in a blocking call would hold
-    // the caller (and a SIGTERM'd process) forever. The system ends on a thread of its own once that call
-    // returns; what it had not written is in the journal for the next start.
+    // the caller (and a SIGTERM'd process) forever. So it runs on a thread of its own, which the process does
+    // not wait for. (CAF 0.17's destructor also waits for the logger that the thread which built the system
+    // holds: off that thread it ends with the process.) What was not written is in the journal for the next
+    // start.
     std::thread([sys = std::move(d.sys), cfg = std::move(d.caf_cfg)]() mutable { sys.reset(); }).detach();
     return false;
   }

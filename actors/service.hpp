@@ -2,8 +2,10 @@
 // Used by the executable, the integration tests and the benchmarks alike.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "actors/context.hpp"
 
@@ -28,6 +30,10 @@ public:
   // Stops admitting, drains every stream (close 1001) within cfg.shutdown_timeout, stops the I/O.
   // Returns false when the bound was hit before every stream ended.
   bool shutdown();
+
+  // Called (once, on an actor thread) when an actor the service cannot run without has failed; the owner
+  // should then shut the service down. May be set at any time.
+  void on_failure(std::function<void(const std::string&)> f);
 
   const service_context& context() const;
   caf::actor_system& system();

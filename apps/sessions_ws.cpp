@@ -1,4 +1,8 @@
 // sessions-ws: the service executable. Configuration comes from the environment (see --help).
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -59,6 +63,13 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   sw::service svc(cfg);
+  // A failed core actor stops the process with exit 1, for systemd (Restart=on-failure) or the orchestrator to
+  // start it again: a half-working service would drop finals quietly.
+  std::atomic<bool> failed{false};
+  svc.on_failure([&failed](const std::string&) {
+    failed = true;
+    ::kill(::getpid(), SIGTERM);  // taken by the sigwait below
+  });
   try {
     svc.start();
   } catch (const std::exception& e) {
@@ -70,12 +81,17 @@ int main(int argc, char** argv) {
             << ")" << std::endl;
   int sig = 0;
   sigwait(&signals, &sig);
-  std::cerr << "sessions-ws: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << ": draining streams (bound "
-            << cfg.shutdown_timeout.count() << " ms)" << std::endl;
+  std::cerr << "sessions-ws: "
+            << (failed           ? "failure"
+                : sig == SIGTERM ? "SIGTERM"
+                                 : "SIGINT")
+            << ": draining streams (bound " << cfg.shutdown_timeout.count() << " ms)" << std::endl;
   bool drained = svc.shutdown();
-  std::cerr << "sessions-ws: stopped" << (drained ? "" : " (shutdown bound reached)") << std::endl;
+  const int code = failed ? 1 : 0;
+  std::cerr << "sessions-ws: stopped" << (drained ? "" : " (shutdown bound reached)") << (code ? " (exit 1)" : "")
+            << std::endl;
   // Past the bound an actor may still be ending on a thread of its own (a database call that had not returned):
   // leave without running static destructors underneath it. Whatever it had not written is in the journal.
-  if (!drained) std::_Exit(0);
-  return 0;
+  if (!drained) std::_Exit(code);
+  return code;
 }

@@ -126,6 +126,13 @@ using network_actor = caf::typed_actor<
     // stop admitting, close every stream with 1001 after draining
     caf::reacts_to<shutdown_atom>>;
 
+// The supervisor: monitors the actors the service cannot run without (network, persistence). One that ends
+// while the service runs is fatal: /health turns 503 and the service asks its owner to stop (the executable
+// exits 1, for its supervisor to restart it; the journal replays what was not written).
+using supervisor_actor = caf::typed_actor<
+    // the service is stopping: the ends that follow are expected
+    caf::reacts_to<shutdown_atom>>;
+
 // How a session gets its STT relay: a provider spawns one relay per participant stream. `spawn` returns
 // an invalid handle when the provider cannot take the stream (the session then reports the error).
 struct stt_provider {

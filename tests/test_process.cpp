@@ -9,8 +9,15 @@
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
 
+#include <atomic>
 #include <filesystem>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
 #include <vector>
+
+#include <caf/send.hpp>
 
 #include "tests/support/harness.hpp"
 
@@ -133,6 +140,61 @@ TEST(Process, DefaultsLeaveAReadableSqliteFileWithTheTranscript) {
   EXPECT_FALSE(text.empty());
   EXPECT_EQ(usage, 1);
   std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+
+namespace {
+
+// The actors the service cannot run without are supervised: one that ends while the service runs turns /health
+// and /ready to 503 and asks the owner to stop (the executable then exits 1, to be restarted).
+TEST(Supervision, APersistenceActorThatEndsIsAFailureTheOwnerHearsOf) {
+  sw::test::harness h;  // SQLite persistence, as by default
+  std::mutex mu;
+  std::vector<std::string> failures;
+  h.svc->on_failure([&](const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu);
+    failures.push_back(why);
+  });
+  EXPECT_EQ(sw::net::http_fetch(h.http("/health")).status, 200u);
+  caf::anon_send_exit(h.svc->context().persistence, caf::exit_reason::kill);
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!failures.empty()) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(failures.size(), 1u);
+    EXPECT_NE(failures[0].find("persistence"), std::string::npos) << failures[0];
+  }
+  auto health = sw::net::http_fetch(h.http("/health"));
+  EXPECT_EQ(health.status, 503u) << health.body;
+  EXPECT_EQ(sw::test::field(health.body, "status"), "error") << health.body;
+  EXPECT_NE(sw::test::field(health.body, "error").find("persistence"), std::string::npos) << health.body;
+  auto ready = sw::net::http_fetch(h.http("/ready"));
+  EXPECT_EQ(ready.status, 503u) << ready.body;
+  h.svc->shutdown();
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(failures.size(), 1u) << "the owner hears of a failure once";
+}
+
+TEST(Supervision, AShutdownIsNotAFailure) {
+  std::atomic<int> failures{0};
+  {
+    sw::test::harness h;
+    h.svc->on_failure([&](const std::string&) { ++failures; });
+    auto c = h.connect("quiet-room", "alice");
+    sw::test::expect_message(*c, "ready");
+    // The client answers the close, so that the shutdown ends at once. (The service is shut down on the thread
+    // that started it: CAF 0.17's actor system waits for its logger, which that thread holds, in its destructor.)
+    auto closed = std::async(std::launch::async, [&] { return sw::test::expect_close(*c); });
+    EXPECT_TRUE(h.svc->shutdown());
+    EXPECT_EQ(closed.get(), 1001);
+  }
+  EXPECT_EQ(failures.load(), 0);
 }
 
 }  // namespace
