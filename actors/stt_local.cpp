@@ -12,7 +12,9 @@
 #include <unordered_set>
 
 #include <pocketsphinx.h>
+#include <sphinxbase/cmn.h>
 #include <sphinxbase/err.h>
+#include <sphinxbase/feat.h>
 #include <caf/actor_system.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -25,7 +27,17 @@ namespace {
 struct decoder {
   ps_decoder_t* ps = nullptr;
   std::size_t group = 0;
+  std::shared_ptr<const std::vector<mfcc_t>> cmn;  // the cepstral mean it started with (the model's -cmninit)
 };
+
+// Makes a decoder that served other streams start like a new one: the audio front end's noise and the cepstral
+// mean adapt to each speaker, and one stream's must not shape the next stream's words. Call with the turn held.
+void start_fresh(const decoder& d) {
+  ps_start_stream(d.ps);
+  auto* feat = ps_get_feat(d.ps);
+  if (feat && feat->cmn_struct && d.cmn && d.cmn->size() == static_cast<std::size_t>(feat->cmn_struct->veclen))
+    cmn_live_set(feat->cmn_struct, d.cmn->data());
+}
 
 // Decoders up to LOCAL_STT_MAX_STREAMS, in LOCAL_STT_THREADS groups (default: one per core). The decoders of a
 // group share one language model (33 MiB, loaded once per group) and take turns on it under the group's mutex:
@@ -68,6 +80,9 @@ public:
     cmd_ln_t* cfg = cmd_ln_init(nullptr, ps_args(), TRUE, "-hmm", paths_.hmm.c_str(), "-dict", dict_path_.c_str(),
                                 "-logfn", "/dev/null", nullptr);
     d.ps = cfg ? ps_init(cfg) : nullptr;
+    if (auto* feat = d.ps ? ps_get_feat(d.ps) : nullptr; feat && feat->cmn_struct)
+      d.cmn = std::make_shared<const std::vector<mfcc_t>>(feat->cmn_struct->cmn_mean,
+                                                          feat->cmn_struct->cmn_mean + feat->cmn_struct->veclen);
     if (d.ps && !g.lm) g.lm = ngram_model_read(cfg, paths_.lm.c_str(), NGRAM_AUTO, lmath_);
     std::unique_lock<std::mutex> turn(g.turn);  // building a search writes the LM's weights: not while in use
     if (!d.ps || !g.lm || ps_set_lm(d.ps, "lm", g.lm) != 0 || ps_set_search(d.ps, "lm") != 0) {
@@ -240,6 +255,7 @@ stt_relay_actor::behavior_type local_relay(self_ptr self, context_ptr ctx, std::
   }
   {
     auto turn = st.turn();
+    start_fresh(st.dec);
     ps_start_utt(st.dec.ps);
   }
   self->monitor(listener);
