@@ -17,6 +17,7 @@
 #include "actors/persistence.hpp"
 #include "actors/stt_gladia.hpp"
 #include "actors/stt_local.hpp"
+#include "net/runtime.hpp"
 
 namespace sw {
 
@@ -79,6 +80,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
 
 struct service::impl {
   std::shared_ptr<service_context> ctx;
+  std::shared_ptr<net::io_runtime> io;      // the I/O threads: client sockets and upstream connections
   std::shared_ptr<net::outbound> outbound;  // upstream connections (Gladia)
   std::unique_ptr<caf::actor_system_config> caf_cfg = std::make_unique<caf::actor_system_config>();
   std::unique_ptr<caf::actor_system> sys;  // refers to *caf_cfg
@@ -97,10 +99,11 @@ service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) 
   ctx->net = std::make_shared<net::net_stats>();
   ctx->log = std::make_shared<logger>(ctx->cfg.log_level);
   impl_->ctx = ctx;
+  impl_->io = std::make_shared<net::io_runtime>(ctx->cfg.io_threads);
   if (stt) {
     ctx->stt = std::move(*stt);
   } else if (ctx->cfg.stt_provider == "gladia") {
-    impl_->outbound = std::make_shared<net::outbound>(1);
+    impl_->outbound = std::make_shared<net::outbound>(impl_->io);
     ctx->stt = gladia_provider(ctx, impl_->outbound);
   } else if (ctx->cfg.stt_provider == "local") {
     local_model_paths paths;
@@ -147,7 +150,7 @@ void service::start() {
   o.idle_timeout = c.http_idle_timeout;
   o.ping_interval = c.ws_ping_interval;
   o.pong_timeout = c.ws_pong_timeout;
-  d.srv = std::make_unique<net::server>(o, d.net_actor, d.ctx->net);
+  d.srv = std::make_unique<net::server>(o, d.net_actor, d.ctx->net, d.io);
   try {
     d.srv->start();
   } catch (...) {
@@ -202,7 +205,8 @@ bool service::shutdown() {
   }
   // Let the close frames go out, then stop the I/O threads.
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-  d.srv->stop(std::max(left, std::chrono::milliseconds(200)));
+  d.srv->drain(std::max(left, std::chrono::milliseconds(200)));
+  d.io->stop();
   caf::anon_send_exit(d.net_actor, caf::exit_reason::user_shutdown);
   if (d.ctx->persistence) {
     // Every stream has ended: flush what is pending within the bound; the rest stays journaled.
@@ -233,7 +237,7 @@ bool service::shutdown() {
     // not wait for. (CAF 0.17's destructor also waits for the logger that the thread which built the system
     // holds: off that thread it ends with the process.) What was not written is in the journal for the next
     // start.
-    std::thread([sys = std::move(d.sys), cfg = std::move(d.caf_cfg)]() mutable { sys.reset(); }).detach();
+    std::thread([sys = std::move(d.sys), cfg = std::move(d.caf_cfg), io = d.io]() mutable { sys.reset(); }).detach();
     return false;
   }
   d.sys.reset();

@@ -20,6 +20,7 @@
 #include <caf/send.hpp>
 
 #include "net/beast_util.hpp"
+#include "net/runtime.hpp"
 #include "net/url.hpp"
 
 namespace sw::net {
@@ -558,15 +559,16 @@ private:
 }  // namespace
 
 struct server::impl {
-  asio::io_context ioc;
+  std::shared_ptr<io_runtime> io;
   std::shared_ptr<shared_state> st;
   std::shared_ptr<listener> lis;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
-  std::vector<std::thread> threads;
   std::uint16_t port = 0;
 };
 
-server::server(server_options opts, network_actor handler, std::shared_ptr<net_stats> stats) : impl_(new impl) {
+server::server(server_options opts, network_actor handler, std::shared_ptr<net_stats> stats,
+               std::shared_ptr<io_runtime> io)
+    : impl_(new impl) {
+  impl_->io = io ? std::move(io) : std::make_shared<io_runtime>(opts.io_threads);
   impl_->st = std::make_shared<shared_state>();
   impl_->st->opts = std::move(opts);
   impl_->st->handler = std::move(handler);
@@ -574,7 +576,7 @@ server::server(server_options opts, network_actor handler, std::shared_ptr<net_s
 }
 
 server::~server() {
-  if (!impl_->threads.empty()) stop(std::chrono::milliseconds(0));
+  stop_accepting();
 }
 
 void server::start() {
@@ -596,7 +598,7 @@ void server::start() {
   beast::error_code ec;
   auto address = asio::ip::make_address(st.opts.host, ec);
   if (ec) throw std::runtime_error("HOST is not an IP address: " + st.opts.host);
-  impl_->lis = std::make_shared<listener>(impl_->ioc, impl_->st);
+  impl_->lis = std::make_shared<listener>(impl_->io->context(), impl_->st);
   try {
     impl_->lis->open(tcp::endpoint(address, st.opts.port));
   } catch (const std::exception& e) {
@@ -604,8 +606,6 @@ void server::start() {
   }
   impl_->port = impl_->lis->port();
   impl_->lis->run();
-  impl_->work.emplace(impl_->ioc.get_executor());
-  for (int i = 0; i < std::max(1, st.opts.io_threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
 }
 
 std::uint16_t server::port() const {
@@ -620,15 +620,12 @@ void server::stop_accepting() {
   if (impl_->lis) impl_->lis->stop();
 }
 
-void server::stop(std::chrono::milliseconds bound) {
+bool server::drain(std::chrono::milliseconds bound) {
   stop_accepting();
   auto deadline = clock::now() + bound;
   while (impl_->st->stats->connections.load() > 0 && clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  impl_->work.reset();
-  impl_->ioc.stop();
-  for (auto& t : impl_->threads) t.join();
-  impl_->threads.clear();
+  return impl_->st->stats->connections.load() == 0;
 }
 
 }  // namespace sw::net

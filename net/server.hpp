@@ -45,22 +45,27 @@ struct net_stats {
   std::atomic<std::uint64_t> bodies_too_large{0};
 };
 
+class io_runtime;
+
 class server {
 public:
-  server(server_options opts, network_actor handler, std::shared_ptr<net_stats> stats);
+  // Runs on `io` (shared with other users of the I/O threads); without one, on its own with opts.io_threads.
+  server(server_options opts, network_actor handler, std::shared_ptr<net_stats> stats,
+         std::shared_ptr<io_runtime> io = nullptr);
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
-  // Binds, listens and starts the I/O threads. Throws std::runtime_error (port in use, bad TLS files).
+  // Binds and listens. Throws std::runtime_error (port in use, bad TLS files).
   void start();
   // The bound port (useful with port 0).
   std::uint16_t port() const;
   bool tls() const;
   // Stops accepting new connections; open ones keep running.
   void stop_accepting();
-  // Waits up to `bound` for every connection to end, then stops the I/O threads.
-  void stop(std::chrono::milliseconds bound);
+  // Stops accepting and waits up to `bound` for every connection to end; true if they all did. Connections
+  // still open end when the I/O runtime stops.
+  bool drain(std::chrono::milliseconds bound);
 
 private:
   struct impl;

@@ -5,6 +5,7 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
@@ -16,6 +17,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 
 #include "net/beast_util.hpp"
+#include "net/runtime.hpp"
 #include "net/url.hpp"
 
 namespace sw::net {
@@ -45,27 +47,29 @@ void open_transport(std::shared_ptr<Self> self, Stream& stream, tcp::resolver& r
                     std::chrono::milliseconds timeout, Next next) {
   resolver.async_resolve(
       u.host, std::to_string(u.port),
-      [self, &stream, u, timeout, next](beast::error_code ec, tcp::resolver::results_type r) {
-        if (ec) return next("cannot resolve " + u.host + ": " + ec.message());
-        auto& lowest = beast::get_lowest_layer(stream);
-        lowest.expires_after(timeout);
-        lowest.async_connect(r, [self, &stream, u, timeout, next](beast::error_code ec, const tcp::endpoint&) {
-          if (ec) return next("cannot connect to " + u.host + ":" + std::to_string(u.port) + ": " + ec.message());
-          beast::error_code ignored;
-          beast::get_lowest_layer(stream).socket().set_option(tcp::no_delay(true), ignored);
-          if constexpr (std::is_same_v<Stream, tls_stream>) {
-            if (!SSL_set_tlsext_host_name(stream.native_handle(), u.host.c_str()))
-              return next("cannot set SNI host name " + u.host);
-            stream.set_verify_callback(ssl::host_name_verification(u.host));
-            stream.async_handshake(ssl::stream_base::client, [self, u, next](beast::error_code ec) {
-              if (ec) return next("TLS handshake with " + u.host + " failed: " + ec.message());
-              next(std::string{});
+      asio::bind_executor(  // on the stream's strand: the I/O runtime has several threads
+          stream.get_executor(),
+          [self, &stream, u, timeout, next](beast::error_code ec, tcp::resolver::results_type r) {
+            if (ec) return next("cannot resolve " + u.host + ": " + ec.message());
+            auto& lowest = beast::get_lowest_layer(stream);
+            lowest.expires_after(timeout);
+            lowest.async_connect(r, [self, &stream, u, timeout, next](beast::error_code ec, const tcp::endpoint&) {
+              if (ec) return next("cannot connect to " + u.host + ":" + std::to_string(u.port) + ": " + ec.message());
+              beast::error_code ignored;
+              beast::get_lowest_layer(stream).socket().set_option(tcp::no_delay(true), ignored);
+              if constexpr (std::is_same_v<Stream, tls_stream>) {
+                if (!SSL_set_tlsext_host_name(stream.native_handle(), u.host.c_str()))
+                  return next("cannot set SNI host name " + u.host);
+                stream.set_verify_callback(ssl::host_name_verification(u.host));
+                stream.async_handshake(ssl::stream_base::client, [self, u, next](beast::error_code ec) {
+                  if (ec) return next("TLS handshake with " + u.host + " failed: " + ec.message());
+                  next(std::string{});
+                });
+              } else {
+                next(std::string{});
+              }
             });
-          } else {
-            next(std::string{});
-          }
-        });
-      });
+          }));
 }
 
 template <class Stream>
@@ -270,21 +274,15 @@ public:
 }  // namespace
 
 struct outbound::impl {
-  asio::io_context ioc;
-  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
-  std::vector<std::thread> threads;
+  std::shared_ptr<io_runtime> io;
+  asio::io_context& ioc;
+  explicit impl(std::shared_ptr<io_runtime> r) : io(std::move(r)), ioc(io->context()) {}
 };
 
-outbound::outbound(int threads) : impl_(new impl) {
-  impl_->work.emplace(impl_->ioc.get_executor());
-  for (int i = 0; i < std::max(1, threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
-}
+outbound::outbound(std::shared_ptr<io_runtime> io)
+    : impl_(new impl(io ? std::move(io) : std::make_shared<io_runtime>(1))) {}
 
-outbound::~outbound() {
-  impl_->work.reset();
-  impl_->ioc.stop();
-  for (auto& t : impl_->threads) t.join();
-}
+outbound::~outbound() = default;
 
 void outbound::fetch(const std::string& address, const std::string& method, header_list headers, std::string body,
                      const client_options& opts, std::function<void(http_outcome)> done) {

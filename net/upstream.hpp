@@ -1,6 +1,6 @@
 // Outbound connections for upstream providers: one-shot HTTP(S) requests and WebSocket (ws/wss) clients,
-// asynchronous on the runtime's own I/O thread. TLS verifies the certificate chain and the host name and
-// sends SNI. Callbacks run on that I/O thread: hand their results to an actor, never block in them.
+// asynchronous on the I/O runtime's threads. TLS verifies the certificate chain and the host name and
+// sends SNI. Callbacks run on an I/O thread: hand their results to an actor, never block in them.
 #pragma once
 
 #include <chrono>
@@ -39,9 +39,12 @@ public:
   virtual void abort() = 0;                    // drop the TCP connection; `closed` reports 1006
 };
 
+class io_runtime;
+
 class outbound {
 public:
-  explicit outbound(int threads = 1);
+  // Runs on `io` (the server's I/O threads); without one, on a thread of its own.
+  explicit outbound(std::shared_ptr<io_runtime> io = nullptr);
   ~outbound();
   outbound(const outbound&) = delete;
   outbound& operator=(const outbound&) = delete;

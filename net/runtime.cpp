@@ -1,0 +1,51 @@
+#include "net/runtime.hpp"
+
+#include <algorithm>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+namespace sw::net {
+
+struct io_runtime::impl {
+  boost::asio::io_context ioc;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work;
+  std::mutex mu;
+  std::vector<std::thread> threads;
+};
+
+io_runtime::io_runtime(int threads) : impl_(new impl) {
+  impl_->work.emplace(impl_->ioc.get_executor());
+  for (int i = 0; i < std::max(1, threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+}
+
+io_runtime::~io_runtime() {
+  stop();
+}
+
+boost::asio::io_context& io_runtime::context() {
+  return impl_->ioc;
+}
+
+void io_runtime::stop() {
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->work.reset();
+    threads.swap(impl_->threads);
+  }
+  impl_->ioc.stop();
+  for (auto& t : threads) {
+    if (t.get_id() == std::this_thread::get_id()) {
+      t.detach();  // ends when its run() returns, right after this handler
+    } else {
+      t.join();
+    }
+  }
+}
+
+}  // namespace sw::net

@@ -1,0 +1,30 @@
+// The I/O threads: one Asio io_context run by a few threads, shared by the listening server and the
+// outbound (upstream) connections, so a client's frame and the upstream write it leads to are handled by
+// the same threads instead of crossing to a thread of their own.
+#pragma once
+
+#include <memory>
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace sw::net {
+
+class io_runtime {
+public:
+  explicit io_runtime(int threads);
+  ~io_runtime();  // stop()
+  io_runtime(const io_runtime&) = delete;
+  io_runtime& operator=(const io_runtime&) = delete;
+
+  boost::asio::io_context& context();
+  // Stops the threads and joins them (all but the caller, when called from one of them). Idempotent.
+  void stop();
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace sw::net
