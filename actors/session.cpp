@@ -61,9 +61,18 @@ void finish_after_room(self_ptr self) {
       .then([done](bool) { done(); }, [done](caf::error&) { done(); });
 }
 
+// Hands the batched audio to the relay.
+void flush_audio(self_ptr self) {
+  auto& st = self->state;
+  if (st.batch.pcm.empty()) return;
+  if (relay_running(st)) self->send(st.relay, audio_atom::value, std::move(st.batch));
+  st.batch.pcm.clear();
+}
+
 // Asks the relay to drain (stop) once; finishing waits for its "stopped".
 void stop_relay(self_ptr self) {
   auto& st = self->state;
+  flush_audio(self);
   if (relay_running(st)) self->send(st.relay, stop_atom::value);
   maybe_finish(self);
 }
@@ -203,7 +212,17 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         }
         ++s.ctx->metrics->messages_received;
         ++s.usage.audio_chunks;
-        if (relay_running(s)) self->send(s.relay, audio_atom::value, std::move(chunk));
+        if (!relay_running(s)) return;
+        const auto batch = s.ctx->stt.batch_bytes;
+        const auto before = s.audio_bytes;
+        s.audio_bytes += chunk.pcm.size();
+        if (batch == 0) {
+          self->send(s.relay, audio_atom::value, std::move(chunk));
+          return;
+        }
+        if (s.batch.pcm.empty()) s.batch.pcm.reserve(batch + chunk.pcm.size());
+        s.batch.pcm.insert(s.batch.pcm.end(), chunk.pcm.begin(), chunk.pcm.end());
+        if (s.audio_bytes / batch > before / batch) flush_audio(self);
       },
       [=](text_atom, const std::string& text) {
         scope probe(self->state.probe, self);

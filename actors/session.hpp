@@ -22,9 +22,11 @@ struct session_state {
   std::string provider;
   std::string stt_state;  // last status sent: "", connecting, ready, stopped
   std::optional<audio_guard> guard;
-  bool relay_done = false;   // the relay reported "stopped" (or died)
-  bool opened = false;       // socket accepted
-  bool socket_gone = false;  // socket closed (or never opened)
+  audio_chunk batch;              // accepted audio not yet handed to the relay (provider's batch_bytes)
+  std::uint64_t audio_bytes = 0;  // accepted so far, including `batch`
+  bool relay_done = false;        // the relay reported "stopped" (or died)
+  bool opened = false;            // socket accepted
+  bool socket_gone = false;       // socket closed (or never opened)
   bool stop_requested = false;
   bool shutting_down = false;
   bool close_sent = false;

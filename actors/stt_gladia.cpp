@@ -272,9 +272,11 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
                                                stt_listener_actor listener);
 
 stt_provider gladia_provider(context_ptr ctx, std::shared_ptr<net::outbound> out) {
-  return make_provider("gladia", ctx, [out](caf::actor_system& sys, context_ptr c, stt_listener_actor listener) {
+  auto p = make_provider("gladia", ctx, [out](caf::actor_system& sys, context_ptr c, stt_listener_actor listener) {
     return stt_relay_actor{sys.spawn(gladia_relay, c, out, listener)};
   });
+  p.batch_bytes = chunk_bytes;
+  return p;
 }
 
 // Spawned with arguments on purpose: CAF 0.17 dereferences a null argument tuple for argument-less function

@@ -137,6 +137,10 @@ using supervisor_actor = caf::typed_actor<
 // an invalid handle when the provider cannot take the stream (the session then reports the error).
 struct stt_provider {
   std::string name;  // reported in stt_status.provider and /ready ("gladia", "local", ...)
+  // The session hands audio over whenever its running total crosses a multiple of this many bytes (and on
+  // stop): a relay that sends fixed-size upstream chunks gets one message per chunk instead of one per frame.
+  // 0: every frame, as it comes.
+  std::size_t batch_bytes = 0;
   std::function<stt_relay_actor(caf::actor_system&, const stream_identity&, stt_listener_actor)> spawn;
 };
 

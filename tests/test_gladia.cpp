@@ -110,6 +110,31 @@ TEST(Gladia, AudioArrivesByteExactAndStopDrainsEveryFinal) {
   EXPECT_EQ(fake.init_targets()[0], "/v2/live?region=eu-west");
 }
 
+// The session hands the relay its audio in ~100 ms runs: a stream that ends in the middle of one still delivers
+// its tail, whether it ends with "stop" or by closing the socket.
+TEST(Gladia, AStreamEndingMidChunkDeliversItsTail) {
+  for (bool by_close : {false, true}) {
+    SCOPED_TRACE(by_close ? "socket closed" : "stop");
+    fake_gladia fake;
+    auto h = gladia_harness(fake);
+    auto c = h->connect("room", "alice");
+    expect_message(*c, "ready");
+    auto pcm = audio(11'000, by_close ? 3 : 4);  // three chunks of 3 200 bytes and 1 400 more, the last 1 000 unsent
+    stream(*c, pcm, 1'000);
+    if (by_close) {
+      c->close();
+    } else {
+      c->send_text(R"({"type":"stop"})");
+      EXPECT_EQ(read_all(*c).close_code, 1000);
+    }
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!fake.stopped() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+    EXPECT_TRUE(fake.stopped());
+    EXPECT_EQ(fake.audio().size(), pcm.size());
+    EXPECT_TRUE(fake.audio() == pcm) << "the bytes differ";
+  }
+}
+
 TEST(Gladia, AbruptDropResumesWithNothingLost) {
   fake_gladia fake;
   auto h = gladia_harness(fake);
