@@ -9,11 +9,14 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -134,6 +137,95 @@ private:
   std::string frame_;
 };
 
+double thread_cpu_seconds() {
+  rusage r{};
+  getrusage(RUSAGE_THREAD, &r);
+  return static_cast<double>(r.ru_utime.tv_sec + r.ru_stime.tv_sec) +
+         static_cast<double>(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
+}
+
+// Calls send(i, k) for frame k of every stream i at its due time, from two threads; returns their CPU seconds.
+// Streams are spread evenly over the 20 ms frame period, as independent participants are; sending all of them at
+// the same instant would measure the queue of a synthetic burst instead of the relay. A frame due within 100 us
+// goes out without a sleep first: the latency is measured from the actual send, and a sleep per frame would cost
+// the machine more than the server does.
+template <class Send>
+double paced(int streams, int frames, clock_type::time_point start, Send send) {
+  std::atomic<double> cpu{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < std::min(2, streams); ++t)
+    ts.emplace_back([&, t] {
+      for (int k = 0; k < frames; ++k) {
+        for (int i = t; i < streams; i += 2) {
+          auto due = start + k * 20ms + i * std::chrono::microseconds(20'000) / streams;
+          if (due - clock_type::now() > 100us) std::this_thread::sleep_until(due);
+          send(i, k);
+        }
+      }
+      double mine = thread_cpu_seconds();
+      double seen = cpu.load();
+      while (!cpu.compare_exchange_weak(seen, seen + mine)) {
+      }
+    });
+  for (auto& t : ts) t.join();
+  return cpu.load();
+}
+
+// What moving the client frames alone costs this machine: the same paced sends over loopback TCP to a reader that
+// only receives them (one epoll thread, no WebSocket parsing, nothing forwarded). No relay can cost less.
+void loopback_floor(int streams, int seconds) {
+  int ls = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (ls < 0 || bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(ls, 4096) != 0 ||
+      getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    throw std::runtime_error(std::string("floor: listen: ") + std::strerror(errno));
+  std::vector<int> out, in;
+  int ep = epoll_create1(0);
+  for (int i = 0; i < streams; ++i) {
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (c < 0 || ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+      throw std::runtime_error(std::string("floor: connect: ") + std::strerror(errno));
+    int one = 1;
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    out.push_back(c);
+    int s = accept(ls, nullptr, nullptr);
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.fd = s;
+    epoll_ctl(ep, EPOLL_CTL_ADD, s, &e);
+    in.push_back(s);
+  }
+  std::atomic<bool> done{false};
+  double reader_cpu = 0;
+  std::thread reader([&] {
+    epoll_event ev[256];
+    std::vector<char> buf(65536);
+    while (!done) {
+      int n = epoll_wait(ep, ev, 256, 50);
+      for (int j = 0; j < n; ++j) (void)!::recv(ev[j].data.fd, buf.data(), buf.size(), 0);
+    }
+    reader_cpu = thread_cpu_seconds();
+  });
+  const std::string frame(644, '\x82');  // the size of a masked 640-byte binary frame
+  auto start = clock_type::now() + 50ms;
+  double gen_cpu = paced(streams, seconds * 50, start,
+                         [&](int i, int) { (void)!::send(out[i], frame.data(), frame.size(), MSG_NOSIGNAL); });
+  auto wall = std::chrono::duration<double>(clock_type::now() - start).count();
+  done = true;
+  reader.join();
+  for (int fd : out) ::close(fd);
+  for (int fd : in) ::close(fd);
+  ::close(ep);
+  ::close(ls);
+  std::printf(
+      "loopback floor: %d streams x %d s of 644-byte sends to a reader that only receives: generator %.2f cores, "
+      "reader %.2f cores\n",
+      streams, seconds, gen_cpu / wall, reader_cpu / wall);
+}
+
 void run(int streams, int seconds) {
   sw::test::fake_gladia fake;
   fake.record_arrivals(true);
@@ -170,28 +262,14 @@ void run(int streams, int seconds) {
   const int frames = seconds * 50;
   // sent[stream][k] = when frame k (ending at offset 640*(k+1)) left the client
   std::vector<std::vector<clock_type::time_point>> sent(streams, std::vector<clock_type::time_point>(frames));
-  const int threads = std::min(2, streams);
   auto cpu0 = process_cpu_seconds(pid);
   auto self0 = process_cpu_seconds(getpid());
   auto start = clock_type::now() + 50ms;
-  std::vector<std::thread> ts;
-  for (int t = 0; t < threads; ++t)
-    ts.emplace_back([&, t] {
-      for (int k = 0; k < frames; ++k) {
-        for (int i = t; i < streams; i += threads) {
-          // Streams are spread evenly over the 20 ms frame period, as independent participants are; sending all
-          // of them at the same instant would measure the queue of a synthetic burst instead of the relay.
-          // A frame due within 100 us goes out without a sleep first: the latency is measured from the actual
-          // send, and a sleep per frame would cost the machine more than the server does.
-          auto due = start + k * 20ms + i * std::chrono::microseconds(20'000) / streams;
-          if (due - clock_type::now() > 100us) std::this_thread::sleep_until(due);
-          sent[i][k] = clock_type::now();
-          cs[i].send_frame();
-          if (k % 10 == i % 10) cs[i].drain();  // read what the server sent, every 200 ms
-        }
-      }
-    });
-  for (auto& t : ts) t.join();
+  paced(streams, frames, start, [&](int i, int k) {
+    sent[i][k] = clock_type::now();
+    cs[i].send_frame();
+    if (k % 10 == i % 10) cs[i].drain();  // read what the server sent, every 200 ms
+  });
   auto wall = std::chrono::duration<double>(clock_type::now() - start).count();
   auto cpu = process_cpu_seconds(pid) - cpu0;
   auto self_cpu = process_cpu_seconds(getpid()) - self0;
@@ -239,6 +317,9 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atoi(argv[i + 1]);
   }
   signal(SIGPIPE, SIG_IGN);
-  for (int s : streams) run(s, seconds);
+  for (int s : streams) {
+    loopback_floor(s, seconds);
+    run(s, seconds);
+  }
   return 0;
 }
