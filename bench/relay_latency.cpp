@@ -227,7 +227,9 @@ void loopback_floor(int streams, int seconds) {
 }
 
 void run(int streams, int seconds) {
-  sw::test::fake_gladia fake;
+  sw::test::fake_gladia::options fo;
+  fo.stagger_finals = true;  // independent participants' utterances end at different moments
+  sw::test::fake_gladia fake(fo);
   fake.record_arrivals(true);
   int port = free_port();
   pid_t pid = fork();

@@ -18,7 +18,10 @@ public:
   struct options {
     std::string api_key = "fake-gladia-key";
     std::size_t final_every_chunks = 10;  // a final per 10 chunks of 100 ms; partial per chunk
-    std::string tls_cert_file;            // both set: HTTPS + WSS (the URLs then name localhost)
+    // Session n's finals come n chunks earlier (mod final_every_chunks), as independent speakers' utterances
+    // end at different moments; otherwise every session started together gets its finals in the same instant.
+    bool stagger_finals = false;
+    std::string tls_cert_file;  // both set: HTTPS + WSS (the URLs then name localhost)
     std::string tls_key_file;
   };
   explicit fake_gladia(options o);
