@@ -1,5 +1,6 @@
 #include "actors/service.hpp"
 
+#include <atomic>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -40,6 +41,8 @@ namespace {
 struct failure_hook {
   std::mutex mu;
   std::function<void(const std::string&)> f;
+  // The network actor ended: nobody counts or stops the streams any more, so a shutdown does not wait for them.
+  std::atomic<bool> network_down{false};
   void call(const std::string& why) {
     std::function<void(const std::string&)> g;
     {
@@ -70,6 +73,7 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
     auto why = std::string(dm.source == st.network ? "network" : "persistence") + " actor ended (" +
                to_string(dm.reason) + ")";
     SW_LOG(st.ctx, error, why << ": the service stops; journaled finals are written at the next start");
+    if (dm.source == st.network) st.hook->network_down = true;
     st.ctx->metrics->fail(why);
     st.hook->call(why);
   });
@@ -196,7 +200,7 @@ bool service::shutdown() {
   caf::anon_send(d.supervisor, shutdown_atom::value);  // from here on, actors end on purpose
   caf::anon_send(d.net_actor, shutdown_atom::value);
   bool drained = false;
-  while (clock::now() < deadline) {
+  while (clock::now() < deadline && !d.failure->network_down) {
     if (d.ctx->metrics->live_streams.load() == 0) {
       drained = true;
       break;
@@ -205,7 +209,7 @@ bool service::shutdown() {
   }
   // Let the close frames go out, then stop the I/O threads.
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-  d.srv->drain(std::max(left, std::chrono::milliseconds(200)));
+  d.srv->drain(d.failure->network_down ? std::chrono::milliseconds(0) : std::max(left, std::chrono::milliseconds(200)));
   d.io->stop();
   caf::anon_send_exit(d.net_actor, caf::exit_reason::user_shutdown);
   if (d.ctx->persistence) {
