@@ -73,7 +73,7 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
     return;
   }
   if (room_it == st.rooms.end()) {
-    auto r = self->system().spawn(room, st.ctx, claims.session_slug);
+    auto r = self->spawn<caf::linked>(room, st.ctx, claims.session_slug);
     room_it = st.rooms.emplace(claims.session_slug, network_state::room_entry{r, 0}).first;
   }
   stream_identity who;
@@ -86,7 +86,7 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   who.name = claims.name.empty() ? claims.identity : claims.name;
   auto format = req.query_param("format");
   bool legacy = format && *format == "legacy";
-  auto s = self->system().spawn(session, st.ctx, who, legacy, room_it->second.actor);
+  auto s = self->spawn<caf::linked>(session, st.ctx, who, legacy, room_it->second.actor);
   self->monitor(s);
   ++room_it->second.streams;
   ++st.per_user[claims.user_id];
@@ -101,6 +101,12 @@ network_actor::behavior_type network(self_ptr self, context_ptr ctx) {
   self->state.ctx = ctx;
   self->state.started_ms = now_ms();
   self->state.probe = actor_probe(ctx->metrics, "network");
+  // Rooms and sessions are linked to this actor, so that they end with it: nobody else could count them or stop
+  // them. Their own ends, whatever the reason, are the down handler's business; only an exit sent to this actor
+  // (anonymously, by the service) ends it.
+  self->set_exit_handler([=](caf::exit_msg& em) {
+    if (!em.source || em.source == self->address()) self->quit(em.reason);
+  });
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     auto it = st.streams.find(dm.source);
