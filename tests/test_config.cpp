@@ -1,9 +1,11 @@
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <regex>
 #include <set>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -40,6 +42,12 @@ TEST(Config, Defaults) {
   EXPECT_EQ(c.ws_ping_interval.count(), 15000);
   EXPECT_EQ(c.ws_pong_timeout.count(), 45000);
   EXPECT_EQ(c.cors_allow_origin, "*");
+  const int half = static_cast<int>(std::max(1u, std::thread::hardware_concurrency() / 2));
+  EXPECT_EQ(c.actor_threads, half);
+  EXPECT_EQ(c.io_threads, std::max(2, half));  // never one I/O thread that every socket waits behind
+  auto set = load({{"IO_THREADS", "1"}, {"ACTOR_THREADS", "3"}});
+  EXPECT_EQ(set.io_threads, 1);
+  EXPECT_EQ(set.actor_threads, 3);
 }
 
 TEST(Config, ReadsValues) {
