@@ -1,9 +1,6 @@
 #include "net/upstream.hpp"
 
 #include <deque>
-#include <optional>
-#include <thread>
-#include <vector>
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
