@@ -39,13 +39,7 @@ void io_runtime::stop() {
     threads.swap(impl_->threads);
   }
   impl_->ioc.stop();
-  for (auto& t : threads) {
-    if (t.get_id() == std::this_thread::get_id()) {
-      t.detach();  // ends when its run() returns, right after this handler
-    } else {
-      t.join();
-    }
-  }
+  for (auto& t : threads) t.join();
 }
 
 }  // namespace sw::net

@@ -19,7 +19,7 @@ public:
   io_runtime& operator=(const io_runtime&) = delete;
 
   boost::asio::io_context& context();
-  // Stops the threads and joins them (all but the caller, when called from one of them). Idempotent.
+  // Stops the threads and joins them. Idempotent. Never from one of them (nor the last owner's release there).
   void stop();
 
 private:
