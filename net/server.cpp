@@ -22,6 +22,7 @@
 #include "net/beast_util.hpp"
 #include "net/runtime.hpp"
 #include "net/url.hpp"
+#include "net/ws_writer.hpp"
 
 namespace sw::net {
 
@@ -75,7 +76,7 @@ void graceful_shutdown(tls_stream& s, std::shared_ptr<Self> self, std::chrono::m
 template <class Stream>
 class ws_session;
 
-// One WebSocket connection: a strictly single-writer bounded queue, server pings, heartbeat timeout.
+// One WebSocket connection: a strictly single-writer bounded queue (ws_writer), server pings, heartbeat timeout.
 template <class Stream>
 class ws_session : public std::enable_shared_from_this<ws_session<Stream>> {
 public:
@@ -83,6 +84,10 @@ public:
       : st_(std::move(st)),
         token_(std::move(token)),
         ws_(std::move(stream)),
+        writer_(ws_,
+                [stats = st_->stats](beast::error_code ec, const ws_frame& f) {
+                  if (!ec && f.kind == frame_kind::text) ++stats->frames_out;
+                }),
         ping_timer_(ws_.get_executor()),
         close_timer_(ws_.get_executor()) {}
 
@@ -109,31 +114,25 @@ public:
     if (close_requested_ || finished_) return;
     const auto limit = st_->opts.send_queue_bytes;
     const auto size = text->size();
-    if (how == delivery::skippable && queued_bytes_ + size > limit / 2) {
+    if (how == delivery::skippable && writer_.queued_bytes() + size > limit / 2) {
       ++st_->stats->partials_skipped;
       return;
     }
-    if (queued_bytes_ + size > limit) {
+    if (writer_.queued_bytes() + size > limit) {
       ++st_->stats->slow_client_closes;
       request_close(4409, "Client too slow", false);
       return;
     }
-    queue_.push_back({text, false});
-    queued_bytes_ += size;
-    do_write();
+    writer_.push({frame_kind::text, text});
+    if (opened_) writer_.pump(this->shared_from_this());
   }
 
   // Graceful: after everything queued so far. Abortive: drops what is queued (not what is in flight).
   void request_close(std::uint16_t code, std::string reason, bool graceful) {
     if (close_requested_ || finished_) return;
     close_requested_ = true;
-    close_reason_ = websocket::close_reason(static_cast<websocket::close_code>(code), reason);
-    if (!graceful) {
-      while (queue_.size() > (writing_ ? 1u : 0u)) {
-        if (!queue_.back().ping) queued_bytes_ -= queue_.back().text->size();
-        queue_.pop_back();
-      }
-    }
+    if (!graceful) writer_.drop_waiting();
+    writer_.close_when_done(websocket::close_reason(static_cast<websocket::close_code>(code), reason));
     close_timer_.expires_after(st_->opts.close_timeout);
     close_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
       if (!ec && !self->finished_) {
@@ -141,17 +140,12 @@ public:
         beast::get_lowest_layer(self->ws_).socket().close(ignored);
       }
     });
-    do_write();
+    if (opened_) writer_.pump(this->shared_from_this());
   }
 
   auto executor() { return ws_.get_executor(); }
 
 private:
-  struct item {
-    shared_text text;  // null for a ping
-    bool ping;
-  };
-
   void on_accept(beast::error_code ec) {
     if (ec) {
       caf::anon_send(session_, closed_atom::value);
@@ -193,47 +187,9 @@ private:
     finished_ = true;
     ping_timer_.cancel();
     close_timer_.cancel();
-    queue_.clear();
-    queued_bytes_ = 0;
+    writer_.stop();  // a write in flight keeps its own buffer until it completes
     if (opened_) --st_->stats->websockets;
     caf::anon_send(session_, closed_atom::value);
-  }
-
-  void do_write() {
-    if (writing_ || finished_ || closing_) return;
-    if (queue_.empty()) {
-      if (close_requested_) {
-        closing_ = true;
-        ws_.async_close(close_reason_, [self = this->shared_from_this()](beast::error_code) {});
-      }
-      return;
-    }
-    writing_ = true;
-    auto& front = queue_.front();
-    if (front.ping) {
-      ws_.async_ping({}, [self = this->shared_from_this()](beast::error_code ec) { self->on_write(ec, 0); });
-    } else {
-      ws_.text(true);
-      ws_.async_write(asio::buffer(*front.text),
-                      beast::bind_front_handler(&ws_session::on_write, this->shared_from_this()));
-    }
-  }
-
-  void on_write(beast::error_code ec, std::size_t) {
-    writing_ = false;
-    if (ec) {
-      beast::error_code ignored;
-      beast::get_lowest_layer(ws_).socket().close(ignored);
-      return;  // the read side reports the end
-    }
-    if (!queue_.empty()) {
-      if (!queue_.front().ping) {
-        queued_bytes_ -= queue_.front().text->size();
-        ++st_->stats->frames_out;
-      }
-      queue_.pop_front();
-    }
-    do_write();
   }
 
   void arm_ping() {
@@ -245,8 +201,8 @@ private:
         self->request_close(4408, "Heartbeat timeout", false);
         return;
       }
-      self->queue_.push_back({nullptr, true});
-      self->do_write();
+      self->writer_.push({frame_kind::ping, nullptr});
+      self->writer_.pump(self);
       self->arm_ping();
     });
   }
@@ -254,16 +210,12 @@ private:
   std::shared_ptr<shared_state> st_;
   token_ptr token_;
   websocket::stream<Stream> ws_;
+  ws_writer<Stream> writer_;
   session_actor session_;
   beast::flat_buffer buffer_;
-  std::deque<item> queue_;
-  std::size_t queued_bytes_ = 0;
-  bool writing_ = false;
   bool opened_ = false;
   bool close_requested_ = false;
-  bool closing_ = false;
   bool finished_ = false;
-  websocket::close_reason close_reason_;
   asio::steady_timer ping_timer_;
   asio::steady_timer close_timer_;
   clock::time_point last_pong_;

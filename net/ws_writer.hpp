@@ -1,0 +1,135 @@
+// Internal to net/: the one outgoing-message queue of a WebSocket, for the server's client sockets and the
+// upstream sockets alike. Strictly one write at a time (the next starts in the completion of the previous one:
+// that is what keeps frames whole), and the buffer of the write in flight is owned by that write's completion
+// handler, so a connection that goes away mid-write never frees memory the socket is still sending from.
+// Everything runs on the connection's strand.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/steady_timer.hpp>
+
+#include "net/beast_util.hpp"
+
+namespace sw::net {
+
+enum class frame_kind : std::uint8_t { text, binary, ping };
+
+struct ws_frame {
+  frame_kind kind = frame_kind::text;
+  std::shared_ptr<const std::string> data;  // null for a ping
+  std::size_t size() const { return data ? data->size() : 0; }
+};
+
+template <class Stream>
+class ws_writer {
+public:
+  // `written` runs after each write (ping or close excluded from none: every queued frame), on the strand;
+  // `write_timeout` > 0 closes the socket when one write takes longer (a peer that stopped reading).
+  ws_writer(websocket::stream<Stream>& ws, std::function<void(beast::error_code, const ws_frame&)> written,
+            std::chrono::milliseconds write_timeout = std::chrono::milliseconds(0))
+      : ws_(ws), written_(std::move(written)), write_timeout_(write_timeout), timer_(ws.get_executor()) {}
+
+  std::size_t queued_bytes() const { return bytes_; }  // waiting and in flight
+  std::size_t queued_frames() const { return queue_.size(); }
+  bool writing() const { return writing_; }
+  bool idle() const { return !writing_ && queue_.empty(); }
+  bool closing() const { return close_.has_value(); }
+
+  void push(ws_frame f) {
+    if (stopped_ || close_) return;
+    bytes_ += f.size();
+    queue_.push_back(std::move(f));
+  }
+
+  // Forgets what waits behind the write in flight (never the buffer of that write).
+  void drop_waiting() {
+    while (queue_.size() > (writing_ ? 1u : 0u)) {
+      bytes_ -= queue_.back().size();
+      queue_.pop_back();
+    }
+  }
+
+  // After everything queued so far: the close handshake. Nothing is queued after it.
+  void close_when_done(websocket::close_reason reason) {
+    if (!close_) close_ = std::move(reason);
+  }
+
+  // The connection is gone: nothing more is written; the write in flight completes (with an error) on its own.
+  void stop() {
+    stopped_ = true;
+    drop_waiting();
+    timer_.cancel();
+  }
+
+  // Starts the next write unless one is in flight. `keep` keeps the connection object (which owns the stream
+  // and this writer) alive until the write completes.
+  void pump(std::shared_ptr<void> keep) {
+    if (writing_ || stopped_ || close_started_) return;
+    if (queue_.empty()) {
+      if (close_) {
+        close_started_ = true;
+        arm_timer();
+        ws_.async_close(*close_, [this, keep](beast::error_code) { timer_.cancel(); });
+      }
+      return;
+    }
+    writing_ = true;
+    arm_timer();
+    const ws_frame& f = queue_.front();
+    if (f.kind == frame_kind::ping) {
+      ws_.async_ping({}, [this, keep](beast::error_code ec) { done(ec, keep); });
+      return;
+    }
+    ws_.text(f.kind == frame_kind::text);
+    // The completion handler holds the buffer: it outlives the queue entry whatever happens to the queue.
+    ws_.async_write(asio::buffer(*f.data),
+                    [this, keep, hold = f.data](beast::error_code ec, std::size_t) { done(ec, keep); });
+  }
+
+private:
+  void arm_timer() {
+    if (write_timeout_.count() <= 0) return;
+    timer_.expires_after(write_timeout_);
+    timer_.async_wait([this, &ws = ws_](beast::error_code ec) {
+      if (ec) return;  // cancelled: the write finished
+      timed_out_ = true;
+      beast::error_code ignored;
+      beast::get_lowest_layer(ws).socket().close(ignored);  // the pending read reports the end
+    });
+  }
+
+  void done(beast::error_code ec, const std::shared_ptr<void>& keep) {
+    writing_ = false;
+    timer_.cancel();
+    if (timed_out_ && !ec) ec = beast::error::timeout;
+    ws_frame f = std::move(queue_.front());
+    queue_.pop_front();
+    bytes_ -= f.size();
+    if (written_) written_(ec, f);
+    if (ec) {
+      stopped_ = true;
+      beast::error_code ignored;
+      beast::get_lowest_layer(ws_).socket().close(ignored);  // the read side reports the end
+      return;
+    }
+    pump(keep);
+  }
+
+  websocket::stream<Stream>& ws_;
+  std::function<void(beast::error_code, const ws_frame&)> written_;
+  std::chrono::milliseconds write_timeout_;
+  asio::steady_timer timer_;
+  std::deque<ws_frame> queue_;
+  std::size_t bytes_ = 0;
+  std::optional<websocket::close_reason> close_;
+  bool writing_ = false, stopped_ = false, close_started_ = false, timed_out_ = false;
+};
+
+}  // namespace sw::net
