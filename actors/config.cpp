@@ -47,6 +47,10 @@ const std::vector<setting_doc>& settings() {
       {"STT_REPLAY_BUFFER_BYTES", "1920000",
        "unacknowledged audio kept for replay after a reconnect (oldest dropped, counted)"},
       {"STT_DRAIN_TIMEOUT_MS", "10000", "after stop: bound for the upstream to deliver its last finals"},
+      {"STT_ACK_TIMEOUT_MS", "10000",
+       "audio sent and nothing acknowledged for this long: the upstream connection is dropped, reconnected and "
+       "the unacknowledged audio replayed"},
+      {"STT_CHUNK_FLUSH_MS", "100", "audio waiting in a partial upstream chunk goes after this long without more"},
       {"DATABASE_URL", "sqlite3://db=./data/sessions.db",
        "postgresql://... or postgres://... (PostgreSQL), sqlite3://db=PATH (SQLite), or none (no persistence)"},
       {"PERSIST_JOURNAL_DIR", "./data/journal", "local journal of accepted finals (fsync'd, replayed at start-up)"},
@@ -149,7 +153,12 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
   if (auto v = get("GLADIA_CA_FILE")) g.ca_file = v;
   if (auto v = get("STT_REPLAY_BUFFER_BYTES"))
     c.stt_replay_buffer_bytes = parse_int<std::size_t>("STT_REPLAY_BUFFER_BYTES", v, 32'000, std::size_t{1} << 31);
+  if (c.stt_replay_buffer_bytes % 2)  // PCM16: an odd bound would cut a sample
+    throw config_error("STT_REPLAY_BUFFER_BYTES=" + std::to_string(c.stt_replay_buffer_bytes) +
+                       " is invalid: expected an even number of bytes (whole 16-bit samples)");
   ms("STT_DRAIN_TIMEOUT_MS", c.stt_drain_timeout, 100);
+  ms("STT_ACK_TIMEOUT_MS", c.stt_ack_timeout, 100);
+  ms("STT_CHUNK_FLUSH_MS", c.stt_chunk_flush, 1);
   c.stt_provider = g.api_key.empty() ? "local" : "gladia";
   if (auto v = get("STT_PROVIDER")) {
     std::string p = v;

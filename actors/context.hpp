@@ -39,18 +39,18 @@ struct service_context {
 
 using context_ptr = std::shared_ptr<const service_context>;
 
-// A provider whose `spawn(sys, ctx, listener)` gets the context: held weakly, because the context owns the
+// A provider whose `spawn(sys, ctx, who, listener)` gets the context: held weakly, because the context owns the
 // provider and the two would otherwise keep each other alive forever.
 template <class Spawn>
 stt_provider make_provider(std::string name, const context_ptr& ctx, Spawn spawn) {
   stt_provider p;
   p.name = std::move(name);
   std::weak_ptr<const service_context> weak = ctx;
-  p.spawn = [weak, spawn](caf::actor_system& sys, const stream_identity&,
+  p.spawn = [weak, spawn](caf::actor_system& sys, const stream_identity& who,
                           stt_listener_actor listener) -> stt_relay_actor {
     auto c = weak.lock();
     if (!c) return {};
-    return spawn(sys, c, listener);
+    return spawn(sys, c, who, listener);
   };
   return p;
 }

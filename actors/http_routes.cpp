@@ -109,6 +109,7 @@ std::string metrics_json(network_state& st, const queue_stats& q) {
   counters["net.bad_requests"] = n.bad_requests.load();
   counters["net.bodies_too_large"] = n.bodies_too_large.load();
   counters["net.open_connections"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, n.connections.load()));
+  counters["stt.buffered_bytes"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m.stt_buffered_bytes.load()));
   b.open("counters");
   for (auto& [name, v] : counters) b.num_dynamic(name, static_cast<std::int64_t>(v));
   b.close();
@@ -145,6 +146,8 @@ std::string metrics_prometheus(network_state& st, const queue_stats& q) {
   };
   gauge("sessions_ws_active_connections", "Open client WebSockets.", static_cast<double>(n.websockets.load()));
   gauge("sessions_ws_active_stt_relays", "Live upstream STT relays.", static_cast<double>(m.active_relays.load()));
+  gauge("sessions_ws_stt_buffered_bytes", "Audio held by the STT relays until the upstream acknowledges it.",
+        static_cast<double>(m.stt_buffered_bytes.load()));
   counter("sessions_ws_audio_frames_received_total", "Audio frames accepted.",
           static_cast<double>(m.messages_received.load()));
   counter("sessions_ws_messages_sent_total", "Transcripts handed to clients.",

@@ -40,11 +40,33 @@ latency_summary latency_recorder::summary() const {
 
 metrics::metrics() : started_(std::chrono::steady_clock::now()) {}
 
+void metrics::set_error_log(std::function<void(const std::string&)> log) {
+  std::lock_guard<std::mutex> lock(mu_);
+  error_log_ = std::move(log);
+}
+
 void metrics::error(const std::string& message) {
   ++total_errors;
-  std::lock_guard<std::mutex> lock(mu_);
-  last_error_ = message;
-  last_error_ms_ = now_ms();
+  std::string line;
+  std::function<void(const std::string&)> log;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_error_ = message;
+    last_error_ms_ = now_ms();
+    if (!error_log_) return;
+    if (throttles_.size() > 1000) throttles_.clear();  // kinds are few; this only bounds a surprise
+    auto& t = throttles_[message.substr(0, 24)];
+    if (last_error_ms_ - t.last_ms < 1000) {
+      ++t.suppressed;
+      return;
+    }
+    line = message;
+    if (t.suppressed) line += " (and " + std::to_string(t.suppressed) + " more of this kind in the last seconds)";
+    t.last_ms = last_error_ms_;
+    t.suppressed = 0;
+    log = error_log_;
+  }
+  log(line);
 }
 
 void metrics::fail(const std::string& why) {

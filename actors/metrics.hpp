@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,7 +52,12 @@ public:
   std::atomic<std::uint64_t> messages_sent{0};      // transcripts handed to clients (per client)
   std::atomic<std::int64_t> active_relays{0};       // live upstream relays of any provider
   std::atomic<std::uint64_t> total_errors{0};
-  std::atomic<std::int64_t> live_streams{0};  // participant streams the network actor tracks
+  std::atomic<std::int64_t> live_streams{0};        // participant streams the network actor tracks
+  std::atomic<std::int64_t> stt_buffered_bytes{0};  // audio held by STT relays for (re)sending, all streams
+
+  // Where error lines go (the service's log); every error() writes one, at most one a second per kind (its first
+  // 24 characters), with the number left out since the last.
+  void set_error_log(std::function<void(const std::string&)> log);
 
   void error(const std::string& message);
   // A failure the service cannot run on (see supervisor_actor); the first one is kept.
@@ -78,6 +84,12 @@ private:
   std::map<std::string, std::unique_ptr<actor_kind_stats>> actors_;
   std::string last_error_;
   std::string failure_;
+  std::function<void(const std::string&)> error_log_;
+  struct throttle {
+    std::int64_t last_ms = 0;
+    std::uint64_t suppressed = 0;
+  };
+  std::map<std::string, throttle> throttles_;
   std::int64_t last_error_ms_ = 0;
   std::chrono::steady_clock::time_point started_;
 };

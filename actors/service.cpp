@@ -1,5 +1,7 @@
 #include "actors/service.hpp"
 
+#include "net/url.hpp"
+
 #include <atomic>
 #include <functional>
 #include <mutex>
@@ -102,12 +104,18 @@ service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) 
   ctx->metrics = std::make_shared<metrics>();
   ctx->net = std::make_shared<net::net_stats>();
   ctx->log = std::make_shared<logger>(ctx->cfg.log_level);
+  ctx->metrics->set_error_log([log = ctx->log](const std::string& line) { log->write(log_level::error, line); });
   impl_->ctx = ctx;
   impl_->io = std::make_shared<net::io_runtime>(ctx->cfg.io_threads);
   if (stt) {
     ctx->stt = std::move(*stt);
   } else if (ctx->cfg.stt_provider == "gladia") {
     impl_->outbound = std::make_shared<net::outbound>(impl_->io);
+    // The TLS context every Gladia connection shares, made once now (loading the CA store takes milliseconds).
+    if (net::parse_url(ctx->cfg.gladia.api_url) && net::parse_url(ctx->cfg.gladia.api_url)->secure()) {
+      if (auto error = impl_->outbound->prepare_tls(ctx->cfg.gladia.ca_file); !error.empty())
+        SW_LOG(ctx, error, "gladia: " << error << " (every stream will report stt_unavailable)");
+    }
     ctx->stt = gladia_provider(ctx, impl_->outbound);
   } else if (ctx->cfg.stt_provider == "local") {
     local_model_paths paths;

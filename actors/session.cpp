@@ -61,12 +61,22 @@ void finish_after_room(self_ptr self) {
       .then([done](bool) { done(); }, [done](caf::error&) { done(); });
 }
 
-// Hands the batched audio to the relay.
-void flush_audio(self_ptr self) {
+// Hands the batched audio to the relay; `flush`: and the relay sends what waits in its partial chunk.
+void flush_audio(self_ptr self, bool flush = false) {
   auto& st = self->state;
-  if (st.batch.pcm.empty()) return;
+  if (st.batch.pcm.empty() && !flush) return;
+  st.batch.flush = flush;
   if (relay_running(st)) self->send(st.relay, audio_atom::value, std::move(st.batch));
   st.batch.pcm.clear();
+  st.batch.flush = false;
+  if (flush) st.since_flush = 0;
+}
+
+void arm_flush(self_ptr self, std::chrono::milliseconds wait) {
+  auto& st = self->state;
+  if (st.flush_armed) return;
+  st.flush_armed = true;
+  self->delayed_send(self, wait, tick_atom::value);
 }
 
 // Asks the relay to drain (stop) once; finishing waits for its "stopped".
@@ -214,15 +224,32 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         ++s.usage.audio_chunks;
         if (!relay_running(s)) return;
         const auto batch = s.ctx->stt.batch_bytes;
-        const auto before = s.audio_bytes;
-        s.audio_bytes += chunk.pcm.size();
         if (batch == 0) {
           self->send(s.relay, audio_atom::value, std::move(chunk));
           return;
         }
+        const auto before = s.since_flush;
+        s.since_flush += chunk.pcm.size();
         if (s.batch.pcm.empty()) s.batch.pcm.reserve(batch + chunk.pcm.size());
         s.batch.pcm.insert(s.batch.pcm.end(), chunk.pcm.begin(), chunk.pcm.end());
-        if (s.audio_bytes / batch > before / batch) flush_audio(self);
+        if (s.since_flush / batch > before / batch) flush_audio(self);
+        if (s.since_flush % batch != 0) {  // part of a chunk waits: it goes if no more audio comes in time
+          s.last_audio = now;
+          arm_flush(self, s.ctx->cfg.stt_chunk_flush);
+        }
+      },
+      [=](tick_atom) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        s.flush_armed = false;
+        if (s.since_flush % std::max<std::size_t>(1, s.ctx->stt.batch_bytes) == 0 || !relay_running(s)) return;
+        auto quiet = audio_guard::clock::now() - s.last_audio;
+        if (quiet < s.ctx->cfg.stt_chunk_flush) {  // more audio came meanwhile: wait from the last of it
+          arm_flush(self, std::chrono::duration_cast<std::chrono::milliseconds>(s.ctx->cfg.stt_chunk_flush - quiet) +
+                              std::chrono::milliseconds(1));
+          return;
+        }
+        flush_audio(self, true);
       },
       [=](text_atom, const std::string& text) {
         scope probe(self->state.probe, self);

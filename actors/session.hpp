@@ -22,11 +22,15 @@ struct session_state {
   std::string provider;
   std::string stt_state;  // last status sent: "", connecting, ready, stopped
   std::optional<audio_guard> guard;
-  audio_chunk batch;              // accepted audio not yet handed to the relay (provider's batch_bytes)
-  std::uint64_t audio_bytes = 0;  // accepted so far, including `batch`
-  bool relay_done = false;        // the relay reported "stopped" (or died)
-  bool opened = false;            // socket accepted
-  bool socket_gone = false;       // socket closed (or never opened)
+  audio_chunk batch;  // accepted audio not yet handed to the relay (provider's batch_bytes)
+  // Accepted since the last flush (including `batch`): not a multiple of batch_bytes means audio waits in a
+  // partial chunk, here or in the relay, and goes after STT_CHUNK_FLUSH_MS without more.
+  std::uint64_t since_flush = 0;
+  std::chrono::steady_clock::time_point last_audio;
+  bool flush_armed = false;
+  bool relay_done = false;   // the relay reported "stopped" (or died)
+  bool opened = false;       // socket accepted
+  bool socket_gone = false;  // socket closed (or never opened)
   bool stop_requested = false;
   bool shutting_down = false;
   bool close_sent = false;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 
 #include <caf/actor_system.hpp>
 #include <caf/stateful_actor.hpp>
@@ -20,6 +21,70 @@ constexpr int max_attempts = 5;            // per init, and per connection drop
 
 enum class phase { initializing, connecting, open, waiting, finished };
 
+using shared_chunk = std::shared_ptr<const std::string>;
+
+// Audio not yet acknowledged by Gladia, as the whole chunks it is sent in (a drop on overflow takes whole chunks,
+// so samples never shift). The first `sent` chunks went out on the current connection; the first `front_acked`
+// bytes of the front chunk are acknowledged already (an ack that ends inside a chunk).
+struct replay_buffer {
+  std::deque<shared_chunk> chunks;
+  std::size_t bytes = 0;  // held, front_acked included
+  std::size_t sent = 0;
+  std::size_t front_acked = 0;
+  std::size_t dropped_in_flight = 0;  // sent on this connection, dropped before Gladia acknowledged them
+
+  bool all_sent() const { return sent == chunks.size(); }
+  std::size_t unacked_sent_bytes() const {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < sent; ++i) n += chunks[i]->size();
+    return n - (sent ? front_acked : 0);
+  }
+  void push(shared_chunk c) {
+    bytes += c->size();
+    chunks.push_back(std::move(c));
+  }
+  void pop_front() {
+    bytes -= chunks.front()->size();
+    chunks.pop_front();
+    front_acked = 0;
+  }
+  // Gladia acknowledged `n` more bytes: they are the oldest it was sent on this connection.
+  void acknowledge(std::size_t n) {
+    auto skip = std::min(n, dropped_in_flight);
+    dropped_in_flight -= skip;
+    n -= skip;
+    while (n > 0 && sent > 0) {
+      auto left = chunks.front()->size() - front_acked;
+      if (n < left) {
+        front_acked += n;
+        return;
+      }
+      n -= left;
+      pop_front();
+      --sent;
+    }
+  }
+  // Drops whole chunks, oldest first, until at most `limit` bytes are held; returns the bytes dropped.
+  std::size_t trim_to(std::size_t limit) {
+    std::size_t dropped = 0;
+    while (bytes > limit && !chunks.empty()) {
+      auto n = chunks.front()->size() - front_acked;
+      if (sent > 0) {  // Gladia may still acknowledge it: that ack is not for the chunk behind it
+        --sent;
+        dropped_in_flight += n;
+      }
+      dropped += n;
+      pop_front();
+    }
+    return dropped;
+  }
+  // The connection is gone: everything not acknowledged goes again on the next one.
+  void rewind() {
+    sent = 0;
+    dropped_in_flight = 0;
+  }
+};
+
 struct gladia_state {
   static inline const char* name = "gladia_relay";
   context_ptr ctx;
@@ -28,21 +93,28 @@ struct gladia_state {
   phase ph = phase::initializing;
   std::string session_url;
   std::string session_id;
-  // Audio not yet acknowledged: buffer[0] is stream offset `acked`; bytes up to `sent` went out on the
-  // current connection.
-  std::string buffer;
-  std::uint64_t acked = 0;
-  std::uint64_t sent = 0;
+  std::string stream;  // "<stream id> room=<slug>", for log lines
+  replay_buffer replay;
+  std::string partial;         // audio of the chunk being filled (less than chunk_bytes)
+  std::uint64_t acked_to = 0;  // Gladia's running total of acknowledged bytes (byte_range[1] of the last ack)
   std::uint64_t generation = 0;
   std::shared_ptr<net::outbound_ws> ws;
+  bool drain_armed = false;  // notify_when_drained is pending for this connection
+  // Ack watchdog: since when the oldest unacknowledged chunk has waited (steady ms), and whether a check is armed.
+  std::int64_t outstanding_since = 0;
+  bool watchdog_armed = false;
   int attempts = 0;
   bool stop_requested = false;
   bool stop_sent = false;
-  bool reported_stopped = false;
   actor_probe probe;
 };
 
 using self_ptr = gladia_relay_actor::stateful_pointer<gladia_state>;
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 std::chrono::milliseconds backoff(int attempt) {  // 300 ms * 2^n, capped at 2 s
   return std::chrono::milliseconds(std::min<long>(2000, 300L << std::min(attempt, 10)));
@@ -52,6 +124,10 @@ void status(self_ptr self, const char* s) {
   self->send(self->state.listener, status_atom::value, stt_status{s, "gladia"});
 }
 
+void publish_held(gladia_state& st, std::int64_t delta) {
+  st.ctx->metrics->stt_buffered_bytes += delta;
+}
+
 // Ends the relay: error (if any), then "stopped", then exit.
 void finish(self_ptr self, const std::string& code = {}, const std::string& message = {}) {
   auto& st = self->state;
@@ -59,25 +135,87 @@ void finish(self_ptr self, const std::string& code = {}, const std::string& mess
   st.ph = phase::finished;
   if (!code.empty()) self->send(st.listener, error_atom::value, stt_error{code, message});
   if (st.ws) st.ws->close(1000);
+  publish_held(st, -static_cast<std::int64_t>(st.replay.bytes + st.partial.size()));
+  st.replay = replay_buffer{};
+  st.partial.clear();
   status(self, "stopped");
   self->quit();
 }
 
+void arm_watchdog(self_ptr self) {
+  auto& st = self->state;
+  if (st.watchdog_armed) return;
+  st.watchdog_armed = true;
+  auto wait = st.ctx->cfg.stt_ack_timeout - std::chrono::milliseconds(steady_ms() - st.outstanding_since);
+  self->delayed_send(self, std::max(wait, std::chrono::milliseconds(1)), tick_atom::value, st.generation);
+}
+
+// Sends the next chunks, one write in flight at a time, straight from the replay buffer; then stop_recording
+// once everything is out after a stop.
 void send_pending(self_ptr self) {
   auto& st = self->state;
   if (st.ph != phase::open) return;
-  const std::uint64_t end = st.acked + st.buffer.size();
-  while (st.sent < end) {
-    auto n = std::min<std::uint64_t>(chunk_bytes, end - st.sent);
-    if (n < chunk_bytes && !st.stop_requested) break;  // wait for a full ~100 ms chunk
-    st.ws->send_binary(st.buffer.substr(st.sent - st.acked, n));
-    st.sent += n;
+  auto& r = st.replay;
+  while (!r.all_sent()) {
+    if (st.ws->backlog() > 0) {  // the previous write is still on its way: continue when it is done
+      if (!st.drain_armed) {
+        st.drain_armed = true;
+        st.ws->notify_when_drained();
+      }
+      return;
+    }
+    if (r.sent == 0) st.outstanding_since = steady_ms();
+    const auto& c = r.chunks[r.sent];
+    if (r.sent == 0 && r.front_acked > 0) {  // an ack ended inside it: the rest only
+      st.ws->send_binary(std::make_shared<const std::string>(c->substr(r.front_acked)));
+    } else {
+      st.ws->send_binary(c);
+    }
+    ++r.sent;
+    arm_watchdog(self);
   }
-  if (st.stop_requested && !st.stop_sent && st.sent == end) {
+  if (st.stop_requested && !st.stop_sent && st.partial.empty()) {
     st.ws->send_text(R"({"type":"stop_recording"})");
     st.stop_sent = true;
     self->delayed_send(self, st.ctx->cfg.stt_drain_timeout, timeout_atom::value);
   }
+}
+
+// Moves the partial chunk into the replay buffer (a short chunk), e.g. when the audio paused or stopped.
+void seal_partial(gladia_state& st) {
+  if (st.partial.empty()) return;
+  st.replay.push(std::make_shared<const std::string>(std::move(st.partial)));
+  st.partial = std::string();
+}
+
+void hold(self_ptr self, const audio_chunk& chunk) {
+  auto& st = self->state;
+  const auto* p = reinterpret_cast<const char*>(chunk.pcm.data());
+  std::size_t left = chunk.pcm.size();
+  const auto before = st.replay.bytes + st.partial.size();
+  while (left > 0) {
+    if (st.partial.empty() && left >= chunk_bytes) {  // a whole chunk: no copy through `partial`
+      st.replay.push(std::make_shared<const std::string>(p, chunk_bytes));
+      p += chunk_bytes;
+      left -= chunk_bytes;
+      continue;
+    }
+    auto n = std::min(left, chunk_bytes - st.partial.size());
+    if (st.partial.capacity() < chunk_bytes) st.partial.reserve(chunk_bytes);
+    st.partial.append(p, n);
+    p += n;
+    left -= n;
+    if (st.partial.size() == chunk_bytes) seal_partial(st);
+  }
+  if (chunk.flush) seal_partial(st);
+  auto limit = st.ctx->cfg.stt_replay_buffer_bytes;
+  if (st.replay.bytes + st.partial.size() > limit) {  // never silently: counted and reported in /metrics
+    auto dropped = st.replay.trim_to(limit > st.partial.size() ? limit - st.partial.size() : 0);
+    st.ctx->metrics->count("gladia.dropped_bytes", dropped);
+    st.ctx->metrics->error("gladia: replay buffer full (STT_REPLAY_BUFFER_BYTES), stream " + st.stream + ": dropped " +
+                           std::to_string(dropped) + " bytes of unacknowledged audio");
+  }
+  publish_held(st, static_cast<std::int64_t>(st.replay.bytes + st.partial.size()) - static_cast<std::int64_t>(before));
 }
 
 void connect(self_ptr self) {
@@ -93,9 +231,12 @@ void connect(self_ptr self) {
   ev.closed = [me, gen](std::uint16_t code, std::string reason) {
     caf::anon_send(me, upstream_atom::value, upstream_event{gen, "closed", std::move(reason), code});
   };
+  ev.drained = [me, gen] { caf::anon_send(me, upstream_atom::value, upstream_event{gen, "drained", {}, 0}); };
+  st.drain_armed = false;
   net::client_options o;
   o.ca_file = st.ctx->cfg.gladia.ca_file;
-  o.timeout = std::chrono::milliseconds(10'000);
+  o.timeout = std::chrono::milliseconds(10'000);  // connect, handshake, and each write
+  o.ping_interval = st.ctx->cfg.ws_ping_interval;
   st.ws = st.out->connect_ws(st.session_url, o, std::move(ev));
 }
 
@@ -196,13 +337,19 @@ void on_text(self_ptr self, const std::string& text) {
     if (!data || !data->HasMember("byte_range") || !(*data)["byte_range"].IsArray()) return;
     auto& range = (*data)["byte_range"];
     if (range.Size() != 2 || !range[1].IsNumber()) return;
-    // byte_range[1] is the exclusive running total, as Gladia's own SDK reads it.
-    auto end = static_cast<std::uint64_t>(range[1].GetDouble());
-    if (end > st.acked) {
-      auto n = std::min<std::uint64_t>(end - st.acked, st.buffer.size());
-      st.buffer.erase(0, n);
-      st.acked += n;
-    }
+    // byte_range[1] is Gladia's exclusive running total, as its own SDK reads it. The bytes acknowledged are
+    // counted from byte_range[0] when that is ahead of the last ack: Gladia counted audio whose ack was lost
+    // with a connection, and that audio may since have been dropped here.
+    auto end = range[1].GetDouble();
+    if (!(end > static_cast<double>(st.acked_to)) || end > 1e15) return;  // old, repeated or absurd
+    auto from = st.acked_to;
+    if (range[0].IsNumber() && range[0].GetDouble() > static_cast<double>(from) && range[0].GetDouble() < end)
+      from = static_cast<std::uint64_t>(range[0].GetDouble());
+    const auto before = st.replay.bytes;
+    st.replay.acknowledge(static_cast<std::size_t>(static_cast<std::uint64_t>(end) - from));
+    st.acked_to = static_cast<std::uint64_t>(end);
+    publish_held(st, static_cast<std::int64_t>(st.replay.bytes) - static_cast<std::int64_t>(before));
+    st.outstanding_since = steady_ms();  // progress: the watchdog counts from here
   } else if (type == "post_final_transcript") {
     if (st.stop_sent) finish(self);
   } else if (type == "speech_start" || type == "speech_end" || type == "stop_recording" || type == "post_transcript" ||
@@ -217,6 +364,10 @@ void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
   auto& st = self->state;
   st.ws.reset();
   if (st.ph == phase::finished) return;
+  if (auto again = st.replay.unacked_sent_bytes()) st.ctx->metrics->count("gladia.replayed_bytes", again);
+  st.replay.rewind();  // what Gladia did not acknowledge goes again on the next connection
+  SW_LOG(st.ctx, warn,
+         "gladia: stream " << st.stream << " upstream closed " << code << (reason.empty() ? "" : ": ") << reason);
   if (code == 1000 && st.stop_sent) {
     finish(self);
     return;
@@ -269,12 +420,13 @@ std::string gladia_init_body(const config::gladia_settings& g) {
 }
 
 gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, std::shared_ptr<net::outbound> out,
-                                               stt_listener_actor listener);
+                                               stream_identity who, stt_listener_actor listener);
 
 stt_provider gladia_provider(context_ptr ctx, std::shared_ptr<net::outbound> out) {
-  auto p = make_provider("gladia", ctx, [out](caf::actor_system& sys, context_ptr c, stt_listener_actor listener) {
-    return stt_relay_actor{sys.spawn(gladia_relay, c, out, listener)};
-  });
+  auto p = make_provider(
+      "gladia", ctx, [out](caf::actor_system& sys, context_ptr c, const stream_identity& who, stt_listener_actor l) {
+        return stt_relay_actor{sys.spawn(gladia_relay, c, out, who, l)};
+      });
   p.batch_bytes = chunk_bytes;
   return p;
 }
@@ -282,11 +434,12 @@ stt_provider gladia_provider(context_ptr ctx, std::shared_ptr<net::outbound> out
 // Spawned with arguments on purpose: CAF 0.17 dereferences a null argument tuple for argument-less function
 // actors (UBSan reports it).
 gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, std::shared_ptr<net::outbound> out,
-                                               stt_listener_actor listener) {
+                                               stream_identity who, stt_listener_actor listener) {
   auto& st = self->state;
   st.ctx = ctx;
   st.out = out;
   st.listener = listener;
+  st.stream = who.stream_id ? std::to_string(who.stream_id) + " room=" + who.session_slug : "?";
   st.probe = actor_probe(ctx->metrics, "gladia_relay");
   self->monitor(listener);
   self->set_down_handler([self](caf::down_msg&) {
@@ -301,15 +454,7 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         scope t(self->state.probe, self);
         auto& s = self->state;
         if (s.stop_requested || s.ph == phase::finished) return;
-        s.buffer.append(reinterpret_cast<const char*>(chunk.pcm.data()), chunk.pcm.size());
-        auto limit = s.ctx->cfg.stt_replay_buffer_bytes;
-        if (s.buffer.size() > limit) {  // never silently: counted and reported in /metrics
-          auto n = s.buffer.size() - limit;
-          s.buffer.erase(0, n);
-          s.acked += n;
-          s.sent = std::max(s.sent, s.acked);
-          s.ctx->metrics->count("gladia.dropped_bytes", n);
-        }
+        hold(self, chunk);
         send_pending(self);
       },
       [self](stop_atom) {
@@ -317,7 +462,8 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         auto& s = self->state;
         if (s.stop_requested) return;
         s.stop_requested = true;
-        send_pending(self);  // flushes the tail and sends stop_recording once open
+        seal_partial(s);
+        send_pending(self);  // sends the tail and stop_recording once open
       },
       [self](init_atom, upstream_init& r) {
         scope t(self->state.probe, self);
@@ -329,16 +475,37 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         if (e.generation != s.generation) return;  // an old connection
         if (e.kind == "open") {
           s.ph = phase::open;
-          if (s.sent > s.acked) s.ctx->metrics->count("gladia.replayed_bytes", s.sent - s.acked);
-          s.sent = s.acked;  // replay everything not acknowledged, first
+          s.replay.rewind();  // replay everything not acknowledged, first
           s.stop_sent = false;
+          s.watchdog_armed = false;  // a check armed for an earlier connection is ignored
           status(self, "ready");
+          send_pending(self);
+        } else if (e.kind == "drained") {
+          s.drain_armed = false;
           send_pending(self);
         } else if (e.kind == "text") {
           on_text(self, e.data);
+          send_pending(self);
         } else {
           on_closed(self, e.code, e.data);
         }
+      },
+      [self](tick_atom, std::uint64_t gen) {
+        // The ack watchdog: audio sent on this connection and nothing acknowledged for STT_ACK_TIMEOUT_MS means
+        // a connection that no longer works (a stalled upstream keeps the socket open): reconnect and replay.
+        scope t(self->state.probe, self);
+        auto& s = self->state;
+        if (gen != s.generation || s.ph != phase::open) return;
+        s.watchdog_armed = false;
+        if (s.replay.sent == 0 && s.replay.dropped_in_flight == 0) return;  // nothing outstanding
+        if (steady_ms() - s.outstanding_since < s.ctx->cfg.stt_ack_timeout.count()) {
+          arm_watchdog(self);
+          return;
+        }
+        s.ctx->metrics->count("gladia.ack_timeouts");
+        s.ctx->metrics->error("gladia: stream " + s.stream + ": nothing acknowledged for " +
+                              std::to_string(s.ctx->cfg.stt_ack_timeout.count()) + " ms; reconnecting");
+        if (s.ws) s.ws->abort();  // `closed` (1006) follows: reconnect with backoff, then replay
       },
       [self](connect_atom, std::uint64_t gen) {
         scope t(self->state.probe, self);

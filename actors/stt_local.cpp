@@ -309,9 +309,10 @@ bool local_model_paths::available() const {
 
 stt_provider local_provider(context_ptr ctx, local_model_paths paths) {
   auto pool = std::make_shared<decoder_pool>(paths, ctx->cfg.local_stt_max_streams, ctx->cfg.local_stt_threads);
-  return make_provider("local", ctx, [pool](caf::actor_system& sys, context_ptr c, stt_listener_actor listener) {
-    return sys.spawn<caf::detached>(local_relay, c, pool, listener);
-  });
+  return make_provider(
+      "local", ctx, [pool](caf::actor_system& sys, context_ptr c, const stream_identity&, stt_listener_actor listener) {
+        return sys.spawn<caf::detached>(local_relay, c, pool, listener);
+      });
 }
 
 }  // namespace sw

@@ -13,9 +13,10 @@
 namespace sw::net {
 
 struct client_options {
-  std::string ca_file;                      // extra CA for https/wss (empty = system store)
-  std::chrono::milliseconds timeout{5000};  // connect, handshake, each write
-  int receive_buffer = 0;                   // SO_RCVBUF before connecting (0 = default)
+  std::string ca_file;                         // extra CA for https/wss (empty = system store)
+  std::chrono::milliseconds timeout{5000};     // connect, handshake, each write
+  int receive_buffer = 0;                      // SO_RCVBUF before connecting (0 = default)
+  std::chrono::milliseconds ping_interval{0};  // outbound WebSockets: ping after this much silence (0 = never)
 };
 
 struct http_result {

@@ -1,6 +1,8 @@
 #include "net/upstream.hpp"
 
-#include <deque>
+#include <atomic>
+#include <map>
+#include <mutex>
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -16,6 +18,7 @@
 #include "net/beast_util.hpp"
 #include "net/runtime.hpp"
 #include "net/url.hpp"
+#include "net/ws_writer.hpp"
 
 namespace sw::net {
 
@@ -23,20 +26,6 @@ using plain_stream = beast::tcp_stream;
 using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 
 namespace {
-
-std::shared_ptr<ssl::context> tls_context(const client_options& opts, std::string& error) {
-  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-  ctx->set_verify_mode(ssl::verify_peer);
-  beast::error_code ec;
-  if (opts.ca_file.empty()) {
-    ctx->set_default_verify_paths(ec);
-  } else {
-    ctx->load_verify_file(opts.ca_file, ec);
-  }
-  if (ec)
-    error = "cannot load CA " + (opts.ca_file.empty() ? std::string("store") : opts.ca_file) + ": " + ec.message();
-  return ctx;
-}
 
 // Resolve, connect and (for TLS) handshake with SNI and host-name verification; then `next(error)`.
 template <class Stream, class Self, class Next>
@@ -136,7 +125,9 @@ public:
         ws_(asio::make_strand(ioc), std::forward<StreamArgs>(args)...),
         u_(std::move(u)),
         opts_(std::move(opts)),
-        ev_(std::move(ev)) {}
+        ev_(std::move(ev)),
+        writer_(
+            ws_, [this](beast::error_code ec, const ws_frame& f) { on_written(ec, f); }, opts_.timeout) {}
 
   void run() {
     auto self = this->shared_from_this();
@@ -151,29 +142,49 @@ public:
                          beast::get_lowest_layer(self->ws_).expires_never();
                          websocket::stream_base::timeout t{};
                          t.handshake_timeout = self->opts_.timeout;
-                         t.idle_timeout = websocket::stream_base::none();
-                         t.keep_alive_pings = false;
+                         // Silence from the peer for a ping interval: a ping; for another one: the connection
+                         // is closed (a peer that stopped reading never answers).
+                         if (self->opts_.ping_interval.count() > 0) {
+                           t.idle_timeout = self->opts_.ping_interval;
+                         } else {
+                           t.idle_timeout = websocket::stream_base::none();
+                         }
+                         t.keep_alive_pings = self->opts_.ping_interval.count() > 0;
                          self->ws_.set_option(t);
                          self->ws_.read_message_max(16 * 1024 * 1024);
                          self->open_ = true;
                          if (self->ev_.opened) self->ev_.opened();
                          self->do_read();
-                         self->do_write();
+                         self->writer_.pump(self);
                        });
                      });
     });
   }
 
-  void send_binary(std::string bytes) override { enqueue(false, std::move(bytes)); }
-  void send_text(std::string text) override { enqueue(true, std::move(text)); }
+  void send_binary(std::shared_ptr<const std::string> bytes) override { enqueue(frame_kind::binary, std::move(bytes)); }
+  void send_text(std::string text) override {
+    enqueue(frame_kind::text, std::make_shared<const std::string>(std::move(text)));
+  }
+  std::size_t backlog() const override { return backlog_.load(std::memory_order_relaxed); }
+
+  void notify_when_drained() override {
+    auto self = this->shared_from_this();
+    asio::post(ws_.get_executor(), [self] {
+      if (self->finished_) return;
+      if (self->writer_.idle()) {
+        if (self->ev_.drained) self->ev_.drained();
+      } else {
+        self->want_drained_ = true;
+      }
+    });
+  }
 
   void close(std::uint16_t code) override {
     auto self = this->shared_from_this();
     asio::post(ws_.get_executor(), [self, code] {
-      if (self->finished_ || self->close_requested_) return;
-      self->close_requested_ = true;
-      self->close_code_ = code;
-      self->do_write();
+      if (self->finished_ || self->writer_.closing()) return;
+      self->writer_.close_when_done(websocket::close_reason(static_cast<websocket::close_code>(code)));
+      if (self->open_) self->writer_.pump(self);
     });
   }
 
@@ -187,39 +198,26 @@ public:
   }
 
 private:
-  void enqueue(bool text, std::string data) {
+  void enqueue(frame_kind kind, std::shared_ptr<const std::string> data) {
+    backlog_ += data->size();
     auto self = this->shared_from_this();
-    asio::post(ws_.get_executor(), [self, text, data = std::move(data)]() mutable {
-      if (self->finished_ || self->close_requested_) return;
-      self->queue_.emplace_back(text, std::move(data));
-      self->do_write();
+    asio::post(ws_.get_executor(), [self, kind, data = std::move(data)]() mutable {
+      if (self->finished_ || self->writer_.closing()) {
+        self->backlog_ -= data->size();
+        return;
+      }
+      self->writer_.push({kind, std::move(data)});
+      if (self->open_) self->writer_.pump(self);
     });
   }
 
-  void do_write() {
-    if (!open_ || writing_ || finished_ || closing_) return;
-    auto self = this->shared_from_this();
-    if (queue_.empty()) {
-      if (close_requested_) {
-        closing_ = true;
-        beast::get_lowest_layer(ws_).expires_after(opts_.timeout);
-        ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(close_code_)),
-                        [self](beast::error_code) {});
-      }
-      return;
+  void on_written(beast::error_code ec, const ws_frame& f) {
+    backlog_ -= f.size();
+    if (ec == beast::error::timeout) write_timed_out_ = true;
+    if (!ec && want_drained_ && writer_.queued_frames() == 0) {
+      want_drained_ = false;
+      if (ev_.drained) ev_.drained();
     }
-    writing_ = true;
-    ws_.text(queue_.front().first);
-    ws_.async_write(asio::buffer(queue_.front().second), [self](beast::error_code ec, std::size_t) {
-      self->writing_ = false;
-      if (ec) {
-        beast::error_code ignored;
-        beast::get_lowest_layer(self->ws_).socket().close(ignored);
-        return;  // the read side reports the end
-      }
-      self->queue_.pop_front();
-      self->do_write();
-    });
   }
 
   void do_read() {
@@ -229,6 +227,10 @@ private:
         if (ec == websocket::error::closed) {
           auto r = self->ws_.reason();
           self->report_closed(r.code ? r.code : 1005, std::string(r.reason.data(), r.reason.size()));
+        } else if (self->write_timed_out_) {
+          self->report_closed(1006, "write timeout: the peer stopped reading");
+        } else if (ec == beast::error::timeout) {
+          self->report_closed(1006, "no answer to pings: the connection is dead");
         } else {
           self->report_closed(1006, ec.message());
         }
@@ -243,7 +245,9 @@ private:
   void report_closed(std::uint16_t code, std::string reason) {
     if (finished_) return;
     finished_ = true;
-    queue_.clear();
+    std::size_t waiting = writer_.queued_bytes();
+    writer_.stop();  // a write in flight keeps its own buffer until it completes
+    backlog_ -= waiting - writer_.queued_bytes();
     if (ev_.closed) ev_.closed(code, std::move(reason));
   }
 
@@ -253,16 +257,18 @@ private:
   url u_;
   client_options opts_;
   ws_events ev_;
+  ws_writer<Stream> writer_;
   beast::flat_buffer buffer_;
-  std::deque<std::pair<bool, std::string>> queue_;
-  bool open_ = false, writing_ = false, finished_ = false, close_requested_ = false, closing_ = false;
-  std::uint16_t close_code_ = 1000;
+  std::atomic<std::size_t> backlog_{0};  // bytes handed to send_* and not yet written (read by the owner)
+  bool open_ = false, finished_ = false, want_drained_ = false, write_timed_out_ = false;
 };
 
 // Reports a failure asynchronously on the runtime thread (callbacks never run inside the caller).
 class failed_ws final : public outbound_ws {
 public:
-  void send_binary(std::string) override {}
+  void send_binary(std::shared_ptr<const std::string>) override {}
+  std::size_t backlog() const override { return 0; }
+  void notify_when_drained() override {}
   void send_text(std::string) override {}
   void close(std::uint16_t) override {}
   void abort() override {}
@@ -274,12 +280,47 @@ struct outbound::impl {
   std::shared_ptr<io_runtime> io;
   asio::io_context& ioc;
   explicit impl(std::shared_ptr<io_runtime> r) : io(std::move(r)), ioc(io->context()) {}
+
+  // One client TLS context per CA setting, shared by every connection that uses it: making one (loading the
+  // system's CA store) takes milliseconds, far too long for every stream start and reconnect.
+  std::mutex tls_mu;
+  std::map<std::string, std::shared_ptr<ssl::context>> tls_contexts;
+
+  std::shared_ptr<ssl::context> tls_context(const std::string& ca_file, std::string& error) {
+    std::lock_guard<std::mutex> lock(tls_mu);
+    if (auto it = tls_contexts.find(ca_file); it != tls_contexts.end()) return it->second;
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    ctx->set_verify_mode(ssl::verify_peer);
+    beast::error_code ec;
+    if (ca_file.empty()) {
+      ctx->set_default_verify_paths(ec);
+    } else {
+      ctx->load_verify_file(ca_file, ec);
+    }
+    if (ec) {  // not kept: the file may be mended
+      error = "cannot load CA " + (ca_file.empty() ? std::string("store") : ca_file) + ": " + ec.message();
+      return nullptr;
+    }
+    tls_contexts.emplace(ca_file, ctx);
+    return ctx;
+  }
 };
 
 outbound::outbound(std::shared_ptr<io_runtime> io)
     : impl_(new impl(io ? std::move(io) : std::make_shared<io_runtime>(1))) {}
 
 outbound::~outbound() = default;
+
+std::string outbound::prepare_tls(const std::string& ca_file) {
+  std::string error;
+  impl_->tls_context(ca_file, error);
+  return error;
+}
+
+std::size_t outbound::tls_contexts() const {
+  std::lock_guard<std::mutex> lock(impl_->tls_mu);
+  return impl_->tls_contexts.size();
+}
 
 void outbound::fetch(const std::string& address, const std::string& method, header_list headers, std::string body,
                      const client_options& opts, std::function<void(http_outcome)> done) {
@@ -300,8 +341,8 @@ void outbound::fetch(const std::string& address, const std::string& method, head
   req.prepare_payload();
   if (u->secure()) {
     std::string error;
-    auto ctx = tls_context(opts, error);
-    if (!error.empty()) return fail(error);
+    auto ctx = impl_->tls_context(opts.ca_file, error);
+    if (!ctx) return fail(error);
     auto op = std::make_shared<fetch_op<tls_stream>>(impl_->ioc, *u, opts, std::move(done), ctx, *ctx);
     op->run(std::move(req));
   } else {
@@ -322,8 +363,8 @@ std::shared_ptr<outbound_ws> outbound::connect_ws(const std::string& address, co
   if (!u) return fail("not a ws(s) URL: " + address);
   if (u->secure()) {
     std::string error;
-    auto ctx = tls_context(opts, error);
-    if (!error.empty()) return fail(error);
+    auto ctx = impl_->tls_context(opts.ca_file, error);
+    if (!ctx) return fail(error);
     auto op = std::make_shared<ws_op<tls_stream>>(impl_->ioc, *u, opts, std::move(events), ctx, *ctx);
     op->run();
     return op;

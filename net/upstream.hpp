@@ -28,13 +28,20 @@ struct ws_events {
   // Once per connection: the peer's close code (1005 if none), or 1006 with a reason for network errors,
   // failed connects and timeouts.
   std::function<void(std::uint16_t, std::string)> closed;
+  // After notify_when_drained(): everything handed over has been written.
+  std::function<void()> drained;
 };
 
 class outbound_ws {
 public:
   virtual ~outbound_ws() = default;
-  virtual void send_binary(std::string bytes) = 0;  // queued, strictly one write at a time
+  // Queued, strictly one write at a time, written from the caller's buffer (kept alive until written).
+  virtual void send_binary(std::shared_ptr<const std::string> bytes) = 0;
   virtual void send_text(std::string text) = 0;
+  // Bytes handed to send_* and not yet written: a caller that wants one write in flight sends when it is 0.
+  virtual std::size_t backlog() const = 0;
+  // Fires `drained` once, as soon as everything handed over so far has been written (at once if it has).
+  virtual void notify_when_drained() = 0;
   virtual void close(std::uint16_t code) = 0;  // close handshake, bounded by the timeout
   virtual void abort() = 0;                    // drop the TCP connection; `closed` reports 1006
 };
@@ -51,7 +58,13 @@ public:
 
   void fetch(const std::string& url, const std::string& method, header_list headers, std::string body,
              const client_options& opts, std::function<void(http_outcome)> done);
+  // WebSocket pings after `opts.ping_interval` of silence from the peer, and the connection closes after another
+  // one; a write that takes longer than `opts.timeout` closes it too (1006 to `closed`).
   std::shared_ptr<outbound_ws> connect_ws(const std::string& url, const client_options& opts, ws_events events);
+  // Makes (once) the TLS context for this CA setting (empty: the system store); the error, or empty. Every
+  // connection with the same setting shares it.
+  std::string prepare_tls(const std::string& ca_file);
+  std::size_t tls_contexts() const;  // contexts made so far
 
 private:
   struct impl;

@@ -31,7 +31,8 @@ using stt_listener_actor = caf::typed_actor<
 
 // An STT relay (Gladia or local), one per participant stream; it monitors its session.
 using stt_relay_actor = caf::typed_actor<
-    // PCM16 audio in order; buffered while the upstream connects, never dropped silently
+    // PCM16 audio in order (flush: the audio paused, send what waits); buffered while the upstream connects,
+    // never dropped silently
     caf::reacts_to<audio_atom, audio_chunk>,
     // end of audio: deliver every remaining final, report "stopped", then exit
     caf::reacts_to<stop_atom>>;
@@ -40,8 +41,10 @@ using stt_relay_actor = caf::typed_actor<
 using gladia_relay_actor = stt_relay_actor::extend<
     // the session-init POST finished (or failed on the network)
     caf::reacts_to<init_atom, upstream_init>,
-    // an event of the upstream WebSocket (open / text / closed), tagged with its connection generation
+    // an event of the upstream WebSocket (open / text / drained / closed), tagged with its connection generation
     caf::reacts_to<upstream_atom, upstream_event>,
+    // the ack watchdog of a connection generation: nothing acknowledged for STT_ACK_TIMEOUT_MS -> reconnect
+    caf::reacts_to<tick_atom, std::uint64_t>,
     // a backoff timer fired: retry the init POST (init) or reconnect (connect) for that generation
     caf::reacts_to<connect_atom, std::uint64_t>, caf::reacts_to<init_atom>,
     // the drain bound after stop_recording ran out
@@ -53,6 +56,8 @@ using session_actor = stt_listener_actor::extend<
     caf::reacts_to<open_atom, client_sink_ptr>,
     // one binary frame from the client: validated, rate-limited, relayed
     caf::reacts_to<audio_atom, audio_chunk>,
+    // timer: no audio for STT_CHUNK_FLUSH_MS -> hand the partial batch to the relay with flush set
+    caf::reacts_to<tick_atom>,
     // one text frame from the client: JSON control message (ping, stop, active_speaker)
     caf::reacts_to<text_atom, std::string>,
     // the socket is gone (peer close, error, heartbeat timeout, handshake failure)

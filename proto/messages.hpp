@@ -58,6 +58,7 @@ struct stream_identity {
 // One binary frame of PCM16 LE 16 kHz mono audio.
 struct audio_chunk {
   std::vector<std::uint8_t> pcm;
+  bool flush = false;  // the audio paused: send what waits in a partial upstream chunk now (it may be short)
 };
 
 // --- STT relay <-> session --------------------------------------------------------------------
@@ -203,7 +204,7 @@ struct db_outcome {
     return f(caf::meta::type_name(#type), __VA_ARGS__);            \
   }
 SW_INSPECT(stream_identity, x.stream_id, x.stream_key, x.session_slug, x.session_id, x.identity, x.user_id, x.name)
-SW_INSPECT(audio_chunk, x.pcm)
+SW_INSPECT(audio_chunk, x.pcm, x.flush)
 SW_INSPECT(stt_transcript, x.utterance_id, x.text, x.is_final, x.language, x.start, x.end)
 SW_INSPECT(stt_status, x.status, x.provider)
 SW_INSPECT(stt_error, x.code, x.message)

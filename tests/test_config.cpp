@@ -50,6 +50,21 @@ TEST(Config, Defaults) {
   EXPECT_EQ(set.actor_threads, 3);
 }
 
+TEST(Config, SttRelayBounds) {
+  auto c = load({});
+  EXPECT_EQ(c.stt_ack_timeout.count(), 10000);
+  EXPECT_EQ(c.stt_chunk_flush.count(), 100);
+  auto set = load({{"STT_ACK_TIMEOUT_MS", "2500"}, {"STT_CHUNK_FLUSH_MS", "40"}, {"STT_REPLAY_BUFFER_BYTES", "64000"}});
+  EXPECT_EQ(set.stt_ack_timeout.count(), 2500);
+  EXPECT_EQ(set.stt_chunk_flush.count(), 40);
+  EXPECT_EQ(set.stt_replay_buffer_bytes, 64000u);
+  // PCM16: an odd bound would cut a sample in two
+  auto odd = error_of({{"STT_REPLAY_BUFFER_BYTES", "64001"}});
+  EXPECT_NE(odd.find("STT_REPLAY_BUFFER_BYTES=64001"), std::string::npos) << odd;
+  EXPECT_NE(odd.find("even"), std::string::npos) << odd;
+  EXPECT_NE(error_of({{"STT_ACK_TIMEOUT_MS", "0"}}), "");
+}
+
 TEST(Config, ReadsValues) {
   auto c =
       load({{"PORT", "8080"}, {"MAX_STREAMS_PER_ROOM", "3"}, {"WS_PING_INTERVAL_MS", "100"}, {"HOST", "127.0.0.1"}});

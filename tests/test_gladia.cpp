@@ -1,11 +1,13 @@
 // The Gladia relay end to end: real client WebSockets -> sessions-ws -> fake Gladia (tests/fakes).
 #include <openssl/evp.h>
 
+#include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include "actors/stt_gladia.hpp"
+#include "net/upstream.hpp"
 #include "tests/fakes/fake_gladia.hpp"
 #include "tests/support/harness.hpp"
 #include "tests/support/pki.hpp"
@@ -368,6 +370,147 @@ TEST(FakeGladia, AcceptsBase64AndBinaryChunksWithCumulativeAcks) {
   EXPECT_EQ(bad.status, 400u);
   EXPECT_NE(field(bad.body, "validation_errors"), "<missing>") << bad.body;
   EXPECT_EQ(sw::net::http_fetch(fake.url() + "/v2/live", "POST", "{}").status, 401u);
+}
+
+}  // namespace
+
+namespace {
+
+using sw::test::eventually;
+using sw::test::metric;
+
+// An upstream that stops reading but keeps its socket open: the relay notices within STT_ACK_TIMEOUT_MS (nothing
+// acknowledged while audio is outstanding), says "connecting", reconnects and replays; nothing is lost.
+TEST(GladiaStall, AStalledUpstreamIsReconnectedWithinTheAckTimeoutAndNothingIsLost) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_ack_timeout = 1000ms; });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  fake.stall_after(9'600);
+  auto pcm = audio(64'000, 13);
+  stream(*c, pcm, 640, 1ms);
+  ASSERT_TRUE(eventually([&] { return fake.stalls() == 1; }));
+  const auto stalled_at = std::chrono::steady_clock::now();
+  EXPECT_EQ(field(expect_message(*c, "connecting", 5000), "status"), "connecting");
+  expect_message(*c, "ready", 5000);
+  // the bound, plus the first reconnect's backoff (300 ms) and room for a slow (sanitized) build
+  EXPECT_LT(std::chrono::steady_clock::now() - stalled_at, 1000ms + 300ms + 1500ms);
+  c->send_text(R"({"type":"stop"})");
+  EXPECT_EQ(read_all(*c, 15s).close_code, 1000);
+  EXPECT_TRUE(fake.audio() == pcm) << "got " << fake.audio().size() << " of " << pcm.size() << " bytes";
+  EXPECT_EQ(metric(*h, "gladia.ack_timeouts"), 1);
+  EXPECT_EQ(fake.ws_connections(), 2);
+}
+
+// While the upstream is stalled the relay keeps at most STT_REPLAY_BUFFER_BYTES of a stream (one write in flight,
+// from that buffer; nothing queues behind it), dropping whole chunks, counted.
+TEST(GladiaStall, AStalledStreamHoldsAtMostTheReplayBuffer) {
+  fake_gladia fake;
+  const std::size_t limit = 32'000;
+  auto h = gladia_harness(fake, [&](sw::config& c) {
+    c.stt_ack_timeout = 60'000ms;
+    c.stt_replay_buffer_bytes = limit;
+  });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  fake.stall_after(3'200);
+  stream(*c, audio(150'000, 17), 640, 1ms);  // under the 5 s burst of the rate limit: all of it is accepted
+  ASSERT_TRUE(eventually([&] { return metric(*h, "net.frames_in") >= 235; }));
+  // Everything accounted for: what Gladia took, what is held and what was dropped.
+  long long held = 0;
+  ASSERT_TRUE(eventually([&] {
+    held = metric(*h, "stt.buffered_bytes");
+    return metric(*h, "gladia.dropped_bytes") + held == 150'000 - 3'200;
+  }));
+  EXPECT_GT(held, 0);
+  EXPECT_LE(held, static_cast<long long>(limit));
+  EXPECT_EQ(metric(*h, "gladia.dropped_bytes") % 3'200, 0) << "drops are whole chunks";
+}
+
+// A stream that goes quiet in the middle of an upstream chunk: its tail goes within STT_CHUNK_FLUSH_MS, so the
+// upstream can end the utterance and its final comes without a stop.
+TEST(GladiaFlush, AQuietStreamDeliversItsTailWithinTheFlushBoundAndItsFinalComesWithoutStop) {
+  fake_gladia::options o;
+  o.final_every_chunks = 4;  // the fourth upstream chunk (the short tail) ends the utterance
+  fake_gladia fake(o);
+  fake.record_arrivals(true);
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_chunk_flush = 100ms; });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  auto pcm = audio(3 * 3'200 + 1'400, 19);
+  stream(*c, pcm);
+  const auto last_sent = std::chrono::steady_clock::now();
+  auto final = expect_message(*c, "transcript_final", 5000);
+  EXPECT_EQ(field(final, "text"), "utterance 0");
+  ASSERT_EQ(fake.audio_bytes(), pcm.size());
+  EXPECT_TRUE(fake.audio() == pcm);
+  auto arrivals = fake.arrivals();
+  ASSERT_EQ(arrivals.size(), 4u);
+  EXPECT_EQ(arrivals.back().end, pcm.size());
+  EXPECT_GE(arrivals.back().at - last_sent, 90ms) << "the tail waits for more audio first";
+  EXPECT_LT(arrivals.back().at - last_sent, 100ms + 600ms);
+}
+
+// Overflow while the upstream is away drops the oldest whole chunks; those never reach Gladia, so they must not
+// count as acknowledged: the acks after the reconnect still trim exactly what Gladia took. A second drop then
+// replays only what Gladia has not acknowledged: no duplicate, nothing more lost.
+void overflow_then_drop(bool ack_lost) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_replay_buffer_bytes = 32'000; });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  // The fourth chunk: lost with the connection, or (ack_lost) taken by Gladia whose ack is lost.
+  fake.cut_after(9'600, 0, ack_lost);
+  auto first = audio(80'000, ack_lost ? 23 : 29);
+  stream(*c, first, 640, 1ms);  // all of it arrives during the reconnect's 300 ms backoff: the buffer overflows
+  expect_message(*c, "connecting", 5000);
+  expect_message(*c, "ready", 5000);
+  auto dropped = metric(*h, "gladia.dropped_bytes");
+  ASSERT_GT(dropped, 3'200);
+  const std::size_t taken_before = ack_lost ? 12'800 : 9'600;  // what Gladia has of the first connection
+  auto expected = first.substr(0, taken_before) + first.substr(9'600 + static_cast<std::size_t>(dropped));
+  ASSERT_TRUE(eventually([&] { return fake.audio_bytes() == expected.size(); }))
+      << fake.audio_bytes() << " of " << expected.size();
+  // Several chunks in flight and unacknowledged when the next drop comes.
+  fake.delay_acks(15ms);
+  fake.cut_after(expected.size() + 9'600);
+  auto second = audio(32'000, 31);
+  stream(*c, second, 640, 2ms);
+  c->send_text(R"({"type":"stop"})");
+  EXPECT_EQ(read_all(*c, 20s).close_code, 1000);
+  expected += second;
+  EXPECT_EQ(fake.audio().size(), expected.size());
+  EXPECT_TRUE(fake.audio() == expected) << "audio lost, repeated or shifted";
+  EXPECT_EQ(fake.ws_connections(), 3);
+}
+
+TEST(GladiaBuffer, OverflowWhileDisconnectedDoesNotCountAsAcknowledged) {
+  overflow_then_drop(false);
+}
+
+TEST(GladiaBuffer, AChunkTakenWithItsAckLostAndThenDroppedKeepsAcksAligned) {
+  overflow_then_drop(true);
+}
+
+// Every connection to the same CA setting shares one TLS context, made once.
+TEST_F(GladiaTls, OneTlsContextServesEveryStream) {
+  ASSERT_TRUE(pki->ok);
+  fake_gladia fake(tls_options());
+  auto out = std::make_shared<sw::net::outbound>();
+  EXPECT_EQ(out->prepare_tls(pki->file("ca.pem")), "");
+  for (int i = 0; i < 3; ++i) {
+    std::promise<sw::net::http_outcome> done;
+    sw::net::client_options o;
+    o.ca_file = pki->file("ca.pem");
+    out->fetch(fake.url() + "/v2/live", "POST", {{"x-gladia-key", "fake-gladia-key"}}, "{}", o,
+               [&](sw::net::http_outcome r) { done.set_value(std::move(r)); });
+    auto r = done.get_future().get();
+    EXPECT_TRUE(r.ok) << r.error;
+    EXPECT_EQ(r.status, 201u);
+  }
+  EXPECT_EQ(out->tls_contexts(), 1u);
+  EXPECT_NE(out->prepare_tls("/nonexistent/ca.pem"), "");
+  EXPECT_EQ(out->tls_contexts(), 1u) << "a failed setting is not kept";
 }
 
 }  // namespace

@@ -86,6 +86,10 @@ struct fake_gladia::impl {
   std::size_t cut_bytes = 0;
   bool cut_armed = false;
   std::uint16_t cut_code = 0;
+  bool cut_ack_lost = false;
+  std::size_t stall_bytes = 0;
+  bool stall_armed = false;
+  int stalled = 0;
   std::chrono::milliseconds ack_delay{0};
   bool unknown_types = false;
   int next_id = 1;
@@ -286,15 +290,20 @@ struct fake_gladia::impl {
       }
       std::vector<std::string> out;
       std::uint16_t cut = 0;
-      bool drop = false;
+      bool drop = false, stall = false;
       {
         std::lock_guard<std::mutex> lock(mu);
         auto& ses = sessions[id];
         if (!pcm.empty()) {
-          if (cut_armed && ses.audio.size() + pcm.size() > cut_bytes) {
+          if (stall_armed && ses.audio.size() + pcm.size() > stall_bytes) {
+            stall_armed = false;
+            stall = true;
+            ++stalled;
+          } else if (cut_armed && ses.audio.size() + pcm.size() > cut_bytes) {
             cut_armed = false;  // this frame is never acknowledged: the client must replay it
             cut = cut_code;
             drop = cut_code == 0;
+            if (cut_ack_lost) ses.audio.append(std::move(pcm));  // taken, but the ack never leaves
           } else {
             auto start = ses.audio.size();
             ses.audio.append(std::move(pcm));
@@ -333,6 +342,10 @@ struct fake_gladia::impl {
           out.push_back(msg(id, "mystery_event", R"("data":{})"));
           sent_unknown = true;
         }
+      }
+      if (stall) {  // stops reading and writing, socket open, until the fake ends
+        while (running) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        return;
       }
       if (drop) {  // abrupt: no close frame; the acks already written still arrive before the FIN
         auto& sock = beast::get_lowest_layer(ws);
@@ -447,11 +460,29 @@ void fake_gladia::fail_inits(int times, unsigned status, const std::string& retr
   impl_->retry_after = retry_after;
 }
 
-void fake_gladia::cut_after(std::size_t bytes, std::uint16_t code) {
+void fake_gladia::cut_after(std::size_t bytes, std::uint16_t code, bool ack_lost) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->cut_armed = true;
   impl_->cut_bytes = bytes;
   impl_->cut_code = code;
+  impl_->cut_ack_lost = ack_lost;
+}
+
+void fake_gladia::stall_after(std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->stall_armed = true;
+  impl_->stall_bytes = bytes;
+}
+
+int fake_gladia::stalls() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stalled;
+}
+
+std::size_t fake_gladia::audio_bytes(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!id.empty()) return impl_->sessions.count(id) ? impl_->sessions.at(id).audio.size() : 0;
+  return impl_->sessions.size() == 1 ? impl_->sessions.begin()->second.audio.size() : 0;
 }
 
 void fake_gladia::delay_acks(std::chrono::milliseconds d) {

@@ -34,8 +34,14 @@ public:
   // --- faults (apply to what comes next) ---
   void fail_inits(int times, unsigned status, const std::string& retry_after = {});
   // The next connection that brings its session past `bytes` committed audio bytes drops (no close frame)
-  // or closes with `code` (code 0 = abrupt drop).
-  void cut_after(std::size_t bytes, std::uint16_t code = 0);
+  // or closes with `code` (code 0 = abrupt drop). That frame is never acknowledged; with `ack_lost` it was
+  // received and counted first (Gladia has it, the client never hears so), otherwise it is lost with the
+  // connection.
+  void cut_after(std::size_t bytes, std::uint16_t code = 0, bool ack_lost = false);
+  // The next connection that brings its session past `bytes` stops reading (a stalled upstream): it keeps the
+  // socket open and neither reads nor writes again. That frame is not taken.
+  void stall_after(std::size_t bytes);
+  int stalls() const;  // connections stalled so far
   void delay_acks(std::chrono::milliseconds d);
   void send_unknown_types(bool on);
   void withhold_acks(bool on);  // audio is taken but never acknowledged
@@ -48,7 +54,8 @@ public:
   // The audio of the only (or the named) session, de-duplicated by acknowledged offset.
   std::string audio(const std::string& session_id = {}) const;
   std::size_t sessions() const;
-  bool stopped(const std::string& session_id = {}) const;  // got stop_recording and closed 1000
+  std::size_t audio_bytes(const std::string& session_id = {}) const;  // committed audio of the only/named session
+  bool stopped(const std::string& session_id = {}) const;             // got stop_recording and closed 1000
   // When each chunk of audio arrived (benchmarks): session id, stream offset after the chunk, time.
   struct arrival {
     std::string session;

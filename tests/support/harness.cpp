@@ -1,5 +1,7 @@
 #include "tests/support/harness.hpp"
 
+#include <thread>
+
 #include <unistd.h>
 
 #include <atomic>
@@ -80,6 +82,20 @@ std::uint16_t expect_close(net::ws_client& c, int timeout_ms, std::string* reaso
     if (m.kind == net::ws_client::message::timeout) break;
   }
   return 0;
+}
+
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+long long metric(const harness& h, const std::string& name) {
+  auto v = field(field(net::http_fetch(h.http("/metrics")).body, "counters"), name);
+  return v.empty() || v.find_first_not_of("0123456789-") != std::string::npos ? -1 : std::stoll(v);
 }
 
 std::string field(const std::string& json, const std::string& key) {

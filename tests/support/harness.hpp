@@ -1,6 +1,7 @@
 // Starts the real service in-process on an ephemeral loopback port, and helpers for tokens and URLs.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -40,6 +41,13 @@ std::string expect_message(net::ws_client& c, const std::string& needle, int tim
 
 // Reads until the socket closes; returns the close code (0 on timeout).
 std::uint16_t expect_close(net::ws_client& c, int timeout_ms = 3000, std::string* reason = nullptr);
+
+// Polls `done` every few milliseconds until it holds (true) or `limit` passes (false): for waiting on an effect
+// that no message announces (a metric, a fake's state), never a fixed sleep.
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = std::chrono::seconds(5));
+
+// One counter of GET /metrics (JSON), or -1 when it is absent.
+long long metric(const harness& h, const std::string& name);
 
 // A minimal JSON field reader for assertions: the raw value of "key" (strings without quotes).
 std::string field(const std::string& json, const std::string& key);
