@@ -57,6 +57,9 @@ const std::vector<setting_doc>& settings() {
       {"PERSIST_FLUSH_MS", "300", "finals are written at least this often"},
       {"PERSIST_BATCH", "100", "finals per database transaction"},
       {"PERSIST_MAX_PENDING", "100000", "finals held in memory; beyond it they wait in the journal only"},
+      {"PERSIST_MAX_PARKED", "10000",
+       "rows set aside (room unknown to the web app's database, or refused by it), retried every 5 s; beyond it "
+       "the oldest is given up (persist.abandoned_rows, logged)"},
       {"TRANSCRIPTION_COST_PER_MINUTE", "0.01", "cost per started minute in usage rows"},
       {"IO_THREADS", "cores/2, at least 2", "socket I/O threads, for client and upstream sockets"},
       {"ACTOR_THREADS", "cores/2", "actor scheduler threads (at least 1)"},
@@ -189,6 +192,8 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
   if (auto v = get("PERSIST_BATCH")) c.persist_batch = parse_int<std::size_t>("PERSIST_BATCH", v, 1, 10'000);
   if (auto v = get("PERSIST_MAX_PENDING"))
     c.persist_max_pending = parse_int<std::size_t>("PERSIST_MAX_PENDING", v, 10, 10'000'000);
+  if (auto v = get("PERSIST_MAX_PARKED"))
+    c.persist_max_parked = parse_int<std::size_t>("PERSIST_MAX_PARKED", v, 1, 10'000'000);
   if (auto v = get("TRANSCRIPTION_COST_PER_MINUTE"))
     c.cost_per_minute = parse_double("TRANSCRIPTION_COST_PER_MINUTE", v, 0, 1000);
   // Half the cores each: I/O and actors hand every frame to each other, and more threads than cores only adds

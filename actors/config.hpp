@@ -60,6 +60,7 @@ struct config {
   std::chrono::milliseconds persist_flush{300};
   std::size_t persist_batch = 100;
   std::size_t persist_max_pending = 100'000;
+  std::size_t persist_max_parked = 10'000;  // rows set aside (unknown room, refused); beyond it the oldest is given up
   double cost_per_minute = 0.01;
   // logging
   std::string log_level = "info";

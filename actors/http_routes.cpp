@@ -87,7 +87,9 @@ std::string metrics_json(network_state& st, const queue_stats& q) {
       .unum("queueLength", q.queue_length)
       .unum("totalQueued", q.total_queued)
       .unum("totalFlushed", q.total_flushed)
-      .unum("totalErrors", q.total_errors);
+      .unum("totalErrors", q.total_errors)
+      .unum("usagePending", q.usage_pending)
+      .unum("parked", q.parked);
   if (q.last_flush_ms) b.str("lastFlushTime", iso8601(q.last_flush_ms));
   if (!q.last_error.empty()) b.str("lastError", q.last_error);
   b.close();
@@ -155,6 +157,10 @@ std::string metrics_prometheus(network_state& st, const queue_stats& q) {
   counter("sessions_ws_errors_total", "Errors.", static_cast<double>(m.total_errors.load()));
   gauge("sessions_ws_uptime_seconds", "Seconds since start.", snap.uptime_s);
   gauge("sessions_ws_persist_queue_length", "Finals not yet in the database.", static_cast<double>(q.queue_length));
+  gauge("sessions_ws_persist_usage_pending", "Usage rows not yet in the database.",
+        static_cast<double>(q.usage_pending));
+  gauge("sessions_ws_persist_parked", "Rows set aside: room unknown to the database, or refused; retried.",
+        static_cast<double>(q.parked));
   counter("sessions_ws_partials_skipped_total", "Partials skipped for slow clients.",
           static_cast<double>(n.partials_skipped.load()));
   counter("sessions_ws_slow_client_closes_total", "Clients closed 4409.",
@@ -389,7 +395,9 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
     auto failure = st.ctx->metrics->failure();
     with_queue(self, [responder, has_db, stt_ok, provider, failure](const queue_stats& q) {
       bool db_ok = has_db && q.database_ok;
-      bool ready = db_ok && stt_ok && failure.empty();
+      // A persistence bound reached (finals only in the journal, or parked rows given up): take no new streams.
+      bool persist_ok = !has_db || !q.bounded_out;
+      bool ready = db_ok && persist_ok && stt_ok && failure.empty();
       json_builder b;
       b.str("status", ready ? "ready" : "not_ready");
       if (!failure.empty()) b.str("error", failure);
@@ -398,7 +406,15 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
         b.str("error", "persistence is not configured");
       else if (!q.backend.empty())
         b.str("backend", q.backend);
-      b.close().open("stt").boolean("ok", stt_ok).str("provider", provider).close().close();
+      b.close();
+      if (has_db)
+        b.open("persistence")
+            .boolean("ok", persist_ok)
+            .unum("queueLength", q.queue_length)
+            .unum("usagePending", q.usage_pending)
+            .unum("parked", q.parked)
+            .close();
+      b.open("stt").boolean("ok", stt_ok).str("provider", provider).close().close();
       responder->respond(json_response(ready ? 200 : 503, b.done()));
     });
   } else if (path == "/metrics") {

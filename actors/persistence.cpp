@@ -58,25 +58,47 @@ database_actor::behavior_type database(db_self self, context_ptr ctx) {
         db_outcome out;
         if (!open_database(self, out)) return out;
         out.backend = st.repo->backend();
+        // A failure while the server still answers is the row's own (a value it refuses): it is found row by row
+        // and set aside, so that one row never holds up the others. A server that does not answer fails the batch.
+        auto refused = [&](const std::string& what, const std::string& slug, const std::exception& e) {
+          if (st.repo->ping()) {
+            st.ctx->metrics->error("persistence: the database refused a " + what + " of room " + slug + ": " +
+                                   e.what());
+            return true;
+          }
+          failed(self, out, e.what());
+          return false;
+        };
         if (!b.finals.empty()) {
           auto started = std::chrono::steady_clock::now();
           try {
             out.unknown = st.repo->write_batch(b.finals);
           } catch (const std::exception& e) {
-            failed(self, out, e.what());
-            return out;
+            if (!st.repo->ping()) {
+              failed(self, out, e.what());
+              return out;
+            }
+            out.unknown.clear();
+            for (std::size_t i = 0; i < b.finals.size(); ++i) {
+              try {
+                if (!st.repo->write_batch({b.finals[i]}).empty()) out.unknown.push_back(i);
+              } catch (const std::exception& row) {
+                if (!refused("final", b.finals[i].transcript.session_slug, row)) return out;
+                out.refused.push_back(i);
+              }
+            }
           }
           out.batch_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
         }
         out.finals_written = true;
         for (auto& u : b.usage) {
           try {
-            st.repo->write_usage(u, st.ctx->cfg.cost_per_minute);
+            out.usage.push_back(st.repo->write_usage(u, st.ctx->cfg.cost_per_minute) ? row_fate::written
+                                                                                     : row_fate::unknown_room);
           } catch (const std::exception& e) {
-            failed(self, out, e.what());
-            return out;
+            if (!refused("usage row", u.session_slug, e)) return out;
+            out.usage.push_back(row_fate::refused);
           }
-          ++out.usage_written;
         }
         out.ok = true;
         return out;
@@ -118,11 +140,15 @@ struct persistence_state {
   std::unique_ptr<journal> jr;
   std::deque<journal::entry> pending;        // finals in memory, oldest first
   std::deque<journal::entry> usage_pending;  // usage rows
-  std::deque<journal::entry> parked;         // finals of rooms the web app's database does not know
-  bool spilled = false;                      // some live finals are only in the journal
-  std::size_t unjournaled_finals = 0;        // in memory only (seq 0): the journal could not take them
-  std::size_t unjournaled_usage = 0;
-  std::uint64_t last_in_memory = 0;  // highest seq ever held in memory
+  // Rows set aside, retried every 5 s: of rooms the web app's database does not know (yet), or refused by the
+  // database on their own. Bounded by PERSIST_MAX_PARKED (finals and usage together): beyond it the oldest is
+  // given up, retired from the journal, counted and logged.
+  std::deque<journal::entry> parked;
+  std::deque<journal::entry> usage_parked;
+  bool spilled = false;                // some live finals are only in the journal
+  std::size_t unjournaled_finals = 0;  // in memory only (seq 0): the journal could not take them
+  std::size_t unjournaled_usage = 0;   // of usage_pending and usage_parked
+  std::uint64_t last_in_memory = 0;    // highest seq ever held in memory
   queue_stats stats;
   bool writing = false;  // a db_batch is with the database actor: the front of the queues is in flight
   bool pinging = false;
@@ -202,13 +228,53 @@ void refill_from_journal(persistence_state& st) {
 }
 
 void update_queue_length(persistence_state& st) {
-  const auto journaled_usage = st.usage_pending.size() - st.unjournaled_usage;
+  const auto usage = st.usage_pending.size() + st.usage_parked.size();
+  const auto journaled_usage = usage - st.unjournaled_usage;
   const auto journaled_finals = st.jr->live() >= journaled_usage ? st.jr->live() - journaled_usage : 0;
   st.stats.queue_length = journaled_finals + st.unjournaled_finals;
+  st.stats.usage_pending = usage;
+  st.stats.parked = st.parked.size() + st.usage_parked.size();
+  st.stats.bounded_out = st.spilled || st.stats.parked >= st.ctx->cfg.persist_max_parked;
+}
+
+// A row is done with, written or given up: out of the journal (or out of the count of rows only in memory).
+void forget(persistence_state& st, const journal::entry& e, std::vector<std::uint64_t>& retire) {
+  if (e.seq != 0) {
+    retire.push_back(e.seq);
+  } else if (e.is_final) {
+    --st.unjournaled_finals;
+  } else {
+    --st.unjournaled_usage;
+  }
+}
+
+// Sets a row aside until the next retry; beyond the bound the oldest parked row is given up.
+void park(persistence_state& st, journal::entry e, std::vector<std::uint64_t>& retire) {
+  if (st.parked.empty() && st.usage_parked.empty()) st.last_parked_retry_ms = now_ms();  // retried 5 s from now
+  (e.is_final ? st.parked : st.usage_parked).push_back(std::move(e));
+  while (st.parked.size() + st.usage_parked.size() > st.ctx->cfg.persist_max_parked) {
+    auto& from = !st.parked.empty() ? st.parked : st.usage_parked;
+    auto& old = from.front();
+    st.ctx->metrics->count("persist.abandoned_rows");
+    st.ctx->metrics->error("persistence: PERSIST_MAX_PARKED reached: gave up a " +
+                           std::string(old.is_final ? "final" : "usage row") + " of room " +
+                           (old.is_final ? old.final.transcript.session_slug : old.usage.session_slug));
+    forget(st, old, retire);
+    from.pop_front();
+  }
 }
 
 bool has_work(const persistence_state& st) {
   return !st.pending.empty() || !st.usage_pending.empty() || st.spilled;
+}
+
+bool has_parked(const persistence_state& st) {
+  return !st.parked.empty() || !st.usage_parked.empty();
+}
+
+// Parked rows are tried again every 5 s (the web app may have created the room, or mended what it refused).
+bool parked_retry_due(const persistence_state& st) {
+  return has_parked(st) && now_ms() - st.last_parked_retry_ms > 5000;
 }
 
 void sync_journal(persistence_state& st) {
@@ -239,11 +305,15 @@ void flush(self_ptr self) {
   auto& st = self->state;
   if (st.writing || now_ms() < st.next_attempt_ms) return;
   refill_from_journal(st);
-  if (!st.parked.empty() && now_ms() - st.last_parked_retry_ms > 5000) {  // the web app may have created the room
+  if (parked_retry_due(st)) {
     st.last_parked_retry_ms = now_ms();
     while (!st.parked.empty()) {
       st.pending.push_front(std::move(st.parked.back()));
       st.parked.pop_back();
+    }
+    while (!st.usage_parked.empty()) {
+      st.usage_pending.push_front(std::move(st.usage_parked.back()));
+      st.usage_parked.pop_back();
     }
   }
   db_batch b;
@@ -267,38 +337,39 @@ void flush(self_ptr self) {
 void apply(self_ptr self, std::size_t n_finals, std::size_t n_usage, const db_outcome& out) {
   auto& st = self->state;
   st.writing = false;
+  std::vector<std::uint64_t> done;
   if (out.finals_written && n_finals > 0) {
-    std::vector<std::uint64_t> done;
-    std::size_t u = 0;
+    std::vector<bool> set_aside(n_finals, false);
+    for (auto i : out.unknown) set_aside[i] = true;
+    for (auto i : out.refused) set_aside[i] = true;
+    std::size_t written = 0;
     for (std::size_t i = 0; i < n_finals; ++i) {
-      if (u < out.unknown.size() && out.unknown[u] == i) {
-        ++u;
-        st.parked.push_back(std::move(st.pending[i]));
-        continue;
-      }
-      if (st.pending[i].seq == 0) {
-        --st.unjournaled_finals;
+      if (set_aside[i]) {
+        park(st, std::move(st.pending[i]), done);
       } else {
-        done.push_back(st.pending[i].seq);
+        forget(st, st.pending[i], done);
+        ++written;
       }
     }
     if (!out.unknown.empty()) st.ctx->metrics->count("persist.unknown_session_rows", out.unknown.size());
+    if (!out.refused.empty()) st.ctx->metrics->count("persist.refused_rows", out.refused.size());
     st.pending.erase(st.pending.begin(), st.pending.begin() + static_cast<std::ptrdiff_t>(n_finals));
-    journal_retire(st, done);
-    st.stats.total_flushed += done.size();
+    st.stats.total_flushed += written;
     st.stats.last_flush_ms = now_ms();
     st.ctx->metrics->observe("persist.batch_ms", out.batch_ms);
   }
-  std::vector<std::uint64_t> usage_done;
-  for (std::size_t i = 0; i < std::min(out.usage_written, n_usage); ++i) {
-    if (st.usage_pending.front().seq == 0) {
-      --st.unjournaled_usage;
-    } else {
-      usage_done.push_back(st.usage_pending.front().seq);
-    }
+  for (std::size_t i = 0; i < std::min(out.usage.size(), n_usage); ++i) {
+    auto e = std::move(st.usage_pending.front());
     st.usage_pending.pop_front();
+    if (out.usage[i] == row_fate::written) {
+      forget(st, e, done);
+      continue;
+    }
+    st.ctx->metrics->count(out.usage[i] == row_fate::unknown_room ? "persist.unknown_session_rows"
+                                                                  : "persist.refused_rows");
+    park(st, std::move(e), done);
   }
-  journal_retire(st, usage_done);
+  journal_retire(st, done);
   if (!out.backend.empty()) st.stats.backend = out.backend;
   if (out.ok) {
     st.backoff_ms = 0;
@@ -312,7 +383,7 @@ void apply(self_ptr self, std::size_t n_finals, std::size_t n_usage, const db_ou
   if (out.ok && (st.pending.size() >= st.ctx->cfg.persist_batch || st.spilled || (st.shutdown && has_work(st))))
     flush(self);
   settle_shutdown(self);
-  if (has_work(st) || !st.parked.empty()) arm_tick(self);
+  if (has_work(st) || has_parked(st)) arm_tick(self);
 }
 
 void answer_waiting(persistence_state& st) {
@@ -458,11 +529,12 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
               // PERSIST_FLUSH_MS, or sooner when a full batch is waiting.
               bool due = now_ms() - s.last_flush_tick_ms >= s.ctx->cfg.persist_flush.count();
               if (due) s.last_flush_tick_ms = now_ms();
-              if ((due && has_work(s)) || s.spilled || s.pending.size() >= s.ctx->cfg.persist_batch || s.shutdown)
+              if ((due && has_work(s)) || s.spilled || s.pending.size() >= s.ctx->cfg.persist_batch || s.shutdown ||
+                  parked_retry_due(s))
                 flush(self);
               update_queue_length(s);
               settle_shutdown(self);
-              if (has_work(s) || !s.parked.empty()) arm_tick(self);
+              if (has_work(s) || has_parked(s)) arm_tick(self);
             },
             [self](timeout_atom) {
               scope t(self->state.probe, self);

@@ -177,7 +177,10 @@ struct queue_stats {
   std::int64_t last_flush_ms = 0;  // 0 = never
   std::string last_error;
   bool database_ok = false;
-  std::string backend;  // "sqlite" | "postgresql" | "" (none)
+  std::string backend;              // "sqlite" | "postgresql" | "" (none)
+  std::uint64_t usage_pending = 0;  // usage rows not yet written
+  std::uint64_t parked = 0;         // rows (finals and usage) waiting for their room or refused; retried every 5 s
+  bool bounded_out = false;         // a bound is reached: finals wait only in the journal, or parked rows are given up
 };
 
 // One write for the database actor: a batch of finals (one transaction), then usage rows in order.
@@ -187,11 +190,19 @@ struct db_batch {
 };
 
 // What the database actor did with a db_batch (or a ping).
+// What happened to one row of a db_batch.
+enum class row_fate : std::uint8_t {
+  written,
+  unknown_room,  // a web-app database does not know its room (it cannot be created without a Space): parked
+  refused,       // the database refused this row on its own (the server answers): parked, retried, never blocking
+};
+
 struct db_outcome {
-  bool ok = false;                   // everything written (ping: the database answers)
-  bool finals_written = false;       // the finals' transaction committed
+  bool ok = false;                   // everything handled (ping: the database answers)
+  bool finals_written = false;       // every final was handled: committed, or parked as `unknown` / `refused`
   std::vector<std::size_t> unknown;  // indices of finals whose room a web-app database does not know (not written)
-  std::size_t usage_written = 0;     // usage rows written, from the front
+  std::vector<std::size_t> refused;  // indices of finals the database refused on their own (not written)
+  std::vector<row_fate> usage;       // the usage rows handled, from the front
   std::string error;
   std::string backend;  // "sqlite" | "postgresql" once the database was opened
   double batch_ms = 0;  // time the finals' transaction took
@@ -220,9 +231,9 @@ SW_INSPECT(transcript_segment, x.utterance_id, x.speaker_id, x.speaker_name, x.t
            x.ended_at)
 SW_INSPECT(transcript_result, x.found, x.error, x.segments)
 SW_INSPECT(db_batch, x.finals, x.usage)
-SW_INSPECT(db_outcome, x.ok, x.finals_written, x.unknown, x.usage_written, x.error, x.backend, x.batch_ms)
+SW_INSPECT(db_outcome, x.ok, x.finals_written, x.unknown, x.refused, x.usage, x.error, x.backend, x.batch_ms)
 SW_INSPECT(queue_stats, x.queue_length, x.total_queued, x.total_flushed, x.total_errors, x.last_flush_ms, x.last_error,
-           x.database_ok, x.backend)
+           x.database_ok, x.backend, x.usage_pending, x.parked, x.bounded_out)
 #undef SW_INSPECT
 
 }  // namespace sw

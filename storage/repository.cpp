@@ -344,10 +344,10 @@ std::vector<std::size_t> repository::write_batch(const std::vector<final_record>
   return unknown;
 }
 
-void repository::write_usage(const usage_record& u, double cost_per_minute) {
+bool repository::write_usage(const usage_record& u, double cost_per_minute) {
   try {
     auto vs = session_id_for(u.session_slug, !managed_);
-    if (vs.empty()) throw storage_error("unknown session " + u.session_slug);
+    if (vs.empty()) return false;
     std::string pid;
     soci::indicator pind = soci::i_null;
     *sql_ << R"(SELECT "id" FROM "Participant" WHERE "videoSessionId" = :v AND "identity" = :i)", soci::use(vs),
@@ -367,8 +367,7 @@ void repository::write_usage(const usage_record& u, double cost_per_minute) {
         soci::use(id), soci::use(vs), soci::use(pid, pid_ind), soci::use(s), soci::use(e), soci::use(seconds),
         soci::use(minutes), soci::use(chunks), soci::use(tr), soci::use(fin), soci::use(par),
         soci::use(cost_per_minute), soci::use(total), soci::use(err), soci::use(e), soci::use(e);
-  } catch (const storage_error&) {
-    throw;
+    return true;
   } catch (const std::exception& ex) {
     session_ids_.clear();
     throw storage_error(ex.what());

@@ -40,7 +40,8 @@ public:
   // Upserts a batch in one transaction. Rows whose room does not exist on a web-app database (it cannot be
   // created without a Space) are returned by index and not written; everything else is committed or throws.
   std::vector<std::size_t> write_batch(const std::vector<final_record>& rows);
-  void write_usage(const usage_record& u, double cost_per_minute);
+  // Writes one usage row; false (nothing written) when a web-app database does not know its room.
+  bool write_usage(const usage_record& u, double cost_per_minute);
   // Stored finals of a room ordered by start; nullopt-like: found=false when the room is unknown.
   std::vector<stored_segment> transcript(const std::string& slug, bool& found);
   bool ping();

@@ -425,6 +425,76 @@ TEST_P(Persist, JournaledFinalsAreReplayedAtStartExactlyOnce) {
 INSTANTIATE_TEST_SUITE_P(Backends, Persist, ::testing::Values("sqlite", "postgresql"),
                          [](const auto& info) { return info.param; });
 
+// The web app owns the schema: a room it does not know (yet), or a row its database refuses on its own, is set aside
+// and retried; every other final and usage row is written at once, and nothing counts as a database error.
+class PersistWebApp : public Storage {
+protected:
+  void stream_and_stop(const sw::test::harness& h, const std::string& room, const std::string& who, int frames) {
+    auto c = h.connect(room, who);
+    sw::test::expect_message(*c, "ready");
+    std::vector<std::uint8_t> f(640, 0);
+    for (int i = 0; i < frames; ++i) c->send_binary(f.data(), f.size());
+    c->send_text(R"({"type":"stop"})");
+    EXPECT_EQ(sw::test::expect_close(*c, 5000), 1000);
+  }
+  std::string queue_field(const sw::test::harness& h, const std::string& name) {
+    return field(field(sw::net::http_fetch(h.http("/metrics")).body, "queue"), name);
+  }
+};
+
+TEST_P(PersistWebApp, UnknownRoomsAndRefusedRowsAreParkedAndNeverBlockTheOthers) {
+  const bool pg = GetParam() == "postgresql";
+  create_web_app_schema(*db, pg);
+  // A value this database refuses on its own (a constraint of the web app's): the third final of every stream.
+  if (pg) {
+    db->exec(R"(ALTER TABLE "TranscriptSegment" ADD CONSTRAINT "no_three" CHECK ("text" <> 'chunk 3 640B'))");
+  } else {
+    db->exec(R"(CREATE TRIGGER "no_three" BEFORE INSERT ON "TranscriptSegment" WHEN NEW."text" = 'chunk 3 640B'
+                BEGIN SELECT RAISE(ABORT, 'refused by the web app'); END)");
+  }
+  sw::test::harness h([&](sw::config& c) { configure(c, *db); });
+  stream_and_stop(h, "ghost-room", "dave", 5);  // a room the web app has not created (yet)
+  for (auto who : {"alice", "bob", "carol"}) stream_and_stop(h, "known-room", who, 5);
+  ASSERT_TRUE(
+      sw::test::eventually([&] { return db->count(R"(SELECT count(*) FROM "TranscriptionUsage")") == 3; }, 10s));
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptSegment")"), 3 * 4);
+  // 5 finals and the usage row of the unknown room, and the 3 refused finals, wait aside
+  ASSERT_TRUE(sw::test::eventually([&] { return queue_field(h, "parked") == "9"; })) << queue_field(h, "parked");
+  EXPECT_EQ(queue_field(h, "totalErrors"), "0");
+  EXPECT_EQ(sw::test::metric(h, "persist.refused_rows") % 3, 0);
+  EXPECT_GE(sw::test::metric(h, "persist.unknown_session_rows"), 6);
+  auto ready = sw::net::http_fetch(h.http("/ready"));
+  EXPECT_EQ(ready.status, 200u) << ready.body;
+  EXPECT_EQ(field(field(field(ready.body, "checks"), "persistence"), "parked"), "9") << ready.body;
+  // The web app creates the room and lifts its constraint: the parked rows go in at the next retry.
+  db->exec(
+      R"(INSERT INTO "VideoSession" ("id", "slug", "spaceId", "status") VALUES ('vs-ghost', 'ghost-room', 'space-1', 'LIVE'))");
+  db->exec(pg ? R"(ALTER TABLE "TranscriptSegment" DROP CONSTRAINT "no_three")" : R"(DROP TRIGGER "no_three")");
+  ASSERT_TRUE(
+      sw::test::eventually([&] { return db->count(R"(SELECT count(*) FROM "TranscriptionUsage")") == 4; }, 15s));
+  ASSERT_TRUE(sw::test::eventually([&] { return queue_field(h, "parked") == "0"; }, 15s));
+  EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptSegment")"), 4 * 5);
+  EXPECT_EQ(queue_field(h, "totalErrors"), "0");
+}
+
+TEST_P(PersistWebApp, ParkedRowsAreBoundedAndTheOldestIsGivenUpVisibly) {
+  create_web_app_schema(*db, GetParam() == "postgresql");
+  sw::test::harness h([&](sw::config& c) {
+    configure(c, *db);
+    c.persist_max_parked = 4;
+  });
+  stream_and_stop(h, "ghost-room", "dave", 6);  // 6 finals + 1 usage row for a room nobody created
+  ASSERT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "persist.abandoned_rows") == 3; }))
+      << sw::test::metric(h, "persist.abandoned_rows");
+  EXPECT_EQ(queue_field(h, "parked"), "4");
+  auto ready = sw::net::http_fetch(h.http("/ready"));
+  EXPECT_EQ(ready.status, 503u) << ready.body;
+  EXPECT_EQ(field(field(field(ready.body, "checks"), "persistence"), "ok"), "false") << ready.body;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, PersistWebApp, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+
 }  // namespace
 
 namespace {
