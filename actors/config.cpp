@@ -54,6 +54,8 @@ const std::vector<setting_doc>& settings() {
       {"DATABASE_URL", "sqlite3://db=./data/sessions.db",
        "postgresql://... or postgres://... (PostgreSQL), sqlite3://db=PATH (SQLite), or none (no persistence)"},
       {"PERSIST_JOURNAL_DIR", "./data/journal", "local journal of accepted finals (fsync'd, replayed at start-up)"},
+      {"PERSIST_JOURNAL_SEGMENT_BYTES", "4194304",
+       "journal segment size: segments rotate past it and are deleted once nothing in them is live"},
       {"PERSIST_FLUSH_MS", "300", "finals are written at least this often"},
       {"PERSIST_BATCH", "100", "finals per database transaction"},
       {"PERSIST_MAX_PENDING", "100000", "finals held in memory; beyond it they wait in the journal only"},
@@ -192,6 +194,9 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
   if (auto v = get("PERSIST_BATCH")) c.persist_batch = parse_int<std::size_t>("PERSIST_BATCH", v, 1, 10'000);
   if (auto v = get("PERSIST_MAX_PENDING"))
     c.persist_max_pending = parse_int<std::size_t>("PERSIST_MAX_PENDING", v, 10, 10'000'000);
+  if (auto v = get("PERSIST_JOURNAL_SEGMENT_BYTES"))
+    c.persist_journal_segment_bytes =
+        parse_int<std::size_t>("PERSIST_JOURNAL_SEGMENT_BYTES", v, 4096, std::size_t{1} << 30);
   if (auto v = get("PERSIST_MAX_PARKED"))
     c.persist_max_parked = parse_int<std::size_t>("PERSIST_MAX_PARKED", v, 1, 10'000'000);
   if (auto v = get("TRANSCRIPTION_COST_PER_MINUTE"))

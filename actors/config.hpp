@@ -57,6 +57,7 @@ struct config {
   std::string database_url;  // "" = SQLite file at sqlite_path
   std::string sqlite_path = "./data/sessions.db";
   std::string persist_journal_dir = "./data/journal";
+  std::size_t persist_journal_segment_bytes = 4 * 1024 * 1024;  // journal segments rotate past this size
   std::chrono::milliseconds persist_flush{300};
   std::size_t persist_batch = 100;
   std::size_t persist_max_pending = 100'000;

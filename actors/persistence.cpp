@@ -424,7 +424,7 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
         st.ctx = ctx;
         st.probe = actor_probe(ctx->metrics, "persistence");
         st.last_flush_tick_ms = now_ms();
-        st.jr = std::make_unique<journal>(ctx->cfg.persist_journal_dir);
+        st.jr = std::make_unique<journal>(ctx->cfg.persist_journal_dir, ctx->cfg.persist_journal_segment_bytes);
         for (auto& e : st.jr->recovered()) {  // replay: everything accepted before a crash is written again
           if (!e.is_final) {
             st.usage_pending.push_back(e);

@@ -3,11 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <stdexcept>
 
 #include "actors/json.hpp"
@@ -103,58 +104,117 @@ bool journal::decode(const std::string& json, usage_record& u) {
   return !u.session_slug.empty();
 }
 
-journal::journal(const std::string& dir) {
-  std::filesystem::create_directories(dir);
-  path_ = (std::filesystem::path(dir) / "finals.journal").string();
-  // Read what is there: entries minus retired ones. A torn last line (crash mid-write) is ignored.
+std::string journal::path_of(std::uint64_t id) const {
+  char name[48];
+  std::snprintf(name, sizeof name, "finals.%010llu.journal", static_cast<unsigned long long>(id));
+  return (std::filesystem::path(dir_) / name).string();
+}
+
+namespace {
+
+// "F 12 {...}" -> kind 'F', seq 12, json at `json`; false for anything else (a torn line, a blank).
+bool split_line(const std::string& line, char& kind, std::uint64_t& seq, std::size_t& json) {
+  if (line.size() < 3 || line[1] != ' ') return false;
+  kind = line[0];
+  seq = std::strtoull(line.c_str() + 2, nullptr, 10);
+  if (seq == 0) return false;
+  json = line.find(' ', 2);
+  return kind == 'R' || ((kind == 'F' || kind == 'U') && json != std::string::npos);
+}
+
+void sync_dir(const std::string& dir) {  // a segment created or deleted survives a crash
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+journal::journal(const std::string& dir, std::size_t segment_bytes)
+    : dir_(dir), segment_bytes_(std::max<std::size_t>(segment_bytes, 4096)) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  if (auto legacy = fs::path(dir) / "finals.journal"; fs::exists(legacy))  // one file, before segments
+    fs::rename(legacy, path_of(0));
+  std::vector<std::uint64_t> ids;
+  for (auto& f : fs::directory_iterator(dir)) {
+    auto name = f.path().filename().string();
+    const std::string head = "finals.", tail = ".journal";
+    if (name.size() != head.size() + 10 + tail.size() || name.rfind(head, 0) != 0 ||
+        name.compare(name.size() - tail.size(), tail.size(), tail) != 0)
+      continue;
+    auto digits = name.substr(head.size(), 10);
+    if (digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    ids.push_back(std::stoull(digits));
+  }
+  std::sort(ids.begin(), ids.end());
+  // Read every segment in order: entries minus retired ones; a carried-forward copy replaces the older one. A
+  // torn line (a crash mid-write) is ignored.
   std::map<std::uint64_t, entry> live;
-  {
-    std::ifstream in(path_);
+  for (auto id : ids) {
+    segment sg;
+    sg.id = id;
+    sg.path = path_of(id);
+    std::ifstream in(sg.path);
     std::string line;
     while (std::getline(in, line)) {
-      if (line.size() < 3) continue;
-      char kind = line[0];
-      auto sp = line.find(' ', 2);
-      std::uint64_t seq = std::strtoull(line.c_str() + 2, nullptr, 10);
-      if (seq == 0) continue;
+      sg.bytes += line.size() + 1;
+      char kind;
+      std::uint64_t seq;
+      std::size_t json;
+      if (!split_line(line, kind, seq, json)) continue;
       next_seq_ = std::max(next_seq_, seq + 1);
       if (kind == 'R') {
         live.erase(seq);
-      } else if ((kind == 'F' || kind == 'U') && sp != std::string::npos) {
-        entry e;
-        e.seq = seq;
-        e.is_final = kind == 'F';
-        bool ok = e.is_final ? decode(line.substr(sp + 1), e.final) : decode(line.substr(sp + 1), e.usage);
-        if (ok) live[seq] = std::move(e);
+        where_.erase(seq);
+        continue;
       }
+      entry e;
+      e.seq = seq;
+      e.is_final = kind == 'F';
+      if (!(e.is_final ? decode(line.substr(json + 1), e.final) : decode(line.substr(json + 1), e.usage))) continue;
+      live[seq] = std::move(e);
+      where_[seq] = id;
+      ++sg.entries;
+      sg.max_seq = std::max(sg.max_seq, seq);
     }
+    segments_.push_back(std::move(sg));
   }
-  // Compact: rewrite only the live entries, atomically.
-  std::string tmp = path_ + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    for (auto& [seq, e] : live)
-      out << (e.is_final ? 'F' : 'U') << ' ' << seq << ' ' << (e.is_final ? encode(e.final) : encode(e.usage)) << '\n';
-    out.flush();
-    if (!out) throw std::runtime_error("cannot write journal " + tmp);
-  }
-  int tfd = ::open(tmp.c_str(), O_RDONLY);
-  if (tfd >= 0) {
-    ::fsync(tfd);
-    ::close(tfd);
-  }
-  std::filesystem::rename(tmp, path_);
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail("cannot open journal " + path_);
+  for (auto& [seq, id] : where_)
+    for (auto& sg : segments_)
+      if (sg.id == id) ++sg.live;
   for (auto& [seq, e] : live) recovered_.push_back(std::move(e));
-  live_ = recovered_.size();
+  open_segment();
+  collect();
 }
 
 journal::~journal() {
   if (fd_ >= 0) {
-    sync();
+    try {
+      sync();
+    } catch (const std::exception&) {  // nothing to tell anyone any more: the next start replays what is there
+    }
     ::close(fd_);
   }
+}
+
+void journal::open_segment() {
+  segment sg;
+  sg.id = segments_.empty() ? 1 : segments_.back().id + 1;
+  sg.path = path_of(sg.id);
+  int fd = ::open(sg.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot open journal " + sg.path);
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  segments_.push_back(std::move(sg));
+  sync_dir(dir_);
+}
+
+std::uint64_t journal::bytes() const {
+  std::uint64_t n = 0;
+  for (auto& sg : segments_) n += sg.bytes;
+  return n;
 }
 
 void journal::write_line(const std::string& line) {
@@ -169,25 +229,75 @@ void journal::write_line(const std::string& line) {
       // A full disk may have taken part of the line: cut it off, so that the next line starts a line.
       const bool cut = start >= 0 && ::ftruncate(fd_, start) == 0;
       errno = error;
-      fail("cannot append to journal " + path_ + (cut ? "" : " (a partial line stays)"));
+      fail("cannot append to journal " + segments_.back().path + (cut ? "" : " (a partial line stays)"));
     }
     p += n;
     left -= static_cast<std::size_t>(n);
   }
+  segments_.back().bytes += line.size();
   dirty_ = true;
+}
+
+void journal::rotate_if_full() {
+  if (segments_.back().bytes < segment_bytes_) return;
+  sync();  // what the old segment holds is on disk before appends go elsewhere
+  open_segment();
+  collect();
+}
+
+void journal::collect() {
+  while (segments_.size() > 1) {
+    auto& old = segments_.front();
+    if (old.live > 0) {
+      if (old.live * 2 > old.entries) return;  // mostly live: it stays
+      // Carry its live lines into the newest segment (same seq); they are retired there later.
+      std::ifstream in(old.path);
+      std::string line;
+      auto& now = segments_.back();
+      while (old.live > 0 && std::getline(in, line)) {
+        char kind;
+        std::uint64_t seq;
+        std::size_t json;
+        if (!split_line(line, kind, seq, json) || kind == 'R') continue;
+        auto it = where_.find(seq);
+        if (it == where_.end() || it->second != old.id) continue;
+        write_line(line + "\n");
+        it->second = now.id;
+        --old.live;
+        ++now.entries;
+        ++now.live;
+        now.max_seq = std::max(now.max_seq, seq);
+      }
+      if (old.live > 0) return;  // the file lacks what the count says: keep it, it is replayed as it is
+      sync();
+    }
+    if (::unlink(old.path.c_str()) != 0 && errno != ENOENT) fail("cannot delete journal segment " + old.path);
+    segments_.erase(segments_.begin());
+    sync_dir(dir_);
+  }
 }
 
 std::uint64_t journal::append(const final_record& f) {
   auto seq = next_seq_++;
   write_line("F " + std::to_string(seq) + " " + encode(f) + "\n");
-  ++live_;
+  auto& sg = segments_.back();
+  where_[seq] = sg.id;
+  ++sg.entries;
+  ++sg.live;
+  sg.max_seq = seq;
+  rotate_if_full();
   return seq;
 }
 
 std::uint64_t journal::append(const usage_record& u) {
   auto seq = next_seq_++;
   write_line("U " + std::to_string(seq) + " " + encode(u) + "\n");
-  ++live_;
+  auto& sg = segments_.back();
+  where_[seq] = sg.id;
+  ++sg.entries;
+  ++sg.live;
+  sg.max_seq = seq;
+  rotate_if_full();
   return seq;
 }
 
@@ -195,40 +305,53 @@ void journal::retire(const std::vector<std::uint64_t>& seqs) {
   if (seqs.empty()) return;
   // Counted first: the rows are written whether or not their R lines reach the disk (if not, they are
   // written again after a restart, which the upserts make harmless).
-  live_ -= std::min(live_, seqs.size());
-  if (live_ == 0) {  // nothing live: start the file afresh (which also frees a full disk)
-    if (::ftruncate(fd_, 0) != 0) fail("cannot truncate journal " + path_);
+  for (auto s : seqs) {
+    auto it = where_.find(s);
+    if (it == where_.end()) continue;
+    for (auto& sg : segments_)
+      if (sg.id == it->second) --sg.live;
+    where_.erase(it);
+  }
+  if (where_.empty()) {  // nothing live: every older segment goes, the newest starts afresh (frees a full disk)
+    while (segments_.size() > 1) {
+      ::unlink(segments_.front().path.c_str());
+      segments_.erase(segments_.begin());
+    }
+    if (::ftruncate(fd_, 0) != 0) fail("cannot truncate journal " + segments_.back().path);
+    auto& sg = segments_.back();
+    sg.bytes = sg.entries = sg.live = 0;
     dirty_ = false;
     return;
   }
   std::string lines;
   for (auto s : seqs) lines += "R " + std::to_string(s) + "\n";
   write_line(lines);
+  collect();
 }
 
 void journal::sync() {
   if (!dirty_) return;
-  if (::fdatasync(fd_) != 0) fail("cannot sync journal " + path_);
+  if (::fdatasync(fd_) != 0) fail("cannot sync journal " + segments_.back().path);
   dirty_ = false;
 }
 
 std::vector<journal::entry> journal::read_live(std::uint64_t after, std::size_t max) {
   sync();
   std::map<std::uint64_t, entry> live;
-  std::set<std::uint64_t> retired;
-  std::ifstream in(path_);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() < 3) continue;
-    std::uint64_t seq = std::strtoull(line.c_str() + 2, nullptr, 10);
-    if (line[0] == 'R') {
-      live.erase(seq);
-      retired.insert(seq);
-    } else if (line[0] == 'F' && seq > after && !retired.count(seq)) {
-      auto sp = line.find(' ', 2);
+  for (auto& sg : segments_) {
+    if (sg.live == 0 || sg.max_seq <= after) continue;  // nothing to find there
+    std::ifstream in(sg.path);
+    std::string line;
+    while (std::getline(in, line)) {
+      char kind;
+      std::uint64_t seq;
+      std::size_t json;
+      if (!split_line(line, kind, seq, json) || kind != 'F' || seq <= after) continue;
+      auto it = where_.find(seq);
+      if (it == where_.end() || it->second != sg.id) continue;
       entry e;
       e.seq = seq;
-      if (sp != std::string::npos && decode(line.substr(sp + 1), e.final)) live[seq] = std::move(e);
+      if (decode(line.substr(json + 1), e.final)) live[seq] = std::move(e);
     }
   }
   std::vector<entry> out;

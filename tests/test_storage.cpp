@@ -101,6 +101,25 @@ sw::final_record final_of(const std::string& slug, const std::string& utt, const
   return f;
 }
 
+// The journal's segment files, oldest first, and their total size.
+std::vector<std::string> journal_segments(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto& f : fs::directory_iterator(dir, ec)) {
+    auto name = f.path().filename().string();
+    if (name.rfind("finals.", 0) == 0 && name.size() > 8 && name.compare(name.size() - 8, 8, ".journal") == 0)
+      out.push_back(f.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::uint64_t journal_size(const std::string& dir) {
+  std::uint64_t n = 0;
+  for (auto& f : journal_segments(dir)) n += fs::file_size(f);
+  return n;
+}
+
 class Storage : public ::testing::TestWithParam<std::string> {
 protected:
   void SetUp() override {
@@ -317,7 +336,7 @@ TEST(Journal, AnAppendThatFailsHalfwayLeavesNoPartOfItsLine) {
   {
     sw::journal j(dir);
     j.append(final_of("room", "u1", "one"));
-    const auto line = fs::file_size(dir + "/finals.journal");
+    const auto line = journal_size(dir);
     rlimit old{};
     ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
     auto previous = ::signal(SIGXFSZ, SIG_IGN);  // past the limit a write fails (EFBIG) instead of killing
@@ -327,7 +346,7 @@ TEST(Journal, AnAppendThatFailsHalfwayLeavesNoPartOfItsLine) {
     EXPECT_THROW(j.append(final_of("room", "u2", "two")), std::runtime_error);
     ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
     ::signal(SIGXFSZ, previous);
-    EXPECT_EQ(fs::file_size(dir + "/finals.journal"), line);
+    EXPECT_EQ(journal_size(dir), line);
     j.append(final_of("room", "u3", "three"));  // the disk has room again
   }
   sw::journal j(dir);
@@ -349,7 +368,7 @@ TEST(Journal, RetiredEntriesAreNotRecoveredAndATornLineIsIgnored) {
     j.retire({a});
     EXPECT_EQ(j.live(), 2u);
   }
-  { std::ofstream(dir + "/finals.journal", std::ios::app) << "F 99 {\"slug\":\"ro"; }  // crash mid-write
+  { std::ofstream(journal_segments(dir).back(), std::ios::app) << "F 99 {\"slug\":\"ro"; }  // crash mid-write
   sw::journal j(dir);
   ASSERT_EQ(j.recovered().size(), 2u);
   EXPECT_EQ(j.recovered()[0].seq, keep);
@@ -357,6 +376,65 @@ TEST(Journal, RetiredEntriesAreNotRecoveredAndATornLineIsIgnored) {
   EXPECT_FALSE(j.recovered()[1].is_final);
   EXPECT_EQ(j.recovered()[1].usage.audio_chunks, 3u);
   EXPECT_GT(j.append(final_of("room", "u3", "three")), 99u);
+  fs::remove_all(dir);
+}
+
+// Batches retired while new finals keep coming, and one final that is never retired (parked for a room the web app
+// never creates): the journal stays within a few segments, and a restart recovers exactly what is live.
+TEST(Journal, ALongRunWithOneParkedRowStaysWithinABound) {
+  auto dir = (fs::temp_directory_path() / ("sw-journal-long-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  const std::size_t segment = 64 * 1024;
+  std::uint64_t parked = 0;
+  std::vector<std::uint64_t> live, previous;
+  std::uint64_t largest = 0;
+  {
+    sw::journal j(dir, segment);
+    parked = j.append(final_of("ghost-room", "never", "waits for its room"));
+    for (int batch = 0; batch < 400; ++batch) {
+      for (int i = 0; i < 50; ++i)
+        live.push_back(j.append(final_of("room", "b" + std::to_string(batch) + "-" + std::to_string(i),
+                                         "a final of a long meeting, about this long, with some words")));
+      j.retire(previous);  // the batch before this one is committed while this one is accepted
+      previous.swap(live);
+      live.clear();
+      j.sync();
+      largest = std::max(largest, j.bytes());
+      ASSERT_EQ(j.bytes(), journal_size(dir));
+    }
+    EXPECT_EQ(j.live(), previous.size() + 1);
+    EXPECT_LE(largest, 4 * segment) << "20 000 finals written; the journal must not keep them";
+    EXPECT_LE(j.segments(), 4u);
+    auto again = j.read_live(0, 1000);
+    ASSERT_EQ(again.size(), previous.size() + 1);
+    EXPECT_EQ(again.front().seq, parked);
+  }
+  sw::journal j(dir, segment);
+  ASSERT_EQ(j.recovered().size(), previous.size() + 1);
+  EXPECT_EQ(j.recovered().front().seq, parked);
+  EXPECT_EQ(j.recovered().front().final.transcript.utterance_id, "never");
+  EXPECT_EQ(j.recovered().back().seq, previous.back());
+  j.retire({parked});
+  j.retire(previous);
+  EXPECT_EQ(journal_size(dir), 0u) << "nothing live: nothing kept";
+  fs::remove_all(dir);
+}
+
+// The journal of a version before segments (one file, finals.journal) is replayed, then goes the usual way.
+TEST(Journal, TheSingleFileOfEarlierVersionsIsReplayed) {
+  auto dir = (fs::temp_directory_path() / ("sw-journal-legacy-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream out(dir + "/finals.journal");
+    out << "F 1 " << sw::journal::encode(final_of("room", "u1", "one")) << "\n";
+    out << "F 2 " << sw::journal::encode(final_of("room", "u2", "two")) << "\nR 1\n";
+  }
+  sw::journal j(dir);
+  ASSERT_EQ(j.recovered().size(), 1u);
+  EXPECT_EQ(j.recovered()[0].final.transcript.utterance_id, "u2");
+  EXPECT_FALSE(fs::exists(dir + "/finals.journal"));
+  EXPECT_GT(j.append(final_of("room", "u3", "three")), 2u);
   fs::remove_all(dir);
 }
 
@@ -593,16 +671,19 @@ namespace {
 // The live finals of a journal file (what had been accepted), by utterance id.
 std::set<std::string> accepted_in_journal(const std::string& dir) {
   std::map<std::uint64_t, std::string> live;
-  std::ifstream in(dir + "/finals.journal");
   std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() < 3) continue;
-    auto seq = std::strtoull(line.c_str() + 2, nullptr, 10);
-    if (line[0] == 'R') live.erase(seq);
-    if (line[0] == 'F') {
-      sw::final_record f;
-      auto sp = line.find(' ', 2);
-      if (sp != std::string::npos && sw::journal::decode(line.substr(sp + 1), f)) live[seq] = f.transcript.utterance_id;
+  for (auto& segment : journal_segments(dir)) {
+    std::ifstream in(segment);
+    while (std::getline(in, line)) {
+      if (line.size() < 3) continue;
+      auto seq = std::strtoull(line.c_str() + 2, nullptr, 10);
+      if (line[0] == 'R') live.erase(seq);
+      if (line[0] == 'F') {
+        sw::final_record f;
+        auto sp = line.find(' ', 2);
+        if (sp != std::string::npos && sw::journal::decode(line.substr(sp + 1), f))
+          live[seq] = f.transcript.utterance_id;
+      }
     }
   }
   std::set<std::string> out;
@@ -611,10 +692,12 @@ std::set<std::string> accepted_in_journal(const std::string& dir) {
 }
 
 std::size_t journal_final_lines(const std::string& dir) {
-  std::ifstream in(dir + "/finals.journal");
   std::string line;
   std::size_t n = 0;
-  while (std::getline(in, line)) n += line.rfind("F ", 0) == 0;
+  for (auto& segment : journal_segments(dir)) {
+    std::ifstream in(segment);
+    while (std::getline(in, line)) n += line.rfind("F ", 0) == 0;
+  }
   return n;
 }
 
@@ -715,8 +798,7 @@ TEST_P(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) 
   }
   ASSERT_EQ(seen.size(), 2900u);
   ASSERT_GT(accepted.size(), 0u) << "the kill should find finals that exist only in the journal; seen " << seen.size()
-                                 << ", committed " << before << ", journal bytes "
-                                 << fs::file_size(dir + "/journal/finals.journal");
+                                 << ", committed " << before << ", journal bytes " << journal_size(dir + "/journal");
   replay_journal(tweak);  // restart on the same database and journal
   auto stored = stored_utterances(*db);
   for (auto& id : accepted) EXPECT_EQ(stored[id], 1) << id << " was accepted (journaled) but is not stored once";
@@ -902,7 +984,7 @@ TEST_P(PersistShutdown, SigtermFlushesPendingFinalsAndExitsZero) {
   std::set<std::string> stored(ids.begin(), ids.end());
   EXPECT_EQ(stored, seen);
   EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptionUsage")"), 1);
-  EXPECT_EQ(fs::file_size(dir + "/journal/finals.journal"), 0u) << "everything reached the database";
+  EXPECT_EQ(journal_size(dir + "/journal"), 0u) << "everything reached the database";
   fs::remove_all(dir);
 }
 
@@ -1021,7 +1103,7 @@ TEST_P(PersistJournalFull, FinalsAndUsageStillReachTheDatabase) {
   auto metrics = sw::net::http_fetch(base + "/metrics").body;
   EXPECT_NE(metrics.find("persist.journal_failures"), std::string::npos) << metrics;
   EXPECT_EQ(metrics.find("persist.lost_finals"), std::string::npos) << metrics;
-  EXPECT_LE(fs::file_size(dir + "/journal/finals.journal"), 4096u);
+  EXPECT_LE(journal_size(dir + "/journal"), 4096u);
   ASSERT_EQ(::write(down[1], "x", 1), 1);
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
