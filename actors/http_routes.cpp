@@ -110,6 +110,7 @@ std::string metrics_json(network_state& st, const queue_stats& q) {
   counters["net.tls_handshake_failures"] = n.tls_handshake_failures.load();
   counters["net.bad_requests"] = n.bad_requests.load();
   counters["net.bodies_too_large"] = n.bodies_too_large.load();
+  counters["net.accept_errors"] = n.accept_errors.load();
   counters["net.open_connections"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, n.connections.load()));
   counters["stt.buffered_bytes"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m.stt_buffered_bytes.load()));
   b.open("counters");
@@ -167,20 +168,12 @@ std::string metrics_prometheus(network_state& st, const queue_stats& q) {
           static_cast<double>(n.slow_client_closes.load()));
   counter("sessions_ws_heartbeat_timeouts_total", "Clients closed 4408.",
           static_cast<double>(n.heartbeat_timeouts.load()));
-  o << "# HELP sessions_ws_session_clients Current client streams per room.\n# TYPE sessions_ws_session_clients "
-       "gauge\n";
-  for (auto& [slug, room] : st.rooms) {
-    std::string label;
-    for (char c : slug) {
-      if (c == '\\' || c == '"') label.push_back('\\');
-      if (c == '\n') {
-        label += "\\n";
-        continue;
-      }
-      label.push_back(c);
-    }
-    o << "sessions_ws_session_clients{session=\"" << label << "\"} " << room.streams << '\n';
-  }
+  // Rooms are named by clients: a series per room would grow with client input, so Prometheus gets aggregates
+  // and the per-room figures stay in the JSON.
+  std::uint32_t largest = 0;
+  for (auto& [slug, room] : st.rooms) largest = std::max(largest, room.streams);
+  gauge("sessions_ws_rooms", "Rooms with at least one stream.", static_cast<double>(st.rooms.size()));
+  gauge("sessions_ws_room_streams_max", "Streams in the largest room.", static_cast<double>(largest));
   o << "# HELP sessions_ws_actors_live Live actors per kind.\n# TYPE sessions_ws_actors_live gauge\n";
   for (auto& [kind, a] : snap.actors)
     o << "sessions_ws_actors_live{kind=\"" << kind << "\"} " << a->live.load() << '\n';

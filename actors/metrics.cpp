@@ -40,33 +40,48 @@ latency_summary latency_recorder::summary() const {
 
 metrics::metrics() : started_(std::chrono::steady_clock::now()) {}
 
-void metrics::set_error_log(std::function<void(const std::string&)> log) {
+void metrics::set_log(std::function<void(bool error, const std::string&)> log) {
   std::lock_guard<std::mutex> lock(mu_);
-  error_log_ = std::move(log);
+  log_ = std::move(log);
+}
+
+// Called with the lock held; writes the line (if any) after releasing it.
+void metrics::log_line(bool error, const std::string& kind, const std::string& message,
+                       std::unique_lock<std::mutex>& lock) {
+  if (!log_) return;
+  if (throttles_.size() > 1000) throttles_.clear();  // kinds are few; this only bounds a surprise
+  auto& t = throttles_[kind];
+  const auto now = now_ms();
+  if (t.last_ms != 0 && now - t.last_ms < 1000) {
+    ++t.suppressed;
+    return;
+  }
+  std::string line = message;
+  if (t.suppressed) line += " (and " + std::to_string(t.suppressed) + " more of this kind in the last seconds)";
+  t.last_ms = now;
+  t.suppressed = 0;
+  auto log = log_;
+  lock.unlock();
+  log(error, line);
 }
 
 void metrics::error(const std::string& message) {
   ++total_errors;
-  std::string line;
-  std::function<void(const std::string&)> log;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    last_error_ = message;
-    last_error_ms_ = now_ms();
-    if (!error_log_) return;
-    if (throttles_.size() > 1000) throttles_.clear();  // kinds are few; this only bounds a surprise
-    auto& t = throttles_[message.substr(0, 24)];
-    if (last_error_ms_ - t.last_ms < 1000) {
-      ++t.suppressed;
-      return;
-    }
-    line = message;
-    if (t.suppressed) line += " (and " + std::to_string(t.suppressed) + " more of this kind in the last seconds)";
-    t.last_ms = last_error_ms_;
-    t.suppressed = 0;
-    log = error_log_;
-  }
-  log(line);
+  std::unique_lock<std::mutex> lock(mu_);
+  last_error_ = message;
+  last_error_ms_ = now_ms();
+  log_line(true, message.substr(0, 24), message, lock);
+}
+
+void metrics::note(const std::string& counter, const std::string& message, std::uint64_t n) {
+  std::unique_lock<std::mutex> lock(mu_);
+  counters_[counter] += n;
+  log_line(false, counter, message, lock);
+}
+
+void metrics::log_throttled(const std::string& kind, const std::string& message) {
+  std::unique_lock<std::mutex> lock(mu_);
+  log_line(false, kind, message, lock);
 }
 
 void metrics::fail(const std::string& why) {

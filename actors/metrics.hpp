@@ -55,9 +55,14 @@ public:
   std::atomic<std::int64_t> live_streams{0};        // participant streams the network actor tracks
   std::atomic<std::int64_t> stt_buffered_bytes{0};  // audio held by STT relays for (re)sending, all streams
 
-  // Where error lines go (the service's log); every error() writes one, at most one a second per kind (its first
-  // 24 characters), with the number left out since the last.
-  void set_error_log(std::function<void(const std::string&)> log);
+  // Where error and warning lines go (the service's log; `error` tells the level). Every error() and note()
+  // writes one, at most one a second per kind, with the number left out since the last.
+  void set_log(std::function<void(bool error, const std::string&)> log);
+  // Counts `counter` (by n) and logs `message` as a warning, at most once a second per counter: a failure that
+  // is not the service's own (a client's bad frame, an upstream's odd message), yet never silent.
+  void note(const std::string& counter, const std::string& message, std::uint64_t n = 1);
+  // Logs `message` as a warning at most once a second per `kind`, counting nothing (net/'s counters are its own).
+  void log_throttled(const std::string& kind, const std::string& message);
 
   void error(const std::string& message);
   // A failure the service cannot run on (see supervisor_actor); the first one is kept.
@@ -84,7 +89,8 @@ private:
   std::map<std::string, std::unique_ptr<actor_kind_stats>> actors_;
   std::string last_error_;
   std::string failure_;
-  std::function<void(const std::string&)> error_log_;
+  std::function<void(bool, const std::string&)> log_;
+  void log_line(bool error, const std::string& kind, const std::string& message, std::unique_lock<std::mutex>& lock);
   struct throttle {
     std::int64_t last_ms = 0;
     std::uint64_t suppressed = 0;

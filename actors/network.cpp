@@ -30,6 +30,11 @@ std::string random_key(std::mt19937_64& rng) {
   return std::string(buf, 12);
 }
 
+void uncount_user(network_state& st, const std::string& user) {
+  auto u = st.per_user.find(user);
+  if (u != st.per_user.end() && --u->second == 0) st.per_user.erase(u);
+}
+
 void handle_upgrade(self_ptr self, const http_request& req, const upgrade_responder_ptr& responder) {
   auto& st = self->state;
   if (req.path != "/api/realtime/transcribe") {
@@ -40,7 +45,7 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   const std::string* token = req.query_param("token");
   auto check = verify_token(token ? *token : std::string{}, st.ctx->cfg.jwt_secret);
   if (!check.claims) {
-    st.ctx->metrics->count("ws.auth_failures");
+    st.ctx->metrics->note("ws.auth_failures", "upgrade refused from " + req.remote + ": " + check.reason);
     responder->reject(
         json_response(401, json_builder().str("error", "invalid_token").str("message", check.reason).done()));
     return;
@@ -66,7 +71,9 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
     scope = "user";
   }
   if (scope) {
-    st.ctx->metrics->count(std::string("ws.rejected_") + scope);
+    st.ctx->metrics->note(
+        std::string("ws.rejected_") + scope,
+        "upgrade refused (too many streams per " + std::string(scope) + "): room=" + claims.session_slug);
     auto res = json_response(429, json_builder().str("error", "too_many_streams").str("scope", scope).done());
     res.headers.emplace_back("Retry-After", "5");
     responder->reject(std::move(res));
@@ -86,7 +93,7 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   who.name = claims.name.empty() ? claims.identity : claims.name;
   auto format = req.query_param("format");
   bool legacy = format && *format == "legacy";
-  auto s = self->spawn<caf::linked>(session, st.ctx, who, legacy, room_it->second.actor);
+  auto s = self->spawn<caf::linked>(session, st.ctx, who, legacy, room_it->second.actor, network_actor{self});
   self->monitor(s);
   ++room_it->second.streams;
   ++st.per_user[claims.user_id];
@@ -116,8 +123,7 @@ network_actor::behavior_type network(self_ptr self, context_ptr ctx) {
       self->send_exit(room_it->second.actor, caf::exit_reason::user_shutdown);
       st.rooms.erase(room_it);
     }
-    auto u = st.per_user.find(it->second.user);
-    if (u != st.per_user.end() && --u->second == 0) st.per_user.erase(u);
+    if (!it->second.draining) uncount_user(st, it->second.user);
     st.streams.erase(it);
     st.ctx->metrics->live_streams = static_cast<std::int64_t>(st.streams.size());
   });
@@ -130,6 +136,16 @@ network_actor::behavior_type network(self_ptr self, context_ptr ctx) {
       [=](upgrade_atom, const http_request& req, const upgrade_responder_ptr& responder) {
         scope t(self->state.probe, self);
         handle_upgrade(self, req, responder);
+      },
+      [=](leave_atom) {
+        scope t(self->state.probe, self);
+        auto& st = self->state;
+        auto sender = self->current_sender();
+        if (!sender) return;
+        auto it = st.streams.find(caf::actor_cast<caf::actor_addr>(sender));
+        if (it == st.streams.end() || it->second.draining) return;
+        it->second.draining = true;
+        uncount_user(st, it->second.user);
       },
       [=](shutdown_atom) {
         scope t(self->state.probe, self);

@@ -22,6 +22,7 @@ struct network_state {
     session_actor actor;
     std::string slug;
     std::string user;
+    bool draining = false;  // socket gone, upstream draining: no longer counted in per_user
   };
   std::unordered_map<std::string, room_entry> rooms;
   std::unordered_map<std::string, std::uint32_t> per_user;

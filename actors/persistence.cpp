@@ -153,6 +153,7 @@ struct persistence_state {
   bool writing = false;  // a db_batch is with the database actor: the front of the queues is in flight
   bool pinging = false;
   std::int64_t ping_started_ms = 0;
+  std::int64_t ping_done_ms = 0;  // the last answer: /health and /ready ask at most once a second
   std::vector<caf::typed_response_promise<queue_stats>> waiting;  // queue questions waiting for a ping
   std::size_t reads = 0;  // transcript reads with the database actor (bounded: a dead server must not pile them up)
   std::int64_t backoff_ms = 0;
@@ -343,15 +344,21 @@ void apply(self_ptr self, std::size_t n_finals, std::size_t n_usage, const db_ou
     for (auto i : out.unknown) set_aside[i] = true;
     for (auto i : out.refused) set_aside[i] = true;
     std::size_t written = 0;
+    std::string room;  // of a row set aside, for the log line
     for (std::size_t i = 0; i < n_finals; ++i) {
       if (set_aside[i]) {
+        room = st.pending[i].final.transcript.session_slug;
         park(st, std::move(st.pending[i]), done);
       } else {
         forget(st, st.pending[i], done);
         ++written;
       }
     }
-    if (!out.unknown.empty()) st.ctx->metrics->count("persist.unknown_session_rows", out.unknown.size());
+    if (!out.unknown.empty())
+      st.ctx->metrics->note(
+          "persist.unknown_session_rows",
+          "persistence: finals of a room the database does not know are set aside (room " + room + ")",
+          out.unknown.size());
     if (!out.refused.empty()) st.ctx->metrics->count("persist.refused_rows", out.refused.size());
     st.pending.erase(st.pending.begin(), st.pending.begin() + static_cast<std::ptrdiff_t>(n_finals));
     st.stats.total_flushed += written;
@@ -365,8 +372,13 @@ void apply(self_ptr self, std::size_t n_finals, std::size_t n_usage, const db_ou
       forget(st, e, done);
       continue;
     }
-    st.ctx->metrics->count(out.usage[i] == row_fate::unknown_room ? "persist.unknown_session_rows"
-                                                                  : "persist.refused_rows");
+    if (out.usage[i] == row_fate::unknown_room) {
+      st.ctx->metrics->note("persist.unknown_session_rows",
+                            "persistence: a usage row of a room the database does not know is set aside (room " +
+                                e.usage.session_slug + ")");
+    } else {
+      st.ctx->metrics->count("persist.refused_rows");
+    }
     park(st, std::move(e), done);
   }
   journal_retire(st, done);
@@ -404,6 +416,7 @@ void ping(self_ptr self) {
           [self](const db_outcome& out) {
             auto& s = self->state;
             s.pinging = false;
+            s.ping_done_ms = now_ms();
             if (!out.backend.empty()) s.stats.backend = out.backend;
             if (!s.writing) s.stats.database_ok = out.ok;
             if (!out.ok && !out.error.empty()) s.stats.last_error = out.error;
@@ -487,7 +500,8 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
               scope t(self->state.probe, self);
               auto& s = self->state;
               auto rp = self->make_response_promise<queue_stats>();
-              if (s.writing) {  // the database is busy with a batch: its outcome will tell
+              // The database is busy with a batch (its outcome will tell), or was asked less than a second ago.
+              if (s.writing || (s.ping_done_ms != 0 && now_ms() - s.ping_done_ms < 1000)) {
                 rp.deliver(s.stats);
                 return rp;
               }

@@ -103,8 +103,14 @@ service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) 
   ctx->cfg = std::move(cfg);
   ctx->metrics = std::make_shared<metrics>();
   ctx->net = std::make_shared<net::net_stats>();
+  ctx->net->log = [m = ctx->metrics](const std::string& kind, const std::string& line) {
+    m->log_throttled(kind, line);
+  };
   ctx->log = std::make_shared<logger>(ctx->cfg.log_level);
-  ctx->metrics->set_error_log([log = ctx->log](const std::string& line) { log->write(log_level::error, line); });
+  ctx->metrics->set_log([log = ctx->log](bool error, const std::string& line) {
+    if (log->enabled(error ? log_level::error : log_level::warn))
+      log->write(error ? log_level::error : log_level::warn, line);
+  });
   impl_->ctx = ctx;
   impl_->io = std::make_shared<net::io_runtime>(ctx->cfg.io_threads);
   if (stt) {

@@ -28,6 +28,11 @@ void send_status(session_state& st, const std::string& status) {
                     .done());
 }
 
+// "<stream id> room=<slug>" for log lines (never the token, never audio).
+std::string stream_label(const session_state& st) {
+  return std::to_string(st.who.stream_id) + " room=" + st.who.session_slug;
+}
+
 bool relay_running(const session_state& st) {
   return st.relay && !st.relay_done;
 }
@@ -104,13 +109,14 @@ void start_relay(self_ptr self) {
 
 }  // namespace
 
-session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_identity who, bool legacy,
-                                     room_actor room) {
+session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_identity who, bool legacy, room_actor room,
+                                     network_actor network) {
   auto& st = self->state;
   st.ctx = ctx;
   st.who = std::move(who);
   st.legacy = legacy;
   st.room = std::move(room);
+  st.network = std::move(network);
   st.started_ms = now_ms();
   st.probe = actor_probe(ctx->metrics, "session");
   st.usage.session_slug = st.who.session_slug;
@@ -122,7 +128,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
     if (dm.source == s.relay.address() && relay_running(s)) {
       // The relay died without reporting "stopped": the stream has no upstream any more.
       --s.ctx->metrics->active_relays;
-      s.ctx->metrics->error("stt relay ended unexpectedly: " + to_string(dm.reason));
+      s.ctx->metrics->error("stt relay ended unexpectedly: stream " + stream_label(s) + ": " + to_string(dm.reason));
       send_json(s, json_error_message("internal", "speech-to-text relay failed"));
       s.relay_done = true;
       finish_after_room(self);
@@ -167,7 +173,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         scope probe(self->state.probe, self);
         auto& s = self->state;
         ++s.usage.errors;
-        s.ctx->metrics->error("stt: " + e.code + ": " + e.message);
+        s.ctx->metrics->error("stt: " + e.code + ": stream " + stream_label(s) + ": " + e.message);
         send_json(s, json_error_message(e.code, e.message));
       },
       // --- from net/ ---
@@ -198,7 +204,8 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         auto now = audio_guard::clock::now();
         switch (s.guard->check(chunk.pcm.size(), now)) {
           case frame_verdict::invalid: {
-            s.ctx->metrics->count("audio.invalid_frames");
+            s.ctx->metrics->note("audio.invalid_frames", "stream " + stream_label(s) + ": invalid audio frame of " +
+                                                             std::to_string(chunk.pcm.size()) + " bytes");
             auto ms = now_ms();
             if (ms - s.last_invalid_warning_ms >= 1000) {
               s.last_invalid_warning_ms = ms;
@@ -209,7 +216,8 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
             return;
           }
           case frame_verdict::rate_limited: {
-            s.ctx->metrics->count("audio.rate_limited_frames");
+            s.ctx->metrics->note("audio.rate_limited_frames",
+                                 "stream " + stream_label(s) + ": audio faster than 2x real time, frames dropped");
             auto ms = now_ms();
             if (ms - s.last_rate_warning_ms >= 1000) {
               s.last_rate_warning_ms = ms;
@@ -281,6 +289,8 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         s.sink.reset();
         if (s.room) self->send(s.room, leave_atom::value, s.who.stream_id);
         stop_relay(self);  // finals still reach the room and the database
+        // Still draining the upstream: the user may reconnect at once without this stream counting against it.
+        if (relay_running(s) && s.network) self->send(s.network, leave_atom::value);
       },
       [=](shutdown_atom) {
         scope probe(self->state.probe, self);

@@ -296,7 +296,7 @@ void on_init(self_ptr self, upstream_init& r) {
         SW_LOG(st.ctx, warn, "gladia init " << r.status << " request_id=" << d["request_id"].GetString());
     }
   }
-  m.error("gladia: " + message);
+  m.error("gladia: stream " + st.stream + ": " + message);
   if (!retryable || ++st.attempts >= max_attempts) {
     finish(self, r.ok && r.status == 401 ? "stt_auth_failed" : "stt_unavailable", message);
     return;
@@ -316,7 +316,7 @@ void on_text(self_ptr self, const std::string& text) {
   rapidjson::Document d;
   d.Parse(text.c_str(), text.size());
   if (d.HasParseError() || !d.IsObject() || !d.HasMember("type") || !d["type"].IsString()) {
-    st.ctx->metrics->count("gladia.unparsable_messages");
+    st.ctx->metrics->note("gladia.unparsable_messages", "gladia: stream " + st.stream + ": a message that is not JSON");
     return;
   }
   std::string type = d["type"].GetString();
@@ -356,7 +356,8 @@ void on_text(self_ptr self, const std::string& text) {
              type == "start_session" || type == "start_recording" || type == "end_recording" || type == "end_session") {
     // known, nothing to do
   } else {
-    st.ctx->metrics->count("gladia.unknown_messages");
+    st.ctx->metrics->note("gladia.unknown_messages",
+                          "gladia: stream " + st.stream + ": unknown message type " + type + " (ignored)");
   }
 }
 
@@ -377,7 +378,8 @@ void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
     return;
   }
   if (code >= 4400 && code <= 4499) {
-    st.ctx->metrics->count("gladia.closed_" + std::to_string(code));
+    st.ctx->metrics->note("gladia.closed_" + std::to_string(code),
+                          "gladia: stream " + st.stream + ": closed " + std::to_string(code) + " " + reason);
     finish(self, code == 4401 || code == 4403 ? "stt_auth_failed" : "stt_unavailable",
            "Gladia closed the stream with " + std::to_string(code) + (reason.empty() ? "" : ": " + reason));
     return;
@@ -388,7 +390,8 @@ void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
     finish(self, "stt_unavailable", "Gladia connection lost: " + reason);
     return;
   }
-  st.ctx->metrics->count("gladia.reconnects");
+  st.ctx->metrics->note("gladia.reconnects", "gladia: stream " + st.stream + ": reconnecting after " +
+                                                 std::to_string(code) + (reason.empty() ? "" : " " + reason));
   st.ph = phase::waiting;
   status(self, "connecting");
   self->delayed_send(self, backoff(st.attempts - 1), connect_atom::value, st.generation);
@@ -518,7 +521,9 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
       [self](timeout_atom) {
         scope t(self->state.probe, self);
         if (self->state.ph != phase::finished) {
-          self->state.ctx->metrics->count("gladia.drain_timeouts");
+          self->state.ctx->metrics->note(
+              "gladia.drain_timeouts",
+              "gladia: stream " + self->state.stream + ": no end from Gladia within STT_DRAIN_TIMEOUT_MS after stop");
           finish(self);
         }
       },

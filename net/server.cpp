@@ -50,6 +50,17 @@ struct connection_token {
 };
 using token_ptr = std::shared_ptr<connection_token>;
 
+void note(const shared_state& st, const char* kind, const std::string& line) {
+  if (st.stats->log) st.stats->log(kind, line);
+}
+
+template <class Stream>
+std::string peer_of(Stream& s) {
+  beast::error_code ec;
+  auto ep = beast::get_lowest_layer(s).socket().remote_endpoint(ec);
+  return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
 std::string json_error(const char* code) {
   return std::string("{\"error\":\"") + code + "\"}";
 }
@@ -120,6 +131,8 @@ public:
     }
     if (writer_.queued_bytes() + size > limit) {
       ++st_->stats->slow_client_closes;
+      note(*st_, "ws.slow_client_closes",
+           "client " + peer_of(ws_) + " reads too slowly: its queue passed CLIENT_SEND_QUEUE_BYTES, closed 4409");
       request_close(4409, "Client too slow", false);
       return;
     }
@@ -198,6 +211,8 @@ private:
       if (ec || self->finished_ || self->close_requested_) return;
       if (clock::now() - self->last_pong_ >= self->st_->opts.pong_timeout) {
         ++self->st_->stats->heartbeat_timeouts;
+        note(*self->st_, "ws.heartbeat_timeouts_total",
+             "client " + peer_of(self->ws_) + " answered no ping within WS_PONG_TIMEOUT_MS: closed 4408");
         self->request_close(4408, "Heartbeat timeout", false);
         return;
       }
@@ -308,6 +323,8 @@ public:
                               [self = this->shared_from_this()](beast::error_code ec, std::size_t used) {
                                 if (ec) {
                                   ++self->st_->stats->tls_handshake_failures;
+                                  note(*self->st_, "net.tls_handshake_failures",
+                                       "TLS handshake with " + peer_of(self->stream_) + " failed: " + ec.message());
                                   return;
                                 }
                                 self->buffer_.consume(used);
@@ -366,6 +383,7 @@ private:
     }
     if (ec == http::error::body_limit) {
       ++st_->stats->bodies_too_large;
+      note(*st_, "net.bodies_too_large", "request body from " + peer_of(stream_) + " over the limit: 413");
       keep_alive_ = false;
       write_reply(error_response(413, "payload_too_large"));
       return;
@@ -374,6 +392,7 @@ private:
       if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
           ec != http::error::partial_message) {
         ++st_->stats->bad_requests;
+        note(*st_, "net.bad_requests", "bad request from " + peer_of(stream_) + ": " + ec.message());
         keep_alive_ = false;
         write_reply(error_response(400, "bad_request"));
       }
@@ -389,6 +408,7 @@ private:
     out.tls = std::is_same_v<Stream, tls_stream>;
     if (!split_target(out.target, out.path, out.query)) {
       ++st_->stats->bad_requests;
+      note(*st_, "net.bad_requests", "bad request target from " + peer_of(stream_));
       keep_alive_ = false;
       write_reply(error_response(400, "bad_request"));
       return;
@@ -468,7 +488,7 @@ private:
 class listener : public std::enable_shared_from_this<listener> {
 public:
   listener(asio::io_context& ioc, std::shared_ptr<shared_state> st)
-      : ioc_(ioc), st_(std::move(st)), acceptor_(asio::make_strand(ioc)) {}
+      : ioc_(ioc), st_(std::move(st)), acceptor_(asio::make_strand(ioc)), retry_(acceptor_.get_executor()) {}
 
   void open(const tcp::endpoint& ep) {
     acceptor_.open(ep.protocol());
@@ -485,6 +505,7 @@ public:
     asio::post(acceptor_.get_executor(), [self = shared_from_this()] {
       beast::error_code ignored;
       self->acceptor_.close(ignored);
+      self->retry_.cancel();
     });
   }
 
@@ -492,6 +513,18 @@ private:
   void do_accept() {
     acceptor_.async_accept(asio::make_strand(ioc_), [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
       if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
+      if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space || ec == asio::error::no_memory ||
+          ec.value() == ENFILE) {
+        // Out of descriptors or memory: accepting again at once would fail again at once (a spinning core);
+        // the connection waits in the backlog while descriptors are freed.
+        ++self->st_->stats->accept_errors;
+        note(*self->st_, "net.accept_errors", "cannot accept connections: " + ec.message() + "; pausing 100 ms");
+        self->retry_.expires_after(std::chrono::milliseconds(100));
+        self->retry_.async_wait([self](beast::error_code e) {
+          if (!e && self->acceptor_.is_open()) self->do_accept();
+        });
+        return;
+      }
       if (!ec) {
         beast::error_code ignored;
         s.set_option(tcp::no_delay(true), ignored);
@@ -506,6 +539,7 @@ private:
   asio::io_context& ioc_;
   std::shared_ptr<shared_state> st_;
   tcp::acceptor acceptor_;
+  asio::steady_timer retry_;
 };
 
 }  // namespace

@@ -128,6 +128,8 @@ using network_actor = caf::typed_actor<
     caf::reacts_to<http_atom, http_request, http_responder_ptr>,
     // a WebSocket upgrade request: token, room and admission checked before any 101
     caf::reacts_to<upgrade_atom, http_request, upgrade_responder_ptr>,
+    // from a session: its socket is gone and it only drains its upstream; it no longer counts against its user
+    caf::reacts_to<leave_atom>,
     // stop admitting, close every stream with 1001 after draining
     caf::reacts_to<shutdown_atom>>;
 

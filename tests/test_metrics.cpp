@@ -1,3 +1,7 @@
+#include <string>
+#include <utility>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "actors/metrics.hpp"
@@ -29,6 +33,26 @@ TEST(Metrics, ActorProbeCountsLiveAndProcessed) {
   EXPECT_EQ(m->actor_kind("k").live.load(), 0);
   EXPECT_EQ(m->actor_kind("k").mailbox_sum.load(), 0);
   EXPECT_EQ(m->actor_kind("k").spawned.load(), 1u);
+}
+
+// Every counted error is logged, at most once a second per kind, and the lines left out are counted in the next.
+TEST(Metrics, ErrorsAndNotesAreLoggedOncePerSecondPerKind) {
+  sw::metrics m;
+  std::vector<std::pair<bool, std::string>> lines;
+  m.set_log([&](bool error, const std::string& line) { lines.emplace_back(error, line); });
+  for (int i = 0; i < 5; ++i) m.error("gladia: stream 7 room=r: connection lost");
+  m.error("persistence: the database does not answer");
+  for (int i = 0; i < 3; ++i) m.note("audio.invalid_frames", "stream 7 room=r: invalid audio frame of 3 bytes");
+  m.note("audio.rate_limited_frames", "stream 8 room=r: audio faster than 2x real time");
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_TRUE(lines[0].first);
+  EXPECT_EQ(lines[0].second, "gladia: stream 7 room=r: connection lost");
+  EXPECT_EQ(lines[1].second, "persistence: the database does not answer");
+  EXPECT_FALSE(lines[2].first);
+  EXPECT_EQ(lines[2].second, "stream 7 room=r: invalid audio frame of 3 bytes");
+  EXPECT_EQ(m.total_errors.load(), 6u);
+  EXPECT_EQ(m.read().counters.at("audio.invalid_frames"), 3u);
+  EXPECT_EQ(m.read().counters.count("audio.rate_limited_frames"), 1u);
 }
 
 TEST(Metrics, Iso8601) {

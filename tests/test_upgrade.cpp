@@ -105,6 +105,31 @@ TEST(Upgrade, PerUserLimitIs429WithRetryAfter) {
   FAIL() << "user-1 was not admitted again after closing a stream";
 }
 
+// A page reload: the old stream's socket is gone but its upstream still drains (its last finals); the new stream
+// of the same user is admitted at once, not after the drain.
+TEST(Upgrade, AStreamThatOnlyDrainsItsUpstreamDoesNotCountAgainstItsUser) {
+  sw::test::echo_options slow;
+  slow.drain = std::chrono::milliseconds(5000);
+  harness h([](sw::config& c) { c.max_streams_per_user = 1; }, sw::test::echo_provider(slow));
+  auto a = h.connect("room", "alice", "", "user-1");
+  sw::test::expect_message(*a, "ready");
+  EXPECT_EQ(rejection(h.ws(harness::token("room", "alice", "user-1"))).status, 429u) << "the limit holds";
+  a->close();
+  std::unique_ptr<sw::net::ws_client> again;
+  EXPECT_TRUE(sw::test::eventually(
+      [&] {
+        try {
+          again = h.connect("room", "alice", "", "user-1");
+          return true;
+        } catch (const sw::net::upgrade_rejected&) {
+          return false;
+        }
+      },
+      std::chrono::milliseconds(2500)))
+      << "the reload waited for the old stream's drain";
+  if (again) sw::test::expect_message(*again, "connected");
+}
+
 TEST(Upgrade, PerRoomLimitIs429) {
   harness h([](sw::config& c) { c.max_streams_per_room = 1; });
   auto a = h.connect("room", "alice");

@@ -43,6 +43,12 @@ stt_relay_actor::behavior_type echo_relay(stt_relay_actor::stateful_pointer<echo
           self->send(s.listener, transcript_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
       },
       [=](stop_atom) {
+        if (self->state.opts.drain.count() > 0) {  // drains: "stopped" only after the delay
+          auto delay = self->state.opts.drain;
+          self->state.opts.drain = std::chrono::milliseconds(0);
+          self->delayed_send(self, delay, stop_atom::value);
+          return;
+        }
         self->send(self->state.listener, status_atom::value, stt_status{"stopped", "echo"});
         self->quit();
       },

@@ -2,6 +2,7 @@
 // reports a partial and a final transcript of that chunk, so tests can see exactly what went through.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 
@@ -10,10 +11,11 @@
 namespace sw::test {
 
 struct echo_options {
-  std::size_t padding = 0;        // bytes appended to every final's text (slow-client tests)
-  bool partials = true;           // also emit a partial per chunk
-  bool duplicate_finals = false;  // emit every final twice (dedup tests)
-  std::string fail_code;          // non-empty: report this error at start and stop
+  std::size_t padding = 0;             // bytes appended to every final's text (slow-client tests)
+  bool partials = true;                // also emit a partial per chunk
+  bool duplicate_finals = false;       // emit every final twice (dedup tests)
+  std::string fail_code;               // non-empty: report this error at start and stop
+  std::chrono::milliseconds drain{0};  // after stop, "stopped" comes this much later (an upstream's last finals)
 };
 
 // Utterance ids are "u<n>" for the n-th chunk; texts are "chunk <n> <bytes>B".
