@@ -1019,7 +1019,10 @@ TEST_P(PersistHungWrite, ShutdownEndsAtItsBoundAndTheNextStartStoresEveryFinal) 
     }
     for (int i = 0; i < 200 && accepted_in_journal(dir + "/journal").size() < 5; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the database actor is in its write by now
+    // The database actor's write waits on the lock.
+    ASSERT_TRUE(sw::test::eventually(
+        [&] { return db->count(R"(SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock')") >= 1; },
+        10s));
     // The lock goes after 8 s at the latest, so that a shutdown that waits for the write ends (and fails the
     // bound below) instead of hanging. The service is shut down on the thread that started it: CAF 0.17's actor
     // system waits for its logger, which that thread holds, in its destructor.
