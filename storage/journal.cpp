@@ -277,9 +277,9 @@ void journal::collect() {
   }
 }
 
-std::uint64_t journal::append(const final_record& f) {
+std::uint64_t journal::append_entry(char kind, const std::string& json) {
   auto seq = next_seq_++;
-  write_line("F " + std::to_string(seq) + " " + encode(f) + "\n");
+  write_line(std::string(1, kind) + " " + std::to_string(seq) + " " + json + "\n");
   auto& sg = segments_.back();
   where_[seq] = sg.id;
   ++sg.entries;
@@ -289,16 +289,12 @@ std::uint64_t journal::append(const final_record& f) {
   return seq;
 }
 
+std::uint64_t journal::append(const final_record& f) {
+  return append_entry('F', encode(f));
+}
+
 std::uint64_t journal::append(const usage_record& u) {
-  auto seq = next_seq_++;
-  write_line("U " + std::to_string(seq) + " " + encode(u) + "\n");
-  auto& sg = segments_.back();
-  where_[seq] = sg.id;
-  ++sg.entries;
-  ++sg.live;
-  sg.max_seq = seq;
-  rotate_if_full();
-  return seq;
+  return append_entry('U', encode(u));
 }
 
 void journal::retire(const std::vector<std::uint64_t>& seqs) {

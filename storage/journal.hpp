@@ -62,6 +62,7 @@ private:
   std::string path_of(std::uint64_t id) const;
   void open_segment();  // a new newest segment, appended to from now on
   void write_line(const std::string& line);
+  std::uint64_t append_entry(char kind, const std::string& json);
   void rotate_if_full();
   void collect();  // deletes (or carries forward, then deletes) the oldest segments while it can
   std::string dir_;
