@@ -2,12 +2,15 @@
 // and the server's CPU per stream. The real sessions-ws binary runs as its own process against the fake
 // Gladia (tests/fakes); S clients stream 20 ms frames at real-time pace over loopback.
 //
-//   relay_latency [--streams S] [--seconds D]
+//   relay_latency [--streams S] [--seconds D] [--server-cpu C]
+// --server-cpu pins the server (and the floor's reader) to core C; run the tool itself on the other core(s), e.g.
+// `taskset -c 1 build/bench/relay_latency --server-cpu 0`, so that the server's CPU is its own.
 // Latency of a chunk = fake receives the ~100 ms chunk - client sent the frame that completed it (the relay
 // re-chunks 20 ms frames into 100 ms upstream frames, so earlier frames of a chunk wait by design).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -31,6 +34,15 @@
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+int server_cpu = -1;  // --server-cpu
+
+void pin_to_server_cpu() {
+  if (server_cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(server_cpu, &set);
+  sched_setaffinity(0, sizeof set, &set);
+}
 using namespace std::chrono_literals;
 
 double process_cpu_seconds(pid_t pid) {
@@ -200,6 +212,7 @@ void loopback_floor(int streams, int seconds) {
   std::atomic<bool> done{false};
   double reader_cpu = 0;
   std::thread reader([&] {
+    pin_to_server_cpu();
     epoll_event ev[256];
     std::vector<char> buf(65536);
     while (!done) {
@@ -233,6 +246,7 @@ void run(int streams, int seconds) {
   int port = free_port();
   pid_t pid = fork();
   if (pid == 0) {
+    pin_to_server_cpu();
     setenv("PORT", std::to_string(port).c_str(), 1);
     setenv("HOST", "127.0.0.1", 1);
     setenv("TRANSCRIPTION_JWT_SECRET", sw::test::secret.c_str(), 1);
@@ -316,6 +330,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--streams")) streams = {std::atoi(argv[i + 1])};
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--server-cpu")) server_cpu = std::atoi(argv[i + 1]);
   }
   signal(SIGPIPE, SIG_IGN);
   for (int s : streams) {
