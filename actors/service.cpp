@@ -168,6 +168,7 @@ void service::start() {
   o.idle_timeout = c.http_idle_timeout;
   o.ping_interval = c.ws_ping_interval;
   o.pong_timeout = c.ws_pong_timeout;
+  if (d.ctx->stt.batch_bytes > 0) o.audio_quiet = c.stt_chunk_flush;  // a provider that batches needs the pauses
   d.srv = std::make_unique<net::server>(o, d.net_actor, d.ctx->net, d.io);
   try {
     d.srv->start();

@@ -77,13 +77,6 @@ void flush_audio(self_ptr self, bool flush = false) {
   if (flush) st.since_flush = 0;
 }
 
-void arm_flush(self_ptr self, std::chrono::milliseconds wait) {
-  auto& st = self->state;
-  if (st.flush_armed) return;
-  st.flush_armed = true;
-  self->delayed_send(self, wait, tick_atom::value);
-}
-
 // Asks the relay to drain (stop) once; finishing waits for its "stopped".
 void stop_relay(self_ptr self) {
   auto& st = self->state;
@@ -241,23 +234,13 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         if (s.batch.pcm.empty()) s.batch.pcm.reserve(batch + chunk.pcm.size());
         s.batch.pcm.insert(s.batch.pcm.end(), chunk.pcm.begin(), chunk.pcm.end());
         if (s.since_flush / batch > before / batch) flush_audio(self);
-        if (s.since_flush % batch != 0) {  // part of a chunk waits: it goes if no more audio comes in time
-          s.last_audio = now;
-          arm_flush(self, s.ctx->cfg.stt_chunk_flush);
-        }
       },
-      [=](tick_atom) {
+      [=](quiet_atom) {
+        // The client's audio paused: what waits in a partial chunk (here or in the relay) goes now.
         scope probe(self->state.probe, self);
         auto& s = self->state;
-        s.flush_armed = false;
-        if (s.since_flush % std::max<std::size_t>(1, s.ctx->stt.batch_bytes) == 0 || !relay_running(s)) return;
-        auto quiet = audio_guard::clock::now() - s.last_audio;
-        if (quiet < s.ctx->cfg.stt_chunk_flush) {  // more audio came meanwhile: wait from the last of it
-          arm_flush(self, std::chrono::duration_cast<std::chrono::milliseconds>(s.ctx->cfg.stt_chunk_flush - quiet) +
-                              std::chrono::milliseconds(1));
-          return;
-        }
-        flush_audio(self, true);
+        if (relay_running(s) && s.ctx->stt.batch_bytes > 0 && s.since_flush % s.ctx->stt.batch_bytes != 0)
+          flush_audio(self, true);
       },
       [=](text_atom, const std::string& text) {
         scope probe(self->state.probe, self);

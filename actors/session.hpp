@@ -27,8 +27,6 @@ struct session_state {
   // Accepted since the last flush (including `batch`): not a multiple of batch_bytes means audio waits in a
   // partial chunk, here or in the relay, and goes after STT_CHUNK_FLUSH_MS without more.
   std::uint64_t since_flush = 0;
-  std::chrono::steady_clock::time_point last_audio;
-  bool flush_armed = false;
   bool relay_done = false;   // the relay reported "stopped" (or died)
   bool opened = false;       // socket accepted
   bool socket_gone = false;  // socket closed (or never opened)

@@ -100,7 +100,8 @@ public:
                   if (!ec && f.kind == frame_kind::text) ++stats->frames_out;
                 }),
         ping_timer_(ws_.get_executor()),
-        close_timer_(ws_.get_executor()) {}
+        close_timer_(ws_.get_executor()),
+        quiet_timer_(ws_.get_executor()) {}
 
   void run(http::request<http::string_body> req, session_actor session) {
     session_ = std::move(session);
@@ -188,6 +189,10 @@ private:
       chunk.pcm.resize(data.size());
       asio::buffer_copy(asio::buffer(chunk.pcm), data);
       caf::anon_send(session_, audio_atom::value, std::move(chunk));
+      if (st_->opts.audio_quiet.count() > 0) {
+        last_audio_ = clock::now();
+        if (!quiet_armed_) arm_quiet(st_->opts.audio_quiet);
+      }
     } else {
       caf::anon_send(session_, text_atom::value, beast::buffers_to_string(data));
     }
@@ -195,11 +200,29 @@ private:
     do_read();
   }
 
+  // Fires at most once per quiet interval while audio flows: when the last frame is older than the interval, the
+  // session hears of the pause once; otherwise it waits from the last frame.
+  void arm_quiet(clock::duration wait) {
+    quiet_armed_ = true;
+    quiet_timer_.expires_after(wait);
+    quiet_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      self->quiet_armed_ = false;
+      if (ec || self->finished_) return;
+      auto since = clock::now() - self->last_audio_;
+      if (since < self->st_->opts.audio_quiet) {
+        self->arm_quiet(self->st_->opts.audio_quiet - since);
+        return;
+      }
+      caf::anon_send(self->session_, quiet_atom::value);
+    });
+  }
+
   void on_gone() {
     if (finished_) return;
     finished_ = true;
     ping_timer_.cancel();
     close_timer_.cancel();
+    quiet_timer_.cancel();
     writer_.stop();  // a write in flight keeps its own buffer until it completes
     if (opened_) --st_->stats->websockets;
     caf::anon_send(session_, closed_atom::value);
@@ -233,7 +256,10 @@ private:
   bool finished_ = false;
   asio::steady_timer ping_timer_;
   asio::steady_timer close_timer_;
+  asio::steady_timer quiet_timer_;
+  bool quiet_armed_ = false;
   clock::time_point last_pong_;
+  clock::time_point last_audio_;
 };
 
 // The actors' handle on a WebSocket: posts onto the connection's strand; a no-op once it is gone.

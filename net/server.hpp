@@ -29,6 +29,9 @@ struct server_options {
   std::chrono::milliseconds ping_interval{15'000};
   std::chrono::milliseconds pong_timeout{45'000};
   std::chrono::milliseconds close_timeout{5'000};  // a close handshake that takes longer drops the TCP connection
+  // > 0: a WebSocket whose binary frames pause for this long tells its session once (quiet_atom), so that audio
+  // waiting in a partial upstream chunk can go. One Asio timer per connection, not an actor timer per chunk.
+  std::chrono::milliseconds audio_quiet{0};
 };
 
 // Figures net/ keeps; read by the network actor for /metrics.

@@ -8,6 +8,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -142,15 +143,15 @@ public:
                          beast::get_lowest_layer(self->ws_).expires_never();
                          websocket::stream_base::timeout t{};
                          t.handshake_timeout = self->opts_.timeout;
-                         // Silence from the peer for a ping interval: a ping; for another one: the connection
-                         // is closed (a peer that stopped reading never answers).
-                         if (self->opts_.ping_interval.count() > 0) {
-                           t.idle_timeout = self->opts_.ping_interval;
-                         } else {
-                           t.idle_timeout = websocket::stream_base::none();
-                         }
-                         t.keep_alive_pings = self->opts_.ping_interval.count() > 0;
+                         // Liveness is ours (arm_ping): Beast's idle timeout re-arms a timer on every read.
+                         t.idle_timeout = websocket::stream_base::none();
+                         t.keep_alive_pings = false;
                          self->ws_.set_option(t);
+                         self->ws_.control_callback([raw = self.get()](websocket::frame_type, beast::string_view) {
+                           raw->last_heard_ = std::chrono::steady_clock::now();
+                         });
+                         self->last_heard_ = std::chrono::steady_clock::now();
+                         self->arm_ping();
                          self->ws_.read_message_max(16 * 1024 * 1024);
                          self->open_ = true;
                          if (self->ev_.opened) self->ev_.opened();
@@ -220,16 +221,39 @@ private:
     }
   }
 
+  // Every ping interval: silence from the peer for that long gets a ping; for twice that long, the connection is
+  // closed (a peer that stopped reading answers nothing). One timer per ping interval, nothing per message.
+  void arm_ping() {
+    if (opts_.ping_interval.count() <= 0) return;
+    ping_timer_.expires_after(opts_.ping_interval);
+    ping_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (ec || self->finished_) return;
+      auto silent = std::chrono::steady_clock::now() - self->last_heard_;
+      if (silent >= 2 * self->opts_.ping_interval) {
+        self->ping_timed_out_ = true;
+        beast::error_code ignored;
+        beast::get_lowest_layer(self->ws_).socket().close(ignored);  // the pending read reports the end
+        return;
+      }
+      if (silent >= self->opts_.ping_interval && !self->writer_.closing()) {
+        self->writer_.push({frame_kind::ping, nullptr});
+        self->writer_.pump(self);
+      }
+      self->arm_ping();
+    });
+  }
+
   void do_read() {
     auto self = this->shared_from_this();
     ws_.async_read(buffer_, [self](beast::error_code ec, std::size_t) {
+      self->last_heard_ = std::chrono::steady_clock::now();
       if (ec) {
         if (ec == websocket::error::closed) {
           auto r = self->ws_.reason();
           self->report_closed(r.code ? r.code : 1005, std::string(r.reason.data(), r.reason.size()));
         } else if (self->write_timed_out_) {
           self->report_closed(1006, "write timeout: the peer stopped reading");
-        } else if (ec == beast::error::timeout) {
+        } else if (self->ping_timed_out_) {
           self->report_closed(1006, "no answer to pings: the connection is dead");
         } else {
           self->report_closed(1006, ec.message());
@@ -246,6 +270,7 @@ private:
     if (finished_) return;
     finished_ = true;
     std::size_t waiting = writer_.queued_bytes();
+    ping_timer_.cancel();
     writer_.stop();  // a write in flight keeps its own buffer until it completes
     backlog_ -= waiting - writer_.queued_bytes();
     if (ev_.closed) ev_.closed(code, std::move(reason));
@@ -258,9 +283,11 @@ private:
   client_options opts_;
   ws_events ev_;
   ws_writer<Stream> writer_;
+  asio::steady_timer ping_timer_{ws_.get_executor()};
+  std::chrono::steady_clock::time_point last_heard_;  // the peer's last message or control frame
   beast::flat_buffer buffer_;
   std::atomic<std::size_t> backlog_{0};  // bytes handed to send_* and not yet written (read by the owner)
-  bool open_ = false, finished_ = false, want_drained_ = false, write_timed_out_ = false;
+  bool open_ = false, finished_ = false, want_drained_ = false, write_timed_out_ = false, ping_timed_out_ = false;
 };
 
 // Reports a failure asynchronously on the runtime thread (callbacks never run inside the caller).

@@ -65,7 +65,7 @@ public:
   void stop() {
     stopped_ = true;
     drop_waiting();
-    timer_.cancel();
+    if (timer_armed_) timer_.cancel();
   }
 
   // Starts the next write unless one is in flight. `keep` keeps the connection object (which owns the stream
@@ -75,13 +75,16 @@ public:
     if (queue_.empty()) {
       if (close_) {
         close_started_ = true;
-        arm_timer();
-        ws_.async_close(*close_, [this, keep](beast::error_code) { timer_.cancel(); });
+        writing_ = true;  // the close frame, bounded like a write
+        started_ = std::chrono::steady_clock::now();
+        arm_timer(write_timeout_);
+        ws_.async_close(*close_, [this, keep](beast::error_code) { writing_ = false; });
       }
       return;
     }
     writing_ = true;
-    arm_timer();
+    started_ = std::chrono::steady_clock::now();
+    arm_timer(write_timeout_);
     const ws_frame& f = queue_.front();
     if (f.kind == frame_kind::ping) {
       ws_.async_ping({}, [this, keep](beast::error_code ec) { done(ec, keep); });
@@ -94,20 +97,29 @@ public:
   }
 
 private:
-  void arm_timer() {
-    if (write_timeout_.count() <= 0) return;
-    timer_.expires_after(write_timeout_);
-    timer_.async_wait([this, &ws = ws_](beast::error_code ec) {
-      if (ec) return;  // cancelled: the write finished
+  // One timer per connection, not one per write: it wakes at most once per timeout while writes go on, and
+  // closes the socket when the write in flight is older than the timeout (a peer that stopped reading).
+  void arm_timer(std::chrono::steady_clock::duration wait) {
+    if (write_timeout_.count() <= 0 || timer_armed_) return;
+    timer_armed_ = true;
+    timer_.expires_after(wait);
+    timer_.async_wait([this](beast::error_code ec) {
+      if (ec) return;  // cancelled (the connection is gone): `this` may be too
+      timer_armed_ = false;
+      if (stopped_ || !writing_) return;  // the next write arms it again
+      auto age = std::chrono::steady_clock::now() - started_;
+      if (age < write_timeout_) {
+        arm_timer(write_timeout_ - age);
+        return;
+      }
       timed_out_ = true;
       beast::error_code ignored;
-      beast::get_lowest_layer(ws).socket().close(ignored);  // the pending read reports the end
+      beast::get_lowest_layer(ws_).socket().close(ignored);  // the pending read reports the end
     });
   }
 
   void done(beast::error_code ec, const std::shared_ptr<void>& keep) {
     writing_ = false;
-    timer_.cancel();
     if (timed_out_ && !ec) ec = beast::error::timeout;
     ws_frame f = std::move(queue_.front());
     queue_.pop_front();
@@ -129,7 +141,8 @@ private:
   std::deque<ws_frame> queue_;
   std::size_t bytes_ = 0;
   std::optional<websocket::close_reason> close_;
-  bool writing_ = false, stopped_ = false, close_started_ = false, timed_out_ = false;
+  std::chrono::steady_clock::time_point started_;  // of the write in flight
+  bool writing_ = false, stopped_ = false, close_started_ = false, timed_out_ = false, timer_armed_ = false;
 };
 
 }  // namespace sw::net

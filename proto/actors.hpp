@@ -56,8 +56,8 @@ using session_actor = stt_listener_actor::extend<
     caf::reacts_to<open_atom, client_sink_ptr>,
     // one binary frame from the client: validated, rate-limited, relayed
     caf::reacts_to<audio_atom, audio_chunk>,
-    // timer: no audio for STT_CHUNK_FLUSH_MS -> hand the partial batch to the relay with flush set
-    caf::reacts_to<tick_atom>,
+    // the client's audio paused for STT_CHUNK_FLUSH_MS (net/ times it): hand what waits to the relay, flush set
+    caf::reacts_to<quiet_atom>,
     // one text frame from the client: JSON control message (ping, stop, active_speaker)
     caf::reacts_to<text_atom, std::string>,
     // the socket is gone (peer close, error, heartbeat timeout, handshake failure)

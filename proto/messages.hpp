@@ -41,6 +41,7 @@ using upstream_atom = caf::atom_constant<caf::atom("upstream")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using write_atom = caf::atom_constant<caf::atom("write")>;
 using ping_atom = caf::atom_constant<caf::atom("ping")>;
+using quiet_atom = caf::atom_constant<caf::atom("quiet")>;
 
 // --- participant stream -----------------------------------------------------------------------
 

@@ -405,6 +405,30 @@ TEST(GladiaStall, AStalledUpstreamIsReconnectedWithinTheAckTimeoutAndNothingIsLo
   EXPECT_EQ(fake.ws_connections(), 2);
 }
 
+// A stalled upstream is also found by its silence: unanswered pings close the connection after two ping
+// intervals, long before the ack timeout.
+TEST(GladiaStall, AnUpstreamThatAnswersNoPingIsReconnected) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake, [](sw::config& c) {
+    c.ws_ping_interval = 300ms;
+    c.ws_pong_timeout = 60'000ms;  // the test's own client answers only while it reads
+  });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  fake.stall_after(9'600);
+  auto pcm = audio(12'800, 37);
+  stream(*c, pcm);
+  ASSERT_TRUE(eventually([&] { return fake.stalls() == 1; }));
+  const auto stalled_at = std::chrono::steady_clock::now();
+  expect_message(*c, "connecting", 5000);
+  EXPECT_LT(std::chrono::steady_clock::now() - stalled_at, 2 * 300ms + 1500ms);
+  expect_message(*c, "ready", 5000);
+  c->send_text(R"({"type":"stop"})");
+  EXPECT_EQ(read_all(*c, 15s).close_code, 1000);
+  EXPECT_TRUE(fake.audio() == pcm);
+  EXPECT_EQ(metric(*h, "gladia.ack_timeouts"), -1) << "the pings found it, not the ack timeout";
+}
+
 // While the upstream is stalled the relay keeps at most STT_REPLAY_BUFFER_BYTES of a stream (one write in flight,
 // from that buffer; nothing queues behind it), dropping whole chunks, counted.
 TEST(GladiaStall, AStalledStreamHoldsAtMostTheReplayBuffer) {
