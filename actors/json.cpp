@@ -122,8 +122,7 @@ client_message parse_client_message(std::string_view text) {
 json_fields parse_json_object(std::string_view text) {
   json_fields f;
   auto d = std::make_shared<rapidjson::Document>();
-  d->Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
-  if (d->HasParseError() || !d->IsObject()) return f;
+  if (!parse_json<rapidjson::kParseValidateEncodingFlag>(*d, text) || !d->IsObject()) return f;
   f.ok = true;
   f.doc = d;
   return f;

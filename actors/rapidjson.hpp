@@ -13,3 +13,50 @@
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+
+#include <string_view>
+
+namespace sw {
+
+// The deepest nesting of arrays and objects any JSON this service reads may have.
+constexpr int max_json_depth = 64;
+
+// Whether a JSON text nests no deeper than `max` outside its strings: a scan without recursion, so that a hostile
+// text is refused before a parser sees it.
+inline bool json_depth_within(std::string_view s, int max) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : s) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+// Every JSON this service takes in (client messages, HTTP bodies, Gladia messages, journal lines) is parsed here:
+// nesting deeper than max_json_depth is refused, and RapidJSON's iterative parser never recurses (200 000 '['
+// in one WebSocket frame overflowed the recursive parser's stack and killed the process). False on either error.
+template <unsigned Flags = rapidjson::kParseDefaultFlags>
+bool parse_json(rapidjson::Document& d, std::string_view text) {
+  if (!json_depth_within(text, max_json_depth)) {
+    d.SetNull();
+    return false;
+  }
+  d.Parse<Flags | rapidjson::kParseIterativeFlag>(text.data(), text.size());
+  return !d.HasParseError();
+}
+
+}  // namespace sw

@@ -271,8 +271,7 @@ void on_init(self_ptr self, upstream_init& r) {
   auto& m = *st.ctx->metrics;
   if (r.ok && r.status == 201) {
     rapidjson::Document d;
-    d.Parse(r.body.c_str());
-    if (!d.HasParseError() && d.IsObject() && d.HasMember("url") && d["url"].IsString()) {
+    if (parse_json(d, r.body) && d.IsObject() && d.HasMember("url") && d["url"].IsString()) {
       st.session_url = d["url"].GetString();
       if (d.HasMember("id") && d["id"].IsString()) st.session_id = d["id"].GetString();
       st.attempts = 0;
@@ -289,8 +288,7 @@ void on_init(self_ptr self, upstream_init& r) {
   std::string message = r.ok ? "Gladia init failed with HTTP " + std::to_string(r.status) : r.error;
   if (r.ok) {
     rapidjson::Document d;
-    d.Parse(r.body.c_str());
-    if (!d.HasParseError() && d.IsObject()) {
+    if (parse_json(d, r.body) && d.IsObject()) {
       if (d.HasMember("message") && d["message"].IsString()) message += ": " + std::string(d["message"].GetString());
       if (d.HasMember("request_id") && d["request_id"].IsString())
         SW_LOG(st.ctx, warn, "gladia init " << r.status << " request_id=" << d["request_id"].GetString());
@@ -314,8 +312,7 @@ void on_init(self_ptr self, upstream_init& r) {
 void on_text(self_ptr self, const std::string& text) {
   auto& st = self->state;
   rapidjson::Document d;
-  d.Parse(text.c_str(), text.size());
-  if (d.HasParseError() || !d.IsObject() || !d.HasMember("type") || !d["type"].IsString()) {
+  if (!parse_json(d, text) || !d.IsObject() || !d.HasMember("type") || !d["type"].IsString()) {
     st.ctx->metrics->note("gladia.unparsable_messages", "gladia: stream " + st.stream + ": a message that is not JSON");
     return;
   }

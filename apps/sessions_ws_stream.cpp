@@ -70,8 +70,7 @@ struct printer {
   // Returns false when the message says the stream is over with an error.
   void on(const std::string& json) {
     rapidjson::Document d;
-    d.Parse(json.c_str());
-    if (d.HasParseError() || !d.IsObject() || !d.HasMember("type") || !d["type"].IsString()) return;
+    if (!sw::parse_json(d, json) || !d.IsObject() || !d.HasMember("type") || !d["type"].IsString()) return;
     std::string type = d["type"].GetString();
     auto str = [&](const char* k) { return d.HasMember(k) && d[k].IsString() ? std::string(d[k].GetString()) : ""; };
     if (type == "transcript_partial") {

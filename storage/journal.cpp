@@ -55,8 +55,7 @@ std::string journal::encode(const final_record& f) {
 
 bool journal::decode(const std::string& json, final_record& f) {
   rapidjson::Document d;
-  d.Parse(json.c_str());
-  if (d.HasParseError() || !d.IsObject()) return false;
+  if (!parse_json(d, json) || !d.IsObject()) return false;
   auto& t = f.transcript;
   t.session_slug = str(d, "slug");
   t.utterance_id = str(d, "utt");
@@ -89,8 +88,7 @@ std::string journal::encode(const usage_record& u) {
 
 bool journal::decode(const std::string& json, usage_record& u) {
   rapidjson::Document d;
-  d.Parse(json.c_str());
-  if (d.HasParseError() || !d.IsObject()) return false;
+  if (!parse_json(d, json) || !d.IsObject()) return false;
   u.session_slug = str(d, "slug");
   u.session_id = str(d, "sid");
   u.identity = str(d, "ident");

@@ -1,11 +1,28 @@
 #include <gtest/gtest.h>
 
 #include "actors/json.hpp"
+#include "actors/rapidjson.hpp"
+#include "storage/journal.hpp"
 #include "tests/support/harness.hpp"
 
 namespace {
 
 using sw::test::field;
+
+TEST(Json, NestingIsBoundedWithoutRecursion) {
+  EXPECT_TRUE(sw::json_depth_within(R"({"a":[[1],{"b":2}]})", 3));
+  EXPECT_FALSE(sw::json_depth_within(R"({"a":[[1],{"b":2}]})", 2));
+  EXPECT_TRUE(sw::json_depth_within(R"({"text":"[[[[{{{{ \" ]]]"})", 1)) << "brackets in strings do not count";
+  rapidjson::Document d;
+  EXPECT_FALSE(sw::parse_json(d, std::string(200'000, '[')));
+  EXPECT_FALSE(sw::parse_json(d, std::string(sw::max_json_depth + 1, '[') + std::string(sw::max_json_depth + 1, ']')));
+  EXPECT_TRUE(sw::parse_json(d, std::string(sw::max_json_depth, '[') + std::string(sw::max_json_depth, ']')));
+  EXPECT_FALSE(sw::parse_client_message("[" + std::string(100'000, '{')).valid_json);
+  EXPECT_FALSE(sw::parse_json_object(R"({"a":)" + std::string(500, '[')).ok);
+  // a journal line cannot take the replay down either
+  sw::final_record f;
+  EXPECT_FALSE(sw::journal::decode(std::string(200'000, '['), f));
+}
 
 TEST(Json, TranscriptModernAndLegacyShapes) {
   sw::room_transcript t{"room", "k-u1", "hello \"world\"", true, "alice", "Alice", "en", 1.5, 2.25};

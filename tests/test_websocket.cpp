@@ -66,6 +66,23 @@ TEST(WebSocket, PingIsAnsweredWithPong) {
   EXPECT_GT(std::stoll(field(pong, "ts")), 0);
 }
 
+// One text frame of 200 000 '[' (under the frame limit) overflowed the recursive JSON parser's stack and killed the
+// process for every room. Now it is invalid_json like any other bad text, and the connection stays.
+TEST(WebSocket, DeeplyNestedJsonIsInvalidJsonAndTheServiceLives) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  auto other = h.connect("elsewhere", "bob");
+  for (const auto& text : {std::string(200'000, '['), R"({"type":)" + std::string(100'000, '{'),
+                           R"({"a":)" + std::string(65, '[') + std::string(65, ']') + "}"}) {
+    c->send_text(text);
+    EXPECT_EQ(field(expect_message(*c, "warning"), "code"), "invalid_json");
+  }
+  c->send_text(R"({"type":"ping","nested":[[[["fine"]]]]})");
+  expect_message(*c, "pong");
+  other->send_text(R"({"type":"ping"})");
+  expect_message(*other, "pong");
+}
+
 TEST(WebSocket, InvalidJsonAndUnknownTypesWarnAndKeepTheConnection) {
   harness h;
   auto c = h.connect("room", "alice");

@@ -126,7 +126,7 @@ struct fake_gladia::impl {
   // Validates a StreamingRequest body; empty string = valid.
   static std::string validate(const std::string& body) {
     rapidjson::Document d;
-    d.Parse(body.c_str());
+    sw::parse_json(d, body);
     if (d.HasParseError() || !d.IsObject()) return "body must be a JSON object";
     auto str_in = [&](const char* k, std::initializer_list<const char*> allowed) -> std::string {
       if (!d.HasMember(k)) return {};
@@ -271,7 +271,7 @@ struct fake_gladia::impl {
         pcm = std::move(frame);
       } else {
         rapidjson::Document d;
-        d.Parse(frame.c_str());
+        sw::parse_json(d, frame);
         std::string type = !d.HasParseError() && d.IsObject() && d.HasMember("type") && d["type"].IsString()
                                ? d["type"].GetString()
                                : "";
