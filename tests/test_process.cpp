@@ -216,3 +216,48 @@ TEST(Supervision, AShutdownIsNotAFailure) {
 }
 
 }  // namespace
+
+namespace {
+
+// A fault that kills the process leaves its reason in the log: the signal and a backtrace, then the process dies of
+// that signal as it would have without the handler.
+TEST(Process, AFatalSignalIsLoggedWithABacktraceBeforeTheProcessDies) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "sanitized builds keep the sanitizers' own fatal-signal reports";
+#else
+  int port = free_port();
+  int err[2];
+  ASSERT_EQ(::pipe(err), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("PORT", std::to_string(port).c_str(), 1);
+    setenv("HOST", "127.0.0.1", 1);
+    setenv("TRANSCRIPTION_JWT_SECRET", sw::test::secret.c_str(), 1);
+    setenv("DATABASE_URL", "none", 1);
+    ::dup2(err[1], 2);
+    ::close(err[0]);
+    execl(SESSIONS_WS_BIN, SESSIONS_WS_BIN, static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ::close(err[1]);
+  std::string log;
+  char buf[4096];
+  while (log.find("listening on") == std::string::npos) {  // started: the handlers are in place
+    auto n = ::read(err[0], buf, sizeof buf);
+    ASSERT_GT(n, 0) << log;
+    log.append(buf, static_cast<std::size_t>(n));
+  }
+  ::kill(pid, SIGSEGV);  // as a fault would raise it
+  for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) > 0;) log.append(buf, static_cast<std::size_t>(n));
+  ::close(err[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status)) << log;
+  EXPECT_EQ(WTERMSIG(status), SIGSEGV);
+  EXPECT_NE(log.find("sessions-ws: fatal SIGSEGV (signal 11); backtrace:"), std::string::npos) << log;
+  EXPECT_NE(log.find("sessions-ws("), std::string::npos) << "frames of the executable follow: " << log;
+#endif
+}
+
+}  // namespace
