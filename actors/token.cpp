@@ -1,5 +1,7 @@
 #include "actors/token.hpp"
 
+#include <ctime>
+
 #include <jwt/jwt.hpp>
 
 namespace sw {
@@ -57,6 +59,26 @@ bool well_formed(const std::string& token) {
   return dots == 2;
 }
 
+// cpp-jwt compares the algorithm without regard to case ("hs256" passed) and ignores "crit", so the header is read
+// here first: the algorithm is exactly HS256 (RFC 8725 §3.1), and a "crit" list is refused, since this service
+// understands no extension (RFC 7515 §4.1.11). Empty when the header is acceptable.
+std::string header_problem(const std::string& token) {
+  auto segment = token.substr(0, token.find('.'));
+  std::string text;
+  try {
+    text = jwt::base64_uri_decode(segment.data(), segment.size());
+  } catch (const std::exception&) {
+    return "token is malformed";
+  }
+  auto header = json_t::parse(text, nullptr, false);
+  if (header.is_discarded() || !header.is_object()) return "token is malformed";
+  auto alg = header.find("alg");
+  if (alg == header.end() || !alg->is_string() || alg->get<std::string>() != "HS256")
+    return "token algorithm is not HS256";
+  if (header.contains("crit")) return "token header has critical extensions (crit) this service does not support";
+  return {};
+}
+
 }  // namespace
 
 token_check verify_token(const std::string& token, const std::string& secret) {
@@ -71,6 +93,10 @@ token_check verify_token(const std::string& token, const std::string& secret) {
   }
   if (secret.empty()) {
     out.reason = "server has no token secret";
+    return out;
+  }
+  if (auto problem = header_problem(token); !problem.empty()) {
+    out.reason = problem;
     return out;
   }
   std::error_code ec;
@@ -95,6 +121,16 @@ token_check verify_token(const std::string& token, const std::string& secret) {
   auto exp = payload.find("exp");
   if (exp == payload.end() || !exp->is_number()) {
     out.reason = "token has no exp claim";
+    return out;
+  }
+  // NumericDate, whole seconds, after 1970 (a negative or fractional exp slipped past cpp-jwt's expiry check).
+  const bool whole = exp->is_number_unsigned() ? exp->get<std::uint64_t>() <= 1ULL << 40 : exp->is_number_integer();
+  if (!whole || exp->get<std::int64_t>() <= 0) {
+    out.reason = "token exp claim is not a positive whole number of seconds";
+    return out;
+  }
+  if (exp->get<std::int64_t>() + 5 < static_cast<std::int64_t>(std::time(nullptr))) {
+    out.reason = "token expired";
     return out;
   }
   for (const char* key : {"sessionSlug", "identity"}) {

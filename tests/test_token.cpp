@@ -1,6 +1,8 @@
 #include <ctime>
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <jwt/jwt.hpp>
 
 #include "actors/token.hpp"
@@ -38,6 +40,38 @@ std::string b64url(const std::string& in) {
   auto n = jwt::base64_uri_encode(&out[0], out.size());
   out.resize(n);
   return out;
+}
+
+// A token with the header and payload given as they are, signed with HMAC-SHA256 like a real one.
+std::string sign_raw(const std::string& header, const json_t& payload, const std::string& key = secret) {
+  auto input = b64url(header) + "." + b64url(payload.dump());
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(input.data()),
+       input.size(), mac, &len);
+  return input + "." + b64url(std::string(reinterpret_cast<char*>(mac), len));
+}
+
+TEST(Token, TheHeaderMustSayExactlyHs256AndNothingCritical) {
+  EXPECT_TRUE(sw::verify_token(sign_raw(R"({"alg":"HS256","typ":"JWT"})", good_payload()), secret).claims)
+      << "the signer itself works";
+  auto lower = sw::verify_token(sign_raw(R"({"alg":"hs256","typ":"JWT"})", good_payload()), secret);
+  EXPECT_FALSE(lower.claims);
+  EXPECT_EQ(lower.reason, "token algorithm is not HS256");
+  auto crit = sw::verify_token(sign_raw(R"({"alg":"HS256","crit":["exp"],"exp":1})", good_payload()), secret);
+  EXPECT_FALSE(crit.claims);
+  EXPECT_NE(crit.reason.find("crit"), std::string::npos) << crit.reason;
+  EXPECT_FALSE(sw::verify_token(sign_raw(R"({"typ":"JWT"})", good_payload()), secret).claims);
+}
+
+TEST(Token, ExpMustBeAPositiveWholeNumber) {
+  for (json_t bad : {json_t(-100), json_t(0), json_t(static_cast<double>(now()) + 600.5), json_t("9999999999"),
+                     json_t(18446744073709551615ULL)}) {
+    auto p = good_payload();
+    p["exp"] = bad;
+    auto r = sw::verify_token(sign_raw(R"({"alg":"HS256","typ":"JWT"})", p), secret);
+    EXPECT_FALSE(r.claims) << bad.dump();
+  }
 }
 
 TEST(Token, ValidTokenYieldsClaims) {
