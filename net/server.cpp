@@ -61,6 +61,31 @@ std::string peer_of(Stream& s) {
   return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
+// What makes a request's framing ambiguous, or nothing. RFC 7230 §3.3.3: a Transfer-Encoding other than exactly
+// "chunked" (or with a Content-Length beside it) cannot be framed safely and is refused, so that no second request
+// can be smuggled behind a body read as empty; §5.4: HTTP/1.1 needs exactly one Host.
+template <class Fields>
+const char* framing_problem(const http::request<http::string_body, Fields>& req) {
+  std::size_t te = 0, host = 0;
+  for (auto& f : req.base()) {
+    if (f.name() == http::field::transfer_encoding) {
+      ++te;
+      auto v = std::string(f.value());
+      auto b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
+      v = b == std::string::npos ? "" : v.substr(b, e - b + 1);
+      for (auto& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (v != "chunked") return "Transfer-Encoding other than chunked";
+    } else if (f.name() == http::field::host) {
+      ++host;
+    }
+  }
+  if (te > 1) return "Transfer-Encoding given twice";
+  if (te == 1 && req.base().count(http::field::content_length) > 0) return "Transfer-Encoding with Content-Length";
+  if (host > 1) return "Host given twice";
+  if (host == 0 && req.version() >= 11) return "no Host";
+  return nullptr;
+}
+
 std::string json_error(const char* code) {
   return std::string("{\"error\":\"") + code + "\"}";
 }
@@ -428,6 +453,13 @@ private:
     auto& req = parser_->get();
     version_ = req.version();
     keep_alive_ = req.keep_alive();
+    if (auto problem = framing_problem(req)) {
+      ++st_->stats->bad_requests;
+      note(*st_, "net.bad_requests", std::string("bad request from ") + peer_of(stream_) + ": " + problem);
+      keep_alive_ = false;  // what follows in the buffer may be a smuggled request: never read it
+      write_reply(error_response(400, "bad_request"));
+      return;
+    }
     http_request out;
     out.method = std::string(req.method_string());
     out.target = std::string(req.target());

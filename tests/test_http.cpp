@@ -174,6 +174,32 @@ TEST_F(Http, MalformedRequestIs400) {
   EXPECT_NE(raw.find("bad_request"), std::string::npos);
 }
 
+// RFC 7230 §3.3.3: a body whose framing is ambiguous is refused, and nothing behind it is answered (a smuggled
+// request). HTTP/1.1 needs exactly one Host.
+TEST_F(Http, AmbiguousFramingIs400AndNothingBehindItIsAnswered) {
+  const std::string smuggled = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (std::string te :
+       {"Transfer-Encoding: chunked, identity\r\n", "Transfer-Encoding: identity\r\n",
+        "Transfer-Encoding: xchunked\r\n", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n"}) {
+    auto raw = sw::net::raw_exchange(
+        "127.0.0.1", h.port, "POST /api/active-speaker HTTP/1.1\r\nHost: x\r\n" + te + "\r\n0\r\n\r\n" + smuggled,
+        std::chrono::milliseconds(3000));
+    EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << te << raw;
+    EXPECT_EQ(raw.find("HTTP/1.1", 1), std::string::npos) << "a second response: " << te << raw;
+  }
+  for (std::string head : {"GET /health HTTP/1.1\r\n\r\n", "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"}) {
+    auto raw = sw::net::raw_exchange("127.0.0.1", h.port, head, std::chrono::milliseconds(3000));
+    EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << head << raw;
+  }
+  auto ok = sw::net::raw_exchange("127.0.0.1", h.port,
+                                  "POST /api/active-speaker HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n"
+                                  "Connection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+                                  std::chrono::milliseconds(3000));
+  EXPECT_EQ(ok.rfind("HTTP/1.1 400", 0), 0u) << "well framed, but missing fields: " << ok;
+  EXPECT_NE(ok.find("Missing required fields"), std::string::npos) << ok;
+}
+
 TEST_F(Http, KeepAliveServesSeveralRequestsOnOneConnection) {
   auto raw = sw::net::raw_exchange("127.0.0.1", h.port,
                                    "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
