@@ -4,6 +4,56 @@
 
 namespace sw {
 
+namespace {
+
+// The text as valid UTF-8: every byte that does not start a well-formed sequence (RFC 3629: no overlong forms, no
+// surrogates, nothing past U+10FFFF) becomes U+FFFD. What clients send (a lone "\udc00" that the parser decoded,
+// a path with %ff) is echoed in warnings and error bodies; a text frame or body that is not UTF-8 makes browsers
+// drop the connection.
+bool needs_repair(std::string_view s) {
+  for (unsigned char c : s)
+    if (c >= 0x80) return true;  // the common case, ASCII, is a single scan
+  return false;
+}
+
+std::size_t sequence_length(std::string_view s, std::size_t i) {
+  auto at = [&](std::size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0; };
+  auto cont = [&](std::size_t k) { return (at(k) & 0xC0) == 0x80; };
+  const unsigned char c = at(0);
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    const unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;  // no overlong, no surrogate
+    return at(1) >= lo && at(1) <= hi && cont(2) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    const unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;  // U+10000 .. U+10FFFF
+    return at(1) >= lo && at(1) <= hi && cont(2) && cont(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+std::string repaired(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 8);
+  for (std::size_t i = 0; i < s.size();) {
+    if (auto n = sequence_length(s, i)) {
+      out.append(s.data() + i, n);
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string valid_utf8(std::string_view s) {
+  return needs_repair(s) ? repaired(s) : std::string(s);
+}
+
 struct json_builder::impl {
   rapidjson::StringBuffer sb;
   rapidjson::Writer<rapidjson::StringBuffer> w{sb};
@@ -16,7 +66,12 @@ json_builder::~json_builder() = default;
 
 json_builder& json_builder::str(const char* key, std::string_view value) {
   impl_->w.Key(key);
-  impl_->w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+  if (needs_repair(value)) {
+    auto v = repaired(value);
+    impl_->w.String(v.data(), static_cast<rapidjson::SizeType>(v.size()), true);
+  } else {
+    impl_->w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+  }
   return *this;
 }
 json_builder& json_builder::num(const char* key, std::int64_t value) {
@@ -49,12 +104,14 @@ json_builder& json_builder::open(const char* key) {
   impl_->w.StartObject();
   return *this;
 }
-json_builder& json_builder::open_dynamic(const std::string& key) {
+json_builder& json_builder::open_dynamic(const std::string& raw) {
+  auto key = valid_utf8(raw);
   impl_->w.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()), true);
   impl_->w.StartObject();
   return *this;
 }
-json_builder& json_builder::num_dynamic(const std::string& key, std::int64_t value) {
+json_builder& json_builder::num_dynamic(const std::string& raw, std::int64_t value) {
+  auto key = valid_utf8(raw);
   impl_->w.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()), true);
   impl_->w.Int64(value);
   return *this;

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "actors/context.hpp"
+#include "actors/json.hpp"
 #include "tests/support/harness.hpp"
 
 namespace {
@@ -198,6 +199,13 @@ TEST_F(Http, AmbiguousFramingIs400AndNothingBehindItIsAnswered) {
                                   std::chrono::milliseconds(3000));
   EXPECT_EQ(ok.rfind("HTTP/1.1 400", 0), 0u) << "well framed, but missing fields: " << ok;
   EXPECT_NE(ok.find("Missing required fields"), std::string::npos) << ok;
+}
+
+TEST_F(Http, ANotFoundBodyIsValidUtf8WhateverThePath) {
+  auto r = http_fetch(h.http("/%ff%fe%c0%af"));
+  EXPECT_EQ(r.status, 404u);
+  EXPECT_EQ(sw::valid_utf8(r.body), r.body) << r.body;
+  EXPECT_NE(field(r.body, "path").find("\xEF\xBF\xBD"), std::string::npos) << r.body;
 }
 
 TEST_F(Http, KeepAliveServesSeveralRequestsOnOneConnection) {

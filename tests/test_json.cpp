@@ -9,6 +9,19 @@ namespace {
 
 using sw::test::field;
 
+TEST(Json, EverythingWrittenIsValidUtf8) {
+  EXPECT_EQ(sw::valid_utf8("plain"), "plain");
+  EXPECT_EQ(sw::valid_utf8("caf\xC3\xA9 \xF0\x9F\x8E\xA4"), "caf\xC3\xA9 \xF0\x9F\x8E\xA4");
+  const std::string bad = "\xEF\xBF\xBD";
+  EXPECT_EQ(sw::valid_utf8("a\xFF" "b"), "a" + bad + "b");
+  EXPECT_EQ(sw::valid_utf8("\xED\xB0\x80"), bad + bad + bad) << "a surrogate is not UTF-8";
+  EXPECT_EQ(sw::valid_utf8("\xC0\xAF"), bad + bad) << "an overlong form is not UTF-8";
+  EXPECT_EQ(sw::valid_utf8("\xF4\x90\x80\x80"), bad + bad + bad + bad) << "past U+10FFFF";
+  EXPECT_EQ(sw::valid_utf8("\xE2\x82"), bad + bad) << "cut short";
+  auto body = sw::json_builder().str("path", "/\xFF\xFE").done();
+  EXPECT_EQ(body, "{\"path\":\"/" + bad + bad + "\"}");
+}
+
 TEST(Json, NestingIsBoundedWithoutRecursion) {
   EXPECT_TRUE(sw::json_depth_within(R"({"a":[[1],{"b":2}]})", 3));
   EXPECT_FALSE(sw::json_depth_within(R"({"a":[[1],{"b":2}]})", 2));

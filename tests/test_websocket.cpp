@@ -83,6 +83,19 @@ TEST(WebSocket, DeeplyNestedJsonIsInvalidJsonAndTheServiceLives) {
   expect_message(*other, "pong");
 }
 
+// What a client sends is echoed in warnings: a lone surrogate ("\udc00" decodes to bytes that are not UTF-8) must
+// not make the warning an invalid text frame (the client would drop the connection, 1007).
+TEST(WebSocket, WarningsAreValidUtf8WhateverTheClientSent) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  c->send_text(R"({"type":"\udc00x"})");
+  auto w = expect_message(*c, "warning");
+  EXPECT_EQ(field(w, "code"), "unknown_message");
+  EXPECT_NE(field(w, "message").find("\xEF\xBF\xBDx"), std::string::npos) << w;
+  c->send_text(R"({"type":"ping"})");
+  expect_message(*c, "pong");
+}
+
 TEST(WebSocket, InvalidJsonAndUnknownTypesWarnAndKeepTheConnection) {
   harness h;
   auto c = h.connect("room", "alice");
