@@ -86,6 +86,19 @@ const char* framing_problem(const http::request<http::string_body, Fields>& req)
   return nullptr;
 }
 
+// An absolute-form target (RFC 9112 §3.2.2: "http://host/path?q", as proxies send it) as its origin form
+// ("/path?q"); any other target as it is.
+std::string origin_form(beast::string_view target) {
+  std::string t(target);
+  std::string lower = t.substr(0, 8);
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::size_t scheme = lower.rfind("http://", 0) == 0 ? 7 : lower.rfind("https://", 0) == 0 ? 8 : 0;
+  if (scheme == 0) return t;
+  auto rest = t.find_first_of("/?", scheme);
+  if (rest == std::string::npos) return "/";
+  return t[rest] == '/' ? t.substr(rest) : "/" + t.substr(rest);
+}
+
 std::string json_error(const char* code) {
   return std::string("{\"error\":\"") + code + "\"}";
 }
@@ -400,6 +413,11 @@ public:
     res->keep_alive(keep);
     res->body() = std::move(r.body);
     res->prepare_payload();
+    if (head_) {  // the length the body would have, and no body
+      const auto size = res->body().size();
+      res->body().clear();
+      res->content_length(size);
+    }
     beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
       if (ec) return;
@@ -461,10 +479,14 @@ private:
       return;
     }
     http_request out;
-    out.method = std::string(req.method_string());
-    out.target = std::string(req.target());
+    // HEAD is GET without the body (RFC 9110 §9.3.2): the actors see a GET, the reply loses its body here.
+    head_ = req.method() == http::verb::head;
+    out.method = head_ ? std::string("GET") : std::string(req.method_string());
+    out.target = origin_form(req.target());
     out.tls = std::is_same_v<Stream, tls_stream>;
-    if (!split_target(out.target, out.path, out.query)) {
+    if (req.method() == http::verb::options && out.target == "*") {  // asterisk-form: the server itself
+      out.path = "*";
+    } else if (!split_target(out.target, out.path, out.query)) {
       ++st_->stats->bad_requests;
       note(*st_, "net.bad_requests", "bad request target from " + peer_of(stream_));
       keep_alive_ = false;
@@ -505,6 +527,7 @@ private:
   http::request<http::string_body> upgrade_req_;
   unsigned version_ = 11;
   bool keep_alive_ = true;
+  bool head_ = false;  // the request being answered is a HEAD
   bool first_ = true;
 };
 

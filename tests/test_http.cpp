@@ -208,6 +208,31 @@ TEST_F(Http, ANotFoundBodyIsValidUtf8WhateverThePath) {
   EXPECT_NE(field(r.body, "path").find("\xEF\xBF\xBD"), std::string::npos) << r.body;
 }
 
+// HEAD on every GET route (the headers, Content-Length included, and no body); OPTIONS *; absolute-form targets.
+TEST_F(Http, HeadOptionsAsteriskAndAbsoluteFormTargets) {
+  for (auto path : {"/", "/health", "/ready", "/metrics", "/nowhere"}) {
+    auto raw = sw::net::raw_exchange("127.0.0.1", h.port,
+                                     std::string("HEAD ") + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                     std::chrono::milliseconds(3000));
+    auto get = http_fetch(h.http(path));
+    EXPECT_EQ(raw.rfind("HTTP/1.1 " + std::to_string(get.status), 0), 0u) << path << raw;
+    auto end = raw.find("\r\n\r\n");
+    ASSERT_NE(end, std::string::npos) << raw;
+    EXPECT_EQ(end + 4, raw.size()) << "a HEAD answer has no body: " << raw;
+    EXPECT_NE(raw.find("Content-Length: "), std::string::npos) << raw;
+    EXPECT_EQ(raw.find("Content-Length: 0\r\n"), std::string::npos) << raw;
+  }
+  auto options =
+      sw::net::raw_exchange("127.0.0.1", h.port, "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            std::chrono::milliseconds(3000));
+  EXPECT_EQ(options.rfind("HTTP/1.1 204", 0), 0u) << options;
+  auto absolute = sw::net::raw_exchange(
+      "127.0.0.1", h.port, "GET http://127.0.0.1/health?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      std::chrono::milliseconds(3000));
+  EXPECT_EQ(absolute.rfind("HTTP/1.1 200", 0), 0u) << absolute;
+  EXPECT_NE(absolute.find("\"status\":\"ok\""), std::string::npos) << absolute;
+}
+
 TEST_F(Http, KeepAliveServesSeveralRequestsOnOneConnection) {
   auto raw = sw::net::raw_exchange("127.0.0.1", h.port,
                                    "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
