@@ -1,5 +1,6 @@
 #include "net/server.hpp"
 
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -97,6 +98,23 @@ std::string origin_form(beast::string_view target) {
   auto rest = t.find_first_of("/?", scheme);
   if (rest == std::string::npos) return "/";
   return t[rest] == '/' ? t.substr(rest) : "/" + t.substr(rest);
+}
+
+// A WebSocket opening handshake this service cannot accept, or nothing: GET, one Sec-WebSocket-Key that is the
+// base64 of 16 bytes, version 13 ("version" when only the version is wrong).
+template <class Request>
+const char* handshake_problem(const Request& req) {
+  if (req.method() != http::verb::get) return "not a GET";
+  if (req.base().count(http::field::sec_websocket_key) != 1) return "Sec-WebSocket-Key missing or repeated";
+  auto key = req.base()[http::field::sec_websocket_key];
+  if (key.size() != 24 || key.substr(22) != "==") return "Sec-WebSocket-Key is not a 16-byte nonce";
+  static const beast::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (std::size_t i = 0; i < 22; ++i)
+    if (alphabet.find(key[i]) == beast::string_view::npos) return "Sec-WebSocket-Key is not base64";
+  // the 22nd character carries only 2 bits of the 16th byte: its low 4 bits must be 0
+  if (alphabet.find(key[21]) % 16 != 0) return "Sec-WebSocket-Key is not a 16-byte nonce";
+  if (req.base()[http::field::sec_websocket_version] != "13") return "version";
+  return nullptr;
 }
 
 std::string json_error(const char* code) {
@@ -500,6 +518,20 @@ private:
     // The actor must answer within the request timeout; the responder answers 503 if it never does.
     beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
     if (websocket::is_upgrade(req)) {
+      // What Beast would refuse in its own words (a bare response): refused here as every other rejection is,
+      // a complete JSON answer with CORS that closes the connection. RFC 6455 §4.2.1.
+      if (auto problem = handshake_problem(req)) {
+        ++st_->stats->bad_requests;
+        note(*st_, "net.bad_requests",
+             std::string("bad WebSocket handshake from ") + peer_of(stream_) + ": " + problem);
+        keep_alive_ = false;
+        const bool version = std::strcmp(problem, "version") == 0;
+        auto r = version ? error_response(426, "unsupported_websocket_version")
+                         : error_response(400, "bad_websocket_handshake");
+        if (version) r.headers.emplace_back("Sec-WebSocket-Version", "13");
+        write_reply(std::move(r));
+        return;
+      }
       upgrade_req_ = parser_->release();
       caf::anon_send(
           st_->handler, upgrade_atom::value, std::move(out),

@@ -151,3 +151,33 @@ TEST(Upgrade, ServerLimitIs429) {
 }
 
 }  // namespace
+
+namespace {
+
+// A handshake Beast would refuse in its own words is refused like every other: complete JSON, CORS, closed.
+TEST(Upgrade, ABadHandshakeIsACompleteJsonRefusal) {
+  harness h;
+  const std::string target = "/api/realtime/transcribe?token=" + harness::token("room", "alice");
+  auto ask = [&](const std::string& key, const std::string& version) {
+    std::string req = "GET " + target + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+    if (!key.empty()) req += "Sec-WebSocket-Key: " + key + "\r\n";
+    req += "Sec-WebSocket-Version: " + version + "\r\n\r\n";
+    return sw::net::raw_exchange("127.0.0.1", h.port, req, std::chrono::milliseconds(3000));
+  };
+  for (std::string key : {std::string(), std::string("short"), std::string("dGhlIHNhbXBsZSBub25jZQ"),
+                          std::string("dGhlIHNhbXBsZSBub25jZR=="), std::string("dGhlIHNhbXBsZSBub25j*Q==")}) {
+    auto raw = ask(key, "13");
+    EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << key << raw;
+    EXPECT_NE(raw.find("bad_websocket_handshake"), std::string::npos) << raw;
+    EXPECT_NE(raw.find("Access-Control-Allow-Origin: *"), std::string::npos) << raw;
+    EXPECT_NE(raw.find("Connection: close"), std::string::npos) << raw;
+  }
+  auto old = ask("dGhlIHNhbXBsZSBub25jZQ==", "8");
+  EXPECT_EQ(old.rfind("HTTP/1.1 426", 0), 0u) << old;
+  EXPECT_NE(old.find("Sec-WebSocket-Version: 13"), std::string::npos) << old;
+  EXPECT_NE(old.find("unsupported_websocket_version"), std::string::npos) << old;
+  auto good = ask("dGhlIHNhbXBsZSBub25jZQ==", "13");
+  EXPECT_EQ(good.rfind("HTTP/1.1 101", 0), 0u) << good;
+}
+
+}  // namespace
