@@ -198,7 +198,10 @@ std::int64_t json_fields::get_int(const char* key) const {
   auto& d = *static_cast<rapidjson::Document*>(doc.get());
   auto it = d.FindMember(key);
   if (it == d.MemberEnd() || !it->value.IsNumber()) return 0;
-  return static_cast<std::int64_t>(it->value.GetDouble());
+  if (it->value.IsInt64()) return it->value.GetInt64();
+  // A number no int64 holds (1e54, found by fuzzing) is no whole number here: casting it would be undefined.
+  const double v = it->value.GetDouble();
+  return v > -9.2e18 && v < 9.2e18 ? static_cast<std::int64_t>(v) : 0;
 }
 
 }  // namespace sw

@@ -10,11 +10,11 @@
 
 namespace sw {
 
-// Builds one JSON object (nested objects via open/close). Keys are literals.
 // The text with every byte that is not part of well-formed UTF-8 replaced by U+FFFD (json_builder does this to
 // every string and key it writes: nothing the service sends is invalid UTF-8).
 std::string valid_utf8(std::string_view s);
 
+// Builds one JSON object (nested objects via open/close). Keys are literals.
 class json_builder {
 public:
   json_builder();

@@ -44,15 +44,19 @@ std::string optional_string(const json_t& payload, const char* key) {
 constexpr std::size_t max_token_length = 8192;
 
 // header.payload.signature, each part base64url. cpp-jwt's decoder indexes a table with the raw byte and
-// asserts (or, under NDEBUG, reads out of bounds) on anything else, so nothing else may reach it.
+// asserts (or, under NDEBUG, reads out of bounds) on anything else, so nothing else may reach it; and it shifts a
+// negative value on a '=' inside a part (found by fuzzing), so '=' may only end a part, at most twice.
 bool well_formed(const std::string& token) {
   if (token.size() > max_token_length) return false;
-  int dots = 0;
+  int dots = 0, padding = 0;
   for (unsigned char c : token) {
     if (c == '.') {
       ++dots;
-    } else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-                 c == '=')) {
+      padding = 0;
+    } else if (c == '=') {
+      if (++padding > 2) return false;
+    } else if (padding > 0 ||
+               !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
       return false;
     }
   }
@@ -61,7 +65,7 @@ bool well_formed(const std::string& token) {
 
 // cpp-jwt compares the algorithm without regard to case ("hs256" passed) and ignores "crit", so the header is read
 // here first: the algorithm is exactly HS256 (RFC 8725 §3.1), and a "crit" list is refused, since this service
-// understands no extension (RFC 7515 §4.1.11). Empty when the header is acceptable.
+// understands no extension (RFC 7515 §4.1.11). Empty when the header (and the time claims) are acceptable.
 std::string header_problem(const std::string& token) {
   auto segment = token.substr(0, token.find('.'));
   std::string text;
@@ -76,6 +80,24 @@ std::string header_problem(const std::string& token) {
   if (alg == header.end() || !alg->is_string() || alg->get<std::string>() != "HS256")
     return "token algorithm is not HS256";
   if (header.contains("crit")) return "token header has critical extensions (crit) this service does not support";
+  // cpp-jwt reads exp, nbf and iat as unsigned 64-bit integers whatever they are (a 4e+23 made that undefined,
+  // found by fuzzing): each present must be a whole number of seconds from 1970 to 2^40, checked before it looks.
+  auto dot = token.find('.');
+  auto payload_segment = token.substr(dot + 1, token.find('.', dot + 1) - dot - 1);
+  json_t payload;
+  try {
+    payload = json_t::parse(jwt::base64_uri_decode(payload_segment.data(), payload_segment.size()), nullptr, false);
+  } catch (const std::exception&) {
+    return "token is malformed";
+  }
+  if (payload.is_discarded() || !payload.is_object()) return "token is malformed";
+  for (const char* claim : {"exp", "nbf", "iat"}) {
+    auto it = payload.find(claim);
+    if (it == payload.end()) continue;
+    const bool whole = it->is_number_unsigned() || (it->is_number_integer() && it->get<std::int64_t>() > 0);
+    if (!whole || it->get<std::uint64_t>() > (1ULL << 40))
+      return std::string("token ") + claim + " claim is not a positive whole number of seconds";
+  }
   return {};
 }
 

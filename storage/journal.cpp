@@ -26,6 +26,11 @@ double num(const rapidjson::Value& o, const char* k) {
   auto it = o.FindMember(k);
   return it != o.MemberEnd() && it->value.IsNumber() ? it->value.GetDouble() : 0;
 }
+// A count: a whole number from 0 (anything else in a damaged line reads as 0, never an undefined cast).
+std::uint64_t count(const rapidjson::Value& o, const char* k) {
+  auto it = o.FindMember(k);
+  return it != o.MemberEnd() && it->value.IsUint64() ? it->value.GetUint64() : 0;
+}
 std::int64_t i64(const rapidjson::Value& o, const char* k) {
   auto it = o.FindMember(k);
   return it != o.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : 0;
@@ -94,11 +99,11 @@ bool journal::decode(const std::string& json, usage_record& u) {
   u.identity = str(d, "ident");
   u.started_ms = i64(d, "s");
   u.ended_ms = i64(d, "e");
-  u.audio_chunks = static_cast<std::uint64_t>(num(d, "chunks"));
-  u.transcripts = static_cast<std::uint64_t>(num(d, "tr"));
-  u.finals = static_cast<std::uint64_t>(num(d, "fin"));
-  u.partials = static_cast<std::uint64_t>(num(d, "par"));
-  u.errors = static_cast<std::uint64_t>(num(d, "err"));
+  u.audio_chunks = count(d, "chunks");
+  u.transcripts = count(d, "tr");
+  u.finals = count(d, "fin");
+  u.partials = count(d, "par");
+  u.errors = count(d, "err");
   return !u.session_slug.empty();
 }
 

@@ -22,6 +22,20 @@ TEST(Json, EverythingWrittenIsValidUtf8) {
   EXPECT_EQ(body, "{\"path\":\"/" + bad + bad + "\"}");
 }
 
+// Found by fuzzing: numbers no int64 (or count) holds were cast anyway, which is undefined.
+TEST(Json, NumbersOutOfRangeReadAsZero) {
+  EXPECT_EQ(sw::parse_client_message(R"({"type":"active_speaker","timestamp":1e54})").timestamp, 0);
+  EXPECT_EQ(sw::parse_client_message(R"({"type":"active_speaker","timestamp":-1e30})").timestamp, 0);
+  EXPECT_EQ(sw::parse_client_message(R"({"type":"active_speaker","timestamp":1790000000000})").timestamp,
+            1790000000000);
+  sw::usage_record u;
+  ASSERT_TRUE(sw::journal::decode(R"({"slug":"r","chunks":1e300,"tr":-4,"fin":2.5,"par":7})", u));
+  EXPECT_EQ(u.audio_chunks, 0u);
+  EXPECT_EQ(u.transcripts, 0u);
+  EXPECT_EQ(u.finals, 0u);
+  EXPECT_EQ(u.partials, 7u);
+}
+
 TEST(Json, NestingIsBoundedWithoutRecursion) {
   EXPECT_TRUE(sw::json_depth_within(R"({"a":[[1],{"b":2}]})", 3));
   EXPECT_FALSE(sw::json_depth_within(R"({"a":[[1],{"b":2}]})", 2));

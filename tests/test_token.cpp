@@ -64,6 +64,18 @@ TEST(Token, TheHeaderMustSayExactlyHs256AndNothingCritical) {
   EXPECT_FALSE(sw::verify_token(sign_raw(R"({"typ":"JWT"})", good_payload()), secret).claims);
 }
 
+// Found by fuzzing: cpp-jwt converted a huge exp (4e+23) to an unsigned integer, which is undefined.
+TEST(Token, TimeClaimsMustBeWholeSecondsInRange) {
+  for (const char* claim : {"exp", "nbf", "iat"}) {
+    for (json_t bad : {json_t(4e23), json_t(-5), json_t(1.5), json_t("1")}) {
+      auto p = good_payload();
+      p[claim] = bad;
+      auto r = sw::verify_token(sign_raw(R"({"alg":"HS256","typ":"JWT"})", p), secret);
+      EXPECT_FALSE(r.claims) << claim << " " << bad.dump();
+    }
+  }
+}
+
 TEST(Token, ExpMustBeAPositiveWholeNumber) {
   for (json_t bad : {json_t(-100), json_t(0), json_t(static_cast<double>(now()) + 600.5), json_t("9999999999"),
                      json_t(18446744073709551615ULL)}) {
@@ -177,6 +189,14 @@ TEST(Token, MalformedTokensAreRejected) {
     EXPECT_FALSE(r.claims) << tok;
     EXPECT_FALSE(r.reason.empty());
   }
+}
+
+// Found by fuzzing (cpp-jwt shifted a negative value decoding a '=' inside a part): refused before decoding.
+TEST(Token, PaddingInsideAPartIsMalformed) {
+  auto r = sw::verify_token("ceyJiOJizUII1NiJ=9.eySz5XkOOjTZl9.sig", secret);
+  EXPECT_FALSE(r.claims);
+  EXPECT_EQ(r.reason, "token is malformed");
+  EXPECT_FALSE(sw::verify_token("a===.b.c", secret).claims);
 }
 
 TEST(Token, PayloadThatIsNotJsonIsRejected) {
