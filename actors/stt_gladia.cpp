@@ -8,6 +8,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/gladia_message.hpp"
 #include "actors/json.hpp"
 #include "actors/rapidjson.hpp"
 #include "net/url.hpp"
@@ -311,50 +312,40 @@ void on_init(self_ptr self, upstream_init& r) {
 
 void on_text(self_ptr self, const std::string& text) {
   auto& st = self->state;
-  rapidjson::Document d;
-  if (!parse_json(d, text) || !d.IsObject() || !d.HasMember("type") || !d["type"].IsString()) {
-    st.ctx->metrics->note("gladia.unparsable_messages", "gladia: stream " + st.stream + ": a message that is not JSON");
-    return;
-  }
-  std::string type = d["type"].GetString();
-  const rapidjson::Value* data = d.HasMember("data") && d["data"].IsObject() ? &d["data"] : nullptr;
-  if (type == "transcript" && data) {
-    auto& dv = *data;
-    if (!dv.HasMember("utterance") || !dv["utterance"].IsObject()) return;
-    auto& u = dv["utterance"];
-    stt_transcript t;
-    t.utterance_id = dv.HasMember("id") && dv["id"].IsString() ? dv["id"].GetString() : "";
-    t.is_final = dv.HasMember("is_final") && dv["is_final"].IsBool() && dv["is_final"].GetBool();
-    t.text = u.HasMember("text") && u["text"].IsString() ? u["text"].GetString() : "";
-    t.language = u.HasMember("language") && u["language"].IsString() ? u["language"].GetString() : "";
-    t.start = u.HasMember("start") && u["start"].IsNumber() ? u["start"].GetDouble() : 0;
-    t.end = u.HasMember("end") && u["end"].IsNumber() ? u["end"].GetDouble() : 0;
-    self->send(st.listener, transcript_atom::value, std::move(t));
-  } else if (type == "audio_chunk") {
-    if (!data || !data->HasMember("byte_range") || !(*data)["byte_range"].IsArray()) return;
-    auto& range = (*data)["byte_range"];
-    if (range.Size() != 2 || !range[1].IsNumber()) return;
-    // byte_range[1] is Gladia's exclusive running total, as its own SDK reads it. The bytes acknowledged are
-    // counted from byte_range[0] when that is ahead of the last ack: Gladia counted audio whose ack was lost
-    // with a connection, and that audio may since have been dropped here.
-    auto end = range[1].GetDouble();
-    if (!(end > static_cast<double>(st.acked_to)) || end > 1e15) return;  // old, repeated or absurd
-    auto from = st.acked_to;
-    if (range[0].IsNumber() && range[0].GetDouble() > static_cast<double>(from) && range[0].GetDouble() < end)
-      from = static_cast<std::uint64_t>(range[0].GetDouble());
-    const auto before = st.replay.bytes;
-    st.replay.acknowledge(static_cast<std::size_t>(static_cast<std::uint64_t>(end) - from));
-    st.acked_to = static_cast<std::uint64_t>(end);
-    publish_held(st, static_cast<std::int64_t>(st.replay.bytes) - static_cast<std::int64_t>(before));
-    st.outstanding_since = steady_ms();  // progress: the watchdog counts from here
-  } else if (type == "post_final_transcript") {
-    if (st.stop_sent) finish(self);
-  } else if (type == "speech_start" || type == "speech_end" || type == "stop_recording" || type == "post_transcript" ||
-             type == "start_session" || type == "start_recording" || type == "end_recording" || type == "end_session") {
-    // known, nothing to do
-  } else {
-    st.ctx->metrics->note("gladia.unknown_messages",
-                          "gladia: stream " + st.stream + ": unknown message type " + type + " (ignored)");
+  auto m = parse_gladia_message(text);
+  using kind = gladia_message::kind;
+  switch (m.what) {
+    case kind::unparsable:
+      st.ctx->metrics->note("gladia.unparsable_messages",
+                            "gladia: stream " + st.stream + ": a message that is not a JSON object with a type");
+      return;
+    case kind::transcript:
+      self->send(st.listener, transcript_atom::value, std::move(m.transcript));
+      return;
+    case kind::ack: {
+      // byte_range[1] is Gladia's exclusive running total, as its own SDK reads it. The bytes acknowledged are
+      // counted from byte_range[0] when that is ahead of the last ack: Gladia counted audio whose ack was lost
+      // with a connection, and that audio may since have been dropped here.
+      const double end = m.ack_end;
+      if (!(end > static_cast<double>(st.acked_to)) || end > 1e15) return;  // old, repeated or absurd
+      auto from = st.acked_to;
+      if (m.ack_start > static_cast<double>(from) && m.ack_start < end) from = static_cast<std::uint64_t>(m.ack_start);
+      const auto before = st.replay.bytes;
+      st.replay.acknowledge(static_cast<std::size_t>(static_cast<std::uint64_t>(end) - from));
+      st.acked_to = static_cast<std::uint64_t>(end);
+      publish_held(st, static_cast<std::int64_t>(st.replay.bytes) - static_cast<std::int64_t>(before));
+      st.outstanding_since = steady_ms();  // progress: the watchdog counts from here
+      return;
+    }
+    case kind::post_final:
+      if (st.stop_sent) finish(self);
+      return;
+    case kind::known:
+      return;
+    case kind::unknown:
+      st.ctx->metrics->note("gladia.unknown_messages",
+                            "gladia: stream " + st.stream + ": unknown message type " + m.type + " (ignored)");
+      return;
   }
 }
 

@@ -1,0 +1,67 @@
+#include "actors/gladia_message.hpp"
+
+#include <cmath>
+
+#include "actors/rapidjson.hpp"
+
+namespace sw {
+
+namespace {
+
+std::string text_of(const rapidjson::Value& o, const char* key) {
+  auto it = o.FindMember(key);
+  return it != o.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString(), it->value.GetStringLength())
+                                                     : std::string();
+}
+
+double number_of(const rapidjson::Value& o, const char* key) {
+  auto it = o.FindMember(key);
+  return it != o.MemberEnd() && it->value.IsNumber() && std::isfinite(it->value.GetDouble()) ? it->value.GetDouble()
+                                                                                             : 0;
+}
+
+}  // namespace
+
+gladia_message parse_gladia_message(std::string_view text) {
+  gladia_message m;
+  rapidjson::Document d;
+  if (!parse_json(d, text) || !d.IsObject()) return m;
+  auto type = d.FindMember("type");
+  if (type == d.MemberEnd() || !type->value.IsString()) return m;
+  m.type.assign(type->value.GetString(), type->value.GetStringLength());
+  auto data_it = d.FindMember("data");
+  const rapidjson::Value* data = data_it != d.MemberEnd() && data_it->value.IsObject() ? &data_it->value : nullptr;
+  m.what = gladia_message::kind::known;
+  if (m.type == "transcript") {
+    if (!data) return m;
+    auto u = data->FindMember("utterance");
+    if (u == data->MemberEnd() || !u->value.IsObject()) return m;
+    auto& t = m.transcript;
+    t.utterance_id = text_of(*data, "id");
+    auto fin = data->FindMember("is_final");
+    t.is_final = fin != data->MemberEnd() && fin->value.IsBool() && fin->value.GetBool();
+    t.text = text_of(u->value, "text");
+    t.language = text_of(u->value, "language");
+    t.start = number_of(u->value, "start");
+    t.end = number_of(u->value, "end");
+    m.what = gladia_message::kind::transcript;
+  } else if (m.type == "audio_chunk") {
+    if (!data) return m;
+    auto range = data->FindMember("byte_range");
+    if (range == data->MemberEnd() || !range->value.IsArray() || range->value.Size() != 2) return m;
+    auto& r = range->value;
+    if (!r[1].IsNumber() || !std::isfinite(r[1].GetDouble())) return m;
+    m.ack_end = r[1].GetDouble();
+    if (r[0].IsNumber() && std::isfinite(r[0].GetDouble())) m.ack_start = r[0].GetDouble();
+    m.what = gladia_message::kind::ack;
+  } else if (m.type == "post_final_transcript") {
+    m.what = gladia_message::kind::post_final;
+  } else if (m.type != "speech_start" && m.type != "speech_end" && m.type != "stop_recording" &&
+             m.type != "post_transcript" && m.type != "start_session" && m.type != "start_recording" &&
+             m.type != "end_recording" && m.type != "end_session") {
+    m.what = gladia_message::kind::unknown;
+  }
+  return m;
+}
+
+}  // namespace sw
