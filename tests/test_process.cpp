@@ -31,16 +31,21 @@ int free_port() {
   return probe.port;
 }
 
+// In the forked child, before exec: the service's environment for a run on `port` without a database.
+void service_env(int port) {
+  setenv("PORT", std::to_string(port).c_str(), 1);
+  setenv("HOST", "127.0.0.1", 1);
+  setenv("TRANSCRIPTION_JWT_SECRET", sw::test::secret.c_str(), 1);
+  setenv("DATABASE_URL", "none", 1);
+}
+
 TEST(Process, ServesAndExitsZeroOnSigterm) {
   int port = free_port();
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    setenv("PORT", std::to_string(port).c_str(), 1);
-    setenv("HOST", "127.0.0.1", 1);
-    setenv("TRANSCRIPTION_JWT_SECRET", sw::test::secret.c_str(), 1);
+    service_env(port);
     setenv("LOG_LEVEL", "error", 1);
-    setenv("DATABASE_URL", "none", 1);
     freopen("/dev/null", "w", stderr);
     execl(SESSIONS_WS_BIN, SESSIONS_WS_BIN, static_cast<char*>(nullptr));
     _exit(127);
@@ -231,10 +236,7 @@ TEST(Process, AFatalSignalIsLoggedWithABacktraceBeforeTheProcessDies) {
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    setenv("PORT", std::to_string(port).c_str(), 1);
-    setenv("HOST", "127.0.0.1", 1);
-    setenv("TRANSCRIPTION_JWT_SECRET", sw::test::secret.c_str(), 1);
-    setenv("DATABASE_URL", "none", 1);
+    service_env(port);
     ::dup2(err[1], 2);
     ::close(err[0]);
     execl(SESSIONS_WS_BIN, SESSIONS_WS_BIN, static_cast<char*>(nullptr));
