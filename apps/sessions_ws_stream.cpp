@@ -1,7 +1,5 @@
 // sessions-ws-stream: streams a WAV file (any rate, any channel count) to a running sessions-ws at real-time
 // pace (or 2x with --fast, the server's limit), printing partials in place and finals line by line.
-#include <sndfile.h>
-#include <soxr.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -15,6 +13,7 @@
 
 #include "actors/rapidjson.hpp"
 #include "actors/token.hpp"
+#include "apps/audio_file.hpp"
 #include "net/client.hpp"
 #include "net/url.hpp"
 
@@ -29,40 +28,6 @@ const char* usage =
     "  --fast           stream at 2x real time (the server's limit) instead of real time\n"
     "  --ca FILE        CA file for wss://\n"
     "Exit codes: 0 done, 1 connection or protocol failure, 2 bad arguments or unreadable audio.\n";
-
-// Reads any WAV libsndfile understands and returns PCM16 mono at 16 kHz (downmix + libsoxr resampling).
-std::vector<std::int16_t> load_audio(const std::string& path) {
-  SF_INFO info{};
-  SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
-  if (!f) throw std::runtime_error("cannot read " + path + ": " + sf_strerror(nullptr));
-  std::vector<float> interleaved(static_cast<std::size_t>(info.frames) * static_cast<std::size_t>(info.channels));
-  auto got = sf_readf_float(f, interleaved.data(), info.frames);
-  sf_close(f);
-  std::vector<float> mono(static_cast<std::size_t>(got));
-  for (sf_count_t i = 0; i < got; ++i) {
-    float sum = 0;
-    for (int c = 0; c < info.channels; ++c) sum += interleaved[static_cast<std::size_t>(i * info.channels + c)];
-    mono[static_cast<std::size_t>(i)] = sum / static_cast<float>(info.channels);
-  }
-  std::vector<float> out(mono.size());
-  if (info.samplerate != 16000) {
-    out.resize(static_cast<std::size_t>(static_cast<double>(mono.size()) * 16000.0 / info.samplerate) + 64);
-    std::size_t done = 0;
-    auto q = soxr_quality_spec(SOXR_HQ, 0);
-    auto err = soxr_oneshot(info.samplerate, 16000, 1, mono.data(), mono.size(), nullptr, out.data(), out.size(), &done,
-                            nullptr, &q, nullptr);
-    if (err) throw std::runtime_error(std::string("resampling failed: ") + err);
-    out.resize(done);
-  } else {
-    out = mono;
-  }
-  std::vector<std::int16_t> pcm(out.size());
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    float v = out[i] * 32767.0f;
-    pcm[i] = static_cast<std::int16_t>(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
-  }
-  return pcm;
-}
 
 struct printer {
   bool tty = ::isatty(1);
@@ -135,7 +100,7 @@ int main(int argc, char** argv) {
   }
   std::vector<std::int16_t> pcm;
   try {
-    pcm = load_audio(file);
+    pcm = sw::load_audio(file);
   } catch (const std::exception& e) {
     std::cerr << "sessions-ws-stream: " << e.what() << "\n";
     return 2;
