@@ -108,6 +108,11 @@ struct gladia_state {
   bool stop_requested = false;
   bool stop_sent = false;
   actor_probe probe;
+
+  // However the relay ends (finished, its session gone, an exception), what it held leaves the gauge.
+  ~gladia_state() {
+    if (ctx) ctx->metrics->stt_buffered_bytes -= static_cast<std::int64_t>(replay.bytes + partial.size());
+  }
 };
 
 using self_ptr = gladia_relay_actor::stateful_pointer<gladia_state>;
@@ -136,9 +141,6 @@ void finish(self_ptr self, const std::string& code = {}, const std::string& mess
   st.ph = phase::finished;
   if (!code.empty()) self->send(st.listener, error_atom::value, stt_error{code, message});
   if (st.ws) st.ws->close(1000);
-  publish_held(st, -static_cast<std::int64_t>(st.replay.bytes + st.partial.size()));
-  st.replay = replay_buffer{};
-  st.partial.clear();
   status(self, "stopped");
   self->quit();
 }
@@ -355,8 +357,6 @@ void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
   if (st.ph == phase::finished) return;
   if (auto again = st.replay.unacked_sent_bytes()) st.ctx->metrics->count("gladia.replayed_bytes", again);
   st.replay.rewind();  // what Gladia did not acknowledge goes again on the next connection
-  SW_LOG(st.ctx, warn,
-         "gladia: stream " << st.stream << " upstream closed " << code << (reason.empty() ? "" : ": ") << reason);
   if (code == 1000 && st.stop_sent) {
     finish(self);
     return;

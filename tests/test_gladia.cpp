@@ -282,6 +282,9 @@ TEST(GladiaBuffer, ReplayBufferIsBoundedAndDropsAreCounted) {
   EXPECT_EQ(fake.audio(), pcm);  // the connection held: everything was delivered
   auto m = sw::net::http_fetch(h->http("/metrics"));
   EXPECT_NE(field(m.body, "counters").find("\"gladia.dropped_bytes\":32000"), std::string::npos) << m.body;
+  // It ended holding 32 000 unacknowledged bytes: once it is gone, they leave the gauge.
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(*h, "stt.buffered_bytes") == 0; }))
+      << sw::test::metric(*h, "stt.buffered_bytes");
 }
 
 class GladiaTls : public ::testing::Test {
