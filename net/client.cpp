@@ -353,9 +353,9 @@ std::string ws_client::read_until(const std::string& needle, std::chrono::millis
   }
 }
 
-void ws_client::close(std::uint16_t code) {
+std::uint16_t ws_client::close(std::uint16_t code) {
   auto& d = *impl_;
-  if (!d.open) return;
+  if (!d.open) return 0;
   beast::error_code ec;
   bool done = false;
   d.with([&](auto& ws) {
@@ -368,6 +368,9 @@ void ws_client::close(std::uint16_t code) {
   run_until(
       d.ioc, [&] { return done && !d.read_pending; }, d.opts.timeout);
   d.open = false;
+  std::uint16_t peer = 0;
+  if (done && !ec) d.with([&](auto& ws) { peer = ws.reason().code; });
+  return peer;
 }
 
 bool ws_client::is_open() const {

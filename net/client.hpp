@@ -67,8 +67,8 @@ public:
   message read(std::chrono::milliseconds timeout);
   // Reads until a text message containing `needle` arrives; throws on timeout or close.
   std::string read_until(const std::string& needle, std::chrono::milliseconds timeout);
-  // Sends a close frame and waits (bounded) for the peer's.
-  void close(std::uint16_t code = 1000);
+  // Sends a close frame and waits (bounded) for the peer's; returns the peer's code (0: none came in time).
+  std::uint16_t close(std::uint16_t code = 1000);
   bool is_open() const;
 
 private:

@@ -21,6 +21,7 @@
 #include <caf/send.hpp>
 
 #include "net/beast_util.hpp"
+#include "net/close_code_filter.hpp"
 #include "net/runtime.hpp"
 #include "net/url.hpp"
 #include "net/ws_writer.hpp"
@@ -173,6 +174,11 @@ public:
     ws_.auto_fragment(false);
     ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
       if (kind == websocket::frame_type::pong) last_pong_ = clock::now();
+      if (kind == websocket::frame_type::close && ws_.reason().code > 4999) {
+        ws_.next_layer().refuse_close();  // Beast's echo goes out as 1002
+        note(*st_, "ws.bad_close_codes",
+             "client " + peer_of(ws_) + " closed with code " + std::to_string(ws_.reason().code) + ": refused 1002");
+      }
     });
     ws_.async_accept(req, beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
   }
@@ -303,8 +309,8 @@ private:
 
   std::shared_ptr<shared_state> st_;
   token_ptr token_;
-  websocket::stream<Stream> ws_;
-  ws_writer<Stream> writer_;
+  websocket::stream<close_code_filter<Stream>> ws_;
+  ws_writer<close_code_filter<Stream>> writer_;
   session_actor session_;
   beast::flat_buffer buffer_;
   bool opened_ = false;

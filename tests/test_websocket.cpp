@@ -179,6 +179,23 @@ TEST(WebSocket, StopDrainsThenSendsStoppedAndCloses1000) {
   EXPECT_EQ(expect_close(*c), 1000);
 }
 
+// RFC 6455 §7.4: no close code above 4999 exists; the server fails such a close with 1002 instead of echoing it.
+// Codes in the private range (4000-4999) are echoed as before.
+TEST(WebSocket, ClientCloseCodeAbove4999IsRefused1002) {
+  harness h;
+  auto bad = h.connect("room", "alice");
+  expect_message(*bad, "ready");
+  EXPECT_EQ(bad->close(5000), 1002);
+  auto big = h.connect("room", "bob");
+  expect_message(*big, "ready");
+  EXPECT_EQ(big->close(65535), 1002);
+  auto ok = h.connect("room", "carol");
+  expect_message(*ok, "ready");
+  EXPECT_EQ(ok->close(4999), 4999);
+  auto other = h.connect("room", "dave");  // the service goes on
+  expect_message(*other, "ready");
+}
+
 TEST(WebSocket, LegacyFormat) {
   harness h;
   auto c = h.connect("room", "alice", "&format=legacy");
