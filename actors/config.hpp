@@ -31,6 +31,7 @@ struct config {
   int socket_send_buffer = 0;  // SO_SNDBUF of accepted sockets; 0 = kernel default (autotuned)
   std::chrono::milliseconds ws_ping_interval{15'000};
   std::chrono::milliseconds ws_pong_timeout{45'000};
+  std::chrono::milliseconds ws_close_timeout{5'000};
   std::chrono::milliseconds http_request_timeout{15'000};
   std::chrono::milliseconds http_idle_timeout{60'000};
   std::chrono::milliseconds shutdown_timeout{15'000};

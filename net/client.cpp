@@ -232,9 +232,11 @@ struct ws_client::impl {
           open = false;
           m.kind = message::closed;
           auto reason = ws.reason();
-          m.close_code = ec == websocket::error::closed ? (reason.code ? reason.code : 1005) : 1006;
-          m.close_reason = std::string(reason.reason.data(), reason.reason.size());
-          if (ec != websocket::error::closed) m.close_reason = ec.message();
+          // A close frame that arrived counts even when tearing the connection down failed afterwards (a peer
+          // that had already given up resets our answer to its close).
+          const bool got_close = ec == websocket::error::closed || reason.code != websocket::close_code::none;
+          m.close_code = got_close ? (reason.code ? reason.code : 1005) : 1006;
+          m.close_reason = got_close ? std::string(reason.reason.data(), reason.reason.size()) : ec.message();
         } else {
           m.kind = ws.got_binary() ? message::binary : message::text;
           m.data = beast::buffers_to_string(buffer.data());

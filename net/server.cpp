@@ -1,5 +1,9 @@
 #include "net/server.hpp"
 
+#include <sys/socket.h>
+
+#include <climits>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -130,6 +134,31 @@ http_response error_response(unsigned status, const char* code) {
   return r;
 }
 
+// A peer that stopped reading leaves our write stuck in its socket's full send buffer, and a close frame queued
+// behind it would never leave: the peer, reading later, would find its stream cut without a reason. So the send
+// buffer is widened by what the write has left (at most its frame, with the kernel's per-packet overhead) plus the
+// close frame; it goes out behind the write and waits in the kernel for the peer. Within net.core.wmem_max, or
+// above it where the process may (SO_SNDBUFFORCE); never smaller than it is.
+void make_room_to_close(tcp::socket& s, std::size_t in_flight) {
+  const int fd = s.native_handle();
+  int current = 0;
+  socklen_t len = sizeof current;
+  if (::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &current, &len) != 0) return;
+  const std::size_t wanted = static_cast<std::size_t>(current) + 2 * (in_flight + 4096);
+  if (wanted > static_cast<std::size_t>(INT_MAX)) return;
+  const int request = static_cast<int>(wanted / 2 + 1);  // the kernel doubles what it is asked for
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &request, sizeof request) == 0) return;
+  static const long wmem_max = [] {
+    long v = 0;
+    if (FILE* f = std::fopen("/proc/sys/net/core/wmem_max", "r")) {
+      if (std::fscanf(f, "%ld", &v) != 1) v = 0;
+      std::fclose(f);
+    }
+    return v;
+  }();
+  if (request <= wmem_max) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &request, sizeof request);
+}
+
 void graceful_shutdown(plain_stream& s) {
   beast::error_code ec;
   s.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -207,7 +236,10 @@ public:
   void request_close(std::uint16_t code, std::string reason, bool graceful) {
     if (close_requested_ || finished_) return;
     close_requested_ = true;
-    if (!graceful) writer_.drop_waiting();
+    if (!graceful) {
+      writer_.drop_waiting();
+      if (writer_.writing()) make_room_to_close(beast::get_lowest_layer(ws_).socket(), writer_.in_flight_bytes());
+    }
     writer_.close_when_done(websocket::close_reason(static_cast<websocket::close_code>(code), reason));
     close_timer_.expires_after(st_->opts.close_timeout);
     close_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {

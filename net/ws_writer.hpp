@@ -38,6 +38,7 @@ public:
 
   std::size_t queued_bytes() const { return bytes_; }  // waiting and in flight
   std::size_t queued_frames() const { return queue_.size(); }
+  std::size_t in_flight_bytes() const { return writing_ && !queue_.empty() ? queue_.front().size() : 0; }
   bool writing() const { return writing_; }
   bool idle() const { return !writing_ && queue_.empty(); }
   bool closing() const { return close_.has_value(); }

@@ -61,6 +61,41 @@ TEST(SlowClient, IsClosed4409AndOthersAreUnaffected) {
   EXPECT_NE(field(m.body, "counters").find("\"ws.slow_client_closes\":1"), std::string::npos) << m.body;
 }
 
+// A client that stops reading while a large message is on its way: that write stays stuck in the full socket
+// buffer, and a close frame queued behind it would never leave. The server gives up on the client (4409, then
+// drops the TCP connection when the close handshake goes unanswered) while the client still reads nothing, and
+// yet the client, reading at last, finds the 4409 close frame behind its data, not a bare end of stream: the send
+// buffer is widened for it (net/server.cpp, make_room_to_close).
+TEST(SlowClient, ReadingOnlyAfterTheServerGaveUpStillFinds4409) {
+  sw::test::echo_options o;
+  o.padding = 40'000;  // ~40 KB per final: one is far more than the socket buffers take
+  harness h(
+      [](sw::config& c) {
+        c.client_send_queue_bytes = 64 * 1024;  // the second final overflows the queue
+        c.socket_send_buffer = 4096;
+        c.ws_close_timeout = 200ms;
+      },
+      sw::test::echo_provider(o));
+  sw::net::client_options small;
+  small.receive_buffer = 4096;
+  auto slow = ws_client::connect(h.ws(harness::token("room", "slow")), small);
+  auto speaker = h.connect("room", "speaker");
+  expect_message(*slow, "ready");
+  expect_message(*speaker, "ready");
+  std::vector<std::uint8_t> frame(2, 0);
+  for (int i = 0; i < 3; ++i) {
+    speaker->send_binary(frame.data(), frame.size());
+    expect_message(*speaker, "transcript_final");
+  }
+  // the server has closed 4409 and, the close handshake unanswered, dropped the slow client's connection: only
+  // the speaker's (and the metrics request's own) remain
+  ASSERT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "ws.slow_client_closes") == 1; }));
+  ASSERT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "net.open_connections") == 2; }));
+  std::string reason;
+  EXPECT_EQ(sw::test::expect_close(*slow, 10000, &reason), 4409);
+  EXPECT_EQ(reason, "Client too slow");
+}
+
 TEST(SlowClient, PartialsAreSkippedAboveHalfQueueButFinalsAreNot) {
   harness h([](sw::config& c) {
     c.client_send_queue_bytes = 64 * 1024;
