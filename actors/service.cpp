@@ -14,6 +14,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/send.hpp>
 #include <caf/stateful_actor.hpp>
+#include <caf/thread_hook.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/network.hpp"
@@ -21,6 +22,7 @@
 #include "actors/stt_gladia.hpp"
 #include "actors/stt_local.hpp"
 #include "net/runtime.hpp"
+#include "service/fatal_signal.hpp"
 
 namespace sw {
 
@@ -84,6 +86,14 @@ supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<su
 
 }  // namespace
 
+// Every thread CAF starts (workers, detached actors) gets an alternate signal stack for the fatal-signal handler.
+class signal_stack_hook final : public caf::thread_hook {
+public:
+  void init(caf::actor_system&) override {}
+  void thread_started() override { prepare_thread_for_fatal_signals(); }
+  void thread_terminates() override {}
+};
+
 struct service::impl {
   std::shared_ptr<service_context> ctx;
   std::shared_ptr<net::io_runtime> io;      // the I/O threads: client sockets and upstream connections
@@ -112,7 +122,7 @@ service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) 
       log->write(error ? log_level::error : log_level::warn, line);
   });
   impl_->ctx = ctx;
-  impl_->io = std::make_shared<net::io_runtime>(ctx->cfg.io_threads);
+  impl_->io = std::make_shared<net::io_runtime>(ctx->cfg.io_threads, prepare_thread_for_fatal_signals);
   if (stt) {
     ctx->stt = std::move(*stt);
   } else if (ctx->cfg.stt_provider == "gladia") {
@@ -133,6 +143,7 @@ service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) 
     }
   }
   impl_->caf_cfg->set("scheduler.max-threads", impl_->ctx->cfg.actor_threads);
+  impl_->caf_cfg->add_thread_hook<signal_stack_hook>();
 }
 
 service::~service() {
@@ -168,6 +179,7 @@ void service::start() {
   o.idle_timeout = c.http_idle_timeout;
   o.ping_interval = c.ws_ping_interval;
   o.pong_timeout = c.ws_pong_timeout;
+  o.close_timeout = c.ws_close_timeout;
   if (d.ctx->stt.batch_bytes > 0) o.audio_quiet = c.stt_chunk_flush;  // a provider that batches needs the pauses
   d.srv = std::make_unique<net::server>(o, d.net_actor, d.ctx->net, d.io);
   try {

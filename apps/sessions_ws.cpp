@@ -1,5 +1,4 @@
 // sessions-ws: the service executable. Configuration comes from the environment (see --help).
-#include <execinfo.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -12,55 +11,9 @@
 #include <random>
 
 #include "actors/service.hpp"
+#include "service/fatal_signal.hpp"
 
 namespace {
-
-// A fatal signal (a fault anywhere in the process) leaves a line and a backtrace in the log before the process dies
-// the way it would have, so that an operator sees why. Only async-signal-safe calls; backtrace() is called once at
-// start so that it loads what it needs then, not in the handler. The main thread's handler runs on its own
-// stack, so that even its stack overflow is reported. Sanitized builds keep their own, richer handlers.
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-void on_fatal_signal(int sig) {
-  char line[96];
-  const char* name = sig == SIGSEGV   ? "SIGSEGV"
-                     : sig == SIGBUS  ? "SIGBUS"
-                     : sig == SIGFPE  ? "SIGFPE"
-                     : sig == SIGILL  ? "SIGILL"
-                     : sig == SIGABRT ? "SIGABRT"
-                                      : "signal";
-  int n = 0;
-  for (const char* p = "sessions-ws: fatal "; *p;) line[n++] = *p++;
-  for (const char* p = name; *p;) line[n++] = *p++;
-  const char* tail = " (signal ";
-  for (const char* p = tail; *p;) line[n++] = *p++;
-  if (sig >= 10) line[n++] = static_cast<char>('0' + sig / 10);
-  line[n++] = static_cast<char>('0' + sig % 10);
-  for (const char* p = "); backtrace:\n"; *p;) line[n++] = *p++;
-  (void)!::write(2, line, static_cast<std::size_t>(n));
-  void* frames[64];
-  int depth = ::backtrace(frames, 64);
-  ::backtrace_symbols_fd(frames, depth, 2);
-  ::signal(sig, SIG_DFL);  // and die of it, core dump and exit status as without the handler
-  ::raise(sig);
-}
-
-void install_fatal_signal_handlers() {
-  void* warm[1];
-  ::backtrace(warm, 1);
-  static char alt_stack[64 * 1024];
-  stack_t ss{};
-  ss.ss_sp = alt_stack;
-  ss.ss_size = sizeof alt_stack;
-  ::sigaltstack(&ss, nullptr);
-  struct sigaction sa {};
-  sa.sa_handler = on_fatal_signal;
-  sa.sa_flags = SA_ONSTACK | SA_RESETHAND;
-  sigemptyset(&sa.sa_mask);
-  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) ::sigaction(sig, &sa, nullptr);
-}
-#else
-void install_fatal_signal_handlers() {}
-#endif
 
 std::string random_secret() {
   std::random_device rd;
@@ -73,7 +26,7 @@ std::string random_secret() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  install_fatal_signal_handlers();
+  sw::install_fatal_signal_handlers();
   bool dev = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

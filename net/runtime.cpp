@@ -18,9 +18,13 @@ struct io_runtime::impl {
   std::vector<std::thread> threads;
 };
 
-io_runtime::io_runtime(int threads) : impl_(new impl) {
+io_runtime::io_runtime(int threads, std::function<void()> on_thread_start) : impl_(new impl) {
   impl_->work.emplace(impl_->ioc.get_executor());
-  for (int i = 0; i < std::max(1, threads); ++i) impl_->threads.emplace_back([this] { impl_->ioc.run(); });
+  for (int i = 0; i < std::max(1, threads); ++i)
+    impl_->threads.emplace_back([this, on_thread_start] {
+      if (on_thread_start) on_thread_start();
+      impl_->ioc.run();
+    });
 }
 
 io_runtime::~io_runtime() {

@@ -3,6 +3,7 @@
 // the same threads instead of crossing to a thread of their own.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 namespace boost::asio {
@@ -13,7 +14,8 @@ namespace sw::net {
 
 class io_runtime {
 public:
-  explicit io_runtime(int threads);
+  // `on_thread_start` runs first on each of the threads (e.g. to give it an alternate signal stack).
+  explicit io_runtime(int threads, std::function<void()> on_thread_start = {});
   ~io_runtime();  // stop()
   io_runtime(const io_runtime&) = delete;
   io_runtime& operator=(const io_runtime&) = delete;

@@ -17,8 +17,11 @@
 #include <thread>
 #include <vector>
 
+#include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/send.hpp>
 
+#include "service/fatal_signal.hpp"
 #include "tests/support/harness.hpp"
 
 namespace {
@@ -259,6 +262,46 @@ TEST(Process, AFatalSignalIsLoggedWithABacktraceBeforeTheProcessDies) {
   EXPECT_EQ(WTERMSIG(status), SIGSEGV);
   EXPECT_NE(log.find("sessions-ws: fatal SIGSEGV (signal 11); backtrace:"), std::string::npos) << log;
   EXPECT_NE(log.find("sessions-ws("), std::string::npos) << "frames of the executable follow: " << log;
+#endif
+}
+
+#if !defined(__SANITIZE_ADDRESS__)
+// Deep enough to overflow any thread's stack; never a loop (the frame is used after the call).
+volatile int recursion_limit = 1 << 30;  // never reached: a stack is exhausted long before
+
+__attribute__((noinline)) int recurse_forever(int depth) {
+  if (depth >= recursion_limit) return 0;
+  volatile char frame[4096];
+  frame[0] = static_cast<char>(depth);
+  return recurse_forever(depth + 1) + frame[0];
+}
+
+// In a death test's child: the service with the handlers installed, then a stack overflow on one of its threads.
+[[noreturn]] void overflow_on_a_service_thread(bool detached) {
+  sw::install_fatal_signal_handlers();
+  sw::test::harness h;
+  auto work = [] { recurse_forever(0); };
+  if (detached)
+    h.svc->system().spawn<caf::detached>(work);
+  else
+    h.svc->system().spawn(work);
+  std::promise<void>().get_future().wait_for(30s);  // the overflow ends the process long before
+  std::_Exit(0);
+}
+#endif
+
+// A stack overflow on a thread other than main (the probe's crash: an actor worker) is reported as well: every
+// thread of the service has an alternate signal stack for the handler to run on. Without one, the kernel could not
+// run the handler on the exhausted stack and the process would die without a word.
+TEST(Process, AStackOverflowOnAnActorThreadIsLogged) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "sanitized builds keep the sanitizers' own fatal-signal reports";
+#else
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(overflow_on_a_service_thread(false), testing::KilledBySignal(SIGSEGV),
+              "sessions-ws: fatal SIGSEGV \\(signal 11\\); backtrace:");
+  EXPECT_EXIT(overflow_on_a_service_thread(true), testing::KilledBySignal(SIGSEGV),
+              "sessions-ws: fatal SIGSEGV \\(signal 11\\); backtrace:");
 #endif
 }
 
