@@ -26,6 +26,7 @@
 
 #include "net/beast_util.hpp"
 #include "net/close_code_filter.hpp"
+#include "net/http_codec.hpp"
 #include "net/runtime.hpp"
 #include "net/url.hpp"
 #include "net/ws_writer.hpp"
@@ -65,73 +66,6 @@ std::string peer_of(Stream& s) {
   beast::error_code ec;
   auto ep = beast::get_lowest_layer(s).socket().remote_endpoint(ec);
   return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
-}
-
-// What makes a request's framing ambiguous, or nothing. RFC 7230 §3.3.3: a Transfer-Encoding other than exactly
-// "chunked" (or with a Content-Length beside it) cannot be framed safely and is refused, so that no second request
-// can be smuggled behind a body read as empty; §5.4: HTTP/1.1 needs exactly one Host.
-template <class Fields>
-const char* framing_problem(const http::request<http::string_body, Fields>& req) {
-  std::size_t te = 0, host = 0;
-  for (auto& f : req.base()) {
-    if (f.name() == http::field::transfer_encoding) {
-      ++te;
-      auto v = std::string(f.value());
-      auto b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
-      v = b == std::string::npos ? "" : v.substr(b, e - b + 1);
-      for (auto& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      if (v != "chunked") return "Transfer-Encoding other than chunked";
-    } else if (f.name() == http::field::host) {
-      ++host;
-    }
-  }
-  if (te > 1) return "Transfer-Encoding given twice";
-  if (te == 1 && req.base().count(http::field::content_length) > 0) return "Transfer-Encoding with Content-Length";
-  if (host > 1) return "Host given twice";
-  if (host == 0 && req.version() >= 11) return "no Host";
-  return nullptr;
-}
-
-// An absolute-form target (RFC 9112 §3.2.2: "http://host/path?q", as proxies send it) as its origin form
-// ("/path?q"); any other target as it is.
-std::string origin_form(beast::string_view target) {
-  std::string t(target);
-  std::string lower = t.substr(0, 8);
-  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  std::size_t scheme = lower.rfind("http://", 0) == 0 ? 7 : lower.rfind("https://", 0) == 0 ? 8 : 0;
-  if (scheme == 0) return t;
-  auto rest = t.find_first_of("/?", scheme);
-  if (rest == std::string::npos) return "/";
-  return t[rest] == '/' ? t.substr(rest) : "/" + t.substr(rest);
-}
-
-// A WebSocket opening handshake this service cannot accept, or nothing: GET, one Sec-WebSocket-Key that is the
-// base64 of 16 bytes, version 13 ("version" when only the version is wrong).
-template <class Request>
-const char* handshake_problem(const Request& req) {
-  if (req.method() != http::verb::get) return "not a GET";
-  if (req.base().count(http::field::sec_websocket_key) != 1) return "Sec-WebSocket-Key missing or repeated";
-  auto key = req.base()[http::field::sec_websocket_key];
-  if (key.size() != 24 || key.substr(22) != "==") return "Sec-WebSocket-Key is not a 16-byte nonce";
-  static const beast::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  for (std::size_t i = 0; i < 22; ++i)
-    if (alphabet.find(key[i]) == beast::string_view::npos) return "Sec-WebSocket-Key is not base64";
-  // the 22nd character carries only 2 bits of the 16th byte: its low 4 bits must be 0
-  if (alphabet.find(key[21]) % 16 != 0) return "Sec-WebSocket-Key is not a 16-byte nonce";
-  if (req.base()[http::field::sec_websocket_version] != "13") return "version";
-  return nullptr;
-}
-
-std::string json_error(const char* code) {
-  return std::string("{\"error\":\"") + code + "\"}";
-}
-
-http_response error_response(unsigned status, const char* code) {
-  http_response r;
-  r.status = status;
-  r.body = json_error(code);
-  r.close = true;
-  return r;
 }
 
 // A peer that stopped reading leaves our write stuck in its socket's full send buffer, and a close frame queued
@@ -458,22 +392,9 @@ public:
   auto executor() { return stream_.get_executor(); }
 
   void write_reply(http_response r) {
-    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status), version_);
-    res->set(http::field::server, "sessions-ws");
-    if (r.status != 204) res->set(http::field::content_type, r.content_type);
-    res->set(http::field::access_control_allow_origin, st_->opts.cors_origin);
-    res->set(http::field::access_control_allow_methods, "GET, POST, OPTIONS");
-    res->set(http::field::access_control_allow_headers, "Content-Type, Authorization");
-    for (auto& [k, v] : r.headers) res->set(k, v);
-    const bool keep = keep_alive_ && !r.close;
-    res->keep_alive(keep);
-    res->body() = std::move(r.body);
-    res->prepare_payload();
-    if (head_) {  // the length the body would have, and no body
-      const auto size = res->body().size();
-      res->body().clear();
-      res->content_length(size);
-    }
+    auto res = std::make_shared<beast_response>(
+        render_response(std::move(r), version_, keep_alive_, head_, st_->opts.cors_origin));
+    const bool keep = res->keep_alive();
     beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
       if (ec) return;
@@ -493,8 +414,7 @@ public:
 private:
   void do_read() {
     parser_.emplace();
-    parser_->body_limit(st_->opts.body_limit);
-    parser_->header_limit(16 * 1024);
+    limit_parser(*parser_, st_->opts.body_limit);
     beast::get_lowest_layer(stream_).expires_after(first_ ? st_->opts.request_timeout : st_->opts.idle_timeout);
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&http_session::on_read, this->shared_from_this()));
@@ -506,76 +426,45 @@ private:
       do_eof();
       return;
     }
-    if (ec == http::error::body_limit) {
-      ++st_->stats->bodies_too_large;
-      note(*st_, "net.bodies_too_large", "request body from " + peer_of(stream_) + " over the limit: 413");
-      keep_alive_ = false;
-      write_reply(error_response(413, "payload_too_large"));
-      return;
-    }
     if (ec) {
-      if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
-          ec != http::error::partial_message) {
+      auto answer = parse_failure_response(ec);
+      if (!answer) return;  // network error or timeout: just drop the connection
+      if (answer->status == 413) {
+        ++st_->stats->bodies_too_large;
+        note(*st_, "net.bodies_too_large", "request body from " + peer_of(stream_) + " over the limit: 413");
+      } else {
         ++st_->stats->bad_requests;
         note(*st_, "net.bad_requests", "bad request from " + peer_of(stream_) + ": " + ec.message());
-        keep_alive_ = false;
-        write_reply(error_response(400, "bad_request"));
       }
-      return;  // network error or timeout: just drop the connection
+      keep_alive_ = false;
+      write_reply(std::move(*answer));
+      return;
     }
     ++st_->stats->http_requests;
     auto& req = parser_->get();
     version_ = req.version();
     keep_alive_ = req.keep_alive();
-    if (auto problem = framing_problem(req)) {
+    auto in = decide_request(req, std::is_same_v<Stream, tls_stream>);
+    head_ = in.head;
+    if (in.kind == inbound_request::refused) {
       ++st_->stats->bad_requests;
-      note(*st_, "net.bad_requests", std::string("bad request from ") + peer_of(stream_) + ": " + problem);
+      note(*st_, "net.bad_requests", std::string("bad request from ") + peer_of(stream_) + ": " + in.problem);
       keep_alive_ = false;  // what follows in the buffer may be a smuggled request: never read it
-      write_reply(error_response(400, "bad_request"));
+      write_reply(std::move(in.answer));
       return;
     }
-    http_request out;
-    // HEAD is GET without the body (RFC 9110 §9.3.2): the actors see a GET, the reply loses its body here.
-    head_ = req.method() == http::verb::head;
-    out.method = head_ ? std::string("GET") : std::string(req.method_string());
-    out.target = origin_form(req.target());
-    out.tls = std::is_same_v<Stream, tls_stream>;
-    if (req.method() == http::verb::options && out.target == "*") {  // asterisk-form: the server itself
-      out.path = "*";
-    } else if (!split_target(out.target, out.path, out.query)) {
-      ++st_->stats->bad_requests;
-      note(*st_, "net.bad_requests", "bad request target from " + peer_of(stream_));
-      keep_alive_ = false;
-      write_reply(error_response(400, "bad_request"));
-      return;
-    }
-    out.headers = lower_headers(req.base());
+    auto& out = in.request;
     beast::error_code ignored;
     auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ignored);
     if (!ignored) out.remote = ep.address().to_string() + ":" + std::to_string(ep.port());
-    // The actor must answer within the request timeout; the responder answers 503 if it never does.
+    // The responder answers 503 if the actor goes away without answering; the request timeout bounds the rest.
     beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
-    if (websocket::is_upgrade(req)) {
-      // What Beast would refuse in its own words (a bare response): refused here as every other rejection is,
-      // a complete JSON answer with CORS that closes the connection. RFC 6455 §4.2.1.
-      if (auto problem = handshake_problem(req)) {
-        ++st_->stats->bad_requests;
-        note(*st_, "net.bad_requests",
-             std::string("bad WebSocket handshake from ") + peer_of(stream_) + ": " + problem);
-        keep_alive_ = false;
-        const bool version = std::strcmp(problem, "version") == 0;
-        auto r = version ? error_response(426, "unsupported_websocket_version")
-                         : error_response(400, "bad_websocket_handshake");
-        if (version) r.headers.emplace_back("Sec-WebSocket-Version", "13");
-        write_reply(std::move(r));
-        return;
-      }
+    if (in.kind == inbound_request::upgrade) {
       upgrade_req_ = parser_->release();
       caf::anon_send(
           st_->handler, upgrade_atom::value, std::move(out),
           upgrade_responder_ptr{std::make_shared<upgrade_responder_impl<http_session>>(this->shared_from_this())});
     } else {
-      out.body = std::move(req.body());
       caf::anon_send(st_->handler, http_atom::value, std::move(out),
                      http_responder_ptr{std::make_shared<http_responder_impl<http_session>>(this->shared_from_this())});
     }
@@ -593,8 +482,8 @@ private:
   token_ptr token_;
   Stream stream_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
-  http::request<http::string_body> upgrade_req_;
+  std::optional<request_parser> parser_;
+  beast_request upgrade_req_;
   unsigned version_ = 11;
   bool keep_alive_ = true;
   bool head_ = false;  // the request being answered is a HEAD

@@ -1,0 +1,147 @@
+#include "net/http_codec.hpp"
+
+#include <cstring>
+
+#include "net/url.hpp"
+
+namespace sw::net {
+
+namespace {
+
+// What makes a request's framing ambiguous, or nothing. RFC 7230 §3.3.3: a Transfer-Encoding other than exactly
+// "chunked" (or with a Content-Length beside it) cannot be framed safely and is refused, so that no second request
+// can be smuggled behind a body read as empty; §5.4: HTTP/1.1 needs exactly one Host.
+const char* framing_problem(const beast_request& req) {
+  std::size_t te = 0, host = 0;
+  for (auto& f : req.base()) {
+    if (f.name() == http::field::transfer_encoding) {
+      ++te;
+      auto v = std::string(f.value());
+      auto b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
+      v = b == std::string::npos ? "" : v.substr(b, e - b + 1);
+      for (auto& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (v != "chunked") return "Transfer-Encoding other than chunked";
+    } else if (f.name() == http::field::host) {
+      ++host;
+    }
+  }
+  if (te > 1) return "Transfer-Encoding given twice";
+  if (te == 1 && req.base().count(http::field::content_length) > 0) return "Transfer-Encoding with Content-Length";
+  if (host > 1) return "Host given twice";
+  if (host == 0 && req.version() >= 11) return "no Host";
+  return nullptr;
+}
+
+// An absolute-form target (RFC 9112 §3.2.2: "http://host/path?q", as proxies send it) as its origin form
+// ("/path?q"); any other target as it is.
+std::string origin_form(beast::string_view target) {
+  std::string t(target);
+  std::string lower = t.substr(0, 8);
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::size_t scheme = lower.rfind("http://", 0) == 0 ? 7 : lower.rfind("https://", 0) == 0 ? 8 : 0;
+  if (scheme == 0) return t;
+  auto rest = t.find_first_of("/?", scheme);
+  if (rest == std::string::npos) return "/";
+  return t[rest] == '/' ? t.substr(rest) : "/" + t.substr(rest);
+}
+
+// A WebSocket opening handshake this service cannot accept, or nothing: GET, one Sec-WebSocket-Key that is the
+// base64 of 16 bytes, version 13 ("version" when only the version is wrong).
+const char* handshake_problem(const beast_request& req) {
+  if (req.method() != http::verb::get) return "not a GET";
+  if (req.base().count(http::field::sec_websocket_key) != 1) return "Sec-WebSocket-Key missing or repeated";
+  auto key = req.base()[http::field::sec_websocket_key];
+  if (key.size() != 24 || key.substr(22) != "==") return "Sec-WebSocket-Key is not a 16-byte nonce";
+  static const beast::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (std::size_t i = 0; i < 22; ++i)
+    if (alphabet.find(key[i]) == beast::string_view::npos) return "Sec-WebSocket-Key is not base64";
+  // the 22nd character carries only 2 bits of the 16th byte: its low 4 bits must be 0
+  if (alphabet.find(key[21]) % 16 != 0) return "Sec-WebSocket-Key is not a 16-byte nonce";
+  if (req.base()[http::field::sec_websocket_version] != "13") return "version";
+  return nullptr;
+}
+
+}  // namespace
+
+void limit_parser(request_parser& p, std::size_t body_limit) {
+  p.body_limit(body_limit);
+  p.header_limit(16 * 1024);
+}
+
+std::optional<http_response> parse_failure_response(const beast::error_code& ec) {
+  if (ec == http::error::body_limit) return error_response(413, "payload_too_large");
+  if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
+      ec != http::error::partial_message && ec != http::error::end_of_stream)
+    return error_response(400, "bad_request");
+  return std::nullopt;  // a network error, a timeout, or the peer gone mid-request: nobody to answer
+}
+
+inbound_request decide_request(beast_request& req, bool tls) {
+  inbound_request in;
+  auto refuse = [&](const char* problem, http_response answer) {
+    in.kind = inbound_request::refused;
+    in.problem = problem;
+    in.answer = std::move(answer);
+    return std::move(in);
+  };
+  if (auto problem = framing_problem(req)) return refuse(problem, error_response(400, "bad_request"));
+  auto& out = in.request;
+  // HEAD is GET without the body (RFC 9110 §9.3.2): the actors see a GET, the reply loses its body.
+  in.head = req.method() == http::verb::head;
+  out.method = in.head ? std::string("GET") : std::string(req.method_string());
+  out.target = origin_form(req.target());
+  out.tls = tls;
+  if (req.method() == http::verb::options && out.target == "*") {  // asterisk-form: the server itself
+    out.path = "*";
+  } else if (!split_target(out.target, out.path, out.query)) {
+    return refuse("bad request target", error_response(400, "bad_request"));
+  }
+  out.headers = lower_headers(req.base());
+  if (websocket::is_upgrade(req)) {
+    // What Beast would refuse in its own words (a bare response): refused here as every other rejection is, a
+    // complete JSON answer with CORS that closes the connection. RFC 6455 §4.2.1.
+    if (auto problem = handshake_problem(req)) {
+      if (std::strcmp(problem, "version") == 0) {
+        auto r = error_response(426, "unsupported_websocket_version");
+        r.headers.emplace_back("Sec-WebSocket-Version", "13");
+        return refuse("unsupported WebSocket version", std::move(r));
+      }
+      return refuse(problem, error_response(400, "bad_websocket_handshake"));
+    }
+    in.kind = inbound_request::upgrade;
+    return in;
+  }
+  out.body = std::move(req.body());
+  in.kind = inbound_request::plain;
+  return in;
+}
+
+beast_response render_response(http_response r, unsigned version, bool keep_alive, bool head,
+                               const std::string& cors_origin) {
+  beast_response res(static_cast<http::status>(r.status), version);
+  res.set(http::field::server, "sessions-ws");
+  if (r.status != 204) res.set(http::field::content_type, r.content_type);
+  res.set(http::field::access_control_allow_origin, cors_origin);
+  res.set(http::field::access_control_allow_methods, "GET, POST, OPTIONS");
+  res.set(http::field::access_control_allow_headers, "Content-Type, Authorization");
+  for (auto& [k, v] : r.headers) res.set(k, v);
+  res.keep_alive(keep_alive && !r.close);
+  res.body() = std::move(r.body);
+  res.prepare_payload();
+  if (head) {  // the length the body would have, and no body
+    const auto size = res.body().size();
+    res.body().clear();
+    res.content_length(size);
+  }
+  return res;
+}
+
+http_response error_response(unsigned status, const char* code) {
+  http_response r;
+  r.status = status;
+  r.body = std::string("{\"error\":\"") + code + "\"}";
+  r.close = true;
+  return r;
+}
+
+}  // namespace sw::net

@@ -1,0 +1,43 @@
+// Internal to net/ (and its fuzz target): what the server makes of one parsed HTTP request, and the bytes it
+// answers with, without a socket. The server's connections call exactly these; tests/fuzz/fuzz_http_request feeds
+// them raw bytes.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include "net/beast_util.hpp"
+
+namespace sw::net {
+
+using request_parser = http::request_parser<http::string_body>;
+using beast_request = http::request<http::string_body>;
+using beast_response = http::response<http::string_body>;
+
+// The limits every request is read with: bodies above `body_limit` are refused 413, heads above 16 KiB 400.
+void limit_parser(request_parser& p, std::size_t body_limit);
+
+// The answer to a request the parser refused (`ec` from reading), or nothing when there is none to give (the
+// connection ended, timed out or broke mid-request): 413 for a body over the limit, 400 for a malformed request.
+std::optional<http_response> parse_failure_response(const beast::error_code& ec);
+
+// One request, decided: for the network actor (a plain request or a WebSocket upgrade), or answered by net/ itself
+// (ambiguous framing, a bad target, a handshake Beast would refuse), with what was wrong for the log.
+struct inbound_request {
+  enum kind_t { plain, upgrade, refused } kind = refused;
+  http_request request;           // plain, upgrade: what the actors see (without `remote`)
+  http_response answer;           // refused: the complete answer; the connection closes after it
+  const char* problem = nullptr;  // refused: why, for the log
+  bool head = false;              // a HEAD: the actors see a GET, the answer loses its body
+};
+inbound_request decide_request(beast_request& req, bool tls);
+
+// The response as written: Server, CORS and Content-Type headers, keep-alive or close, HEAD without a body.
+beast_response render_response(http_response r, unsigned version, bool keep_alive, bool head,
+                               const std::string& cors_origin);
+
+// A JSON error answer that closes the connection: {"error":"<code>"}.
+http_response error_response(unsigned status, const char* code);
+
+}  // namespace sw::net
