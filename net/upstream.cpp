@@ -40,7 +40,7 @@ void open_transport(std::shared_ptr<Self> self, Stream& stream, tcp::resolver& r
             if (ec) return next("cannot resolve " + u.host + ": " + ec.message());
             auto& lowest = beast::get_lowest_layer(stream);
             lowest.expires_after(timeout);
-            lowest.async_connect(r, [self, &stream, u, timeout, next](beast::error_code ec, const tcp::endpoint&) {
+            lowest.async_connect(r, [self, &stream, u, next](beast::error_code ec, const tcp::endpoint&) {
               if (ec) return next("cannot connect to " + u.host + ":" + std::to_string(u.port) + ": " + ec.message());
               beast::error_code ignored;
               beast::get_lowest_layer(stream).socket().set_option(tcp::no_delay(true), ignored);
