@@ -1,32 +1,17 @@
-// What every actor of one service instance shares: read-only configuration and thread-safe sinks.
+// What every actor of one service instance shares: read-only configuration and thread-safe sinks (metrics, the
+// socket figures of net/, the log), and how a session gets its STT relay.
 #pragma once
 
-#include <iostream>
 #include <memory>
-#include <mutex>
-#include <sstream>
 #include <string>
 
-#include "actors/config.hpp"
-#include "actors/metrics.hpp"
-#include "net/server.hpp"
+#include "config/config.hpp"
+#include "net/stats.hpp"
 #include "proto/actors.hpp"
+#include "telemetry/log.hpp"
+#include "telemetry/metrics.hpp"
 
 namespace sw {
-
-enum class log_level { error = 0, warn = 1, info = 2, debug = 3 };
-
-// Line-oriented log to stderr; one instance per service.
-class logger {
-public:
-  explicit logger(const std::string& level);
-  bool enabled(log_level l) const { return l <= level_; }
-  void write(log_level l, const std::string& line);
-
-private:
-  log_level level_;
-  std::mutex mu_;
-};
 
 struct service_context {
   config cfg;
@@ -54,14 +39,5 @@ stt_provider make_provider(std::string name, const context_ptr& ctx, Spawn spawn
   };
   return p;
 }
-
-#define SW_LOG(ctx, lvl, expr)                                     \
-  do {                                                             \
-    if ((ctx)->log->enabled(::sw::log_level::lvl)) {               \
-      std::ostringstream sw_log_line_;                             \
-      sw_log_line_ << expr;                                        \
-      (ctx)->log->write(::sw::log_level::lvl, sw_log_line_.str()); \
-    }                                                              \
-  } while (false)
 
 }  // namespace sw

@@ -5,9 +5,9 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include "actors/json.hpp"
 #include "actors/network.hpp"
-#include "actors/token.hpp"
+#include "proto/json.hpp"
+#include "proto/token.hpp"
 
 namespace sw {
 
@@ -16,13 +16,6 @@ namespace {
 using self_ptr = network_actor::stateful_pointer<network_state>;
 
 constexpr const char* version = "0.1.0";
-
-http_response json_response(unsigned status, std::string body) {
-  http_response r;
-  r.status = status;
-  r.body = std::move(body);
-  return r;
-}
 
 struct route {
   const char* path;
@@ -275,7 +268,7 @@ void stored_transcript(self_ptr self, const std::string& slug, const http_reques
     responder->respond(json_response(503, json_error_body("persistence_disabled")));
     return;
   }
-  self->request(st.ctx->persistence, std::chrono::seconds(10), transcript_atom::value, slug)
+  self->request(st.ctx->persistence, std::chrono::seconds(10), history_atom::value, slug)
       .then(
           [responder, slug](const transcript_result& r) {
             if (!r.error.empty()) {

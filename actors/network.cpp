@@ -6,23 +6,16 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include "actors/json.hpp"
 #include "actors/room.hpp"
 #include "actors/session.hpp"
-#include "actors/token.hpp"
+#include "proto/json.hpp"
+#include "proto/token.hpp"
 
 namespace sw {
 
 namespace {
 
 using self_ptr = network_actor::stateful_pointer<network_state>;
-
-http_response json_response(unsigned status, std::string body) {
-  http_response r;
-  r.status = status;
-  r.body = std::move(body);
-  return r;
-}
 
 std::string random_key(std::mt19937_64& rng) {
   char buf[17];

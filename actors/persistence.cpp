@@ -103,7 +103,7 @@ database_actor::behavior_type database(db_self self, context_ptr ctx) {
         out.ok = true;
         return out;
       },
-      [self](transcript_atom, const std::string& slug) -> transcript_result {
+      [self](history_atom, const std::string& slug) -> transcript_result {
         scope t(self->state.probe, self);
         transcript_result r;
         db_outcome out;
@@ -509,7 +509,7 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
               ping(self);
               return rp;
             },
-            [self](transcript_atom, const std::string& slug) -> caf::typed_response_promise<transcript_result> {
+            [self](history_atom, const std::string& slug) -> caf::typed_response_promise<transcript_result> {
               scope t(self->state.probe, self);
               auto rp = self->make_response_promise<transcript_result>();
               auto& s = self->state;
@@ -520,7 +520,7 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
                 return rp;
               }
               ++s.reads;
-              self->request(s.db, caf::infinite, transcript_atom::value, slug)
+              self->request(s.db, caf::infinite, history_atom::value, slug)
                   .then(
                       [self, rp](transcript_result& r) mutable {
                         --self->state.reads;

@@ -5,7 +5,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include "actors/json.hpp"
+#include "proto/json.hpp"
 
 namespace sw {
 

@@ -4,7 +4,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include "actors/json.hpp"
+#include "proto/json.hpp"
 
 namespace sw {
 
@@ -130,7 +130,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
   using scope = probe_scope<std::remove_pointer_t<self_ptr>>;
   return {
       // --- from the STT relay ---
-      [=](transcript_atom, stt_transcript& t) {
+      [=](heard_atom, stt_transcript& t) {
         scope probe(self->state.probe, self);
         auto& s = self->state;
         ++s.usage.transcripts;

@@ -8,10 +8,10 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include "actors/gladia_message.hpp"
-#include "actors/json.hpp"
-#include "actors/rapidjson.hpp"
 #include "net/url.hpp"
+#include "proto/gladia_message.hpp"
+#include "proto/json.hpp"
+#include "proto/rapidjson.hpp"
 
 namespace sw {
 
@@ -309,7 +309,7 @@ void on_init(self_ptr self, upstream_init& r) {
     if (end && !*end && secs >= 0 && secs <= 60) delay = std::chrono::milliseconds(static_cast<long>(secs * 1000));
   }
   st.ph = phase::waiting;
-  self->delayed_send(self, delay, init_atom::value);
+  self->delayed_send(self, delay, retry_atom::value);
 }
 
 void on_text(self_ptr self, const std::string& text) {
@@ -322,7 +322,7 @@ void on_text(self_ptr self, const std::string& text) {
                             "gladia: stream " + st.stream + ": a message that is not a JSON object with a type");
       return;
     case kind::transcript:
-      self->send(st.listener, transcript_atom::value, std::move(m.transcript));
+      self->send(st.listener, heard_atom::value, std::move(m.transcript));
       return;
     case kind::ack: {
       // byte_range[1] is Gladia's exclusive running total, as its own SDK reads it. The bytes acknowledged are
@@ -502,7 +502,7 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         scope t(self->state.probe, self);
         if (gen == self->state.generation && self->state.ph == phase::waiting) connect(self);
       },
-      [self](init_atom) {
+      [self](retry_atom) {
         scope t(self->state.probe, self);
         if (self->state.ph == phase::waiting && self->state.session_url.empty()) start_init(self);
       },

@@ -219,7 +219,7 @@ void emit(self_ptr self, bool final, std::string text) {
   t.language = "en";
   t.start = static_cast<double>(st.utt_start) / rate;
   t.end = static_cast<double>(st.samples) / rate;
-  self->send(st.listener, transcript_atom::value, std::move(t));
+  self->send(st.listener, heard_atom::value, std::move(t));
 }
 
 // Closes the current utterance: its final (if anything was recognised), then a fresh utterance.

@@ -10,8 +10,8 @@
 #include <iostream>
 #include <random>
 
-#include "actors/service.hpp"
 #include "service/fatal_signal.hpp"
+#include "service/service.hpp"
 
 namespace {
 

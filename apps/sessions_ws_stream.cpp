@@ -11,11 +11,11 @@
 #include <thread>
 #include <vector>
 
-#include "actors/rapidjson.hpp"
-#include "actors/token.hpp"
 #include "apps/audio_file.hpp"
 #include "net/client.hpp"
 #include "net/url.hpp"
+#include "proto/rapidjson.hpp"
+#include "proto/token.hpp"
 
 namespace {
 

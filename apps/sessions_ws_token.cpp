@@ -4,7 +4,7 @@
 #include <iostream>
 #include <string>
 
-#include "actors/token.hpp"
+#include "proto/token.hpp"
 
 int main(int argc, char** argv) {
   sw::token_claims c;

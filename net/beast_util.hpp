@@ -22,6 +22,8 @@ namespace http = beast::http;
 namespace websocket = beast::websocket;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
+using plain_stream = beast::tcp_stream;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 
 // Header fields with lower-cased names, in order.
 inline header_list lower_headers(const http::fields& fields) {

@@ -137,9 +137,7 @@ beast_response render_response(http_response r, unsigned version, bool keep_aliv
 }
 
 http_response error_response(unsigned status, const char* code) {
-  http_response r;
-  r.status = status;
-  r.body = std::string("{\"error\":\"") + code + "\"}";
+  auto r = json_response(status, std::string("{\"error\":\"") + code + "\"}");
   r.close = true;
   return r;
 }

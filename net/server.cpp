@@ -33,8 +33,6 @@
 
 namespace sw::net {
 
-using plain_stream = beast::tcp_stream;
-using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 using clock = std::chrono::steady_clock;
 
 namespace {

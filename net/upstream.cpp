@@ -23,9 +23,6 @@
 
 namespace sw::net {
 
-using plain_stream = beast::tcp_stream;
-using tls_stream = beast::ssl_stream<beast::tcp_stream>;
-
 namespace {
 
 // Resolve, connect and (for TLS) handshake with SNI and host-name verification; then `next(error)`.

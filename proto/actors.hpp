@@ -2,11 +2,11 @@
 // file top to bottom shows the whole message flow:
 //
 //   net (Asio threads) --http/upgrade--> network --spawns--> session (one per participant stream)
-//   net --open/audio/text/closed--> session --audio/stop--> STT relay --transcript/status/error--> session
+//   net --open/audio/text/closed--> session --audio/stop--> STT relay --heard/status/error--> session
 //   session --join/leave/transcript--> room (one per sessionSlug) --JSON--> every client_sink of the room
 //   session --final/usage--> persistence (SOCI, detached)
 //   network --queue--> persistence (figures for /health, /ready, /metrics)
-// Counters and actor statistics go to a thread-safe registry (actors/metrics.hpp), not through messages:
+// Counters and actor statistics go to a thread-safe registry (telemetry/metrics.hpp), not through messages:
 // /metrics reads it without adding load to the actors it observes.
 #pragma once
 
@@ -23,7 +23,7 @@ namespace sw {
 // What an STT relay tells its session (the relay only ever sees this face of the session).
 using stt_listener_actor = caf::typed_actor<
     // a partial or final transcript from the upstream, ids not yet namespaced
-    caf::reacts_to<transcript_atom, stt_transcript>,
+    caf::reacts_to<heard_atom, stt_transcript>,
     // the upstream's state changed (connecting -> ready -> stopped; connecting again while reconnecting)
     caf::reacts_to<status_atom, stt_status>,
     // the upstream failed for good; a status "stopped" follows
@@ -46,7 +46,7 @@ using gladia_relay_actor = stt_relay_actor::extend<
     // the ack watchdog of a connection generation: nothing acknowledged for STT_ACK_TIMEOUT_MS -> reconnect
     caf::reacts_to<tick_atom, std::uint64_t>,
     // a backoff timer fired: retry the init POST (init) or reconnect (connect) for that generation
-    caf::reacts_to<connect_atom, std::uint64_t>, caf::reacts_to<init_atom>,
+    caf::reacts_to<connect_atom, std::uint64_t>, caf::reacts_to<retry_atom>,
     // the drain bound after stop_recording ran out
     caf::reacts_to<timeout_atom>>;
 
@@ -85,7 +85,7 @@ using room_actor = active_speaker_actor::extend<
     // barrier: answers once every earlier message from the caller has been handed to the clients
     caf::replies_to<sync_atom>::with<bool>>;
 
-// Durable storage of finals and usage (issue #4): owns the journal, and reaches the database only through a
+// Durable storage of finals and usage: owns the journal, and reaches the database only through a
 // database_actor of its own, so no database call ever delays journaling.
 using persistence_actor = caf::typed_actor<
     // a final transcript: journaled, then batched into the database
@@ -95,7 +95,7 @@ using persistence_actor = caf::typed_actor<
     // queue figures and database health for /health, /ready and /metrics
     caf::replies_to<queue_atom>::with<queue_stats>,
     // the stored finals of a room, for GET /api/sessions/{slug}/transcript
-    caf::replies_to<transcript_atom, std::string>::with<transcript_result>,
+    caf::replies_to<history_atom, std::string>::with<transcript_result>,
     // timer: fsync the journal, flush a batch, retry after a failure
     caf::reacts_to<tick_atom>,
     // timer: a database check or the shutdown bound took too long; answer with what is known
@@ -109,7 +109,7 @@ using database_actor = caf::typed_actor<
     // write a batch of finals (one transaction) and then usage rows; answers what got written
     caf::replies_to<write_atom, db_batch>::with<db_outcome>,
     // the stored finals of a room
-    caf::replies_to<transcript_atom, std::string>::with<transcript_result>,
+    caf::replies_to<history_atom, std::string>::with<transcript_result>,
     // is the database reachable (opens and migrates it when it is not open yet)
     caf::replies_to<ping_atom>::with<db_outcome>>;
 

@@ -42,6 +42,14 @@ struct http_response {
   bool close = false;   // send Connection: close and close after writing
 };
 
+// A response with a JSON body.
+inline http_response json_response(unsigned status, std::string body) {
+  http_response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, http_request& x) {
   return f(caf::meta::type_name("http_request"), x.method, x.target, x.path, x.query, x.headers, x.body, x.remote,

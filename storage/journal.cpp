@@ -11,101 +11,17 @@
 #include <fstream>
 #include <stdexcept>
 
-#include "actors/json.hpp"
-#include "actors/rapidjson.hpp"
+#include "proto/journal_line.hpp"
 
 namespace sw {
 
 namespace {
-
-std::string str(const rapidjson::Value& o, const char* k) {
-  auto it = o.FindMember(k);
-  return it != o.MemberEnd() && it->value.IsString() ? it->value.GetString() : "";
-}
-double num(const rapidjson::Value& o, const char* k) {
-  auto it = o.FindMember(k);
-  return it != o.MemberEnd() && it->value.IsNumber() ? it->value.GetDouble() : 0;
-}
-// A count: a whole number from 0 (anything else in a damaged line reads as 0, never an undefined cast).
-std::uint64_t count(const rapidjson::Value& o, const char* k) {
-  auto it = o.FindMember(k);
-  return it != o.MemberEnd() && it->value.IsUint64() ? it->value.GetUint64() : 0;
-}
-std::int64_t i64(const rapidjson::Value& o, const char* k) {
-  auto it = o.FindMember(k);
-  return it != o.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : 0;
-}
 
 [[noreturn]] void fail(const std::string& what) {
   throw std::runtime_error(what + ": " + std::strerror(errno));
 }
 
 }  // namespace
-
-std::string journal::encode(const final_record& f) {
-  const auto& t = f.transcript;
-  return json_builder()
-      .str("slug", t.session_slug)
-      .str("utt", t.utterance_id)
-      .str("text", t.text)
-      .str("spk", t.speaker_id)
-      .str("name", t.speaker_name)
-      .str("lang", t.language)
-      .dbl("start", t.start)
-      .dbl("end", t.end)
-      .str("sid", f.session_id)
-      .num("t0", f.stream_started_ms)
-      .done();
-}
-
-bool journal::decode(const std::string& json, final_record& f) {
-  rapidjson::Document d;
-  if (!parse_json(d, json) || !d.IsObject()) return false;
-  auto& t = f.transcript;
-  t.session_slug = str(d, "slug");
-  t.utterance_id = str(d, "utt");
-  t.text = str(d, "text");
-  t.speaker_id = str(d, "spk");
-  t.speaker_name = str(d, "name");
-  t.language = str(d, "lang");
-  t.start = num(d, "start");
-  t.end = num(d, "end");
-  t.is_final = true;
-  f.session_id = str(d, "sid");
-  f.stream_started_ms = i64(d, "t0");
-  return !t.session_slug.empty() && !t.utterance_id.empty();
-}
-
-std::string journal::encode(const usage_record& u) {
-  return json_builder()
-      .str("slug", u.session_slug)
-      .str("sid", u.session_id)
-      .str("ident", u.identity)
-      .num("s", u.started_ms)
-      .num("e", u.ended_ms)
-      .unum("chunks", u.audio_chunks)
-      .unum("tr", u.transcripts)
-      .unum("fin", u.finals)
-      .unum("par", u.partials)
-      .unum("err", u.errors)
-      .done();
-}
-
-bool journal::decode(const std::string& json, usage_record& u) {
-  rapidjson::Document d;
-  if (!parse_json(d, json) || !d.IsObject()) return false;
-  u.session_slug = str(d, "slug");
-  u.session_id = str(d, "sid");
-  u.identity = str(d, "ident");
-  u.started_ms = i64(d, "s");
-  u.ended_ms = i64(d, "e");
-  u.audio_chunks = count(d, "chunks");
-  u.transcripts = count(d, "tr");
-  u.finals = count(d, "fin");
-  u.partials = count(d, "par");
-  u.errors = count(d, "err");
-  return !u.session_slug.empty();
-}
 
 std::string journal::path_of(std::uint64_t id) const {
   char name[48];
@@ -176,7 +92,9 @@ journal::journal(const std::string& dir, std::size_t segment_bytes)
       entry e;
       e.seq = seq;
       e.is_final = kind == 'F';
-      if (!(e.is_final ? decode(line.substr(json + 1), e.final) : decode(line.substr(json + 1), e.usage))) continue;
+      if (!(e.is_final ? decode_journal_record(line.substr(json + 1), e.final)
+                       : decode_journal_record(line.substr(json + 1), e.usage)))
+        continue;
       live[seq] = std::move(e);
       where_[seq] = id;
       ++sg.entries;
@@ -293,11 +211,11 @@ std::uint64_t journal::append_entry(char kind, const std::string& json) {
 }
 
 std::uint64_t journal::append(const final_record& f) {
-  return append_entry('F', encode(f));
+  return append_entry('F', encode_journal_record(f));
 }
 
 std::uint64_t journal::append(const usage_record& u) {
-  return append_entry('U', encode(u));
+  return append_entry('U', encode_journal_record(u));
 }
 
 void journal::retire(const std::vector<std::uint64_t>& seqs) {
@@ -350,7 +268,7 @@ std::vector<journal::entry> journal::read_live(std::uint64_t after, std::size_t 
       if (it == where_.end() || it->second != sg.id) continue;
       entry e;
       e.seq = seq;
-      if (decode(line.substr(json + 1), e.final)) live[seq] = std::move(e);
+      if (decode_journal_record(line.substr(json + 1), e.final)) live[seq] = std::move(e);
     }
   }
   std::vector<entry> out;

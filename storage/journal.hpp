@@ -45,11 +45,6 @@ public:
   std::size_t segments() const { return segments_.size(); }
   std::uint64_t bytes() const;  // on disk, all segments
 
-  static std::string encode(const final_record& f);
-  static bool decode(const std::string& json, final_record& f);
-  static std::string encode(const usage_record& u);
-  static bool decode(const std::string& json, usage_record& u);
-
 private:
   struct segment {
     std::uint64_t id = 0;

@@ -9,6 +9,8 @@
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
 
+#include "proto/time.hpp"
+
 namespace sw {
 
 namespace {
@@ -133,16 +135,6 @@ std::string pg_conninfo(const std::string& url) {
     add(key.c_str(), pair.substr(eq + 1));
   }
   return out;
-}
-
-std::string sql_timestamp(std::int64_t ms) {
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02d %02d:%02d:%02d.%03d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-  return buf;
 }
 
 repository::~repository() = default;

@@ -9,7 +9,7 @@
 
 #include <gtest/gtest.h>
 
-#include "actors/config.hpp"
+#include "config/config.hpp"
 
 namespace {
 
@@ -117,7 +117,7 @@ TEST(Config, ReadmeHelpAndCodeNameTheSameVariables) {
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   };
   auto readme = names_in(slurp(SESSIONS_WS_SOURCE_DIR "/README.md"), std::regex(R"re(\n\| `([A-Z][A-Z0-9_]+)` \|)re"));
-  auto code = names_in(slurp(SESSIONS_WS_SOURCE_DIR "/actors/config.cpp"),
+  auto code = names_in(slurp(SESSIONS_WS_SOURCE_DIR "/config/config.cpp"),
                        std::regex(R"re((?:get|ms)\("([A-Z][A-Z0-9_]+)")re"));
   std::set<std::string> help;
   for (auto& s : sw::settings()) help.insert(s.name);

@@ -13,7 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "actors/context.hpp"
-#include "actors/json.hpp"
+#include "proto/json.hpp"
 #include "tests/support/harness.hpp"
 
 namespace {

@@ -1,8 +1,8 @@
 #include <gtest/gtest.h>
 
-#include "actors/json.hpp"
-#include "actors/rapidjson.hpp"
-#include "storage/journal.hpp"
+#include "proto/journal_line.hpp"
+#include "proto/json.hpp"
+#include "proto/rapidjson.hpp"
 #include "tests/support/harness.hpp"
 
 namespace {
@@ -13,7 +13,9 @@ TEST(Json, EverythingWrittenIsValidUtf8) {
   EXPECT_EQ(sw::valid_utf8("plain"), "plain");
   EXPECT_EQ(sw::valid_utf8("caf\xC3\xA9 \xF0\x9F\x8E\xA4"), "caf\xC3\xA9 \xF0\x9F\x8E\xA4");
   const std::string bad = "\xEF\xBF\xBD";
-  EXPECT_EQ(sw::valid_utf8("a\xFF" "b"), "a" + bad + "b");
+  EXPECT_EQ(sw::valid_utf8("a\xFF"
+                           "b"),
+            "a" + bad + "b");
   EXPECT_EQ(sw::valid_utf8("\xED\xB0\x80"), bad + bad + bad) << "a surrogate is not UTF-8";
   EXPECT_EQ(sw::valid_utf8("\xC0\xAF"), bad + bad) << "an overlong form is not UTF-8";
   EXPECT_EQ(sw::valid_utf8("\xF4\x90\x80\x80"), bad + bad + bad + bad) << "past U+10FFFF";
@@ -29,7 +31,7 @@ TEST(Json, NumbersOutOfRangeReadAsZero) {
   EXPECT_EQ(sw::parse_client_message(R"({"type":"active_speaker","timestamp":1790000000000})").timestamp,
             1790000000000);
   sw::usage_record u;
-  ASSERT_TRUE(sw::journal::decode(R"({"slug":"r","chunks":1e300,"tr":-4,"fin":2.5,"par":7})", u));
+  ASSERT_TRUE(sw::decode_journal_record(R"({"slug":"r","chunks":1e300,"tr":-4,"fin":2.5,"par":7})", u));
   EXPECT_EQ(u.audio_chunks, 0u);
   EXPECT_EQ(u.transcripts, 0u);
   EXPECT_EQ(u.finals, 0u);
@@ -48,7 +50,7 @@ TEST(Json, NestingIsBoundedWithoutRecursion) {
   EXPECT_FALSE(sw::parse_json_object(R"({"a":)" + std::string(500, '[')).ok);
   // a journal line cannot take the replay down either
   sw::final_record f;
-  EXPECT_FALSE(sw::journal::decode(std::string(200'000, '['), f));
+  EXPECT_FALSE(sw::decode_journal_record(std::string(200'000, '['), f));
 }
 
 TEST(Json, TranscriptModernAndLegacyShapes) {

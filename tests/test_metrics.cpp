@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "actors/metrics.hpp"
+#include "telemetry/metrics.hpp"
 
 namespace {
 

@@ -24,6 +24,7 @@
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
 
+#include "proto/journal_line.hpp"
 #include "storage/journal.hpp"
 #include "storage/repository.hpp"
 #include "tests/fakes/fake_gladia.hpp"
@@ -427,8 +428,8 @@ TEST(Journal, TheSingleFileOfEarlierVersionsIsReplayed) {
   fs::create_directories(dir);
   {
     std::ofstream out(dir + "/finals.journal");
-    out << "F 1 " << sw::journal::encode(final_of("room", "u1", "one")) << "\n";
-    out << "F 2 " << sw::journal::encode(final_of("room", "u2", "two")) << "\nR 1\n";
+    out << "F 1 " << sw::encode_journal_record(final_of("room", "u1", "one")) << "\n";
+    out << "F 2 " << sw::encode_journal_record(final_of("room", "u2", "two")) << "\nR 1\n";
   }
   sw::journal j(dir);
   ASSERT_EQ(j.recovered().size(), 1u);
@@ -681,7 +682,7 @@ std::set<std::string> accepted_in_journal(const std::string& dir) {
       if (line[0] == 'F') {
         sw::final_record f;
         auto sp = line.find(' ', 2);
-        if (sp != std::string::npos && sw::journal::decode(line.substr(sp + 1), f))
+        if (sp != std::string::npos && sw::decode_journal_record(line.substr(sp + 1), f))
           live[seq] = f.transcript.utterance_id;
       }
     }

@@ -5,7 +5,7 @@
 #include <openssl/hmac.h>
 #include <jwt/jwt.hpp>
 
-#include "actors/token.hpp"
+#include "proto/token.hpp"
 
 namespace {
 

@@ -15,8 +15,8 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
-#include "actors/rapidjson.hpp"
 #include "net/url.hpp"
+#include "proto/rapidjson.hpp"
 
 namespace sw::test {
 

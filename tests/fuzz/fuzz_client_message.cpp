@@ -5,8 +5,8 @@
 #include <string>
 #include <string_view>
 
-#include "actors/json.hpp"
-#include "actors/rapidjson.hpp"
+#include "proto/json.hpp"
+#include "proto/rapidjson.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);

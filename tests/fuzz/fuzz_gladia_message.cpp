@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "actors/gladia_message.hpp"
+#include "proto/gladia_message.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   auto m = sw::parse_gladia_message(std::string_view(reinterpret_cast<const char*>(data), size));

@@ -19,10 +19,10 @@
 
 #include <caf/send.hpp>
 
-#include "actors/json.hpp"
-#include "actors/rapidjson.hpp"
-#include "actors/service.hpp"
 #include "net/http_codec.hpp"
+#include "proto/json.hpp"
+#include "proto/rapidjson.hpp"
+#include "service/service.hpp"
 
 namespace {
 

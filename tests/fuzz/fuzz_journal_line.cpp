@@ -4,23 +4,24 @@
 #include <cstdint>
 #include <string>
 
-#include "actors/json.hpp"
-#include "storage/journal.hpp"
+#include "proto/journal_line.hpp"
+#include "proto/json.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string line(reinterpret_cast<const char*>(data), size);
   sw::final_record f;
-  if (sw::journal::decode(line, f)) {
+  if (sw::decode_journal_record(line, f)) {
     sw::final_record again;
-    if (!sw::journal::decode(sw::journal::encode(f), again)) __builtin_trap();
+    if (!sw::decode_journal_record(sw::encode_journal_record(f), again)) __builtin_trap();
     if (again.transcript.text != sw::valid_utf8(f.transcript.text) ||
         again.transcript.utterance_id != sw::valid_utf8(f.transcript.utterance_id))
       __builtin_trap();
   }
   sw::usage_record u;
-  if (sw::journal::decode(line, u)) {
+  if (sw::decode_journal_record(line, u)) {
     sw::usage_record again;
-    if (!sw::journal::decode(sw::journal::encode(u), again) || again.audio_chunks != u.audio_chunks) __builtin_trap();
+    if (!sw::decode_journal_record(sw::encode_journal_record(u), again) || again.audio_chunks != u.audio_chunks)
+      __builtin_trap();
   }
   return 0;
 }

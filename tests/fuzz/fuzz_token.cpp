@@ -10,7 +10,7 @@
 
 #include <jwt/jwt.hpp>
 
-#include "actors/token.hpp"
+#include "proto/token.hpp"
 
 namespace {
 

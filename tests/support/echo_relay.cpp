@@ -36,11 +36,11 @@ stt_relay_actor::behavior_type echo_relay(stt_relay_actor::stateful_pointer<echo
         std::string id = "u" + std::to_string(s.n);
         std::string text = "chunk " + std::to_string(s.n) + " " + std::to_string(chunk.pcm.size()) + "B";
         if (s.opts.partials)
-          self->send(s.listener, transcript_atom::value, stt_transcript{id, text, false, "en", start, s.seconds});
+          self->send(s.listener, heard_atom::value, stt_transcript{id, text, false, "en", start, s.seconds});
         std::string final_text = text + std::string(s.opts.padding, '.');
-        self->send(s.listener, transcript_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
+        self->send(s.listener, heard_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
         if (s.opts.duplicate_finals)
-          self->send(s.listener, transcript_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
+          self->send(s.listener, heard_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
       },
       [=](stop_atom) {
         if (self->state.opts.drain.count() > 0) {  // drains: "stopped" only after the delay

@@ -8,7 +8,7 @@
 #include <ctime>
 #include <filesystem>
 
-#include "actors/rapidjson.hpp"
+#include "proto/rapidjson.hpp"
 
 namespace sw::test {
 

@@ -7,9 +7,9 @@
 #include <optional>
 #include <string>
 
-#include "actors/service.hpp"
-#include "actors/token.hpp"
 #include "net/client.hpp"
+#include "proto/token.hpp"
+#include "service/service.hpp"
 #include "tests/support/echo_relay.hpp"
 
 namespace sw::test {

@@ -1,4 +1,4 @@
-#include "actors/token.hpp"
+#include "proto/token.hpp"
 
 #include <ctime>
 

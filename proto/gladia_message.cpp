@@ -1,26 +1,8 @@
-#include "actors/gladia_message.hpp"
+#include "proto/gladia_message.hpp"
 
-#include <cmath>
-
-#include "actors/rapidjson.hpp"
+#include "proto/rapidjson.hpp"
 
 namespace sw {
-
-namespace {
-
-std::string text_of(const rapidjson::Value& o, const char* key) {
-  auto it = o.FindMember(key);
-  return it != o.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString(), it->value.GetStringLength())
-                                                     : std::string();
-}
-
-double number_of(const rapidjson::Value& o, const char* key) {
-  auto it = o.FindMember(key);
-  return it != o.MemberEnd() && it->value.IsNumber() && std::isfinite(it->value.GetDouble()) ? it->value.GetDouble()
-                                                                                             : 0;
-}
-
-}  // namespace
 
 gladia_message parse_gladia_message(std::string_view text) {
   gladia_message m;
@@ -37,13 +19,13 @@ gladia_message parse_gladia_message(std::string_view text) {
     auto u = data->FindMember("utterance");
     if (u == data->MemberEnd() || !u->value.IsObject()) return m;
     auto& t = m.transcript;
-    t.utterance_id = text_of(*data, "id");
+    t.utterance_id = json_string(*data, "id");
     auto fin = data->FindMember("is_final");
     t.is_final = fin != data->MemberEnd() && fin->value.IsBool() && fin->value.GetBool();
-    t.text = text_of(u->value, "text");
-    t.language = text_of(u->value, "language");
-    t.start = number_of(u->value, "start");
-    t.end = number_of(u->value, "end");
+    t.text = json_string(u->value, "text");
+    t.language = json_string(u->value, "language");
+    t.start = json_number(u->value, "start");
+    t.end = json_number(u->value, "end");
     m.what = gladia_message::kind::transcript;
   } else if (m.type == "audio_chunk") {
     if (!data) return m;

@@ -1,4 +1,4 @@
-#include "actors/metrics.hpp"
+#include "telemetry/metrics.hpp"
 
 #include <algorithm>
 #include <ctime>
@@ -171,21 +171,6 @@ void actor_probe::handled(std::size_t mailbox_size, std::chrono::steady_clock::t
   while (size > prev && !kind_->mailbox_max.compare_exchange_weak(prev, size)) {
   }
   kind_->processing.add(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string iso8601(std::int64_t ms) {
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-  return buf;
 }
 
 }  // namespace sw

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "proto/time.hpp"
+
 namespace sw {
 
 struct latency_summary {
@@ -132,8 +134,5 @@ struct probe_scope {
   std::size_t mailbox_;
   std::chrono::steady_clock::time_point started_;
 };
-
-std::int64_t now_ms();  // wall clock, ms since epoch
-std::string iso8601(std::int64_t ms);
 
 }  // namespace sw

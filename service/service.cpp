@@ -1,4 +1,4 @@
-#include "actors/service.hpp"
+#include "service/service.hpp"
 
 #include "net/url.hpp"
 
@@ -22,22 +22,10 @@
 #include "actors/stt_gladia.hpp"
 #include "actors/stt_local.hpp"
 #include "net/runtime.hpp"
+#include "net/server.hpp"
 #include "service/fatal_signal.hpp"
 
 namespace sw {
-
-logger::logger(const std::string& level) {
-  level_ = level == "error"   ? log_level::error
-           : level == "warn"  ? log_level::warn
-           : level == "debug" ? log_level::debug
-                              : log_level::info;
-}
-
-void logger::write(log_level l, const std::string& line) {
-  static const char* names[] = {"error", "warn", "info", "debug"};
-  std::lock_guard<std::mutex> lock(mu_);
-  std::cerr << iso8601(now_ms()) << ' ' << names[static_cast<int>(l)] << ' ' << line << '\n';
-}
 
 namespace {
 

@@ -14,6 +14,9 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <cmath>
+#include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace sw {
@@ -57,6 +60,35 @@ bool parse_json(rapidjson::Document& d, std::string_view text) {
   }
   d.Parse<Flags | rapidjson::kParseIterativeFlag>(text.data(), text.size());
   return !d.HasParseError();
+}
+
+// Field readers of a JSON object: the member's value when it has the type asked for, otherwise the empty value;
+// never a cast that could be undefined (a number no int64 holds reads as 0).
+inline std::string json_string(const rapidjson::Value& o, const char* key) {
+  auto it = o.FindMember(key);
+  return it != o.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString(), it->value.GetStringLength())
+                                                     : std::string();
+}
+inline double json_number(const rapidjson::Value& o, const char* key) {  // finite numbers
+  auto it = o.FindMember(key);
+  return it != o.MemberEnd() && it->value.IsNumber() && std::isfinite(it->value.GetDouble()) ? it->value.GetDouble()
+                                                                                             : 0;
+}
+inline std::uint64_t json_count(const rapidjson::Value& o, const char* key) {  // whole numbers from 0
+  auto it = o.FindMember(key);
+  return it != o.MemberEnd() && it->value.IsUint64() ? it->value.GetUint64() : 0;
+}
+inline std::int64_t json_int64(const rapidjson::Value& o, const char* key) {  // whole numbers, or 0
+  auto it = o.FindMember(key);
+  return it != o.MemberEnd() && it->value.IsInt64() ? it->value.GetInt64() : 0;
+}
+// A number truncated to a whole one: client timestamps may come as 1.7e12; outside int64, 0.
+inline std::int64_t json_whole(const rapidjson::Value& o, const char* key) {
+  auto it = o.FindMember(key);
+  if (it == o.MemberEnd() || !it->value.IsNumber()) return 0;
+  if (it->value.IsInt64()) return it->value.GetInt64();
+  const double v = it->value.GetDouble();
+  return v > -9.2e18 && v < 9.2e18 ? static_cast<std::int64_t>(v) : 0;
 }
 
 }  // namespace sw

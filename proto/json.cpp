@@ -1,6 +1,6 @@
-#include "actors/json.hpp"
+#include "proto/json.hpp"
 
-#include "actors/rapidjson.hpp"
+#include "proto/rapidjson.hpp"
 
 namespace sw {
 
@@ -186,22 +186,11 @@ json_fields parse_json_object(std::string_view text) {
 }
 
 std::string json_fields::get(const char* key) const {
-  if (!doc) return {};
-  auto& d = *static_cast<rapidjson::Document*>(doc.get());
-  auto it = d.FindMember(key);
-  if (it == d.MemberEnd() || !it->value.IsString()) return {};
-  return std::string(it->value.GetString(), it->value.GetStringLength());
+  return doc ? json_string(*static_cast<rapidjson::Document*>(doc.get()), key) : std::string();
 }
 
 std::int64_t json_fields::get_int(const char* key) const {
-  if (!doc) return 0;
-  auto& d = *static_cast<rapidjson::Document*>(doc.get());
-  auto it = d.FindMember(key);
-  if (it == d.MemberEnd() || !it->value.IsNumber()) return 0;
-  if (it->value.IsInt64()) return it->value.GetInt64();
-  // A number no int64 holds (1e54, found by fuzzing) is no whole number here: casting it would be undefined.
-  const double v = it->value.GetDouble();
-  return v > -9.2e18 && v < 9.2e18 ? static_cast<std::int64_t>(v) : 0;
+  return doc ? json_whole(*static_cast<rapidjson::Document*>(doc.get()), key) : 0;
 }
 
 }  // namespace sw

@@ -1,4 +1,4 @@
-#include "actors/config.hpp"
+#include "config/config.hpp"
 
 #include <algorithm>
 #include <charconv>

@@ -1,0 +1,30 @@
+// The figures net/ keeps about its sockets (atomics, written on the I/O threads), and where it tells of what it
+// counts. Read by the network actor for /metrics.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace sw::net {
+
+// Figures net/ keeps; read by the network actor for /metrics.
+struct net_stats {
+  std::atomic<std::int64_t> connections{0};  // open TCP connections
+  std::atomic<std::int64_t> websockets{0};   // open WebSockets
+  std::atomic<std::uint64_t> http_requests{0};
+  std::atomic<std::uint64_t> frames_in{0};
+  std::atomic<std::uint64_t> frames_out{0};
+  std::atomic<std::uint64_t> partials_skipped{0};
+  std::atomic<std::uint64_t> slow_client_closes{0};
+  std::atomic<std::uint64_t> heartbeat_timeouts{0};
+  std::atomic<std::uint64_t> tls_handshake_failures{0};
+  std::atomic<std::uint64_t> bad_requests{0};
+  std::atomic<std::uint64_t> bodies_too_large{0};
+  std::atomic<std::uint64_t> accept_errors{0};  // e.g. out of file descriptors: accepting pauses 100 ms
+  // Where net/ tells of what it counts (kind = the counter's name; never a token, never audio); set before start.
+  std::function<void(const std::string& kind, const std::string& line)> log;
+};
+
+}  // namespace sw::net
