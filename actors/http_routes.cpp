@@ -69,7 +69,8 @@ std::string metrics_json(network_state& st, const queue_stats& q) {
   auto snap = m.read();
   json_builder b;
   b.num("activeConnections", n.websockets.load())
-      .num("activeGladiaBridges", m.active_relays.load())
+      .num("activeGladiaBridges", m.active_relays.load())  // the old service's name, kept for the web app
+      .num("activeSttRelays", m.active_relays.load())
       .unum("totalMessagesReceived", m.messages_received.load())
       .unum("totalMessagesSent", m.messages_sent.load())
       .unum("totalErrors", m.total_errors.load());

@@ -65,16 +65,22 @@ struct replay_buffer {
       --sent;
     }
   }
-  // Drops whole chunks, oldest first, until at most `limit` bytes are held; returns the bytes dropped.
-  std::size_t trim_to(std::size_t limit) {
-    std::size_t dropped = 0;
+  // Drops whole chunks, oldest first, until at most `limit` bytes are held.
+  struct dropped_bytes {
+    std::size_t never_sent = 0;  // never reached the upstream: lost
+    std::size_t unacked = 0;     // sent on this connection, not acknowledged yet: Gladia may have them
+  };
+  dropped_bytes trim_to(std::size_t limit) {
+    dropped_bytes dropped;
     while (bytes > limit && !chunks.empty()) {
       auto n = chunks.front()->size() - front_acked;
       if (sent > 0) {  // Gladia may still acknowledge it: that ack is not for the chunk behind it
         --sent;
         dropped_in_flight += n;
+        dropped.unacked += n;
+      } else {
+        dropped.never_sent += n;
       }
-      dropped += n;
       pop_front();
     }
     return dropped;
@@ -214,9 +220,11 @@ void hold(self_ptr self, const audio_chunk& chunk) {
   auto limit = st.ctx->cfg.stt_replay_buffer_bytes;
   if (st.replay.bytes + st.partial.size() > limit) {  // never silently: counted and reported in /metrics
     auto dropped = st.replay.trim_to(limit > st.partial.size() ? limit - st.partial.size() : 0);
-    st.ctx->metrics->count("gladia.dropped_bytes", dropped);
+    st.ctx->metrics->count("gladia.dropped_bytes", dropped.never_sent);
+    st.ctx->metrics->count("gladia.dropped_unacked_bytes", dropped.unacked);
     st.ctx->metrics->error("gladia: replay buffer full (STT_REPLAY_BUFFER_BYTES), stream " + st.stream + ": dropped " +
-                           std::to_string(dropped) + " bytes of unacknowledged audio");
+                           std::to_string(dropped.never_sent) + " bytes never sent and " +
+                           std::to_string(dropped.unacked) + " bytes sent but not acknowledged");
   }
   publish_held(st, static_cast<std::int64_t>(st.replay.bytes + st.partial.size()) - static_cast<std::int64_t>(before));
 }

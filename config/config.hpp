@@ -36,9 +36,10 @@ struct config {
   std::chrono::milliseconds http_idle_timeout{60'000};
   std::chrono::milliseconds shutdown_timeout{15'000};
   // speech to text
-  std::string stt_provider;               // "gladia" | "local" | "" (none)
-  std::size_t local_stt_max_streams = 4;  // 2 x cores
-  std::size_t local_stt_threads = 2;      // cores: decoders running at once, one language model each
+  std::string stt_provider;  // "gladia" | "local" | "" (none)
+  // from_env() sets both from the machine (2 x cores, cores); these are the values of a 2-core machine
+  std::size_t local_stt_max_streams = 4;
+  std::size_t local_stt_threads = 2;  // decoders running at once, one language model each
   struct gladia_settings {
     std::string api_url = "https://api.gladia.io";
     std::string api_key;

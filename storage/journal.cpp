@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 
 #include "proto/journal_line.hpp"
@@ -25,7 +26,7 @@ namespace {
 
 std::string journal::path_of(std::uint64_t id) const {
   char name[48];
-  std::snprintf(name, sizeof name, "finals.%010llu.journal", static_cast<unsigned long long>(id));
+  std::snprintf(name, sizeof name, "rows.%010llu.journal", static_cast<unsigned long long>(id));
   return (std::filesystem::path(dir_) / name).string();
 }
 
@@ -54,19 +55,22 @@ journal::journal(const std::string& dir, std::size_t segment_bytes)
     : dir_(dir), segment_bytes_(std::max<std::size_t>(segment_bytes, 4096)) {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
-  if (auto legacy = fs::path(dir) / "finals.journal"; fs::exists(legacy))  // one file, before segments
-    fs::rename(legacy, path_of(0));
-  std::vector<std::uint64_t> ids;
-  for (auto& f : fs::directory_iterator(dir)) {
-    auto name = f.path().filename().string();
-    const std::string head = "finals.", tail = ".journal";
+  // Earlier versions' files take today's names: one file (before segments), then segments named for finals only.
+  if (auto legacy = fs::path(dir) / "finals.journal"; fs::exists(legacy)) fs::rename(legacy, path_of(0));
+  auto segment_id = [](const std::string& name, const std::string& head) -> std::optional<std::uint64_t> {
+    const std::string tail = ".journal";
     if (name.size() != head.size() + 10 + tail.size() || name.rfind(head, 0) != 0 ||
         name.compare(name.size() - tail.size(), tail.size(), tail) != 0)
-      continue;
+      return std::nullopt;
     auto digits = name.substr(head.size(), 10);
-    if (digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    ids.push_back(std::stoull(digits));
-  }
+    if (digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+    return std::stoull(digits);
+  };
+  for (auto& f : fs::directory_iterator(dir))
+    if (auto id = segment_id(f.path().filename().string(), "finals.")) fs::rename(f.path(), path_of(*id));
+  std::vector<std::uint64_t> ids;
+  for (auto& f : fs::directory_iterator(dir))
+    if (auto id = segment_id(f.path().filename().string(), "rows.")) ids.push_back(*id);
   std::sort(ids.begin(), ids.end());
   // Read every segment in order: entries minus retired ones; a carried-forward copy replaces the older one. A
   // torn line (a crash mid-write) is ignored.

@@ -1,10 +1,10 @@
 // The local journal of accepted finals and usage rows: appended (and fsync'd at least every 100 ms) before a
 // final counts as accepted, retired once its batch committed, replayed at start-up. Text lines:
 //   F <seq> <json final_record>   U <seq> <json usage_record>   R <seq> (retired)
-// in segment files `finals.<n>.journal`, appended to the newest and rotated past a size. The oldest segment is
-// deleted once nothing in it is live; when at most half of it is, its live lines are first carried forward into
-// the newest (same seq), so one row that waits long (a parked final) never keeps the journal from shrinking.
-// Segments go oldest first: an R line is always in the segment of its entry or a newer one.
+// in segment files `rows.<n>.journal` (rows for the database: finals and usage), appended to the newest and rotated
+// past a size. The oldest segment is deleted once nothing in it is live; when at most half of it is, its live lines are
+// first carried forward into the newest (same seq), so one row that waits long (a parked final) never keeps the journal
+// from shrinking. Segments go oldest first: an R line is always in the segment of its entry or a newer one.
 #pragma once
 
 #include <cstdint>

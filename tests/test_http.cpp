@@ -80,8 +80,9 @@ TEST(HttpConfig, ReadyIsNotReadyWithoutPersistenceOrProvider) {
 TEST_F(Http, MetricsJson) {
   auto r = http_fetch(h.http("/metrics"));
   EXPECT_EQ(r.status, 200u);
-  for (auto key : {"activeConnections", "activeGladiaBridges", "totalMessagesReceived", "totalMessagesSent",
-                   "totalErrors", "uptime", "queue", "latency", "counters", "sessionClients", "actors"})
+  for (auto key :
+       {"activeConnections", "activeGladiaBridges", "activeSttRelays", "totalMessagesReceived", "totalMessagesSent",
+        "totalErrors", "uptime", "queue", "latency", "counters", "sessionClients", "actors"})
     EXPECT_NE(field(r.body, key), "<missing>") << key;
   EXPECT_NE(field(r.body, "queue").find("totalFlushed"), std::string::npos);
   EXPECT_NE(field(r.body, "actors").find("\"network\""), std::string::npos);

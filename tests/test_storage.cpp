@@ -108,7 +108,7 @@ std::vector<std::string> journal_segments(const std::string& dir) {
   std::error_code ec;
   for (auto& f : fs::directory_iterator(dir, ec)) {
     auto name = f.path().filename().string();
-    if (name.rfind("finals.", 0) == 0 && name.size() > 8 && name.compare(name.size() - 8, 8, ".journal") == 0)
+    if (name.rfind("rows.", 0) == 0 && name.size() > 8 && name.compare(name.size() - 8, 8, ".journal") == 0)
       out.push_back(f.path().string());
   }
   std::sort(out.begin(), out.end());
@@ -436,6 +436,27 @@ TEST(Journal, TheSingleFileOfEarlierVersionsIsReplayed) {
   EXPECT_EQ(j.recovered()[0].final.transcript.utterance_id, "u2");
   EXPECT_FALSE(fs::exists(dir + "/finals.journal"));
   EXPECT_GT(j.append(final_of("room", "u3", "three")), 2u);
+  fs::remove_all(dir);
+}
+
+// Segments of the versions that named them for finals only (finals.<n>.journal) are replayed under today's name
+// (rows.<n>.journal: they hold usage rows too), with their order and sequence numbers.
+TEST(Journal, SegmentsNamedForFinalsAreReplayedAsRows) {
+  auto dir = (fs::temp_directory_path() / ("sw-journal-finals-" + std::to_string(::getpid()))).string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream a(dir + "/finals.0000000003.journal");
+    a << "F 7 " << sw::encode_journal_record(final_of("room", "u7", "seven")) << "\n";
+    std::ofstream b(dir + "/finals.0000000004.journal");
+    b << "F 8 " << sw::encode_journal_record(final_of("room", "u8", "eight")) << "\nR 7\n";
+  }
+  sw::journal j(dir);
+  ASSERT_EQ(j.recovered().size(), 1u);
+  EXPECT_EQ(j.recovered()[0].final.transcript.utterance_id, "u8");
+  EXPECT_FALSE(fs::exists(dir + "/finals.0000000004.journal"));
+  EXPECT_FALSE(journal_segments(dir).empty());
+  EXPECT_GT(j.append(final_of("room", "u9", "nine")), 8u);
   fs::remove_all(dir);
 }
 

@@ -51,7 +51,9 @@ public:
   int ws_connections() const;
   std::vector<std::string> init_bodies() const;
   std::vector<std::string> init_targets() const;
-  // The audio of the only (or the named) session, de-duplicated by acknowledged offset.
+  // The audio of the only (or the named) session as the fake took it: every frame it acknowledged (and any it took
+  // while losing the ack on purpose, cut_after(..., ack_lost)), in the order it took them. Nothing is
+  // de-duplicated: audio the relay replays twice appears twice, which is what the tests look for.
   std::string audio(const std::string& session_id = {}) const;
   std::size_t sessions() const;
   std::size_t audio_bytes(const std::string& session_id = {}) const;  // committed audio of the only/named session
