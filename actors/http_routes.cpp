@@ -5,7 +5,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include "actors/network.hpp"
+#include "actors/gateway.hpp"
 #include "proto/json.hpp"
 #include "proto/token.hpp"
 
@@ -13,7 +13,7 @@ namespace sw {
 
 namespace {
 
-using self_ptr = network_actor::stateful_pointer<network_state>;
+using self_ptr = gateway_actor::stateful_pointer<gateway_state>;
 
 constexpr const char* version = "0.1.0";
 
@@ -63,7 +63,7 @@ void write_latency(json_builder& b, const latency_summary& s) {
       .dbl("p99Ms", s.p99);
 }
 
-std::string metrics_json(network_state& st, const queue_stats& q) {
+std::string metrics_json(gateway_state& st, const queue_stats& q) {
   auto& m = *st.ctx->metrics;
   auto& n = *st.ctx->net;
   auto snap = m.read();
@@ -130,7 +130,7 @@ std::string metrics_json(network_state& st, const queue_stats& q) {
 }
 
 // Prometheus text format 0.0.4.
-std::string metrics_prometheus(network_state& st, const queue_stats& q) {
+std::string metrics_prometheus(gateway_state& st, const queue_stats& q) {
   auto& m = *st.ctx->metrics;
   auto& n = *st.ctx->net;
   auto snap = m.read();
@@ -221,7 +221,7 @@ void with_queue(self_ptr self, F f) {
 }
 
 // A transcription token valid for `slug`; otherwise answers 401 (invalid) or 403 (another room) and says no.
-bool token_admits(network_state& st, const std::string& token, const std::string& slug,
+bool token_admits(gateway_state& st, const std::string& token, const std::string& slug,
                   const http_responder_ptr& responder) {
   auto check = verify_token(token, st.ctx->cfg.jwt_secret);
   if (!check.claims) {

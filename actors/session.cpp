@@ -103,13 +103,13 @@ void start_relay(self_ptr self) {
 }  // namespace
 
 session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_identity who, bool legacy, room_actor room,
-                                     network_actor network) {
+                                     gateway_actor gateway) {
   auto& st = self->state;
   st.ctx = ctx;
   st.who = std::move(who);
   st.legacy = legacy;
   st.room = std::move(room);
-  st.network = std::move(network);
+  st.gateway = std::move(gateway);
   st.started_ms = now_ms();
   st.probe = actor_probe(ctx->metrics, "session");
   st.usage.session_slug = st.who.session_slug;
@@ -273,7 +273,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         if (s.room) self->send(s.room, leave_atom::value, s.who.stream_id);
         stop_relay(self);  // finals still reach the room and the database
         // Still draining the upstream: the user may reconnect at once without this stream counting against it.
-        if (relay_running(s) && s.network) self->send(s.network, leave_atom::value);
+        if (relay_running(s) && s.gateway) self->send(s.gateway, leave_atom::value);
       },
       [=](shutdown_atom) {
         scope probe(self->state.probe, self);

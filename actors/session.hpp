@@ -17,7 +17,7 @@ struct session_state {
   stream_identity who;
   bool legacy = false;
   room_actor room;
-  network_actor network;  // told when the socket is gone while the upstream still drains
+  gateway_actor gateway;  // told when the socket is gone while the upstream still drains
   client_sink_ptr sink;
   stt_relay_actor relay;
   std::string provider;
@@ -42,6 +42,6 @@ struct session_state {
 };
 
 session_actor::behavior_type session(session_actor::stateful_pointer<session_state> self, context_ptr ctx,
-                                     stream_identity who, bool legacy, room_actor room, network_actor network);
+                                     stream_identity who, bool legacy, room_actor room, gateway_actor gateway);
 
 }  // namespace sw

@@ -22,7 +22,7 @@ void limit_parser(request_parser& p, std::size_t body_limit);
 // connection ended, timed out or broke mid-request): 413 for a body over the limit, 400 for a malformed request.
 std::optional<http_response> parse_failure_response(const beast::error_code& ec);
 
-// One request, decided: for the network actor (a plain request or a WebSocket upgrade), or answered by net/ itself
+// One request, decided: for the gateway actor (a plain request or a WebSocket upgrade), or answered by net/ itself
 // (ambiguous framing, a bad target, a handshake Beast would refuse), with what was wrong for the log.
 struct inbound_request {
   enum kind_t { plain, upgrade, refused } kind = refused;

@@ -40,7 +40,7 @@ namespace {
 // Everything a connection needs from its server; connections keep it alive.
 struct shared_state {
   server_options opts;
-  network_actor handler;
+  gateway_actor handler;
   std::shared_ptr<net_stats> stats;
   std::optional<ssl::context> tls;
 };
@@ -589,7 +589,7 @@ struct server::impl {
   std::uint16_t port = 0;
 };
 
-server::server(server_options opts, network_actor handler, std::shared_ptr<net_stats> stats,
+server::server(server_options opts, gateway_actor handler, std::shared_ptr<net_stats> stats,
                std::shared_ptr<io_runtime> io)
     : impl_(new impl) {
   impl_->io = io ? std::move(io) : std::make_shared<io_runtime>(opts.io_threads);

@@ -1,5 +1,5 @@
 // The one listening port: plain HTTP/1.1 + WebSocket, and TLS on the same port when configured.
-// No business rules here: every request goes to the network actor, which answers through a responder.
+// No business rules here: every request goes to the gateway actor, which answers through a responder.
 #pragma once
 
 #include <atomic>
@@ -40,7 +40,7 @@ class io_runtime;
 class server {
 public:
   // Runs on `io` (shared with other users of the I/O threads); without one, on its own with opts.io_threads.
-  server(server_options opts, network_actor handler, std::shared_ptr<net_stats> stats,
+  server(server_options opts, gateway_actor handler, std::shared_ptr<net_stats> stats,
          std::shared_ptr<io_runtime> io = nullptr);
   ~server();
   server(const server&) = delete;

@@ -1,5 +1,5 @@
 // The figures net/ keeps about its sockets (atomics, written on the I/O threads), and where it tells of what it
-// counts. Read by the network actor for /metrics.
+// counts. Read by the gateway actor for /metrics.
 #pragma once
 
 #include <atomic>
@@ -9,7 +9,7 @@
 
 namespace sw::net {
 
-// Figures net/ keeps; read by the network actor for /metrics.
+// Figures net/ keeps; read by the gateway actor for /metrics.
 struct net_stats {
   std::atomic<std::int64_t> connections{0};  // open TCP connections
   std::atomic<std::int64_t> websockets{0};   // open WebSockets

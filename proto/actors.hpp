@@ -1,11 +1,11 @@
 // Every typed actor interface of sessions-ws. One line per handler says what it does; reading this
 // file top to bottom shows the whole message flow:
 //
-//   net (Asio threads) --http/upgrade--> network --spawns--> session (one per participant stream)
+//   net (Asio threads) --http/upgrade--> gateway --spawns--> session (one per participant stream)
 //   net --open/audio/text/closed--> session --audio/stop--> STT relay --heard/status/error--> session
 //   session --join/leave/transcript--> room (one per sessionSlug) --JSON--> every client_sink of the room
 //   session --final/usage--> persistence (SOCI, detached)
-//   network --queue--> persistence (figures for /health, /ready, /metrics)
+//   gateway --queue--> persistence (figures for /health, /ready, /metrics)
 // Counters and actor statistics go to a thread-safe registry (telemetry/metrics.hpp), not through messages:
 // /metrics reads it without adding load to the actors it observes.
 #pragma once
@@ -50,7 +50,7 @@ using gladia_relay_actor = stt_relay_actor::extend<
     // the drain bound after stop_recording ran out
     caf::reacts_to<timeout_atom>>;
 
-// The actor of one participant stream (spawned by the network actor per accepted token).
+// The actor of one participant stream (spawned by the gateway actor per accepted token).
 using session_actor = stt_listener_actor::extend<
     // the WebSocket is open; everything for this client goes through the sink
     caf::reacts_to<open_atom, client_sink_ptr>,
@@ -72,7 +72,7 @@ using active_speaker_actor = caf::typed_actor<
     // who spoke last (identity empty when nobody has)
     caf::replies_to<speaker_atom>::with<active_speaker_update>>;
 
-// One room (per sessionSlug): membership and fan-out. Spawned and stopped by the network actor.
+// One room (per sessionSlug): membership and fan-out. Spawned and stopped by the gateway actor.
 using room_actor = active_speaker_actor::extend<
     // a client connection joins: it gets every transcript of the room from now on
     caf::reacts_to<join_atom, room_member>,
@@ -122,8 +122,8 @@ public:
 };
 using upgrade_responder_ptr = std::shared_ptr<upgrade_responder>;
 
-// The network actor: every HTTP request and upgrade request that net/ parsed.
-using network_actor = caf::typed_actor<
+// The gateway actor: every HTTP request and upgrade request that net/ parsed.
+using gateway_actor = caf::typed_actor<
     // a plain HTTP request; answered through the responder
     caf::reacts_to<http_atom, http_request, http_responder_ptr>,
     // a WebSocket upgrade request: token, room and admission checked before any 101
@@ -133,7 +133,7 @@ using network_actor = caf::typed_actor<
     // stop admitting, close every stream with 1001 after draining
     caf::reacts_to<shutdown_atom>>;
 
-// The supervisor: monitors the actors the service cannot run without (network, persistence). One that ends
+// The supervisor: monitors the actors the service cannot run without (gateway, persistence). One that ends
 // while the service runs is fatal: /health turns 503 and the service asks its owner to stop (the executable
 // exits 1, for its supervisor to restart it; the journal replays what was not written).
 using supervisor_actor = caf::typed_actor<

@@ -17,7 +17,7 @@
 #include <caf/thread_hook.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
-#include "actors/network.hpp"
+#include "actors/gateway.hpp"
 #include "actors/persistence.hpp"
 #include "actors/stt_gladia.hpp"
 #include "actors/stt_local.hpp"
@@ -33,8 +33,8 @@ namespace {
 struct failure_hook {
   std::mutex mu;
   std::function<void(const std::string&)> f;
-  // The network actor ended: nobody counts or stops the streams any more, so a shutdown does not wait for them.
-  std::atomic<bool> network_down{false};
+  // The gateway actor ended: nobody counts or stops the streams any more, so a shutdown does not wait for them.
+  std::atomic<bool> gateway_down{false};
   void call(const std::string& why) {
     std::function<void(const std::string&)> g;
     {
@@ -49,23 +49,23 @@ struct supervisor_state {
   static inline const char* name = "supervisor";
   context_ptr ctx;
   std::shared_ptr<failure_hook> hook;
-  caf::actor_addr network;
+  caf::actor_addr gateway;
 };
 
 supervisor_actor::behavior_type supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, context_ptr ctx,
-                                           std::shared_ptr<failure_hook> hook, network_actor net,
+                                           std::shared_ptr<failure_hook> hook, gateway_actor gw,
                                            persistence_actor persistence) {
   self->state.ctx = ctx;
   self->state.hook = hook;
-  self->state.network = net.address();
-  self->monitor(net);
+  self->state.gateway = gw.address();
+  self->monitor(gw);
   if (persistence) self->monitor(persistence);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
-    auto why = std::string(dm.source == st.network ? "network" : "persistence") + " actor ended (" +
+    auto why = std::string(dm.source == st.gateway ? "gateway" : "persistence") + " actor ended (" +
                to_string(dm.reason) + ")";
     SW_LOG(st.ctx, error, why << ": the service stops; journaled finals are written at the next start");
-    if (dm.source == st.network) st.hook->network_down = true;
+    if (dm.source == st.gateway) st.hook->gateway_down = true;
     st.ctx->metrics->fail(why);
     st.hook->call(why);
   });
@@ -88,7 +88,7 @@ struct service::impl {
   std::shared_ptr<net::outbound> outbound;  // upstream connections (Gladia)
   std::unique_ptr<caf::actor_system_config> caf_cfg = std::make_unique<caf::actor_system_config>();
   std::unique_ptr<caf::actor_system> sys;  // refers to *caf_cfg
-  network_actor net_actor;
+  gateway_actor gw;                        // the gateway actor
   supervisor_actor supervisor;
   std::shared_ptr<failure_hook> failure = std::make_shared<failure_hook>();
   std::unique_ptr<net::server> srv;
@@ -151,8 +151,8 @@ void service::start() {
       throw std::runtime_error(std::string("cannot start persistence: ") + e.what());
     }
   }
-  d.net_actor = d.sys->spawn(sw::network, context_ptr(d.ctx));
-  d.supervisor = d.sys->spawn(supervisor, context_ptr(d.ctx), d.failure, d.net_actor, d.ctx->persistence);
+  d.gw = d.sys->spawn(sw::gateway, context_ptr(d.ctx));
+  d.supervisor = d.sys->spawn(supervisor, context_ptr(d.ctx), d.failure, d.gw, d.ctx->persistence);
   net::server_options o;
   const auto& c = d.ctx->cfg;
   o.host = c.host;
@@ -169,12 +169,12 @@ void service::start() {
   o.pong_timeout = c.ws_pong_timeout;
   o.close_timeout = c.ws_close_timeout;
   if (d.ctx->stt.batch_bytes > 0) o.audio_quiet = c.stt_chunk_flush;  // a provider that batches needs the pauses
-  d.srv = std::make_unique<net::server>(o, d.net_actor, d.ctx->net, d.io);
+  d.srv = std::make_unique<net::server>(o, d.gw, d.ctx->net, d.io);
   try {
     d.srv->start();
   } catch (...) {
     caf::anon_send(d.supervisor, shutdown_atom::value);
-    caf::anon_send_exit(d.net_actor, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(d.gw, caf::exit_reason::user_shutdown);
     if (d.ctx->persistence) caf::anon_send_exit(d.ctx->persistence, caf::exit_reason::user_shutdown);
     d.ctx->persistence = persistence_actor{};
     d.srv.reset();
@@ -201,8 +201,8 @@ void service::on_failure(std::function<void(const std::string&)> f) {
   impl_->failure->f = std::move(f);
 }
 
-network_actor service::network() const {
-  return impl_->net_actor;
+gateway_actor service::gateway() const {
+  return impl_->gw;
 }
 
 bool service::shutdown() {
@@ -213,9 +213,9 @@ bool service::shutdown() {
   auto deadline = clock::now() + d.ctx->cfg.shutdown_timeout;
   d.srv->stop_accepting();
   caf::anon_send(d.supervisor, shutdown_atom::value);  // from here on, actors end on purpose
-  caf::anon_send(d.net_actor, shutdown_atom::value);
+  caf::anon_send(d.gw, shutdown_atom::value);
   bool drained = false;
-  while (clock::now() < deadline && !d.failure->network_down) {
+  while (clock::now() < deadline && !d.failure->gateway_down) {
     if (d.ctx->metrics->live_streams.load() == 0) {
       drained = true;
       break;
@@ -224,9 +224,9 @@ bool service::shutdown() {
   }
   // Let the close frames go out, then stop the I/O threads.
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-  d.srv->drain(d.failure->network_down ? std::chrono::milliseconds(0) : std::max(left, std::chrono::milliseconds(200)));
+  d.srv->drain(d.failure->gateway_down ? std::chrono::milliseconds(0) : std::max(left, std::chrono::milliseconds(200)));
   d.io->stop();
-  caf::anon_send_exit(d.net_actor, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(d.gw, caf::exit_reason::user_shutdown);
   if (d.ctx->persistence) {
     // Every stream has ended: flush what is pending within the bound; the rest stays journaled.
     bool flushed = false;
@@ -243,7 +243,7 @@ bool service::shutdown() {
   auto settle = clock::now() + std::chrono::seconds(2);
   while (d.sys->registry().running() > 0 && clock::now() < settle)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  d.net_actor = network_actor{};
+  d.gw = gateway_actor{};
   d.supervisor = supervisor_actor{};
   d.srv.reset();
   if (auto left_over = d.sys->registry().running(); left_over > 0) {

@@ -1,4 +1,4 @@
-// One running sessions-ws instance: the actor system, the network actor and the listening server.
+// One running sessions-ws instance: the actor system, the gateway actor and the listening server.
 // Used by the executable, the integration tests and the benchmarks alike.
 #pragma once
 
@@ -37,7 +37,7 @@ public:
 
   const service_context& context() const;
   caf::actor_system& system();
-  network_actor network() const;
+  gateway_actor gateway() const;
 
 private:
   struct impl;

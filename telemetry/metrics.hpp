@@ -54,7 +54,7 @@ public:
   std::atomic<std::uint64_t> messages_sent{0};      // transcripts handed to clients (per client)
   std::atomic<std::int64_t> active_relays{0};       // live upstream relays of any provider
   std::atomic<std::uint64_t> total_errors{0};
-  std::atomic<std::int64_t> live_streams{0};        // participant streams the network actor tracks
+  std::atomic<std::int64_t> live_streams{0};        // participant streams the gateway actor tracks
   std::atomic<std::int64_t> stt_buffered_bytes{0};  // audio held by STT relays for (re)sending, all streams
 
   // Where error and warning lines go (the service's log; `error` tells the level). Every error() and note()

@@ -85,7 +85,7 @@ TEST_F(Http, MetricsJson) {
         "totalErrors", "uptime", "queue", "latency", "counters", "sessionClients", "actors"})
     EXPECT_NE(field(r.body, key), "<missing>") << key;
   EXPECT_NE(field(r.body, "queue").find("totalFlushed"), std::string::npos);
-  EXPECT_NE(field(r.body, "actors").find("\"network\""), std::string::npos);
+  EXPECT_NE(field(r.body, "actors").find("\"gateway\""), std::string::npos);
 }
 
 TEST_F(Http, MetricsPrometheus) {
@@ -94,7 +94,7 @@ TEST_F(Http, MetricsPrometheus) {
     EXPECT_EQ(r.status, 200u);
     EXPECT_EQ(r.header("content-type")->rfind("text/plain; version=0.0.4", 0), 0u);
     EXPECT_NE(r.body.find("# TYPE sessions_ws_active_connections gauge"), std::string::npos);
-    EXPECT_NE(r.body.find("sessions_ws_actors_live{kind=\"network\"} 1"), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("sessions_ws_actors_live{kind=\"gateway\"} 1"), std::string::npos) << r.body;
   }
 }
 

@@ -189,7 +189,7 @@ TEST(Supervision, APersistenceActorThatEndsIsAFailureTheOwnerHearsOf) {
   EXPECT_EQ(failures.size(), 1u) << "the owner hears of a failure once";
 }
 
-// Once the network actor is gone nothing counts the streams down or tells them to stop: a shutdown that waited
+// Once the gateway actor is gone nothing counts the streams down or tells them to stop: a shutdown that waited
 // for them would sit out its whole bound before the process could restart.
 TEST(Supervision, ANetworkActorThatEndsDoesNotHoldTheShutdownForItsBound) {
   sw::test::harness h([](sw::config& c) { c.shutdown_timeout = std::chrono::milliseconds(20'000); });
@@ -197,7 +197,7 @@ TEST(Supervision, ANetworkActorThatEndsDoesNotHoldTheShutdownForItsBound) {
   h.svc->on_failure([&](const std::string&) { ++failures; });
   auto c = h.connect("room", "alice");
   sw::test::expect_message(*c, "ready");
-  caf::anon_send_exit(h.svc->network(), caf::exit_reason::kill);
+  caf::anon_send_exit(h.svc->gateway(), caf::exit_reason::kill);
   for (int i = 0; i < 200 && failures.load() == 0; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(failures.load(), 1);
   auto t0 = std::chrono::steady_clock::now();

@@ -286,7 +286,7 @@ TEST(WebSocket, ClientCloseEndsTheStreamAndItsRoom) {
   }
   for (int i = 0; i < 100; ++i) {
     auto m = sw::net::http_fetch(h.http("/metrics"));
-    // the room actor stops right after the network actor forgets the room: wait for both
+    // the room actor stops right after the gateway actor forgets the room: wait for both
     if (field(m.body, "sessionClients") == "{}" && field(m.body, "activeGladiaBridges") == "0" &&
         field(m.body, "actors").find("\"session\":{\"live\":0") != std::string::npos &&
         field(m.body, "actors").find("\"room\":{\"live\":0") != std::string::npos) {

@@ -1,6 +1,6 @@
 // The HTTP request head and routing: bytes as a client would send them on one connection (several requests when
 // they are pipelined) go through the server's own parser limits and request decision (net/http_codec) and the
-// network actor's real handlers (routes, token checks, admission), with no socket. Every answer must be a
+// gateway actor's real handlers (routes, token checks, admission), with no socket. Every answer must be a
 // well-formed HTTP response (it parses back as exactly one response: no header injection), in valid UTF-8, with a
 // JSON object for a body when it says JSON; and every request is answered within 5 s (no hang).
 #include <chrono>
@@ -65,11 +65,11 @@ struct answer_once final : sw::http_responder, sw::upgrade_responder {
   }
 };
 
-// What the network actor answers (a hang is a finding).
+// What the gateway actor answers (a hang is a finding).
 sw::http_response ask(bool upgrade, sw::http_request req) {
   auto responder = std::make_shared<answer_once>();
   auto future = responder->promise.get_future();
-  auto net = service().network();
+  auto net = service().gateway();
   if (upgrade)
     caf::anon_send(net, sw::upgrade_atom::value, std::move(req), sw::upgrade_responder_ptr(responder));
   else

@@ -1,4 +1,4 @@
-// The network actor: decides every HTTP request and WebSocket upgrade that net/ parsed. Verifies tokens
+// The gateway actor: decides every HTTP request and WebSocket upgrade that net/ parsed. Verifies tokens
 // and admission limits before any upgrade, spawns a session actor per accepted participant stream,
 // keeps the room registry (one room actor per sessionSlug, stopped when its last stream ends).
 #pragma once
@@ -11,8 +11,8 @@
 
 namespace sw {
 
-struct network_state {
-  static inline const char* name = "network";
+struct gateway_state {
+  static inline const char* name = "gateway";
   context_ptr ctx;
   struct room_entry {
     room_actor actor;
@@ -34,10 +34,10 @@ struct network_state {
   actor_probe probe;
 };
 
-network_actor::behavior_type network(network_actor::stateful_pointer<network_state> self, context_ptr ctx);
+gateway_actor::behavior_type gateway(gateway_actor::stateful_pointer<gateway_state> self, context_ptr ctx);
 
 // HTTP routing (actors/http_routes.cpp): answers one plain HTTP request.
-void handle_http(network_actor::stateful_pointer<network_state> self, const http_request& req,
+void handle_http(gateway_actor::stateful_pointer<gateway_state> self, const http_request& req,
                  const http_responder_ptr& responder);
 
 }  // namespace sw

@@ -1,4 +1,4 @@
-#include "actors/network.hpp"
+#include "actors/gateway.hpp"
 
 #include <cstdio>
 
@@ -15,7 +15,7 @@ namespace sw {
 
 namespace {
 
-using self_ptr = network_actor::stateful_pointer<network_state>;
+using self_ptr = gateway_actor::stateful_pointer<gateway_state>;
 
 std::string random_key(std::mt19937_64& rng) {
   char buf[17];
@@ -23,7 +23,7 @@ std::string random_key(std::mt19937_64& rng) {
   return std::string(buf, 12);
 }
 
-void uncount_user(network_state& st, const std::string& user) {
+void uncount_user(gateway_state& st, const std::string& user) {
   auto u = st.per_user.find(user);
   if (u != st.per_user.end() && --u->second == 0) st.per_user.erase(u);
 }
@@ -74,7 +74,7 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   }
   if (room_it == st.rooms.end()) {
     auto r = self->spawn<caf::linked>(room, st.ctx, claims.session_slug);
-    room_it = st.rooms.emplace(claims.session_slug, network_state::room_entry{r, 0}).first;
+    room_it = st.rooms.emplace(claims.session_slug, gateway_state::room_entry{r, 0}).first;
   }
   stream_identity who;
   who.stream_id = st.next_stream_id++;
@@ -86,21 +86,21 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   who.name = claims.name.empty() ? claims.identity : claims.name;
   auto format = req.query_param("format");
   bool legacy = format && *format == "legacy";
-  auto s = self->spawn<caf::linked>(session, st.ctx, who, legacy, room_it->second.actor, network_actor{self});
+  auto s = self->spawn<caf::linked>(session, st.ctx, who, legacy, room_it->second.actor, gateway_actor{self});
   self->monitor(s);
   ++room_it->second.streams;
   ++st.per_user[claims.user_id];
-  st.streams.emplace(s.address(), network_state::stream_entry{s, claims.session_slug, claims.user_id});
+  st.streams.emplace(s.address(), gateway_state::stream_entry{s, claims.session_slug, claims.user_id});
   st.ctx->metrics->live_streams = static_cast<std::int64_t>(st.streams.size());
   responder->accept(s);
 }
 
 }  // namespace
 
-network_actor::behavior_type network(self_ptr self, context_ptr ctx) {
+gateway_actor::behavior_type gateway(self_ptr self, context_ptr ctx) {
   self->state.ctx = ctx;
   self->state.started_ms = now_ms();
-  self->state.probe = actor_probe(ctx->metrics, "network");
+  self->state.probe = actor_probe(ctx->metrics, "gateway");
   // Rooms and sessions are linked to this actor, so that they end with it: nobody else could count them or stop
   // them. Their own ends, whatever the reason, are the down handler's business; only an exit sent to this actor
   // (anonymously, by the service) ends it.
