@@ -14,6 +14,13 @@ using sw::test::field;
 using sw::test::harness;
 using namespace std::chrono_literals;
 
+// A client of "room" whose socket takes in little (4 KiB) while it does not read.
+std::unique_ptr<ws_client> connect_slow_reader(const harness& h) {
+  sw::net::client_options small;
+  small.receive_buffer = 4096;
+  return ws_client::connect(h.ws(harness::token("room", "slow")), small);
+}
+
 TEST(SlowClient, IsClosed4409AndOthersAreUnaffected) {
   sw::test::echo_options o;
   o.padding = 4000;  // ~4 KB per final
@@ -23,9 +30,7 @@ TEST(SlowClient, IsClosed4409AndOthersAreUnaffected) {
         c.socket_send_buffer = 4096;  // no kernel autotuning: the queue, not the kernel, absorbs the backlog
       },
       sw::test::echo_provider(o));
-  sw::net::client_options small;
-  small.receive_buffer = 4096;
-  auto slow = ws_client::connect(h.ws(harness::token("room", "slow")), small);
+  auto slow = connect_slow_reader(h);
   auto fast = h.connect("room", "fast");
   auto speaker = h.connect("room", "speaker");
   expect_message(*slow, "ready");
@@ -76,9 +81,7 @@ TEST(SlowClient, ReadingOnlyAfterTheServerGaveUpStillFinds4409) {
         c.ws_close_timeout = 200ms;
       },
       sw::test::echo_provider(o));
-  sw::net::client_options small;
-  small.receive_buffer = 4096;
-  auto slow = ws_client::connect(h.ws(harness::token("room", "slow")), small);
+  auto slow = connect_slow_reader(h);
   auto speaker = h.connect("room", "speaker");
   expect_message(*slow, "ready");
   expect_message(*speaker, "ready");
@@ -101,9 +104,7 @@ TEST(SlowClient, PartialsAreSkippedAboveHalfQueueButFinalsAreNot) {
     c.client_send_queue_bytes = 64 * 1024;
     c.socket_send_buffer = 4096;
   });
-  sw::net::client_options small;
-  small.receive_buffer = 4096;
-  auto slow = ws_client::connect(h.ws(harness::token("room", "slow")), small);
+  auto slow = connect_slow_reader(h);
   auto speaker = h.connect("room", "speaker");
   expect_message(*slow, "ready");
   expect_message(*speaker, "ready");
