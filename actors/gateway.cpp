@@ -30,13 +30,21 @@ void uncount_user(gateway_state& st, const std::string& user) {
 
 void handle_upgrade(self_ptr self, const http_request& req, const upgrade_responder_ptr& responder) {
   auto& st = self->state;
-  if (req.path != "/api/realtime/transcribe") {
+  // Participants' browsers, with the web app's tokens; or a LiveKit Track Egress, with the token this service
+  // signed (SERVICE_API_SECRET) when it started that egress, naming the track.
+  const bool egress = req.path == "/egress/audio";
+  if (req.path != "/api/realtime/transcribe" && !egress) {
     responder->reject(json_response(
         404, json_builder().str("error", "Not found").str("path", req.path).str("method", req.method).done()));
     return;
   }
   const std::string* token = req.query_param("token");
-  auto check = verify_token(token ? *token : std::string{}, st.ctx->cfg.jwt_secret);
+  auto check =
+      verify_token(token ? *token : std::string{}, egress ? st.ctx->cfg.service_api_secret : st.ctx->cfg.jwt_secret);
+  if (check.claims && egress && check.claims->track_id.empty()) {
+    check.claims.reset();
+    check.reason = "not an egress token (no trackId claim)";
+  }
   if (!check.claims) {
     st.ctx->metrics->note("ws.auth_failures", "upgrade refused from " + req.remote + ": " + check.reason);
     responder->reject(
@@ -84,6 +92,7 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   who.identity = claims.identity;
   who.user_id = claims.user_id;
   who.name = claims.name.empty() ? claims.identity : claims.name;
+  if (egress) who.track_id = claims.track_id;
   auto format = req.query_param("format");
   bool legacy = format && *format == "legacy";
   auto s = self->spawn<caf::linked>(session, st.ctx, who, legacy, room_it->second.actor, gateway_actor{self});

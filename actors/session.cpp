@@ -13,6 +13,7 @@ namespace {
 using self_ptr = session_actor::stateful_pointer<session_state>;
 
 void send_json(session_state& st, std::string json, delivery how = delivery::required) {
+  if (st.egress) return;  // an egress reads nothing
   if (st.sink && !st.close_sent) st.sink->send(std::make_shared<const std::string>(std::move(json)), how);
 }
 
@@ -77,9 +78,30 @@ void flush_audio(self_ptr self, bool flush = false) {
   if (flush) st.since_flush = 0;
 }
 
+// Accepted audio on its way to the relay: at once, or batched to the provider's chunk size.
+void hand_over(self_ptr self, audio_chunk chunk) {
+  auto& s = self->state;
+  if (!relay_running(s)) return;
+  const auto batch = s.ctx->stt.batch_bytes;
+  if (batch == 0) {
+    self->send(s.relay, audio_atom::value, std::move(chunk));
+    return;
+  }
+  const auto before = s.since_flush;
+  s.since_flush += chunk.pcm.size();
+  if (s.batch.pcm.empty()) s.batch.pcm.reserve(batch + chunk.pcm.size());
+  s.batch.pcm.insert(s.batch.pcm.end(), chunk.pcm.begin(), chunk.pcm.end());
+  if (s.since_flush / batch > before / batch) flush_audio(self);
+}
+
 // Asks the relay to drain (stop) once; finishing waits for its "stopped".
 void stop_relay(self_ptr self) {
   auto& st = self->state;
+  if (st.egress && st.egress->ok()) {  // what the resampler still holds is the end of the stream
+    audio_chunk tail;
+    tail.pcm = st.egress->drain();
+    if (!tail.pcm.empty()) hand_over(self, std::move(tail));
+  }
   flush_audio(self);
   if (relay_running(st)) self->send(st.relay, stop_atom::value);
   maybe_finish(self);
@@ -110,6 +132,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
   st.legacy = legacy;
   st.room = std::move(room);
   st.gateway = std::move(gateway);
+  if (!st.who.track_id.empty()) st.egress = std::make_unique<egress_audio>();
   st.started_ms = now_ms();
   st.probe = actor_probe(ctx->metrics, "session");
   st.usage.session_slug = st.who.session_slug;
@@ -184,7 +207,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
                          .str("message", "WebSocket connection established")
                          .num("ts", now_ms())
                          .done());
-        self->send(s.room, join_atom::value, room_member{s.who.stream_id, s.sink, s.legacy});
+        if (!s.egress) self->send(s.room, join_atom::value, room_member{s.who.stream_id, s.sink, s.legacy});
         start_relay(self);
         SW_LOG(s.ctx, debug,
                "stream " << s.who.stream_id << " open: room=" << s.who.session_slug << " identity=" << s.who.identity);
@@ -194,6 +217,11 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         scope probe(self->state.probe, self);
         auto& s = self->state;
         if (!s.guard || s.stop_requested || s.shutting_down) return;
+        if (s.egress) {
+          if (s.muted) return;  // a muted track: nothing goes upstream, nothing is billed
+          chunk.pcm = s.egress->convert(chunk.pcm.data(), chunk.pcm.size());
+          if (chunk.pcm.empty()) return;  // held by the resampler for now
+        }
         auto now = audio_guard::clock::now();
         switch (s.guard->check(chunk.pcm.size(), now)) {
           case frame_verdict::invalid: {
@@ -223,17 +251,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         }
         ++s.ctx->metrics->messages_received;
         ++s.usage.audio_chunks;
-        if (!relay_running(s)) return;
-        const auto batch = s.ctx->stt.batch_bytes;
-        if (batch == 0) {
-          self->send(s.relay, audio_atom::value, std::move(chunk));
-          return;
-        }
-        const auto before = s.since_flush;
-        s.since_flush += chunk.pcm.size();
-        if (s.batch.pcm.empty()) s.batch.pcm.reserve(batch + chunk.pcm.size());
-        s.batch.pcm.insert(s.batch.pcm.end(), chunk.pcm.begin(), chunk.pcm.end());
-        if (s.since_flush / batch > before / batch) flush_audio(self);
+        hand_over(self, std::move(chunk));
       },
       [=](quiet_atom) {
         // The client's audio paused: what waits in a partial chunk (here or in the relay) goes now.
@@ -245,6 +263,10 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
       [=](text_atom, const std::string& text) {
         scope probe(self->state.probe, self);
         auto& s = self->state;
+        if (s.egress) {  // {"muted":bool} on track mute / unmute; nothing else is expected
+          if (auto muted = parse_egress_muted(text)) s.muted = *muted;
+          return;
+        }
         auto m = parse_client_message(text);
         if (!m.valid_json) {
           send_json(s, json_warning("invalid_json", "text frames must be JSON objects"));

@@ -1,13 +1,15 @@
-// The session actor: one participant stream (one authenticated WebSocket). Validates and rate-limits
-// audio, relays it to its STT relay, attributes transcripts to the participant and hands them to the room
-// (and finals to persistence), answers control messages, and drains the upstream before it ends.
+// The session actor: one participant stream (one authenticated WebSocket: a browser's, or a LiveKit egress's).
+// Validates and rate-limits audio, relays it to its STT relay, attributes transcripts to the participant and hands them
+// to the room (and finals to persistence), answers control messages, and drains the upstream before it ends.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "actors/audio_guard.hpp"
 #include "actors/context.hpp"
+#include "actors/egress_audio.hpp"
 
 namespace sw {
 
@@ -23,6 +25,10 @@ struct session_state {
   std::string provider;
   std::string stt_state;  // last status sent: "", connecting, ready, stopped
   std::optional<audio_guard> guard;
+  // A LiveKit egress stream (who.track_id set): its 48 kHz stereo becomes 16 kHz mono here; it sends no JSON (the
+  // egress reads nothing) and is no member of the room; `muted` frames pause it (nothing goes upstream meanwhile).
+  std::unique_ptr<egress_audio> egress;
+  bool muted = false;
   audio_chunk batch;  // accepted audio not yet handed to the relay (provider's batch_bytes)
   // Accepted since the last flush (including `batch`): not a multiple of batch_bytes means audio waits in a
   // partial chunk, here or in the relay, and goes after STT_CHUNK_FLUSH_MS without more.

@@ -185,6 +185,14 @@ json_fields parse_json_object(std::string_view text) {
   return f;
 }
 
+std::optional<bool> parse_egress_muted(std::string_view text) {
+  rapidjson::Document d;
+  if (!parse_json(d, text) || !d.IsObject()) return std::nullopt;
+  auto it = d.FindMember("muted");
+  if (it == d.MemberEnd() || !it->value.IsBool()) return std::nullopt;
+  return it->value.GetBool();
+}
+
 std::string json_fields::get(const char* key) const {
   return doc ? json_string(*static_cast<rapidjson::Document*>(doc.get()), key) : std::string();
 }

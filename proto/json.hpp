@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -59,5 +60,8 @@ struct json_fields {
   std::shared_ptr<void> doc;
 };
 json_fields parse_json_object(std::string_view text);
+
+// A text frame of a LiveKit egress: {"muted":true|false}; nothing for anything else.
+std::optional<bool> parse_egress_muted(std::string_view text);
 
 }  // namespace sw

@@ -57,6 +57,7 @@ struct stream_identity {
   std::string identity;         // LiveKit identity
   std::string user_id;          // `sub`, else the identity
   std::string name;             // display name: `name` claim, else the identity
+  std::string track_id;         // LiveKit egress streams: the track (audio 48 kHz stereo); empty for browsers
 };
 
 // One binary frame of PCM16 LE 16 kHz mono audio.
@@ -218,7 +219,8 @@ struct db_outcome {
   typename Inspector::result_type inspect(Inspector& f, type& x) { \
     return f(caf::meta::type_name(#type), __VA_ARGS__);            \
   }
-SW_INSPECT(stream_identity, x.stream_id, x.stream_key, x.session_slug, x.session_id, x.identity, x.user_id, x.name)
+SW_INSPECT(stream_identity, x.stream_id, x.stream_key, x.session_slug, x.session_id, x.identity, x.user_id, x.name,
+           x.track_id)
 SW_INSPECT(audio_chunk, x.pcm, x.flush)
 SW_INSPECT(stt_transcript, x.utterance_id, x.text, x.is_final, x.language, x.start, x.end)
 SW_INSPECT(stt_status, x.status, x.provider)

@@ -168,6 +168,7 @@ token_check verify_token(const std::string& token, const std::string& secret) {
   if (c.user_id.empty()) c.user_id = c.identity;
   c.session_id = optional_string(payload, "sessionId");
   c.name = optional_string(payload, "name");
+  c.track_id = optional_string(payload, "trackId");
   c.exp = exp->get<std::int64_t>();
   out.claims = std::move(c);
   return out;
@@ -181,6 +182,7 @@ std::string mint_token(const token_claims& claims, const std::string& secret, st
   if (!claims.user_id.empty()) obj.add_claim("sub", claims.user_id);
   if (!claims.session_id.empty()) obj.add_claim("sessionId", claims.session_id);
   if (!claims.name.empty()) obj.add_claim("name", claims.name);
+  if (!claims.track_id.empty()) obj.add_claim("trackId", claims.track_id);
   obj.add_claim("iat", static_cast<std::int64_t>(std::time(nullptr)));
   obj.add_claim("exp", exp);
   if (!extra_json.empty()) {

@@ -30,6 +30,10 @@ stt_relay_actor::behavior_type echo_relay(stt_relay_actor::stateful_pointer<echo
   return {
       [=](audio_atom, audio_chunk& chunk) {
         auto& s = self->state;
+        if (s.opts.capture) {
+          std::lock_guard<std::mutex> lock(s.opts.capture->mu);
+          s.opts.capture->pcm.append(chunk.pcm.begin(), chunk.pcm.end());
+        }
         ++s.n;
         double start = s.seconds;
         s.seconds += static_cast<double>(chunk.pcm.size()) / 32000.0;

@@ -4,18 +4,31 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "proto/actors.hpp"
 
 namespace sw::test {
 
+// Every byte of audio the relays of one provider received, in order (a test reads it once the streams ended).
+struct audio_capture {
+  std::mutex mu;
+  std::string pcm;
+  std::string take() {
+    std::lock_guard<std::mutex> lock(mu);
+    return pcm;
+  }
+};
+
 struct echo_options {
-  std::size_t padding = 0;             // bytes appended to every final's text (slow-client tests)
-  bool partials = true;                // also emit a partial per chunk
-  bool duplicate_finals = false;       // emit every final twice (dedup tests)
-  std::string fail_code;               // non-empty: report this error at start and stop
-  std::chrono::milliseconds drain{0};  // after stop, "stopped" comes this much later (an upstream's last finals)
+  std::size_t padding = 0;                 // bytes appended to every final's text (slow-client tests)
+  bool partials = true;                    // also emit a partial per chunk
+  bool duplicate_finals = false;           // emit every final twice (dedup tests)
+  std::string fail_code;                   // non-empty: report this error at start and stop
+  std::chrono::milliseconds drain{0};      // after stop, "stopped" comes this much later (an upstream's last finals)
+  std::shared_ptr<audio_capture> capture;  // set: the audio is kept there
 };
 
 // Utterance ids are "u<n>" for the n-th chunk; texts are "chunk <n> <bytes>B".

@@ -1,0 +1,143 @@
+// LiveKit Track Egress audio at GET /egress/audio: the token this service signs for an egress, 48 kHz stereo S16LE in
+// frames of any size turned into the 16 kHz mono the STT relays take, mute and unmute, the end of the stream.
+#include <cmath>
+#include <ctime>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "proto/token.hpp"
+#include "tests/support/harness.hpp"
+
+namespace {
+
+using sw::net::ws_client;
+using sw::test::expect_message;
+using sw::test::harness;
+using namespace std::chrono_literals;
+
+constexpr double pi = 3.14159265358979323846;
+
+std::string egress_token(const std::string& secret, const std::string& track = "TR_alice") {
+  sw::token_claims c;
+  c.session_slug = "room";
+  c.identity = "alice";
+  c.name = "Alice";
+  c.track_id = track;
+  return sw::mint_token(c, secret, static_cast<std::int64_t>(std::time(nullptr)) + 600);
+}
+
+std::string egress_url(const harness& h, const std::string& token) {
+  return "ws://127.0.0.1:" + std::to_string(h.port) + "/egress/audio?token=" + token;
+}
+
+// `seconds` of a `hz` tone as LiveKit sends it: S16LE, 48 kHz, both channels (left louder than right).
+std::vector<std::uint8_t> stereo_tone(double seconds, double hz) {
+  const std::size_t n = static_cast<std::size_t>(seconds * 48'000);
+  std::vector<std::uint8_t> out;
+  out.reserve(n * 4);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = std::sin(2 * pi * hz * static_cast<double>(i) / 48'000);
+    for (double gain : {12'000.0, 4'000.0}) {
+      const auto s = static_cast<std::int16_t>(std::lrint(v * gain));
+      out.push_back(static_cast<std::uint8_t>(static_cast<std::uint16_t>(s) & 0xff));
+      out.push_back(static_cast<std::uint8_t>(static_cast<std::uint16_t>(s) >> 8));
+    }
+  }
+  return out;
+}
+
+// Sends `pcm` in frames of irregular sizes (cut inside samples too), as GStreamer buffers arrive.
+void send_irregular(ws_client& c, const std::vector<std::uint8_t>& pcm) {
+  static const std::size_t sizes[] = {1'921, 3'839, 7, 960, 4'801, 2'882, 1};
+  std::size_t at = 0, k = 0;
+  while (at < pcm.size()) {
+    auto n = std::min(sizes[k++ % 7], pcm.size() - at);
+    c.send_binary(pcm.data() + at, n);
+    at += n;
+  }
+}
+
+// The amplitude of `hz` in 16 kHz mono PCM16 (a single-bin DFT), and the whole signal's RMS.
+std::pair<double, double> tone_and_rms(const std::string& pcm, double hz) {
+  const std::size_t n = pcm.size() / 2;
+  double re = 0, im = 0, energy = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto s = static_cast<std::int16_t>(static_cast<std::uint16_t>(static_cast<std::uint8_t>(pcm[2 * i]) |
+                                                                  (static_cast<std::uint8_t>(pcm[2 * i + 1]) << 8)));
+    const double x = s;
+    re += x * std::cos(2 * pi * hz * static_cast<double>(i) / 16'000);
+    im -= x * std::sin(2 * pi * hz * static_cast<double>(i) / 16'000);
+    energy += x * x;
+  }
+  return {2 * std::sqrt(re * re + im * im) / static_cast<double>(n), std::sqrt(2 * energy / static_cast<double>(n))};
+}
+
+// The egress stream has ended and its relay has had all of its audio: the relay reported "stopped" after taking
+// the resampler's tail (the listener's own relay is the one left).
+bool relay_done(const harness& h) {
+  return sw::test::eventually(
+      [&] { return sw::test::field(sw::net::http_fetch(h.http("/metrics")).body, "activeSttRelays") == "1"; }, 5s);
+}
+
+TEST(Egress, AnythingButThisServicesEgressTokenIsRefusedBeforeTheUpgrade) {
+  harness h;
+  for (const auto& token : {std::string(), egress_token("another-secret"),
+                            harness::token("room", "alice"),  // a participant's token: wrong secret, no track
+                            egress_token(h.cfg.service_api_secret, "")}) {
+    try {
+      ws_client::connect(egress_url(h, token));
+      ADD_FAILURE() << "upgraded with " << token;
+    } catch (const sw::net::upgrade_rejected& e) {
+      EXPECT_EQ(e.status, 401u);
+      EXPECT_NE(e.body.find("invalid_token"), std::string::npos) << e.body;
+    }
+  }
+}
+
+// One second of a 440 Hz tone at 48 kHz stereo reaches the relay as one second of the same tone at 16 kHz mono (the
+// channels averaged), whatever the frame sizes; transcripts carry the track owner's identity to the room's clients;
+// the egress's close without a status ends the stream like a stop, and its usage row is written.
+TEST(Egress, StereoAt48kHzReachesTheRelayAsMonoAt16kHzAttributedToTheTrackOwner) {
+  auto capture = std::make_shared<sw::test::audio_capture>();
+  sw::test::echo_options o;
+  o.capture = capture;
+  harness h({}, sw::test::echo_provider(o));
+  auto listener = h.connect("room", "bob");
+  expect_message(*listener, "ready");
+  auto egress = ws_client::connect(egress_url(h, egress_token(h.cfg.service_api_secret)));
+  send_irregular(*egress, stereo_tone(1.0, 440));
+  auto m = expect_message(*listener, "transcript_final");
+  EXPECT_EQ(sw::test::field(m, "speakerId"), "alice");
+  EXPECT_EQ(sw::test::field(m, "speakerName"), "Alice");
+  egress->close(0);  // what the egress sends at the end: a close frame without a status (1005)
+  ASSERT_TRUE(relay_done(h));
+  auto pcm = capture->take();
+  EXPECT_NEAR(static_cast<double>(pcm.size()), 32'000, 64) << "one second at 16 kHz mono";
+  auto [tone, rms] = tone_and_rms(pcm, 440);
+  EXPECT_NEAR(tone, 8'000, 400) << "the channels' mean, 440 Hz kept";
+  EXPECT_NEAR(rms, 8'000, 400) << "and nothing else";
+}
+
+// {"muted":true} stops audio upstream until {"muted":false}: nothing of what comes in between reaches the relay.
+TEST(Egress, AMutedTrackSendsNothingUpstream) {
+  auto capture = std::make_shared<sw::test::audio_capture>();
+  sw::test::echo_options o;
+  o.capture = capture;
+  harness h({}, sw::test::echo_provider(o));
+  auto listener = h.connect("room", "bob");
+  expect_message(*listener, "ready");
+  auto egress = ws_client::connect(egress_url(h, egress_token(h.cfg.service_api_secret)));
+  auto second = stereo_tone(1.0, 440);
+  send_irregular(*egress, second);
+  egress->send_text(R"({"muted":true})");
+  send_irregular(*egress, second);
+  send_irregular(*egress, second);
+  egress->send_text(R"({"muted":false})");
+  send_irregular(*egress, second);
+  egress->close(0);
+  ASSERT_TRUE(relay_done(h));
+  EXPECT_NEAR(static_cast<double>(capture->take().size()), 64'000, 128) << "two seconds went up, not four";
+}
+
+}  // namespace
