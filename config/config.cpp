@@ -52,6 +52,16 @@ const std::vector<setting_doc>& settings() {
        "audio sent and nothing acknowledged for this long: the upstream connection is dropped, reconnected and "
        "the unacknowledged audio replayed"},
       {"STT_CHUNK_FLUSH_MS", "100", "audio waiting in a partial upstream chunk goes after this long without more"},
+      {"LIVEKIT_URL", "",
+       "http(s) base URL of the LiveKit server, for room transcription (/api/transcription/start); with "
+       "LIVEKIT_API_KEY, LIVEKIT_API_SECRET and PUBLIC_BASE_URL"},
+      {"LIVEKIT_API_KEY", "", "LiveKit API key (signs the access tokens of egress and RoomService calls)"},
+      {"LIVEKIT_API_SECRET", "", "LiveKit API secret (also verifies LiveKit's webhooks)"},
+      {"PUBLIC_BASE_URL", "", "ws(s):// base URL at which LiveKit's egress reaches this service (/egress/audio)"},
+      {"LIVEKIT_EGRESS_MODE", "track",
+       "track: one Track Egress per published audio track (exact attribution) | room: one audio egress of the room "
+       "mix (attribution by active speaker)"},
+      {"RECONCILE_INTERVAL_MS", "30000", "how often the egresses of a transcribed room are checked against LiveKit"},
       {"DATABASE_URL", "sqlite3://db=./data/sessions.db",
        "postgresql://... or postgres://... (PostgreSQL), sqlite3://db=PATH (SQLite), or none (no persistence)"},
       {"PERSIST_JOURNAL_DIR", "./data/journal", "local journal of accepted finals (fsync'd, replayed at start-up)"},
@@ -179,6 +189,31 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
   c.local_stt_threads = std::max(1u, std::thread::hardware_concurrency());
   if (auto v = get("LOCAL_STT_THREADS")) c.local_stt_threads = parse_int<std::size_t>("LOCAL_STT_THREADS", v, 1, 256);
   if (c.stt_provider == "gladia" && g.api_key.empty()) throw config_error("STT_PROVIDER=gladia needs GLADIA_API_KEY");
+  {
+    auto& lk = c.livekit;
+    if (auto v = get("LIVEKIT_URL")) lk.url = v;
+    if (auto v = get("LIVEKIT_API_KEY")) lk.api_key = v;
+    if (auto v = get("LIVEKIT_API_SECRET")) lk.api_secret = v;
+    if (auto v = get("PUBLIC_BASE_URL")) lk.public_base_url = v;
+    const bool any = !lk.url.empty() || !lk.api_key.empty() || !lk.api_secret.empty() || !lk.public_base_url.empty();
+    if (any && (lk.url.empty() || lk.api_key.empty() || lk.api_secret.empty() || lk.public_base_url.empty()))
+      throw config_error(
+          "LiveKit needs all of LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET and PUBLIC_BASE_URL (some are unset)");
+    auto starts = [](const std::string& s, const char* p) { return s.rfind(p, 0) == 0; };
+    if (!lk.url.empty() && !starts(lk.url, "http://") && !starts(lk.url, "https://"))
+      throw config_error("LIVEKIT_URL=" + lk.url + " is invalid: expected http://... or https://...");
+    if (!lk.public_base_url.empty() && !starts(lk.public_base_url, "ws://") && !starts(lk.public_base_url, "wss://"))
+      throw config_error("PUBLIC_BASE_URL=" + lk.public_base_url + " is invalid: expected ws://... or wss://...");
+    if (auto v = get("LIVEKIT_EGRESS_MODE")) {
+      std::string m = v;
+      if (m != "track" && m != "room")
+        throw config_error("LIVEKIT_EGRESS_MODE=" + m + " is invalid: expected track or room");
+      lk.egress_mode = m;
+    }
+    ms("RECONCILE_INTERVAL_MS", lk.reconcile_interval, 1000);
+    if (lk.configured() && c.service_api_secret.empty())
+      throw config_error("LiveKit room transcription needs SERVICE_API_SECRET (it signs the egress tokens)");
+  }
   if (auto v = get("DATABASE_URL")) {
     std::string u = v;
     if (u == "none") {

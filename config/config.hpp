@@ -50,6 +50,16 @@ struct config {
     double max_duration_without_endpointing = 15;
     std::string ca_file;  // extra CA for the upstream's TLS
   } gladia;
+  // LiveKit room transcription: configured when all four of url, api_key, api_secret and public_base_url are set
+  struct livekit_settings {
+    std::string url;  // http(s) base of the LiveKit server
+    std::string api_key;
+    std::string api_secret;
+    std::string public_base_url;        // ws(s) base LiveKit dials for /egress/audio
+    std::string egress_mode = "track";  // track | room
+    std::chrono::milliseconds reconcile_interval{30'000};
+    bool configured() const { return !url.empty(); }
+  } livekit;
   std::size_t stt_replay_buffer_bytes = 1'920'000;  // 60 s of audio kept until acknowledged
   std::chrono::milliseconds stt_drain_timeout{10'000};
   std::chrono::milliseconds stt_ack_timeout{10'000};  // audio outstanding, nothing acknowledged: reconnect

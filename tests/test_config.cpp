@@ -90,6 +90,42 @@ TEST(Config, BadValuesNameTheVariable) {
   }
 }
 
+// LiveKit room transcription is configured by four variables together, or not at all.
+TEST(Config, LiveKitSettingsGoTogetherAndAreChecked) {
+  EXPECT_FALSE(load({}).livekit.configured());
+  const std::map<std::string, std::string> all = {{"LIVEKIT_URL", "https://lk.example.com"},
+                                                  {"LIVEKIT_API_KEY", "APIkey"},
+                                                  {"LIVEKIT_API_SECRET", "secret"},
+                                                  {"PUBLIC_BASE_URL", "wss://transcribe.example.com"},
+                                                  {"SERVICE_API_SECRET", "svc"}};
+  auto c = load(all);
+  EXPECT_TRUE(c.livekit.configured());
+  EXPECT_EQ(c.livekit.egress_mode, "track");
+  EXPECT_EQ(c.livekit.reconcile_interval.count(), 30000);
+  for (auto& [k, v] : all) {
+    if (k == "SERVICE_API_SECRET") continue;
+    auto some = all;
+    some.erase(k);
+    EXPECT_NE(error_of(some).find("LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET and PUBLIC_BASE_URL"),
+              std::string::npos)
+        << "without " << k;
+  }
+  auto no_service = all;
+  no_service.erase("SERVICE_API_SECRET");
+  EXPECT_NE(error_of(no_service).find("SERVICE_API_SECRET"), std::string::npos);
+  for (auto [k, v] : std::map<std::string, std::string>{{"LIVEKIT_URL", "lk.example.com"},
+                                                        {"PUBLIC_BASE_URL", "https://transcribe.example.com"},
+                                                        {"LIVEKIT_EGRESS_MODE", "mix"},
+                                                        {"RECONCILE_INTERVAL_MS", "10"}}) {
+    auto bad = all;
+    bad[k] = v;
+    EXPECT_NE(error_of(bad).find(k), std::string::npos) << k << "=" << v;
+  }
+  auto room = all;
+  room["LIVEKIT_EGRESS_MODE"] = "room";
+  EXPECT_EQ(load(room).livekit.egress_mode, "room");
+}
+
 TEST(Config, TlsFilesGoTogether) {
   EXPECT_NE(error_of({{"TLS_CERT_FILE", "c.pem"}}).find("TLS_KEY_FILE"), std::string::npos);
 }
