@@ -13,8 +13,8 @@ struct token_claims {
   std::string user_id;     // `sub`, else the identity
   std::string session_id;  // optional
   std::string name;        // optional display name
-  std::string track_id;    // `trackId`: egress tokens only (this service's own, for /egress/audio)
   std::int64_t exp = 0;
+  std::string track_id;  // `trackId`: egress tokens only (this service's own, for /egress/audio)
 };
 
 struct token_check {

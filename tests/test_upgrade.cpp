@@ -49,7 +49,7 @@ TEST(Upgrade, MissingTokenIs401) {
 
 TEST(Upgrade, BadTokensAre401) {
   harness h;
-  sw::token_claims c{"room", "alice", "", "", "", 0};
+  sw::token_claims c{"room", "alice", "", "", "", 0, ""};
   auto now = static_cast<std::int64_t>(std::time(nullptr));
   for (auto tok : {sw::mint_token(c, "wrong-secret", now + 60), sw::mint_token(c, sw::test::secret, now - 60),
                    std::string("not.a.token"), std::string("eyJhbGciOiJub25lIn0.eyJzZXNzaW9uU2x1ZyI6InIifQ.")}) {
