@@ -100,24 +100,33 @@ TEST(Egress, AnythingButThisServicesEgressTokenIsRefusedBeforeTheUpgrade) {
   }
 }
 
+// A room with a listening participant (bob) and one egress stream (alice's track); the relays' audio is captured.
+struct egress_room {
+  std::shared_ptr<sw::test::audio_capture> capture = std::make_shared<sw::test::audio_capture>();
+  std::unique_ptr<harness> h;
+  std::unique_ptr<ws_client> listener, egress;
+  egress_room() {
+    sw::test::echo_options o;
+    o.capture = capture;
+    h = std::make_unique<harness>(std::function<void(sw::config&)>{}, sw::test::echo_provider(o));
+    listener = h->connect("room", "bob");
+    expect_message(*listener, "ready");
+    egress = ws_client::connect(egress_url(*h, egress_token(h->cfg.service_api_secret)));
+  }
+};
+
 // One second of a 440 Hz tone at 48 kHz stereo reaches the relay as one second of the same tone at 16 kHz mono (the
 // channels averaged), whatever the frame sizes; transcripts carry the track owner's identity to the room's clients;
-// the egress's close without a status ends the stream like a stop, and its usage row is written.
+// the egress's close without a status ends the stream like a stop (the resampler's tail included).
 TEST(Egress, StereoAt48kHzReachesTheRelayAsMonoAt16kHzAttributedToTheTrackOwner) {
-  auto capture = std::make_shared<sw::test::audio_capture>();
-  sw::test::echo_options o;
-  o.capture = capture;
-  harness h({}, sw::test::echo_provider(o));
-  auto listener = h.connect("room", "bob");
-  expect_message(*listener, "ready");
-  auto egress = ws_client::connect(egress_url(h, egress_token(h.cfg.service_api_secret)));
-  send_irregular(*egress, stereo_tone(1.0, 440));
-  auto m = expect_message(*listener, "transcript_final");
+  egress_room r;
+  send_irregular(*r.egress, stereo_tone(1.0, 440));
+  auto m = expect_message(*r.listener, "transcript_final");
   EXPECT_EQ(sw::test::field(m, "speakerId"), "alice");
   EXPECT_EQ(sw::test::field(m, "speakerName"), "Alice");
-  egress->close(0);  // what the egress sends at the end: a close frame without a status (1005)
-  ASSERT_TRUE(relay_done(h));
-  auto pcm = capture->take();
+  r.egress->close(0);  // what the egress sends at the end: a close frame without a status (1005)
+  ASSERT_TRUE(relay_done(*r.h));
+  auto pcm = r.capture->take();
   EXPECT_NEAR(static_cast<double>(pcm.size()), 32'000, 64) << "one second at 16 kHz mono";
   auto [tone, rms] = tone_and_rms(pcm, 440);
   EXPECT_NEAR(tone, 8'000, 400) << "the channels' mean, 440 Hz kept";
@@ -126,23 +135,17 @@ TEST(Egress, StereoAt48kHzReachesTheRelayAsMonoAt16kHzAttributedToTheTrackOwner)
 
 // {"muted":true} stops audio upstream until {"muted":false}: nothing of what comes in between reaches the relay.
 TEST(Egress, AMutedTrackSendsNothingUpstream) {
-  auto capture = std::make_shared<sw::test::audio_capture>();
-  sw::test::echo_options o;
-  o.capture = capture;
-  harness h({}, sw::test::echo_provider(o));
-  auto listener = h.connect("room", "bob");
-  expect_message(*listener, "ready");
-  auto egress = ws_client::connect(egress_url(h, egress_token(h.cfg.service_api_secret)));
+  egress_room r;
   auto second = stereo_tone(1.0, 440);
-  send_irregular(*egress, second);
-  egress->send_text(R"({"muted":true})");
-  send_irregular(*egress, second);
-  send_irregular(*egress, second);
-  egress->send_text(R"({"muted":false})");
-  send_irregular(*egress, second);
-  egress->close(0);
-  ASSERT_TRUE(relay_done(h));
-  EXPECT_NEAR(static_cast<double>(capture->take().size()), 64'000, 128) << "two seconds went up, not four";
+  send_irregular(*r.egress, second);
+  r.egress->send_text(R"({"muted":true})");
+  send_irregular(*r.egress, second);
+  send_irregular(*r.egress, second);
+  r.egress->send_text(R"({"muted":false})");
+  send_irregular(*r.egress, second);
+  r.egress->close(0);
+  ASSERT_TRUE(relay_done(*r.h));
+  EXPECT_NEAR(static_cast<double>(r.capture->take().size()), 64'000, 128) << "two seconds went up, not four";
 }
 
 // --- the resampler's quality: what the recognizer makes of it ---------------------------------------------------
