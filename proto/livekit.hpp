@@ -41,8 +41,9 @@ std::optional<std::vector<livekit_participant>> parse_livekit_participants(std::
 
 struct livekit_egress {
   std::string egress_id, room_name;
-  std::string track_id;  // of a Track Egress (its request), else empty
-  std::string status;    // EGRESS_STARTING | EGRESS_ACTIVE | EGRESS_ENDING | EGRESS_COMPLETE | EGRESS_FAILED | ...
+  std::string track_id;       // of a Track Egress (its request), else empty
+  std::string websocket_url;  // where its audio goes: a Track Egress's websocket_url, or its first stream URL
+  std::string status;         // EGRESS_STARTING | EGRESS_ACTIVE | EGRESS_ENDING | EGRESS_COMPLETE | EGRESS_FAILED | ...
   std::string error;
   bool active() const { return status == "EGRESS_STARTING" || status == "EGRESS_ACTIVE"; }
 };
@@ -51,6 +52,39 @@ struct livekit_egress {
 std::optional<livekit_egress> parse_livekit_egress(std::string_view json);
 // EgressService/ListEgress: {items:[EgressInfo], next_page_token}.
 std::optional<std::vector<livekit_egress>> parse_livekit_egress_list(std::string_view json);
+
+// --- request bodies (proto field names, which every LiveKit server accepts) ---
+std::string livekit_list_participants_body(const std::string& room);
+// A Track Egress of one track to a WebSocket (raw PCM S16LE 48 kHz stereo dialled to `websocket_url`).
+std::string livekit_track_egress_body(const std::string& room, const std::string& track_id,
+                                      const std::string& websocket_url);
+// The unified StartEgress of the room's audio mix (every audio track, both channels) to a WebSocket stream output.
+std::string livekit_room_audio_egress_body(const std::string& room, const std::string& websocket_url);
+std::string livekit_stop_egress_body(const std::string& egress_id);
+std::string livekit_list_egress_body(const std::string& room, bool active_only);
+
+// --- webhooks (§A2.6) ---
+// Checks a webhook's Authorization header (the raw JWT, no "Bearer "): HS256 with the API secret, iss = the API key,
+// not expired, claim sha256 = base64 of SHA-256 of the raw body (compared in constant time). Empty when it holds,
+// else why not. Nothing of the body is parsed before this says yes.
+std::string verify_livekit_webhook(const std::string& authorization, std::string_view body, const std::string& api_key,
+                                   const std::string& api_secret);
+// The Authorization header LiveKit sends with `body` (the fake LiveKit, tests).
+std::string livekit_webhook_token(const std::string& api_key, const std::string& api_secret, std::string_view body,
+                                  std::int64_t now_s, std::int64_t ttl_s = 300);
+
+struct livekit_webhook {
+  std::string event;  // track_published, track_unpublished, participant_left, egress_ended, room_finished, ...
+  std::string id;
+  std::string room;  // room.name (or egressInfo.roomName)
+  std::string participant_identity, participant_name;
+  bool participant_egress = false;
+  std::string track_sid;
+  bool track_audio = false;
+  std::optional<livekit_egress> egress;  // egressInfo
+};
+// WebhookEvent (protojson defaults: lowerCamelCase; proto names accepted too).
+std::optional<livekit_webhook> parse_livekit_webhook(std::string_view json);
 
 // What a failed Twirp call says, for logs and transcription_error: "LiveKit <code>: <msg> (HTTP <status>)", or the
 // status alone when the body is no Twirp error.

@@ -1,6 +1,7 @@
 #include "proto/token.hpp"
 
 #include <ctime>
+#include <optional>
 
 #include <jwt/jwt.hpp>
 
@@ -103,23 +104,25 @@ std::string header_problem(const std::string& token) {
 
 }  // namespace
 
-token_check verify_token(const std::string& token, const std::string& secret) {
-  token_check out;
+namespace {
+
+// The payload of an HS256 JWT that passes every check but the transcription claims; else `reason` says why not.
+std::optional<json_t> verified_payload(const std::string& token, const std::string& secret, std::string& reason) {
   if (token.empty()) {
-    out.reason = "missing token";
-    return out;
+    reason = "missing token";
+    return std::nullopt;
   }
   if (!well_formed(token)) {
-    out.reason = "token is malformed";
-    return out;
+    reason = "token is malformed";
+    return std::nullopt;
   }
   if (secret.empty()) {
-    out.reason = "server has no token secret";
-    return out;
+    reason = "server has no token secret";
+    return std::nullopt;
   }
   if (auto problem = header_problem(token); !problem.empty()) {
-    out.reason = problem;
-    return out;
+    reason = problem;
+    return std::nullopt;
   }
   std::error_code ec;
   jwt::jwt_object obj;
@@ -128,33 +131,50 @@ token_check verify_token(const std::string& token, const std::string& secret) {
     obj = jwt::decode(token, jwt::params::algorithms({"HS256"}), ec, jwt::params::secret(secret),
                       jwt::params::leeway(5), jwt::params::verify(true));
   } catch (const std::exception&) {
-    out.reason = "token is malformed";
-    return out;
+    reason = "token is malformed";
+    return std::nullopt;
   }
   if (ec) {
-    out.reason = describe(ec);
-    return out;
+    reason = describe(ec);
+    return std::nullopt;
   }
   if (obj.header().algo() != jwt::algorithm::HS256) {
-    out.reason = "token algorithm is not HS256";
-    return out;
+    reason = "token algorithm is not HS256";
+    return std::nullopt;
   }
-  const json_t& payload = obj.payload().create_json_obj();
+  json_t payload = obj.payload().create_json_obj();
   auto exp = payload.find("exp");
   if (exp == payload.end() || !exp->is_number()) {
-    out.reason = "token has no exp claim";
-    return out;
+    reason = "token has no exp claim";
+    return std::nullopt;
   }
   // NumericDate, whole seconds, after 1970 (a negative or fractional exp slipped past cpp-jwt's expiry check).
   const bool whole = exp->is_number_unsigned() ? exp->get<std::uint64_t>() <= 1ULL << 40 : exp->is_number_integer();
   if (!whole || exp->get<std::int64_t>() <= 0) {
-    out.reason = "token exp claim is not a positive whole number of seconds";
-    return out;
+    reason = "token exp claim is not a positive whole number of seconds";
+    return std::nullopt;
   }
   if (exp->get<std::int64_t>() + 5 < static_cast<std::int64_t>(std::time(nullptr))) {
-    out.reason = "token expired";
-    return out;
+    reason = "token expired";
+    return std::nullopt;
   }
+  return payload;
+}
+
+}  // namespace
+
+jwt_payload verify_jwt(const std::string& token, const std::string& secret) {
+  jwt_payload out;
+  if (auto p = verified_payload(token, secret, out.reason)) out.json = p->dump();
+  return out;
+}
+
+token_check verify_token(const std::string& token, const std::string& secret) {
+  token_check out;
+  auto verified = verified_payload(token, secret, out.reason);
+  if (!verified) return out;
+  json_t& payload = *verified;
+  auto exp = payload.find("exp");
   for (const char* key : {"sessionSlug", "identity"}) {
     if (!non_empty_string(payload, key)) {
       out.reason = std::string("token has no ") + key + " claim";

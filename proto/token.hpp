@@ -25,6 +25,14 @@ struct token_check {
 // HS256 only (any other alg, `none` included, is rejected); `exp` required; `nbf` honoured; 5 s leeway.
 token_check verify_token(const std::string& token, const std::string& secret);
 
+// Any HS256 JWT checked as strictly as a transcription token (algorithm, signature, exp required, nbf honoured),
+// without asking for the transcription claims: its payload as JSON text, or the reason it is refused.
+struct jwt_payload {
+  std::optional<std::string> json;
+  std::string reason;
+};
+jwt_payload verify_jwt(const std::string& token, const std::string& secret);
+
 // Signs claims with HS256 (tests, tools, the development URL of script/server). `extra_json` is merged
 // into the payload verbatim when not empty (a JSON object).
 std::string mint_token(const token_claims& claims, const std::string& secret, std::int64_t exp,

@@ -97,4 +97,64 @@ TEST(LiveKit, TwirpErrorsBecomeMessages) {
   EXPECT_EQ(sw::livekit_error_message(502, "<html>bad gateway</html>"), "LiveKit answered HTTP 502");
 }
 
+// §A2.6: the raw JWT (no Bearer), HS256 with the API secret, iss = the API key, sha256 = base64 of SHA-256 of the
+// exact body; anything else is refused before the body is read.
+TEST(LiveKit, WebhookSignatureCoversKeySecretAndTheExactBody) {
+  const std::string body = R"({"event":"track_published","room":{"name":"r"}})";
+  const auto now = static_cast<std::int64_t>(std::time(nullptr));
+  auto token = sw::livekit_webhook_token("APIkey", "s3cret", body, now);
+  EXPECT_EQ(sw::verify_livekit_webhook(token, body, "APIkey", "s3cret"), "");
+  EXPECT_NE(sw::verify_livekit_webhook(token, body + " ", "APIkey", "s3cret"), "") << "one byte more";
+  EXPECT_EQ(sw::verify_livekit_webhook(token, R"({"event":"track_published","room":{"name":"s"}})", "APIkey", "s3cret"),
+            "body does not match the token's sha256 claim");
+  EXPECT_EQ(sw::verify_livekit_webhook(token, body, "otherKey", "s3cret"),
+            "token issuer is not this service's LiveKit API key");
+  EXPECT_EQ(sw::verify_livekit_webhook(token, body, "APIkey", "other"), "token signature is invalid");
+  EXPECT_NE(sw::verify_livekit_webhook("Bearer " + token, body, "APIkey", "s3cret"), "") << "raw JWT only";
+  EXPECT_EQ(sw::verify_livekit_webhook("", body, "APIkey", "s3cret"), "missing Authorization header");
+  EXPECT_EQ(sw::verify_livekit_webhook(sw::livekit_webhook_token("APIkey", "s3cret", body, now - 3600), body, "APIkey",
+                                       "s3cret"),
+            "token expired");
+  // A token without the sha256 claim (an access token) signs nothing.
+  auto access = sw::livekit_access_token("APIkey", "s3cret", {true, false, ""}, now);
+  EXPECT_EQ(sw::verify_livekit_webhook(access, body, "APIkey", "s3cret"),
+            "body does not match the token's sha256 claim");
+}
+
+TEST(LiveKit, WebhookEventsReadInBothSpellings) {
+  auto w = sw::parse_livekit_webhook(
+      R"({"event":"track_published","room":{"sid":"RM_1","name":"r"},"participant":{"identity":"alice","name":"Alice"},)"
+      R"("track":{"sid":"TR_a","source":"MICROPHONE"},"id":"EV_1","createdAt":"1764000000"})");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->event, "track_published");
+  EXPECT_EQ(w->room, "r");
+  EXPECT_EQ(w->participant_identity, "alice");
+  EXPECT_EQ(w->track_sid, "TR_a");
+  EXPECT_TRUE(w->track_audio) << "AUDIO is the enum's zero: protojson leaves it out";
+  auto video = sw::parse_livekit_webhook(
+      R"({"event":"track_published","room":{"name":"r"},"track":{"sid":"TR_v","type":"VIDEO"}})");
+  EXPECT_FALSE(video->track_audio);
+  auto ended = sw::parse_livekit_webhook(
+      R"({"event":"egress_ended","egress_info":{"egress_id":"EG_1","room_name":"r","status":"EGRESS_COMPLETE"}})");
+  ASSERT_TRUE(ended && ended->egress);
+  EXPECT_EQ(ended->egress->egress_id, "EG_1");
+  EXPECT_EQ(ended->room, "r") << "the room of an egress event comes from its EgressInfo";
+  EXPECT_FALSE(sw::parse_livekit_webhook(R"({"room":{"name":"r"}})")) << "no event";
+  EXPECT_FALSE(sw::parse_livekit_webhook("[1]"));
+}
+
+TEST(LiveKit, RequestBodiesUseTheProtoNames) {
+  EXPECT_EQ(sw::livekit_list_participants_body("r\"1"), R"({"room":"r\"1"})");
+  EXPECT_EQ(sw::livekit_track_egress_body("r", "TR_a", "wss://x/egress/audio?token=t"),
+            R"({"room_name":"r","track_id":"TR_a","websocket_url":"wss://x/egress/audio?token=t"})");
+  EXPECT_EQ(
+      sw::livekit_room_audio_egress_body("r", "wss://x/e"),
+      R"({"room_name":"r","media":{"audio":{"capture_all":true}},"outputs":[{"stream":{"protocol":"WEBSOCKET","urls":["wss://x/e"]}}]})");
+  EXPECT_EQ(sw::livekit_stop_egress_body("EG_1"), R"({"egress_id":"EG_1"})");
+  EXPECT_EQ(sw::livekit_list_egress_body("r", true), R"({"room_name":"r","active":true})");
+  auto e = sw::parse_livekit_egress(
+      R"({"egress_id":"EG_9","status":"EGRESS_ACTIVE","stream_results":[{"url":"wss://x/egress/audio?token=t"}]})");
+  EXPECT_EQ(e->websocket_url, "wss://x/egress/audio?token=t") << "a room mix names its URL in stream_results";
+}
+
 }  // namespace
