@@ -6,6 +6,7 @@
 #include <string>
 
 #include "config/config.hpp"
+#include "net/livekit_client.hpp"
 #include "net/stats.hpp"
 #include "proto/actors.hpp"
 #include "telemetry/log.hpp"
@@ -18,8 +19,9 @@ struct service_context {
   metrics_ptr metrics;
   std::shared_ptr<net::net_stats> net;
   std::shared_ptr<logger> log;
-  stt_provider stt;               // spawn empty = no provider configured
-  persistence_actor persistence;  // invalid = no persistence configured
+  stt_provider stt;                                    // spawn empty = no provider configured
+  persistence_actor persistence;                       // invalid = no persistence configured
+  std::shared_ptr<const net::livekit_client> livekit;  // null = LiveKit not configured (routes answer 503)
 };
 
 using context_ptr = std::shared_ptr<const service_context>;

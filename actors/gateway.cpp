@@ -97,6 +97,10 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   bool legacy = format && *format == "legacy";
   auto s = self->spawn<caf::linked>(session, st.ctx, who, legacy, room_it->second.actor, gateway_actor{self});
   self->monitor(s);
+  if (egress) {
+    if (auto e = st.egress_rooms.find(claims.session_slug); e != st.egress_rooms.end())
+      self->send(e->second, attach_atom::value, claims.track_id, s);
+  }
   ++room_it->second.streams;
   ++st.per_user[claims.user_id];
   st.streams.emplace(s.address(), gateway_state::stream_entry{s, claims.session_slug, claims.user_id});
@@ -119,7 +123,16 @@ gateway_actor::behavior_type gateway(self_ptr self, context_ptr ctx) {
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     auto it = st.streams.find(dm.source);
-    if (it == st.streams.end()) return;
+    if (it == st.streams.end()) {
+      for (auto e = st.egress_rooms.begin(); e != st.egress_rooms.end(); ++e) {
+        if (e->second.address() != dm.source) continue;
+        for (auto s = st.egress_sessions.begin(); s != st.egress_sessions.end();)
+          s = s->second == e->first ? st.egress_sessions.erase(s) : std::next(s);
+        st.egress_rooms.erase(e);
+        break;
+      }
+      return;
+    }
     auto room_it = st.rooms.find(it->second.slug);
     if (room_it != st.rooms.end() && --room_it->second.streams == 0) {
       self->send_exit(room_it->second.actor, caf::exit_reason::user_shutdown);
@@ -148,6 +161,12 @@ gateway_actor::behavior_type gateway(self_ptr self, context_ptr ctx) {
         if (it == st.streams.end() || it->second.draining) return;
         it->second.draining = true;
         uncount_user(st, it->second.user);
+      },
+      [=](notice_atom, const std::string& slug, std::string& json) {
+        scope t(self->state.probe, self);
+        auto& st = self->state;
+        if (auto room = st.rooms.find(slug); room != st.rooms.end())
+          self->send(room->second.actor, notice_atom::value, std::move(json));
       },
       [=](shutdown_atom) {
         scope t(self->state.probe, self);

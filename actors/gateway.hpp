@@ -27,6 +27,9 @@ struct gateway_state {
   std::unordered_map<std::string, room_entry> rooms;
   std::unordered_map<std::string, std::uint32_t> per_user;
   std::unordered_map<caf::actor_addr, stream_entry> streams;
+  // LiveKit room transcription: the egress actor of each room being transcribed, and the web app's session ids
+  std::unordered_map<std::string, egress_actor> egress_rooms;    // by sessionSlug
+  std::unordered_map<std::string, std::string> egress_sessions;  // sessionId -> sessionSlug
   std::uint64_t next_stream_id = 1;
   std::mt19937_64 rng{std::random_device{}()};
   bool shutting_down = false;

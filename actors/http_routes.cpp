@@ -5,6 +5,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/egress.hpp"
 #include "actors/gateway.hpp"
 #include "proto/json.hpp"
 #include "proto/token.hpp"
@@ -31,6 +32,7 @@ const route routes[] = {
     {"/api/active-speaker", "POST"},
     {"/api/transcription/start", "POST"},
     {"/api/transcription/stop", "POST"},
+    {"/api/livekit/webhook", "POST"},
 };
 
 bool bearer_ok(const http_request& req, const std::string& secret) {
@@ -113,6 +115,19 @@ std::string metrics_json(gateway_state& st, const queue_stats& q) {
   b.open("sessionClients");
   for (auto& [slug, room] : st.rooms) b.num_dynamic(slug, room.streams);
   b.close();
+  b.open("egress");  // LiveKit room transcription, per room
+  for (auto& [slug, e] : snap.egress_rooms) {
+    b.open_dynamic(slug)
+        .str("mode", e.mode)
+        .str("state", e.state)
+        .unum("egresses", e.egresses)
+        .unum("starting", e.starting)
+        .unum("streams", e.streams)
+        .unum("failures", e.failures);
+    if (!e.last_error.empty()) b.str("lastError", e.last_error);
+    b.close();
+  }
+  b.close();
   b.open("actors");
   for (auto& [kind, a] : snap.actors) {
     auto p = a->processing.summary();
@@ -168,6 +183,17 @@ std::string metrics_prometheus(gateway_state& st, const queue_stats& q) {
   for (auto& [slug, room] : st.rooms) largest = std::max(largest, room.streams);
   gauge("sessions_ws_rooms", "Rooms with at least one stream.", static_cast<double>(st.rooms.size()));
   gauge("sessions_ws_room_streams_max", "Streams in the largest room.", static_cast<double>(largest));
+  double egresses = 0, egress_streams = 0, egress_failures = 0;
+  for (auto& [slug, e] : snap.egress_rooms) {
+    egresses += e.egresses;
+    egress_streams += e.streams;
+    egress_failures += static_cast<double>(e.failures);
+  }
+  gauge("sessions_ws_livekit_rooms", "Rooms transcribed through LiveKit egress.",
+        static_cast<double>(snap.egress_rooms.size()));
+  gauge("sessions_ws_livekit_egresses", "LiveKit egresses running for those rooms.", egresses);
+  gauge("sessions_ws_livekit_egress_streams", "Their audio streams connected to /egress/audio.", egress_streams);
+  gauge("sessions_ws_livekit_failures", "Failed LiveKit calls of the rooms transcribed now.", egress_failures);
   o << "# HELP sessions_ws_actors_live Live actors per kind.\n# TYPE sessions_ws_actors_live gauge\n";
   for (auto& [kind, a] : snap.actors)
     o << "sessions_ws_actors_live{kind=\"" << kind << "\"} " << a->live.load() << '\n';
@@ -306,6 +332,99 @@ void stored_transcript(self_ptr self, const std::string& slug, const http_reques
           });
 }
 
+// The room's egress actor, spawned on first use (monitored: the gateway forgets it when it ends).
+egress_actor egress_of_room(self_ptr self, const std::string& slug) {
+  auto& st = self->state;
+  if (auto it = st.egress_rooms.find(slug); it != st.egress_rooms.end()) return it->second;
+  auto e = self->spawn<caf::linked>(egress, st.ctx, gateway_actor{self}, slug);
+  self->monitor(e);
+  st.egress_rooms.emplace(slug, e);
+  return e;
+}
+
+// POST /api/transcription/start|stop (bearer SERVICE_API_SECRET): room transcription through LiveKit egress.
+void room_transcription(self_ptr self, bool start, const http_request& req, const http_responder_ptr& responder) {
+  auto& st = self->state;
+  if (!bearer_ok(req, st.ctx->cfg.service_api_secret)) {
+    responder->respond(json_response(401, R"({"ok":false,"error":"unauthorized"})"));
+    return;
+  }
+  auto body = parse_json_object(req.body.empty() ? std::string_view("{}") : std::string_view(req.body));
+  if (!body.ok) {
+    responder->respond(json_response(400, json_error_body("invalid_json")));
+    return;
+  }
+  if (!start) {
+    auto id = body.get("sessionId");
+    if (id.empty()) {
+      responder->respond(json_response(400, json_error_body("Missing sessionId")));
+      return;
+    }
+    auto done = [responder, id](bool) {
+      responder->respond(json_response(200, json_builder().boolean("success", true).str("sessionId", id).done()));
+    };
+    auto slug = st.egress_sessions.find(id);
+    auto room = slug == st.egress_sessions.end() ? st.egress_rooms.end() : st.egress_rooms.find(slug->second);
+    if (room == st.egress_rooms.end()) {
+      done(true);  // nothing ran: nothing to stop
+      return;
+    }
+    auto e = room->second;
+    // A start after this stop begins a new run (a new egress actor), while this one drains.
+    st.egress_rooms.erase(room);
+    st.egress_sessions.erase(slug);
+    self->request(e, caf::infinite, stop_atom::value)
+        .then([done](bool drained) { done(drained); }, [done](caf::error&) { done(false); });
+    return;
+  }
+  auto id = body.get("sessionId"), slug = body.get("sessionSlug");
+  if (id.empty() || slug.empty()) {
+    responder->respond(json_response(400, R"({"ok":false,"error":"Missing sessionId or sessionSlug"})"));
+    return;
+  }
+  if (!st.ctx->livekit) {
+    responder->respond(json_response(503, R"({"ok":false,"error":"livekit_not_configured"})"));
+    return;
+  }
+  if (st.shutting_down) {
+    responder->respond(json_response(503, R"({"ok":false,"error":"shutting_down"})"));
+    return;
+  }
+  auto e = egress_of_room(self, slug);
+  st.egress_sessions[id] = slug;
+  self->send(e, start_atom::value, egress_start{id, slug});
+  responder->respond(json_response(200, R"({"ok":true,"mode":"live"})"));
+}
+
+// POST /api/livekit/webhook: signed by LiveKit (checked before the body is read), for the room's egress actor.
+void livekit_webhook_route(self_ptr self, const http_request& req, const http_responder_ptr& responder) {
+  auto& st = self->state;
+  if (!st.ctx->livekit) {
+    responder->respond(json_response(503, R"({"ok":false,"error":"livekit_not_configured"})"));
+    return;
+  }
+  const auto& lk = st.ctx->cfg.livekit;
+  auto auth = req.header("authorization");
+  auto problem = verify_livekit_webhook(auth ? *auth : std::string{}, req.body, lk.api_key, lk.api_secret);
+  if (!problem.empty()) {
+    st.ctx->metrics->note("livekit.webhooks_refused", "webhook refused from " + req.remote + ": " + problem);
+    responder->respond(json_response(
+        401, json_builder().boolean("ok", false).str("error", "unauthorized").str("message", problem).done()));
+    return;
+  }
+  auto w = parse_livekit_webhook(req.body);
+  if (!w) {
+    st.ctx->metrics->note("livekit.webhooks_invalid", "webhook with an unreadable body from " + req.remote);
+    responder->respond(json_response(400, R"({"ok":false,"error":"invalid_webhook"})"));
+    return;
+  }
+  st.ctx->metrics->count("livekit.webhooks");
+  SW_LOG(st.ctx, debug, "livekit webhook " << w->event << " room=" << w->room);
+  if (auto it = st.egress_rooms.find(w->room); it != st.egress_rooms.end())
+    self->send(it->second, webhook_atom::value, std::move(*w));
+  responder->respond(json_response(200, R"({"ok":true})"));
+}
+
 }  // namespace
 
 void handle_http(self_ptr self, const http_request& req, const http_responder_ptr& responder) {
@@ -409,30 +528,9 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
   } else if (path == "/api/active-speaker") {
     active_speaker(self, req, responder);
   } else if (path == "/api/transcription/start" || path == "/api/transcription/stop") {
-    if (!bearer_ok(req, st.ctx->cfg.service_api_secret)) {
-      responder->respond(json_response(401, R"({"ok":false,"error":"unauthorized"})"));
-      return;
-    }
-    auto body = parse_json_object(req.body.empty() ? std::string_view("{}") : std::string_view(req.body));
-    if (!body.ok) {
-      responder->respond(json_response(400, json_error_body("invalid_json")));
-      return;
-    }
-    if (path == "/api/transcription/stop") {
-      auto id = body.get("sessionId");
-      if (id.empty()) {
-        responder->respond(json_response(400, json_error_body("Missing sessionId")));
-        return;
-      }
-      responder->respond(json_response(200, json_builder().boolean("success", true).str("sessionId", id).done()));
-      return;
-    }
-    if (body.get("sessionId").empty() || body.get("sessionSlug").empty()) {
-      responder->respond(json_response(400, R"({"ok":false,"error":"Missing sessionId or sessionSlug"})"));
-      return;
-    }
-    // Room (egress) transcription needs LiveKit, which no issue has configured yet.
-    responder->respond(json_response(503, R"({"ok":false,"error":"livekit_not_configured"})"));
+    room_transcription(self, path == "/api/transcription/start", req, responder);
+  } else if (path == "/api/livekit/webhook") {
+    livekit_webhook_route(self, req, responder);
   }
 }
 

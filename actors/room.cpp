@@ -18,11 +18,17 @@ room_actor::behavior_type room(room_actor::stateful_pointer<room_state> self, co
   return {
       [=](speaker_atom, active_speaker_update& u) {
         scope t(self->state.probe, self);
-        self->state.speaker = std::move(u);
+        self->state.speakers.add(std::move(u));
       },
       [=](speaker_atom) -> active_speaker_update {
         scope t(self->state.probe, self);
-        return self->state.speaker;
+        auto latest = self->state.speakers.latest();
+        return latest ? *latest : active_speaker_update{};
+      },
+      [=](speaker_atom, const speech_span& span) -> active_speaker_update {
+        scope t(self->state.probe, self);
+        if (auto who = self->state.speakers.attribute(span.from_ms, span.to_ms)) return *who;
+        return active_speaker_update{"room", "Meeting", span.from_ms};
       },
       [=](join_atom, room_member& m) {
         scope t(self->state.probe, self);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "actors/context.hpp"
+#include "actors/speaker_timeline.hpp"
 
 namespace sw {
 
@@ -18,7 +19,7 @@ struct room_state {
   std::vector<room_member> members;
   std::unordered_set<std::string> finals_seen;  // bounded by finals_order
   std::deque<std::string> finals_order;
-  active_speaker_update speaker;
+  speaker_timeline speakers;
   actor_probe probe;
 };
 

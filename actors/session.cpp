@@ -1,9 +1,12 @@
 #include "actors/session.hpp"
 
+#include <algorithm>
+
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/egress.hpp"
 #include "proto/json.hpp"
 
 namespace sw {
@@ -32,6 +35,17 @@ void send_status(session_state& st, const std::string& status) {
 // "<stream id> room=<slug>" for log lines (never the token, never audio).
 std::string stream_label(const session_state& st) {
   return std::to_string(st.who.stream_id) + " room=" + st.who.session_slug;
+}
+
+// Wall clock (ms) of a moment of the room mix's audio, `s` seconds from its start.
+std::int64_t wall_ms(const session_state& st, double s) {
+  const auto at = static_cast<std::int64_t>(s * 1000);
+  if (st.anchors.empty()) return st.started_ms + at;
+  auto it =
+      std::upper_bound(st.anchors.begin(), st.anchors.end(), at,
+                       [](std::int64_t t, const std::pair<std::int64_t, std::int64_t>& a) { return t < a.first; });
+  const auto& a = it == st.anchors.begin() ? *it : *std::prev(it);
+  return a.second + (at - a.first);
 }
 
 bool relay_running(const session_state& st) {
@@ -133,6 +147,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
   st.room = std::move(room);
   st.gateway = std::move(gateway);
   if (!st.who.track_id.empty()) st.egress = std::make_unique<egress_audio>();
+  st.room_mix = st.who.track_id == room_mix_track;
   st.started_ms = now_ms();
   st.probe = actor_probe(ctx->metrics, "session");
   st.usage.session_slug = st.who.session_slug;
@@ -158,6 +173,12 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         auto& s = self->state;
         ++s.usage.transcripts;
         ++(t.is_final ? s.usage.finals : s.usage.partials);
+        auto deliver = [self](room_transcript& rt) {
+          auto& s2 = self->state;
+          if (rt.is_final && s2.ctx->persistence)
+            self->send(s2.ctx->persistence, final_atom::value, final_record{rt, s2.who.session_id, s2.started_ms});
+          self->send(s2.room, transcript_atom::value, std::move(rt));
+        };
         room_transcript rt;
         rt.session_slug = s.who.session_slug;
         rt.utterance_id = s.who.stream_key + "-" + t.utterance_id;
@@ -168,9 +189,21 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         rt.language = std::move(t.language);
         rt.start = t.start;
         rt.end = t.end;
-        if (rt.is_final && s.ctx->persistence)
-          self->send(s.ctx->persistence, final_atom::value, final_record{rt, s.who.session_id, s.started_ms});
-        self->send(s.room, transcript_atom::value, std::move(rt));
+        if (!s.room_mix) {
+          deliver(rt);
+          return;
+        }
+        // The room's mix: whoever held the floor longest during the utterance. Awaited, so that transcripts keep
+        // their order.
+        speech_span span{wall_ms(s, t.start), wall_ms(s, t.end)};
+        self->request(s.room, std::chrono::seconds(2), speaker_atom::value, span)
+            .await(
+                [deliver, rt](const active_speaker_update& who) mutable {
+                  rt.speaker_id = who.identity;
+                  rt.speaker_name = who.name.empty() ? who.identity : who.name;
+                  deliver(rt);
+                },
+                [deliver, rt](caf::error&) mutable { deliver(rt); });
       },
       [=](status_atom, stt_status& status) {
         scope probe(self->state.probe, self);
@@ -221,6 +254,14 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
           if (s.muted) return;  // a muted track: nothing goes upstream, nothing is billed
           chunk.pcm = s.egress->convert(chunk.pcm.data(), chunk.pcm.size());
           if (chunk.pcm.empty()) return;  // held by the resampler for now
+          if (s.room_mix) {
+            if (s.anchor_next) {
+              s.anchors.emplace_back(static_cast<std::int64_t>(s.mono_bytes / 32), now_ms());
+              if (s.anchors.size() > 256) s.anchors.pop_front();
+              s.anchor_next = false;
+            }
+            s.mono_bytes += chunk.pcm.size();
+          }
         }
         auto now = audio_guard::clock::now();
         switch (s.guard->check(chunk.pcm.size(), now)) {
@@ -264,7 +305,10 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         scope probe(self->state.probe, self);
         auto& s = self->state;
         if (s.egress) {  // {"muted":bool} on track mute / unmute; nothing else is expected
-          if (auto muted = parse_egress_muted(text)) s.muted = *muted;
+          if (auto muted = parse_egress_muted(text)) {
+            if (*muted && !s.muted) s.anchor_next = true;  // the audio after the unmute starts a new anchor
+            s.muted = *muted;
+          }
           return;
         }
         auto m = parse_client_message(text);

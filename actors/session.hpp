@@ -3,6 +3,7 @@
 // to the room (and finals to persistence), answers control messages, and drains the upstream before it ends.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +30,12 @@ struct session_state {
   // egress reads nothing) and is no member of the room; `muted` frames pause it (nothing goes upstream meanwhile).
   std::unique_ptr<egress_audio> egress;
   bool muted = false;
+  // The room's audio mix (a `room`-mode egress, track "room"): where the stream's audio sits on the wall clock, for
+  // attributing each utterance to the active speaker. One anchor (stream ms, wall ms) per start or unmute, bounded.
+  bool room_mix = false;
+  std::deque<std::pair<std::int64_t, std::int64_t>> anchors;
+  std::uint64_t mono_bytes = 0;  // 16 kHz mono bytes accepted so far
+  bool anchor_next = true;
   audio_chunk batch;  // accepted audio not yet handed to the relay (provider's batch_bytes)
   // Accepted since the last flush (including `batch`): not a multiple of batch_bytes means audio waits in a
   // partial chunk, here or in the relay, and goes after STT_CHUNK_FLUSH_MS without more.

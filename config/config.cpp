@@ -62,6 +62,8 @@ const std::vector<setting_doc>& settings() {
        "track: one Track Egress per published audio track (exact attribution) | room: one audio egress of the room "
        "mix (attribution by active speaker)"},
       {"RECONCILE_INTERVAL_MS", "30000", "how often the egresses of a transcribed room are checked against LiveKit"},
+      {"LIVEKIT_CA_FILE", "", "extra CA file for the LiveKit TLS connection"},
+      {"LIVEKIT_TIMEOUT_MS", "10000", "bound on each LiveKit API call (connect, TLS, answer)"},
       {"DATABASE_URL", "sqlite3://db=./data/sessions.db",
        "postgresql://... or postgres://... (PostgreSQL), sqlite3://db=PATH (SQLite), or none (no persistence)"},
       {"PERSIST_JOURNAL_DIR", "./data/journal", "local journal of accepted finals (fsync'd, replayed at start-up)"},
@@ -211,6 +213,8 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
       lk.egress_mode = m;
     }
     ms("RECONCILE_INTERVAL_MS", lk.reconcile_interval, 1000);
+    ms("LIVEKIT_TIMEOUT_MS", lk.timeout, 100);
+    if (auto v = get("LIVEKIT_CA_FILE")) lk.ca_file = v;
     if (lk.configured() && c.service_api_secret.empty())
       throw config_error("LiveKit room transcription needs SERVICE_API_SECRET (it signs the egress tokens)");
   }

@@ -58,6 +58,8 @@ struct config {
     std::string public_base_url;        // ws(s) base LiveKit dials for /egress/audio
     std::string egress_mode = "track";  // track | room
     std::chrono::milliseconds reconcile_interval{30'000};
+    std::chrono::milliseconds timeout{10'000};  // each Twirp call
+    std::string ca_file;                        // extra CA for https
     bool configured() const { return !url.empty(); }
   } livekit;
   std::size_t stt_replay_buffer_bytes = 1'920'000;  // 60 s of audio kept until acknowledged

@@ -6,6 +6,8 @@
 //   session --join/leave/transcript--> room (one per sessionSlug) --JSON--> every client_sink of the room
 //   session --final/usage--> persistence (SOCI, detached)
 //   gateway --queue--> persistence (figures for /health, /ready, /metrics)
+//   gateway --start/stop/webhook--> egress (one per LiveKit room being transcribed) --Twirp--> LiveKit,
+//     which dials /egress/audio: a session per track, attached to its egress actor; failures --notice--> room
 // Counters and actor statistics go to a thread-safe registry (telemetry/metrics.hpp), not through messages:
 // /metrics reads it without adding load to the actors it observes.
 #pragma once
@@ -65,12 +67,15 @@ using session_actor = stt_listener_actor::extend<
     // the server is shutting down: drain the upstream, then close 1001
     caf::reacts_to<shutdown_atom>>;
 
-// The active speaker of one room (played by the room actor).
+// The active speaker of one room (played by the room actor): a bounded timeline of who said they spoke when.
 using active_speaker_actor = caf::typed_actor<
-    // a participant says it is speaking (HTTP route or `active_speaker` message)
+    // a participant says it is speaking (HTTP route or `active_speaker` message): a change on the timeline
     caf::reacts_to<speaker_atom, active_speaker_update>,
     // who spoke last (identity empty when nobody has)
-    caf::replies_to<speaker_atom>::with<active_speaker_update>>;
+    caf::replies_to<speaker_atom>::with<active_speaker_update>,
+    // who spoke most during this wall-clock span (identity "room" when nobody was reported): attributes the room
+    // mix of a `room`-mode egress
+    caf::replies_to<speaker_atom, speech_span>::with<active_speaker_update>>;
 
 // One room (per sessionSlug): membership and fan-out. Spawned and stopped by the gateway actor.
 using room_actor = active_speaker_actor::extend<
@@ -122,6 +127,27 @@ public:
 };
 using upgrade_responder_ptr = std::shared_ptr<upgrade_responder>;
 
+// LiveKit transcription of one room (LIVEKIT_EGRESS_MODE track: an egress per published audio track; room: one of
+// the room's audio mix). Spawned by the gateway on the first start; ends after a stop (or room_finished) has drained.
+using egress_actor = caf::typed_actor<
+    // POST /api/transcription/start: list the participants and start every missing egress (a start while running
+    // changes nothing)
+    caf::reacts_to<start_atom, egress_start>,
+    // POST /api/transcription/stop: StopEgress every egress and drain their streams; answers once every stream has
+    // delivered its last final (false: the drain bound ran out)
+    caf::replies_to<stop_atom>::with<bool>,
+    // a verified webhook about this room: track_published / track_unpublished / participant_left / egress_ended /
+    // room_finished
+    caf::reacts_to<webhook_atom, livekit_webhook>,
+    // LiveKit dialled /egress/audio for this track: the session of that stream (monitored)
+    caf::reacts_to<attach_atom, std::string, session_actor>,
+    // a Twirp call of this actor answered (from an I/O thread)
+    caf::reacts_to<reply_atom, livekit_answer>,
+    // timer: reconcile with ListEgress and ListParticipants (webhooks can be lost)
+    caf::reacts_to<tick_atom>,
+    // timer: LiveKit did not close the stopped streams in time: drain them from this side
+    caf::reacts_to<timeout_atom>>;
+
 // The gateway actor: every HTTP request and upgrade request that net/ parsed.
 using gateway_actor = caf::typed_actor<
     // a plain HTTP request; answered through the responder
@@ -130,6 +156,8 @@ using gateway_actor = caf::typed_actor<
     caf::reacts_to<upgrade_atom, http_request, upgrade_responder_ptr>,
     // from a session: its socket is gone and it only drains its upstream; it no longer counts against its user
     caf::reacts_to<leave_atom>,
+    // from an egress actor: a JSON notice (transcription_error) for every client of that room, if it has any
+    caf::reacts_to<notice_atom, std::string, std::string>,
     // stop admitting, close every stream with 1001 after draining
     caf::reacts_to<shutdown_atom>>;
 

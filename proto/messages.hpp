@@ -11,6 +11,7 @@
 
 #include "proto/client_sink.hpp"
 #include "proto/http.hpp"
+#include "proto/livekit.hpp"
 
 namespace sw {
 
@@ -45,6 +46,10 @@ using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using write_atom = caf::atom_constant<caf::atom("write")>;
 using ping_atom = caf::atom_constant<caf::atom("ping")>;
 using quiet_atom = caf::atom_constant<caf::atom("quiet")>;
+using start_atom = caf::atom_constant<caf::atom("start")>;
+using webhook_atom = caf::atom_constant<caf::atom("webhook")>;
+using attach_atom = caf::atom_constant<caf::atom("attach")>;
+using reply_atom = caf::atom_constant<caf::atom("reply")>;
 
 // --- participant stream -----------------------------------------------------------------------
 
@@ -136,6 +141,29 @@ struct active_speaker_update {
   std::string identity;
   std::string name;
   std::int64_t timestamp_ms = 0;
+};
+
+// The span of an utterance on the wall clock (ms since epoch), for attribution by active speaker.
+struct speech_span {
+  std::int64_t from_ms = 0;
+  std::int64_t to_ms = 0;
+};
+
+// --- room transcription (LiveKit egress) --------------------------------------------------------
+
+// POST /api/transcription/start: the web app's VideoSession id and the room (the LiveKit room's name).
+struct egress_start {
+  std::string session_id;
+  std::string session_slug;
+};
+
+// A LiveKit Twirp call answered (or failed), for the egress actor that made it (call id).
+struct livekit_answer {
+  std::uint64_t call = 0;
+  bool ok = false;
+  unsigned status = 0;
+  std::string body;
+  std::string error;
 };
 
 // --- session -> persistence (implemented by the persistence actor) ---------------------------
@@ -230,6 +258,9 @@ SW_INSPECT(upstream_event, x.generation, x.kind, x.data, x.code)
 SW_INSPECT(room_transcript, x.session_slug, x.utterance_id, x.text, x.is_final, x.speaker_id, x.speaker_name,
            x.language, x.start, x.end)
 SW_INSPECT(active_speaker_update, x.identity, x.name, x.timestamp_ms)
+SW_INSPECT(speech_span, x.from_ms, x.to_ms)
+SW_INSPECT(egress_start, x.session_id, x.session_slug)
+SW_INSPECT(livekit_answer, x.call, x.ok, x.status, x.body, x.error)
 SW_INSPECT(final_record, x.transcript, x.session_id, x.stream_started_ms)
 SW_INSPECT(usage_record, x.session_slug, x.session_id, x.identity, x.started_ms, x.ended_ms, x.audio_chunks,
            x.transcripts, x.finals, x.partials, x.errors)
@@ -248,3 +279,5 @@ SW_INSPECT(queue_stats, x.queue_length, x.total_queued, x.total_flushed, x.total
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sw::room_member)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sw::client_sink_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sw::http_responder_ptr)
+// A verified LiveKit webhook (proto/livekit.hpp), handed from the gateway to a room's egress actor in-process.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sw::livekit_webhook)

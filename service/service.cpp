@@ -130,6 +130,16 @@ service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) 
       SW_LOG(ctx, warn, "local STT model not found at " << paths.hmm << " (install pocketsphinx-en-us)");
     }
   }
+  if (ctx->cfg.livekit.configured()) {
+    if (!impl_->outbound) impl_->outbound = std::make_shared<net::outbound>(impl_->io);
+    const auto& lk = ctx->cfg.livekit;
+    if (net::parse_url(lk.url) && net::parse_url(lk.url)->secure()) {
+      if (auto error = impl_->outbound->prepare_tls(lk.ca_file); !error.empty())
+        SW_LOG(ctx, error, "livekit: " << error << " (every LiveKit call will fail)");
+    }
+    ctx->livekit = std::make_shared<const net::livekit_client>(
+        net::livekit_client::settings{lk.url, lk.api_key, lk.api_secret, lk.ca_file, lk.timeout}, impl_->outbound);
+  }
   impl_->caf_cfg->set("scheduler.max-threads", impl_->ctx->cfg.actor_threads);
   impl_->caf_cfg->add_thread_hook<signal_stack_hook>();
 }

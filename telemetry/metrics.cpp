@@ -118,6 +118,16 @@ actor_kind_stats& metrics::actor_kind(const std::string& kind) {
   return *slot;
 }
 
+void metrics::set_egress_room(const std::string& slug, egress_room_view v) {
+  std::lock_guard<std::mutex> lock(mu_);
+  egress_rooms_[slug] = std::move(v);
+}
+
+void metrics::erase_egress_room(const std::string& slug) {
+  std::lock_guard<std::mutex> lock(mu_);
+  egress_rooms_.erase(slug);
+}
+
 metrics::snapshot metrics::read() const {
   snapshot s;
   std::vector<std::pair<std::string, latency_recorder*>> recorders;
@@ -126,6 +136,7 @@ metrics::snapshot metrics::read() const {
     s.counters = counters_;
     for (auto& [k, v] : latency_) recorders.emplace_back(k, v.get());
     for (auto& [k, v] : actors_) s.actors[k] = v.get();
+    s.egress_rooms = egress_rooms_;
     s.last_error = last_error_;
     s.last_error_ms = last_error_ms_;
   }

@@ -45,6 +45,17 @@ struct actor_kind_stats {
   latency_recorder processing;               // handler time, ms
 };
 
+// The state of one room's LiveKit transcription, as its egress actor last published it.
+struct egress_room_view {
+  std::string mode;            // track | room
+  std::string state;           // starting | running | stopping
+  std::uint32_t egresses = 0;  // egresses LiveKit has started for the room (ours, not ended)
+  std::uint32_t starting = 0;  // start calls in flight
+  std::uint32_t streams = 0;   // their audio streams connected to /egress/audio
+  std::uint64_t failures = 0;  // LiveKit calls that failed
+  std::string last_error;
+};
+
 class metrics {
 public:
   metrics();
@@ -73,11 +84,15 @@ public:
   void count(const std::string& name, std::uint64_t n = 1);
   void observe(const std::string& name, double ms);
   actor_kind_stats& actor_kind(const std::string& kind);
+  // Egress actors publish their room's state; it is erased when the actor ends.
+  void set_egress_room(const std::string& slug, egress_room_view v);
+  void erase_egress_room(const std::string& slug);
 
   struct snapshot {
     std::map<std::string, std::uint64_t> counters;
     std::map<std::string, latency_summary> latency;
     std::map<std::string, const actor_kind_stats*> actors;
+    std::map<std::string, egress_room_view> egress_rooms;
     std::string last_error;
     std::int64_t last_error_ms = 0;
     double uptime_s = 0;
@@ -89,6 +104,7 @@ private:
   std::map<std::string, std::uint64_t> counters_;
   std::map<std::string, std::unique_ptr<latency_recorder>> latency_;
   std::map<std::string, std::unique_ptr<actor_kind_stats>> actors_;
+  std::map<std::string, egress_room_view> egress_rooms_;
   std::string last_error_;
   std::string failure_;
   std::function<void(bool, const std::string&)> log_;
