@@ -42,7 +42,11 @@ stt_relay_actor::behavior_type echo_relay(stt_relay_actor::stateful_pointer<echo
         if (s.opts.partials)
           self->send(s.listener, heard_atom::value, stt_transcript{id, text, false, "en", start, s.seconds});
         std::string final_text = text + std::string(s.opts.padding, '.');
-        self->send(s.listener, heard_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
+        if (s.opts.final_delay.count() > 0)  // as a real recognizer: the final comes after the speech
+          self->delayed_send(s.listener, s.opts.final_delay, heard_atom::value,
+                             stt_transcript{id, final_text, true, "en", start, s.seconds});
+        else
+          self->send(s.listener, heard_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
         if (s.opts.duplicate_finals)
           self->send(s.listener, heard_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
       },

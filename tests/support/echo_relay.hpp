@@ -23,12 +23,13 @@ struct audio_capture {
 };
 
 struct echo_options {
-  std::size_t padding = 0;                 // bytes appended to every final's text (slow-client tests)
-  bool partials = true;                    // also emit a partial per chunk
-  bool duplicate_finals = false;           // emit every final twice (dedup tests)
-  std::string fail_code;                   // non-empty: report this error at start and stop
-  std::chrono::milliseconds drain{0};      // after stop, "stopped" comes this much later (an upstream's last finals)
-  std::shared_ptr<audio_capture> capture;  // set: the audio is kept there
+  std::size_t padding = 0;                   // bytes appended to every final's text (slow-client tests)
+  bool partials = true;                      // also emit a partial per chunk
+  bool duplicate_finals = false;             // emit every final twice (dedup tests)
+  std::string fail_code;                     // non-empty: report this error at start and stop
+  std::chrono::milliseconds drain{0};        // after stop, "stopped" comes this much later (an upstream's last finals)
+  std::chrono::milliseconds final_delay{0};  // each final comes this much after its audio (keep drain above it)
+  std::shared_ptr<audio_capture> capture;    // set: the audio is kept there
 };
 
 // Utterance ids are "u<n>" for the n-th chunk; texts are "chunk <n> <bytes>B".
