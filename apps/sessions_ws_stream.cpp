@@ -21,6 +21,7 @@ namespace {
 
 const char* usage =
     "Usage: sessions-ws-stream [options] FILE.wav\n"
+    "       sessions-ws-stream [options] --watch SECONDS   (a viewer: prints the room's transcripts, sends no audio)\n"
     "  --url URL        server base URL (default ws://localhost:3001)\n"
     "  --token JWT      transcription token; or mint one with:\n"
     "  --secret S       TRANSCRIPTION_JWT_SECRET (default: from the environment)\n"
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
   std::string url = "ws://localhost:3001", token, room = "demo", identity = "cli", file, ca;
   std::string secret = std::getenv("TRANSCRIPTION_JWT_SECRET") ? std::getenv("TRANSCRIPTION_JWT_SECRET") : "";
   bool fast = false;
+  long watch = -1;  // --watch: seconds to view the room (0: until the server closes)
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -87,20 +89,29 @@ int main(int argc, char** argv) {
       ca = next();
     else if (a == "--fast")
       fast = true;
-    else if (!a.empty() && a[0] == '-') {
+    else if (a == "--watch") {
+      auto v = next();
+      char* end = nullptr;
+      watch = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || watch < 0) {
+        std::cerr << "sessions-ws-stream: --watch needs a whole number of seconds\n" << usage;
+        return 2;
+      }
+    } else if (!a.empty() && a[0] == '-') {
       std::cerr << "sessions-ws-stream: unknown option " << a << "\n" << usage;
       return 2;
     } else
       file = a;
   }
-  if (file.empty() || (token.empty() && secret.empty())) {
-    std::cerr << "sessions-ws-stream: a WAV file and --token (or --secret / TRANSCRIPTION_JWT_SECRET) are needed\n"
+  if ((file.empty() == (watch < 0)) || (token.empty() && secret.empty())) {
+    std::cerr << "sessions-ws-stream: a WAV file (or --watch) and --token (or --secret / TRANSCRIPTION_JWT_SECRET) "
+                 "are needed\n"
               << usage;
     return 2;
   }
   std::vector<std::int16_t> pcm;
   try {
-    pcm = sw::load_audio(file);
+    if (!file.empty()) pcm = sw::load_audio(file);
   } catch (const std::exception& e) {
     std::cerr << "sessions-ws-stream: " << e.what() << "\n";
     return 2;
@@ -118,6 +129,15 @@ int main(int argc, char** argv) {
   try {
     auto ws =
         sw::net::ws_client::connect(url + "/api/realtime/transcribe?token=" + sw::net::percent_encode(token), opts);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(watch > 0 ? watch : 1L << 30);
+    while (watch >= 0 && std::chrono::steady_clock::now() < until) {
+      auto m = ws->read(std::chrono::milliseconds(200));
+      if (m.kind == sw::net::ws_client::message::text) out.on(m.data);
+      if (m.kind == sw::net::ws_client::message::closed) {
+        std::cerr << "sessions-ws-stream: closed by the server (" << m.close_code << " " << m.close_reason << ")\n";
+        return m.close_code == 1000 || m.close_code == 1001 ? 0 : 1;
+      }
+    }
     const std::size_t frame = 320;  // 20 ms
     auto period = std::chrono::microseconds(fast ? 10'000 : 20'000);
     auto next = std::chrono::steady_clock::now();
