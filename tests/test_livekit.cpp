@@ -151,7 +151,10 @@ TEST(LiveKitRoom, ConcurrentStartsMakeOneEgressPerAudioTrackAndStopEndsThem) {
   EXPECT_EQ(stopped.status, 200u);
   EXPECT_EQ(stopped.body, R"({"success":true,"sessionId":"vs-1"})");
   EXPECT_EQ(r.lk->active_egresses(), 0u);
-  for (auto& e : r.lk->egresses()) EXPECT_EQ(e.status, "EGRESS_COMPLETE") << e.egress_id;
+  for (auto& e : r.lk->egresses()) {
+    EXPECT_EQ(e.status, "EGRESS_COMPLETE") << e.egress_id;
+    EXPECT_TRUE(e.close_code == 1000 || e.close_code == 1005) << e.close_code << ": the close handshake completed";
+  }
   EXPECT_EQ(field(http_fetch(r.h->http("/metrics")).body, "activeSttRelays"), "0") << "both streams drained";
   EXPECT_EQ(http_fetch(r.h->http("/metrics")).body.find(R"("egress":{"r")"), std::string::npos);
 }
@@ -237,6 +240,9 @@ TEST(LiveKitRoom, ATwoPersonRoomIsTranscribedEndToEndAttributedAndStored) {
       30s));
   std::string heard_a, heard_b;
   EXPECT_EQ(r.stop("vs-meeting").status, 200u);
+  EXPECT_EQ(field(http_fetch(r.h->http("/metrics")).body, "activeSttRelays"), "1")
+      << "the stop answered after both egress streams drained: only the viewer's relay is left";
+  for (auto& e : r.lk->egresses()) EXPECT_GE(e.pings_sent, 1u) << "the egress pinged the service meanwhile";
   // Everything the room got came before the stop answered: the viewer's own stop drains what is queued for it.
   viewer->send_text(R"({"type":"stop"})");
   int others = 0;

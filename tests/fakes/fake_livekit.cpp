@@ -193,8 +193,11 @@ struct fake_livekit::impl {
       tick.cancel();
       ping.cancel();
       // EOS: a close frame without a status, then the read loop sees the service's answer.
-      ws.async_close(websocket::close_reason{}, [&](beast::error_code) {
+      ws.async_close(websocket::close_reason{}, [&](beast::error_code e) {
         std::lock_guard<std::mutex> lock(mu);
+        if (!e)  // the service's answer to our close
+          run->rec.close_code =
+              ws.reason().code == websocket::close_code::none ? 1005 : static_cast<std::uint16_t>(ws.reason().code);
         if (run->rec.status != "EGRESS_FAILED") run->rec.status = "EGRESS_COMPLETE";
       });
     };
