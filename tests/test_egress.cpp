@@ -2,16 +2,15 @@
 // frames of any size turned into the 16 kHz mono the STT relays take, mute and unmute, the end of the stream.
 #include <cmath>
 #include <ctime>
-#include <fstream>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <soxr.h>
 
 #include "apps/audio_file.hpp"
 #include "proto/token.hpp"
 #include "tests/support/harness.hpp"
+#include "tests/support/librivox.hpp"
 #include "tests/support/wer.hpp"
 
 namespace {
@@ -150,37 +149,7 @@ TEST(Egress, AMutedTrackSendsNothingUpstream) {
 
 // --- the resampler's quality: what the recognizer makes of it ---------------------------------------------------
 
-const std::string librivox = "/usr/share/pocketsphinx/test/data/librivox/";
-
-std::string reference(const std::string& id) {
-  std::ifstream in(librivox + "transcription");
-  for (std::string line; std::getline(in, line);) {
-    if (line.find("(" + id + ")") == std::string::npos) continue;
-    auto text = line.substr(0, line.rfind('('));
-    for (std::string tag : {"<s>", "</s>"})
-      if (auto p = text.find(tag); p != std::string::npos) text.erase(p, tag.size());
-    return text;
-  }
-  return {};
-}
-
-// 16 kHz mono as LiveKit would send it: resampled to 48 kHz (libsoxr, very high quality), both channels the same.
-std::vector<std::uint8_t> as_egress(const std::vector<std::int16_t>& mono16k) {
-  std::vector<std::int16_t> up(mono16k.size() * 3 + 64);
-  std::size_t done = 0;
-  auto io = soxr_io_spec(SOXR_INT16_I, SOXR_INT16_I);
-  auto q = soxr_quality_spec(SOXR_VHQ, 0);
-  soxr_oneshot(16'000, 48'000, 1, mono16k.data(), mono16k.size(), nullptr, up.data(), up.size(), &done, &io, &q,
-               nullptr);
-  std::vector<std::uint8_t> out;
-  out.reserve(done * 4);
-  for (std::size_t i = 0; i < done; ++i)
-    for (int ch = 0; ch < 2; ++ch) {
-      out.push_back(static_cast<std::uint8_t>(static_cast<std::uint16_t>(up[i]) & 0xff));
-      out.push_back(static_cast<std::uint8_t>(static_cast<std::uint16_t>(up[i]) >> 8));
-    }
-  return out;
-}
+using sw::test::librivox;
 
 // Sends `pcm` in frames of `frame` bytes, each 20 ms of audio, at twice real time (the server's limit).
 void stream_paced(ws_client& c, const std::uint8_t* pcm, std::size_t size, std::size_t frame) {
@@ -209,7 +178,7 @@ TEST(Egress, A48kHzStereoRecordingIsRecognizedAsWellAsTheSameAt16kHz) {
   harness h([](sw::config& c) { c.stt_provider = "local"; }, std::nullopt, true);
   const std::string id = "sense_and_sensibility_01_austen_64kb-0880";
   auto mono = sw::load_audio(librivox + id + ".wav");
-  const auto ref = reference(id);
+  const auto ref = sw::test::librivox_reference(id);
   ASSERT_FALSE(ref.empty());
 
   auto direct = h.connect("room", "direct");
@@ -221,8 +190,8 @@ TEST(Egress, A48kHzStereoRecordingIsRecognizedAsWellAsTheSameAt16kHz) {
   auto listener = h.connect("room", "bob");
   expect_message(*listener, "ready", 10000);
   auto egress = ws_client::connect(egress_url(h, egress_token(h.cfg.service_api_secret)));
-  auto stereo = as_egress(mono);
-  stream_paced(*egress, stereo.data(), stereo.size(), 3'840);
+  auto stereo = sw::test::as_egress(mono);
+  stream_paced(*egress, reinterpret_cast<const std::uint8_t*>(stereo.data()), stereo.size(), 3'840);
   egress->close(0);
   ASSERT_TRUE(relay_done(h));                 // the egress stream drained: its finals went to the room before
   listener->send_text(R"({"type":"stop"})");  // the room hands the listener everything before its own end

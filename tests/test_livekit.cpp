@@ -3,11 +3,9 @@
 // reconciliation, LiveKit's failures reaching the room, and attribution by active speaker of a room mix.
 #include <cmath>
 #include <ctime>
-#include <fstream>
 #include <thread>
 
 #include <gtest/gtest.h>
-#include <soxr.h>
 
 #include <boost/asio/ip/tcp.hpp>
 
@@ -16,6 +14,7 @@
 #include "proto/time.hpp"
 #include "tests/fakes/fake_livekit.hpp"
 #include "tests/support/harness.hpp"
+#include "tests/support/librivox.hpp"
 #include "tests/support/wer.hpp"
 
 namespace {
@@ -161,37 +160,9 @@ TEST(LiveKitRoom, ConcurrentStartsMakeOneEgressPerAudioTrackAndStopEndsThem) {
 
 // --- end to end: two participants, two LibriVox recordings, the offline recognizer ---------------------------------
 
-const std::string librivox = "/usr/share/pocketsphinx/test/data/librivox/";
-
-std::string reference(const std::string& id) {
-  std::ifstream in(librivox + "transcription");
-  for (std::string line; std::getline(in, line);) {
-    if (line.find("(" + id + ")") == std::string::npos) continue;
-    auto text = line.substr(0, line.rfind('('));
-    for (std::string tag : {"<s>", "</s>"})
-      if (auto p = text.find(tag); p != std::string::npos) text.erase(p, tag.size());
-    return text;
-  }
-  return {};
-}
-
-// 16 kHz mono as LiveKit sends it: resampled to 48 kHz (libsoxr, very high quality), both channels the same.
-std::string as_egress(const std::vector<std::int16_t>& mono16k) {
-  std::vector<std::int16_t> up(mono16k.size() * 3 + 64);
-  std::size_t done = 0;
-  auto io = soxr_io_spec(SOXR_INT16_I, SOXR_INT16_I);
-  auto q = soxr_quality_spec(SOXR_VHQ, 0);
-  soxr_oneshot(16'000, 48'000, 1, mono16k.data(), mono16k.size(), nullptr, up.data(), up.size(), &done, &io, &q,
-               nullptr);
-  std::string out;
-  out.reserve(done * 4);
-  for (std::size_t i = 0; i < done; ++i)
-    for (int ch = 0; ch < 2; ++ch) {
-      out.push_back(static_cast<char>(static_cast<std::uint16_t>(up[i]) & 0xff));
-      out.push_back(static_cast<char>(static_cast<std::uint16_t>(up[i]) >> 8));
-    }
-  return out;
-}
+using sw::test::as_egress;
+using sw::test::librivox;
+using sw::test::librivox_reference;
 
 // What a browser streaming the same recording at 16 kHz gets from the same recognizer.
 std::string heard_directly(const harness& h, const std::vector<std::int16_t>& mono, const std::string& who) {
@@ -262,8 +233,10 @@ TEST(LiveKitRoom, ATwoPersonRoomIsTranscribedEndToEndAttributedAndStored) {
     }
   }
   EXPECT_EQ(others, 0);
-  const double wa = sw::test::wer(reference(id_a), heard_a), wb = sw::test::wer(reference(id_b), heard_b);
-  const double da = sw::test::wer(reference(id_a), direct_a), db = sw::test::wer(reference(id_b), direct_b);
+  const double wa = sw::test::wer(librivox_reference(id_a), heard_a),
+               wb = sw::test::wer(librivox_reference(id_b), heard_b);
+  const double da = sw::test::wer(librivox_reference(id_a), direct_a),
+               db = sw::test::wer(librivox_reference(id_b), direct_b);
   std::printf("word error rate, alice: direct %.1f %%, egress %.1f %%; bob: direct %.1f %%, egress %.1f %%\n", da * 100,
               wa * 100, db * 100, wb * 100);
   EXPECT_LE(std::abs(wa - da), 0.03) << "direct: " << direct_a << "\negress: " << heard_a;

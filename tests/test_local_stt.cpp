@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/harness.hpp"
+#include "tests/support/librivox.hpp"
 #include "tests/support/wer.hpp"
 
 namespace {
@@ -32,16 +33,7 @@ std::unique_ptr<harness> local_harness(std::size_t max_streams = 4, std::size_t 
 }
 
 std::map<std::string, std::string> references() {
-  std::map<std::string, std::string> refs;
-  std::ifstream in(data + "transcription");
-  for (std::string line; std::getline(in, line);) {
-    auto open = line.rfind('('), close = line.rfind(')');
-    auto text = line.substr(0, open);
-    for (auto tag : {"<s>", "</s>"})
-      if (auto p = text.find(tag); p != std::string::npos) text.erase(p, std::string(tag).size());
-    refs[line.substr(open + 1, close - open - 1)] = text;
-  }
-  return refs;
+  return sw::test::librivox_references();
 }
 
 std::string run(const std::string& cmd) {

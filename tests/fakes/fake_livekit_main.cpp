@@ -8,10 +8,9 @@
 #include <thread>
 #include <vector>
 
-#include <soxr.h>
-
 #include "apps/audio_file.hpp"
 #include "tests/fakes/fake_livekit.hpp"
+#include "tests/support/librivox.hpp"
 
 namespace {
 
@@ -27,23 +26,6 @@ const char* usage =
     "Runs until SIGINT or SIGTERM. Exit codes: 0 stopped, 2 bad arguments or unreadable audio.\n";
 
 volatile std::sig_atomic_t stop = 0;
-
-// 16 kHz mono to LiveKit's egress format: S16LE, 48 kHz, both channels the same.
-std::string as_egress(const std::vector<std::int16_t>& mono) {
-  std::vector<std::int16_t> up(mono.size() * 3 + 64);
-  std::size_t done = 0;
-  auto io = soxr_io_spec(SOXR_INT16_I, SOXR_INT16_I);
-  auto q = soxr_quality_spec(SOXR_HQ, 0);
-  soxr_oneshot(16'000, 48'000, 1, mono.data(), mono.size(), nullptr, up.data(), up.size(), &done, &io, &q, nullptr);
-  std::string out;
-  out.reserve(done * 4);
-  for (std::size_t i = 0; i < done; ++i)
-    for (int ch = 0; ch < 2; ++ch) {
-      out.push_back(static_cast<char>(static_cast<std::uint16_t>(up[i]) & 0xff));
-      out.push_back(static_cast<char>(static_cast<std::uint16_t>(up[i]) >> 8));
-    }
-  return out;
-}
 
 }  // namespace
 
@@ -115,7 +97,7 @@ int main(int argc, char** argv) {
   std::string mix;
   for (auto& p : people) {
     try {
-      audio.push_back(as_egress(sw::load_audio(p.file)));
+      audio.push_back(sw::test::as_egress(sw::load_audio(p.file)));
       mix += audio.back();
     } catch (const std::exception& e) {
       std::cerr << "sessions-ws-fake-livekit: " << p.file << ": " << e.what() << "\n";
