@@ -6,16 +6,21 @@
 #include <deque>
 #include <optional>
 #include <thread>
+#include <type_traits>
 
 #include <openssl/evp.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
 #include "net/url.hpp"
+#include "proto/load_tag.hpp"
 #include "proto/rapidjson.hpp"
 
 namespace sw::test {
@@ -37,10 +42,11 @@ std::string now_iso() {
 // session at 6.4 s into a 100-stream benchmark).
 class chunked_audio {
 public:
+  bool keep = true;  // false: counted only
   std::size_t size() const { return bytes_; }
   void append(std::string chunk) {
     bytes_ += chunk.size();
-    parts_.push_back(std::move(chunk));
+    if (keep) parts_.push_back(std::move(chunk));
   }
   std::string str() const {
     std::string all;
@@ -58,8 +64,10 @@ struct session {
   std::string id;
   chunked_audio audio;  // committed (acknowledged) bytes, in order
   std::size_t chunks_since_final = 0;
+  std::size_t bytes_since_partial = 0, bytes_since_final = 0;  // partial_every / final_every
   int utterance = 0;
   bool stopped = false;
+  load_tag_reader tags;
 };
 
 std::string utterance_id(int n) {
@@ -74,10 +82,9 @@ struct fake_gladia::impl {
   options opts;
   asio::io_context ioc;
   tcp::acceptor acceptor{ioc};
-  std::thread accept_thread;
+  std::vector<std::thread> threads;
   std::atomic<bool> running{true};
   mutable std::mutex mu;
-  std::vector<std::thread> workers;
   std::map<std::string, session> sessions;
   std::vector<std::string> bodies, targets;
   int inits = 0, connections = 0, fail_times = 0;
@@ -97,23 +104,13 @@ struct fake_gladia::impl {
   bool recording = false;
   std::deque<fake_gladia::arrival> arrivals;  // a deque: appending never moves what is recorded
   std::optional<asio::ssl::context> tls;
+  load_figures figures;
+  std::map<std::uint32_t, std::uint32_t> next_sequence;  // participant -> the sequence expected next
+  std::vector<std::shared_ptr<void>> stalled_conns;      // stalled connections stay open until the fake ends
 
   std::string ws_url_for(const std::string& id) const {
-    return std::string(tls ? "wss" : "ws") + "://localhost:" + std::to_string(acceptor.local_endpoint().port()) +
-           "/v2/live?token=tok-" + id;
-  }
-
-  template <class Stream, class Body>
-  void reply(Stream& s, unsigned status, std::string body, const http::request<Body>& req,
-             const std::string& extra_header = {}, const std::string& extra_value = {}) {
-    http::response<http::string_body> res(static_cast<http::status>(status), req.version());
-    res.set(http::field::content_type, "application/json");
-    if (!extra_header.empty()) res.set(extra_header, extra_value);
-    res.body() = std::move(body);
-    res.keep_alive(false);
-    res.prepare_payload();
-    beast::error_code ec;
-    http::write(s, res, ec);
+    return std::string(tls ? "wss" : "ws") + "://" + (opts.host == "127.0.0.1" ? std::string("localhost") : opts.host) +
+           ":" + std::to_string(acceptor.local_endpoint().port()) + "/v2/live?token=tok-" + id;
   }
 
   static std::string error_body(unsigned status, const std::string& message, const std::string& validation = {}) {
@@ -162,80 +159,44 @@ struct fake_gladia::impl {
     return {};
   }
 
-  void handle(tcp::socket sock) {
-    if (!tls) {
-      handle_stream(sock);
-      return;
-    }
-    asio::ssl::stream<tcp::socket> s(std::move(sock), *tls);
-    beast::error_code ec;
-    s.handshake(asio::ssl::stream_base::server, ec);
-    if (ec) return;  // e.g. the client rejected our certificate
-    handle_stream(s);
-  }
+  struct http_answer {
+    unsigned status = 200;
+    std::string body;
+    std::string extra_header, extra_value;
+  };
 
-  template <class Stream>
-  void handle_stream(Stream& s) {
-    beast::flat_buffer buf;
-    http::request<http::string_body> req;
-    beast::error_code ec;
-    http::read(s, buf, req, ec);
-    if (ec) return;
-    std::string path, token;
-    header_list query;
-    net::split_target(std::string(req.target()), path, query);
-    for (auto& [k, v] : query)
-      if (k == "token") token = v;
-    if (websocket::is_upgrade(req)) {
-      std::string id = token.rfind("tok-", 0) == 0 ? token.substr(4) : "";
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (path != "/v2/live" || !sessions.count(id)) {
-          reply(s, 401, error_body(401, "invalid or expired token"), req);
-          return;
-        }
-        ++connections;
-      }
-      stream(s, std::move(req), id);
-      return;
-    }
-    if (req.method() != http::verb::post || path != "/v2/live") {
-      reply(s, 404, error_body(404, "not found"), req);
-      return;
-    }
-    std::lock_guard<std::mutex> lock(mu);
+  // POST /v2/live (and GET /stats): the answer.
+  http_answer answer_http(const http::request<http::string_body>& req, const std::string& path,
+                          const header_list& query) {
+    if (req.method() == http::verb::get && path == "/stats") return {200, load_json_locked(), {}, {}};
+    if (req.method() != http::verb::post || path != "/v2/live") return {404, error_body(404, "not found"), {}, {}};
     ++inits;
     bodies.push_back(req.body());
     targets.push_back(std::string(req.target()));
     auto key = req.find("x-gladia-key");
-    if (key == req.end() || key->value() != opts.api_key) {
-      reply(s, 401, error_body(401, "gladia key not found"), req);
-      return;
-    }
+    if (key == req.end() || key->value() != opts.api_key) return {401, error_body(401, "gladia key not found"), {}, {}};
     if (fail_times > 0) {
       --fail_times;
-      if (retry_after.empty()) {
-        reply(s, fail_status, error_body(fail_status, "scripted failure"), req);
-      } else {
-        reply(s, fail_status, error_body(fail_status, "scripted failure"), req, "Retry-After", retry_after);
-      }
-      return;
+      if (retry_after.empty()) return {fail_status, error_body(fail_status, "scripted failure"), {}, {}};
+      return {fail_status, error_body(fail_status, "scripted failure"), "Retry-After", retry_after};
     }
     for (auto& [k, v] : query)
-      if (k == "region" && v != "us-west" && v != "eu-west") {
-        reply(s, 400, error_body(400, "Invalid region", "region must be us-west or eu-west"), req);
-        return;
-      }
-    if (auto problem = validate(req.body()); !problem.empty()) {
-      reply(s, 400, error_body(400, "Invalid request", problem), req);
-      return;
-    }
+      if (k == "region" && v != "us-west" && v != "eu-west")
+        return {400, error_body(400, "Invalid region", "region must be us-west or eu-west"), {}, {}};
+    if (auto problem = validate(req.body()); !problem.empty())
+      return {400, error_body(400, "Invalid request", problem), {}, {}};
     auto n = next_id++;
     auto id = "fake-" + std::to_string(n);
-    sessions[id].id = id;
+    auto& ses = sessions[id];
+    ses.id = id;
+    ses.audio.keep = opts.keep_audio;
     if (opts.stagger_finals && opts.final_every_chunks > 0)
-      sessions[id].chunks_since_final = static_cast<std::size_t>(n) % opts.final_every_chunks;
-    reply(s, 201, R"({"id":")" + id + R"(","created_at":")" + now_iso() + R"(","url":")" + ws_url_for(id) + "\"}", req);
+      ses.chunks_since_final = static_cast<std::size_t>(n) % opts.final_every_chunks;
+    if (opts.stagger_finals && opts.final_every.count() > 0)
+      ses.bytes_since_final =
+          static_cast<std::size_t>(n * 6'400) % static_cast<std::size_t>(opts.final_every.count() * 32);
+    return {
+        201, R"({"id":")" + id + R"(","created_at":")" + now_iso() + R"(","url":")" + ws_url_for(id) + "\"}", {}, {}};
   }
 
   std::string msg(const std::string& id, const std::string& type, const std::string& rest) {
@@ -243,143 +204,340 @@ struct fake_gladia::impl {
   }
 
   std::string transcript(const std::string& id, int utt, bool final, double start, double end) {
+    ++figures.transcripts;
+    std::string text = "utterance " + std::to_string(utt);
+    if (opts.stamp_texts) text += " @" + std::to_string(monotonic_ns());
     return msg(id, "transcript",
                R"("data":{"id":")" + utterance_id(utt) + R"(","is_final":)" + (final ? "true" : "false") +
                    R"(,"utterance":{"start":)" + std::to_string(start) + R"(,"end":)" + std::to_string(end) +
-                   R"(,"confidence":0.9,"channel":0,"words":[],"text":"utterance )" + std::to_string(utt) +
-                   R"(","language":"en"}})");
+                   R"(,"confidence":0.9,"channel":0,"words":[],"text":")" + text + R"(","language":"en"}})");
   }
 
-  template <class Stream>
-  void stream(Stream& s, http::request<http::string_body> req, const std::string& id) {
-    websocket::stream<Stream&> ws(s);
-    ws.read_message_max(1024 * 1024);  // Gladia's 1 MiB frame limit
-    beast::error_code ec;
-    ws.accept(req, ec);
-    if (ec) return;
-    beast::flat_buffer buf;
-    bool sent_unknown = false;
-    for (;;) {
-      ws.read(buf, ec);
-      if (ec) return;
-      const auto arrived = std::chrono::steady_clock::now();  // before the lock every session shares
-      std::string frame = beast::buffers_to_string(buf.data());
-      buf.consume(buf.size());
-      std::string pcm;
-      bool stop = false;
-      if (ws.got_binary()) {
-        pcm = std::move(frame);
+  // The relay's upstream message `pcm` arrived at `arrival_ns`: its tags.
+  void read_tags(session& ses, const std::string& pcm, std::int64_t arrival_ns) {
+    const bool was_broken = ses.tags.broken();
+    ses.tags.feed(reinterpret_cast<const std::uint8_t*>(pcm.data()), pcm.size(), [&](const load_tag& t, bool last) {
+      ++figures.frames;
+      figures.relay_frame.add_ns(arrival_ns - t.sent_ns);
+      if (last) figures.relay_message.add_ns(arrival_ns - t.sent_ns);
+      auto [it, fresh] = next_sequence.emplace(t.participant, t.sequence);
+      if (!fresh) {
+        if (t.sequence > it->second)
+          figures.lost += t.sequence - it->second;
+        else if (t.sequence < it->second)
+          ++figures.duplicates;
+      }
+      if (fresh || t.sequence >= it->second) it->second = t.sequence + 1;
+    });
+    if (ses.tags.broken() && !was_broken) ++figures.untagged_streams;
+  }
+
+  // What one message from the relay leads to: the messages to send back, and what the connection does next.
+  struct verdict {
+    std::vector<std::string> out;
+    std::uint16_t cut = 0;
+    bool drop = false, stall = false, stop = false, skip = false;
+  };
+
+  verdict on_message(const std::string& id, std::string frame, bool binary, bool& sent_unknown) {
+    const auto arrived = std::chrono::steady_clock::now();  // before the lock every session shares
+    const auto arrived_ns = monotonic_ns();
+    verdict v;
+    std::string pcm;
+    if (binary) {
+      pcm = std::move(frame);
+    } else {
+      rapidjson::Document d;
+      sw::parse_json(d, frame);
+      std::string type = !d.HasParseError() && d.IsObject() && d.HasMember("type") && d["type"].IsString()
+                             ? d["type"].GetString()
+                             : "";
+      if (type == "audio_chunk" && d.HasMember("data") && d["data"].IsObject() && d["data"].HasMember("chunk") &&
+          d["data"]["chunk"].IsString()) {
+        std::string b64 = d["data"]["chunk"].GetString();
+        pcm.resize(b64.size());
+        auto n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(&pcm[0]),
+                                 reinterpret_cast<const unsigned char*>(b64.data()), static_cast<int>(b64.size()));
+        pcm.resize(n > 0 ? static_cast<std::size_t>(n) - std::count(b64.end() - 2, b64.end(), '=') : 0);
+      } else if (type == "stop_recording") {
+        v.stop = true;
       } else {
-        rapidjson::Document d;
-        sw::parse_json(d, frame);
-        std::string type = !d.HasParseError() && d.IsObject() && d.HasMember("type") && d["type"].IsString()
-                               ? d["type"].GetString()
-                               : "";
-        if (type == "audio_chunk" && d.HasMember("data") && d["data"].IsObject() && d["data"].HasMember("chunk") &&
-            d["data"]["chunk"].IsString()) {
-          std::string b64 = d["data"]["chunk"].GetString();
-          pcm.resize(b64.size());
-          auto n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(&pcm[0]),
-                                   reinterpret_cast<const unsigned char*>(b64.data()), static_cast<int>(b64.size()));
-          pcm.resize(n > 0 ? static_cast<std::size_t>(n) - std::count(b64.end() - 2, b64.end(), '=') : 0);
-        } else if (type == "stop_recording") {
-          stop = true;
+        v.skip = true;  // ignored, like the real service does with what it does not know
+        return v;
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    auto& ses = sessions[id];
+    if (!pcm.empty()) {
+      if (stall_armed && ses.audio.size() + pcm.size() > stall_bytes) {
+        stall_armed = false;
+        v.stall = true;
+        ++stalled;
+      } else if (cut_armed && ses.audio.size() + pcm.size() > cut_bytes) {
+        cut_armed = false;  // this frame is never acknowledged: the client must replay it
+        v.cut = cut_code;
+        v.drop = cut_code == 0;
+        if (cut_ack_lost) ses.audio.append(std::move(pcm));  // taken, but the ack never leaves
+      } else {
+        ++figures.chunks;
+        figures.bytes += pcm.size();
+        if (opts.read_tags) read_tags(ses, pcm, arrived_ns);
+        auto start = ses.audio.size();
+        const auto size = pcm.size();
+        ses.audio.append(std::move(pcm));
+        if (recording) arrivals.push_back({id, ses.audio.size(), arrived});
+        if (!withhold)
+          v.out.push_back(msg(id, "audio_chunk",
+                              R"("acknowledged":true,"error":null,"data":{"byte_range":[)" + std::to_string(start) +
+                                  "," + std::to_string(ses.audio.size()) + R"(],"time_range":[)" +
+                                  std::to_string(start / 32000.0) + "," + std::to_string(ses.audio.size() / 32000.0) +
+                                  "]}"));
+        double t = ses.audio.size() / 32000.0;
+        bool partial = true, final = false;
+        if (opts.partial_every.count() > 0) {
+          ses.bytes_since_partial += size;
+          const auto every = static_cast<std::size_t>(opts.partial_every.count()) * 32;
+          partial = ses.bytes_since_partial >= every;
+          if (partial) ses.bytes_since_partial %= every;
+        }
+        if (opts.final_every.count() > 0) {
+          ses.bytes_since_final += size;
+          const auto every = static_cast<std::size_t>(opts.final_every.count()) * 32;
+          final = ses.bytes_since_final >= every;
+          if (final) ses.bytes_since_final %= every;
+          ses.chunks_since_final = final ? 0 : 1;
         } else {
-          continue;  // ignored, like the real service does with what it does not know
+          ses.chunks_since_final += 1;
+          final = ses.chunks_since_final >= opts.final_every_chunks;
+          if (final) ses.chunks_since_final = 0;
         }
+        if (partial) v.out.push_back(transcript(id, ses.utterance, false, 0, t));
+        if (final) v.out.push_back(transcript(id, ses.utterance++, true, 0, t));
       }
-      std::vector<std::string> out;
-      std::uint16_t cut = 0;
-      bool drop = false, stall = false;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        auto& ses = sessions[id];
-        if (!pcm.empty()) {
-          if (stall_armed && ses.audio.size() + pcm.size() > stall_bytes) {
-            stall_armed = false;
-            stall = true;
-            ++stalled;
-          } else if (cut_armed && ses.audio.size() + pcm.size() > cut_bytes) {
-            cut_armed = false;  // this frame is never acknowledged: the client must replay it
-            cut = cut_code;
-            drop = cut_code == 0;
-            if (cut_ack_lost) ses.audio.append(std::move(pcm));  // taken, but the ack never leaves
-          } else {
-            auto start = ses.audio.size();
-            ses.audio.append(std::move(pcm));
-            if (recording) arrivals.push_back({id, ses.audio.size(), arrived});
-            if (!withhold)
-              out.push_back(msg(id, "audio_chunk",
-                                R"("acknowledged":true,"error":null,"data":{"byte_range":[)" + std::to_string(start) +
-                                    "," + std::to_string(ses.audio.size()) + R"(],"time_range":[)" +
-                                    std::to_string(start / 32000.0) + "," + std::to_string(ses.audio.size() / 32000.0) +
-                                    "]}"));
-            ses.chunks_since_final += 1;
-            double t = ses.audio.size() / 32000.0;
-            out.push_back(transcript(id, ses.utterance, false, 0, t));
-            if (ses.chunks_since_final >= opts.final_every_chunks) {
-              out.push_back(transcript(id, ses.utterance++, true, 0, t));
-              ses.chunks_since_final = 0;
-            }
-          }
-        }
-        if (stop) {
-          out.push_back(msg(id, "stop_recording",
-                            R"("acknowledged":true,"error":null,"data":{"recording_duration":)" +
-                                std::to_string(ses.audio.size() / 32000.0) + R"(,"recording_left_to_process":0})"));
-          if (ses.chunks_since_final > 0) {  // the last utterance is final only after stop_recording
-            out.push_back(transcript(id, ses.utterance++, true, 0, ses.audio.size() / 32000.0));
-            ses.chunks_since_final = 0;
-          }
-          out.push_back(
-              msg(id, "post_transcript", R"("data":{"full_transcript":"","languages":["en"],"utterances":[]})"));
-          out.push_back(
-              msg(id, "post_final_transcript",
-                  R"("data":{"metadata":{"audio_duration":)" + std::to_string(ses.audio.size() / 32000.0) + "}}"));
-          ses.stopped = true;
-        }
-        if (unknown_types && !sent_unknown) {
-          out.push_back(msg(id, "mystery_event", R"("data":{})"));
-          sent_unknown = true;
-        }
+    }
+    if (v.stop) {
+      v.out.push_back(msg(id, "stop_recording",
+                          R"("acknowledged":true,"error":null,"data":{"recording_duration":)" +
+                              std::to_string(ses.audio.size() / 32000.0) + R"(,"recording_left_to_process":0})"));
+      if (ses.chunks_since_final > 0) {  // the last utterance is final only after stop_recording
+        v.out.push_back(transcript(id, ses.utterance++, true, 0, ses.audio.size() / 32000.0));
+        ses.chunks_since_final = 0;
       }
-      if (stall) {  // stops reading and writing, socket open, until the fake ends
-        while (running) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        return;
-      }
-      if (drop) {  // abrupt: no close frame; the acks already written still arrive before the FIN
-        auto& sock = beast::get_lowest_layer(ws);
-        sock.shutdown(tcp::socket::shutdown_send, ec);
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        sock.close(ec);
-        return;
-      }
-      if (cut) {
-        ws.close(websocket::close_reason(static_cast<websocket::close_code>(cut)), ec);
-        drain(ws);
-        return;
-      }
-      if (ack_delay.count()) std::this_thread::sleep_for(ack_delay);
-      ws.text(true);
-      for (auto& m : out) {
-        ws.write(asio::buffer(m), ec);
-        if (ec) return;
-      }
-      if (stop) {
-        ws.close(websocket::close_code::normal, ec);
-        drain(ws);
-        return;
-      }
+      v.out.push_back(
+          msg(id, "post_transcript", R"("data":{"full_transcript":"","languages":["en"],"utterances":[]})"));
+      v.out.push_back(
+          msg(id, "post_final_transcript",
+              R"("data":{"metadata":{"audio_duration":)" + std::to_string(ses.audio.size() / 32000.0) + "}}"));
+      ses.stopped = true;
+    }
+    if (unknown_types && !sent_unknown) {
+      v.out.push_back(msg(id, "mystery_event", R"("data":{})"));
+      sent_unknown = true;
+    }
+    return v;
+  }
+
+  std::string load_json_locked() const {
+    auto q = [](const histogram& h, double p) { return std::to_string(h.quantile_us(p) / 1000.0); };
+    const auto& f = figures;
+    return R"({"streams":)" + std::to_string(f.streams) + R"(,"untaggedStreams":)" +
+           std::to_string(f.untagged_streams) + R"(,"chunks":)" + std::to_string(f.chunks) + R"(,"bytes":)" +
+           std::to_string(f.bytes) + R"(,"frames":)" + std::to_string(f.frames) + R"(,"lost":)" +
+           std::to_string(f.lost) + R"(,"duplicates":)" + std::to_string(f.duplicates) + R"(,"transcripts":)" +
+           std::to_string(f.transcripts) + R"(,"relayMessageMs":{"p50":)" + q(f.relay_message, 0.5) + R"(,"p99":)" +
+           q(f.relay_message, 0.99) + R"(,"max":)" + std::to_string(f.relay_message.max_us() / 1000.0) +
+           R"(},"relayFrameMs":{"p50":)" + q(f.relay_frame, 0.5) + R"(,"p99":)" + q(f.relay_frame, 0.99) +
+           R"(,"max":)" + std::to_string(f.relay_frame.max_us() / 1000.0) + "}}";
+  }
+};
+
+namespace {
+
+// One connection: an HTTP request (POST /v2/live, GET /stats) or a WebSocket session, asynchronous on a strand.
+template <class Stream>
+class conn : public std::enable_shared_from_this<conn<Stream>> {
+public:
+  template <class... Args>
+  conn(fake_gladia::impl* f, Args&&... args) : f_(f), ws_(std::forward<Args>(args)...), timer_(ws_.get_executor()) {}
+
+  void start() {
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+      read_request();
+    } else {
+      auto self = this->shared_from_this();
+      ws_.next_layer().async_handshake(asio::ssl::stream_base::server, [self](beast::error_code ec) {
+        if (!ec) self->read_request();  // else e.g. the client rejected our certificate
+      });
     }
   }
 
-  template <class WS>
-  static void drain(WS& ws) {
-    beast::flat_buffer buf;
-    beast::error_code ec;
-    for (int i = 0; i < 1000 && !ec; ++i) ws.read(buf, ec);  // until the client's close completes
+private:
+  void read_request() {
+    auto self = this->shared_from_this();
+    http::async_read(ws_.next_layer(), buf_, req_, [self](beast::error_code ec, std::size_t) {
+      if (!ec) self->on_request();
+    });
   }
+
+  void on_request() {
+    std::string path;
+    header_list query;
+    net::split_target(std::string(req_.target()), path, query);
+    std::string token;
+    for (auto& [k, v] : query)
+      if (k == "token") token = v;
+    if (websocket::is_upgrade(req_)) {
+      id_ = token.rfind("tok-", 0) == 0 ? token.substr(4) : "";
+      bool known = false;
+      {
+        std::lock_guard<std::mutex> lock(f_->mu);
+        known = path == "/v2/live" && f_->sessions.count(id_);
+        if (known) {
+          ++f_->connections;
+          ++f_->figures.streams;
+        }
+      }
+      if (!known) {
+        respond({401, fake_gladia::impl::error_body(401, "invalid or expired token"), {}, {}});
+        return;
+      }
+      ws_.read_message_max(1024 * 1024);  // Gladia's 1 MiB frame limit
+      auto self = this->shared_from_this();
+      ws_.async_accept(req_, [self](beast::error_code ec) {
+        if (!ec) self->read();
+      });
+      return;
+    }
+    fake_gladia::impl::http_answer a;
+    {
+      std::lock_guard<std::mutex> lock(f_->mu);
+      a = f_->answer_http(req_, path, query);
+    }
+    respond(std::move(a));
+  }
+
+  void respond(fake_gladia::impl::http_answer a) {
+    res_ = http::response<http::string_body>(static_cast<http::status>(a.status), req_.version());
+    res_.set(http::field::content_type, "application/json");
+    if (!a.extra_header.empty()) res_.set(a.extra_header, a.extra_value);
+    res_.body() = std::move(a.body);
+    res_.keep_alive(false);
+    res_.prepare_payload();
+    auto self = this->shared_from_this();
+    http::async_write(ws_.next_layer(), res_, [self](beast::error_code, std::size_t) {
+      beast::error_code ec;
+      beast::get_lowest_layer(self->ws_).socket().shutdown(tcp::socket::shutdown_send, ec);
+    });
+  }
+
+  void read() {
+    auto self = this->shared_from_this();
+    ws_.async_read(buf_, [self](beast::error_code ec, std::size_t) {
+      if (ec) return;
+      self->on_message();
+    });
+  }
+
+  void on_message() {
+    std::string frame = beast::buffers_to_string(buf_.data());
+    buf_.consume(buf_.size());
+    auto v = f_->on_message(id_, std::move(frame), ws_.got_binary(), sent_unknown_);
+    if (v.skip) {
+      read();
+      return;
+    }
+    auto self = this->shared_from_this();
+    if (v.stall) {  // stops reading and writing, socket open, until the fake ends
+      std::lock_guard<std::mutex> lock(f_->mu);
+      f_->stalled_conns.push_back(self);
+      return;
+    }
+    if (v.drop) {  // abrupt: no close frame; the acks already written still arrive before the FIN
+      beast::error_code ec;
+      beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_send, ec);
+      timer_.expires_after(std::chrono::milliseconds(50));
+      timer_.async_wait([self](beast::error_code) { beast::get_lowest_layer(self->ws_).close(); });
+      return;
+    }
+    if (v.cut) {
+      ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(v.cut)), [self](beast::error_code ec) {
+        if (!ec) self->drain();
+      });
+      return;
+    }
+    out_ = std::move(v.out);
+    next_out_ = 0;
+    stop_ = v.stop;
+    std::chrono::milliseconds delay;
+    {
+      std::lock_guard<std::mutex> lock(f_->mu);
+      delay = f_->ack_delay;
+    }
+    if (delay.count()) {
+      timer_.expires_after(delay);
+      timer_.async_wait([self](beast::error_code) { self->write_next(); });
+    } else {
+      write_next();
+    }
+  }
+
+  void write_next() {
+    auto self = this->shared_from_this();
+    if (next_out_ == out_.size()) {
+      if (stop_) {
+        ws_.async_close(websocket::close_code::normal, [self](beast::error_code ec) {
+          if (!ec) self->drain();
+        });
+      } else {
+        read();
+      }
+      return;
+    }
+    ws_.text(true);
+    ws_.async_write(asio::buffer(out_[next_out_]), [self](beast::error_code ec, std::size_t) {
+      if (ec) return;
+      ++self->next_out_;
+      self->write_next();
+    });
+  }
+
+  // Until the client's close completes.
+  void drain() {
+    auto self = this->shared_from_this();
+    ws_.async_read(buf_, [self](beast::error_code ec, std::size_t) {
+      self->buf_.consume(self->buf_.size());
+      if (!ec) self->drain();
+    });
+  }
+
+  fake_gladia::impl* f_;
+  websocket::stream<Stream> ws_;
+  asio::steady_timer timer_;
+  beast::flat_buffer buf_;
+  http::request<http::string_body> req_;
+  http::response<http::string_body> res_;
+  std::string id_;
+  bool sent_unknown_ = false;
+  std::vector<std::string> out_;
+  std::size_t next_out_ = 0;
+  bool stop_ = false;
 };
+
+void accept_next(fake_gladia::impl* f) {
+  f->acceptor.async_accept(asio::make_strand(f->ioc), [f](beast::error_code ec, tcp::socket s) {
+    if (!f->running) return;
+    if (!ec) {
+      if (f->tls) {
+        std::make_shared<conn<beast::ssl_stream<beast::tcp_stream>>>(f, std::move(s), *f->tls)->start();
+      } else {
+        std::make_shared<conn<beast::tcp_stream>>(f, std::move(s))->start();
+      }
+    }
+    accept_next(f);
+  });
+}
+
+}  // namespace
 
 fake_gladia::fake_gladia(options o) : impl_(std::make_shared<impl>()) {
   auto& d = *impl_;
@@ -389,46 +547,44 @@ fake_gladia::fake_gladia(options o) : impl_(std::make_shared<impl>()) {
     d.tls->use_certificate_chain_file(d.opts.tls_cert_file);
     d.tls->use_private_key_file(d.opts.tls_key_file, asio::ssl::context::pem);
   }
-  tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), 0);
+  tcp::endpoint ep(asio::ip::make_address(d.opts.host), d.opts.port);
   d.acceptor.open(ep.protocol());
   d.acceptor.set_option(asio::socket_base::reuse_address(true));
   d.acceptor.bind(ep);
-  d.acceptor.listen();
-  auto self = impl_;
-  d.accept_thread = std::thread([self] {
-    for (;;) {
-      beast::error_code ec;
-      tcp::socket s(self->ioc);
-      self->acceptor.accept(s, ec);
-      if (!self->running) return;
-      if (ec) continue;
-      std::lock_guard<std::mutex> lock(self->mu);
-      self->workers.emplace_back([self, s = std::move(s)]() mutable { self->handle(std::move(s)); });
-    }
-  });
+  d.acceptor.listen(asio::socket_base::max_listen_connections);
+  accept_next(&d);
+  for (int i = 0; i < std::max(1, d.opts.threads); ++i) d.threads.emplace_back([p = impl_.get()] { p->ioc.run(); });
 }
 
 fake_gladia::~fake_gladia() {
   impl_->running = false;
-  beast::error_code ec;
-  // wake the blocking accept with a connection of our own
-  tcp::socket poke(impl_->ioc);
-  poke.connect(impl_->acceptor.local_endpoint(), ec);
-  impl_->accept_thread.join();
-  impl_->acceptor.close(ec);
-  std::vector<std::thread> ws;
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    ws.swap(impl_->workers);
-  }
-  for (auto& t : ws) t.join();
+  impl_->ioc.stop();
+  for (auto& t : impl_->threads) t.join();
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->stalled_conns.clear();
+}
+
+fake_gladia::load_figures fake_gladia::load() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->figures;
+}
+
+void fake_gladia::reset_load() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->figures = load_figures{};
+}
+
+std::string fake_gladia::load_json() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->load_json_locked();
 }
 
 std::uint16_t fake_gladia::port() const {
   return impl_->acceptor.local_endpoint().port();
 }
 std::string fake_gladia::url() const {
-  return std::string(impl_->tls ? "https" : "http") + "://localhost:" + std::to_string(port());
+  return std::string(impl_->tls ? "https" : "http") + "://" +
+         (impl_->opts.host == "127.0.0.1" ? std::string("localhost") : impl_->opts.host) + ":" + std::to_string(port());
 }
 
 void fake_gladia::withhold_acks(bool on) {

@@ -1,6 +1,8 @@
 // A fake Gladia live v2 server (shared/reference/external-apis-and-anchors.md §A1, checklist A1.7), strict
 // about the API and able to inject faults. HTTP(S) + WebSocket on 127.0.0.1 (named localhost in its URLs),
-// one thread per connection.
+// asynchronous on a thread or two of its own (no thread per connection: it carries thousands of streams on one core).
+// Used by the tests, by sessions-ws-loadgen's --embedded-upstream and by the program sessions-ws-fake-gladia. For
+// load it reads the loadgen's frame tags (proto/load_tag.hpp) and stamps its transcripts with their emit time.
 #pragma once
 
 #include <chrono>
@@ -10,6 +12,8 @@
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "telemetry/histogram.hpp"
 
 namespace sw::test {
 
@@ -23,6 +27,15 @@ public:
     bool stagger_finals = false;
     std::string tls_cert_file;  // both set: HTTPS + WSS (the URLs then name localhost)
     std::string tls_key_file;
+    // --- for load ---
+    std::uint16_t port = 0;                      // 0: any free port
+    std::string host = "127.0.0.1";              // where it listens
+    int threads = 1;                             // I/O threads
+    std::chrono::milliseconds partial_every{0};  // 0: a partial per chunk; else one per this much audio
+    std::chrono::milliseconds final_every{0};    // 0: final_every_chunks; else a final per this much audio
+    bool keep_audio = true;                      // false: audio is counted, not kept (thousands of streams for minutes)
+    bool stamp_texts = false;  // each transcript's text ends with " @<CLOCK_MONOTONIC ns>" of its sending
+    bool read_tags = false;    // read the loadgen's frame tags: relay latency and loss (load())
   };
   explicit fake_gladia(options o);
   fake_gladia() : fake_gladia(options{}) {}
@@ -67,6 +80,24 @@ public:
   void record_arrivals(bool on);
   std::vector<arrival> arrivals() const;
   std::vector<std::string> session_ids() const;
+
+  // --- load figures (read_tags) ---
+  struct load_figures {
+    std::uint64_t streams = 0;           // WebSocket sessions seen
+    std::uint64_t untagged_streams = 0;  // whose audio carried no readable tags
+    std::uint64_t chunks = 0;            // audio messages received
+    std::uint64_t bytes = 0;
+    std::uint64_t frames = 0;       // tagged frames received
+    std::uint64_t lost = 0;         // sequence gaps
+    std::uint64_t duplicates = 0;   // a sequence number again, or going back
+    std::uint64_t transcripts = 0;  // partials and finals sent
+    histogram relay_message;        // per upstream message: the frame that completed it, receive - send
+    histogram relay_frame;          // every frame
+  };
+  load_figures load() const;
+  void reset_load();  // starts the figures afresh (after a warm-up)
+  // The figures as JSON (GET /stats of the fake answers the same).
+  std::string load_json() const;
 
   struct impl;
 
