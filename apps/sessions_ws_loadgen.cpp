@@ -1,0 +1,437 @@
+// sessions-ws-loadgen: load testing by actor simulation. N simulated participants (CAF actors) in rooms of a given
+// size stream tagged PCM at real-time pace to a sessions-ws server, stop, and wait for the drain; the report says
+// what the server did with them: connect time, the tool's own schedule lag, relay latency and loss (from the fake
+// Gladia's reading of the frame tags), transcript fan-out latency, errors by close code and by error code, and the
+// server's CPU, RSS, threads and context switches from /proc.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "apps/audio_file.hpp"
+#include "loadgen/loadgen.hpp"
+#include "net/client.hpp"
+#include "proto/rapidjson.hpp"
+#include "tests/fakes/fake_gladia.hpp"
+
+namespace {
+
+const char* usage = R"(Usage: sessions-ws-loadgen [options]
+Simulated participants stream to a sessions-ws server and the run is reported.
+
+Target and identities
+  --url ws://HOST:PORT      the server (default ws://127.0.0.1:3001; plain ws only)
+  --secret S                mints the tokens: TRANSCRIPTION_JWT_SECRET (default: from the environment), or
+                            SERVICE_API_SECRET with --egress
+  --tokens FILE             tokens to use instead, one per line (reused round robin)
+Load
+  --participants N          simulated participants (default 10)
+  --room-size R             participants per room (default 1); rooms are load-0, load-1, ...
+  --ramp R                  new connections per second (default 200)
+  --frame-ms MS             audio per frame, 10 to 100 (default 20)
+  --duration S              seconds each participant streams (default 10)
+  --stop-timeout S          bound on the drain after `stop` (default 30)
+  --wav FILE                the audio (any WAV: libsndfile reads it, libsoxr resamples it to 16 kHz mono),
+                            looped; default a synthetic voice
+  --egress                  LiveKit egress connections instead (48 kHz stereo to /egress/audio)
+Upstream (what the server relays to)
+  --embedded-upstream PORT  run the fake Gladia in this process on 127.0.0.1:PORT (point the server's
+                            GLADIA_API_URL at http://127.0.0.1:PORT, GLADIA_API_KEY=fake-gladia-key)
+  --upstream-stats URL      read the figures of a separate sessions-ws-fake-gladia (e.g. http://127.0.0.1:8089)
+Measurement and output
+  --server-pid PID          the server's CPU (user/kernel), RSS, threads, context switches from /proc
+  --json FILE               the report as JSON too
+  --quiet                   no progress line
+  --io-threads N            the tool's I/O threads (default 1)   --actor-threads N (default 1)
+Sustain rule (the verdict): every participant connected, no frame lost, relay p99 <= 20 ms, no errors; the tool's
+schedule lag p99 <= 5 ms, otherwise the run is "tool-bound" and says nothing about the server.
+Exit codes: 0 every participant streamed and stopped cleanly, 1 some did not (see the report), 2 bad arguments.
+)";
+
+[[noreturn]] void bad(const std::string& what) {
+  std::cerr << "sessions-ws-loadgen: " << what << "\n(see --help)\n";
+  std::exit(2);
+}
+
+long number(const std::string& opt, const std::string& v, long lo, long hi) {
+  char* end = nullptr;
+  long n = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end || n < lo || n > hi)
+    bad(opt + " needs a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
+  return n;
+}
+
+struct proc_sample {
+  bool ok = false;
+  double user_s = 0, kernel_s = 0;
+  long rss_kib = 0, threads = 0;
+  long long ctx_switches = 0;
+};
+
+proc_sample sample(int pid) {
+  proc_sample p;
+  if (pid <= 0) return p;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  auto close = s.rfind(')');
+  if (close == std::string::npos) return p;
+  std::istringstream in(s.substr(close + 2));
+  std::string f;
+  const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+  for (int i = 3; i <= 24 && in >> f; ++i) {
+    if (i == 14) p.user_s = std::stod(f) / hz;
+    if (i == 15) p.kernel_s = std::stod(f) / hz;
+    if (i == 20) p.threads = std::stol(f);
+    if (i == 24) p.rss_kib = std::stol(f) * (sysconf(_SC_PAGESIZE) / 1024);
+  }
+  // context switches of every thread (the process's own status counts its main thread only)
+  std::error_code ec;
+  for (auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
+        p.ctx_switches += std::stoll(line.substr(line.find(':') + 1));
+  }
+  p.ok = true;
+  return p;
+}
+
+double self_cpu_s() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+std::string ms(double us) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f", us / 1000.0);
+  return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sw::load::settings s;
+  if (const char* e = std::getenv("TRANSCRIPTION_JWT_SECRET")) s.secret = e;
+  std::string url = "ws://127.0.0.1:3001", json_file, tokens_file, wav, upstream_stats;
+  int embedded_port = 0, server_pid = 0;
+  bool quiet = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) bad(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::cout << usage;
+      return 0;
+    } else if (a == "--url") {
+      url = next();
+    } else if (a == "--secret") {
+      s.secret = next();
+    } else if (a == "--tokens") {
+      tokens_file = next();
+    } else if (a == "--participants") {
+      s.participants = static_cast<int>(number(a, next(), 1, 100'000));
+    } else if (a == "--room-size") {
+      s.room_size = static_cast<int>(number(a, next(), 1, 10'000));
+    } else if (a == "--ramp") {
+      s.ramp_per_s = static_cast<double>(number(a, next(), 1, 100'000));
+    } else if (a == "--frame-ms") {
+      s.frame = std::chrono::milliseconds(number(a, next(), 10, 100));
+    } else if (a == "--duration") {
+      s.duration = std::chrono::seconds(number(a, next(), 1, 86'400));
+    } else if (a == "--stop-timeout") {
+      s.stop_timeout = std::chrono::seconds(number(a, next(), 1, 3'600));
+    } else if (a == "--wav") {
+      wav = next();
+    } else if (a == "--egress") {
+      s.egress = true;
+    } else if (a == "--embedded-upstream") {
+      embedded_port = static_cast<int>(number(a, next(), 1, 65'535));
+    } else if (a == "--upstream-stats") {
+      upstream_stats = next();
+    } else if (a == "--server-pid") {
+      server_pid = static_cast<int>(number(a, next(), 1, 1 << 30));
+    } else if (a == "--json") {
+      json_file = next();
+    } else if (a == "--quiet") {
+      quiet = true;
+    } else if (a == "--io-threads") {
+      s.io_threads = static_cast<int>(number(a, next(), 1, 64));
+    } else if (a == "--actor-threads") {
+      s.actor_threads = static_cast<int>(number(a, next(), 1, 64));
+    } else {
+      bad("unknown argument " + a);
+    }
+  }
+  {
+    const std::string prefix = "ws://";
+    if (url.rfind(prefix, 0) != 0) bad("--url must be ws://HOST:PORT (wss is not supported by this tool)");
+    auto hostport = url.substr(prefix.size());
+    while (!hostport.empty() && hostport.back() == '/') hostport.pop_back();
+    auto colon = hostport.rfind(':');
+    if (colon == std::string::npos) bad("--url needs a port: ws://HOST:PORT");
+    s.host = hostport.substr(0, colon);
+    s.port = static_cast<std::uint16_t>(number("--url port", hostport.substr(colon + 1), 1, 65'535));
+  }
+  if (!tokens_file.empty()) {
+    std::ifstream in(tokens_file);
+    if (!in) bad("cannot read " + tokens_file);
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) s.tokens.push_back(line);
+    if (s.tokens.empty()) bad(tokens_file + " holds no token");
+  } else if (s.secret.empty()) {
+    bad("--secret (or TRANSCRIPTION_JWT_SECRET) or --tokens is needed");
+  }
+  if (!wav.empty()) {
+    try {
+      s.audio = sw::load_audio(wav);
+    } catch (const std::exception& e) {
+      bad(wav + ": " + e.what());
+    }
+  }
+  std::unique_ptr<sw::test::fake_gladia> fake;
+  if (embedded_port) {
+    sw::test::fake_gladia::options o;
+    o.port = static_cast<std::uint16_t>(embedded_port);
+    o.partial_every = std::chrono::milliseconds(300);
+    o.final_every = std::chrono::milliseconds(2000);
+    o.stagger_finals = true;
+    o.keep_audio = false;
+    o.stamp_texts = true;
+    o.read_tags = true;
+    try {
+      fake = std::make_unique<sw::test::fake_gladia>(o);
+    } catch (const std::exception& e) {
+      std::cerr << "sessions-ws-loadgen: the embedded upstream cannot listen on " << embedded_port << ": " << e.what()
+                << "\n";
+      return 2;
+    }
+  }
+
+  sw::load::live_figures live;
+  proc_sample before = sample(server_pid), at_full, at_end;
+  double self_before = self_cpu_s(), self_full = 0, self_end = 0;
+  std::uint64_t frames_full = 0, frames_end = 0;
+  bool full = false, window_closed = false;
+  std::uint64_t last_frames = 0;
+  auto tick = [&] {
+    const int connected = live.connected.load();
+    if (!full && connected == s.participants) {
+      full = true;
+      at_full = sample(server_pid);
+      self_full = self_cpu_s();
+      frames_full = live.frames_sent.load();
+    } else if (full && !window_closed && connected < s.participants) {
+      window_closed = true;
+      at_end = sample(server_pid);
+      self_end = self_cpu_s();
+      frames_end = live.frames_sent.load();
+    }
+    if (quiet) return;
+    const auto frames = live.frames_sent.load();
+    std::string relay;
+    if (fake) relay = " relay p99 " + ms(fake->load().relay_message.quantile_us(0.99)) + " ms,";
+    std::fprintf(stderr,
+                 "\r\033[Kconnected %d/%d (connecting %d, done %d), %llu frames/s,%s transcripts %llu, errors %llu",
+                 connected, s.participants, live.connecting.load(), live.finished.load(),
+                 static_cast<unsigned long long>(frames - last_frames), relay.c_str(),
+                 static_cast<unsigned long long>(live.transcripts.load()),
+                 static_cast<unsigned long long>(live.errors.load() + live.failed.load()));
+    last_frames = frames;
+  };
+  auto result = sw::load::run(s, live, tick);
+  if (!quiet) std::fprintf(stderr, "\n");
+  if (!window_closed) {  // the steady window never closed on a tick: take the end of the run
+    at_end = sample(server_pid);
+    self_end = self_cpu_s();
+    frames_end = live.frames_sent.load();
+    if (!full) {
+      at_full = before;
+      self_full = self_before;
+      frames_full = 0;
+    }
+  }
+
+  // --- the figures ---
+  int connected = 0, clean = 0, rejected = 0, unexpected = 0, failed = 0;
+  std::uint64_t sent = 0, partials = 0, finals = 0, min_finals = ~0ULL, max_finals = 0;
+  std::map<std::string, int> closes, rejections, failures;
+  std::map<std::string, std::uint64_t> codes;
+  for (auto& p : result.participants) {
+    connected += p.connected;
+    clean += p.stopped_cleanly;
+    sent += p.frames_sent;
+    partials += p.partials;
+    finals += p.finals;
+    if (p.connected) {
+      min_finals = std::min<std::uint64_t>(min_finals, p.finals);
+      max_finals = std::max<std::uint64_t>(max_finals, p.finals);
+    }
+    if (p.rejected_status) {
+      ++rejected;
+      ++rejections[std::to_string(p.rejected_status) + " " + p.rejected_body.substr(0, 80)];
+    }
+    if (p.unexpected_close) {
+      ++unexpected;
+      ++closes[std::to_string(p.close_code)];
+    }
+    if (!p.failure.empty() && !p.unexpected_close) {
+      ++failed;
+      ++failures[p.failure];
+    }
+    for (auto& [c, n] : p.error_codes) codes[c] += n;
+  }
+  if (min_finals == ~0ULL) min_finals = 0;
+  sw::test::fake_gladia::load_figures up;
+  bool have_upstream = false;
+  // relay latency (ms): per upstream message (p50, p99, max) and every frame (p50, p99)
+  double relay_p50 = 0, relay_p99 = 0, relay_max = 0, frame_p50 = 0, frame_p99 = 0;
+  if (fake) {
+    up = fake->load();
+    have_upstream = true;
+    relay_p50 = up.relay_message.quantile_us(0.5) / 1000;
+    relay_p99 = up.relay_message.quantile_us(0.99) / 1000;
+    relay_max = up.relay_message.max_us() / 1000;
+    frame_p50 = up.relay_frame.quantile_us(0.5) / 1000;
+    frame_p99 = up.relay_frame.quantile_us(0.99) / 1000;
+  } else if (!upstream_stats.empty()) {
+    try {
+      auto r = sw::net::http_fetch(upstream_stats + "/stats");
+      rapidjson::Document d;
+      if (r.status == 200 && sw::parse_json(d, r.body) && d.IsObject()) {
+        up.frames = sw::json_count(d, "frames");
+        up.lost = sw::json_count(d, "lost");
+        up.duplicates = sw::json_count(d, "duplicates");
+        up.untagged_streams = sw::json_count(d, "untaggedStreams");
+        have_upstream = true;
+        if (d.HasMember("relayMessageMs") && d["relayMessageMs"].IsObject()) {
+          relay_p50 = sw::json_number(d["relayMessageMs"], "p50");
+          relay_p99 = sw::json_number(d["relayMessageMs"], "p99");
+          relay_max = sw::json_number(d["relayMessageMs"], "max");
+        }
+        if (d.HasMember("relayFrameMs") && d["relayFrameMs"].IsObject()) {
+          frame_p50 = sw::json_number(d["relayFrameMs"], "p50");
+          frame_p99 = sw::json_number(d["relayFrameMs"], "p99");
+        }
+      } else {
+        std::cerr << "sessions-ws-loadgen: " << upstream_stats << "/stats answered HTTP " << r.status << "\n";
+      }
+    } catch (const std::exception& e) {
+      std::cerr << "sessions-ws-loadgen: " << upstream_stats << "/stats: " << e.what() << "\n";
+    }
+  }
+  const double window_s = std::max(1e-9, (frames_end - frames_full) / (s.participants * 1000.0 / s.frame.count()));
+  const std::uint64_t window_frames = frames_end - frames_full;
+  const double server_cpu = (at_end.user_s + at_end.kernel_s) - (at_full.user_s + at_full.kernel_s);
+  const double server_us_per_frame = window_frames ? server_cpu / static_cast<double>(window_frames) * 1e6 : 0;
+  const double tool_cpu = self_end - self_full;
+  const std::int64_t lost =
+      have_upstream && !s.egress ? static_cast<std::int64_t>(sent) - static_cast<std::int64_t>(up.frames) : 0;
+  const double lag_p99 = result.lag.quantile_us(0.99);
+  std::string verdict;
+  std::vector<std::string> broken;
+  if (connected < s.participants) broken.push_back("not every participant connected");
+  if (lost != 0) broken.push_back(std::to_string(lost) + " frames lost");
+  if (have_upstream && relay_p99 > 20) broken.push_back("relay p99 above 20 ms");
+  if (rejected || unexpected || failed || !codes.empty()) broken.push_back("errors");
+  if (lag_p99 > 5'000)
+    verdict = "tool-bound (schedule lag p99 " + ms(lag_p99) + " ms)";
+  else if (broken.empty())
+    verdict = "sustained";
+  else {
+    verdict = "not sustained:";
+    for (auto& b : broken) verdict += " " + b + ";";
+    verdict.pop_back();
+  }
+
+  // --- the table ---
+  auto row = [](const std::string& k, const std::string& v) { std::printf("  %-34s %s\n", k.c_str(), v.c_str()); };
+  std::printf("sessions-ws-loadgen: %d participants, rooms of %d, %lld ms frames, %lld s each%s\n", s.participants,
+              s.room_size, static_cast<long long>(s.frame.count()), static_cast<long long>(s.duration.count()),
+              s.egress ? " (LiveKit egress)" : "");
+  row("connected",
+      std::to_string(connected) + "/" + std::to_string(s.participants) + ", stopped cleanly " + std::to_string(clean));
+  row("connect time p50 / p99 / max", ms(result.connect.quantile_us(0.5)) + " / " +
+                                          ms(result.connect.quantile_us(0.99)) + " / " + ms(result.connect.max_us()) +
+                                          " ms");
+  row("schedule lag p50 / p99 / max",
+      ms(result.lag.quantile_us(0.5)) + " / " + ms(lag_p99) + " / " + ms(result.lag.max_us()) + " ms");
+  row("frames sent", std::to_string(sent));
+  if (have_upstream) {
+    row("frames at the upstream", std::to_string(up.frames) + " (lost " + std::to_string(lost) + ", gaps " +
+                                      std::to_string(up.lost) + ", duplicates " + std::to_string(up.duplicates) + ")");
+    row("relay p50 / p99 / max (per message)",
+        ms(relay_p50 * 1000) + " / " + ms(relay_p99 * 1000) + " / " + ms(relay_max * 1000) + " ms");
+    row("relay p50 / p99 (every frame)", ms(frame_p50 * 1000) + " / " + ms(frame_p99 * 1000) + " ms");
+    if (up.untagged_streams) row("streams without readable tags", std::to_string(up.untagged_streams));
+  }
+  row("fan-out p50 / p99 / max", ms(result.fanout.quantile_us(0.5)) + " / " + ms(result.fanout.quantile_us(0.99)) +
+                                     " / " + ms(result.fanout.max_us()) + " ms");
+  row("transcripts received", std::to_string(partials) + " partials, " + std::to_string(finals) +
+                                  " finals (finals per stream " + std::to_string(min_finals) + ".." +
+                                  std::to_string(max_finals) + ")");
+  for (auto& [k, n] : rejections) row("rejected with HTTP", k + " x" + std::to_string(n));
+  for (auto& [k, n] : closes) row("unexpected close", k + " x" + std::to_string(n));
+  for (auto& [k, n] : failures) row("failure", k + " x" + std::to_string(n));
+  for (auto& [k, n] : codes) row("error/warning message", k + " x" + std::to_string(n));
+  if (before.ok) {
+    row("server CPU in the steady window",
+        std::to_string(server_cpu) + " s (user " + std::to_string(at_end.user_s - at_full.user_s) + ", kernel " +
+            std::to_string(at_end.kernel_s - at_full.kernel_s) + ") over " + std::to_string(window_s) + " s");
+    char b[64];
+    std::snprintf(b, sizeof b, "%.2f us", server_us_per_frame);
+    row("server CPU per frame", b);
+    row("server RSS / threads", std::to_string(at_end.rss_kib / 1024) + " MiB / " + std::to_string(at_end.threads));
+    row("server context switches (window)", std::to_string(at_end.ctx_switches - at_full.ctx_switches));
+  }
+  row("tool CPU in the window (with fake)",
+      std::to_string(tool_cpu) + " s = " + std::to_string(tool_cpu / window_s) + " cores");
+  row("verdict", verdict);
+
+  if (!json_file.empty()) {
+    std::ofstream out(json_file);
+    auto q = [](const sw::histogram& h) {
+      return "{\"p50\":" + ms(h.quantile_us(0.5)) + ",\"p99\":" + ms(h.quantile_us(0.99)) +
+             ",\"max\":" + ms(h.max_us()) + ",\"count\":" + std::to_string(h.count()) + "}";
+    };
+    out << "{\"participants\":" << s.participants << ",\"roomSize\":" << s.room_size
+        << ",\"frameMs\":" << s.frame.count() << ",\"durationS\":" << s.duration.count()
+        << ",\"egress\":" << (s.egress ? "true" : "false") << ",\"connected\":" << connected
+        << ",\"stoppedCleanly\":" << clean << ",\"rejected\":" << rejected << ",\"unexpectedCloses\":" << unexpected
+        << ",\"failures\":" << failed << ",\"framesSent\":" << sent << ",\"framesUpstream\":" << up.frames
+        << ",\"lost\":" << lost << ",\"connectMs\":" << q(result.connect) << ",\"lagMs\":" << q(result.lag)
+        << ",\"relayMs\":{\"p50\":" << relay_p50 << ",\"p99\":" << relay_p99 << ",\"max\":" << relay_max
+        << "},\"relayFrameMs\":{\"p50\":" << frame_p50 << ",\"p99\":" << frame_p99 << "}"
+        << ",\"fanoutMs\":" << q(result.fanout) << ",\"partials\":" << partials << ",\"finals\":" << finals
+        << ",\"errorCodes\":{";
+    bool first = true;
+    for (auto& [k, n] : codes) {
+      out << (first ? "" : ",") << "\"" << k << "\":" << n;
+      first = false;
+    }
+    out << "},\"closeCodes\":{";
+    first = true;
+    for (auto& [k, n] : closes) {
+      out << (first ? "" : ",") << "\"" << k << "\":" << n;
+      first = false;
+    }
+    out << "},\"server\":{\"cpuS\":" << server_cpu << ",\"userS\":" << (at_end.user_s - at_full.user_s)
+        << ",\"kernelS\":" << (at_end.kernel_s - at_full.kernel_s) << ",\"usPerFrame\":" << server_us_per_frame
+        << ",\"rssKiB\":" << at_end.rss_kib << ",\"threads\":" << at_end.threads
+        << ",\"contextSwitches\":" << (at_end.ctx_switches - at_full.ctx_switches) << "},\"windowS\":" << window_s
+        << ",\"windowFrames\":" << window_frames << ",\"toolCpuS\":" << tool_cpu
+        << ",\"toolCores\":" << tool_cpu / window_s << ",\"verdict\":\"" << verdict << "\"}\n";
+  }
+  return connected == s.participants && clean == s.participants && !rejected && !unexpected && !failed ? 0 : 1;
+}

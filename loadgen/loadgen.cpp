@@ -1,0 +1,556 @@
+#include "loadgen/loadgen.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <thread>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/stateful_actor.hpp>
+
+#include "net/runtime.hpp"
+#include "proto/load_tag.hpp"
+#include "proto/token.hpp"
+
+namespace sw::load::detail {
+class conn;
+}
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::shared_ptr<sw::load::detail::conn>)
+
+namespace sw::load {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+using opened_atom = caf::atom_constant<caf::atom("lg_open")>;
+using closed_atom = caf::atom_constant<caf::atom("lg_closed")>;
+using stopped_atom = caf::atom_constant<caf::atom("lg_stopd")>;
+using stop_atom = caf::atom_constant<caf::atom("lg_stop")>;
+using timeout_atom = caf::atom_constant<caf::atom("lg_tmout")>;
+using done_atom = caf::atom_constant<caf::atom("lg_done")>;
+
+constexpr std::uint8_t mask_key[4] = {0x5a, 0x13, 0xc7, 0x2e};
+
+// The source audio of every participant, masked once: frame k of any participant is bytes [k*F, (k+1)*F) of it,
+// looped (F is a multiple of 4, so the mask lines up with every frame).
+struct prepared_audio {
+  std::string masked;
+  std::size_t frame_bytes = 0;
+  std::size_t frames = 0;
+};
+
+// "key":"value" -> value (no escapes needed for the fields read here).
+std::string value_of(const std::string& json, const char* key) {
+  const std::string k = std::string("\"") + key + "\":\"";
+  auto p = json.find(k);
+  if (p == std::string::npos) return {};
+  p += k.size();
+  auto e = json.find('"', p);
+  return e == std::string::npos ? std::string() : json.substr(p, e - p);
+}
+
+}  // namespace
+
+namespace detail {
+
+// One participant's WebSocket, written by hand: frames go out prepared (header, masked tag, pre-masked audio in one
+// gathered write), what comes in is parsed just enough to count it.
+class conn : public std::enable_shared_from_this<conn> {
+public:
+  conn(asio::io_context& io, tcp::endpoint ep, std::string target, std::string host,
+       std::shared_ptr<const prepared_audio> audio, std::uint32_t id, std::chrono::milliseconds period,
+       live_figures& live)
+      : strand_(asio::make_strand(io)),
+        sock_(strand_),
+        timer_(strand_),
+        ep_(ep),
+        target_(std::move(target)),
+        host_(std::move(host)),
+        audio_(std::move(audio)),
+        id_(id),
+        period_(period),
+        live_(live) {}
+
+  participant_result result;
+  histogram lag, fanout, connect;
+
+  // The participant actor this connection reports to (set before start()).
+  void set_owner(caf::actor owner) { owner_ = std::move(owner); }
+
+  void start() {
+    auto self = shared_from_this();
+    asio::post(strand_, [self] {
+      self->t_connect_ = clock_type::now();
+      self->sock_.async_connect(self->ep_, [self](const boost::system::error_code& ec) {
+        if (ec) return self->fail("connect: " + ec.message());
+        self->sock_.set_option(tcp::no_delay(true));
+        self->request_ = "GET " + self->target_ + " HTTP/1.1\r\nHost: " + self->host_ +
+                         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+                         "bG9hZGdlbi1jbGllbnQxMg==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        asio::async_write(self->sock_, asio::buffer(self->request_),
+                          [self](const boost::system::error_code& ec2, std::size_t) {
+                            if (ec2) return self->fail("handshake: " + ec2.message());
+                            self->read_head();
+                          });
+      });
+    });
+  }
+
+  // From the owner: stream from now on, on an absolute schedule.
+  void begin_streaming() {
+    auto self = shared_from_this();
+    asio::post(strand_, [self] {
+      self->streaming_ = true;
+      self->start_ = clock_type::now();
+      self->tick();
+    });
+  }
+
+  // From the owner: no more audio; ask the server to drain (`stop`).
+  void send_stop() {
+    auto self = shared_from_this();
+    asio::post(strand_, [self] {
+      self->streaming_ = false;
+      self->due_ = 0;
+      self->timer_.cancel();
+      self->queue_control(0x1, R"({"type":"stop"})");
+      self->stop_sent_ = true;
+    });
+  }
+
+  void abort(std::string why) {
+    auto self = shared_from_this();
+    asio::post(strand_, [self, why] { self->fail(why); });
+  }
+
+private:
+  void read_head() {
+    auto self = shared_from_this();
+    asio::async_read_until(sock_, head_, "\r\n\r\n", [self](const boost::system::error_code& ec, std::size_t n) {
+      if (ec) return self->fail("handshake: " + ec.message());
+      std::string head(asio::buffers_begin(self->head_.data()), asio::buffers_begin(self->head_.data()) + n);
+      self->head_.consume(n);
+      unsigned status = 0;
+      if (head.size() > 12) status = static_cast<unsigned>(std::atoi(head.c_str() + 9));
+      if (status != 101) return self->read_rejection(status, head);
+      self->result.connected = true;
+      self->result.connect_ms = std::chrono::duration<double, std::milli>(clock_type::now() - self->t_connect_).count();
+      self->connect.add_us(self->result.connect_ms * 1000);
+      // what came after the head is the first frames
+      self->in_.assign(asio::buffers_begin(self->head_.data()), asio::buffers_end(self->head_.data()));
+      self->head_.consume(self->head_.size());
+      caf::anon_send(self->owner_, opened_atom::value);
+      self->parse();
+      self->read();
+    });
+  }
+
+  void read_rejection(unsigned status, const std::string& head) {
+    result.rejected_status = status;
+    std::size_t length = 0;
+    for (const char* name : {"Content-Length: ", "content-length: "})
+      if (auto p = head.find(name); p != std::string::npos) length = std::strtoul(head.c_str() + p + 16, nullptr, 10);
+    length = std::min<std::size_t>(length, 64 * 1024);
+    auto self = shared_from_this();
+    const std::size_t have = head_.size();
+    if (have >= length) {
+      result.rejected_body.assign(asio::buffers_begin(head_.data()), asio::buffers_begin(head_.data()) + length);
+      return finish(0, false);
+    }
+    asio::async_read(sock_, head_, asio::transfer_exactly(length - have),
+                     [self, length](const boost::system::error_code&, std::size_t) {
+                       auto& b = self->head_;
+                       self->result.rejected_body.assign(asio::buffers_begin(b.data()),
+                                                         asio::buffers_begin(b.data()) + std::min(length, b.size()));
+                       self->finish(0, false);
+                     });
+  }
+
+  void read() {
+    auto self = shared_from_this();
+    sock_.async_read_some(asio::buffer(rbuf_), [self](const boost::system::error_code& ec, std::size_t n) {
+      if (ec) {
+        if (!self->closed_) self->finish(1006, true, "connection lost: " + ec.message());
+        return;
+      }
+      self->in_.append(self->rbuf_, n);
+      self->parse();
+      if (!self->closed_) self->read();
+    });
+  }
+
+  // Complete server frames in in_ (unmasked; this tool never sends fragments and the server never does either).
+  void parse() {
+    std::size_t at = 0;
+    while (in_.size() - at >= 2 && !closed_) {
+      auto b0 = static_cast<std::uint8_t>(in_[at]), b1 = static_cast<std::uint8_t>(in_[at + 1]);
+      std::size_t len = b1 & 0x7f, head = 2;
+      if (len == 126) {
+        if (in_.size() - at < 4) break;
+        len = get_be(at + 2, 2);
+        head = 4;
+      } else if (len == 127) {
+        if (in_.size() - at < 10) break;
+        len = get_be(at + 2, 8);
+        head = 10;
+      }
+      if (in_.size() - at < head + len) break;
+      on_frame(b0 & 0x0f, in_.substr(at + head, len));
+      at += head + len;
+    }
+    in_.erase(0, at);
+  }
+
+  std::size_t get_be(std::size_t at, int n) const {
+    std::size_t v = 0;
+    for (int i = 0; i < n; ++i) v = (v << 8) | static_cast<std::uint8_t>(in_[at + i]);
+    return v;
+  }
+
+  void on_frame(int opcode, const std::string& payload) {
+    if (opcode == 0x1) {
+      on_text(payload);
+    } else if (opcode == 0x9) {
+      queue_control(0xA, payload);  // pong
+    } else if (opcode == 0x8) {
+      std::uint16_t code = 1005;
+      if (payload.size() >= 2)
+        code = static_cast<std::uint16_t>((static_cast<std::uint8_t>(payload[0]) << 8) |
+                                          static_cast<std::uint8_t>(payload[1]));
+      close_reason_ = payload.size() > 2 ? payload.substr(2) : "";
+      // answer the close, then let the server end the TCP connection
+      std::string echo;
+      if (payload.size() >= 2) echo = payload.substr(0, 2);
+      queue_control(0x8, echo);
+      finish(code, !(stop_sent_ && code == 1000 && got_stopped_), close_reason_);
+    }
+  }
+
+  void on_text(const std::string& m) {
+    const auto type = value_of(m, "type");
+    if (type == "transcript_partial" || type == "transcript_final") {
+      ++(type == "transcript_final" ? result.finals : result.partials);
+      ++live_.transcripts;
+      auto text = value_of(m, "text");
+      if (auto p = text.rfind(" @"); p != std::string::npos) {
+        const auto stamp = std::strtoll(text.c_str() + p + 2, nullptr, 10);
+        if (stamp > 0) fanout.add_ns(monotonic_ns() - stamp);
+      }
+    } else if (type == "stt_status") {
+      if (value_of(m, "status") == "stopped" && stop_sent_ && !got_stopped_) {
+        got_stopped_ = true;
+        caf::anon_send(owner_, stopped_atom::value);
+      }
+    } else if (type == "error" || type == "warning") {
+      ++result.error_codes[type + ":" + value_of(m, "code")];
+      ++live_.errors;
+    }
+  }
+
+  // Sends the frames that are due by now (absolute schedule: a late timer catches up, and the lag is measured).
+  void tick() {
+    if (!streaming_) return;
+    const auto now = clock_type::now();
+    const auto due_total = static_cast<std::uint64_t>((now - start_) / period_) + 1;
+    if (due_total > scheduled_) {
+      due_ += due_total - scheduled_;
+      scheduled_ = due_total;
+    }
+    pump();
+    timer_.expires_at(start_ + period_ * static_cast<long>(scheduled_));
+    auto self = shared_from_this();
+    timer_.async_wait([self](const boost::system::error_code& ec) {
+      if (!ec) self->tick();
+    });
+  }
+
+  void queue_control(std::uint8_t opcode, const std::string& payload) {
+    if (close_sent_) return;
+    std::string f;
+    f.push_back(static_cast<char>(0x80 | opcode));
+    const std::size_t n = std::min<std::size_t>(payload.size(), 125);  // control frames and `stop` are short
+    f.push_back(static_cast<char>(0x80 | n));
+    for (auto k : mask_key) f.push_back(static_cast<char>(k));
+    for (std::size_t i = 0; i < n; ++i) f.push_back(static_cast<char>(payload[i] ^ mask_key[i % 4]));
+    if (opcode == 0x8) close_sent_ = true;
+    control_.push_back(std::move(f));
+    pump();
+  }
+
+  // One write at a time: control frames first, then the audio frames due.
+  void pump() {
+    if (writing_ || sock_closed_) return;
+    auto self = shared_from_this();
+    if (!control_.empty()) {
+      writing_ = true;
+      current_control_ = std::move(control_.front());
+      control_.pop_front();
+      const bool closing = static_cast<std::uint8_t>(current_control_[0]) == 0x88;
+      asio::async_write(sock_, asio::buffer(current_control_),
+                        [self, closing](const boost::system::error_code& ec, std::size_t) {
+                          self->writing_ = false;
+                          if (ec) return;
+                          if (closing) return self->close_socket_soon();
+                          self->pump();
+                        });
+      return;
+    }
+    if (!streaming_ || due_ == 0) return;
+    --due_;
+    const auto& a = *audio_;
+    const std::size_t f = a.frame_bytes;
+    const std::size_t k = sent_ % a.frames;
+    const auto scheduled = start_ + period_ * static_cast<long>(sent_);
+    // header: FIN + binary, masked, 16-bit length, the key; then the tag, masked now
+    hdr_[0] = 0x82;
+    hdr_[1] = 0x80 | 126;
+    hdr_[2] = static_cast<std::uint8_t>(f >> 8);
+    hdr_[3] = static_cast<std::uint8_t>(f & 0xff);
+    std::memcpy(hdr_ + 4, mask_key, 4);
+    const auto now_ns = monotonic_ns();
+    write_load_tag(hdr_ + 8, {static_cast<std::uint16_t>(f), id_, static_cast<std::uint32_t>(sent_), now_ns});
+    for (std::size_t i = 0; i < load_tag::size; ++i) hdr_[8 + i] ^= mask_key[i % 4];
+    lag.add_us(std::chrono::duration<double, std::micro>(clock_type::now() - scheduled).count());
+    ++sent_;
+    ++result.frames_sent;
+    ++live_.frames_sent;
+    writing_ = true;
+    std::array<asio::const_buffer, 2> bufs{asio::buffer(hdr_, 8 + load_tag::size),
+                                           asio::buffer(a.masked.data() + k * f + load_tag::size, f - load_tag::size)};
+    asio::async_write(sock_, bufs, [self](const boost::system::error_code& ec, std::size_t) {
+      self->writing_ = false;
+      if (ec) return;
+      self->pump();
+    });
+  }
+
+  void close_socket_soon() {
+    // the server closes the TCP connection after the close handshake; if it does not within 2 s, we do
+    timer_.expires_after(std::chrono::seconds(2));
+    auto self = shared_from_this();
+    timer_.async_wait([self](const boost::system::error_code&) {
+      boost::system::error_code ec;
+      self->sock_.close(ec);
+      self->sock_closed_ = true;
+    });
+  }
+
+  void fail(const std::string& why) {
+    if (closed_) return;
+    result.failure = why;
+    finish(0, true);
+  }
+
+  // The end of this participant's connection: reported once to the owner.
+  void finish(std::uint16_t code, bool unexpected, const std::string& reason = {}) {
+    if (closed_) return;
+    closed_ = true;
+    streaming_ = false;
+    timer_.cancel();
+    result.close_code = code;
+    result.unexpected_close = unexpected && result.rejected_status == 0 && result.failure.empty();
+    result.stopped_cleanly = stop_sent_ && got_stopped_ && code == 1000;
+    if (!reason.empty() && result.failure.empty() && unexpected) result.failure = reason;
+    if (code == 0 || code == 1006) {
+      boost::system::error_code ec;
+      sock_.close(ec);
+      sock_closed_ = true;
+    }
+    caf::anon_send(owner_, closed_atom::value);
+  }
+
+  asio::strand<asio::io_context::executor_type> strand_;
+  tcp::socket sock_;
+  asio::steady_timer timer_;
+  tcp::endpoint ep_;
+  std::string target_, host_, request_;
+  std::shared_ptr<const prepared_audio> audio_;
+  std::uint32_t id_;
+  std::chrono::milliseconds period_;
+  caf::actor owner_;
+  live_figures& live_;
+  asio::streambuf head_;
+  char rbuf_[8192];
+  std::string in_;
+  std::deque<std::string> control_;
+  std::string current_control_, close_reason_;
+  std::uint8_t hdr_[8 + load_tag::size] = {};
+  clock_type::time_point t_connect_, start_;
+  std::uint64_t scheduled_ = 0, sent_ = 0, due_ = 0;
+  bool streaming_ = false, writing_ = false, stop_sent_ = false, got_stopped_ = false, closed_ = false,
+       close_sent_ = false, sock_closed_ = false;
+};
+
+}  // namespace detail
+
+namespace {
+
+struct participant_state {
+  std::shared_ptr<detail::conn> c;
+  caf::actor driver;
+  bool stop_sent = false;
+};
+
+// One simulated participant: connect, stream for the duration, stop, wait for the drain, report to the driver.
+caf::behavior participant(caf::stateful_actor<participant_state>* self, std::shared_ptr<detail::conn> c,
+                          caf::actor driver, const settings* s, live_figures* live) {
+  self->state.c = std::move(c);
+  self->state.driver = std::move(driver);
+  ++live->connecting;
+  self->state.c->set_owner(caf::actor_cast<caf::actor>(self));
+  self->state.c->start();
+  return {
+      [=](opened_atom) {
+        --live->connecting;
+        ++live->connected;
+        self->state.c->begin_streaming();
+        self->delayed_send(self, s->duration, stop_atom::value);
+      },
+      [=](stop_atom) {
+        self->state.stop_sent = true;
+        self->state.c->send_stop();
+        self->delayed_send(self, s->stop_timeout, timeout_atom::value);
+      },
+      [=](stopped_atom) {},
+      [=](timeout_atom) { self->state.c->abort("no stt_status stopped and close within the stop timeout"); },
+      [=](closed_atom) {
+        auto& r = self->state.c->result;
+        if (r.connected)
+          --live->connected;
+        else
+          --live->connecting;
+        ++live->finished;
+        if (!r.connected || r.unexpected_close || !r.failure.empty()) ++live->failed;
+        self->send(self->state.driver, done_atom::value, self->state.c);
+        self->quit();
+      },
+  };
+}
+
+std::shared_ptr<const prepared_audio> prepare(const settings& s) {
+  auto p = std::make_shared<prepared_audio>();
+  std::vector<std::int16_t> mono = s.audio.empty() ? synthetic_voice(10) : s.audio;
+  std::string raw;
+  if (s.egress) {  // 48 kHz stereo: each sample three times (a crude upsampling: load, not quality), both channels
+    raw.reserve(mono.size() * 12);
+    for (auto v : mono)
+      for (int r = 0; r < 6; ++r) {
+        raw.push_back(static_cast<char>(static_cast<std::uint16_t>(v) & 0xff));
+        raw.push_back(static_cast<char>(static_cast<std::uint16_t>(v) >> 8));
+      }
+    p->frame_bytes = static_cast<std::size_t>(s.frame.count()) * 192;
+  } else {
+    raw.assign(reinterpret_cast<const char*>(mono.data()), mono.size() * 2);
+    p->frame_bytes = static_cast<std::size_t>(s.frame.count()) * 32;
+  }
+  p->frames = std::max<std::size_t>(1, raw.size() / p->frame_bytes);
+  raw.resize(p->frames * p->frame_bytes, '\0');
+  for (std::size_t i = 0; i < raw.size(); ++i) raw[i] = static_cast<char>(raw[i] ^ mask_key[i % 4]);
+  p->masked = std::move(raw);
+  return p;
+}
+
+}  // namespace
+
+std::vector<std::int16_t> synthetic_voice(double seconds) {
+  const std::size_t n = static_cast<std::size_t>(seconds * 16'000);
+  std::vector<std::int16_t> out(n);
+  double phase = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double t = static_cast<double>(i) / 16'000;
+    const double pitch = 120 + 40 * std::sin(2 * M_PI * 0.7 * t);                                   // a gliding voice
+    const double env = 0.55 + 0.45 * std::sin(2 * M_PI * 3.1 * t) * std::sin(2 * M_PI * 0.23 * t);  // syllables
+    phase += 2 * M_PI * pitch / 16'000;
+    double v = 0;
+    for (int h = 1; h <= 6; ++h) v += std::sin(h * phase) / h;
+    out[i] = static_cast<std::int16_t>(std::lrint(5'000 * env * v));
+  }
+  return out;
+}
+
+run_result run(const settings& s, live_figures& live, const std::function<void()>& tick) {
+  auto audio = prepare(s);
+  auto io = std::make_shared<net::io_runtime>(s.io_threads);
+  caf::actor_system_config cfg;
+  cfg.set("scheduler.max-threads", static_cast<std::size_t>(std::max(1, s.actor_threads)));
+  caf::actor_system sys{cfg};
+  tcp::resolver resolver(io->context());
+  auto endpoints = resolver.resolve(s.host, std::to_string(s.port));
+  const tcp::endpoint ep = *endpoints.begin();
+  const std::string host = s.host + ":" + std::to_string(s.port);
+  run_result out;
+  caf::scoped_actor driver{sys};
+  const auto t0 = clock_type::now();
+  auto next_tick = t0 + std::chrono::seconds(1);
+  std::vector<std::shared_ptr<detail::conn>> done;
+  auto collect = [&](clock_type::time_point until) {
+    for (;;) {
+      const auto now = clock_type::now();
+      if (now >= next_tick) {
+        tick();
+        next_tick += std::chrono::seconds(1);
+      }
+      const auto wait = std::min(until, next_tick) - clock_type::now();
+      if (wait <= clock_type::duration::zero()) return;
+      driver->receive(
+          [&](done_atom, std::shared_ptr<detail::conn> c) { done.push_back(std::move(c)); },
+          caf::after(std::chrono::duration_cast<std::chrono::milliseconds>(wait) + std::chrono::milliseconds(1)) >>
+              [] {});
+      if (static_cast<int>(done.size()) == s.participants) return;
+    }
+  };
+  for (int i = 0; i < s.participants; ++i) {
+    collect(t0 + std::chrono::duration_cast<clock_type::duration>(std::chrono::duration<double>(i / s.ramp_per_s)));
+    std::string token;
+    const int room = i / std::max(1, s.room_size);
+    const std::string slug = s.room_prefix + "-" + std::to_string(room);
+    if (!s.tokens.empty()) {
+      token = s.tokens[static_cast<std::size_t>(i) % s.tokens.size()];
+    } else {
+      token_claims c;
+      c.session_slug = slug;
+      c.identity = "p" + std::to_string(i);
+      c.name = "Participant " + std::to_string(i);
+      c.session_id = "vs-" + slug;
+      if (s.egress) c.track_id = "TR_p" + std::to_string(i);
+      token = mint_token(c, s.secret, static_cast<std::int64_t>(std::time(nullptr)) + 86'400);
+    }
+    const std::string target = std::string(s.egress ? "/egress/audio" : "/api/realtime/transcribe") + "?token=" + token;
+    auto c = std::make_shared<detail::conn>(io->context(), ep, target, host, audio, static_cast<std::uint32_t>(i),
+                                            s.frame, live);
+    sys.spawn(participant, c, caf::actor_cast<caf::actor>(driver), &s, &live);
+  }
+  const auto deadline = clock_type::now() + s.duration + s.stop_timeout + std::chrono::seconds(60);
+  while (static_cast<int>(done.size()) < s.participants && clock_type::now() < deadline) collect(deadline);
+  out.wall_s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  out.stream_s = static_cast<double>(s.duration.count());
+  for (auto& c : done) {
+    out.participants.push_back(c->result);
+    out.lag.merge(c->lag);
+    out.fanout.merge(c->fanout);
+    out.connect.merge(c->connect);
+  }
+  for (int i = static_cast<int>(done.size()); i < s.participants; ++i) {
+    participant_result r;
+    r.failure = "never finished";
+    out.participants.push_back(r);
+  }
+  io->stop();
+  return out;
+}
+
+}  // namespace sw::load

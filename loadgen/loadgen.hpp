@@ -1,0 +1,75 @@
+// sessions-ws-loadgen's engine: simulated participants against a real server, the way browsers and LiveKit egress
+// drive it. Each participant is a CAF actor that owns its decisions (when to connect, stream, stop, what counts as an
+// error); its socket is a raw WebSocket client on the shared Asio runtime whose frames are prepared and masked in
+// advance (only the 20-byte tag of proto/load_tag.hpp is written per frame), sent on an absolute schedule.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "telemetry/histogram.hpp"
+
+namespace sw::load {
+
+struct settings {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 3001;
+  int participants = 10;
+  int room_size = 1;
+  double ramp_per_s = 200;  // new connections per second
+  std::chrono::milliseconds frame{20};
+  std::chrono::seconds duration{10};
+  std::chrono::seconds stop_timeout{30};  // after `stop`: the last `stt_status: stopped` and the close
+  std::string secret;                     // TRANSCRIPTION_JWT_SECRET (or SERVICE_API_SECRET for egress)
+  std::vector<std::string> tokens;        // given tokens (one per participant, reused round robin), else minted
+  std::vector<std::int16_t> audio;        // 16 kHz mono PCM16: the source, looped (empty: a synthetic voice)
+  bool egress = false;                    // LiveKit egress connections: 48 kHz stereo to /egress/audio
+  std::string room_prefix = "load";
+  int io_threads = 1;
+  int actor_threads = 1;
+};
+
+// What one participant saw.
+struct participant_result {
+  bool connected = false;
+  bool stopped_cleanly = false;  // `stt_status: stopped` after our stop, then close 1000
+  unsigned rejected_status = 0;  // HTTP status of a refused upgrade
+  std::string rejected_body;
+  std::uint16_t close_code = 0;   // the server's close (0: none seen)
+  bool unexpected_close = false;  // closed before our stop (or not 1000 after it)
+  std::string failure;            // a network failure or timeout, in words
+  std::uint64_t frames_sent = 0;
+  std::uint64_t partials = 0, finals = 0;
+  std::map<std::string, std::uint64_t> error_codes;  // `error` / `warning` messages by code
+  double connect_ms = 0;
+};
+
+// Live figures while the run goes (read by the progress line; updated from the I/O threads).
+struct live_figures {
+  std::atomic<int> connecting{0}, connected{0}, finished{0}, failed{0};
+  std::atomic<std::uint64_t> frames_sent{0}, transcripts{0}, errors{0};
+};
+
+struct run_result {
+  std::vector<participant_result> participants;
+  histogram connect;    // TCP connect to 101
+  histogram lag;        // how late each frame left against its schedule
+  histogram fanout;     // transcript emitted by the upstream (its stamp) to received here
+  double wall_s = 0;    // from the first connection to the last participant's end
+  double stream_s = 0;  // the streaming window (all connected to first stop)
+};
+
+// Runs the whole load: connects, streams, stops, collects. `tick` is called about once a second from the calling
+// thread with the live figures (the progress line).
+run_result run(const settings& s, live_figures& live, const std::function<void()>& tick);
+
+// The audio a participant sends when no file is given: a voiced, varying tone (no silence: STT providers bill it).
+std::vector<std::int16_t> synthetic_voice(double seconds);
+
+}  // namespace sw::load
