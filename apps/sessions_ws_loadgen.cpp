@@ -42,6 +42,8 @@ Load
   --wav FILE                the audio (any WAV: libsndfile reads it, libsoxr resamples it to 16 kHz mono),
                             looped; default a synthetic voice
   --egress                  LiveKit egress connections instead (48 kHz stereo to /egress/audio)
+  --floor                   the target is a bare receiver (bench/bare_receiver, W0): no drain after the
+                            duration, each connection just ends
 Upstream (what the server relays to)
   --embedded-upstream PORT  run the fake Gladia in this process on 127.0.0.1:PORT (point the server's
                             GLADIA_API_URL at http://127.0.0.1:PORT, GLADIA_API_KEY=fake-gladia-key)
@@ -156,6 +158,8 @@ int main(int argc, char** argv) {
       wav = next();
     } else if (a == "--egress") {
       s.egress = true;
+    } else if (a == "--floor") {
+      s.floor = true;
     } else if (a == "--embedded-upstream") {
       embedded_port = static_cast<int>(number(a, next(), 1, 65'535));
     } else if (a == "--upstream-stats") {
@@ -224,6 +228,7 @@ int main(int argc, char** argv) {
   double self_before = self_cpu_s(), self_full = 0, self_end = 0;
   std::uint64_t frames_full = 0, frames_end = 0;
   bool full = false, window_closed = false;
+  auto t_full = std::chrono::steady_clock::now(), t_end = t_full;
   std::uint64_t last_frames = 0;
   auto tick = [&] {
     const int connected = live.connected.load();
@@ -232,11 +237,13 @@ int main(int argc, char** argv) {
       at_full = sample(server_pid);
       self_full = self_cpu_s();
       frames_full = live.frames_sent.load();
+      t_full = std::chrono::steady_clock::now();
     } else if (full && !window_closed && connected < s.participants) {
       window_closed = true;
       at_end = sample(server_pid);
       self_end = self_cpu_s();
       frames_end = live.frames_sent.load();
+      t_end = std::chrono::steady_clock::now();
     }
     if (quiet) return;
     const auto frames = live.frames_sent.load();
@@ -256,6 +263,7 @@ int main(int argc, char** argv) {
     at_end = sample(server_pid);
     self_end = self_cpu_s();
     frames_end = live.frames_sent.load();
+    t_end = std::chrono::steady_clock::now();
     if (!full) {
       at_full = before;
       self_full = self_before;
@@ -331,7 +339,7 @@ int main(int argc, char** argv) {
       std::cerr << "sessions-ws-loadgen: " << upstream_stats << "/stats: " << e.what() << "\n";
     }
   }
-  const double window_s = std::max(1e-9, (frames_end - frames_full) / (s.participants * 1000.0 / s.frame.count()));
+  const double window_s = std::max(1e-9, std::chrono::duration<double>(t_end - t_full).count());
   const std::uint64_t window_frames = frames_end - frames_full;
   const double server_cpu = (at_end.user_s + at_end.kernel_s) - (at_full.user_s + at_full.kernel_s);
   const double server_us_per_frame = window_frames ? server_cpu / static_cast<double>(window_frames) * 1e6 : 0;
@@ -428,9 +436,9 @@ int main(int argc, char** argv) {
     }
     out << "},\"server\":{\"cpuS\":" << server_cpu << ",\"userS\":" << (at_end.user_s - at_full.user_s)
         << ",\"kernelS\":" << (at_end.kernel_s - at_full.kernel_s) << ",\"usPerFrame\":" << server_us_per_frame
-        << ",\"rssKiB\":" << at_end.rss_kib << ",\"threads\":" << at_end.threads
-        << ",\"contextSwitches\":" << (at_end.ctx_switches - at_full.ctx_switches) << "},\"windowS\":" << window_s
-        << ",\"windowFrames\":" << window_frames << ",\"toolCpuS\":" << tool_cpu
+        << ",\"rssKiB\":" << at_end.rss_kib << ",\"rssBeforeKiB\":" << before.rss_kib
+        << ",\"threads\":" << at_end.threads << ",\"contextSwitches\":" << (at_end.ctx_switches - at_full.ctx_switches)
+        << "},\"windowS\":" << window_s << ",\"windowFrames\":" << window_frames << ",\"toolCpuS\":" << tool_cpu
         << ",\"toolCores\":" << tool_cpu / window_s << ",\"verdict\":\"" << verdict << "\"}\n";
   }
   return connected == s.participants && clean == s.participants && !rejected && !unexpected && !failed ? 0 : 1;

@@ -7,11 +7,11 @@
 #include <thread>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
 #include <caf/actor_system.hpp>
@@ -20,7 +20,6 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
-#include "net/runtime.hpp"
 #include "proto/load_tag.hpp"
 #include "proto/token.hpp"
 
@@ -67,16 +66,36 @@ std::string value_of(const std::string& json, const char* key) {
 
 namespace detail {
 
+class conn;
+
+// One I/O thread of the tool with its own io_context (no strands: everything of a connection runs on its lane), and
+// the frame schedule of its connections: a 1 ms tick walks one slot of a wheel as long as the frame period, so each
+// connection is visited once per period, in the slot it started in, at no cost per frame but its own send.
+struct lane {
+  asio::io_context io;
+  asio::steady_timer timer{io};
+  std::thread thread;
+  std::chrono::milliseconds period{20};
+  std::vector<std::vector<std::shared_ptr<conn>>> slots;
+  clock_type::time_point start;
+  std::uint64_t ticks = 0;  // slots walked
+  bool ticking = false;
+
+  explicit lane(std::chrono::milliseconds p) : period(p), slots(static_cast<std::size_t>(p.count())) {}
+  // The slot time of the next tick, and its index (for a connection joining now).
+  void join(const std::shared_ptr<conn>& c);
+  void tick();
+};
+
 // One participant's WebSocket, written by hand: frames go out prepared (header, masked tag, pre-masked audio in one
 // gathered write), what comes in is parsed just enough to count it.
 class conn : public std::enable_shared_from_this<conn> {
 public:
-  conn(asio::io_context& io, tcp::endpoint ep, std::string target, std::string host,
-       std::shared_ptr<const prepared_audio> audio, std::uint32_t id, std::chrono::milliseconds period,
-       live_figures& live)
-      : strand_(asio::make_strand(io)),
-        sock_(strand_),
-        timer_(strand_),
+  conn(lane& l, tcp::endpoint ep, std::string target, std::string host, std::shared_ptr<const prepared_audio> audio,
+       std::uint32_t id, std::chrono::milliseconds period, live_figures& live)
+      : lane_(l),
+        sock_(l.io),
+        timer_(l.io),
         ep_(ep),
         target_(std::move(target)),
         host_(std::move(host)),
@@ -93,11 +112,12 @@ public:
 
   void start() {
     auto self = shared_from_this();
-    asio::post(strand_, [self] {
+    asio::post(lane_.io, [self] {
       self->t_connect_ = clock_type::now();
       self->sock_.async_connect(self->ep_, [self](const boost::system::error_code& ec) {
         if (ec) return self->fail("connect: " + ec.message());
         self->sock_.set_option(tcp::no_delay(true));
+        self->sock_.non_blocking(true);  // frames are written at once when the socket takes them
         self->request_ = "GET " + self->target_ + " HTTP/1.1\r\nHost: " + self->host_ +
                          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
                          "bG9hZGdlbi1jbGllbnQxMg==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -110,31 +130,59 @@ public:
     });
   }
 
-  // From the owner: stream from now on, on an absolute schedule.
+  // From the owner: stream from now on, on the lane's schedule.
   void begin_streaming() {
     auto self = shared_from_this();
-    asio::post(strand_, [self] {
+    asio::post(lane_.io, [self] {
+      if (self->closed_) return;
       self->streaming_ = true;
-      self->start_ = clock_type::now();
-      self->tick();
+      self->lane_.join(self);
     });
+  }
+
+  // The lane's tick reached this connection's slot at `due` (the first time: its schedule starts there). False
+  // once it no longer streams (the lane forgets it).
+  bool on_due(clock_type::time_point due) {
+    if (!streaming_) return false;
+    if (!started_) {
+      started_ = true;
+      start_ = due;
+    }
+    // the tool's own health: how late its schedule reached this frame (a socket the server does not drain makes
+    // frames wait after this, and that wait is the server's: it shows in the relay latency)
+    lag.add_us(std::chrono::duration<double, std::micro>(clock_type::now() - due).count());
+    ++due_;
+    pump();
+    return streaming_;
   }
 
   // From the owner: no more audio; ask the server to drain (`stop`).
   void send_stop() {
     auto self = shared_from_this();
-    asio::post(strand_, [self] {
+    asio::post(lane_.io, [self] {
       self->streaming_ = false;
       self->due_ = 0;
-      self->timer_.cancel();
       self->queue_control(0x1, R"({"type":"stop"})");
       self->stop_sent_ = true;
     });
   }
 
+  // From the owner, against a bare receiver: stop sending and end the connection; that is a clean end there.
+  void end_quietly() {
+    auto self = shared_from_this();
+    asio::post(lane_.io, [self] {
+      self->streaming_ = false;
+      self->stop_sent_ = self->got_stopped_ = true;
+      self->finish(1000, false);
+      boost::system::error_code ec;
+      self->sock_.close(ec);
+      self->sock_closed_ = true;
+    });
+  }
+
   void abort(std::string why) {
     auto self = shared_from_this();
-    asio::post(strand_, [self, why] { self->fail(why); });
+    asio::post(lane_.io, [self, why] { self->fail(why); });
   }
 
 private:
@@ -261,23 +309,6 @@ private:
     }
   }
 
-  // Sends the frames that are due by now (absolute schedule: a late timer catches up, and the lag is measured).
-  void tick() {
-    if (!streaming_) return;
-    const auto now = clock_type::now();
-    const auto due_total = static_cast<std::uint64_t>((now - start_) / period_) + 1;
-    if (due_total > scheduled_) {
-      due_ += due_total - scheduled_;
-      scheduled_ = due_total;
-    }
-    pump();
-    timer_.expires_at(start_ + period_ * static_cast<long>(scheduled_));
-    auto self = shared_from_this();
-    timer_.async_wait([self](const boost::system::error_code& ec) {
-      if (!ec) self->tick();
-    });
-  }
-
   void queue_control(std::uint8_t opcode, const std::string& payload) {
     if (close_sent_) return;
     std::string f;
@@ -291,51 +322,84 @@ private:
     pump();
   }
 
-  // One write at a time: control frames first, then the audio frames due.
+  // One write at a time: control frames first, then the audio frames due. Written at once (non-blocking) when the
+  // socket takes them whole; what it does not take goes asynchronously, and nothing else until it has.
   void pump() {
-    if (writing_ || sock_closed_) return;
-    auto self = shared_from_this();
-    if (!control_.empty()) {
-      writing_ = true;
-      current_control_ = std::move(control_.front());
-      control_.pop_front();
-      const bool closing = static_cast<std::uint8_t>(current_control_[0]) == 0x88;
-      asio::async_write(sock_, asio::buffer(current_control_),
-                        [self, closing](const boost::system::error_code& ec, std::size_t) {
-                          self->writing_ = false;
-                          if (ec) return;
-                          if (closing) return self->close_socket_soon();
-                          self->pump();
-                        });
-      return;
+    while (!writing_ && !sock_closed_) {
+      if (!control_.empty()) {
+        std::string f = std::move(control_.front());
+        control_.pop_front();
+        const bool closing = static_cast<std::uint8_t>(f[0]) == 0x88;
+        if (!send(std::array<asio::const_buffer, 1>{asio::buffer(f)}, closing)) return;
+        if (closing) return close_socket_soon();
+        continue;
+      }
+      if (!streaming_ || due_ == 0) return;
+      --due_;
+      const auto& a = *audio_;
+      const std::size_t f = a.frame_bytes;
+      const std::size_t k = sent_ % a.frames;
+      const auto scheduled = start_ + period_ * static_cast<long>(sent_);
+      // header: FIN + binary, masked, 16-bit length, the key; then the tag, masked now
+      hdr_[0] = 0x82;
+      hdr_[1] = 0x80 | 126;
+      hdr_[2] = static_cast<std::uint8_t>(f >> 8);
+      hdr_[3] = static_cast<std::uint8_t>(f & 0xff);
+      std::memcpy(hdr_ + 4, mask_key, 4);
+      // stamped with when it was due, so that a frame held back by a full socket counts its wait as relay latency
+      const auto late = std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - scheduled).count();
+      write_load_tag(hdr_ + 8, {static_cast<std::uint16_t>(f), id_, static_cast<std::uint32_t>(sent_),
+                                monotonic_ns() - std::max<std::int64_t>(0, late)});
+      for (std::size_t i = 0; i < load_tag::size; ++i) hdr_[8 + i] ^= mask_key[i % 4];
+      ++sent_;
+      ++result.frames_sent;
+      ++live_.frames_sent;
+      if (!send(std::array<asio::const_buffer, 2>{asio::buffer(hdr_, 8 + load_tag::size),
+                                                  asio::buffer(a.masked.data() + k * f + load_tag::size,
+                                                               f - load_tag::size)},
+                false))
+        return;
     }
-    if (!streaming_ || due_ == 0) return;
-    --due_;
-    const auto& a = *audio_;
-    const std::size_t f = a.frame_bytes;
-    const std::size_t k = sent_ % a.frames;
-    const auto scheduled = start_ + period_ * static_cast<long>(sent_);
-    // header: FIN + binary, masked, 16-bit length, the key; then the tag, masked now
-    hdr_[0] = 0x82;
-    hdr_[1] = 0x80 | 126;
-    hdr_[2] = static_cast<std::uint8_t>(f >> 8);
-    hdr_[3] = static_cast<std::uint8_t>(f & 0xff);
-    std::memcpy(hdr_ + 4, mask_key, 4);
-    const auto now_ns = monotonic_ns();
-    write_load_tag(hdr_ + 8, {static_cast<std::uint16_t>(f), id_, static_cast<std::uint32_t>(sent_), now_ns});
-    for (std::size_t i = 0; i < load_tag::size; ++i) hdr_[8 + i] ^= mask_key[i % 4];
-    lag.add_us(std::chrono::duration<double, std::micro>(clock_type::now() - scheduled).count());
-    ++sent_;
-    ++result.frames_sent;
-    ++live_.frames_sent;
+  }
+
+  // Writes `bufs` now if the socket takes them; else keeps the rest and writes it asynchronously (writing_ set).
+  // False when the caller must stop (writing in the background, or failed).
+  template <class Buffers>
+  bool send(const Buffers& bufs, bool closing) {
+    boost::system::error_code ec;
+    const std::size_t total = asio::buffer_size(bufs);
+    std::size_t n = sock_.write_some(bufs, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      ec = {};
+      n = 0;
+    }
+    if (ec) {
+      finish(1006, !(closing || (stop_sent_ && got_stopped_)), "write: " + ec.message());
+      return false;
+    }
+    if (n == total) return true;
+    // the bytes not taken: skip n across the buffers, copy the rest
+    pending_.clear();
+    std::size_t skip = n;
+    for (const auto& b : bufs) {
+      const auto* p = static_cast<const char*>(b.data());
+      const std::size_t len = b.size();
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      pending_.append(p + skip, len - skip);
+      skip = 0;
+    }
     writing_ = true;
-    std::array<asio::const_buffer, 2> bufs{asio::buffer(hdr_, 8 + load_tag::size),
-                                           asio::buffer(a.masked.data() + k * f + load_tag::size, f - load_tag::size)};
-    asio::async_write(sock_, bufs, [self](const boost::system::error_code& ec, std::size_t) {
+    auto self = shared_from_this();
+    asio::async_write(sock_, asio::buffer(pending_), [self, closing](const boost::system::error_code& e, std::size_t) {
       self->writing_ = false;
-      if (ec) return;
+      if (e) return;
+      if (closing) return self->close_socket_soon();
       self->pump();
     });
+    return false;
   }
 
   void close_socket_soon() {
@@ -360,7 +424,6 @@ private:
     if (closed_) return;
     closed_ = true;
     streaming_ = false;
-    timer_.cancel();
     result.close_code = code;
     result.unexpected_close = unexpected && result.rejected_status == 0 && result.failure.empty();
     result.stopped_cleanly = stop_sent_ && got_stopped_ && code == 1000;
@@ -373,7 +436,7 @@ private:
     caf::anon_send(owner_, closed_atom::value);
   }
 
-  asio::strand<asio::io_context::executor_type> strand_;
+  lane& lane_;
   tcp::socket sock_;
   asio::steady_timer timer_;
   tcp::endpoint ep_;
@@ -387,13 +450,41 @@ private:
   char rbuf_[8192];
   std::string in_;
   std::deque<std::string> control_;
-  std::string current_control_, close_reason_;
+  std::string pending_, close_reason_;
   std::uint8_t hdr_[8 + load_tag::size] = {};
   clock_type::time_point t_connect_, start_;
-  std::uint64_t scheduled_ = 0, sent_ = 0, due_ = 0;
-  bool streaming_ = false, writing_ = false, stop_sent_ = false, got_stopped_ = false, closed_ = false,
-       close_sent_ = false, sock_closed_ = false;
+  std::uint64_t sent_ = 0, due_ = 0;
+  bool started_ = false, streaming_ = false, writing_ = false, stop_sent_ = false, got_stopped_ = false,
+       closed_ = false, close_sent_ = false, sock_closed_ = false;
 };
+
+void lane::join(const std::shared_ptr<conn>& c) {
+  if (!ticking) {
+    ticking = true;
+    start = clock_type::now();
+    ticks = 0;
+    tick();
+  }
+  slots[ticks % slots.size()].push_back(c);
+}
+
+void lane::tick() {
+  // Every slot whose time has come, in order (a late tick catches up; the connections measure their lag).
+  const auto now = clock_type::now();
+  while (start + std::chrono::milliseconds(ticks) <= now) {
+    const auto due = start + std::chrono::milliseconds(ticks);
+    auto& slot = slots[ticks % slots.size()];
+    std::size_t keep = 0;
+    for (std::size_t i = 0; i < slot.size(); ++i)
+      if (slot[i]->on_due(due)) slot[keep++] = std::move(slot[i]);
+    slot.resize(keep);
+    ++ticks;
+  }
+  timer.expires_at(start + std::chrono::milliseconds(ticks));
+  timer.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) tick();
+  });
+}
 
 }  // namespace detail
 
@@ -422,6 +513,10 @@ caf::behavior participant(caf::stateful_actor<participant_state>* self, std::sha
       },
       [=](stop_atom) {
         self->state.stop_sent = true;
+        if (s->floor) {
+          self->state.c->end_quietly();
+          return;
+        }
         self->state.c->send_stop();
         self->delayed_send(self, s->stop_timeout, timeout_atom::value);
       },
@@ -484,11 +579,17 @@ std::vector<std::int16_t> synthetic_voice(double seconds) {
 
 run_result run(const settings& s, live_figures& live, const std::function<void()>& tick) {
   auto audio = prepare(s);
-  auto io = std::make_shared<net::io_runtime>(s.io_threads);
+  std::vector<std::unique_ptr<detail::lane>> lanes;
+  for (int i = 0; i < std::max(1, s.io_threads); ++i) lanes.push_back(std::make_unique<detail::lane>(s.frame));
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  for (auto& l : lanes) {
+    work.emplace_back(l->io.get_executor());
+    l->thread = std::thread([p = l.get()] { p->io.run(); });
+  }
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", static_cast<std::size_t>(std::max(1, s.actor_threads)));
   caf::actor_system sys{cfg};
-  tcp::resolver resolver(io->context());
+  tcp::resolver resolver(lanes[0]->io);
   auto endpoints = resolver.resolve(s.host, std::to_string(s.port));
   const tcp::endpoint ep = *endpoints.begin();
   const std::string host = s.host + ":" + std::to_string(s.port);
@@ -530,8 +631,8 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
       token = mint_token(c, s.secret, static_cast<std::int64_t>(std::time(nullptr)) + 86'400);
     }
     const std::string target = std::string(s.egress ? "/egress/audio" : "/api/realtime/transcribe") + "?token=" + token;
-    auto c = std::make_shared<detail::conn>(io->context(), ep, target, host, audio, static_cast<std::uint32_t>(i),
-                                            s.frame, live);
+    auto c = std::make_shared<detail::conn>(*lanes[static_cast<std::size_t>(i) % lanes.size()], ep, target, host, audio,
+                                            static_cast<std::uint32_t>(i), s.frame, live);
     sys.spawn(participant, c, caf::actor_cast<caf::actor>(driver), &s, &live);
   }
   const auto deadline = clock_type::now() + s.duration + s.stop_timeout + std::chrono::seconds(60);
@@ -549,7 +650,17 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
     r.failure = "never finished";
     out.participants.push_back(r);
   }
-  io->stop();
+  for (auto& l : lanes) {
+    asio::post(l->io, [p = l.get()] {
+      p->timer.cancel();
+      for (auto& slot : p->slots) slot.clear();
+    });
+  }
+  work.clear();
+  for (auto& l : lanes) {
+    l->io.stop();
+    l->thread.join();
+  }
   return out;
 }
 

@@ -30,6 +30,7 @@ struct settings {
   std::vector<std::string> tokens;        // given tokens (one per participant, reused round robin), else minted
   std::vector<std::int16_t> audio;        // 16 kHz mono PCM16: the source, looped (empty: a synthetic voice)
   bool egress = false;                    // LiveKit egress connections: 48 kHz stereo to /egress/audio
+  bool floor = false;  // against a bare receiver (bench/bare_receiver): no drain expected, the connection just ends
   std::string room_prefix = "load";
   int io_threads = 1;
   int actor_threads = 1;
