@@ -214,6 +214,7 @@ int main(int argc, char** argv) {
     o.keep_audio = false;
     o.stamp_texts = true;
     o.read_tags = true;
+    o.nice = 10;  // on the tool's core, sending on schedule comes before answering the relay
     try {
       fake = std::make_unique<sw::test::fake_gladia>(o);
     } catch (const std::exception& e) {

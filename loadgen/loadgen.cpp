@@ -107,6 +107,8 @@ public:
   participant_result result;
   histogram lag, fanout, connect;
 
+  bool egress_ = false;  // a LiveKit egress connection: it ends with a close without status, not `stop`
+
   // The participant actor this connection reports to (set before start()).
   void set_owner(caf::actor owner) { owner_ = std::move(owner); }
 
@@ -162,8 +164,14 @@ public:
     asio::post(lane_.io, [self] {
       self->streaming_ = false;
       self->due_ = 0;
-      self->queue_control(0x1, R"({"type":"stop"})");
       self->stop_sent_ = true;
+      if (self->egress_) {
+        // as LiveKit's egress ends: a close frame without a status; the server drains and answers it
+        self->got_stopped_ = true;
+        self->queue_control(0x8, "");
+      } else {
+        self->queue_control(0x1, R"({"type":"stop"})");
+      }
     });
   }
 
@@ -284,7 +292,8 @@ private:
       std::string echo;
       if (payload.size() >= 2) echo = payload.substr(0, 2);
       queue_control(0x8, echo);
-      finish(code, !(stop_sent_ && code == 1000 && got_stopped_), close_reason_);
+      const bool clean_code = code == 1000 || (egress_ && code == 1005);
+      finish(code, !(stop_sent_ && clean_code && got_stopped_), close_reason_);
     }
   }
 
@@ -426,7 +435,7 @@ private:
     streaming_ = false;
     result.close_code = code;
     result.unexpected_close = unexpected && result.rejected_status == 0 && result.failure.empty();
-    result.stopped_cleanly = stop_sent_ && got_stopped_ && code == 1000;
+    result.stopped_cleanly = stop_sent_ && got_stopped_ && (code == 1000 || (egress_ && code == 1005));
     if (!reason.empty() && result.failure.empty() && unexpected) result.failure = reason;
     if (code == 0 || code == 1006) {
       boost::system::error_code ec;
@@ -633,6 +642,7 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
     const std::string target = std::string(s.egress ? "/egress/audio" : "/api/realtime/transcribe") + "?token=" + token;
     auto c = std::make_shared<detail::conn>(*lanes[static_cast<std::size_t>(i) % lanes.size()], ep, target, host, audio,
                                             static_cast<std::uint32_t>(i), s.frame, live);
+    c->egress_ = s.egress;
     sys.spawn(participant, c, caf::actor_cast<caf::actor>(driver), &s, &live);
   }
   const auto deadline = clock_type::now() + s.duration + s.stop_timeout + std::chrono::seconds(60);

@@ -100,6 +100,25 @@ TEST(Loadgen, RefusedTokensShowAs401sAndFailTheRun) {
   EXPECT_NE(o.out.find("not sustained"), std::string::npos) << o.out;
 }
 
+// As LiveKit egress: 48 kHz stereo to /egress/audio with this service's egress tokens, ended by a close without
+// status; the server's relays get the audio at 16 kHz mono (a third of the samples, half the channels).
+TEST(Loadgen, EgressConnectionsStreamToEgressAudio) {
+  auto capture = std::make_shared<sw::test::audio_capture>();
+  sw::test::echo_options eo;
+  eo.capture = capture;
+  sw::test::harness h({}, sw::test::echo_provider(eo));
+  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h.port) + " --secret " + h.cfg.service_api_secret +
+                       " --egress --participants 2 --duration 1",
+                   "loadgen-egress");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_EQ(num(o.json, "connected"), 2);
+  EXPECT_EQ(num(o.json, "stoppedCleanly"), 2);
+  const auto sent_bytes = static_cast<double>(num(o.json, "framesSent")) * 3'840;
+  ASSERT_TRUE(sw::test::eventually(
+      [&] { return sw::test::field(sw::net::http_fetch(h.http("/metrics")).body, "activeSttRelays") == "0"; }));
+  EXPECT_NEAR(static_cast<double>(capture->take().size()), sent_bytes / 6, 256);
+}
+
 TEST(Loadgen, BadArgumentsExitTwo) {
   EXPECT_EQ(loadgen("--participants zero", "loadgen-bad").exit_code, 2);
   EXPECT_EQ(loadgen("--url http://x --secret s", "loadgen-bad2").exit_code, 2);

@@ -9,6 +9,9 @@
 #include <type_traits>
 
 #include <openssl/evp.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -527,6 +530,8 @@ void accept_next(fake_gladia::impl* f) {
   f->acceptor.async_accept(asio::make_strand(f->ioc), [f](beast::error_code ec, tcp::socket s) {
     if (!f->running) return;
     if (!ec) {
+      beast::error_code ignored;
+      s.set_option(tcp::no_delay(true), ignored);  // acks and transcripts leave at once, as Gladia's do
       if (f->tls) {
         std::make_shared<conn<beast::ssl_stream<beast::tcp_stream>>>(f, std::move(s), *f->tls)->start();
       } else {
