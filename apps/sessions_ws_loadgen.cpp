@@ -206,14 +206,8 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<sw::test::fake_gladia> fake;
   if (embedded_port) {
-    sw::test::fake_gladia::options o;
+    auto o = sw::test::fake_gladia::load_options();
     o.port = static_cast<std::uint16_t>(embedded_port);
-    o.partial_every = std::chrono::milliseconds(300);
-    o.final_every = std::chrono::milliseconds(2000);
-    o.stagger_finals = true;
-    o.keep_audio = false;
-    o.stamp_texts = true;
-    o.read_tags = true;
     o.nice = 10;  // on the tool's core, sending on schedule comes before answering the relay
     try {
       fake = std::make_unique<sw::test::fake_gladia>(o);

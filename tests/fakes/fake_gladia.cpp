@@ -544,6 +544,17 @@ void accept_next(fake_gladia::impl* f) {
 
 }  // namespace
 
+fake_gladia::options fake_gladia::load_options() {
+  options o;
+  o.partial_every = std::chrono::milliseconds(300);
+  o.final_every = std::chrono::milliseconds(2000);
+  o.stagger_finals = true;
+  o.keep_audio = false;
+  o.stamp_texts = true;
+  o.read_tags = true;
+  return o;
+}
+
 fake_gladia::fake_gladia(options o) : impl_(std::make_shared<impl>()) {
   auto& d = *impl_;
   d.opts = std::move(o);

@@ -38,6 +38,9 @@ public:
     bool stamp_texts = false;  // each transcript's text ends with " @<CLOCK_MONOTONIC ns>" of its sending
     bool read_tags = false;    // read the loadgen's frame tags: relay latency and loss (load())
   };
+  // The options for load (the loadgen's embedded upstream, sessions-ws-fake-gladia): a partial every 300 ms and a
+  // final every 2 s of audio per stream, staggered; audio counted, not kept; texts stamped; tags read.
+  static options load_options();
   explicit fake_gladia(options o);
   fake_gladia() : fake_gladia(options{}) {}
   ~fake_gladia();

@@ -38,14 +38,8 @@ long number(const std::string& opt, const std::string& v, long lo, long hi) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  sw::test::fake_gladia::options o;
+  auto o = sw::test::fake_gladia::load_options();
   o.port = 8089;
-  o.partial_every = std::chrono::milliseconds(300);
-  o.final_every = std::chrono::milliseconds(2000);
-  o.stagger_finals = true;
-  o.keep_audio = false;
-  o.stamp_texts = true;
-  o.read_tags = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
