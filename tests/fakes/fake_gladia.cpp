@@ -527,7 +527,10 @@ private:
 };
 
 void accept_next(fake_gladia::impl* f) {
-  f->acceptor.async_accept(asio::make_strand(f->ioc), [f](beast::error_code ec, tcp::socket s) {
+  // One I/O thread runs every handler in order already: a strand per connection would only add a queue to each.
+  auto executor = f->opts.threads > 1 ? asio::any_io_executor(asio::make_strand(f->ioc))
+                                      : asio::any_io_executor(f->ioc.get_executor());
+  f->acceptor.async_accept(executor, [f](beast::error_code ec, tcp::socket s) {
     if (!f->running) return;
     if (!ec) {
       beast::error_code ignored;
