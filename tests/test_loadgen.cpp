@@ -83,8 +83,10 @@ TEST(Loadgen, AShortRunAgainstTheServerExitsZeroWithACorrectReport) {
   EXPECT_GE(num(j, "finals"), 6 * 3) << "a final per 2 s and one at the stop, seen by the three members of a room";
   EXPECT_GT(num(j, "partials"), 0);
   EXPECT_EQ(num(j["fanoutMs"], "count"), num(j, "partials") + num(j, "finals")) << "every transcript was stamped";
-  EXPECT_EQ(std::string(j["verdict"].GetString()), "sustained");
-  EXPECT_NE(o.out.find("verdict                            sustained"), std::string::npos) << o.out;
+  // The server kept up; the tool itself may be late on a machine busy with other tests (then it says so).
+  const std::string verdict = j["verdict"].GetString();
+  EXPECT_TRUE(verdict == "sustained" || verdict.rfind("tool-bound", 0) == 0) << verdict;
+  EXPECT_NE(o.out.find("verdict                            " + verdict), std::string::npos) << o.out;
 }
 
 TEST(Loadgen, RefusedTokensShowAs401sAndFailTheRun) {
