@@ -53,7 +53,10 @@ void call(self_ptr self, const char* service, const char* method, std::string bo
 void report(self_ptr self, const livekit_answer& a, const std::string& what) {
   auto& st = self->state;
   ++st.failures;
-  st.last_error = a.error.empty() ? what : a.error;
+  // a.error is empty when LiveKit answered 200 with something this service cannot read
+  st.last_error = a.error.empty()
+                      ? "LiveKit answered HTTP " + std::to_string(a.status) + " with a body this service cannot read"
+                      : a.error;
   st.ctx->metrics->count("livekit.errors");
   st.ctx->metrics->error("livekit: room=" + st.slug + ": " + what + ": " + st.last_error);
   const char* reason = a.status == 401 || a.status == 403 ? "livekit_unauthorized"
@@ -125,7 +128,6 @@ void start_track(self_ptr self, const std::string& sid, const std::string& ident
          if (a.ok) e = parse_livekit_egress(a.body);
          if (!e) {
            report(self, a, mix ? "starting the room's audio egress" : "starting the egress of track " + sid);
-           if (a.ok) s.last_error = "unreadable EgressInfo";
            finish_if_drained(self);
            return;  // retried by the next reconciliation (or start)
          }
@@ -193,8 +195,6 @@ bool streams_left(const egress_state& st) {
 void finish_if_drained(self_ptr self) {
   auto& st = self->state;
   if (!st.stopping || streams_left(st)) return;
-  for (auto& [sid, t] : st.tracks)
-    if (!t.egress_id.empty() && !t.stop_sent) return;  // cannot happen: stop sends them all; kept safe
   for (auto& p : st.stop_waiters) p.deliver(true);
   st.stop_waiters.clear();
   self->quit();

@@ -37,7 +37,6 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 using opened_atom = caf::atom_constant<caf::atom("lg_open")>;
 using closed_atom = caf::atom_constant<caf::atom("lg_closed")>;
-using stopped_atom = caf::atom_constant<caf::atom("lg_stopd")>;
 using stop_atom = caf::atom_constant<caf::atom("lg_stop")>;
 using timeout_atom = caf::atom_constant<caf::atom("lg_tmout")>;
 using done_atom = caf::atom_constant<caf::atom("lg_done")>;
@@ -308,10 +307,7 @@ private:
         if (stamp > 0) fanout.add_ns(monotonic_ns() - stamp);
       }
     } else if (type == "stt_status") {
-      if (value_of(m, "status") == "stopped" && stop_sent_ && !got_stopped_) {
-        got_stopped_ = true;
-        caf::anon_send(owner_, stopped_atom::value);
-      }
+      if (value_of(m, "status") == "stopped" && stop_sent_) got_stopped_ = true;
     } else if (type == "error" || type == "warning") {
       ++result.error_codes[type + ":" + value_of(m, "code")];
       ++live_.errors;
@@ -502,7 +498,6 @@ namespace {
 struct participant_state {
   std::shared_ptr<detail::conn> c;
   caf::actor driver;
-  bool stop_sent = false;
 };
 
 // One simulated participant: connect, stream for the duration, stop, wait for the drain, report to the driver.
@@ -521,7 +516,6 @@ caf::behavior participant(caf::stateful_actor<participant_state>* self, std::sha
         self->delayed_send(self, s->duration, stop_atom::value);
       },
       [=](stop_atom) {
-        self->state.stop_sent = true;
         if (s->floor) {
           self->state.c->end_quietly();
           return;
@@ -529,7 +523,6 @@ caf::behavior participant(caf::stateful_actor<participant_state>* self, std::sha
         self->state.c->send_stop();
         self->delayed_send(self, s->stop_timeout, timeout_atom::value);
       },
-      [=](stopped_atom) {},
       [=](timeout_atom) { self->state.c->abort("no stt_status stopped and close within the stop timeout"); },
       [=](closed_atom) {
         auto& r = self->state.c->result;
@@ -648,7 +641,6 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
   const auto deadline = clock_type::now() + s.duration + s.stop_timeout + std::chrono::seconds(60);
   while (static_cast<int>(done.size()) < s.participants && clock_type::now() < deadline) collect(deadline);
   out.wall_s = std::chrono::duration<double>(clock_type::now() - t0).count();
-  out.stream_s = static_cast<double>(s.duration.count());
   for (auto& c : done) {
     out.participants.push_back(c->result);
     out.lag.merge(c->lag);

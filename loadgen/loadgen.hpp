@@ -59,11 +59,10 @@ struct live_figures {
 
 struct run_result {
   std::vector<participant_result> participants;
-  histogram connect;    // TCP connect to 101
-  histogram lag;        // how late each frame left against its schedule
-  histogram fanout;     // transcript emitted by the upstream (its stamp) to received here
-  double wall_s = 0;    // from the first connection to the last participant's end
-  double stream_s = 0;  // the streaming window (all connected to first stop)
+  histogram connect;  // TCP connect to 101
+  histogram lag;      // how late each frame left against its schedule
+  histogram fanout;   // transcript emitted by the upstream (its stamp) to received here
+  double wall_s = 0;  // from the first connection to the last participant's end
 };
 
 // Runs the whole load: connects, streams, stops, collects. `tick` is called about once a second from the calling

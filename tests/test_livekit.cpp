@@ -364,6 +364,15 @@ TEST(LiveKitRoom, FailuresReachTheRoomsClientsAndMetrics) {
   m = expect_message(*viewer, "transcription_error", 5000);
   EXPECT_EQ(field(m, "reason"), "livekit_unauthorized") << m;
 
+  // 200 with a body that is no EgressInfo: an error too, said so
+  r.lk->fail("StartTrackEgress", 1, 200, "none", "not an EgressInfo");
+  ASSERT_EQ(r.start("r").status, 200u);
+  m = expect_message(*viewer, "transcription_error", 5000);
+  EXPECT_EQ(field(m, "reason"), "livekit_error") << m;
+  EXPECT_NE(field(m, "message").find("LiveKit answered HTTP 200 with a body this service cannot read"),
+            std::string::npos)
+      << m;
+
   r.lk->stall("StartTrackEgress", true);
   ASSERT_EQ(r.start("r").status, 200u);
   m = expect_message(*viewer, "transcription_error", 5000);
@@ -371,8 +380,8 @@ TEST(LiveKitRoom, FailuresReachTheRoomsClientsAndMetrics) {
   r.lk->stall("StartTrackEgress", false);
 
   auto metrics = http_fetch(r.h->http("/metrics")).body;
-  EXPECT_GE(sw::test::metric(*r.h, "livekit.errors"), 3);
-  EXPECT_NE(metrics.find(R"("failures":3)"), std::string::npos) << metrics;
+  EXPECT_GE(sw::test::metric(*r.h, "livekit.errors"), 4);
+  EXPECT_NE(metrics.find(R"("failures":4)"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("lastError"), std::string::npos);
   // A start that works after all of this still starts the track once.
   ASSERT_EQ(r.start("r").status, 200u);
