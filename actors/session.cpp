@@ -1,6 +1,7 @@
 #include "actors/session.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 #include <caf/event_based_actor.hpp>
 #include <caf/stateful_actor.hpp>
@@ -92,6 +93,40 @@ void flush_audio(self_ptr self, bool flush = false) {
   if (flush) st.since_flush = 0;
 }
 
+// One client frame of `size` bytes: valid and within the rate limit (counted), or refused with a warning to the
+// client at most once a second per kind.
+bool accept_frame(self_ptr self, std::size_t size) {
+  auto& s = self->state;
+  switch (s.guard->check(size, audio_guard::clock::now())) {
+    case frame_verdict::invalid: {
+      s.ctx->metrics->note("audio.invalid_frames",
+                           "stream " + stream_label(s) + ": invalid audio frame of " + std::to_string(size) + " bytes");
+      auto ms = now_ms();
+      if (ms - s.last_invalid_warning_ms >= 1000) {
+        s.last_invalid_warning_ms = ms;
+        send_json(s, json_warning("invalid_audio_frame",
+                                  "audio frames must be PCM16 LE 16 kHz mono: an even size from 2 to 65536 bytes"));
+      }
+      return false;
+    }
+    case frame_verdict::rate_limited: {
+      s.ctx->metrics->note("audio.rate_limited_frames",
+                           "stream " + stream_label(s) + ": audio faster than 2x real time, frames dropped");
+      auto ms = now_ms();
+      if (ms - s.last_rate_warning_ms >= 1000) {
+        s.last_rate_warning_ms = ms;
+        send_json(s, json_warning("rate_limited", "audio arrives faster than 2x real time; frames dropped"));
+      }
+      return false;
+    }
+    case frame_verdict::accept:
+      break;
+  }
+  ++s.ctx->metrics->messages_received;
+  ++s.usage.audio_chunks;
+  return true;
+}
+
 // Accepted audio on its way to the relay: at once, or batched to the provider's chunk size.
 void hand_over(self_ptr self, audio_chunk chunk) {
   auto& s = self->state;
@@ -103,8 +138,11 @@ void hand_over(self_ptr self, audio_chunk chunk) {
   }
   const auto before = s.since_flush;
   s.since_flush += chunk.pcm.size();
-  if (s.batch.pcm.empty()) s.batch.pcm.reserve(batch + chunk.pcm.size());
-  s.batch.pcm.insert(s.batch.pcm.end(), chunk.pcm.begin(), chunk.pcm.end());
+  if (s.batch.pcm.empty()) {
+    s.batch.pcm = std::move(chunk.pcm);  // net/ batches to the chunk size already: usually no copy at all
+  } else {
+    s.batch.pcm.insert(s.batch.pcm.end(), chunk.pcm.begin(), chunk.pcm.end());
+  }
   if (s.since_flush / batch > before / batch) flush_audio(self);
 }
 
@@ -263,35 +301,21 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
             s.mono_bytes += chunk.pcm.size();
           }
         }
-        auto now = audio_guard::clock::now();
-        switch (s.guard->check(chunk.pcm.size(), now)) {
-          case frame_verdict::invalid: {
-            s.ctx->metrics->note("audio.invalid_frames", "stream " + stream_label(s) + ": invalid audio frame of " +
-                                                             std::to_string(chunk.pcm.size()) + " bytes");
-            auto ms = now_ms();
-            if (ms - s.last_invalid_warning_ms >= 1000) {
-              s.last_invalid_warning_ms = ms;
-              send_json(s,
-                        json_warning("invalid_audio_frame",
-                                     "audio frames must be PCM16 LE 16 kHz mono: an even size from 2 to 65536 bytes"));
+        if (chunk.frames.empty()) {
+          if (!accept_frame(self, chunk.pcm.size())) return;
+        } else {  // the client's frames of about one upstream chunk: each is judged on its own
+          std::size_t kept = 0, at = 0;
+          for (auto size : chunk.frames) {
+            if (accept_frame(self, size)) {
+              if (kept != at) std::memmove(chunk.pcm.data() + kept, chunk.pcm.data() + at, size);
+              kept += size;
             }
-            return;
+            at += size;
           }
-          case frame_verdict::rate_limited: {
-            s.ctx->metrics->note("audio.rate_limited_frames",
-                                 "stream " + stream_label(s) + ": audio faster than 2x real time, frames dropped");
-            auto ms = now_ms();
-            if (ms - s.last_rate_warning_ms >= 1000) {
-              s.last_rate_warning_ms = ms;
-              send_json(s, json_warning("rate_limited", "audio arrives faster than 2x real time; frames dropped"));
-            }
-            return;
-          }
-          case frame_verdict::accept:
-            break;
+          if (kept == 0) return;
+          chunk.pcm.resize(kept);
+          chunk.frames.clear();
         }
-        ++s.ctx->metrics->messages_received;
-        ++s.usage.audio_chunks;
         hand_over(self, std::move(chunk));
       },
       [=](quiet_atom) {

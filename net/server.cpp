@@ -109,7 +109,7 @@ class ws_session;
 template <class Stream>
 class ws_session : public std::enable_shared_from_this<ws_session<Stream>> {
 public:
-  ws_session(std::shared_ptr<shared_state> st, Stream&& stream, token_ptr token)
+  ws_session(std::shared_ptr<shared_state> st, Stream&& stream, token_ptr token, bool batch_audio)
       : st_(std::move(st)),
         token_(std::move(token)),
         ws_(std::move(stream)),
@@ -117,6 +117,7 @@ public:
                 [stats = st_->stats](beast::error_code ec, const ws_frame& f) {
                   if (!ec && f.kind == frame_kind::text) ++stats->frames_out;
                 }),
+        batch_bytes_(batch_audio ? st_->opts.audio_batch_bytes : 0),
         ping_timer_(ws_.get_executor()),
         close_timer_(ws_.get_executor()),
         quiet_timer_(ws_.get_executor()) {}
@@ -211,19 +212,45 @@ private:
     ++st_->stats->frames_in;
     auto data = buffer_.data();
     if (ws_.got_binary()) {
-      audio_chunk chunk;
-      chunk.pcm.resize(data.size());
-      asio::buffer_copy(asio::buffer(chunk.pcm), data);
-      caf::anon_send(session_, audio_atom::value, std::move(chunk));
+      if (batch_bytes_ == 0) {
+        audio_chunk chunk;
+        chunk.pcm.resize(data.size());
+        asio::buffer_copy(asio::buffer(chunk.pcm), data);
+        caf::anon_send(session_, audio_atom::value, std::move(chunk));
+      } else {
+        batch_frame(data);
+      }
       if (st_->opts.audio_quiet.count() > 0) {
         last_audio_ = clock::now();
         if (!quiet_armed_) arm_quiet(st_->opts.audio_quiet);
       }
     } else {
+      hand_over_audio();  // what the client sent before this message reaches its session first
       caf::anon_send(session_, text_atom::value, beast::buffers_to_string(data));
     }
     buffer_.consume(buffer_.size());
     do_read();
+  }
+
+  // Appends one binary frame to the batch; the batch goes when the stream's total crosses a chunk boundary.
+  template <class Buffers>
+  void batch_frame(const Buffers& data) {
+    const auto size = asio::buffer_size(data);
+    if (batch_.pcm.empty()) batch_.pcm.reserve(batch_bytes_ + std::max<std::size_t>(size, 4096));
+    const auto at = batch_.pcm.size();
+    batch_.pcm.resize(at + size);
+    asio::buffer_copy(asio::buffer(batch_.pcm.data() + at, size), data);
+    batch_.frames.push_back(static_cast<std::uint32_t>(size));
+    const auto before = batched_total_;
+    batched_total_ += size;
+    if (batched_total_ / batch_bytes_ > before / batch_bytes_) hand_over_audio();
+  }
+
+  // The frames batched so far go to the session now (one message, or none when nothing waits).
+  void hand_over_audio() {
+    if (batch_.frames.empty()) return;
+    caf::anon_send(session_, audio_atom::value, std::move(batch_));
+    batch_ = audio_chunk{};
   }
 
   // Fires at most once per quiet interval while audio flows: when the last frame is older than the interval, the
@@ -239,6 +266,7 @@ private:
         self->arm_quiet(self->st_->opts.audio_quiet - since);
         return;
       }
+      self->hand_over_audio();
       caf::anon_send(self->session_, quiet_atom::value);
     });
   }
@@ -251,6 +279,7 @@ private:
     quiet_timer_.cancel();
     writer_.stop();  // a write in flight keeps its own buffer until it completes
     if (opened_) --st_->stats->websockets;
+    hand_over_audio();
     caf::anon_send(session_, closed_atom::value);
   }
 
@@ -277,6 +306,11 @@ private:
   ws_writer<close_code_filter<Stream>> writer_;
   session_actor session_;
   beast::flat_buffer buffer_;
+  // Binary frames not yet handed to the session (audio_batch_bytes; 0 for /egress/audio: LiveKit's 48 kHz
+  // stereo frames go one by one to the session's resampler).
+  std::size_t batch_bytes_ = 0;
+  audio_chunk batch_;
+  std::uint64_t batched_total_ = 0;
   bool opened_ = false;
   bool close_requested_ = false;
   bool finished_ = false;
@@ -405,7 +439,9 @@ public:
   }
 
   void start_websocket(session_actor session) {
-    auto ws = std::make_shared<ws_session<Stream>>(st_, std::move(stream_), token_);
+    // LiveKit's 48 kHz stereo frames go one by one to the session's resampler; a participant's are batched.
+    const bool egress = upgrade_req_.target().starts_with("/egress/");
+    auto ws = std::make_shared<ws_session<Stream>>(st_, std::move(stream_), token_, !egress);
     ws->run(std::move(upgrade_req_), std::move(session));
   }
 

@@ -33,6 +33,10 @@ struct server_options {
   // > 0: a WebSocket whose binary frames pause for this long tells its session once (quiet_atom), so that audio
   // waiting in a partial upstream chunk can go. One Asio timer per connection, not an actor timer per chunk.
   std::chrono::milliseconds audio_quiet{0};
+  // > 0: a participant stream's binary frames go to its session in batches, one whenever the stream's running
+  // total crosses a multiple of this many bytes (the STT provider's upstream chunk), and before anything else the
+  // session hears (a text frame, a pause, the end). 0 (and for /egress/audio): each frame as it comes.
+  std::size_t audio_batch_bytes = 0;
 };
 
 class io_runtime;

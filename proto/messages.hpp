@@ -65,10 +65,14 @@ struct stream_identity {
   std::string track_id;         // LiveKit egress streams: the track (audio 48 kHz stereo); empty for browsers
 };
 
-// One binary frame of PCM16 LE 16 kHz mono audio.
+// PCM16 LE 16 kHz mono audio: one binary frame of a client, or (net/ to a session) the client's frames of about
+// one upstream chunk, back to back, so that a session hears from its socket once per chunk and not per frame.
 struct audio_chunk {
   std::vector<std::uint8_t> pcm;
   bool flush = false;  // the audio paused: send what waits in a partial upstream chunk now (it may be short)
+  // The sizes of the client's frames that make up `pcm`, in order (each one is validated and rate-limited on its
+  // own); empty: `pcm` is a single frame.
+  std::vector<std::uint32_t> frames;
 };
 
 // --- STT relay <-> session --------------------------------------------------------------------
@@ -249,7 +253,7 @@ struct db_outcome {
   }
 SW_INSPECT(stream_identity, x.stream_id, x.stream_key, x.session_slug, x.session_id, x.identity, x.user_id, x.name,
            x.track_id)
-SW_INSPECT(audio_chunk, x.pcm, x.flush)
+SW_INSPECT(audio_chunk, x.pcm, x.flush, x.frames)
 SW_INSPECT(stt_transcript, x.utterance_id, x.text, x.is_final, x.language, x.start, x.end)
 SW_INSPECT(stt_status, x.status, x.provider)
 SW_INSPECT(stt_error, x.code, x.message)

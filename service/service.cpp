@@ -179,6 +179,7 @@ void service::start() {
   o.pong_timeout = c.ws_pong_timeout;
   o.close_timeout = c.ws_close_timeout;
   if (d.ctx->stt.batch_bytes > 0) o.audio_quiet = c.stt_chunk_flush;  // a provider that batches needs the pauses
+  o.audio_batch_bytes = d.ctx->stt.batch_bytes;
   d.srv = std::make_unique<net::server>(o, d.gw, d.ctx->net, d.io);
   try {
     d.srv->start();

@@ -55,7 +55,7 @@ void stream(ws_client& c, const std::string& pcm, std::size_t frame = 640, std::
 
 // Reads until close; returns the finals' texts and the statuses seen.
 struct transcript_log {
-  std::vector<std::string> finals, statuses, errors;
+  std::vector<std::string> finals, statuses, errors, warnings;
   std::uint16_t close_code = 0;
 };
 transcript_log read_all(ws_client& c, std::chrono::milliseconds limit = 10s) {
@@ -72,6 +72,7 @@ transcript_log read_all(ws_client& c, std::chrono::milliseconds limit = 10s) {
     if (type == "transcript_final") log.finals.push_back(m.data);
     if (type == "stt_status") log.statuses.push_back(field(m.data, "status"));
     if (type == "error") log.errors.push_back(field(m.data, "code"));
+    if (type == "warning") log.warnings.push_back(field(m.data, "code"));
   }
   return log;
 }
@@ -115,6 +116,31 @@ TEST(Gladia, AudioArrivesByteExactAndStopDrainsEveryFinal) {
 
 // The session hands the relay its audio in ~100 ms runs: a stream that ends in the middle of one still delivers
 // its tail, whether it ends with "stop" or by closing the socket.
+// The socket hands a participant's frames to its session once per upstream chunk (3 200 bytes), not once per
+// frame, and the session still judges every frame on its own: an odd-sized frame in the middle of a batch is
+// refused with a warning, the frames around it go up byte-exact, and each accepted frame is counted.
+TEST(Gladia, ASessionHearsItsSocketOncePerChunkAndStillJudgesEveryFrame) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready", 10000);
+  const auto pcm = audio(64'000);  // 100 frames of 640 bytes: 20 upstream chunks
+  stream(*c, pcm.substr(0, 32'000));
+  const std::string odd(641, '\x01');
+  c->send_binary(odd.data(), odd.size());
+  stream(*c, pcm.substr(32'000));
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_EQ(log.warnings, std::vector<std::string>{"invalid_audio_frame"});
+  EXPECT_EQ(fake.audio(), pcm);
+  auto m = sw::net::http_fetch(h->http("/metrics")).body;
+  EXPECT_EQ(field(m, "totalMessagesReceived"), "100");
+  const auto handled = std::stoul(field(field(field(m, "actors"), "session"), "processed"));
+  // 20 batches, plus open, ready and the other statuses, transcripts, the warning's frame, stop and close
+  EXPECT_LT(handled, 50u) << "one message per frame would be over 100";
+}
+
 TEST(Gladia, AStreamEndingMidChunkDeliversItsTail) {
   for (bool by_close : {false, true}) {
     SCOPED_TRACE(by_close ? "socket closed" : "stop");
