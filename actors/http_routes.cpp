@@ -9,6 +9,7 @@
 #include "actors/gateway.hpp"
 #include "proto/json.hpp"
 #include "proto/token.hpp"
+#include "web/assets.hpp"
 
 namespace sw {
 
@@ -425,6 +426,35 @@ void livekit_webhook_route(self_ptr self, const http_request& req, const http_re
   responder->respond(json_response(200, R"({"ok":true})"));
 }
 
+// GET /demo and its files: a page that only talks to this origin (CSP), revalidated on every load (no-cache with
+// an ETag: an unchanged file costs a 304), never framed, never sniffed.
+void demo_page(const web::asset& page, const http_request& req, const http_responder_ptr& responder) {
+  if (req.method != "GET" && req.method != "HEAD") {
+    auto r = json_response(405, json_builder().str("error", "Method not allowed").str("method", req.method).done());
+    r.headers.emplace_back("Allow", "GET, HEAD, OPTIONS");
+    responder->respond(std::move(r));
+    return;
+  }
+  http_response r;
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  r.headers.emplace_back("ETag", std::string(page.etag));
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  r.headers.emplace_back("Referrer-Policy", "no-referrer");
+  r.headers.emplace_back("Content-Security-Policy",
+                         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+  r.headers.emplace_back("Permissions-Policy", "microphone=(self)");
+  auto match = req.header("if-none-match");
+  if (match && match->find(page.etag) != std::string::npos) {
+    r.status = 304;
+    r.content_type.clear();
+  } else {
+    r.content_type = std::string(page.content_type);
+    r.body = std::string(page.body);
+  }
+  responder->respond(std::move(r));
+}
+
 }  // namespace
 
 void handle_http(self_ptr self, const http_request& req, const http_responder_ptr& responder) {
@@ -454,6 +484,10 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
       return;
     }
   }
+  if (auto page = web::find_asset(req.path)) {
+    demo_page(*page, req, responder);
+    return;
+  }
   const route* found = nullptr;
   for (auto& r : routes)
     if (req.path == r.path) found = &r;
@@ -478,6 +512,7 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
                                               .str("health", "/health")
                                               .str("ready", "/ready")
                                               .str("metrics", "/metrics")
+                                              .str("demo", "/demo")
                                               .str("websocket", "/api/realtime/transcribe")
                                               .str("activeSpeaker", "POST /api/active-speaker")
                                               .str("startTranscription", "POST /api/transcription/start")

@@ -1,4 +1,6 @@
-// sessions-ws-token: mints a transcription token (HS256) like the web app does, for development and tests.
+// sessions-ws-token: mints a transcription token (HS256) like the web app does, for development and tests; with
+// --demo-link, prints the browser page's link that carries it.
+#include <cctype>
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
@@ -6,9 +8,31 @@
 
 #include "proto/token.hpp"
 
+namespace {
+
+// For a query parameter's value: unreserved characters as they are, everything else %XX.
+std::string url_encode(const std::string& s) {
+  static const char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char ch : s) {
+    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+      out += static_cast<char>(ch);
+    } else {
+      out += '%';
+      out += hex[ch >> 4];
+      out += hex[ch & 15];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   sw::token_claims c;
   std::string secret;
+  bool link = false;
+  std::string base = "http://localhost:3001";
   long ttl = 3600;
   const char* env = std::getenv("TRANSCRIPTION_JWT_SECRET");
   if (env) secret = env;
@@ -35,9 +59,18 @@ int main(int argc, char** argv) {
       c.session_id = next();
     else if (a == "--ttl")
       ttl = std::atol(next().c_str());
+    else if (a == "--demo-link")
+      link = true;
+    else if (a == "--base-url")
+      base = next();
     else if (a == "--help") {
       std::cout << "Usage: sessions-ws-token --room SLUG --identity ID [--name NAME] [--sub USER] [--session-id ID]\n"
-                   "                         [--ttl SECONDS] [--secret S (default: $TRANSCRIPTION_JWT_SECRET)]\n";
+                   "                         [--ttl SECONDS (default 3600)]\n"
+                   "                         [--secret S (default: $TRANSCRIPTION_JWT_SECRET)]\n"
+                   "                         [--demo-link [--base-url URL (default http://localhost:3001)]]\n"
+                   "Prints the token; with --demo-link, the browser page's link instead:\n"
+                   "  URL/demo?room=SLUG&name=NAME#token=TOKEN (the token in the fragment never reaches a server log)\n"
+                   "Exit codes: 0 printed, 2 bad arguments.\n";
       return 0;
     } else {
       std::cerr << "sessions-ws-token: unknown argument '" << a << "'\n";
@@ -48,6 +81,17 @@ int main(int argc, char** argv) {
     std::cerr << "sessions-ws-token: --room, --identity, a positive --ttl and a secret are required (see --help)\n";
     return 2;
   }
-  std::cout << sw::mint_token(c, secret, static_cast<std::int64_t>(std::time(nullptr)) + ttl) << "\n";
+  const auto token = sw::mint_token(c, secret, static_cast<std::int64_t>(std::time(nullptr)) + ttl);
+  if (!link) {
+    std::cout << token << "\n";
+    return 0;
+  }
+  if (base.rfind("http://", 0) != 0 && base.rfind("https://", 0) != 0) {
+    std::cerr << "sessions-ws-token: --base-url must start with http:// or https://\n";
+    return 2;
+  }
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  std::cout << base << "/demo?room=" << url_encode(c.session_slug)
+            << "&name=" << url_encode(c.name.empty() ? c.identity : c.name) << "#token=" << token << "\n";
   return 0;
 }

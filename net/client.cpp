@@ -135,6 +135,7 @@ http_result do_fetch(asio::io_context& ioc, Stream& stream, const url& u, const 
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(64 * 1024 * 1024);
+  parser.skip(method == "HEAD");  // the answer to a HEAD has a length and no body
   done = false;
   beast::get_lowest_layer(stream).expires_after(opts.timeout);
   http::async_read(stream, buffer, parser, [&](beast::error_code e, std::size_t) {

@@ -120,7 +120,7 @@ beast_response render_response(http_response r, unsigned version, bool keep_aliv
                                const std::string& cors_origin) {
   beast_response res(static_cast<http::status>(r.status), version);
   res.set(http::field::server, "sessions-ws");
-  if (r.status != 204) res.set(http::field::content_type, r.content_type);
+  if (r.status != 204 && r.status != 304 && !r.content_type.empty()) res.set(http::field::content_type, r.content_type);
   res.set(http::field::access_control_allow_origin, cors_origin);
   res.set(http::field::access_control_allow_methods, "GET, POST, OPTIONS");
   res.set(http::field::access_control_allow_headers, "Content-Type, Authorization");
@@ -128,7 +128,8 @@ beast_response render_response(http_response r, unsigned version, bool keep_aliv
   res.keep_alive(keep_alive && !r.close);
   res.body() = std::move(r.body);
   res.prepare_payload();
-  if (head) {  // the length the body would have, and no body
+  if (r.status == 304) res.erase(http::field::content_length);  // RFC 9110 §15.4.5: not the 200's length, so none
+  if (head) {                                                   // the length the body would have, and no body
     const auto size = res.body().size();
     res.body().clear();
     res.content_length(size);

@@ -36,6 +36,49 @@ protected:
   harness h;
 };
 
+// The browser page and its files: each with its content type, a policy that keeps the page to this origin, no
+// sniffing, and revalidation by ETag (304 without a body or a length when unchanged); HEAD like GET without the body;
+// other methods 405.
+TEST_F(Http, TheDemoPageIsServedWithItsPoliciesAndRevalidatedByETag) {
+  const std::pair<const char*, const char*> files[] = {{"/demo", "text/html; charset=utf-8"},
+                                                       {"/demo/demo.js", "text/javascript; charset=utf-8"},
+                                                       {"/demo/worklet.js", "text/javascript; charset=utf-8"},
+                                                       {"/demo/demo.css", "text/css; charset=utf-8"}};
+  for (auto [path, type] : files) {
+    SCOPED_TRACE(path);
+    auto r = http_fetch(h.http(path));
+    ASSERT_EQ(r.status, 200u);
+    EXPECT_EQ(*r.header("content-type"), type);
+    EXPECT_FALSE(r.body.empty());
+    ASSERT_TRUE(r.header("content-security-policy"));
+    EXPECT_NE(r.header("content-security-policy")->find("default-src 'none'"), std::string::npos);
+    EXPECT_NE(r.header("content-security-policy")->find("connect-src 'self'"), std::string::npos);
+    EXPECT_NE(r.header("content-security-policy")->find("frame-ancestors 'none'"), std::string::npos);
+    EXPECT_EQ(*r.header("x-content-type-options"), "nosniff");
+    EXPECT_EQ(*r.header("cache-control"), "no-cache");
+    ASSERT_TRUE(r.header("etag"));
+    const std::string etag = *r.header("etag");
+    EXPECT_EQ(etag.front(), '"');
+
+    auto again = http_fetch(h.http(path), "GET", {}, {{"If-None-Match", etag}});
+    EXPECT_EQ(again.status, 304u);
+    EXPECT_TRUE(again.body.empty());
+    EXPECT_FALSE(again.header("content-length"));
+    EXPECT_EQ(*again.header("etag"), etag);
+    EXPECT_EQ(http_fetch(h.http(path), "GET", {}, {{"If-None-Match", "\"other\""}}).status, 200u);
+
+    auto head = http_fetch(h.http(path), "HEAD");
+    EXPECT_EQ(head.status, 200u);
+    EXPECT_TRUE(head.body.empty());
+    EXPECT_EQ(*head.header("content-length"), std::to_string(r.body.size()));
+    EXPECT_EQ(http_fetch(h.http(path), "POST", "{}").status, 405u);
+  }
+  auto page = http_fetch(h.http("/demo")).body;
+  EXPECT_NE(page.find("/demo/demo.js"), std::string::npos);
+  EXPECT_EQ(page.find("<script>"), std::string::npos) << "no inline script: the policy would refuse it";
+  EXPECT_EQ(http_fetch(h.http("/demo/missing.js")).status, 404u);
+}
+
 TEST_F(Http, Root) {
   auto r = http_fetch(h.http("/"));
   EXPECT_EQ(r.status, 200u);
