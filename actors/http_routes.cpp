@@ -534,14 +534,18 @@ void handle_http(self_ptr self, const http_request& req, const http_responder_pt
     bool stt_ok = static_cast<bool>(st.ctx->stt.spawn);
     std::string provider = st.ctx->stt.name.empty() ? "none" : st.ctx->stt.name;
     auto failure = st.ctx->metrics->failure();
-    with_queue(self, [responder, has_db, stt_ok, provider, failure](const queue_stats& q) {
+    const bool draining = st.shutting_down;
+    with_queue(self, [responder, has_db, stt_ok, provider, failure, draining](const queue_stats& q) {
       bool db_ok = has_db && q.database_ok;
       // A persistence bound reached (finals only in the journal, or parked rows given up): take no new streams.
       bool persist_ok = !has_db || !q.bounded_out;
-      bool ready = db_ok && persist_ok && stt_ok && failure.empty();
+      // Draining after a SIGTERM: a proxy's health check sees it at once and sends new streams elsewhere, while
+      // this instance still answers (new upgrades 503 shutting_down) and its streams drain before their 1001.
+      bool ready = db_ok && persist_ok && stt_ok && failure.empty() && !draining;
       json_builder b;
       b.str("status", ready ? "ready" : "not_ready");
       if (!failure.empty()) b.str("error", failure);
+      if (draining) b.boolean("draining", true);
       b.open("checks").open("database").boolean("ok", db_ok);
       if (!has_db)
         b.str("error", "persistence is not configured");

@@ -1,5 +1,7 @@
 #include "config/config.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
@@ -23,6 +25,7 @@ const std::vector<setting_doc>& settings() {
       {"MAX_STREAMS_PER_USER", "5", "participant streams admitted per user (sub, else identity)"},
       {"CLIENT_SEND_QUEUE_BYTES", "1048576", "outgoing queue per client; partials skipped above half, 4409 when full"},
       {"SOCKET_SEND_BUFFER_BYTES", "0", "SO_SNDBUF of client sockets; 0 keeps the kernel's autotuning"},
+      {"TRUSTED_PROXIES", "", "comma-separated addresses or CIDR networks of proxies whose X-Forwarded-For is logged"},
       {"WS_PING_INTERVAL_MS", "15000", "server ping interval"},
       {"WS_PONG_TIMEOUT_MS", "45000", "close 4408 when no pong arrived for this long"},
       {"WS_CLOSE_TIMEOUT_MS", "5000", "a close handshake that takes longer ends the TCP connection"},
@@ -85,6 +88,34 @@ const std::vector<setting_doc>& settings() {
 
 namespace {
 
+// "10.0.0.1, 10.1.0.0/16, ::1" -> each entry checked: an IPv4 or IPv6 address, optionally /prefix within its size.
+std::vector<std::string> parse_networks(const char* name, const std::string& value) {
+  std::vector<std::string> out;
+  std::stringstream in(value);
+  for (std::string item; std::getline(in, item, ',');) {
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (item.empty()) continue;
+    auto slash = item.find('/');
+    std::string addr = item.substr(0, slash);
+    unsigned char buf[16];
+    const bool v4 = ::inet_pton(AF_INET, addr.c_str(), buf) == 1;
+    const bool v6 = !v4 && ::inet_pton(AF_INET6, addr.c_str(), buf) == 1;
+    bool ok = v4 || v6;
+    if (ok && slash != std::string::npos) {
+      const std::string prefix = item.substr(slash + 1);
+      int bits = -1;
+      auto [p, ec] = std::from_chars(prefix.data(), prefix.data() + prefix.size(), bits);
+      ok = ec == std::errc() && p == prefix.data() + prefix.size() && bits >= 0 && bits <= (v4 ? 32 : 128);
+    }
+    if (!ok)
+      throw config_error(std::string(name) + ": '" + item +
+                         "' is not an IPv4 or IPv6 address or network (like 10.0.0.1 or 10.0.0.0/8)");
+    out.push_back(item);
+  }
+  return out;
+}
+
 template <class T>
 T parse_int(const char* name, const char* text, T min, T max) {
   std::string_view s(text);
@@ -129,6 +160,7 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
   if (c.tls_cert_file.empty() != c.tls_key_file.empty())
     throw config_error("TLS_CERT_FILE and TLS_KEY_FILE must be set together");
   if (auto v = get("CORS_ALLOW_ORIGIN")) c.cors_allow_origin = v;
+  if (auto v = get("TRUSTED_PROXIES")) c.trusted_proxies = parse_networks("TRUSTED_PROXIES", v);
   if (auto v = get("TRANSCRIPTION_JWT_SECRET")) c.jwt_secret = v;
   if (auto v = get("SERVICE_API_SECRET")) c.service_api_secret = v;
   if (auto v = get("MAX_STREAMS")) c.max_streams = parse_int<std::uint32_t>("MAX_STREAMS", v, 1, 1'000'000);

@@ -17,6 +17,9 @@ struct config {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string cors_allow_origin = "*";
+  // TRUSTED_PROXIES: addresses or CIDR networks of the proxies in front (HAProxy): only from their connections is
+  // X-Forwarded-For believed, and then only for logging the client's address.
+  std::vector<std::string> trusted_proxies;
   int io_threads = 2;
   int actor_threads = 2;
   // auth

@@ -37,13 +37,68 @@ using clock = std::chrono::steady_clock;
 
 namespace {
 
+// A proxy's network (TRUSTED_PROXIES entry): an address and how many leading bits must match.
+struct trusted_network {
+  asio::ip::address address;
+  unsigned bits = 0;
+  bool contains(const asio::ip::address& a) const {
+    auto v = a.is_v6() && a.to_v6().is_v4_mapped()
+                 ? asio::ip::address(asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()))
+                 : a;
+    if (v.is_v4() != address.is_v4()) return false;
+    auto lhs = v.is_v4() ? to_bytes(v.to_v4().to_bytes()) : to_bytes(v.to_v6().to_bytes());
+    auto rhs = address.is_v4() ? to_bytes(address.to_v4().to_bytes()) : to_bytes(address.to_v6().to_bytes());
+    for (unsigned i = 0; i < bits; ++i) {
+      const unsigned char mask = static_cast<unsigned char>(0x80u >> (i % 8));
+      if ((lhs[i / 8] & mask) != (rhs[i / 8] & mask)) return false;
+    }
+    return true;
+  }
+  template <class Bytes>
+  static std::vector<unsigned char> to_bytes(const Bytes& b) {
+    return {b.begin(), b.end()};
+  }
+};
+
+std::vector<trusted_network> parse_trusted(const std::vector<std::string>& entries) {
+  std::vector<trusted_network> out;
+  for (const auto& e : entries) {
+    auto slash = e.find('/');
+    boost::system::error_code ec;
+    auto a = asio::ip::make_address(e.substr(0, slash), ec);
+    if (ec) continue;  // config/ refused it already
+    unsigned full = a.is_v4() ? 32 : 128;
+    out.push_back({a, slash == std::string::npos ? full : static_cast<unsigned>(std::stoul(e.substr(slash + 1)))});
+  }
+  return out;
+}
+
 // Everything a connection needs from its server; connections keep it alive.
 struct shared_state {
   server_options opts;
   gateway_actor handler;
   std::shared_ptr<net_stats> stats;
   std::optional<ssl::context> tls;
+  std::vector<trusted_network> trusted;  // opts.trusted_proxies, parsed
 };
+
+// How logs name the client of a request: its socket's peer, or, when that peer is a trusted proxy, the address at
+// the end of X-Forwarded-For (what that proxy appended) and the proxy.
+std::string client_of(const shared_state& st, const tcp::endpoint& peer, const http_request& req) {
+  std::string label = peer.address().to_string() + ":" + std::to_string(peer.port());
+  if (st.trusted.empty()) return label;
+  const bool trusted = std::any_of(st.trusted.begin(), st.trusted.end(),
+                                   [&](const trusted_network& n) { return n.contains(peer.address()); });
+  const std::string* xff = req.header("x-forwarded-for");
+  if (!trusted || !xff) return label;
+  std::string last = xff->substr(xff->rfind(',') == std::string::npos ? 0 : xff->rfind(',') + 1);
+  last.erase(0, last.find_first_not_of(" \t"));
+  last.erase(last.find_last_not_of(" \t") + 1);
+  boost::system::error_code ec;
+  asio::ip::make_address(last, ec);
+  if (ec) return label;  // not an address: nothing a log should repeat
+  return last + " via " + label;
+}
 
 // Counts one open TCP connection for as long as it lives (moved from HTTP to WebSocket).
 struct connection_token {
@@ -490,7 +545,7 @@ private:
     auto& out = in.request;
     beast::error_code ignored;
     auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ignored);
-    if (!ignored) out.remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+    if (!ignored) out.remote = client_of(*st_, ep, out);
     // The responder answers 503 if the actor goes away without answering; the request timeout bounds the rest.
     beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
     if (in.kind == inbound_request::upgrade) {
@@ -631,6 +686,7 @@ server::server(server_options opts, gateway_actor handler, std::shared_ptr<net_s
   impl_->io = io ? std::move(io) : std::make_shared<io_runtime>(opts.io_threads);
   impl_->st = std::make_shared<shared_state>();
   impl_->st->opts = std::move(opts);
+  impl_->st->trusted = parse_trusted(impl_->st->opts.trusted_proxies);
   impl_->st->handler = std::move(handler);
   impl_->st->stats = stats ? std::move(stats) : std::make_shared<net_stats>();
 }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "net/stats.hpp"
 #include "proto/actors.hpp"
@@ -37,6 +38,10 @@ struct server_options {
   // total crosses a multiple of this many bytes (the STT provider's upstream chunk), and before anything else the
   // session hears (a text frame, a pause, the end). 0 (and for /egress/audio): each frame as it comes.
   std::size_t audio_batch_bytes = 0;
+  // Addresses or CIDR networks (checked by config/) of the proxies in front: a request from one of them is logged
+  // with the client address its X-Forwarded-For ends with ("203.0.113.7 via 10.0.0.2:51234"); from anyone else,
+  // X-Forwarded-For is ignored.
+  std::vector<std::string> trusted_proxies;
 };
 
 class io_runtime;

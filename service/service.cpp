@@ -180,6 +180,7 @@ void service::start() {
   o.close_timeout = c.ws_close_timeout;
   if (d.ctx->stt.batch_bytes > 0) o.audio_quiet = c.stt_chunk_flush;  // a provider that batches needs the pauses
   o.audio_batch_bytes = d.ctx->stt.batch_bytes;
+  o.trusted_proxies = c.trusted_proxies;
   d.srv = std::make_unique<net::server>(o, d.gw, d.ctx->net, d.io);
   try {
     d.srv->start();
@@ -222,7 +223,8 @@ bool service::shutdown() {
   d.stopped = true;
   using clock = std::chrono::steady_clock;
   auto deadline = clock::now() + d.ctx->cfg.shutdown_timeout;
-  d.srv->stop_accepting();
+  // The listener stays open while the streams drain: /ready answers 503 (draining) and new upgrades 503
+  // shutting_down, which a proxy reads as "send it elsewhere"; a refused connection would say less.
   caf::anon_send(d.supervisor, shutdown_atom::value);  // from here on, actors end on purpose
   caf::anon_send(d.gw, shutdown_atom::value);
   bool drained = false;

@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include <mutex>
+
 #include <gtest/gtest.h>
 
 #include "actors/context.hpp"
@@ -77,6 +79,35 @@ TEST_F(Http, TheDemoPageIsServedWithItsPoliciesAndRevalidatedByETag) {
   EXPECT_NE(page.find("/demo/demo.js"), std::string::npos);
   EXPECT_EQ(page.find("<script>"), std::string::npos) << "no inline script: the policy would refuse it";
   EXPECT_EQ(http_fetch(h.http("/demo/missing.js")).status, 404u);
+}
+
+// X-Forwarded-For names the client in the logs only when the connection comes from a TRUSTED_PROXIES address (as
+// HAProxy appends it: the last entry); from anyone else it is ignored, so a client cannot put words in the log.
+TEST(HttpProxies, ForwardedForIsLoggedOnlyFromATrustedProxy) {
+  auto refused_from = [](const std::vector<std::string>& trusted) {
+    harness h([&](sw::config& c) { c.trusted_proxies = trusted; });
+    auto lines = std::make_shared<std::vector<std::string>>();
+    auto mu = std::make_shared<std::mutex>();
+    h.svc->context().metrics->set_log([lines, mu](bool, const std::string& line) {
+      std::lock_guard<std::mutex> lock(*mu);
+      lines->push_back(line);
+    });
+    const std::string upgrade =
+        "GET /api/realtime/transcribe?token=bad HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "X-Forwarded-For: 198.51.100.1, 203.0.113.7\r\n\r\n";
+    auto answer = sw::net::raw_exchange("127.0.0.1", h.port, upgrade, std::chrono::seconds(3));
+    EXPECT_EQ(answer.rfind("HTTP/1.1 401", 0), 0u) << answer;
+    std::lock_guard<std::mutex> lock(*mu);  // the line is written before the answer goes out
+    std::string all;
+    for (auto& l : *lines) all += l + "\n";
+    return all;
+  };
+  auto trusted = refused_from({"10.0.0.0/8", "127.0.0.0/8"});
+  EXPECT_NE(trusted.find("upgrade refused from 203.0.113.7 via 127.0.0.1:"), std::string::npos) << trusted;
+  auto untrusted = refused_from({"10.0.0.0/8"});
+  EXPECT_NE(untrusted.find("upgrade refused from 127.0.0.1:"), std::string::npos) << untrusted;
+  EXPECT_EQ(untrusted.find("203.0.113.7"), std::string::npos) << untrusted;
 }
 
 TEST_F(Http, Root) {

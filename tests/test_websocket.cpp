@@ -275,6 +275,54 @@ TEST(WebSocket, ShutdownDrainsAndCloses1001) {
   EXPECT_EQ(code, 1001);
 }
 
+// A SIGTERM's drain keeps the port open: /ready turns 503 (draining) at once, so that a proxy's health check sends
+// new streams elsewhere, and a new stream is refused 503 shutting_down, while the open stream drains (its upstream
+// takes 1.5 s here) before its 1001. A proxy that saw a refused connection instead could not tell why.
+TEST(WebSocket, WhileTheStreamsDrainReadyIs503AndNewStreamsAreRefused) {
+  sw::test::echo_options slow;
+  slow.drain = 1500ms;
+  harness h({}, sw::test::echo_provider(slow));
+  auto c = h.connect("room", "alice");
+  expect_message(*c, "ready");
+  std::uint16_t code = 0;
+  std::thread reader([&] { code = expect_close(*c, 10000); });
+  // What a proxy sees during the drain, asked from another thread: shutdown() runs on this one (CAF 0.17).
+  bool draining_seen = false, closed_before = true;
+  std::string ready_body, refusal;
+  unsigned refused_with = 0;
+  std::thread proxy([&] {
+    auto ready = [&]() -> std::string {  // a refused connection reads as no answer
+      try {
+        auto r = sw::net::http_fetch(h.http("/ready"));
+        return std::to_string(r.status) + " " + r.body;
+      } catch (const std::exception& e) {
+        return e.what();
+      }
+    };
+    draining_seen = sw::test::eventually([&] { return ready().rfind("503 ", 0) == 0; }, 1000ms);
+    ready_body = ready();
+    try {
+      sw::net::ws_client::connect(h.ws(harness::token("room", "bob")));
+    } catch (const sw::net::upgrade_rejected& e) {
+      refused_with = e.status;
+      refusal = e.body;
+    } catch (const std::exception& e) {
+      refusal = e.what();
+    }
+    closed_before = code != 0;
+  });
+  h.svc->shutdown();
+  proxy.join();
+  reader.join();
+  EXPECT_TRUE(draining_seen);
+  EXPECT_NE(ready_body.find("\"draining\":true"), std::string::npos) << ready_body;
+  EXPECT_NE(ready_body.find("\"status\":\"not_ready\""), std::string::npos) << ready_body;
+  EXPECT_EQ(refused_with, 503u) << refusal;
+  EXPECT_NE(refusal.find("shutting_down"), std::string::npos) << refusal;
+  EXPECT_FALSE(closed_before) << "the open stream was closed before its drain";
+  EXPECT_EQ(code, 1001);
+}
+
 TEST(WebSocket, ClientCloseEndsTheStreamAndItsRoom) {
   harness h;
   {
