@@ -188,12 +188,16 @@ bool repository::table_exists(const std::string& name) {
 }
 
 void repository::migrate() {
+  soci::transaction tr(*sql_);
+  // Instances sharing one PostgreSQL database start together: one at a time looks and migrates (a lock held to
+  // the end of this transaction), so none takes another's half-made tables for the web app's.
+  if (sql_->get_backend_name() == "postgresql") *sql_ << "SELECT pg_advisory_xact_lock(2026120117)";
   bool ours = table_exists("sessions_ws_migrations");
   if (!ours && table_exists("VideoSession")) {
     managed_ = true;  // the web app's database: use the tables as they are
+    tr.commit();
     return;
   }
-  soci::transaction tr(*sql_);
   *sql_ << "CREATE TABLE IF NOT EXISTS sessions_ws_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)";
   int applied = 0;
   *sql_ << "SELECT count(*) FROM sessions_ws_migrations WHERE version = 1", soci::into(applied);
