@@ -83,8 +83,7 @@ std::pair<double, double> tone_and_rms(const std::string& pcm, double hz) {
 // tests takes longer than a tone, hence the caller's bound.
 bool relay_done(const harness& h, std::chrono::milliseconds bound = 5s) {
   return sw::test::eventually(
-      [&] { return sw::test::field(sw::net::http_fetch(h.http("/metrics")).body, "activeSttRelays") == "1"; },
-      bound);
+      [&] { return sw::test::field(sw::net::http_fetch(h.http("/metrics")).body, "activeSttRelays") == "1"; }, bound);
 }
 
 TEST(Egress, AnythingButThisServicesEgressTokenIsRefusedBeforeTheUpgrade) {
