@@ -291,7 +291,7 @@ private:
   template <class Buffers>
   void batch_frame(const Buffers& data) {
     const auto size = asio::buffer_size(data);
-    if (batch_.pcm.empty()) batch_.pcm.reserve(batch_bytes_ + std::max<std::size_t>(size, 4096));
+    if (batch_.pcm.empty()) batch_.pcm.reserve(batch_bytes_ + size);  // frames of one size never need more
     const auto at = batch_.pcm.size();
     batch_.pcm.resize(at + size);
     asio::buffer_copy(asio::buffer(batch_.pcm.data() + at, size), data);
