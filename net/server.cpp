@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/ip/network_v4.hpp>
+#include <boost/asio/ip/network_v6.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
@@ -41,22 +43,15 @@ namespace {
 struct trusted_network {
   asio::ip::address address;
   unsigned bits = 0;
-  bool contains(const asio::ip::address& a) const {
-    auto v = a.is_v6() && a.to_v6().is_v4_mapped()
-                 ? asio::ip::address(asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()))
-                 : a;
-    if (v.is_v4() != address.is_v4()) return false;
-    auto lhs = v.is_v4() ? to_bytes(v.to_v4().to_bytes()) : to_bytes(v.to_v6().to_bytes());
-    auto rhs = address.is_v4() ? to_bytes(address.to_v4().to_bytes()) : to_bytes(address.to_v6().to_bytes());
-    for (unsigned i = 0; i < bits; ++i) {
-      const unsigned char mask = static_cast<unsigned char>(0x80u >> (i % 8));
-      if ((lhs[i / 8] & mask) != (rhs[i / 8] & mask)) return false;
-    }
-    return true;
-  }
-  template <class Bytes>
-  static std::vector<unsigned char> to_bytes(const Bytes& b) {
-    return {b.begin(), b.end()};
+  // `a` is inside when its network of the same prefix length is this one.
+  bool contains(asio::ip::address a) const {
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+    if (a.is_v4() != address.is_v4()) return false;
+    if (a.is_v4())
+      return asio::ip::make_network_v4(a.to_v4(), bits).canonical() ==
+             asio::ip::make_network_v4(address.to_v4(), bits).canonical();
+    return asio::ip::make_network_v6(a.to_v6(), bits).canonical() ==
+           asio::ip::make_network_v6(address.to_v6(), bits).canonical();
   }
 };
 
@@ -91,7 +86,8 @@ std::string client_of(const shared_state& st, const tcp::endpoint& peer, const h
                                    [&](const trusted_network& n) { return n.contains(peer.address()); });
   const std::string* xff = req.header("x-forwarded-for");
   if (!trusted || !xff) return label;
-  std::string last = xff->substr(xff->rfind(',') == std::string::npos ? 0 : xff->rfind(',') + 1);
+  const auto comma = xff->rfind(',');
+  std::string last = xff->substr(comma == std::string::npos ? 0 : comma + 1);
   last.erase(0, last.find_first_not_of(" \t"));
   last.erase(last.find_last_not_of(" \t") + 1);
   boost::system::error_code ec;
@@ -164,9 +160,10 @@ class ws_session;
 template <class Stream>
 class ws_session : public std::enable_shared_from_this<ws_session<Stream>> {
 public:
-  ws_session(std::shared_ptr<shared_state> st, Stream&& stream, token_ptr token, bool batch_audio)
+  ws_session(std::shared_ptr<shared_state> st, Stream&& stream, token_ptr token, std::string client, bool batch_audio)
       : st_(std::move(st)),
         token_(std::move(token)),
+        client_(std::move(client)),
         ws_(std::move(stream)),
         writer_(ws_,
                 [stats = st_->stats](beast::error_code ec, const ws_frame& f) {
@@ -194,7 +191,7 @@ public:
       if (kind == websocket::frame_type::close && ws_.reason().code > 4999) {
         ws_.next_layer().refuse_close();  // Beast's echo goes out as 1002
         note(*st_, "ws.bad_close_codes",
-             "client " + peer_of(ws_) + " closed with code " + std::to_string(ws_.reason().code) + ": refused 1002");
+             "client " + client_ + " closed with code " + std::to_string(ws_.reason().code) + ": refused 1002");
       }
     });
     ws_.async_accept(req, beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
@@ -212,7 +209,7 @@ public:
     if (writer_.queued_bytes() + size > limit) {
       ++st_->stats->slow_client_closes;
       note(*st_, "ws.slow_client_closes",
-           "client " + peer_of(ws_) + " reads too slowly: its queue passed CLIENT_SEND_QUEUE_BYTES, closed 4409");
+           "client " + client_ + " reads too slowly: its queue passed CLIENT_SEND_QUEUE_BYTES, closed 4409");
       request_close(4409, "Client too slow", false);
       return;
     }
@@ -345,7 +342,7 @@ private:
       if (clock::now() - self->last_pong_ >= self->st_->opts.pong_timeout) {
         ++self->st_->stats->heartbeat_timeouts;
         note(*self->st_, "ws.heartbeat_timeouts_total",
-             "client " + peer_of(self->ws_) + " answered no ping within WS_PONG_TIMEOUT_MS: closed 4408");
+             "client " + self->client_ + " answered no ping within WS_PONG_TIMEOUT_MS: closed 4408");
         self->request_close(4408, "Heartbeat timeout", false);
         return;
       }
@@ -357,6 +354,7 @@ private:
 
   std::shared_ptr<shared_state> st_;
   token_ptr token_;
+  std::string client_;  // as logs name it (client_of: behind a trusted proxy, the forwarded address)
   websocket::stream<close_code_filter<Stream>> ws_;
   ws_writer<close_code_filter<Stream>> writer_;
   session_actor session_;
@@ -496,7 +494,7 @@ public:
   void start_websocket(session_actor session) {
     // LiveKit's 48 kHz stereo frames go one by one to the session's resampler; a participant's are batched.
     const bool egress = upgrade_req_.target().starts_with("/egress/");
-    auto ws = std::make_shared<ws_session<Stream>>(st_, std::move(stream_), token_, !egress);
+    auto ws = std::make_shared<ws_session<Stream>>(st_, std::move(stream_), token_, std::move(client_), !egress);
     ws->run(std::move(upgrade_req_), std::move(session));
   }
 
@@ -546,6 +544,7 @@ private:
     beast::error_code ignored;
     auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ignored);
     if (!ignored) out.remote = client_of(*st_, ep, out);
+    client_ = out.remote;
     // The responder answers 503 if the actor goes away without answering; the request timeout bounds the rest.
     beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
     if (in.kind == inbound_request::upgrade) {
@@ -573,6 +572,7 @@ private:
   beast::flat_buffer buffer_;
   std::optional<request_parser> parser_;
   beast_request upgrade_req_;
+  std::string client_;  // of the last request, as logs name it (client_of)
   unsigned version_ = 11;
   bool keep_alive_ = true;
   bool head_ = false;  // the request being answered is a HEAD

@@ -83,8 +83,42 @@ TEST_F(Http, TheDemoPageIsServedWithItsPoliciesAndRevalidatedByETag) {
 
 // X-Forwarded-For names the client in the logs only when the connection comes from a TRUSTED_PROXIES address (as
 // HAProxy appends it: the last entry); from anyone else it is ignored, so a client cannot put words in the log.
+// Through a blocking socket: the upgrade (with X-Forwarded-For), then, once the answer is in, `after` (if any);
+// returns everything read until the server closes.
+std::string upgrade_then(std::uint16_t port, const std::string& token, const std::string& after) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{3, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string answer;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string upgrade = "GET /api/realtime/transcribe?token=" + token +
+                                " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                                "X-Forwarded-For: 198.51.100.1, 203.0.113.7\r\n\r\n";
+    ::send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL);
+    char buf[4096];
+    bool sent = after.empty();
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+      answer.append(buf, static_cast<std::size_t>(n));
+      if (!sent && answer.find("\r\n\r\n") != std::string::npos) {
+        ::send(fd, after.data(), after.size(), MSG_NOSIGNAL);
+        sent = true;
+      }
+    }
+  }
+  ::close(fd);
+  return answer;
+}
+
+// X-Forwarded-For names the client in the logs only when the connection comes from a TRUSTED_PROXIES address (as
+// HAProxy appends it: the last entry); from anyone else it is ignored, so a client cannot put words in the log. The
+// WebSocket's own log lines (here: a close code above 4999, refused 1002) name the client the same way.
 TEST(HttpProxies, ForwardedForIsLoggedOnlyFromATrustedProxy) {
-  auto refused_from = [](const std::vector<std::string>& trusted) {
+  auto logged = [](const std::vector<std::string>& trusted) {
     harness h([&](sw::config& c) { c.trusted_proxies = trusted; });
     auto lines = std::make_shared<std::vector<std::string>>();
     auto mu = std::make_shared<std::mutex>();
@@ -92,21 +126,24 @@ TEST(HttpProxies, ForwardedForIsLoggedOnlyFromATrustedProxy) {
       std::lock_guard<std::mutex> lock(*mu);
       lines->push_back(line);
     });
-    const std::string upgrade =
-        "GET /api/realtime/transcribe?token=bad HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        "X-Forwarded-For: 198.51.100.1, 203.0.113.7\r\n\r\n";
-    auto answer = sw::net::raw_exchange("127.0.0.1", h.port, upgrade, std::chrono::seconds(3));
-    EXPECT_EQ(answer.rfind("HTTP/1.1 401", 0), 0u) << answer;
-    std::lock_guard<std::mutex> lock(*mu);  // the line is written before the answer goes out
+    auto refused = upgrade_then(h.port, "bad", {});
+    EXPECT_EQ(refused.rfind("HTTP/1.1 401", 0), 0u) << refused;
+    // A masked close frame with code 5000: the server answers 1002 and logs the client.
+    const std::string close_5000 = {'\x88', '\x82', 0, 0, 0, 0, '\x13', '\x88'};
+    auto upgraded = upgrade_then(h.port, harness::token("room", "alice"), close_5000);
+    EXPECT_EQ(upgraded.rfind("HTTP/1.1 101", 0), 0u) << upgraded;
+    std::lock_guard<std::mutex> lock(*mu);  // both lines are written before the server answers
     std::string all;
     for (auto& l : *lines) all += l + "\n";
     return all;
   };
-  auto trusted = refused_from({"10.0.0.0/8", "127.0.0.0/8"});
+  auto trusted = logged({"10.0.0.0/8", "127.0.0.0/8"});
   EXPECT_NE(trusted.find("upgrade refused from 203.0.113.7 via 127.0.0.1:"), std::string::npos) << trusted;
-  auto untrusted = refused_from({"10.0.0.0/8"});
+  EXPECT_NE(trusted.find("client 203.0.113.7 via 127.0.0.1:"), std::string::npos) << trusted;
+  EXPECT_NE(trusted.find("closed with code 5000"), std::string::npos) << trusted;
+  auto untrusted = logged({"10.0.0.0/8", "::1"});
   EXPECT_NE(untrusted.find("upgrade refused from 127.0.0.1:"), std::string::npos) << untrusted;
+  EXPECT_NE(untrusted.find("client 127.0.0.1:"), std::string::npos) << untrusted;
   EXPECT_EQ(untrusted.find("203.0.113.7"), std::string::npos) << untrusted;
 }
 

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -84,11 +85,13 @@ struct participant {
   int closes_1001 = 0, reconnects = 0;
   std::uint16_t last_close = 0;
   std::string error;
+  std::atomic<int>* heard = nullptr;  // finals seen so far, read by the test's own thread
 
   void take(const sw::net::ws_client::message& m) {
     if (m.kind != sw::net::ws_client::message::text || field(m.data, "type") != "transcript_final") return;
     finals.insert(field(m.data, "utteranceId"));
     ++finals_by_speaker[field(m.data, "speakerId")];
+    if (heard) ++*heard;
   }
 
   void run(const std::string& url, const sw::net::client_options& tls, std::chrono::milliseconds length) {
@@ -228,6 +231,8 @@ TEST(Proxy, TwoInstancesBehindHaproxyKeepRoomsTogetherHandOverOnSigtermAndStoreE
       one.identity = "p" + std::to_string(p);
       people.push_back(std::move(one));
     }
+  std::vector<std::atomic<int>> heard(people.size());
+  for (std::size_t i = 0; i < people.size(); ++i) people[i].heard = &heard[i];
   std::vector<std::thread> threads;
   for (auto& p : people) {
     const auto url = "wss://" + proxy + "/api/realtime/transcribe?token=" + harness::token(p.room, p.identity);
@@ -248,7 +253,9 @@ TEST(Proxy, TwoInstancesBehindHaproxyKeepRoomsTogetherHandOverOnSigtermAndStoreE
       },
       5s))
       << "both instances should carry rooms: " << clients_on(0) << " / " << clients_on(1);
-  std::this_thread::sleep_for(2s);  // the streams run a while on both instances before the drain
+  // The drain starts once every participant has heard a final: every room's streams are well under way.
+  EXPECT_TRUE(sw::test::eventually(
+      [&] { return std::all_of(heard.begin(), heard.end(), [](const std::atomic<int>& n) { return n > 0; }); }, 5s));
   const auto on_first = clients_on(0);
   EXPECT_EQ(instances[0]->stop(), 0) << "instance 1 did not drain and exit 0";
   for (auto& t : threads) t.join();

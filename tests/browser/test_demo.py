@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import wave
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -176,9 +177,8 @@ def direct_transcript(build, server, wav):
 def case_speak(build, server, artifacts, workdir):
     wav = os.path.join(workdir, RECORDING + '.wav')
     shutil.copy(LIBRIVOX + RECORDING + '.wav', wav)  # 16-bit PCM WAV, as Chromium's fake capture reads it
-    with open(wav, 'rb') as f:
-        f.seek(40)
-        seconds = int.from_bytes(f.read(4), 'little') / 32000
+    with wave.open(wav) as w:
+        seconds = w.getnframes() / w.getframerate()
     reference = reference_text()
     heard_direct = direct_transcript(build, server, wav)
     wer_direct = wer(reference, heard_direct)
