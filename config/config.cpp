@@ -1,6 +1,7 @@
 #include "config/config.hpp"
 
 #include <arpa/inet.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <charconv>
@@ -79,14 +80,21 @@ const std::vector<setting_doc>& settings() {
        "rows set aside (room unknown to the web app's database, or refused by it), retried every 5 s; beyond it "
        "the oldest is given up (persist.abandoned_rows, logged)"},
       {"TRANSCRIPTION_COST_PER_MINUTE", "0.01", "cost per started minute in usage rows"},
-      {"IO_THREADS", "cores/2, at least 2", "socket I/O threads, for client and upstream sockets"},
-      {"ACTOR_THREADS", "cores/2", "actor scheduler threads (at least 1)"},
+      {"IO_THREADS", "the cores this process may use",
+       "threads for client and upstream sockets; the actors run on them too"},
       {"LOG_LEVEL", "info", "error | warn | info | debug"},
   };
   return docs;
 }
 
 namespace {
+
+int available_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return std::min(CPU_COUNT(&set), 64);
+  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 64u));
+}
 
 // "10.0.0.1, 10.1.0.0/16, ::1" -> each entry checked: an IPv4 or IPv6 address, optionally /prefix within its size.
 std::vector<std::string> parse_networks(const char* name, const std::string& value) {
@@ -274,15 +282,11 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
     c.persist_max_parked = parse_int<std::size_t>("PERSIST_MAX_PARKED", v, 1, 10'000'000);
   if (auto v = get("TRANSCRIPTION_COST_PER_MINUTE"))
     c.cost_per_minute = parse_double("TRANSCRIPTION_COST_PER_MINUTE", v, 0, 1000);
-  // Half the cores each: I/O and actors hand every frame to each other, and more threads than cores only adds
-  // switches between them (bench/relay_latency on 2 cores: 1 + 1 threads cost 25-30 % less CPU per stream than
-  // 2 + 2). At least two I/O threads, though: with one, a slow TLS handshake or a burst on one socket holds up
-  // every other stream, and at 300 streams two halve the wait for the I/O thread (p50 0.7-1.3 ms against 1.3-2.3).
-  const auto half = std::max(1u, std::thread::hardware_concurrency() / 2);
-  c.io_threads = static_cast<int>(std::max(2u, half));
-  c.actor_threads = static_cast<int>(half);
+  // One thread per core this process may run on (its affinity mask, so `taskset -c 0` means one): the actors run on
+  // the I/O threads (service/io_scheduler), so a frame, the session's decision and the upstream write never cross
+  // threads, and more threads than cores would only add switches between them.
+  c.io_threads = available_cores();
   if (auto v = get("IO_THREADS")) c.io_threads = parse_int<int>("IO_THREADS", v, 1, 64);
-  if (auto v = get("ACTOR_THREADS")) c.actor_threads = parse_int<int>("ACTOR_THREADS", v, 1, 64);
   if (auto v = get("LOG_LEVEL")) {
     std::string l = v;
     if (l != "error" && l != "warn" && l != "info" && l != "debug")

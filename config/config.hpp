@@ -20,8 +20,7 @@ struct config {
   // TRUSTED_PROXIES: addresses or CIDR networks of the proxies in front (HAProxy): only from their connections is
   // X-Forwarded-For believed, and then only for logging the client's address.
   std::vector<std::string> trusted_proxies;
-  int io_threads = 2;
-  int actor_threads = 2;
+  int io_threads = 2;  // IO_THREADS: the sockets' threads, which also run the actors
   // auth
   std::string jwt_secret;          // TRANSCRIPTION_JWT_SECRET
   std::string service_api_secret;  // SERVICE_API_SECRET

@@ -8,6 +8,9 @@
 //   gateway --queue--> persistence (figures for /health, /ready, /metrics)
 //   gateway --start/stop/webhook--> egress (one per LiveKit room being transcribed) --Twirp--> LiveKit,
 //     which dials /egress/audio: a session per track, attached to its egress actor; failures --notice--> room
+// Where they run: every actor that is not detached runs on the I/O threads (service/io_scheduler), so a client's
+// frame, its session's decision and the upstream write happen on one thread; the detached ones (persistence's
+// database, the offline recognizer) block on threads of their own.
 // Counters and actor statistics go to a thread-safe registry (telemetry/metrics.hpp), not through messages:
 // /metrics reads it without adding load to the actors it observes.
 #pragma once

@@ -24,6 +24,7 @@
 #include "net/runtime.hpp"
 #include "net/server.hpp"
 #include "service/fatal_signal.hpp"
+#include "service/io_scheduler.hpp"
 
 namespace sw {
 
@@ -140,7 +141,7 @@ service::service(config cfg, std::optional<stt_provider> stt) : impl_(new impl) 
     ctx->livekit = std::make_shared<const net::livekit_client>(
         net::livekit_client::settings{lk.url, lk.api_key, lk.api_secret, lk.ca_file, lk.timeout}, impl_->outbound);
   }
-  impl_->caf_cfg->set("scheduler.max-threads", impl_->ctx->cfg.actor_threads);
+  use_io_scheduler(*impl_->caf_cfg, impl_->io->context());
   impl_->caf_cfg->add_thread_hook<signal_stack_hook>();
 }
 
@@ -238,7 +239,6 @@ bool service::shutdown() {
   // Let the close frames go out, then stop the I/O threads.
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
   d.srv->drain(d.failure->gateway_down ? std::chrono::milliseconds(0) : std::max(left, std::chrono::milliseconds(200)));
-  d.io->stop();
   caf::anon_send_exit(d.gw, caf::exit_reason::user_shutdown);
   if (d.ctx->persistence) {
     // Every stream has ended: flush what is pending within the bound; the rest stays journaled.
@@ -273,6 +273,7 @@ bool service::shutdown() {
     return false;
   }
   d.sys.reset();
+  d.io->stop();  // after the actors: they run on the I/O threads
   return drained;
 }
 

@@ -1,3 +1,5 @@
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
@@ -42,12 +44,22 @@ TEST(Config, Defaults) {
   EXPECT_EQ(c.ws_ping_interval.count(), 15000);
   EXPECT_EQ(c.ws_pong_timeout.count(), 45000);
   EXPECT_EQ(c.cors_allow_origin, "*");
-  const int half = static_cast<int>(std::max(1u, std::thread::hardware_concurrency() / 2));
-  EXPECT_EQ(c.actor_threads, half);
-  EXPECT_EQ(c.io_threads, std::max(2, half));  // never one I/O thread that every socket waits behind
-  auto set = load({{"IO_THREADS", "1"}, {"ACTOR_THREADS", "3"}});
-  EXPECT_EQ(set.io_threads, 1);
-  EXPECT_EQ(set.actor_threads, 3);
+  // One I/O thread per core this process may run on: its affinity mask, not the machine's core count.
+  cpu_set_t mask;
+  ASSERT_EQ(sched_getaffinity(0, sizeof mask, &mask), 0);
+  EXPECT_EQ(c.io_threads, CPU_COUNT(&mask));
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+    if (CPU_ISSET(cpu, &mask)) {
+      CPU_SET(cpu, &one);
+      break;
+    }
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  auto pinned = load({});
+  ASSERT_EQ(sched_setaffinity(0, sizeof mask, &mask), 0);
+  EXPECT_EQ(pinned.io_threads, 1);
+  EXPECT_EQ(load({{"IO_THREADS", "3"}}).io_threads, 3);
 }
 
 TEST(Config, SttRelayBounds) {

@@ -1,0 +1,117 @@
+// The actor scheduler on the I/O threads (service/io_scheduler): actors run on the threads that run the io_context,
+// timers still fire, and the actor system ends while those threads keep running.
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/send.hpp>
+
+#include "service/io_scheduler.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using thread_id_atom = caf::atom_constant<caf::atom("threadid")>;
+using later_atom = caf::atom_constant<caf::atom("later")>;
+using spawn_atom = caf::atom_constant<caf::atom("spawn")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+
+std::size_t id_of(std::thread::id id) {
+  return std::hash<std::thread::id>{}(id);
+}
+
+// Answers with the thread it runs on; answers `later` 20 ms later (through the scheduler's clock); spawns a child.
+caf::behavior probe(caf::event_based_actor* self) {
+  auto waiting = std::make_shared<std::vector<caf::response_promise>>();
+  return {
+      [](thread_id_atom) { return id_of(std::this_thread::get_id()); },
+      [self, waiting](later_atom) {
+        waiting->push_back(self->make_response_promise());
+        self->delayed_send(self, 20ms, tick_atom::value);
+        return waiting->back();
+      },
+      [waiting](tick_atom) {
+        for (auto& rp : *waiting) rp.deliver(id_of(std::this_thread::get_id()));
+        waiting->clear();
+      },
+      [self](spawn_atom) {
+        auto child = self->spawn(probe);
+        return self->delegate(child, thread_id_atom::value);
+      },
+  };
+}
+
+struct io_thread {
+  boost::asio::io_context io;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
+  std::thread thread{[this] { io.run(); }};
+  ~io_thread() {
+    work.reset();
+    io.stop();
+    thread.join();
+  }
+};
+
+// Runs `body` (a whole actor system's life) on a thread of its own, as the service does, and fails instead of hanging
+// when the system does not end: CAF's destructor waits for the logger reference of every thread that spawned an
+// actor, and the I/O thread outlives the system.
+void bounded(const std::shared_ptr<io_thread>& t, std::function<void(caf::actor_system&)> body) {
+  auto ended = std::make_shared<std::promise<void>>();
+  auto done = ended->get_future();
+  std::thread([t, ended, body = std::move(body)] {
+    caf::actor_system_config cfg;
+    sw::use_io_scheduler(cfg, t->io);
+    {
+      caf::actor_system sys{cfg};
+      body(sys);
+    }
+    ended->set_value();
+  }).detach();
+  if (done.wait_for(10s) != std::future_status::ready) {
+    ADD_FAILURE() << "the actor system did not end within 10 s";
+    new std::shared_ptr<io_thread>(t);  // the stuck destructor and the I/O thread are left to the process's end
+  }
+}
+
+TEST(IoScheduler, ActorsAndTheirTimersRunOnTheIoThread) {
+  auto t = std::make_shared<io_thread>();
+  const auto io_id = id_of(t->thread.get_id());
+  bounded(t, [io_id](caf::actor_system& sys) {
+    auto a = sys.spawn(probe);
+    caf::scoped_actor self{sys};
+    std::size_t ran_on = 0;
+    self->request(a, 5s, thread_id_atom::value).receive([&](std::size_t id) { ran_on = id; }, [](caf::error&) {});
+    EXPECT_EQ(ran_on, io_id);
+    ran_on = 0;
+    self->request(a, 5s, later_atom::value).receive([&](std::size_t id) { ran_on = id; }, [](caf::error&) {});
+    EXPECT_EQ(ran_on, io_id) << "a delayed message (the scheduler's clock)";
+    ran_on = 0;
+    self->request(a, 5s, spawn_atom::value).receive([&](std::size_t id) { ran_on = id; }, [](caf::error&) {});
+    EXPECT_EQ(ran_on, io_id) << "an actor spawned by an actor";
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  });
+}
+
+// An actor spawned on the I/O thread: the system still ends while that thread keeps running.
+TEST(IoScheduler, TheSystemEndsWhileTheIoThreadsKeepRunning) {
+  auto t = std::make_shared<io_thread>();
+  bounded(t, [](caf::actor_system& sys) {
+    auto a = sys.spawn(probe);
+    caf::scoped_actor self{sys};
+    self->request(a, 5s, spawn_atom::value).receive([](std::size_t) {}, [](caf::error&) {});
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  });
+  EXPECT_FALSE(t->io.stopped());
+}
+
+}  // namespace
