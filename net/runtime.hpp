@@ -6,6 +6,8 @@
 #include <functional>
 #include <memory>
 
+#include <boost/asio/any_io_executor.hpp>
+
 namespace boost::asio {
 class io_context;
 }
@@ -21,6 +23,9 @@ public:
   io_runtime& operator=(const io_runtime&) = delete;
 
   boost::asio::io_context& context();
+  // The executor a connection's handlers run on: a strand of its own when several threads run the context; the
+  // context's plain executor when one does (every handler is serialized already, and a strand only costs).
+  boost::asio::any_io_executor connection_executor();
   // Stops the threads and joins them. Idempotent. Never from one of them (nor the last owner's release there).
   void stop();
 

@@ -616,8 +616,8 @@ private:
 
 class listener : public std::enable_shared_from_this<listener> {
 public:
-  listener(asio::io_context& ioc, std::shared_ptr<shared_state> st)
-      : ioc_(ioc), st_(std::move(st)), acceptor_(asio::make_strand(ioc)), retry_(acceptor_.get_executor()) {}
+  listener(io_runtime& io, std::shared_ptr<shared_state> st)
+      : io_(io), st_(std::move(st)), acceptor_(asio::make_strand(io.context())), retry_(acceptor_.get_executor()) {}
 
   void open(const tcp::endpoint& ep) {
     acceptor_.open(ep.protocol());
@@ -640,7 +640,7 @@ public:
 
 private:
   void do_accept() {
-    acceptor_.async_accept(asio::make_strand(ioc_), [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
+    acceptor_.async_accept(io_.connection_executor(), [self = shared_from_this()](beast::error_code ec, tcp::socket s) {
       if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
       if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space || ec == asio::error::no_memory ||
           ec.value() == ENFILE) {
@@ -665,7 +665,7 @@ private:
     });
   }
 
-  asio::io_context& ioc_;
+  io_runtime& io_;
   std::shared_ptr<shared_state> st_;
   tcp::acceptor acceptor_;
   asio::steady_timer retry_;
@@ -714,7 +714,7 @@ void server::start() {
   beast::error_code ec;
   auto address = asio::ip::make_address(st.opts.host, ec);
   if (ec) throw std::runtime_error("HOST is not an IP address: " + st.opts.host);
-  impl_->lis = std::make_shared<listener>(impl_->io->context(), impl_->st);
+  impl_->lis = std::make_shared<listener>(*impl_->io, impl_->st);
   try {
     impl_->lis->open(tcp::endpoint(address, st.opts.port));
   } catch (const std::exception& e) {

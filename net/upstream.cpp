@@ -60,11 +60,11 @@ template <class Stream>
 class fetch_op : public std::enable_shared_from_this<fetch_op<Stream>> {
 public:
   template <class... StreamArgs>
-  fetch_op(asio::io_context& ioc, url u, client_options opts, std::function<void(http_outcome)> done,
+  fetch_op(io_runtime& io, url u, client_options opts, std::function<void(http_outcome)> done,
            std::shared_ptr<ssl::context> tls, StreamArgs&&... args)
-      : resolver_(ioc),
+      : resolver_(io.context()),
         tls_(std::move(tls)),
-        stream_(asio::make_strand(ioc), std::forward<StreamArgs>(args)...),
+        stream_(io.connection_executor(), std::forward<StreamArgs>(args)...),
         u_(std::move(u)),
         opts_(std::move(opts)),
         done_(std::move(done)) {}
@@ -116,11 +116,11 @@ template <class Stream>
 class ws_op final : public outbound_ws, public std::enable_shared_from_this<ws_op<Stream>> {
 public:
   template <class... StreamArgs>
-  ws_op(asio::io_context& ioc, url u, client_options opts, ws_events ev, std::shared_ptr<ssl::context> tls,
+  ws_op(io_runtime& io, url u, client_options opts, ws_events ev, std::shared_ptr<ssl::context> tls,
         StreamArgs&&... args)
-      : resolver_(ioc),
+      : resolver_(io.context()),
         tls_(std::move(tls)),
-        ws_(asio::make_strand(ioc), std::forward<StreamArgs>(args)...),
+        ws_(io.connection_executor(), std::forward<StreamArgs>(args)...),
         u_(std::move(u)),
         opts_(std::move(opts)),
         ev_(std::move(ev)),
@@ -367,10 +367,10 @@ void outbound::fetch(const std::string& address, const std::string& method, head
     std::string error;
     auto ctx = impl_->tls_context(opts.ca_file, error);
     if (!ctx) return fail(error);
-    auto op = std::make_shared<fetch_op<tls_stream>>(impl_->ioc, *u, opts, std::move(done), ctx, *ctx);
+    auto op = std::make_shared<fetch_op<tls_stream>>(*impl_->io, *u, opts, std::move(done), ctx, *ctx);
     op->run(std::move(req));
   } else {
-    auto op = std::make_shared<fetch_op<plain_stream>>(impl_->ioc, *u, opts, std::move(done), nullptr);
+    auto op = std::make_shared<fetch_op<plain_stream>>(*impl_->io, *u, opts, std::move(done), nullptr);
     op->run(std::move(req));
   }
 }
@@ -389,11 +389,11 @@ std::shared_ptr<outbound_ws> outbound::connect_ws(const std::string& address, co
     std::string error;
     auto ctx = impl_->tls_context(opts.ca_file, error);
     if (!ctx) return fail(error);
-    auto op = std::make_shared<ws_op<tls_stream>>(impl_->ioc, *u, opts, std::move(events), ctx, *ctx);
+    auto op = std::make_shared<ws_op<tls_stream>>(*impl_->io, *u, opts, std::move(events), ctx, *ctx);
     op->run();
     return op;
   }
-  auto op = std::make_shared<ws_op<plain_stream>>(impl_->ioc, *u, opts, std::move(events), nullptr);
+  auto op = std::make_shared<ws_op<plain_stream>>(*impl_->io, *u, opts, std::move(events), nullptr);
   op->run();
   return op;
 }

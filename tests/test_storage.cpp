@@ -57,7 +57,8 @@ struct fresh_db {
   }
   std::unique_ptr<soci::session> connect() const {
     if (url.rfind("sqlite3://db=", 0) == 0)
-      return std::make_unique<soci::session>(soci::sqlite3, "db=" + url.substr(13));
+      // The service writes the same file meanwhile: wait out its write lock instead of failing "database is locked"
+      return std::make_unique<soci::session>(soci::sqlite3, "db=" + url.substr(13) + " timeout=10");
     return std::make_unique<soci::session>(soci::postgresql, sw::pg_conninfo(url));
   }
   ~fresh_db() {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 
@@ -27,6 +28,8 @@ harness::harness(const std::function<void(config&)>& tweak, std::optional<stt_pr
   cfg.sqlite_path = data_dir + "/sessions.db";
   cfg.persist_journal_dir = data_dir + "/journal";
   cfg.persist_flush = std::chrono::milliseconds(20);
+  // script/test runs the sanitized build with one I/O thread, the other with two.
+  if (const char* v = std::getenv("SESSIONS_WS_TEST_IO_THREADS"); v && std::atoi(v) > 0) cfg.io_threads = std::atoi(v);
   if (tweak) tweak(cfg);
   if (provider_from_config) {
     svc = std::make_unique<service>(cfg);
