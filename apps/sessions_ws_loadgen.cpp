@@ -208,7 +208,8 @@ int main(int argc, char** argv) {
   if (embedded_port) {
     auto o = sw::test::fake_gladia::load_options();
     o.port = static_cast<std::uint16_t>(embedded_port);
-    o.nice = 10;  // on the tool's core, sending on schedule comes before answering the relay
+    // Same priority as the tool's own threads: a fake that answered late would show as the server's relay latency;
+    // a saturated tool core shows as schedule lag instead (verdict "tool-bound").
     try {
       fake = std::make_unique<sw::test::fake_gladia>(o);
     } catch (const std::exception& e) {

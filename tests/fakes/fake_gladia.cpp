@@ -9,8 +9,6 @@
 #include <type_traits>
 
 #include <openssl/evp.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>

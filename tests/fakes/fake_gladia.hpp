@@ -28,10 +28,9 @@ public:
     std::string tls_cert_file;  // both set: HTTPS + WSS (the URLs then name localhost)
     std::string tls_key_file;
     // --- for load ---
-    std::uint16_t port = 0;          // 0: any free port
-    std::string host = "127.0.0.1";  // where it listens
-    int threads = 1;                 // I/O threads
-    int nice = 0;                    // their niceness: in a load tool's process, the tool's own sending comes first
+    std::uint16_t port = 0;                      // 0: any free port
+    std::string host = "127.0.0.1";              // where it listens
+    int threads = 1;                             // I/O threads
     std::chrono::milliseconds partial_every{0};  // 0: a partial per chunk; else one per this much audio
     std::chrono::milliseconds final_every{0};    // 0: final_every_chunks; else a final per this much audio
     bool keep_audio = true;                      // false: audio is counted, not kept (thousands of streams for minutes)
