@@ -23,7 +23,7 @@ struct io_runtime::impl {
 io_runtime::io_runtime(int threads, std::function<void()> on_thread_start) : impl_(new impl) {
   impl_->count = std::max(1, threads);
   impl_->work.emplace(impl_->ioc.get_executor());
-  for (int i = 0; i < std::max(1, threads); ++i)
+  for (int i = 0; i < impl_->count; ++i)
     impl_->threads.emplace_back([this, on_thread_start] {
       if (on_thread_start) on_thread_start();
       impl_->ioc.run();

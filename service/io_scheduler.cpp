@@ -38,12 +38,7 @@ public:
       : abstract_coordinator(sys), io_(io), unit_(&sys, this) {}
 
   // From any thread: the I/O threads' own sends stay on their thread; others' go to whichever thread is free.
-  void enqueue(caf::resumable* job) override {
-    if (io_.get_executor().running_in_this_thread())
-      schedule(job, true);
-    else
-      schedule(job, false);
-  }
+  void enqueue(caf::resumable* job) override { schedule(job, io_.get_executor().running_in_this_thread()); }
 
   void schedule(caf::resumable* job, bool local) {
     pending_.fetch_add(1, std::memory_order_relaxed);
