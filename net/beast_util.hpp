@@ -25,6 +25,14 @@ using tcp = asio::ip::tcp;
 using plain_stream = beast::tcp_stream;
 using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 
+// The TCP socket at the bottom of a stream: Beast's basic_stream holds one; a bare socket is its own.
+inline tcp::socket& raw_socket(tcp::socket& s) {
+  return s;
+}
+inline tcp::socket& raw_socket(plain_stream& s) {
+  return s.socket();
+}
+
 // Header fields with lower-cased names, in order.
 inline header_list lower_headers(const http::fields& fields) {
   header_list out;

@@ -1,6 +1,8 @@
 #include "net/client.hpp"
 
+#include <algorithm>
 #include <optional>
+#include <stdexcept>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -248,13 +250,14 @@ struct ws_client::impl {
     });
   }
 
-  void write(bool text, const void* data, std::size_t size) {
+  // One message; `fin` false leaves it open for more frames (continuation frames of the same message).
+  void write(bool text, const void* data, std::size_t size, bool fin = true) {
     if (!open) throw std::runtime_error("websocket is closed");
     beast::error_code ec;
     bool done = false;
     with([&](auto& ws) {
       ws.text(text);
-      ws.async_write(asio::buffer(data, size), [&](beast::error_code e, std::size_t) {
+      ws.async_write_some(fin, asio::buffer(data, size), [&](beast::error_code e, std::size_t) {
         ec = e;
         done = true;
       });
@@ -322,6 +325,16 @@ void ws_client::send_text(const std::string& text) {
 
 void ws_client::send_binary(const void* data, std::size_t size) {
   impl_->write(false, data, size);
+}
+
+void ws_client::send_fragmented(bool text, const std::string& data, std::size_t piece) {
+  if (piece == 0) throw std::invalid_argument("send_fragmented: piece must be > 0");
+  std::size_t off = 0;
+  do {
+    const auto n = std::min(piece, data.size() - off);
+    impl_->write(text, data.data() + off, n, off + n == data.size());
+    off += n;
+  } while (off < data.size());
 }
 
 ws_client::message ws_client::read(std::chrono::milliseconds timeout) {

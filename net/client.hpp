@@ -62,6 +62,8 @@ public:
 
   void send_text(const std::string& text);
   void send_binary(const void* data, std::size_t size);
+  // One message in frames of `piece` bytes (the first one, then continuation frames).
+  void send_fragmented(bool text, const std::string& data, std::size_t piece);
   // Next message, answering pings meanwhile; kind == timeout when nothing came in time (the read stays
   // pending and the next call continues it).
   message read(std::chrono::milliseconds timeout);

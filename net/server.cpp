@@ -113,7 +113,7 @@ void note(const shared_state& st, const char* kind, const std::string& line) {
 template <class Stream>
 std::string peer_of(Stream& s) {
   beast::error_code ec;
-  auto ep = beast::get_lowest_layer(s).socket().remote_endpoint(ec);
+  auto ep = raw_socket(beast::get_lowest_layer(s)).remote_endpoint(ec);
   return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
@@ -153,6 +153,19 @@ void graceful_shutdown(tls_stream& s, std::shared_ptr<Self> self, std::chrono::m
   s.async_shutdown([self](beast::error_code) {});
 }
 
+// What a WebSocket runs on after the upgrade: a plain connection's bare socket (the WebSocket keeps its own timeouts,
+// so Beast's timed stream would only add a timer check to every read and write); a TLS connection its Beast stream.
+template <class Stream>
+struct ws_transport {
+  using type = Stream;
+  static type make(Stream&& s) { return std::move(s); }
+};
+template <>
+struct ws_transport<plain_stream> {
+  using type = tcp::socket;
+  static type make(plain_stream&& s) { return s.release_socket(); }
+};
+
 template <class Stream>
 class ws_session;
 
@@ -164,19 +177,21 @@ public:
       : st_(std::move(st)),
         token_(std::move(token)),
         client_(std::move(client)),
-        ws_(std::move(stream)),
+        ws_(ws_transport<Stream>::make(std::move(stream))),
         writer_(ws_,
                 [stats = st_->stats](beast::error_code ec, const ws_frame& f) {
                   if (!ec && f.kind == frame_kind::text) ++stats->frames_out;
                 }),
         batch_bytes_(batch_audio ? st_->opts.audio_batch_bytes : 0),
+        read_room_(batch_bytes_ > 0 ? batch_bytes_ + min_read_room : 8192),
         ping_timer_(ws_.get_executor()),
         close_timer_(ws_.get_executor()),
         quiet_timer_(ws_.get_executor()) {}
 
   void run(http::request<http::string_body> req, session_actor session) {
     session_ = std::move(session);
-    beast::get_lowest_layer(ws_).expires_never();  // the websocket stream has its own timeouts
+    if constexpr (!std::is_same_v<typename ws_transport<Stream>::type, tcp::socket>)
+      beast::get_lowest_layer(ws_).expires_never();  // the websocket stream has its own timeouts
     websocket::stream_base::timeout t;
     t.handshake_timeout = st_->opts.close_timeout;
     t.idle_timeout = websocket::stream_base::none();  // our own ping/pong decides liveness
@@ -223,14 +238,14 @@ public:
     close_requested_ = true;
     if (!graceful) {
       writer_.drop_waiting();
-      if (writer_.writing()) make_room_to_close(beast::get_lowest_layer(ws_).socket(), writer_.in_flight_bytes());
+      if (writer_.writing()) make_room_to_close(raw_socket(beast::get_lowest_layer(ws_)), writer_.in_flight_bytes());
     }
     writer_.close_when_done(websocket::close_reason(static_cast<websocket::close_code>(code), reason));
     close_timer_.expires_after(st_->opts.close_timeout);
     close_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
       if (!ec && !self->finished_) {
         beast::error_code ignored;
-        beast::get_lowest_layer(self->ws_).socket().close(ignored);
+        raw_socket(beast::get_lowest_layer(self->ws_)).close(ignored);
       }
     });
     if (opened_) writer_.pump(this->shared_from_this());
@@ -254,23 +269,41 @@ private:
 
   client_sink_ptr make_sink();
 
-  void do_read() { ws_.async_read(buffer_, beast::bind_front_handler(&ws_session::on_read, this->shared_from_this())); }
+  // Frames are read piece by piece straight into one buffer of the connection's (no buffer of Beast's, no copy in
+  // between): `[head_, msg_start_)` holds the binary frames not yet handed over, `[msg_start_, filled_)` the message
+  // being read, and the read in flight writes behind `filled_`. A text message's pieces move on to `text_`.
+  void do_read() {
+    compact();
+    if (rx_.size() - filled_ < min_read_room) rx_.resize(filled_ + read_room_);  // zeroed once, then reused
+    ws_.async_read_some(asio::buffer(rx_.data() + filled_, rx_.size() - filled_),
+                        beast::bind_front_handler(&ws_session::on_read, this->shared_from_this()));
+  }
 
-  void on_read(beast::error_code ec, std::size_t) {
+  void on_read(beast::error_code ec, std::size_t n) {
     if (ec) {
       on_gone();
       return;
     }
+    filled_ += n;
+    if (ws_.got_text()) {
+      text_.append(reinterpret_cast<const char*>(rx_.data()) + msg_start_, filled_ - msg_start_);
+      filled_ = msg_start_;
+    }
+    if (!ws_.is_message_done()) {
+      do_read();
+      return;
+    }
     ++st_->stats->frames_in;
-    auto data = buffer_.data();
     if (ws_.got_binary()) {
+      const auto size = filled_ - msg_start_;
+      msg_start_ = filled_;
       if (batch_bytes_ == 0) {
-        audio_chunk chunk;
-        chunk.pcm.resize(data.size());
-        asio::buffer_copy(asio::buffer(chunk.pcm), data);
-        caf::anon_send(session_, audio_atom::value, std::move(chunk));
+        hand_over_audio();  // /egress/audio: each frame as it comes, alone
       } else {
-        batch_frame(data);
+        frames_.push_back(static_cast<std::uint32_t>(size));
+        const auto before = batched_total_;
+        batched_total_ += size;
+        if (batched_total_ / batch_bytes_ > before / batch_bytes_) hand_over_audio();
       }
       if (st_->opts.audio_quiet.count() > 0) {
         last_audio_ = clock::now();
@@ -278,31 +311,32 @@ private:
       }
     } else {
       hand_over_audio();  // what the client sent before this message reaches its session first
-      caf::anon_send(session_, text_atom::value, beast::buffers_to_string(data));
+      caf::anon_send(session_, text_atom::value, std::move(text_));
+      text_ = std::string();
     }
-    buffer_.consume(buffer_.size());
     do_read();
   }
 
-  // Appends one binary frame to the batch; the batch goes when the stream's total crosses a chunk boundary.
-  template <class Buffers>
-  void batch_frame(const Buffers& data) {
-    const auto size = asio::buffer_size(data);
-    if (batch_.pcm.empty()) batch_.pcm.reserve(batch_bytes_ + size);  // frames of one size never need more
-    const auto at = batch_.pcm.size();
-    batch_.pcm.resize(at + size);
-    asio::buffer_copy(asio::buffer(batch_.pcm.data() + at, size), data);
-    batch_.frames.push_back(static_cast<std::uint32_t>(size));
-    const auto before = batched_total_;
-    batched_total_ += size;
-    if (batched_total_ / batch_bytes_ > before / batch_bytes_) hand_over_audio();
+  // The frames not yet handed over go to the session now (one message, or none when nothing waits), copied out at
+  // their exact size: the buffer stays (a read in flight, from the quiet timer, may be writing behind them).
+  void hand_over_audio() {
+    if (frames_.empty() && msg_start_ == head_) return;
+    audio_chunk out;
+    out.pcm.assign(rx_.begin() + static_cast<std::ptrdiff_t>(head_),
+                   rx_.begin() + static_cast<std::ptrdiff_t>(msg_start_));
+    out.frames = std::move(frames_);
+    frames_ = {};
+    head_ = msg_start_;
+    caf::anon_send(session_, audio_atom::value, std::move(out));
   }
 
-  // The frames batched so far go to the session now (one message, or none when nothing waits).
-  void hand_over_audio() {
-    if (batch_.frames.empty()) return;
-    caf::anon_send(session_, audio_atom::value, std::move(batch_));
-    batch_ = audio_chunk{};
+  // Moves what is left (a message partly read) to the front of the buffer; never while a read is in flight.
+  void compact() {
+    if (head_ == 0) return;
+    std::memmove(rx_.data(), rx_.data() + head_, filled_ - head_);
+    msg_start_ -= head_;
+    filled_ -= head_;
+    head_ = 0;
   }
 
   // Fires at most once per quiet interval while audio flows: when the last frame is older than the interval, the
@@ -355,14 +389,18 @@ private:
   std::shared_ptr<shared_state> st_;
   token_ptr token_;
   std::string client_;  // as logs name it (client_of: behind a trusted proxy, the forwarded address)
-  websocket::stream<close_code_filter<Stream>> ws_;
-  ws_writer<close_code_filter<Stream>> writer_;
+  websocket::stream<close_code_filter<typename ws_transport<Stream>::type>> ws_;
+  ws_writer<close_code_filter<typename ws_transport<Stream>::type>> writer_;
   session_actor session_;
-  beast::flat_buffer buffer_;
   // Binary frames not yet handed to the session (audio_batch_bytes; 0 for /egress/audio: LiveKit's 48 kHz
-  // stereo frames go one by one to the session's resampler).
+  // stereo frames go one by one to the session's resampler), and the message being read (see do_read).
+  static constexpr std::size_t min_read_room = 1024;
   std::size_t batch_bytes_ = 0;
-  audio_chunk batch_;
+  std::size_t read_room_ = 0;  // the buffer's size: a chunk and a frame (8 KiB for /egress/audio)
+  std::vector<std::uint8_t> rx_;
+  std::vector<std::uint32_t> frames_;  // the sizes of the frames in [head_, msg_start_)
+  std::size_t head_ = 0, msg_start_ = 0, filled_ = 0;
+  std::string text_;
   std::uint64_t batched_total_ = 0;
   bool opened_ = false;
   bool close_requested_ = false;

@@ -7,13 +7,13 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include <boost/asio/steady_timer.hpp>
+#include <boost/container/deque.hpp>
 
 #include "net/beast_util.hpp"
 
@@ -115,7 +115,7 @@ private:
       }
       timed_out_ = true;
       beast::error_code ignored;
-      beast::get_lowest_layer(ws_).socket().close(ignored);  // the pending read reports the end
+      raw_socket(beast::get_lowest_layer(ws_)).close(ignored);  // the pending read reports the end
     });
   }
 
@@ -129,7 +129,7 @@ private:
     if (ec) {
       stopped_ = true;
       beast::error_code ignored;
-      beast::get_lowest_layer(ws_).socket().close(ignored);  // the read side reports the end
+      raw_socket(beast::get_lowest_layer(ws_)).close(ignored);  // the read side reports the end
       return;
     }
     pump(keep);
@@ -139,7 +139,7 @@ private:
   std::function<void(beast::error_code, const ws_frame&)> written_;
   std::chrono::milliseconds write_timeout_;
   asio::steady_timer timer_;
-  std::deque<ws_frame> queue_;
+  boost::container::deque<ws_frame> queue_;
   std::size_t bytes_ = 0;
   std::optional<websocket::close_reason> close_;
   std::chrono::steady_clock::time_point started_;  // of the write in flight

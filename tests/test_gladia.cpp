@@ -141,6 +141,38 @@ TEST(Gladia, ASessionHearsItsSocketOncePerChunkAndStillJudgesEveryFrame) {
   EXPECT_LT(handled, 50u) << "one message per frame would be over 100";
 }
 
+// The socket reads each message in pieces straight into its batch buffer (room for a chunk and a frame): a message
+// larger than that room, one split into continuation frames, a text message in fragments between audio frames and
+// frames of any even size all arrive byte-exact and in order, and the text is understood.
+TEST(Gladia, AudioInAnyFramingArrivesByteExact) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready", 10000);
+  const auto pcm = audio(40'000, 7);
+  std::size_t at = 0;
+  auto next = [&](std::size_t n) {
+    auto piece = pcm.substr(at, n);
+    at += n;
+    return piece;
+  };
+  stream(*c, next(1'920));  // three 20 ms frames
+  auto big = next(6'400);   // one frame, larger than the read room
+  c->send_binary(big.data(), big.size());
+  c->send_fragmented(false, next(3'000), 700);         // one message in five frames
+  c->send_fragmented(true, R"({"type":"dance"})", 5);  // a text message in four frames, mid-batch
+  auto two = next(2);
+  c->send_binary(two.data(), two.size());
+  c->send_fragmented(false, next(8'000), 3'000);  // larger than the room, and fragmented
+  stream(*c, pcm.substr(at), 1'000);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_EQ(log.warnings, std::vector<std::string>{"unknown_message"});
+  EXPECT_EQ(fake.audio().size(), pcm.size());
+  EXPECT_TRUE(fake.audio() == pcm) << "the bytes differ";
+}
+
 TEST(Gladia, AStreamEndingMidChunkDeliversItsTail) {
   for (bool by_close : {false, true}) {
     SCOPED_TRACE(by_close ? "socket closed" : "stop");
