@@ -2,10 +2,11 @@
 // final dedup by utteranceId, and the room's active speaker.
 #pragma once
 
-#include <deque>
 #include <string>
 #include <unordered_set>
 #include <vector>
+
+#include <boost/container/deque.hpp>
 
 #include "actors/context.hpp"
 #include "actors/speaker_timeline.hpp"
@@ -18,7 +19,7 @@ struct room_state {
   std::string slug;
   std::vector<room_member> members;
   std::unordered_set<std::string> finals_seen;  // bounded by finals_order
-  std::deque<std::string> finals_order;
+  boost::container::deque<std::string> finals_order;
   speaker_timeline speakers;
   actor_probe probe;
 };

@@ -3,10 +3,11 @@
 // to the room (and finals to persistence), answers control messages, and drains the upstream before it ends.
 #pragma once
 
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
+
+#include <boost/container/deque.hpp>
 
 #include "actors/audio_guard.hpp"
 #include "actors/context.hpp"
@@ -33,7 +34,7 @@ struct session_state {
   // The room's audio mix (a `room`-mode egress, track "room"): where the stream's audio sits on the wall clock, for
   // attributing each utterance to the active speaker. One anchor (stream ms, wall ms) per start or unmute, bounded.
   bool room_mix = false;
-  std::deque<std::pair<std::int64_t, std::int64_t>> anchors;
+  boost::container::deque<std::pair<std::int64_t, std::int64_t>> anchors;
   std::uint64_t mono_bytes = 0;  // 16 kHz mono bytes accepted so far
   bool anchor_next = true;
   audio_chunk batch;  // accepted audio not yet handed to the relay (provider's batch_bytes)

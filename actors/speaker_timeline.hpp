@@ -4,8 +4,9 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <optional>
+
+#include <boost/container/deque.hpp>
 
 #include "proto/messages.hpp"
 
@@ -26,7 +27,7 @@ public:
 private:
   std::size_t max_entries_;
   std::int64_t max_age_ms_;
-  std::deque<active_speaker_update> changes_;  // by timestamp
+  boost::container::deque<active_speaker_update> changes_;  // by timestamp
 };
 
 }  // namespace sw

@@ -2,7 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <deque>
+
+#include <boost/container/deque.hpp>
 
 #include <caf/actor_system.hpp>
 #include <caf/stateful_actor.hpp>
@@ -28,7 +29,7 @@ using shared_chunk = std::shared_ptr<const std::string>;
 // so samples never shift). The first `sent` chunks went out on the current connection; the first `front_acked`
 // bytes of the front chunk are acknowledged already (an ack that ends inside a chunk).
 struct replay_buffer {
-  std::deque<shared_chunk> chunks;
+  boost::container::deque<shared_chunk> chunks;
   std::size_t bytes = 0;  // held, front_acked included
   std::size_t sent = 0;
   std::size_t front_acked = 0;
