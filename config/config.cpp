@@ -55,7 +55,8 @@ const std::vector<setting_doc>& settings() {
       {"STT_ACK_TIMEOUT_MS", "10000",
        "audio sent and nothing acknowledged for this long: the upstream connection is dropped, reconnected and "
        "the unacknowledged audio replayed"},
-      {"STT_CHUNK_FLUSH_MS", "100", "audio waiting in a partial upstream chunk goes after this long without more"},
+      {"STT_CHUNK_FLUSH_MS", "100",
+       "audio waiting in a partial upstream chunk goes after this long without more (checked every quarter of it)"},
       {"LIVEKIT_URL", "",
        "http(s) base URL of the LiveKit server, for room transcription (/api/transcription/start); with "
        "LIVEKIT_API_KEY, LIVEKIT_API_SECRET and PUBLIC_BASE_URL"},

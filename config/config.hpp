@@ -67,7 +67,7 @@ struct config {
   std::size_t stt_replay_buffer_bytes = 1'920'000;  // 60 s of audio kept until acknowledged
   std::chrono::milliseconds stt_drain_timeout{10'000};
   std::chrono::milliseconds stt_ack_timeout{10'000};  // audio outstanding, nothing acknowledged: reconnect
-  std::chrono::milliseconds stt_chunk_flush{100};     // a partial upstream chunk waits at most this for more audio
+  std::chrono::milliseconds stt_chunk_flush{100};     // a partial upstream chunk waits this (to 1.25x) for more audio
   // persistence
   bool persistence = true;   // DATABASE_URL=none turns it off
   std::string database_url;  // "" = SQLite file at sqlite_path

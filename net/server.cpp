@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -68,6 +70,92 @@ std::vector<trusted_network> parse_trusted(const std::vector<std::string>& entri
   return out;
 }
 
+inline std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count();
+}
+
+// What the pause watch tells a connection: its audio paused (called from the watch's timer, on any I/O thread).
+class quiet_target {
+public:
+  virtual void audio_paused() = 0;
+
+protected:
+  ~quiet_target() = default;
+};
+
+// A connection's entry in the pause watch. The connection writes it on every binary frame (two relaxed stores);
+// the watch reads it.
+struct quiet_slot {
+  std::atomic<std::int64_t> last_audio_ns{0};  // steady clock
+  std::atomic<bool> pending{false};            // audio came since the session last heard of a pause
+  std::weak_ptr<quiet_target> owner;
+  std::size_t index = 0;  // in the watch's list
+};
+
+// One timer for every connection's pause detection (audio_quiet) instead of one per connection: a per-connection
+// timer fires every interval while audio flows (one timer job per connection per 100 ms, about a fifth of the
+// frames' own cost at 20 ms frames), where the watch looks at every connection's last frame once per quarter
+// interval and wakes only the ones that paused. A pause is reported between one and one and a quarter intervals
+// after the last frame. The timer runs only while some connection is watched.
+class quiet_watch : public std::enable_shared_from_this<quiet_watch> {
+public:
+  quiet_watch(asio::io_context& io, std::chrono::milliseconds quiet)
+      : quiet_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(quiet).count()),
+        tick_(std::max<clock::duration>(quiet / 4, std::chrono::milliseconds(1))),
+        timer_(io) {}
+
+  void add(quiet_slot& s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    s.index = slots_.size();
+    slots_.push_back(&s);
+    if (!armed_) {
+      armed_ = true;
+      arm();
+    }
+  }
+
+  void remove(quiet_slot& s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (s.index >= slots_.size() || slots_[s.index] != &s) return;
+    slots_[s.index] = slots_.back();
+    slots_[s.index]->index = s.index;
+    slots_.pop_back();
+  }
+
+private:
+  void arm() {
+    timer_.expires_after(tick_);
+    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (!ec) self->sweep();
+    });
+  }
+
+  void sweep() {
+    const auto now = steady_ns();
+    std::vector<std::weak_ptr<quiet_target>> paused;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto* s : slots_) {
+        if (!s->pending.load(std::memory_order_relaxed)) continue;
+        if (now - s->last_audio_ns.load(std::memory_order_relaxed) < quiet_ns_) continue;
+        s->pending.store(false, std::memory_order_relaxed);
+        paused.push_back(s->owner);
+      }
+      armed_ = !slots_.empty();
+      if (armed_) arm();
+    }
+    for (auto& w : paused)
+      if (auto t = w.lock()) t->audio_paused();
+  }
+
+  const std::int64_t quiet_ns_;
+  const clock::duration tick_;
+  asio::steady_timer timer_;
+  std::mutex mu_;
+  std::vector<quiet_slot*> slots_;
+  bool armed_ = false;
+};
+
 // Everything a connection needs from its server; connections keep it alive.
 struct shared_state {
   server_options opts;
@@ -75,6 +163,7 @@ struct shared_state {
   std::shared_ptr<net_stats> stats;
   std::optional<ssl::context> tls;
   std::vector<trusted_network> trusted;  // opts.trusted_proxies, parsed
+  std::shared_ptr<quiet_watch> quiet;    // when opts.audio_quiet > 0
 };
 
 // How logs name the client of a request: its socket's peer, or, when that peer is a trusted proxy, the address at
@@ -171,7 +260,7 @@ class ws_session;
 
 // One WebSocket connection: a strictly single-writer bounded queue (ws_writer), server pings, heartbeat timeout.
 template <class Stream>
-class ws_session : public std::enable_shared_from_this<ws_session<Stream>> {
+class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, public quiet_target {
 public:
   ws_session(std::shared_ptr<shared_state> st, Stream&& stream, token_ptr token, std::string client, bool batch_audio)
       : st_(std::move(st)),
@@ -185,8 +274,22 @@ public:
         batch_bytes_(batch_audio ? st_->opts.audio_batch_bytes : 0),
         read_room_(batch_bytes_ > 0 ? batch_bytes_ + min_read_room : 8192),
         ping_timer_(ws_.get_executor()),
-        close_timer_(ws_.get_executor()),
-        quiet_timer_(ws_.get_executor()) {}
+        close_timer_(ws_.get_executor()) {}
+
+  ~ws_session() {
+    if (st_->quiet) st_->quiet->remove(quiet_);
+  }
+
+  // From the pause watch: on the connection's own executor, the session hears of the pause (once per pause).
+  void audio_paused() override {
+    asio::post(ws_.get_executor(), [self = this->shared_from_this()] {
+      if (self->finished_) return;
+      const auto since = steady_ns() - self->quiet_.last_audio_ns.load();
+      if (since < std::chrono::nanoseconds(self->st_->opts.audio_quiet).count()) return;  // audio came meanwhile
+      self->hand_over_audio();
+      caf::anon_send(self->session_, quiet_atom::value);
+    });
+  }
 
   void run(http::request<http::string_body> req, session_actor session) {
     session_ = std::move(session);
@@ -264,6 +367,10 @@ private:
     last_pong_ = clock::now();
     caf::anon_send(session_, open_atom::value, make_sink());
     arm_ping();
+    if (st_->quiet) {
+      quiet_.owner = this->weak_from_this();
+      st_->quiet->add(quiet_);
+    }
     do_read();
   }
 
@@ -305,9 +412,9 @@ private:
         batched_total_ += size;
         if (batched_total_ / batch_bytes_ > before / batch_bytes_) hand_over_audio();
       }
-      if (st_->opts.audio_quiet.count() > 0) {
-        last_audio_ = clock::now();
-        if (!quiet_armed_) arm_quiet(st_->opts.audio_quiet);
+      if (st_->quiet) {
+        quiet_.last_audio_ns.store(steady_ns(), std::memory_order_relaxed);
+        quiet_.pending.store(true, std::memory_order_relaxed);
       }
     } else {
       hand_over_audio();  // what the client sent before this message reaches its session first
@@ -339,30 +446,12 @@ private:
     head_ = 0;
   }
 
-  // Fires at most once per quiet interval while audio flows: when the last frame is older than the interval, the
-  // session hears of the pause once; otherwise it waits from the last frame.
-  void arm_quiet(clock::duration wait) {
-    quiet_armed_ = true;
-    quiet_timer_.expires_after(wait);
-    quiet_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
-      self->quiet_armed_ = false;
-      if (ec || self->finished_) return;
-      auto since = clock::now() - self->last_audio_;
-      if (since < self->st_->opts.audio_quiet) {
-        self->arm_quiet(self->st_->opts.audio_quiet - since);
-        return;
-      }
-      self->hand_over_audio();
-      caf::anon_send(self->session_, quiet_atom::value);
-    });
-  }
-
   void on_gone() {
     if (finished_) return;
     finished_ = true;
     ping_timer_.cancel();
     close_timer_.cancel();
-    quiet_timer_.cancel();
+    if (st_->quiet) st_->quiet->remove(quiet_);
     writer_.stop();  // a write in flight keeps its own buffer until it completes
     if (opened_) --st_->stats->websockets;
     hand_over_audio();
@@ -407,10 +496,8 @@ private:
   bool finished_ = false;
   asio::steady_timer ping_timer_;
   asio::steady_timer close_timer_;
-  asio::steady_timer quiet_timer_;
-  bool quiet_armed_ = false;
+  quiet_slot quiet_;  // in st_->quiet while the WebSocket is open
   clock::time_point last_pong_;
-  clock::time_point last_audio_;
 };
 
 // The actors' handle on a WebSocket: posts onto the connection's strand; a no-op once it is gone.
@@ -726,6 +813,8 @@ server::server(server_options opts, gateway_actor handler, std::shared_ptr<net_s
   impl_->st->opts = std::move(opts);
   impl_->st->trusted = parse_trusted(impl_->st->opts.trusted_proxies);
   impl_->st->handler = std::move(handler);
+  if (impl_->st->opts.audio_quiet.count() > 0)
+    impl_->st->quiet = std::make_shared<quiet_watch>(impl_->io->context(), impl_->st->opts.audio_quiet);
   impl_->st->stats = stats ? std::move(stats) : std::make_shared<net_stats>();
 }
 

@@ -32,7 +32,8 @@ struct server_options {
   std::chrono::milliseconds pong_timeout{45'000};
   std::chrono::milliseconds close_timeout{5'000};  // a close handshake that takes longer drops the TCP connection
   // > 0: a WebSocket whose binary frames pause for this long tells its session once (quiet_atom), so that audio
-  // waiting in a partial upstream chunk can go. One Asio timer per connection, not an actor timer per chunk.
+  // waiting in a partial upstream chunk can go. One timer for the whole server looks at every open WebSocket's
+  // last frame each quarter interval (a pause is reported 1 to 1.25 intervals after the last frame).
   std::chrono::milliseconds audio_quiet{0};
   // > 0: a participant stream's binary frames go to its session in batches, one whenever the stream's running
   // total crosses a multiple of this many bytes (the STT provider's upstream chunk), and before anything else the

@@ -547,6 +547,32 @@ TEST(GladiaFlush, AQuietStreamDeliversItsTailWithinTheFlushBoundAndItsFinalComes
   EXPECT_LT(arrivals.back().at - last_sent, 100ms + 600ms);
 }
 
+// One pause watch serves every connection: streams that pause mid-chunk each deliver their tail without a stop,
+// and again after a second pause, while other streams close around them.
+TEST(GladiaFlush, EveryPausedStreamDeliversItsTailAfterEachPause) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_chunk_flush = 100ms; });
+  std::vector<std::unique_ptr<ws_client>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(h->connect("room" + std::to_string(i), "p" + std::to_string(i)));
+    expect_message(*clients.back(), "ready");
+  }
+  const auto a = audio(1'400, 41), b = audio(1'400, 43), a2 = audio(1'400, 47), b2 = audio(1'400, 53);
+  clients[0]->close();
+  stream(*clients[1], a);
+  stream(*clients[3], b);
+  clients[2]->close();
+  auto has = [&](const std::string& pcm) {
+    for (auto& id : fake.session_ids())
+      if (fake.audio(id) == pcm) return true;
+    return false;
+  };
+  ASSERT_TRUE(eventually([&] { return has(a) && has(b); })) << "a paused stream's tail waits for nothing";
+  stream(*clients[1], a2);
+  stream(*clients[3], b2);
+  ASSERT_TRUE(eventually([&] { return has(a + a2) && has(b + b2); })) << "the second pause is reported too";
+}
+
 // Overflow while the upstream is away drops the oldest whole chunks; those never reach Gladia, so they must not
 // count as acknowledged: the acks after the reconnect still trim exactly what Gladia took. A second drop then
 // replays only what Gladia has not acknowledged: no duplicate, nothing more lost.
