@@ -106,6 +106,19 @@ proc_sample sample(int pid) {
   return p;
 }
 
+// The kernel's TCP buffer memory, system-wide (/proc/net/sockstat "TCP: ... mem N", in pages): not in any RSS.
+// On loopback it holds both ends of every connection (server, loadgen, fake upstream). -1 when unreadable.
+long tcp_mem_kib() {
+  std::ifstream in("/proc/net/sockstat");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("TCP:", 0) != 0) continue;
+    auto at = line.find(" mem ");
+    if (at == std::string::npos) return -1;
+    return std::atol(line.c_str() + at + 5) * (sysconf(_SC_PAGESIZE) / 1024);
+  }
+  return -1;
+}
+
 double self_cpu_s() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -221,6 +234,8 @@ int main(int argc, char** argv) {
 
   sw::load::live_figures live;
   proc_sample before = sample(server_pid), at_full, at_end;
+  const long tcp_before_kib = tcp_mem_kib();
+  long tcp_end_kib = -1;
   double self_before = self_cpu_s(), self_full = 0, self_end = 0;
   std::uint64_t frames_full = 0, frames_end = 0;
   bool full = false, window_closed = false;
@@ -237,6 +252,7 @@ int main(int argc, char** argv) {
     } else if (full && !window_closed && connected < s.participants) {
       window_closed = true;
       at_end = sample(server_pid);
+      tcp_end_kib = tcp_mem_kib();
       self_end = self_cpu_s();
       frames_end = live.frames_sent.load();
       t_end = std::chrono::steady_clock::now();
@@ -257,6 +273,7 @@ int main(int argc, char** argv) {
   if (!quiet) std::fprintf(stderr, "\n");
   if (!window_closed) {  // the steady window never closed on a tick: take the end of the run
     at_end = sample(server_pid);
+    tcp_end_kib = tcp_mem_kib();
     self_end = self_cpu_s();
     frames_end = live.frames_sent.load();
     t_end = std::chrono::steady_clock::now();
@@ -399,6 +416,11 @@ int main(int argc, char** argv) {
     row("server RSS / threads", std::to_string(at_end.rss_kib / 1024) + " MiB / " + std::to_string(at_end.threads));
     row("server context switches (window)", std::to_string(at_end.ctx_switches - at_full.ctx_switches));
   }
+  if (tcp_before_kib >= 0 && tcp_end_kib >= 0)
+    row("kernel TCP buffers (all ends)",
+        std::to_string((tcp_end_kib - tcp_before_kib) / 1024) + " MiB (" +
+            std::to_string((tcp_end_kib - tcp_before_kib) / std::max(1, s.participants)) +
+            " KiB per participant, /proc/net/sockstat)");
   row("tool CPU in the window (with fake)",
       std::to_string(tool_cpu) + " s = " + std::to_string(tool_cpu / window_s) + " cores");
   row("verdict", verdict);
@@ -433,6 +455,7 @@ int main(int argc, char** argv) {
     out << "},\"server\":{\"cpuS\":" << server_cpu << ",\"userS\":" << (at_end.user_s - at_full.user_s)
         << ",\"kernelS\":" << (at_end.kernel_s - at_full.kernel_s) << ",\"usPerFrame\":" << server_us_per_frame
         << ",\"rssKiB\":" << at_end.rss_kib << ",\"rssBeforeKiB\":" << before.rss_kib
+        << ",\"tcpMemKiB\":" << tcp_end_kib << ",\"tcpMemBeforeKiB\":" << tcp_before_kib
         << ",\"threads\":" << at_end.threads << ",\"contextSwitches\":" << (at_end.ctx_switches - at_full.ctx_switches)
         << "},\"windowS\":" << window_s << ",\"windowFrames\":" << window_frames << ",\"toolCpuS\":" << tool_cpu
         << ",\"toolCores\":" << tool_cpu / window_s << ",\"verdict\":\"" << verdict << "\"}\n";
