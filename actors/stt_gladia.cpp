@@ -249,6 +249,7 @@ void connect(self_ptr self) {
   o.ca_file = st.ctx->cfg.gladia.ca_file;
   o.timeout = std::chrono::milliseconds(10'000);  // connect, handshake, and each write
   o.ping_interval = st.ctx->cfg.ws_ping_interval;
+  o.write_buffer = chunk_bytes;  // every chunk in one write, and no more held per connection
   st.ws = st.out->connect_ws(st.session_url, o, std::move(ev));
 }
 

@@ -150,6 +150,7 @@ public:
                          self->last_heard_ = std::chrono::steady_clock::now();
                          self->arm_ping();
                          self->ws_.read_message_max(16 * 1024 * 1024);
+                         if (self->opts_.write_buffer > 0) self->ws_.write_buffer_bytes(self->opts_.write_buffer);
                          self->open_ = true;
                          if (self->ev_.opened) self->ev_.opened();
                          self->do_read();
