@@ -260,7 +260,7 @@ class ws_session;
 
 // One WebSocket connection: a strictly single-writer bounded queue (ws_writer), server pings, heartbeat timeout.
 template <class Stream>
-class ws_session : public std::enable_shared_from_this<ws_session<Stream>>, public quiet_target {
+class ws_session final : public std::enable_shared_from_this<ws_session<Stream>>, public quiet_target {
 public:
   ws_session(std::shared_ptr<shared_state> st, Stream&& stream, token_ptr token, std::string client, bool batch_audio)
       : st_(std::move(st)),
