@@ -108,6 +108,7 @@ std::string metrics_json(gateway_state& st, const queue_stats& q) {
   counters["net.bad_requests"] = n.bad_requests.load();
   counters["net.bodies_too_large"] = n.bodies_too_large.load();
   counters["net.accept_errors"] = n.accept_errors.load();
+  counters["net.read_buffer_bytes"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, n.read_buffer_bytes.load()));
   counters["net.open_connections"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, n.connections.load()));
   counters["stt.buffered_bytes"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m.stt_buffered_bytes.load()));
   b.open("counters");

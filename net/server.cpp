@@ -278,6 +278,7 @@ public:
 
   ~ws_session() {
     if (st_->quiet) st_->quiet->remove(quiet_);
+    st_->stats->read_buffer_bytes -= static_cast<std::int64_t>(rx_.capacity());
   }
 
   // From the pause watch: on the connection's own executor, the session hears of the pause (once per pause).
@@ -381,7 +382,18 @@ private:
   // being read, and the read in flight writes behind `filled_`. A text message's pieces move on to `text_`.
   void do_read() {
     compact();
-    if (rx_.size() - filled_ < min_read_room) rx_.resize(filled_ + read_room_);  // zeroed once, then reused
+    const auto held = rx_.capacity();
+    if (held > 2 * read_room_ && filled_ + min_read_room <= read_room_) {
+      // A message far larger than a chunk grew the buffer: back to the normal size once what is left fits, so a
+      // client cannot keep WS_MAX_MESSAGE of the server's memory for the life of its connection.
+      std::vector<std::uint8_t> normal(read_room_);
+      std::memcpy(normal.data(), rx_.data(), filled_);
+      rx_.swap(normal);
+    } else if (rx_.size() - filled_ < min_read_room) {
+      rx_.resize(filled_ + read_room_);  // zeroed once, then reused
+    }
+    if (rx_.capacity() != held)
+      st_->stats->read_buffer_bytes += static_cast<std::int64_t>(rx_.capacity()) - static_cast<std::int64_t>(held);
     ws_.async_read_some(asio::buffer(rx_.data() + filled_, rx_.size() - filled_),
                         beast::bind_front_handler(&ws_session::on_read, this->shared_from_this()));
   }

@@ -22,7 +22,8 @@ struct net_stats {
   std::atomic<std::uint64_t> tls_handshake_failures{0};
   std::atomic<std::uint64_t> bad_requests{0};
   std::atomic<std::uint64_t> bodies_too_large{0};
-  std::atomic<std::uint64_t> accept_errors{0};  // e.g. out of file descriptors: accepting pauses 100 ms
+  std::atomic<std::uint64_t> accept_errors{0};     // e.g. out of file descriptors: accepting pauses 100 ms
+  std::atomic<std::int64_t> read_buffer_bytes{0};  // what the open WebSockets' read buffers hold (gauge)
   // Where net/ tells of what it counts (kind = the counter's name; never a token, never audio); set before start.
   std::function<void(const std::string& kind, const std::string& line)> log;
 };
