@@ -1,5 +1,6 @@
 #include "service/io_scheduler.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -34,8 +35,18 @@ private:
 
 class io_coordinator final : public caf::scheduler::abstract_coordinator {
 public:
+  // An actor handles at most this many messages per turn, then queues behind what its thread has waiting (CAF's
+  // default is its whole mailbox): a flooded actor, e.g. the gateway in a reconnect storm, never holds a thread's
+  // sockets, timers and other actors for longer than that.
+  static constexpr std::size_t turn_messages = 50;
+
   io_coordinator(caf::actor_system& sys, boost::asio::io_context& io)
       : abstract_coordinator(sys), io_(io), unit_(&sys, this) {}
+
+  void init(caf::actor_system_config& cfg) override {
+    abstract_coordinator::init(cfg);
+    max_throughput_ = std::min(max_throughput_, turn_messages);
+  }
 
   // From any thread: the I/O threads' own sends stay on their thread; others' go to whichever thread is free.
   void enqueue(caf::resumable* job) override { schedule(job, io_.get_executor().running_in_this_thread()); }

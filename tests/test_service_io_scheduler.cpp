@@ -1,5 +1,6 @@
 // The actor scheduler on the I/O threads (service/io_scheduler): actors run on the threads that run the io_context,
 // timers still fire, and the actor system ends while those threads keep running.
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -10,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
@@ -25,6 +27,8 @@ using thread_id_atom = caf::atom_constant<caf::atom("threadid")>;
 using later_atom = caf::atom_constant<caf::atom("later")>;
 using spawn_atom = caf::atom_constant<caf::atom("spawn")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using flood_atom = caf::atom_constant<caf::atom("flood")>;
+using seen_atom = caf::atom_constant<caf::atom("seen")>;
 
 std::size_t id_of(std::thread::id id) {
   return std::hash<std::thread::id>{}(id);
@@ -50,6 +54,25 @@ caf::behavior probe(caf::event_based_actor* self, int depth) {
         auto child = self->spawn(probe, depth + 1);
         return self->delegate(child, thread_id_atom::value);
       },
+  };
+}
+
+// Counts `flood` messages. The first posts a handler onto the I/O thread, as a socket's completion would be queued;
+// `seen` answers how many messages the actor had handled when that handler had run (-1: not yet).
+caf::behavior flooded(caf::event_based_actor*, boost::asio::io_context* io) {
+  struct counts {
+    int handled = 0;
+    int seen_at = -1;
+    std::shared_ptr<std::atomic<bool>> ran = std::make_shared<std::atomic<bool>>(false);
+  };
+  auto s = std::make_shared<counts>();
+  return {
+      [s, io](flood_atom) {
+        if (s->handled == 0) boost::asio::post(*io, [ran = s->ran] { ran->store(true); });
+        if (s->seen_at < 0 && s->ran->load()) s->seen_at = s->handled;
+        ++s->handled;
+      },
+      [s](seen_atom) { return s->seen_at; },
   };
 }
 
@@ -100,6 +123,30 @@ TEST(IoScheduler, ActorsAndTheirTimersRunOnTheIoThread) {
     ran_on = 0;
     self->request(a, 5s, spawn_atom::value).receive([&](std::size_t id) { ran_on = id; }, [](caf::error&) {});
     EXPECT_EQ(ran_on, io_id) << "an actor spawned by an actor";
+    caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  });
+}
+
+// 500 messages wait in one actor's mailbox: the thread runs the handler the first of them queued after a turn of the
+// actor's (50 messages), not after all 500.
+TEST(IoScheduler, AFloodedActorLetsTheThreadRunOtherWorkBetweenItsTurns) {
+  auto t = std::make_shared<io_thread>();
+  bounded(t, [t](caf::actor_system& sys) {
+    auto a = sys.spawn(flooded, &t->io);
+    caf::scoped_actor self{sys};
+    std::promise<void> release, blocked;
+    auto released = release.get_future().share();
+    boost::asio::post(t->io, [released, &blocked] {  // holds the I/O thread while the mailbox fills
+      blocked.set_value();
+      released.wait();
+    });
+    blocked.get_future().wait();
+    for (int i = 0; i < 500; ++i) self->send(a, flood_atom::value);
+    release.set_value();
+    int seen_at = -2;
+    self->request(a, 5s, seen_atom::value).receive([&](int n) { seen_at = n; }, [](caf::error&) {});
+    EXPECT_GE(seen_at, 1) << "the thread's other work waited for the actor's whole mailbox";
+    EXPECT_LE(seen_at, 100);
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   });
 }
