@@ -1,4 +1,4 @@
-// Validation and rate limiting of a participant stream's audio frames.
+// Validation and rate limiting of what a participant stream's client sends: audio frames and text messages.
 #pragma once
 
 #include <chrono>
@@ -13,23 +13,19 @@ enum class frame_verdict : std::uint8_t {
   rate_limited,  // faster than 2x real time beyond the bucket
 };
 
-// PCM16 mono 16 kHz: 32 000 B/s real time. The bucket holds 5 s at 2x and refills at 2x real time.
-class audio_guard {
+// A token bucket: holds up to `capacity`, refills at `per_second`, full at the start.
+class token_bucket {
 public:
   using clock = std::chrono::steady_clock;
-  static constexpr std::size_t min_frame = 2;
-  static constexpr std::size_t max_frame = 65'536;
-  static constexpr double capacity = 320'000;  // bytes
-  static constexpr double refill_per_second = 64'000;
+  token_bucket(double capacity, double per_second, clock::time_point now)
+      : capacity_(capacity), per_second_(per_second), tokens_(capacity), last_(now) {}
 
-  explicit audio_guard(clock::time_point now) : last_(now) {}
-
-  frame_verdict check(std::size_t bytes, clock::time_point now) {
-    if (bytes < min_frame || bytes > max_frame || bytes % 2 != 0) return frame_verdict::invalid;
+  // Takes `n` if that many are there; otherwise takes nothing.
+  bool take(double n, clock::time_point now) {
     refill(now);
-    if (static_cast<double>(bytes) > tokens_) return frame_verdict::rate_limited;
-    tokens_ -= static_cast<double>(bytes);
-    return frame_verdict::accept;
+    if (n > tokens_) return false;
+    tokens_ -= n;
+    return true;
   }
 
   double tokens() const { return tokens_; }
@@ -39,12 +35,66 @@ private:
     if (now <= last_) return;
     std::chrono::duration<double> dt = now - last_;
     last_ = now;
-    tokens_ += dt.count() * refill_per_second;
-    if (tokens_ > capacity) tokens_ = capacity;
+    tokens_ += dt.count() * per_second_;
+    if (tokens_ > capacity_) tokens_ = capacity_;
   }
 
-  double tokens_ = capacity;  // full at connect
+  double capacity_, per_second_, tokens_;
   clock::time_point last_;
+};
+
+// PCM16 mono 16 kHz: 32 000 B/s real time. The bucket holds 5 s at 2x and refills at 2x real time.
+class audio_guard {
+public:
+  using clock = token_bucket::clock;
+  static constexpr std::size_t min_frame = 2;
+  static constexpr std::size_t max_frame = 65'536;
+  static constexpr double capacity = 320'000;  // bytes
+  static constexpr double refill_per_second = 64'000;
+
+  explicit audio_guard(clock::time_point now) : bucket_(capacity, refill_per_second, now) {}
+
+  frame_verdict check(std::size_t bytes, clock::time_point now) {
+    if (bytes < min_frame || bytes > max_frame || bytes % 2 != 0) return frame_verdict::invalid;
+    return bucket_.take(static_cast<double>(bytes), now) ? frame_verdict::accept : frame_verdict::rate_limited;
+  }
+
+  double tokens() const { return bucket_.tokens(); }
+
+private:
+  token_bucket bucket_;  // full at connect
+};
+
+enum class text_verdict : std::uint8_t {
+  accept,
+  dropped,  // beyond the bucket
+  flood,    // still sending at ten times the rate: the connection is closed
+};
+
+// Text messages (`stop`, `ping`, `active_speaker`; the browser sends a handful per stream): 20 a second, 40 at once.
+// Beyond that each is dropped; a client that has 200 dropped within a second is closed.
+class text_guard {
+public:
+  using clock = token_bucket::clock;
+  static constexpr double capacity = 40;
+  static constexpr double refill_per_second = 20;
+  static constexpr int flood_drops = 200;  // within a second
+
+  explicit text_guard(clock::time_point now) : bucket_(capacity, refill_per_second, now), window_(now) {}
+
+  text_verdict check(clock::time_point now) {
+    if (bucket_.take(1, now)) return text_verdict::accept;
+    if (now - window_ >= std::chrono::seconds(1)) {
+      window_ = now;
+      drops_ = 0;
+    }
+    return ++drops_ >= flood_drops ? text_verdict::flood : text_verdict::dropped;
+  }
+
+private:
+  token_bucket bucket_;
+  clock::time_point window_;  // of the drops counted in `drops_`
+  int drops_ = 0;
 };
 
 }  // namespace sw

@@ -93,6 +93,38 @@ void flush_audio(self_ptr self, bool flush = false) {
   if (flush) st.since_flush = 0;
 }
 
+void stop_relay(self_ptr self);
+
+// One text message from the client: within the rate limit, or dropped (counted, a warning at most once a second),
+// or, for a client that keeps flooding, the end of its connection (1008; the upstream drains as after a close).
+bool accept_text(self_ptr self) {
+  auto& s = self->state;
+  if (!s.texts || s.close_sent) return false;
+  switch (s.texts->check(text_guard::clock::now())) {
+    case text_verdict::accept:
+      return true;
+    case text_verdict::dropped: {
+      s.ctx->metrics->note("ws.rate_limited_texts",
+                           "stream " + stream_label(s) + ": text messages faster than 20 a second, dropped");
+      auto ms = now_ms();
+      if (ms - s.last_text_warning_ms >= 1000) {
+        s.last_text_warning_ms = ms;
+        send_json(s, json_warning("rate_limited", "text messages arrive faster than 20 a second; dropped"));
+      }
+      return false;
+    }
+    case text_verdict::flood:
+      s.ctx->metrics->note("ws.text_floods",
+                           "stream " + stream_label(s) + ": 200 text messages dropped within a second, closed 1008");
+      if (s.sink) s.sink->close(1008, "Too many messages");
+      s.close_sent = true;
+      s.stop_requested = true;  // what the client sends until the socket closes is not taken
+      stop_relay(self);
+      return false;
+  }
+  return false;
+}
+
 // One client frame of `size` bytes: valid and within the rate limit (counted), or refused with a warning to the
 // client at most once a second per kind.
 bool accept_frame(self_ptr self, std::size_t size) {
@@ -270,6 +302,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         s.sink = std::move(sink);
         s.opened = true;
         s.guard.emplace(audio_guard::clock::now());
+        s.texts.emplace(text_guard::clock::now());
         send_json(s, json_builder()
                          .str("type", "connected")
                          .str("sessionSlug", s.who.session_slug)
@@ -335,6 +368,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
           }
           return;
         }
+        if (!accept_text(self)) return;
         auto m = parse_client_message(text);
         if (!m.valid_json) {
           send_json(s, json_warning("invalid_json", "text frames must be JSON objects"));

@@ -27,6 +27,7 @@ struct session_state {
   std::string provider;
   std::string stt_state;  // last status sent: "", connecting, ready, stopped
   std::optional<audio_guard> guard;
+  std::optional<text_guard> texts;
   // A LiveKit egress stream (who.track_id set): its 48 kHz stereo becomes 16 kHz mono here; it sends no JSON (the
   // egress reads nothing) and is no member of the room; `muted` frames pause it (nothing goes upstream meanwhile).
   std::unique_ptr<egress_audio> egress;
@@ -51,6 +52,7 @@ struct session_state {
   std::int64_t started_ms = 0;
   std::int64_t last_rate_warning_ms = 0;
   std::int64_t last_invalid_warning_ms = 0;
+  std::int64_t last_text_warning_ms = 0;
   usage_record usage;
   actor_probe probe;
 };

@@ -72,3 +72,45 @@ TEST(AudioGuard, BucketNeverExceedsCapacity) {
 }
 
 }  // namespace
+
+namespace {
+
+using sw::text_guard;
+using sw::text_verdict;
+
+TEST(TextGuard, FortyAtOnceThenTwentyASecond) {
+  auto t = text_guard::clock::now();
+  text_guard g(t);
+  for (int i = 0; i < 40; ++i) ASSERT_EQ(g.check(t), text_verdict::accept) << i;
+  EXPECT_EQ(g.check(t), text_verdict::dropped);
+  t += ms(1000);
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(g.check(t), text_verdict::accept) << i;
+  EXPECT_EQ(g.check(t), text_verdict::dropped);
+  for (int i = 0; i < 600; ++i) {  // 20 a second, sustained for half a minute
+    t += ms(50);
+    ASSERT_EQ(g.check(t), text_verdict::accept) << i;
+  }
+}
+
+TEST(TextGuard, TwoHundredDropsWithinASecondAreAFlood) {
+  auto t = text_guard::clock::now();
+  text_guard g(t);
+  for (int i = 0; i < 40; ++i) g.check(t);
+  for (int i = 1; i < 200; ++i) ASSERT_EQ(g.check(t), text_verdict::dropped) << i;
+  EXPECT_EQ(g.check(t), text_verdict::flood);
+}
+
+TEST(TextGuard, DropsSpreadOverSecondsAreNoFlood) {
+  auto t = text_guard::clock::now();
+  text_guard g(t);
+  for (int i = 0; i < 40; ++i) g.check(t);
+  for (int second = 0; second < 5; ++second) {
+    for (int i = 0; i < 150; ++i) {
+      ASSERT_NE(g.check(t), text_verdict::flood) << second << " " << i;
+      t += ms(1000 / 150);
+    }
+    t += ms(10);
+  }
+}
+
+}  // namespace

@@ -148,6 +148,21 @@ TEST(WebSocket, AVeryLargeMessageDoesNotKeepItsReadBufferForTheConnectionsLife) 
       << sw::test::metric(h, "net.read_buffer_bytes") << " bytes left after the close";
 }
 
+// Text messages beyond 20 a second (40 at once) are dropped with a warning; a client that keeps flooding is closed
+// 1008, and the service counts it.
+TEST(WebSocket, AClientFloodingTextMessagesIsWarnedThenClosed1008) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  expect_message(*c, "ready");
+  for (int i = 0; i < 400; ++i) c->send_text(R"({"type":"ping"})");
+  EXPECT_EQ(field(expect_message(*c, "rate_limited"), "type"), "warning");
+  std::string reason;
+  EXPECT_EQ(expect_close(*c, 5000, &reason), 1008);
+  EXPECT_EQ(reason, "Too many messages");
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "ws.text_floods") == 1; }));
+  EXPECT_GE(sw::test::metric(h, "ws.rate_limited_texts"), 199);
+}
+
 TEST(WebSocket, AudioIsRelayedInOrderAndTranscriptsCarryTheSpeaker) {
   harness h;
   auto c = ws_client::connect(h.ws(harness::token("room", "alice", "", "Alice A")));
