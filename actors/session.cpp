@@ -95,24 +95,28 @@ void flush_audio(self_ptr self, bool flush = false) {
 
 void stop_relay(self_ptr self);
 
-// One text message from the client: within the rate limit, or dropped (counted, a warning at most once a second),
-// or, for a client that keeps flooding, the end of its connection (1008; the upstream drains as after a close).
+// A refused input: counted and logged (throttled by metrics), and told to the client at most once a second per kind.
+void refuse(session_state& s, const char* counter, const std::string& what, std::int64_t& last_warning_ms,
+            const char* code, const char* warning) {
+  s.ctx->metrics->note(counter, "stream " + stream_label(s) + ": " + what);
+  const auto ms = now_ms();
+  if (ms - last_warning_ms < 1000) return;
+  last_warning_ms = ms;
+  send_json(s, json_warning(code, warning));
+}
+
+// One text message from the client: within the rate limit, or dropped, or, for a client that keeps flooding, the end
+// of its connection (1008; the upstream drains as after a close).
 bool accept_text(self_ptr self) {
   auto& s = self->state;
   if (!s.texts || s.close_sent) return false;
   switch (s.texts->check(text_guard::clock::now())) {
     case text_verdict::accept:
       return true;
-    case text_verdict::dropped: {
-      s.ctx->metrics->note("ws.rate_limited_texts",
-                           "stream " + stream_label(s) + ": text messages faster than 20 a second, dropped");
-      auto ms = now_ms();
-      if (ms - s.last_text_warning_ms >= 1000) {
-        s.last_text_warning_ms = ms;
-        send_json(s, json_warning("rate_limited", "text messages arrive faster than 20 a second; dropped"));
-      }
+    case text_verdict::dropped:
+      refuse(s, "ws.rate_limited_texts", "text messages faster than 20 a second, dropped", s.last_text_warning_ms,
+             "rate_limited", "text messages arrive faster than 20 a second; dropped");
       return false;
-    }
     case text_verdict::flood:
       s.ctx->metrics->note("ws.text_floods",
                            "stream " + stream_label(s) + ": 200 text messages dropped within a second, closed 1008");
@@ -125,32 +129,19 @@ bool accept_text(self_ptr self) {
   return false;
 }
 
-// One client frame of `size` bytes: valid and within the rate limit (counted), or refused with a warning to the
-// client at most once a second per kind.
+// One client frame of `size` bytes: valid and within the rate limit (counted), or refused.
 bool accept_frame(self_ptr self, std::size_t size) {
   auto& s = self->state;
   switch (s.guard->check(size, audio_guard::clock::now())) {
-    case frame_verdict::invalid: {
-      s.ctx->metrics->note("audio.invalid_frames",
-                           "stream " + stream_label(s) + ": invalid audio frame of " + std::to_string(size) + " bytes");
-      auto ms = now_ms();
-      if (ms - s.last_invalid_warning_ms >= 1000) {
-        s.last_invalid_warning_ms = ms;
-        send_json(s, json_warning("invalid_audio_frame",
-                                  "audio frames must be PCM16 LE 16 kHz mono: an even size from 2 to 65536 bytes"));
-      }
+    case frame_verdict::invalid:
+      refuse(s, "audio.invalid_frames", "invalid audio frame of " + std::to_string(size) + " bytes",
+             s.last_invalid_warning_ms, "invalid_audio_frame",
+             "audio frames must be PCM16 LE 16 kHz mono: an even size from 2 to 65536 bytes");
       return false;
-    }
-    case frame_verdict::rate_limited: {
-      s.ctx->metrics->note("audio.rate_limited_frames",
-                           "stream " + stream_label(s) + ": audio faster than 2x real time, frames dropped");
-      auto ms = now_ms();
-      if (ms - s.last_rate_warning_ms >= 1000) {
-        s.last_rate_warning_ms = ms;
-        send_json(s, json_warning("rate_limited", "audio arrives faster than 2x real time; frames dropped"));
-      }
+    case frame_verdict::rate_limited:
+      refuse(s, "audio.rate_limited_frames", "audio faster than 2x real time, frames dropped", s.last_rate_warning_ms,
+             "rate_limited", "audio arrives faster than 2x real time; frames dropped");
       return false;
-    }
     case frame_verdict::accept:
       break;
   }
