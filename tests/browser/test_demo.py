@@ -4,7 +4,8 @@ sessions-ws on the offline recognizer, with a LibriVox recording as the micropho
 (--use-file-for-fake-audio-capture). One case per run (CTest runs each):
 
   speak    a page streams the recording: its finals match the reference transcript within the word error rate the
-           recognizer reaches on the same recording streamed directly (+5 points for the browser's resampling); a
+           recognizer reaches on the same recording streamed directly, give or take two words (the browser's
+           resampling starts at another phase each run), and the server took every frame the page sent; a
            second page in the room, microphone off, shows the same finals under the first page's name; neither
            console has an error; the server's log never shows the token; screenshot -> ARTIFACTS/demo.png
   expired  a page whose token has expired says so in words (the server's 401 reason) and does not retry
@@ -174,6 +175,11 @@ def direct_transcript(build, server, wav):
     return ' '.join(line.split('] ', 1)[1] for line in out.stdout.splitlines() if line.startswith('[Direct] '))
 
 
+def frames_received(server):
+    """The audio frames the server has taken so far (GET /metrics, totalMessagesReceived)."""
+    return json.loads(server.get('/metrics')[1])['totalMessagesReceived']
+
+
 def case_speak(build, server, artifacts, workdir):
     wav = os.path.join(workdir, RECORDING + '.wav')
     shutil.copy(LIBRIVOX + RECORDING + '.wav', wav)  # 16-bit PCM WAV, as Chromium's fake capture reads it
@@ -192,6 +198,7 @@ def case_speak(build, server, artifacts, workdir):
         for page in (viewer, speaker):
             wait_for('the page to connect', lambda: text_of(page, 'connection').startswith('Connected'), 20)
             wait_for('speech-to-text ready', lambda: 'ready' in text_of(page, 'stt'), 20)
+        received_before = frames_received(server)
         speaker.find_element(By.ID, 'mic').click()
         wait_for('the microphone to be on', lambda: text_of(speaker, 'mic') == 'Microphone on', 20)
         frames = int(seconds * 50) + 50  # the whole recording, then a second of the silence that follows it
@@ -201,6 +208,12 @@ def case_speak(build, server, artifacts, workdir):
         wait_for('the page to stop after its last final',
                  lambda: text_of(speaker, 'connection') == 'Stopped: every final is in.', 60)
         spoken = finals(speaker)
+        # Every frame the page sent was taken: the word error rate alone would not show a tenth of them lost (it
+        # moved by one word when the page skipped every tenth frame).
+        sent = int(speaker.execute_script('return document.body.dataset.framesSent || 0'))
+        received = frames_received(server) - received_before
+        if received != sent:
+            fail(f'the page sent {sent} audio frames, the server took {received}')
         wait_for('the viewer to show the same finals', lambda: len(finals(viewer)) >= len(spoken), 20)
         heard_page = ' '.join(text for _, text in spoken)
         wer_page = wer(reference, heard_page)
@@ -208,8 +221,13 @@ def case_speak(build, server, artifacts, workdir):
         print(f'  reference: {reference}\n  direct:    {heard_direct}\n  page:      {heard_page}')
         if not spoken:
             fail('the page shows no final')
-        if wer_page > wer_direct + 0.05:
-            fail(f'the page\'s word error rate {wer_page:.1%} is more than 5 points above direct {wer_direct:.1%}')
+        # Chromium's capture and the page's resampler start at another phase each run, and the recognizer hears a
+        # word or two differently: over 11 runs the page's rate was direct +0 (8 times), +1 word (2), +2 words (1). A
+        # path that loses or mangles audio is far worse than that.
+        tolerance = 2 / max(1, len(words(reference)))
+        if wer_page > wer_direct + tolerance + 1e-9:
+            fail(f'the page\'s word error rate {wer_page:.1%} is more than two words ({tolerance:.1%}) above direct '
+                 f'{wer_direct:.1%}')
         if any(name != 'Alice' for name, _ in spoken):
             fail(f'finals not attributed to Alice on her own page: {spoken}')
         if finals(viewer) != spoken:
