@@ -97,12 +97,24 @@ void stop_relay(self_ptr self);
 
 // A refused input: counted and logged (throttled by metrics), and told to the client at most once a second per kind.
 void refuse(session_state& s, const char* counter, const std::string& what, std::int64_t& last_warning_ms,
-            const char* code, const char* warning) {
+            const char* code, const std::string& warning) {
   s.ctx->metrics->note(counter, "stream " + stream_label(s) + ": " + what);
   const auto ms = now_ms();
   if (ms - last_warning_ms < 1000) return;
   last_warning_ms = ms;
   send_json(s, json_warning(code, warning));
+}
+
+// A client that keeps flooding: closed 1008 once what was queued for it is out; its upstream drains and its finals
+// are stored, as after a client's close.
+void close_flooding(self_ptr self, const char* counter, const std::string& what) {
+  auto& s = self->state;
+  if (s.close_sent) return;
+  s.ctx->metrics->note(counter, "stream " + stream_label(s) + ": " + what + ", closed 1008");
+  if (s.sink) s.sink->close(1008, "Too many messages");
+  s.close_sent = true;
+  s.stop_requested = true;  // what the client sends until the socket closes is not taken
+  stop_relay(self);
 }
 
 // One text message from the client: within the rate limit, or dropped, or, for a client that keeps flooding, the end
@@ -118,12 +130,7 @@ bool accept_text(self_ptr self) {
              "rate_limited", "text messages arrive faster than 20 a second; dropped");
       return false;
     case text_verdict::flood:
-      s.ctx->metrics->note("ws.text_floods",
-                           "stream " + stream_label(s) + ": 200 text messages dropped within a second, closed 1008");
-      if (s.sink) s.sink->close(1008, "Too many messages");
-      s.close_sent = true;
-      s.stop_requested = true;  // what the client sends until the socket closes is not taken
-      stop_relay(self);
+      close_flooding(self, "ws.text_floods", "200 text messages dropped within a second");
       return false;
   }
   return false;
@@ -141,6 +148,15 @@ bool accept_frame(self_ptr self, std::size_t size) {
     case frame_verdict::rate_limited:
       refuse(s, "audio.rate_limited_frames", "audio faster than 2x real time, frames dropped", s.last_rate_warning_ms,
              "rate_limited", "audio arrives faster than 2x real time; frames dropped");
+      return false;
+    case frame_verdict::too_many_frames: {
+      const auto limit = std::to_string(s.ctx->cfg.audio_max_frames_per_second);
+      refuse(s, "audio.rate_limited_frames", "more than " + limit + " audio frames a second, frames dropped",
+             s.last_rate_warning_ms, "rate_limited", "more than " + limit + " audio frames a second; frames dropped");
+      return false;
+    }
+    case frame_verdict::flood:
+      close_flooding(self, "audio.frame_floods", "4 s of audio frames dropped for their number within a second");
       return false;
     case frame_verdict::accept:
       break;
@@ -292,7 +308,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         auto& s = self->state;
         s.sink = std::move(sink);
         s.opened = true;
-        s.guard.emplace(audio_guard::clock::now());
+        s.guard.emplace(audio_guard::clock::now(), s.ctx->cfg.audio_max_frames_per_second);
         s.texts.emplace(text_guard::clock::now());
         send_json(s, json_builder()
                          .str("type", "connected")
@@ -336,7 +352,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
             }
             at += size;
           }
-          if (kept == 0) return;
+          if (kept == 0 || s.stop_requested) return;  // closed for flooding: nothing more goes upstream
           chunk.pcm.resize(kept);
           chunk.frames.clear();
         }

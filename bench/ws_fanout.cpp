@@ -145,7 +145,8 @@ int main(int argc, char** argv) {
     c.max_streams_per_user = 100000;
     c.max_streams_per_room = 100000;
     c.max_streams = 100000;
-    c.persistence = false;  // measures delivery only
+    c.audio_max_frames_per_second = 1'000'000;  // frames as fast as the server takes them
+    c.persistence = false;                      // measures delivery only
   });
   std::printf("sessions-ws ws_fanout (loopback, %u cores)\n", std::thread::hardware_concurrency());
   throughput(h, streams, frames);

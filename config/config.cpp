@@ -24,6 +24,9 @@ const std::vector<setting_doc>& settings() {
       {"MAX_STREAMS", "1000", "participant streams admitted by the server"},
       {"MAX_STREAMS_PER_ROOM", "50", "participant streams admitted per sessionSlug"},
       {"MAX_STREAMS_PER_USER", "5", "participant streams admitted per user (sub, else identity)"},
+      {"AUDIO_MAX_FRAMES_PER_SECOND", "250",
+       "audio frames a stream may send a second, whatever their size (4 s of it at once); past it frames are dropped, "
+       "and a client with 4 s of it dropped within one second is closed 1008"},
       {"CLIENT_SEND_QUEUE_BYTES", "1048576", "outgoing queue per client; partials skipped above half, 4409 when full"},
       {"SOCKET_SEND_BUFFER_BYTES", "0", "SO_SNDBUF of client sockets; 0 keeps the kernel's autotuning"},
       {"TRUSTED_PROXIES", "", "comma-separated addresses or CIDR networks of proxies whose X-Forwarded-For is logged"},
@@ -177,6 +180,8 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
     c.max_streams_per_room = parse_int<std::uint32_t>("MAX_STREAMS_PER_ROOM", v, 1, 1'000'000);
   if (auto v = get("MAX_STREAMS_PER_USER"))
     c.max_streams_per_user = parse_int<std::uint32_t>("MAX_STREAMS_PER_USER", v, 1, 1'000'000);
+  if (auto v = get("AUDIO_MAX_FRAMES_PER_SECOND"))
+    c.audio_max_frames_per_second = parse_int<std::uint32_t>("AUDIO_MAX_FRAMES_PER_SECOND", v, 50, 1'000'000);
   if (auto v = get("CLIENT_SEND_QUEUE_BYTES"))
     c.client_send_queue_bytes = parse_int<std::size_t>("CLIENT_SEND_QUEUE_BYTES", v, 4096, std::size_t{1} << 32);
   if (auto v = get("SOCKET_SEND_BUFFER_BYTES"))

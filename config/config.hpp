@@ -28,6 +28,7 @@ struct config {
   std::uint32_t max_streams = 1000;
   std::uint32_t max_streams_per_room = 50;
   std::uint32_t max_streams_per_user = 5;
+  std::uint32_t audio_max_frames_per_second = 250;  // AUDIO_MAX_FRAMES_PER_SECOND (audio_guard)
   // per-connection limits and liveness
   std::size_t client_send_queue_bytes = 1024 * 1024;
   int socket_send_buffer = 0;  // SO_SNDBUF of accepted sockets; 0 = kernel default (autotuned)

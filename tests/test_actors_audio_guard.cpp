@@ -114,3 +114,40 @@ TEST(TextGuard, DropsSpreadOverSecondsAreNoFlood) {
 }
 
 }  // namespace
+
+namespace {
+
+using sw::audio_guard;
+using sw::frame_verdict;
+using ms = std::chrono::milliseconds;
+
+TEST(AudioGuard, FourSecondsOfFramesAtOnceThenTwoHundredFiftyASecondWhateverTheirSize) {
+  auto t = audio_guard::clock::now();
+  audio_guard g(t);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(g.check(2, t), frame_verdict::accept) << i;
+  EXPECT_EQ(g.check(2, t), frame_verdict::too_many_frames);
+  EXPECT_EQ(g.tokens(), audio_guard::capacity - 2000) << "a frame dropped for its number costs no bytes";
+  for (int i = 0; i < 2500; ++i) {  // 4 ms frames, sustained for ten seconds
+    t += ms(4);
+    ASSERT_EQ(g.check(2, t), frame_verdict::accept) << i;
+  }
+}
+
+TEST(AudioGuard, TheFrameRateIsConfigured) {
+  auto t = audio_guard::clock::now();
+  audio_guard g(t, 1000);
+  for (int i = 0; i < 4000; ++i) ASSERT_EQ(g.check(2, t), frame_verdict::accept) << i;
+  EXPECT_EQ(g.check(2, t), frame_verdict::too_many_frames);
+  t += ms(1);
+  EXPECT_EQ(g.check(2, t), frame_verdict::accept);
+}
+
+TEST(AudioGuard, FourSecondsOfFramesDroppedForTheirNumberWithinASecondAreAFlood) {
+  auto t = audio_guard::clock::now();
+  audio_guard g(t);
+  for (int i = 0; i < 1000; ++i) g.check(2, t);
+  for (int i = 1; i < 1000; ++i) ASSERT_EQ(g.check(2, t), frame_verdict::too_many_frames) << i;
+  EXPECT_EQ(g.check(2, t), frame_verdict::flood);
+}
+
+}  // namespace

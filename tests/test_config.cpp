@@ -84,6 +84,8 @@ TEST(Config, ReadsValues) {
   EXPECT_EQ(c.max_streams_per_room, 3u);
   EXPECT_EQ(c.ws_ping_interval.count(), 100);
   EXPECT_EQ(c.host, "127.0.0.1");
+  EXPECT_EQ(load({}).audio_max_frames_per_second, 250u);
+  EXPECT_EQ(load({{"AUDIO_MAX_FRAMES_PER_SECOND", "1000"}}).audio_max_frames_per_second, 1000u);
 }
 
 TEST(Config, BadValuesNameTheVariable) {
@@ -92,6 +94,7 @@ TEST(Config, BadValuesNameTheVariable) {
                                                         {"PORT", "-1"},
                                                         {"PORT", "80x"},
                                                         {"MAX_STREAMS", "0"},
+                                                        {"AUDIO_MAX_FRAMES_PER_SECOND", "10"},
                                                         {"CLIENT_SEND_QUEUE_BYTES", "12"},
                                                         {"WS_PONG_TIMEOUT_MS", "soon"},
                                                         {"STT_PROVIDER", "whisper"},

@@ -163,6 +163,21 @@ TEST(WebSocket, AClientFloodingTextMessagesIsWarnedThenClosed1008) {
   EXPECT_GE(sw::test::metric(h, "ws.rate_limited_texts"), 199);
 }
 
+// Tiny frames within the byte limit but beyond 250 a second (1 000 at once) are dropped with a warning; a client that
+// keeps sending them is closed 1008.
+TEST(WebSocket, AClientFloodingTinyAudioFramesIsWarnedThenClosed1008) {
+  harness h;
+  auto c = h.connect("room", "alice");
+  expect_message(*c, "ready");
+  const std::uint8_t two[2] = {0, 0};
+  for (int i = 0; i < 3000; ++i) c->send_binary(two, sizeof two);
+  EXPECT_EQ(field(expect_message(*c, "250 audio frames"), "code"), "rate_limited");
+  std::string reason;
+  EXPECT_EQ(expect_close(*c, 5000, &reason), 1008);
+  EXPECT_EQ(reason, "Too many messages");
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "audio.frame_floods") == 1; }));
+}
+
 TEST(WebSocket, AudioIsRelayedInOrderAndTranscriptsCarryTheSpeaker) {
   harness h;
   auto c = ws_client::connect(h.ws(harness::token("room", "alice", "", "Alice A")));
