@@ -6,6 +6,8 @@ namespace {
 
 using sw::audio_guard;
 using sw::frame_verdict;
+using sw::text_guard;
+using sw::text_verdict;
 using ms = std::chrono::milliseconds;
 
 TEST(AudioGuard, FrameSizes) {
@@ -71,13 +73,6 @@ TEST(AudioGuard, BucketNeverExceedsCapacity) {
   EXPECT_LE(g.tokens(), audio_guard::capacity);
 }
 
-}  // namespace
-
-namespace {
-
-using sw::text_guard;
-using sw::text_verdict;
-
 TEST(TextGuard, FortyAtOnceThenTwentyASecond) {
   auto t = text_guard::clock::now();
   text_guard g(t);
@@ -112,14 +107,6 @@ TEST(TextGuard, DropsSpreadOverSecondsAreNoFlood) {
     t += ms(10);
   }
 }
-
-}  // namespace
-
-namespace {
-
-using sw::audio_guard;
-using sw::frame_verdict;
-using ms = std::chrono::milliseconds;
 
 TEST(AudioGuard, FourSecondsOfFramesAtOnceThenTwoHundredFiftyASecondWhateverTheirSize) {
   auto t = audio_guard::clock::now();
