@@ -125,12 +125,16 @@ bool accept_text(self_ptr self) {
   switch (s.texts->check(text_guard::clock::now())) {
     case text_verdict::accept:
       return true;
-    case text_verdict::dropped:
-      refuse(s, "ws.rate_limited_texts", "text messages faster than 20 a second, dropped", s.last_text_warning_ms,
-             "rate_limited", "text messages arrive faster than 20 a second; dropped");
+    case text_verdict::dropped: {
+      const auto limit = std::to_string(static_cast<int>(text_guard::refill_per_second));
+      refuse(s, "ws.rate_limited_texts", "text messages faster than " + limit + " a second, dropped",
+             s.last_text_warning_ms, "rate_limited",
+             "text messages arrive faster than " + limit + " a second; dropped");
       return false;
+    }
     case text_verdict::flood:
-      close_flooding(self, "ws.text_floods", "200 text messages dropped within a second");
+      close_flooding(self, "ws.text_floods",
+                     std::to_string(text_guard::flood_drops) + " text messages dropped within a second");
       return false;
   }
   return false;
@@ -349,10 +353,12 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
             if (accept_frame(self, size)) {
               if (kept != at) std::memmove(chunk.pcm.data() + kept, chunk.pcm.data() + at, size);
               kept += size;
+            } else if (s.stop_requested) {
+              return;  // closed for flooding: nothing more of it goes upstream
             }
             at += size;
           }
-          if (kept == 0 || s.stop_requested) return;  // closed for flooding: nothing more goes upstream
+          if (kept == 0) return;
           chunk.pcm.resize(kept);
           chunk.frames.clear();
         }
