@@ -45,14 +45,14 @@ private:
   clock::time_point last_;
 };
 
-// Counts what was dropped within a second; says when it reached a limit.
+// Counts what was dropped within a second of the first drop; says when it reached a limit. The second opens at a
+// drop, not at the connect: a flood that began late in a second is not cut in two.
 class drop_window {
 public:
   using clock = token_bucket::clock;
-  explicit drop_window(clock::time_point now) : start_(now) {}
 
   bool reached(int limit, clock::time_point now) {
-    if (now - start_ >= std::chrono::seconds(1)) {
+    if (drops_ == 0 || now - start_ >= std::chrono::seconds(1)) {
       start_ = now;
       drops_ = 0;
     }
@@ -60,7 +60,7 @@ public:
   }
 
 private:
-  clock::time_point start_;
+  clock::time_point start_{};
   int drops_ = 0;
 };
 
@@ -82,7 +82,6 @@ public:
   explicit audio_guard(clock::time_point now, std::uint32_t frames_per_second = default_frames_per_second)
       : bucket_(capacity, refill_per_second, now),
         frames_(4.0 * frames_per_second, frames_per_second, now),
-        drops_(now),
         flood_drops_(static_cast<int>(4 * frames_per_second)) {}
 
   frame_verdict check(std::size_t bytes, clock::time_point now) {
@@ -116,7 +115,7 @@ public:
   static constexpr double refill_per_second = 20;
   static constexpr int flood_drops = 200;  // within a second
 
-  explicit text_guard(clock::time_point now) : bucket_(capacity, refill_per_second, now), drops_(now) {}
+  explicit text_guard(clock::time_point now) : bucket_(capacity, refill_per_second, now) {}
 
   text_verdict check(clock::time_point now) {
     if (bucket_.take(1, now)) return text_verdict::accept;

@@ -137,4 +137,18 @@ TEST(AudioGuard, FourSecondsOfFramesDroppedForTheirNumberWithinASecondAreAFlood)
   EXPECT_EQ(g.check(2, t), frame_verdict::flood);
 }
 
+// The second is counted from the first drop, not from the connect: a flood that begins late in a second is not cut
+// in two.
+TEST(AudioGuard, AFloodThatBeginsLateInASecondIsStillAFlood) {
+  auto t = audio_guard::clock::now();
+  const auto start = t;
+  audio_guard g(t);
+  for (int i = 0; i < 1000; ++i) g.check(2, t);  // the burst
+  t += ms(900);
+  bool flooded = false;
+  for (; t < start + ms(1100) && !flooded; t += std::chrono::microseconds(150))
+    flooded = g.check(2, t) == frame_verdict::flood;
+  EXPECT_TRUE(flooded) << "from 0.9 s to 1.1 s after the connect: 1 333 frames, 270 of them within the rate";
+}
+
 }  // namespace
