@@ -84,10 +84,12 @@ public:
         frames_(4.0 * frames_per_second, frames_per_second, now),
         flood_drops_(static_cast<int>(4 * frames_per_second)) {}
 
+  // Every frame counts for its number, an invalid one too (it costs the server as much); an invalid one costs no
+  // bytes.
   frame_verdict check(std::size_t bytes, clock::time_point now) {
-    if (bytes < min_frame || bytes > max_frame || bytes % 2 != 0) return frame_verdict::invalid;
     if (!frames_.take(1, now))
       return drops_.reached(flood_drops_, now) ? frame_verdict::flood : frame_verdict::too_many_frames;
+    if (bytes < min_frame || bytes > max_frame || bytes % 2 != 0) return frame_verdict::invalid;
     return bucket_.take(static_cast<double>(bytes), now) ? frame_verdict::accept : frame_verdict::rate_limited;
   }
 

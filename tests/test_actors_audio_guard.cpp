@@ -22,11 +22,21 @@ TEST(AudioGuard, FrameSizes) {
   EXPECT_EQ(g.check(65'536, t), frame_verdict::accept);
 }
 
-TEST(AudioGuard, InvalidFramesCostNothing) {
+TEST(AudioGuard, InvalidFramesCostNoBytes) {
   auto t = audio_guard::clock::now();
   audio_guard g(t);
   g.check(3, t);
   EXPECT_EQ(g.tokens(), audio_guard::capacity);
+}
+
+// An invalid frame costs the server as much as a valid one: a client sending 1-byte frames took a whole core and was
+// never closed.
+TEST(AudioGuard, InvalidFramesCountForTheirNumberAndFloodToo) {
+  auto t = audio_guard::clock::now();
+  audio_guard g(t);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(g.check(1, t), frame_verdict::invalid) << i;
+  for (int i = 1; i < 1000; ++i) ASSERT_EQ(g.check(1, t), frame_verdict::too_many_frames) << i;
+  EXPECT_EQ(g.check(1, t), frame_verdict::flood);
 }
 
 TEST(AudioGuard, BucketIsFullAtConnectAndThenRefillsAtTwiceRealTime) {
