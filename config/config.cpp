@@ -26,7 +26,8 @@ const std::vector<setting_doc>& settings() {
       {"MAX_STREAMS_PER_USER", "5", "participant streams admitted per user (sub, else identity)"},
       {"AUDIO_MAX_FRAMES_PER_SECOND", "250",
        "audio frames a stream may send a second, whatever their size (4 s of it at once); past it frames are dropped, "
-       "and a client with 4 s of it dropped within one second is closed 1008"},
+       "and a client with 4 s of it dropped within one second is closed 1008. WebSocket frames of any kind (pings, "
+       "continuations included): 8 times as many, past which the client is closed 1008"},
       {"CLIENT_SEND_QUEUE_BYTES", "1048576", "outgoing queue per client; partials skipped above half, 4409 when full"},
       {"SOCKET_SEND_BUFFER_BYTES", "0", "SO_SNDBUF of client sockets; 0 keeps the kernel's autotuning"},
       {"TRUSTED_PROXIES", "", "comma-separated addresses or CIDR networks of proxies whose X-Forwarded-For is logged"},

@@ -29,7 +29,7 @@
 #include <caf/send.hpp>
 
 #include "net/beast_util.hpp"
-#include "net/close_code_filter.hpp"
+#include "net/client_layer.hpp"
 #include "net/http_codec.hpp"
 #include "net/runtime.hpp"
 #include "net/url.hpp"
@@ -313,6 +313,11 @@ public:
              "client " + client_ + " closed with code " + std::to_string(ws_.reason().code) + ": refused 1002");
       }
     });
+    if (st_->opts.ws_max_frames_per_second > 0) {
+      ws_.next_layer().limit_frames(st_->opts.ws_max_frames_per_second, [this] {
+        asio::post(ws_.get_executor(), [self = this->shared_from_this()] { self->on_frame_flood(); });
+      });
+    }
     ws_.async_accept(req, beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
   }
 
@@ -348,6 +353,7 @@ public:
     close_timer_.expires_after(st_->opts.close_timeout);
     close_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
       if (!ec && !self->finished_) {
+        self->ws_.next_layer().stop_pacing();  // a paced read fails at once on the closed socket
         beast::error_code ignored;
         raw_socket(beast::get_lowest_layer(self->ws_)).close(ignored);
       }
@@ -376,6 +382,18 @@ private:
   }
 
   client_sink_ptr make_sink();
+
+  // More frames than the budget (pings and empty continuation frames included, which no other handler sees): closed
+  // 1008; its reads are paced meanwhile.
+  void on_frame_flood() {
+    if (finished_ || close_requested_) return;
+    ++st_->stats->frame_floods;
+    note(*st_, "ws.frame_floods",
+         "client " + client_ + " sent more than " +
+             std::to_string(static_cast<long long>(st_->opts.ws_max_frames_per_second)) +
+             " WebSocket frames a second (4 s of it at once): closed 1008");
+    request_close(1008, "Too many messages", false);
+  }
 
   // Frames are read piece by piece straight into one buffer of the connection's (no buffer of Beast's, no copy in
   // between): `[head_, msg_start_)` holds the binary frames not yet handed over, `[msg_start_, filled_)` the message
@@ -490,8 +508,8 @@ private:
   std::shared_ptr<shared_state> st_;
   token_ptr token_;
   std::string client_;  // as logs name it (client_of: behind a trusted proxy, the forwarded address)
-  websocket::stream<close_code_filter<typename ws_transport<Stream>::type>> ws_;
-  ws_writer<close_code_filter<typename ws_transport<Stream>::type>> writer_;
+  websocket::stream<client_layer<typename ws_transport<Stream>::type>> ws_;
+  ws_writer<client_layer<typename ws_transport<Stream>::type>> writer_;
   session_actor session_;
   // Binary frames not yet handed to the session (audio_batch_bytes; 0 for /egress/audio: LiveKit's 48 kHz
   // stereo frames go one by one to the session's resampler), and the message being read (see do_read).

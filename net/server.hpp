@@ -21,9 +21,12 @@ struct server_options {
   int io_threads = 2;
   std::string tls_cert_file;  // both set = TLS detected per connection
   std::string tls_key_file;
-  std::string cors_origin = "*";                      // for the responses net/ writes itself (413, 400, 503)
-  std::size_t body_limit = 64 * 1024;                 // request bodies above -> 413
-  std::size_t ws_max_message = 256 * 1024;            // larger frames close the socket 1009
+  std::string cors_origin = "*";            // for the responses net/ writes itself (413, 400, 503)
+  std::size_t body_limit = 64 * 1024;       // request bodies above -> 413
+  std::size_t ws_max_message = 256 * 1024;  // larger frames close the socket 1009
+  // > 0: the WebSocket frames a client may send a second, of any kind (data, continuation, control), and 4 s of it at
+  // once; past it the client is closed 1008 and, until the close completes, read no faster than this.
+  double ws_max_frames_per_second = 0;
   std::size_t send_queue_bytes = 1024 * 1024;         // per WebSocket client
   int socket_send_buffer = 0;                         // SO_SNDBUF of accepted sockets (0 = kernel default)
   std::chrono::milliseconds request_timeout{15'000};  // first request (and TLS handshake) must arrive within

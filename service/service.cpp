@@ -179,6 +179,9 @@ void service::start() {
   o.ping_interval = c.ws_ping_interval;
   o.pong_timeout = c.ws_pong_timeout;
   o.close_timeout = c.ws_close_timeout;
+  // Any frames (data, continuation, control): twice the audio frames that close a client for flooding (audio_guard);
+  // the browser sends about 50 a second.
+  o.ws_max_frames_per_second = 8.0 * c.audio_max_frames_per_second;
   if (d.ctx->stt.batch_bytes > 0) o.audio_quiet = c.stt_chunk_flush;  // a provider that batches needs the pauses
   o.audio_batch_bytes = d.ctx->stt.batch_bytes;
   o.trusted_proxies = c.trusted_proxies;

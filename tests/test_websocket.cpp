@@ -1,5 +1,11 @@
 // One participant stream end to end: connect, status, control messages, audio validation, stop,
 // heartbeat and shutdown, through a real WebSocket client.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <thread>
 #include <vector>
 
@@ -193,6 +199,104 @@ TEST(WebSocket, AClientFloodingTinyAudioFramesIsWarnedThenClosed1008) {
   EXPECT_EQ(closed.close_code, 1008);
   EXPECT_EQ(closed.close_reason, "Too many messages");
   EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "audio.frame_floods") == 1; }));
+}
+
+// A client on a bare socket: upgrades, sends `first`, then `unit` (whole masked frames) over and over, as fast as the
+// server takes it, until the server's close frame comes (or 20 s pass). Returns the close code (0: none) and its
+// reason.
+std::pair<std::uint16_t, std::string> flood_until_closed(std::uint16_t port, const std::string& token,
+                                                         std::string first, const std::string& unit) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return {0, "connect failed"};
+  }
+  const std::string upgrade = "GET /api/realtime/transcribe?token=" + token +
+                              " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  ::send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL);
+  std::string blob;
+  while (blob.size() < 65536) blob += unit;
+  std::string in;  // what the server sent, from its first frame on
+  bool upgraded = false;
+  std::size_t sent = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  std::pair<std::uint16_t, std::string> result{0, "no close frame"};
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, static_cast<short>(POLLIN | (upgraded ? POLLOUT : 0)), 0};
+    if (::poll(&p, 1, 100) < 0) break;
+    if (p.revents & POLLIN) {
+      char buf[65536];
+      const auto n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in.append(buf, static_cast<std::size_t>(n));
+      if (!upgraded) {
+        const auto end = in.find("\r\n\r\n");
+        if (end == std::string::npos) continue;
+        if (in.rfind("HTTP/1.1 101", 0) != 0) return {0, in};
+        in.erase(0, end + 4);
+        upgraded = true;
+      }
+      // Server frames are unmasked: walk the whole ones, stop at a close.
+      while (in.size() >= 2) {
+        std::size_t len = static_cast<std::uint8_t>(in[1]) & 0x7f, head = 2;
+        if (len == 126) {
+          if (in.size() < 4) break;
+          len = (static_cast<std::size_t>(static_cast<std::uint8_t>(in[2])) << 8) | static_cast<std::uint8_t>(in[3]);
+          head = 4;
+        }
+        if (in.size() < head + len) break;
+        if ((static_cast<std::uint8_t>(in[0]) & 0x0f) == 0x8) {
+          result.first = len >= 2 ? static_cast<std::uint16_t>((static_cast<std::uint8_t>(in[head]) << 8) |
+                                                               static_cast<std::uint8_t>(in[head + 1]))
+                                  : 1005;
+          result.second = len > 2 ? in.substr(head + 2, len - 2) : "";
+          ::close(fd);
+          return result;
+        }
+        in.erase(0, head + len);
+      }
+    }
+    if (upgraded && (p.revents & POLLOUT) && !first.empty()) {
+      const auto n = ::send(fd, first.data(), first.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) first.erase(0, static_cast<std::size_t>(n));
+    } else if (upgraded && (p.revents & POLLOUT)) {
+      const auto n =
+          ::send(fd, blob.data() + sent % unit.size(), blob.size() - sent % unit.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && errno != EAGAIN) break;
+      if (n > 0) sent += static_cast<std::size_t>(n);
+    }
+    if (p.revents & (POLLERR | POLLHUP)) break;
+  }
+  ::close(fd);
+  return result;
+}
+
+// Frames no handler of ours sees (Beast answers pings and skips empty continuation frames inside its own read): past
+// 2 000 a second (8x AUDIO_MAX_FRAMES_PER_SECOND), 8 000 at once, the client is closed 1008. Before, either flood
+// took a whole server core for as long as the client kept it up.
+TEST(WebSocket, AClientFloodingPingsIsClosed1008) {
+  harness h;
+  const std::string ping = {'\x89', '\x80', 0, 0, 0, 0};  // masked, empty
+  auto [code, reason] = flood_until_closed(h.port, harness::token("room", "alice"), "", ping);
+  EXPECT_EQ(code, 1008) << reason;
+  EXPECT_EQ(reason, "Too many messages");
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "ws.frame_floods") == 1; }));
+}
+
+TEST(WebSocket, AClientFloodingEmptyContinuationFramesIsClosed1008) {
+  harness h;
+  // A binary message begun with 2 bytes, then empty continuation frames that never finish it.
+  const std::string first = {'\x02', '\x82', 0, 0, 0, 0, 0, 0};
+  const std::string empty = {'\x00', '\x80', 0, 0, 0, 0};
+  auto [code, reason] = flood_until_closed(h.port, harness::token("room", "alice"), first, empty);
+  EXPECT_EQ(code, 1008) << reason;
+  EXPECT_EQ(reason, "Too many messages");
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "ws.frame_floods") == 1; }));
 }
 
 TEST(WebSocket, AudioIsRelayedInOrderAndTranscriptsCarryTheSpeaker) {

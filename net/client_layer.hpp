@@ -1,0 +1,217 @@
+// Internal to net/: the pass-through stream layer under a server WebSocket, where every byte of the client's passes.
+//
+// Reading, it counts the client's WebSocket frames, all of them: data, continuation and control. Beast loops over
+// empty continuation frames and answers pings inside its own read, so no handler of ours would see a client that
+// sends nothing else (each costs the server a frame parse, a ping a write too). Past a budget (`limit_frames`: a
+// rate, and 4 s of it at once) it says so once (the session closes the client) and reads no faster than the rate
+// from then on, so a flooding client costs the server no more than the rate while its close completes.
+//
+// Writing, it refuses a client's close code above 4999. RFC 6455 §7.4 defines no code there, and a peer that sends
+// one fails the connection with 1002; Beast takes such codes as valid and echoes them back. Beast's control callback
+// sees the code first and calls refuse_close(); the close frame Beast then writes (its echo) goes out as 1002
+// "Invalid close code" instead.
+//
+// Everything else is forwarded untouched.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <utility>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/websocket/teardown.hpp>
+
+namespace sw::net {
+
+// Counts the WebSocket frames in a byte stream by walking their headers (the payloads are skipped, never read).
+class frame_counter {
+public:
+  // The frames whose header ends within these bytes, the next in the stream.
+  std::uint64_t count(const std::uint8_t* p, std::size_t n) {
+    std::uint64_t frames = 0;
+    while (n > 0) {
+      if (skip_ > 0) {
+        const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(skip_, n));
+        skip_ -= k;
+        p += k;
+        n -= k;
+        continue;
+      }
+      head_[have_++] = *p++;
+      --n;
+      if (have_ < 2) continue;
+      const unsigned len7 = head_[1] & 0x7f;
+      const std::size_t need = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((head_[1] & 0x80) ? 4 : 0);
+      if (have_ < need) continue;
+      std::uint64_t len = len7;
+      if (len7 >= 126) {
+        len = 0;
+        for (std::size_t i = 2; i < (len7 == 126 ? 4u : 10u); ++i) len = (len << 8) | head_[i];
+      }
+      skip_ = len;
+      have_ = 0;
+      ++frames;
+    }
+    return frames;
+  }
+
+private:
+  std::uint64_t skip_ = 0;  // payload bytes of the current frame still to come
+  std::array<std::uint8_t, 14> head_{};
+  std::size_t have_ = 0;  // bytes of the next frame's header so far
+};
+
+template <class Next>
+class client_layer {
+public:
+  using next_layer_type = Next;
+  using executor_type = typename Next::executor_type;
+  using clock = std::chrono::steady_clock;
+
+  explicit client_layer(Next&& next) : next_(std::move(next)), pace_(next_.get_executor()) {}
+
+  executor_type get_executor() noexcept { return next_.get_executor(); }
+  Next& next_layer() noexcept { return next_; }
+  const Next& next_layer() const noexcept { return next_; }
+
+  // At most `per_second` frames a second, 4 s of it at once; past that `on_excess` is called (once) and reads are
+  // paced to the rate. 0: no limit.
+  void limit_frames(double per_second, std::function<void()> on_excess) {
+    per_second_ = per_second;
+    tokens_ = 4 * per_second;
+    last_ = clock::now();
+    on_excess_ = std::move(on_excess);
+  }
+  // No more pacing: a read waiting for its turn goes now (the socket is being closed).
+  void stop_pacing() {
+    per_second_ = 0;
+    pace_.cancel();
+  }
+
+  // The next close frame written is a refusal (1002), whatever code it carries.
+  void refuse_close() { refuse_ = true; }
+
+  template <class Buffers, class Token>
+  auto async_read_some(const Buffers& buffers, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+        [this](auto handler, const Buffers& b) {
+          if (per_second_ <= 0 || tokens_ >= 0) {
+            read(b, std::move(handler));
+            return;
+          }
+          // In debt: the read waits until the rate has paid it back.
+          auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
+          pace_.expires_after(
+              std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(-tokens_ / per_second_)));
+          pace_.async_wait(boost::asio::bind_executor(
+              ex, [this, b, h = std::move(handler)](boost::system::error_code) mutable { read(b, std::move(h)); }));
+        },
+        token, buffers);
+  }
+
+  template <class Buffers, class Token>
+  auto async_write_some(const Buffers& buffers, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+        [this](auto handler, const Buffers& b) {
+          const std::size_t size = refuse_ ? boost::asio::buffer_size(b) : 0;  // every write passes here
+          if (!refuse_ || !is_close_frame(b, size)) {
+            next_.async_write_some(b, std::move(handler));
+            return;
+          }
+          refuse_ = false;
+          // An unmasked close frame: 1002 and its reason. Reported to Beast as its own frame, written whole.
+          static constexpr char reason[] = "Invalid close code";
+          frame_[0] = '\x88';
+          frame_[1] = static_cast<char>(2 + sizeof reason - 1);
+          frame_[2] = '\x03';
+          frame_[3] = '\xea';
+          std::memcpy(frame_.data() + 4, reason, sizeof reason - 1);
+          auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
+          boost::asio::async_write(
+              next_, boost::asio::buffer(frame_.data(), 4 + sizeof reason - 1),
+              boost::asio::bind_executor(
+                  ex, [h = std::move(handler), size](boost::system::error_code ec, std::size_t) mutable {
+                    std::move(h)(ec, ec ? std::size_t(0) : size);
+                  }));
+        },
+        token, buffers);
+  }
+
+private:
+  template <class Buffers, class Handler>
+  void read(const Buffers& b, Handler&& handler) {
+    if (per_second_ <= 0) {
+      next_.async_read_some(b, std::forward<Handler>(handler));
+      return;
+    }
+    auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
+    next_.async_read_some(b, boost::asio::bind_executor(ex, [this, b, h = std::forward<Handler>(handler)](
+                                                                boost::system::error_code ec, std::size_t n) mutable {
+                            if (n > 0) spend(b, n);
+                            std::move(h)(ec, n);
+                          }));
+  }
+
+  template <class Buffers>
+  void spend(const Buffers& b, std::size_t n) {
+    std::uint64_t frames = 0;
+    for (auto it = boost::asio::buffer_sequence_begin(b); it != boost::asio::buffer_sequence_end(b) && n > 0; ++it) {
+      const boost::asio::const_buffer piece = *it;
+      const auto k = std::min(n, piece.size());
+      frames += counter_.count(static_cast<const std::uint8_t*>(piece.data()), k);
+      n -= k;
+    }
+    if (frames == 0 || per_second_ <= 0) return;
+    const auto now = clock::now();
+    tokens_ = std::min(4 * per_second_, tokens_ + std::chrono::duration<double>(now - last_).count() * per_second_);
+    last_ = now;
+    tokens_ -= static_cast<double>(frames);
+    if (tokens_ < 0 && on_excess_) {
+      auto f = std::move(on_excess_);
+      on_excess_ = nullptr;
+      f();
+    }
+  }
+
+  // The whole of one server close frame (Beast writes a control frame in one buffer): 0x88, a 7-bit length, the
+  // payload; nothing else is touched, even while a refusal waits.
+  template <class Buffers>
+  static bool is_close_frame(const Buffers& b, std::size_t size) {
+    if (size < 4 || size > 127) return false;
+    unsigned char head[2];
+    boost::asio::buffer_copy(boost::asio::buffer(head), b);
+    return head[0] == 0x88 && head[1] < 126 && std::size_t(head[1]) + 2 == size;
+  }
+
+  Next next_;
+  bool refuse_ = false;
+  std::array<char, 32> frame_{};
+  frame_counter counter_;
+  double per_second_ = 0;
+  double tokens_ = 0;
+  clock::time_point last_{};
+  std::function<void()> on_excess_;
+  boost::asio::steady_timer pace_;
+};
+
+template <class Next>
+void teardown(boost::beast::role_type role, client_layer<Next>& s, boost::system::error_code& ec) {
+  using boost::beast::websocket::teardown;
+  teardown(role, s.next_layer(), ec);
+}
+
+template <class Next, class Handler>
+void async_teardown(boost::beast::role_type role, client_layer<Next>& s, Handler&& handler) {
+  using boost::beast::websocket::async_teardown;
+  async_teardown(role, s.next_layer(), std::forward<Handler>(handler));
+}
+
+}  // namespace sw::net

@@ -1,0 +1,60 @@
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "net/client_layer.hpp"
+
+namespace {
+
+using sw::net::frame_counter;
+
+std::vector<std::uint8_t> masked(std::uint8_t op, std::size_t len, bool fin = true) {
+  std::vector<std::uint8_t> f{static_cast<std::uint8_t>((fin ? 0x80 : 0) | op)};
+  if (len < 126) {
+    f.push_back(static_cast<std::uint8_t>(0x80 | len));
+  } else if (len < 65536) {
+    f.push_back(0x80 | 126);
+    f.push_back(static_cast<std::uint8_t>(len >> 8));
+    f.push_back(static_cast<std::uint8_t>(len));
+  } else {
+    f.push_back(0x80 | 127);
+    for (int i = 7; i >= 0; --i) f.push_back(static_cast<std::uint8_t>(static_cast<std::uint64_t>(len) >> (8 * i)));
+  }
+  f.insert(f.end(), {1, 2, 3, 4});  // the mask
+  f.insert(f.end(), len, 0x7e);     // payload bytes that look like headers if miscounted
+  return f;
+}
+
+// Frames of every header size, read in pieces of every length from 1 byte to all at once: the same count.
+TEST(FrameCounter, CountsEveryFrameWhateverTheReadsCutThrough) {
+  std::vector<std::uint8_t> stream;
+  const std::vector<std::size_t> sizes = {0, 2, 125, 126, 640, 65535, 65536, 70000, 0};
+  for (auto n : sizes) {
+    auto f = masked(0x2, n);
+    stream.insert(stream.end(), f.begin(), f.end());
+  }
+  for (std::uint8_t op : {0x9, 0xA, 0x0}) {
+    auto f = masked(op, 0, op != 0x0);
+    stream.insert(stream.end(), f.begin(), f.end());
+  }
+  const std::uint64_t frames = sizes.size() + 3;
+  for (std::size_t piece :
+       {std::size_t(1), std::size_t(2), std::size_t(5), std::size_t(13), std::size_t(1000), stream.size()}) {
+    frame_counter c;
+    std::uint64_t seen = 0;
+    for (std::size_t at = 0; at < stream.size(); at += piece)
+      seen += c.count(stream.data() + at, std::min(piece, stream.size() - at));
+    EXPECT_EQ(seen, frames) << "pieces of " << piece;
+  }
+}
+
+TEST(FrameCounter, AFrameCountsWhenItsHeaderIsWhole) {
+  frame_counter c;
+  auto f = masked(0x2, 640);                // a header of 8 bytes: 2, the 16-bit length, the mask
+  EXPECT_EQ(c.count(f.data(), 7), 0u);      // cut short
+  EXPECT_EQ(c.count(f.data() + 7, 1), 1u);  // its last byte
+  EXPECT_EQ(c.count(f.data() + 8, 640), 0u);
+}
+
+}  // namespace
