@@ -27,10 +27,16 @@ latency_summary latency_recorder::summary() const {
     auto n = std::min<std::uint64_t>(count_, ring_.size());
     recent.assign(ring_.begin(), ring_.begin() + static_cast<std::ptrdiff_t>(n));
   }
-  std::sort(recent.begin(), recent.end());
+  // Three selections, each within what the one before left above it: linear, where sorting 2 048 samples for each
+  // actor kind made /metrics cost half a millisecond of the server's CPU.
+  auto from = recent.begin();
   auto pick = [&](double q) {
-    auto idx = static_cast<std::size_t>(q * static_cast<double>(recent.size() - 1) + 0.5);
-    return recent[std::min(idx, recent.size() - 1)];
+    const auto idx =
+        std::min(static_cast<std::size_t>(q * static_cast<double>(recent.size() - 1) + 0.5), recent.size() - 1);
+    const auto at = recent.begin() + static_cast<std::ptrdiff_t>(idx);
+    std::nth_element(from, at, recent.end());
+    from = at;
+    return *at;
   };
   s.p50 = pick(0.50);
   s.p95 = pick(0.95);

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +19,25 @@ TEST(Metrics, LatencyPercentiles) {
   EXPECT_DOUBLE_EQ(s.avg, 50.5);
   EXPECT_NEAR(s.p50, 50.5, 1);
   EXPECT_NEAR(s.p99, 99, 1);
+}
+
+// Percentiles over the most recent 2 048 samples, exact whatever their order (they are selected, not sorted).
+TEST(Metrics, LatencyPercentilesAreThoseOfTheRecentSamplesInAnyOrder) {
+  sw::latency_recorder r;
+  std::vector<double> all;
+  std::uint32_t x = 12345;
+  for (int i = 0; i < 5000; ++i) {
+    x = x * 1103515245u + 12345u;
+    all.push_back(static_cast<double>(x % 100'000) / 10);
+    r.add(all.back());
+  }
+  std::vector<double> recent(all.end() - 2048, all.end());
+  std::sort(recent.begin(), recent.end());
+  auto at = [&](double q) { return recent[static_cast<std::size_t>(q * 2047 + 0.5)]; };
+  auto s = r.summary();
+  EXPECT_DOUBLE_EQ(s.p50, at(0.50));
+  EXPECT_DOUBLE_EQ(s.p95, at(0.95));
+  EXPECT_DOUBLE_EQ(s.p99, at(0.99));
 }
 
 TEST(Metrics, ActorProbeCountsLiveAndProcessed) {
