@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "net/token_bucket.hpp"
+
 namespace sw {
 
 enum class frame_verdict : std::uint8_t {
@@ -13,36 +15,6 @@ enum class frame_verdict : std::uint8_t {
   rate_limited,     // faster than 2x real time beyond the bucket
   too_many_frames,  // more frames a second than allowed, beyond the bucket (whatever their size)
   flood,            // 4 s of the frame rate dropped for their number within a second: the connection is closed
-};
-
-// A token bucket: holds up to `capacity`, refills at `per_second`, full at the start.
-class token_bucket {
-public:
-  using clock = std::chrono::steady_clock;
-  token_bucket(double capacity, double per_second, clock::time_point now)
-      : capacity_(capacity), per_second_(per_second), tokens_(capacity), last_(now) {}
-
-  // Takes `n` if that many are there; otherwise takes nothing.
-  bool take(double n, clock::time_point now) {
-    refill(now);
-    if (n > tokens_) return false;
-    tokens_ -= n;
-    return true;
-  }
-
-  double tokens() const { return tokens_; }
-
-private:
-  void refill(clock::time_point now) {
-    if (now <= last_) return;
-    std::chrono::duration<double> dt = now - last_;
-    last_ = now;
-    tokens_ += dt.count() * per_second_;
-    if (tokens_ > capacity_) tokens_ = capacity_;
-  }
-
-  double capacity_, per_second_, tokens_;
-  clock::time_point last_;
 };
 
 // Counts what was dropped within a second of the first drop; says when it reached a limit. The second opens at a

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <utility>
 
 #include <boost/asio/async_result.hpp>
@@ -28,6 +29,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/websocket/teardown.hpp>
+
+#include "net/token_bucket.hpp"
 
 namespace sw::net {
 
@@ -69,12 +72,15 @@ private:
   std::size_t have_ = 0;  // bytes of the next frame's header so far
 };
 
+// The frame budget takes this many seconds of its rate at once.
+inline constexpr double frame_burst_seconds = 4;
+
 template <class Next>
 class client_layer {
 public:
   using next_layer_type = Next;
   using executor_type = typename Next::executor_type;
-  using clock = std::chrono::steady_clock;
+  using clock = token_bucket::clock;
 
   explicit client_layer(Next&& next) : next_(std::move(next)), pace_(next_.get_executor()) {}
 
@@ -82,17 +88,15 @@ public:
   Next& next_layer() noexcept { return next_; }
   const Next& next_layer() const noexcept { return next_; }
 
-  // At most `per_second` frames a second, 4 s of it at once; past that `on_excess` is called (once) and reads are
-  // paced to the rate. 0: no limit.
+  // At most `per_second` frames a second, frame_burst_seconds of it at once; past that `on_excess` is called (once) and
+  // reads are paced to the rate. 0: no limit.
   void limit_frames(double per_second, std::function<void()> on_excess) {
-    per_second_ = per_second;
-    tokens_ = 4 * per_second;
-    last_ = clock::now();
+    if (per_second > 0) budget_.emplace(frame_burst_seconds * per_second, per_second, clock::now());
     on_excess_ = std::move(on_excess);
   }
   // No more pacing: a read waiting for its turn goes now (the socket is being closed).
   void stop_pacing() {
-    per_second_ = 0;
+    budget_.reset();
     pace_.cancel();
   }
 
@@ -103,14 +107,13 @@ public:
   auto async_read_some(const Buffers& buffers, Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
         [this](auto handler, const Buffers& b) {
-          if (per_second_ <= 0 || tokens_ >= 0) {
+          if (!budget_ || budget_->tokens() >= 0) {
             read(b, std::move(handler));
             return;
           }
           // In debt: the read waits until the rate has paid it back.
           auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
-          pace_.expires_after(
-              std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(-tokens_ / per_second_)));
+          pace_.expires_after(budget_->debt_wait());
           pace_.async_wait(boost::asio::bind_executor(
               ex, [this, b, h = std::move(handler)](boost::system::error_code) mutable { read(b, std::move(h)); }));
         },
@@ -148,7 +151,7 @@ public:
 private:
   template <class Buffers, class Handler>
   void read(const Buffers& b, Handler&& handler) {
-    if (per_second_ <= 0) {
+    if (!budget_) {
       next_.async_read_some(b, std::forward<Handler>(handler));
       return;
     }
@@ -169,12 +172,9 @@ private:
       frames += counter_.count(static_cast<const std::uint8_t*>(piece.data()), k);
       n -= k;
     }
-    if (frames == 0 || per_second_ <= 0) return;
-    const auto now = clock::now();
-    tokens_ = std::min(4 * per_second_, tokens_ + std::chrono::duration<double>(now - last_).count() * per_second_);
-    last_ = now;
-    tokens_ -= static_cast<double>(frames);
-    if (tokens_ < 0 && on_excess_) {
+    if (frames == 0 || !budget_) return;
+    budget_->spend(static_cast<double>(frames), clock::now());
+    if (budget_->tokens() < 0 && on_excess_) {
       auto f = std::move(on_excess_);
       on_excess_ = nullptr;
       f();
@@ -195,9 +195,7 @@ private:
   bool refuse_ = false;
   std::array<char, 32> frame_{};
   frame_counter counter_;
-  double per_second_ = 0;
-  double tokens_ = 0;
-  clock::time_point last_{};
+  std::optional<token_bucket> budget_;  // frames; none: no limit
   std::function<void()> on_excess_;
   boost::asio::steady_timer pace_;
 };

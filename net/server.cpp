@@ -391,7 +391,8 @@ private:
     note(*st_, "ws.frame_floods",
          "client " + client_ + " sent more than " +
              std::to_string(static_cast<long long>(st_->opts.ws_max_frames_per_second)) +
-             " WebSocket frames a second (4 s of it at once): closed 1008");
+             " WebSocket frames a second (" + std::to_string(static_cast<int>(frame_burst_seconds)) +
+             " s of it at once): closed 1008");
     request_close(1008, "Too many messages", false);
   }
 

@@ -4,10 +4,13 @@
 #include <vector>
 
 #include "net/client_layer.hpp"
+#include "net/token_bucket.hpp"
 
 namespace {
 
+using sw::token_bucket;
 using sw::net::frame_counter;
+using ms = std::chrono::milliseconds;
 
 std::vector<std::uint8_t> masked(std::uint8_t op, std::size_t len, bool fin = true) {
   std::vector<std::uint8_t> f{static_cast<std::uint8_t>((fin ? 0x80 : 0) | op)};
@@ -55,6 +58,22 @@ TEST(FrameCounter, AFrameCountsWhenItsHeaderIsWhole) {
   EXPECT_EQ(c.count(f.data(), 7), 0u);      // cut short
   EXPECT_EQ(c.count(f.data() + 7, 1), 1u);  // its last byte
   EXPECT_EQ(c.count(f.data() + 8, 640), 0u);
+}
+
+// The frame budget spends what a read brought, whatever is left: a debt, which the rate pays back before a read
+// may go on.
+TEST(TokenBucket, SpendingPastItIsADebtTheRefillPaysBackFirst) {
+  auto t = token_bucket::clock::now();
+  token_bucket b(100, 50, t);
+  b.spend(60, t);
+  EXPECT_EQ(b.debt_wait(), token_bucket::clock::duration::zero());
+  b.spend(90, t);
+  EXPECT_DOUBLE_EQ(b.tokens(), -50);
+  EXPECT_EQ(std::chrono::duration_cast<ms>(b.debt_wait()), ms(1000));
+  EXPECT_FALSE(b.take(1, t + ms(999)));
+  EXPECT_TRUE(b.take(1, t + ms(1020)));
+  b.spend(0, t + ms(60'000));
+  EXPECT_DOUBLE_EQ(b.tokens(), 100) << "never above its capacity";
 }
 
 }  // namespace
