@@ -30,6 +30,7 @@
 
 #include "net/beast_util.hpp"
 #include "net/client_layer.hpp"
+#include "net/edge_socket.hpp"
 #include "net/http_codec.hpp"
 #include "net/runtime.hpp"
 #include "net/url.hpp"
@@ -243,7 +244,8 @@ void graceful_shutdown(tls_stream& s, std::shared_ptr<Self> self, std::chrono::m
 }
 
 // What a WebSocket runs on after the upgrade: a plain connection's bare socket (the WebSocket keeps its own timeouts,
-// so Beast's timed stream would only add a timer check to every read and write); a TLS connection its Beast stream.
+// so Beast's timed stream would only add a timer check to every read and write), read to epoll's edge (one `recvmsg`
+// a frame, not two: edge_socket.hpp); a TLS connection its Beast stream.
 template <class Stream>
 struct ws_transport {
   using type = Stream;
@@ -251,8 +253,8 @@ struct ws_transport {
 };
 template <>
 struct ws_transport<plain_stream> {
-  using type = tcp::socket;
-  static type make(plain_stream&& s) { return s.release_socket(); }
+  using type = edge_socket;
+  static type make(plain_stream&& s) { return edge_socket(s.release_socket()); }
 };
 
 template <class Stream>
@@ -294,7 +296,7 @@ public:
 
   void run(http::request<http::string_body> req, session_actor session) {
     session_ = std::move(session);
-    if constexpr (!std::is_same_v<typename ws_transport<Stream>::type, tcp::socket>)
+    if constexpr (!std::is_same_v<typename ws_transport<Stream>::type, edge_socket>)
       beast::get_lowest_layer(ws_).expires_never();  // the websocket stream has its own timeouts
     websocket::stream_base::timeout t;
     t.handshake_timeout = st_->opts.close_timeout;

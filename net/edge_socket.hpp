@@ -1,0 +1,166 @@
+// Internal to net/: a TCP socket whose reads wait for epoll's next edge once a read came back short.
+//
+// Asio's reactor (Boost 1.81) registers every socket with epoll edge-triggered and tries each read at once, before it
+// waits ("speculatively"). It stops trying only once a read has reported the socket exhausted, and a stream socket's
+// read reports that only at the end of the stream. So a WebSocket that receives one frame at a time pays two
+// `recvmsg` per frame: the one that reads the frame and, when the next read starts, one that finds nothing (EAGAIN).
+// A wait for readability instead (`async_wait`) re-arms the descriptor with `epoll_ctl` every time: no better.
+//
+// The read here is Asio's own, with one difference: a read that returns fewer bytes than it had room for reports the
+// socket exhausted. The reactor then queues the next read without trying it, and the next edge (new bytes arrive)
+// performs it. That is safe because a TCP receive copies everything queued, up to the room given: fewer bytes means
+// nothing was left, and whatever arrives later raises a new edge. One `recvmsg` per frame, no `epoll_ctl`.
+//
+// It uses Asio's reactor interface (`boost::asio::detail`), which is not public: written against Boost 1.81's epoll
+// reactor, the only one this project builds with (Debian 12). Anything else falls back to the plain read.
+#pragma once
+
+#include <cstddef>
+#include <utility>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/websocket/teardown.hpp>
+#include <boost/version.hpp>
+
+#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && BOOST_VERSION == 108100
+#define SW_EDGE_SOCKET 1
+#include <boost/asio/detail/buffer_sequence_adapter.hpp>
+#include <boost/asio/detail/handler_alloc_helpers.hpp>
+#include <boost/asio/detail/handler_cont_helpers.hpp>
+#include <boost/asio/detail/handler_work.hpp>
+#include <boost/asio/detail/memory.hpp>
+#include <boost/asio/detail/reactor.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
+#include <boost/asio/detail/socket_ops.hpp>
+#endif
+
+namespace sw::net {
+
+#ifdef SW_EDGE_SOCKET
+namespace edge_detail {
+namespace ad = boost::asio::detail;
+
+// Asio's reactive_socket_recv_op_base, but a short read exhausts the socket.
+template <class Buffers>
+class recv_op_base : public ad::reactor_op {
+public:
+  recv_op_base(const boost::system::error_code& success_ec, ad::socket_type s, const Buffers& b, func_type complete)
+      : ad::reactor_op(success_ec, &recv_op_base::do_perform, complete), socket_(s), buffers_(b) {}
+
+  static status do_perform(ad::reactor_op* base) {
+    auto* o = static_cast<recv_op_base*>(base);
+    ad::buffer_sequence_adapter<boost::asio::mutable_buffer, Buffers> bufs(o->buffers_);
+    if (!ad::socket_ops::non_blocking_recv(o->socket_, bufs.buffers(), bufs.count(), 0, true, o->ec_,
+                                           o->bytes_transferred_))
+      return not_done;  // EAGAIN: wait for the edge
+    // An error or the end of the stream (0 bytes) exhausts it as Asio's own read does; so does a short read.
+    return o->bytes_transferred_ < bufs.total_size() ? done_and_exhausted : done;
+  }
+
+private:
+  ad::socket_type socket_;
+  Buffers buffers_;
+};
+
+// Asio's reactive_socket_recv_op: owns the handler and its work, completes it.
+template <class Buffers, class Handler, class IoExecutor>
+class recv_op : public recv_op_base<Buffers> {
+public:
+  BOOST_ASIO_DEFINE_HANDLER_PTR(recv_op);
+
+  recv_op(const boost::system::error_code& success_ec, ad::socket_type s, const Buffers& b, Handler& handler,
+          const IoExecutor& io_ex)
+      : recv_op_base<Buffers>(success_ec, s, b, &recv_op::do_complete),
+        handler_(std::move(handler)),
+        work_(handler_, io_ex) {}
+
+  static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&, std::size_t) {
+    auto* o = static_cast<recv_op*>(base);
+    ptr p = {ad::addressof(o->handler_), o, o};
+    ad::handler_work<Handler, IoExecutor> w(std::move(o->work_));
+    // The handler moves out before the memory goes back, as Asio's own ops do.
+    ad::binder2<Handler, boost::system::error_code, std::size_t> handler(o->handler_, o->ec_, o->bytes_transferred_);
+    p.h = ad::addressof(handler.handler_);
+    p.reset();
+    if (owner) {
+      ad::fenced_block b(ad::fenced_block::half);
+      w.complete(handler, handler.handler_);
+    }
+  }
+
+private:
+  Handler handler_;
+  ad::handler_work<Handler, IoExecutor> work_;
+};
+
+// Per-operation cancellation, as Asio's reactor_op_cancellation (protected in its service) does it.
+class cancellation {
+public:
+  cancellation(ad::reactor* r, ad::reactor::per_descriptor_data* d, int fd) : reactor_(r), data_(d), fd_(fd) {}
+  void operator()(boost::asio::cancellation_type_t type) {
+    using ct = boost::asio::cancellation_type;
+    if (!!(type & (ct::terminal | ct::partial | ct::total)))
+      reactor_->cancel_ops_by_key(fd_, *data_, ad::reactor::read_op, this);
+  }
+
+private:
+  ad::reactor* reactor_;
+  ad::reactor::per_descriptor_data* data_;
+  int fd_;
+};
+}  // namespace edge_detail
+#endif
+
+class edge_socket : public boost::asio::ip::tcp::socket {
+public:
+  using tcp_socket = boost::asio::ip::tcp::socket;
+  explicit edge_socket(tcp_socket&& s) : tcp_socket(std::move(s)) {}
+
+#ifdef SW_EDGE_SOCKET
+  template <class Buffers, class Token>
+  auto async_read_some(const Buffers& buffers, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+        [this](auto handler, const Buffers& b) { start_read(b, handler); }, token, buffers);
+  }
+
+private:
+  template <class Buffers, class Handler>
+  void start_read(const Buffers& b, Handler& handler) {
+    namespace ad = boost::asio::detail;
+    auto& impl = impl_.get_implementation();
+    auto& reactor = boost::asio::use_service<ad::reactor>(
+        boost::asio::query(impl_.get_executor(), boost::asio::execution::context));
+    const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
+    auto slot = boost::asio::get_associated_cancellation_slot(handler);
+
+    using op = edge_detail::recv_op<Buffers, Handler, std::decay_t<decltype(impl_.get_executor())>>;
+    typename op::ptr p = {ad::addressof(handler), op::ptr::allocate(handler), nullptr};
+    p.p = new (p.v) op(boost::system::error_code(), impl.socket_, b, handler, impl_.get_executor());
+    if (slot.is_connected())
+      p.p->cancellation_key_ =
+          &slot.template emplace<edge_detail::cancellation>(&reactor, &impl.reactor_data_, impl.socket_);
+
+    // As Asio's service does: an empty read completes at once; the socket is made non-blocking first.
+    if (ad::buffer_sequence_adapter<boost::asio::mutable_buffer, Buffers>::all_empty(b) ||
+        (!(impl.state_ & ad::socket_ops::non_blocking) &&
+         !ad::socket_ops::set_internal_non_blocking(impl.socket_, impl.state_, true, p.p->ec_)))
+      reactor.post_immediate_completion(p.p, is_continuation);
+    else
+      reactor.start_op(ad::reactor::read_op, impl.socket_, impl.reactor_data_, p.p, is_continuation, true);
+    p.v = p.p = nullptr;
+  }
+#endif
+};
+
+// A WebSocket closes the socket under it as Beast closes any TCP socket.
+inline void teardown(boost::beast::role_type role, edge_socket& s, boost::system::error_code& ec) {
+  boost::beast::websocket::teardown(role, static_cast<edge_socket::tcp_socket&>(s), ec);
+}
+template <class Handler>
+void async_teardown(boost::beast::role_type role, edge_socket& s, Handler&& handler) {
+  boost::beast::websocket::async_teardown(role, static_cast<edge_socket::tcp_socket&>(s),
+                                          std::forward<Handler>(handler));
+}
+
+}  // namespace sw::net

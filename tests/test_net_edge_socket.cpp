@@ -1,0 +1,195 @@
+// edge_socket over real loopback TCP: what it reads, what it reports, and how many recvmsg it costs.
+#include <dlfcn.h>
+#include <sys/socket.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/write.hpp>
+
+#include "net/edge_socket.hpp"
+
+// Every recvmsg of this program passes here (Asio calls ::recvmsg): the calls on the watched descriptor are counted.
+namespace {
+std::atomic<int> watched_fd{-1};
+std::atomic<int> recvmsg_calls{0};
+}  // namespace
+
+extern "C" ssize_t recvmsg(int fd, struct msghdr* msg, int flags) {
+  using fn = ssize_t (*)(int, struct msghdr*, int);
+  static const auto next = reinterpret_cast<fn>(dlsym(RTLD_NEXT, "recvmsg"));
+  if (fd == watched_fd.load()) ++recvmsg_calls;
+  return next(fd, msg, flags);
+}
+
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using sw::net::edge_socket;
+
+// A connected pair on loopback: `server` reads through edge_socket, `client` is a plain socket written synchronously.
+struct pair {
+  asio::io_context io{1};
+  tcp::socket client{io};
+  std::optional<edge_socket> server;
+
+  pair() {
+    tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    client.connect(acc.local_endpoint());
+    server.emplace(acc.accept());
+    client.set_option(tcp::no_delay(true));
+    watched_fd = server->native_handle();
+    recvmsg_calls = 0;
+  }
+  ~pair() { watched_fd = -1; }
+
+  // Runs the context until `done`, at most 5 s.
+  template <class Pred>
+  bool run_until(Pred done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      io.restart();
+      io.run_one_for(std::chrono::milliseconds(50));
+    }
+    return done();
+  }
+};
+
+std::vector<std::uint8_t> pattern(std::size_t n, std::uint32_t seed) {
+  std::vector<std::uint8_t> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<std::uint8_t>(rng());
+  return v;
+}
+
+// The WebSocket case: the read waits first, then a frame arrives. Asio's own read tries recvmsg before it waits and
+// finds nothing, so it costs two a frame; a read that came back short needs no such try.
+TEST(EdgeSocket, AFrameThatArrivesWhileTheReadWaitsCostsOneRecvmsg) {
+  pair p;
+  const auto data = pattern(200 * 646, 1);
+  std::vector<std::uint8_t> got;
+  std::vector<std::uint8_t> buf(4096);
+  for (int i = 0; i < 200; ++i) {
+    bool done = false;
+    p.server->async_read_some(asio::buffer(buf), [&](boost::system::error_code ec, std::size_t n) {
+      ASSERT_FALSE(ec) << ec.message();
+      got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
+      done = true;
+    });
+    p.io.restart();
+    p.io.poll();  // the read is queued, waiting
+    ASSERT_FALSE(done);
+    asio::write(p.client, asio::buffer(data.data() + i * 646, 646));
+    ASSERT_TRUE(p.run_until([&] { return done; })) << "frame " << i;
+    ASSERT_EQ(got.size(), std::size_t(i + 1) * 646) << "frame " << i;
+  }
+  EXPECT_EQ(got, data);
+  // 200 frames; the very first read still tries once (nothing has been read yet, so nothing says the socket is empty).
+  EXPECT_LE(recvmsg_calls.load(), 202) << "a recvmsg that finds nothing before each frame";
+}
+
+// A read that fills its buffer may have left bytes behind: the next read takes them at once, without waiting for an
+// edge that will never come. Whatever the sizes of the writes and of the reads, the bytes arrive whole and in order.
+TEST(EdgeSocket, AReadThatFillsItsBufferLeavesTheRestForTheNextReadAtOnce) {
+  pair p;
+  const auto data = pattern(300000, 2);
+  std::mt19937 rng(3);
+  std::vector<std::uint8_t> got;
+  std::vector<std::uint8_t> buf(70000);
+  std::size_t sent = 0;
+  while (got.size() < data.size()) {
+    if (sent < data.size() && rng() % 2 == 0) {
+      const std::size_t n = std::min<std::size_t>(1 + rng() % 20000, data.size() - sent);
+      asio::write(p.client, asio::buffer(data.data() + sent, n));
+      sent += n;
+    }
+    const std::size_t room = 1 + rng() % buf.size();
+    bool done = false;
+    p.server->async_read_some(asio::buffer(buf.data(), room), [&](boost::system::error_code ec, std::size_t n) {
+      ASSERT_FALSE(ec) << ec.message();
+      got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
+      done = true;
+    });
+    if (sent == got.size() && sent < data.size()) {  // nothing on its way yet: send while the read waits
+      const std::size_t n = std::min<std::size_t>(1 + rng() % 20000, data.size() - sent);
+      asio::write(p.client, asio::buffer(data.data() + sent, n));
+      sent += n;
+    }
+    ASSERT_TRUE(p.run_until([&] { return done; })) << "stuck at " << got.size() << " of " << sent << " sent";
+  }
+  EXPECT_EQ(got, data);
+}
+
+TEST(EdgeSocket, TheEndOfTheStreamAndCancellationAreReported) {
+  pair p;
+  std::vector<std::uint8_t> buf(64);
+
+  // Cancelled while it waits, per operation (Beast binds cancellation slots) and for the socket.
+  asio::cancellation_signal signal;
+  boost::system::error_code got_ec;
+  bool done = false;
+  p.server->async_read_some(asio::buffer(buf), asio::bind_cancellation_slot(signal.slot(), [&](auto ec, std::size_t) {
+                              got_ec = ec;
+                              done = true;
+                            }));
+  p.io.poll();
+  ASSERT_FALSE(done);
+  signal.emit(asio::cancellation_type::terminal);
+  ASSERT_TRUE(p.run_until([&] { return done; }));
+  EXPECT_EQ(got_ec, asio::error::operation_aborted);
+
+  done = false;
+  p.server->async_read_some(asio::buffer(buf), [&](auto ec, std::size_t) {
+    got_ec = ec;
+    done = true;
+  });
+  p.io.restart();
+  p.io.poll();
+  p.server->cancel();
+  ASSERT_TRUE(p.run_until([&] { return done; }));
+  EXPECT_EQ(got_ec, asio::error::operation_aborted);
+
+  // A short read, then the peer's end while the next read waits.
+  asio::write(p.client, asio::buffer("abc", 3));
+  std::size_t got_n = 0;
+  done = false;
+  p.server->async_read_some(asio::buffer(buf), [&](auto ec, std::size_t n) {
+    got_ec = ec;
+    got_n = n;
+    done = true;
+  });
+  ASSERT_TRUE(p.run_until([&] { return done; }));
+  EXPECT_FALSE(got_ec);
+  EXPECT_EQ(got_n, 3u);
+  done = false;
+  p.server->async_read_some(asio::buffer(buf), [&](auto ec, std::size_t) {
+    got_ec = ec;
+    done = true;
+  });
+  p.io.restart();
+  p.io.poll();
+  p.client.shutdown(tcp::socket::shutdown_send);
+  ASSERT_TRUE(p.run_until([&] { return done; }));
+  EXPECT_EQ(got_ec, asio::error::eof);
+
+  // An empty read completes at once with nothing.
+  done = false;
+  p.server->async_read_some(asio::mutable_buffer(), [&](auto ec, std::size_t n) {
+    got_ec = ec;
+    got_n = n;
+    done = true;
+  });
+  ASSERT_TRUE(p.run_until([&] { return done; }));
+  EXPECT_FALSE(got_ec);
+  EXPECT_EQ(got_n, 0u);
+}
+
+}  // namespace
