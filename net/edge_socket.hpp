@@ -121,7 +121,7 @@ public:
   template <class Buffers, class Token>
   auto async_read_some(const Buffers& buffers, Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
-        [this](auto handler, const Buffers& b) { start_read(b, handler); }, token, buffers);
+        [this](auto handler, const Buffers& b) { this->start_read(b, handler); }, token, buffers);
   }
 
 private:
