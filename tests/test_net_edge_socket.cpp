@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <numeric>
+#include <chrono>
+#include <memory>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -128,68 +130,65 @@ TEST(EdgeSocket, AReadThatFillsItsBufferLeavesTheRestForTheNextReadAtOnce) {
   EXPECT_EQ(got, data);
 }
 
+// One read's outcome.
+struct outcome {
+  bool done = false;
+  boost::system::error_code ec;
+  std::size_t n = 0;
+};
+
+// Starts a read and runs what is ready: a read with nothing to read is left waiting.
+template <class Token>
+std::shared_ptr<outcome> start_read(pair& p, asio::mutable_buffer b, Token wrap) {
+  auto o = std::make_shared<outcome>();
+  p.server->async_read_some(b, wrap([o](boost::system::error_code ec, std::size_t n) {
+                              o->ec = ec;
+                              o->n = n;
+                              o->done = true;
+                            }));
+  p.io.restart();
+  p.io.poll();
+  return o;
+}
+std::shared_ptr<outcome> start_read(pair& p, asio::mutable_buffer b) {
+  return start_read(p, b, [](auto h) { return h; });
+}
+
 TEST(EdgeSocket, TheEndOfTheStreamAndCancellationAreReported) {
   pair p;
   std::vector<std::uint8_t> buf(64);
 
   // Cancelled while it waits, per operation (Beast binds cancellation slots) and for the socket.
   asio::cancellation_signal signal;
-  boost::system::error_code got_ec;
-  bool done = false;
-  p.server->async_read_some(asio::buffer(buf), asio::bind_cancellation_slot(signal.slot(), [&](auto ec, std::size_t) {
-                              got_ec = ec;
-                              done = true;
-                            }));
-  p.io.poll();
-  ASSERT_FALSE(done);
+  auto r = start_read(p, asio::buffer(buf), [&](auto h) { return asio::bind_cancellation_slot(signal.slot(), h); });
+  ASSERT_FALSE(r->done);
   signal.emit(asio::cancellation_type::terminal);
-  ASSERT_TRUE(p.run_until([&] { return done; }));
-  EXPECT_EQ(got_ec, asio::error::operation_aborted);
+  ASSERT_TRUE(p.run_until([&] { return r->done; }));
+  EXPECT_EQ(r->ec, asio::error::operation_aborted);
 
-  done = false;
-  p.server->async_read_some(asio::buffer(buf), [&](auto ec, std::size_t) {
-    got_ec = ec;
-    done = true;
-  });
-  p.io.restart();
-  p.io.poll();
+  r = start_read(p, asio::buffer(buf));
+  ASSERT_FALSE(r->done);
   p.server->cancel();
-  ASSERT_TRUE(p.run_until([&] { return done; }));
-  EXPECT_EQ(got_ec, asio::error::operation_aborted);
+  ASSERT_TRUE(p.run_until([&] { return r->done; }));
+  EXPECT_EQ(r->ec, asio::error::operation_aborted);
 
   // A short read, then the peer's end while the next read waits.
   asio::write(p.client, asio::buffer("abc", 3));
-  std::size_t got_n = 0;
-  done = false;
-  p.server->async_read_some(asio::buffer(buf), [&](auto ec, std::size_t n) {
-    got_ec = ec;
-    got_n = n;
-    done = true;
-  });
-  ASSERT_TRUE(p.run_until([&] { return done; }));
-  EXPECT_FALSE(got_ec);
-  EXPECT_EQ(got_n, 3u);
-  done = false;
-  p.server->async_read_some(asio::buffer(buf), [&](auto ec, std::size_t) {
-    got_ec = ec;
-    done = true;
-  });
-  p.io.restart();
-  p.io.poll();
+  r = start_read(p, asio::buffer(buf));
+  ASSERT_TRUE(p.run_until([&] { return r->done; }));
+  EXPECT_FALSE(r->ec);
+  EXPECT_EQ(r->n, 3u);
+  r = start_read(p, asio::buffer(buf));
+  ASSERT_FALSE(r->done);
   p.client.shutdown(tcp::socket::shutdown_send);
-  ASSERT_TRUE(p.run_until([&] { return done; }));
-  EXPECT_EQ(got_ec, asio::error::eof);
+  ASSERT_TRUE(p.run_until([&] { return r->done; }));
+  EXPECT_EQ(r->ec, asio::error::eof);
 
   // An empty read completes at once with nothing.
-  done = false;
-  p.server->async_read_some(asio::mutable_buffer(), [&](auto ec, std::size_t n) {
-    got_ec = ec;
-    got_n = n;
-    done = true;
-  });
-  ASSERT_TRUE(p.run_until([&] { return done; }));
-  EXPECT_FALSE(got_ec);
-  EXPECT_EQ(got_n, 0u);
+  r = start_read(p, asio::mutable_buffer());
+  ASSERT_TRUE(p.run_until([&] { return r->done; }));
+  EXPECT_FALSE(r->ec);
+  EXPECT_EQ(r->n, 0u);
 }
 
 }  // namespace
