@@ -9,7 +9,10 @@
 // The read here is Asio's own, with one difference: a read that returns fewer bytes than it had room for reports the
 // socket exhausted. The reactor then queues the next read without trying it, and the next edge (new bytes arrive)
 // performs it. That is safe because a TCP receive copies everything queued, up to the room given: fewer bytes means
-// nothing was left, and whatever arrives later raises a new edge. One `recvmsg` per frame, no `epoll_ctl`.
+// nothing was left, and whatever arrives later raises a new edge (bytes that come while the receive holds the socket
+// wait in its backlog and wake epoll when it lets go). One `recvmsg` per frame, no `epoll_ctl`. The one exception is
+// TCP urgent data (MSG_OOB): Linux ends a receive at the urgent mark, so a client that sends it stalls its own stream
+// until its next packet. No WebSocket client sends it, and no one else is affected.
 //
 // It uses Asio's reactor interface (`boost::asio::detail`), which is not public: written against Boost 1.81's epoll
 // reactor, the only one this project builds with (Debian 12). Anything else falls back to the plain read.
