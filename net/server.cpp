@@ -290,6 +290,9 @@ public:
       const auto since = steady_ns() - self->quiet_.last_audio_ns.load();
       if (since < std::chrono::nanoseconds(self->st_->opts.audio_quiet).count()) return;  // audio came meanwhile
       self->hand_over_audio();
+      // The session sends what waits in a partial chunk now and counts its chunks afresh from here: so do we, or
+      // every chunk after the pause would wait for the frames that complete ours.
+      self->batched_total_ = 0;
       caf::anon_send(self->session_, quiet_atom::value);
     });
   }

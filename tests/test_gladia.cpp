@@ -547,6 +547,33 @@ TEST(GladiaFlush, AQuietStreamDeliversItsTailWithinTheFlushBoundAndItsFinalComes
   EXPECT_LT(arrivals.back().at - last_sent, 100ms + 600ms);
 }
 
+// After a pause that flushed a partial chunk, the chunks of the resumed audio count from the flush: the fifth frame
+// after it completes a chunk and that chunk goes at once. (They once counted from the start of the stream in net/ and
+// from the flush in the session, so every later chunk waited for up to four more frames, 80 ms, until the end of
+// the stream: the loadgen's steady window found it after its own 300 ms stall.)
+TEST(GladiaFlush, AfterAPauseTheNextChunkGoesWithItsLastFrame) {
+  fake_gladia fake;
+  fake.record_arrivals(true);
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_chunk_flush = 1000ms; });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  const auto head = audio(3 * 640, 59), next = audio(2 * 3'200, 61);
+  stream(*c, head);
+  ASSERT_TRUE(eventually([&] { return fake.audio_bytes() == head.size(); }, 5s)) << "the pause flushes the tail";
+  stream(*c, next.substr(0, 3'200));
+  // well before the next flush could send it (a second after the last frame)
+  EXPECT_TRUE(eventually([&] { return fake.audio_bytes() == head.size() + 3'200; }, 500ms))
+      << "the chunk waits: " << fake.audio_bytes() << " bytes upstream";
+  stream(*c, next.substr(3'200));
+  EXPECT_TRUE(eventually([&] { return fake.audio_bytes() == head.size() + next.size(); }, 500ms))
+      << fake.audio_bytes() << " bytes upstream";
+  auto arrivals = fake.arrivals();
+  ASSERT_EQ(arrivals.size(), 3u);
+  EXPECT_EQ(arrivals[0].end, head.size());
+  EXPECT_EQ(arrivals[1].end, head.size() + 3'200) << "whole chunks again after the flush";
+  EXPECT_TRUE(fake.audio() == head + next);
+}
+
 // One pause watch serves every connection: streams that pause mid-chunk each deliver their tail without a stop,
 // and again after a second pause, while other streams close around them.
 TEST(GladiaFlush, EveryPausedStreamDeliversItsTailAfterEachPause) {
