@@ -13,8 +13,11 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "apps/audio_file.hpp"
 #include "loadgen/loadgen.hpp"
@@ -53,8 +56,13 @@ Measurement and output
   --json FILE               the report as JSON too
   --quiet                   no progress line
   --io-threads N            the tool's I/O threads (default 1)   --actor-threads N (default 1)
-Sustain rule (the verdict): every participant connected, no frame lost, relay p99 <= 20 ms, no errors; the tool's
-schedule lag p99 <= 5 ms, otherwise the run is "tool-bound" and says nothing about the server.
+Steady window: from the moment every participant is connected to a frame before the first stop. The server's
+CPU, the tool's schedule lag, relay and fan-out latency are judged over it (the ramp-up's handshakes and the
+wind-down's stops are bursts the load itself does not have); the whole run's are reported beside. A separate fake
+upstream (--upstream-stats) learns the window by GET /window.
+Sustain rule (the verdict): every participant connected, no frame lost, no errors (all over the whole run); relay
+p99 <= 20 ms in the steady window; the tool's schedule lag p99 in the steady window <= 5 ms, otherwise the run is
+"tool-bound" and says nothing about the server.
 Exit codes: 0 every participant streamed and stopped cleanly, 1 some did not (see the report), 2 bad arguments.
 )";
 
@@ -232,6 +240,27 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The upstream learns the steady window (its relay figures for it are by send time, so a moment's delay in
+  // telling a separate fake loses nothing but the frames sent in that moment).
+  std::mutex window_mu;
+  std::vector<std::thread> window_calls;
+  if (fake) {
+    s.on_window = [&fake](std::int64_t from, std::int64_t to) { fake->set_window(from, to); };
+  } else if (!upstream_stats.empty()) {
+    s.on_window = [&](std::int64_t from, std::int64_t to) {
+      std::lock_guard<std::mutex> lock(window_mu);
+      window_calls.emplace_back([url = upstream_stats, from, to] {
+        try {
+          auto r = sw::net::http_fetch(url + "/window?from=" + std::to_string(from) + "&to=" + std::to_string(to));
+          if (r.status != 200)
+            std::cerr << "sessions-ws-loadgen: " << url << "/window answered HTTP " << r.status << "\n";
+        } catch (const std::exception& e) {
+          std::cerr << "sessions-ws-loadgen: " << url << "/window: " << e.what() << "\n";
+        }
+      });
+    };
+  }
+
   sw::load::live_figures live;
   proc_sample before = sample(server_pid), at_full, at_end;
   const long tcp_before_kib = tcp_mem_kib();
@@ -243,13 +272,13 @@ int main(int argc, char** argv) {
   std::uint64_t last_frames = 0;
   auto tick = [&] {
     const int connected = live.connected.load();
-    if (!full && connected == s.participants) {
+    if (!full && live.window_from.load() != sw::load::live_figures::never) {
       full = true;
       at_full = sample(server_pid);
       self_full = self_cpu_s();
       frames_full = live.frames_sent.load();
       t_full = std::chrono::steady_clock::now();
-    } else if (full && !window_closed && connected < s.participants) {
+    } else if (full && !window_closed && live.window_to.load() != sw::load::live_figures::never) {
       window_closed = true;
       at_end = sample(server_pid);
       tcp_end_kib = tcp_mem_kib();
@@ -271,6 +300,10 @@ int main(int argc, char** argv) {
   };
   auto result = sw::load::run(s, live, tick);
   if (!quiet) std::fprintf(stderr, "\n");
+  {
+    std::lock_guard<std::mutex> lock(window_mu);
+    for (auto& t : window_calls) t.join();
+  }
   if (!window_closed) {  // the steady window never closed on a tick: take the end of the run
     at_end = sample(server_pid);
     tcp_end_kib = tcp_mem_kib();
@@ -316,16 +349,22 @@ int main(int argc, char** argv) {
   if (min_finals == ~0ULL) min_finals = 0;
   sw::test::fake_gladia::load_figures up;
   bool have_upstream = false;
-  // relay latency (ms): per upstream message (p50, p99, max) and every frame (p50, p99)
-  double relay_p50 = 0, relay_p99 = 0, relay_max = 0, frame_p50 = 0, frame_p99 = 0;
+  // relay latency (ms): per upstream message (p50, p99, max) and every frame, over the whole run and in the window
+  struct latency {
+    double p50 = 0, p99 = 0, max = 0;
+    std::uint64_t count = 0;
+  };
+  auto of = [](const sw::histogram& h) {
+    return latency{h.quantile_us(0.5) / 1000, h.quantile_us(0.99) / 1000, h.max_us() / 1000, h.count()};
+  };
+  latency relay, relay_frame, relay_steady, relay_frame_steady;
   if (fake) {
     up = fake->load();
     have_upstream = true;
-    relay_p50 = up.relay_message.quantile_us(0.5) / 1000;
-    relay_p99 = up.relay_message.quantile_us(0.99) / 1000;
-    relay_max = up.relay_message.max_us() / 1000;
-    frame_p50 = up.relay_frame.quantile_us(0.5) / 1000;
-    frame_p99 = up.relay_frame.quantile_us(0.99) / 1000;
+    relay = of(up.relay_message);
+    relay_frame = of(up.relay_frame);
+    relay_steady = of(up.relay_message_steady);
+    relay_frame_steady = of(up.relay_frame_steady);
   } else if (!upstream_stats.empty()) {
     try {
       auto r = sw::net::http_fetch(upstream_stats + "/stats");
@@ -336,15 +375,16 @@ int main(int argc, char** argv) {
         up.duplicates = sw::json_count(d, "duplicates");
         up.untagged_streams = sw::json_count(d, "untaggedStreams");
         have_upstream = true;
-        if (d.HasMember("relayMessageMs") && d["relayMessageMs"].IsObject()) {
-          relay_p50 = sw::json_number(d["relayMessageMs"], "p50");
-          relay_p99 = sw::json_number(d["relayMessageMs"], "p99");
-          relay_max = sw::json_number(d["relayMessageMs"], "max");
-        }
-        if (d.HasMember("relayFrameMs") && d["relayFrameMs"].IsObject()) {
-          frame_p50 = sw::json_number(d["relayFrameMs"], "p50");
-          frame_p99 = sw::json_number(d["relayFrameMs"], "p99");
-        }
+        auto read = [&](const char* key, latency& l) {
+          if (!d.HasMember(key) || !d[key].IsObject()) return;
+          const auto& o = d[key];
+          l = {sw::json_number(o, "p50"), sw::json_number(o, "p99"), sw::json_number(o, "max"),
+               static_cast<std::uint64_t>(sw::json_count(o, "count"))};
+        };
+        read("relayMessageMs", relay);
+        read("relayFrameMs", relay_frame);
+        read("relayMessageSteadyMs", relay_steady);
+        read("relayFrameSteadyMs", relay_frame_steady);
       } else {
         std::cerr << "sessions-ws-loadgen: " << upstream_stats << "/stats answered HTTP " << r.status << "\n";
       }
@@ -352,6 +392,11 @@ int main(int argc, char** argv) {
       std::cerr << "sessions-ws-loadgen: " << upstream_stats << "/stats: " << e.what() << "\n";
     }
   }
+  // What the verdict judges: the steady window's figures, or the whole run's when there was no window (not every
+  // participant connected, and the verdict says so anyway).
+  const bool have_window = result.window_from_ns != sw::load::live_figures::never;
+  const sw::histogram& lag_judged = have_window ? result.lag_steady : result.lag;
+  const latency relay_judged = have_window && relay_steady.count ? relay_steady : relay;
   const double window_s = std::max(1e-9, std::chrono::duration<double>(t_end - t_full).count());
   const std::uint64_t window_frames = frames_end - frames_full;
   const double server_cpu = (at_end.user_s + at_end.kernel_s) - (at_full.user_s + at_full.kernel_s);
@@ -359,12 +404,12 @@ int main(int argc, char** argv) {
   const double tool_cpu = self_end - self_full;
   const std::int64_t lost =
       have_upstream && !s.egress ? static_cast<std::int64_t>(sent) - static_cast<std::int64_t>(up.frames) : 0;
-  const double lag_p99 = result.lag.quantile_us(0.99);
+  const double lag_p99 = lag_judged.quantile_us(0.99);
   std::string verdict;
   std::vector<std::string> broken;
   if (connected < s.participants) broken.push_back("not every participant connected");
   if (lost != 0) broken.push_back(std::to_string(lost) + " frames lost");
-  if (have_upstream && relay_p99 > 20) broken.push_back("relay p99 above 20 ms");
+  if (have_upstream && relay_judged.p99 > 20) broken.push_back("relay p99 above 20 ms");
   if (rejected || unexpected || failed || !codes.empty()) broken.push_back("errors");
   if (lag_p99 > 5'000)
     verdict = "tool-bound (schedule lag p99 " + ms(lag_p99) + " ms)";
@@ -386,19 +431,38 @@ int main(int argc, char** argv) {
   row("connect time p50 / p99 / max", ms(result.connect.quantile_us(0.5)) + " / " +
                                           ms(result.connect.quantile_us(0.99)) + " / " + ms(result.connect.max_us()) +
                                           " ms");
+  auto three = [](const sw::histogram& h) {
+    return ms(h.quantile_us(0.5)) + " / " + ms(h.quantile_us(0.99)) + " / " + ms(h.max_us()) + " ms";
+  };
+  auto three_ms = [](const latency& l) {
+    return ms(l.p50 * 1000) + " / " + ms(l.p99 * 1000) + " / " + ms(l.max * 1000) + " ms";
+  };
+  const double window_seconds = have_window && result.window_to_ns != sw::load::live_figures::never
+                                    ? static_cast<double>(result.window_to_ns - result.window_from_ns) / 1e9
+                                    : 0;
+  if (have_window) {
+    char b[96];
+    std::snprintf(b, sizeof b, "%.2f s (every participant connected, to a frame before the first stop)",
+                  window_seconds);
+    row("steady window", b);
+  } else {
+    row("steady window", "none (not every participant connected): figures of the whole run");
+  }
   row("schedule lag p50 / p99 / max",
-      ms(result.lag.quantile_us(0.5)) + " / " + ms(lag_p99) + " / " + ms(result.lag.max_us()) + " ms");
+      three(lag_judged) + (have_window ? " (whole run " + three(result.lag) + ")" : ""));
   row("frames sent", std::to_string(sent));
   if (have_upstream) {
     row("frames at the upstream", std::to_string(up.frames) + " (lost " + std::to_string(lost) + ", gaps " +
                                       std::to_string(up.lost) + ", duplicates " + std::to_string(up.duplicates) + ")");
     row("relay p50 / p99 / max (per message)",
-        ms(relay_p50 * 1000) + " / " + ms(relay_p99 * 1000) + " / " + ms(relay_max * 1000) + " ms");
-    row("relay p50 / p99 (every frame)", ms(frame_p50 * 1000) + " / " + ms(frame_p99 * 1000) + " ms");
+        three_ms(relay_judged) + (have_window ? " (whole run " + three_ms(relay) + ")" : ""));
+    row("relay p50 / p99 / max (every frame)",
+        three_ms(have_window && relay_frame_steady.count ? relay_frame_steady : relay_frame) +
+            (have_window ? " (whole run " + three_ms(relay_frame) + ")" : ""));
     if (up.untagged_streams) row("streams without readable tags", std::to_string(up.untagged_streams));
   }
-  row("fan-out p50 / p99 / max", ms(result.fanout.quantile_us(0.5)) + " / " + ms(result.fanout.quantile_us(0.99)) +
-                                     " / " + ms(result.fanout.max_us()) + " ms");
+  row("fan-out p50 / p99 / max",
+      have_window ? three(result.fanout_steady) + " (whole run " + three(result.fanout) + ")" : three(result.fanout));
   row("transcripts received", std::to_string(partials) + " partials, " + std::to_string(finals) +
                                   " finals (finals per stream " + std::to_string(min_finals) + ".." +
                                   std::to_string(max_finals) + ")");
@@ -431,16 +495,24 @@ int main(int argc, char** argv) {
       return "{\"p50\":" + ms(h.quantile_us(0.5)) + ",\"p99\":" + ms(h.quantile_us(0.99)) +
              ",\"max\":" + ms(h.max_us()) + ",\"count\":" + std::to_string(h.count()) + "}";
     };
+    auto lq = [](const latency& l) {
+      return "{\"p50\":" + std::to_string(l.p50) + ",\"p99\":" + std::to_string(l.p99) +
+             ",\"max\":" + std::to_string(l.max) + ",\"count\":" + std::to_string(l.count) + "}";
+    };
     out << "{\"participants\":" << s.participants << ",\"roomSize\":" << s.room_size
         << ",\"frameMs\":" << s.frame.count() << ",\"durationS\":" << s.duration.count()
         << ",\"egress\":" << (s.egress ? "true" : "false") << ",\"connected\":" << connected
         << ",\"stoppedCleanly\":" << clean << ",\"rejected\":" << rejected << ",\"unexpectedCloses\":" << unexpected
         << ",\"failures\":" << failed << ",\"framesSent\":" << sent << ",\"framesUpstream\":" << up.frames
         << ",\"lost\":" << lost << ",\"connectMs\":" << q(result.connect) << ",\"lagMs\":" << q(result.lag)
-        << ",\"relayMs\":{\"p50\":" << relay_p50 << ",\"p99\":" << relay_p99 << ",\"max\":" << relay_max
-        << "},\"relayFrameMs\":{\"p50\":" << frame_p50 << ",\"p99\":" << frame_p99 << "}"
-        << ",\"fanoutMs\":" << q(result.fanout) << ",\"partials\":" << partials << ",\"finals\":" << finals
-        << ",\"errorCodes\":{";
+        << ",\"relayMs\":" << lq(relay) << ",\"relayFrameMs\":" << lq(relay_frame)
+        << ",\"fanoutMs\":" << q(result.fanout) << ",\"steady\":{\"window\":" << (have_window ? "true" : "false")
+        << ",\"seconds\":" << window_seconds << ",\"fromNs\":" << (have_window ? result.window_from_ns : 0)
+        << ",\"toNs\":" << (have_window ? result.window_to_ns : 0) << ",\"lagMs\":" << q(lag_judged)
+        << ",\"relayMs\":" << lq(relay_judged)
+        << ",\"relayFrameMs\":" << lq(have_window && relay_frame_steady.count ? relay_frame_steady : relay_frame)
+        << ",\"fanoutMs\":" << q(have_window ? result.fanout_steady : result.fanout) << "}"
+        << ",\"partials\":" << partials << ",\"finals\":" << finals << ",\"errorCodes\":{";
     bool first = true;
     for (auto& [k, n] : codes) {
       out << (first ? "" : ",") << "\"" << k << "\":" << n;

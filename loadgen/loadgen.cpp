@@ -43,6 +43,11 @@ using done_atom = caf::atom_constant<caf::atom("lg_done")>;
 
 constexpr std::uint8_t mask_key[4] = {0x5a, 0x13, 0xc7, 0x2e};
 
+// A steady_clock time in CLOCK_MONOTONIC nanoseconds (libstdc++'s steady_clock is CLOCK_MONOTONIC).
+std::int64_t ns_of(clock_type::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
 // The source audio of every participant, masked once: frame k of any participant is bytes [k*F, (k+1)*F) of it,
 // looped (F is a multiple of 4, so the mask lines up with every frame).
 struct prepared_audio {
@@ -79,6 +84,8 @@ struct lane {
   clock_type::time_point start;
   std::uint64_t ticks = 0;  // slots walked
   bool ticking = false;
+  // the figures of this lane's connections (only its thread touches them; merged after the run)
+  histogram lag, lag_steady, fanout, fanout_steady, connect;
 
   explicit lane(std::chrono::milliseconds p) : period(p), slots(static_cast<std::size_t>(p.count())) {}
   // The slot time of the next tick, and its index (for a connection joining now).
@@ -104,7 +111,6 @@ public:
         live_(live) {}
 
   participant_result result;
-  histogram lag, fanout, connect;
 
   bool egress_ = false;  // a LiveKit egress connection: it ends with a close without status, not `stop`
 
@@ -151,7 +157,9 @@ public:
     }
     // the tool's own health: how late its schedule reached this frame (a socket the server does not drain makes
     // frames wait after this, and that wait is the server's: it shows in the relay latency)
-    lag.add_us(std::chrono::duration<double, std::micro>(clock_type::now() - due).count());
+    const double late_us = std::chrono::duration<double, std::micro>(clock_type::now() - due).count();
+    lane_.lag.add_us(late_us);
+    if (live_.in_window(ns_of(due))) lane_.lag_steady.add_us(late_us);
     ++due_;
     pump();
     return streaming_;
@@ -204,7 +212,7 @@ private:
       if (status != 101) return self->read_rejection(status, head);
       self->result.connected = true;
       self->result.connect_ms = std::chrono::duration<double, std::milli>(clock_type::now() - self->t_connect_).count();
-      self->connect.add_us(self->result.connect_ms * 1000);
+      self->lane_.connect.add_us(self->result.connect_ms * 1000);
       // what came after the head is the first frames
       self->in_.assign(asio::buffers_begin(self->head_.data()), asio::buffers_end(self->head_.data()));
       self->head_.consume(self->head_.size());
@@ -304,7 +312,11 @@ private:
       auto text = value_of(m, "text");
       if (auto p = text.rfind(" @"); p != std::string::npos) {
         const auto stamp = std::strtoll(text.c_str() + p + 2, nullptr, 10);
-        if (stamp > 0) fanout.add_ns(monotonic_ns() - stamp);
+        if (stamp > 0) {
+          const auto took = monotonic_ns() - stamp;
+          lane_.fanout.add_ns(took);
+          if (live_.in_window(stamp)) lane_.fanout_steady.add_ns(took);
+        }
       }
     } else if (type == "stt_status") {
       if (value_of(m, "status") == "stopped" && stop_sent_) got_stopped_ = true;
@@ -500,6 +512,26 @@ struct participant_state {
   caf::actor driver;
 };
 
+// The steady window opens when the last participant has connected and closes at the first stop or close; both are
+// told to the upstream (settings::on_window).
+void open_window(const settings& s, live_figures& live) {
+  if (++live.ever_connected != s.participants) return;
+  std::int64_t none = live_figures::never;
+  const auto now = monotonic_ns();
+  if (live.window_from.compare_exchange_strong(none, now) && s.on_window) s.on_window(now, live_figures::never);
+}
+
+// `stopping`: the first participant stops now. Its last frame went at most a frame period ago and waits for the
+// stop in a partial upstream chunk (the sender's choice of when to stop, not the relay's latency), so the window
+// ends a frame period before.
+void close_window(const settings& s, live_figures& live, bool stopping) {
+  const auto from = live.window_from.load();
+  if (from == live_figures::never) return;  // never opened: not every participant connected
+  std::int64_t none = live_figures::never;
+  const auto to = std::max(from, monotonic_ns() - (stopping ? std::chrono::nanoseconds(s.frame).count() : 0));
+  if (live.window_to.compare_exchange_strong(none, to) && s.on_window) s.on_window(from, to);
+}
+
 // One simulated participant: connect, stream for the duration, stop, wait for the drain, report to the driver.
 caf::behavior participant(caf::stateful_actor<participant_state>* self, std::shared_ptr<detail::conn> c,
                           caf::actor driver, const settings* s, live_figures* live) {
@@ -512,10 +544,12 @@ caf::behavior participant(caf::stateful_actor<participant_state>* self, std::sha
       [=](opened_atom) {
         --live->connecting;
         ++live->connected;
+        open_window(*s, *live);
         self->state.c->begin_streaming();
         self->delayed_send(self, s->duration, stop_atom::value);
       },
       [=](stop_atom) {
+        close_window(*s, *live, true);
         if (s->floor) {
           self->state.c->end_quietly();
           return;
@@ -525,6 +559,7 @@ caf::behavior participant(caf::stateful_actor<participant_state>* self, std::sha
       },
       [=](timeout_atom) { self->state.c->abort("no stt_status stopped and close within the stop timeout"); },
       [=](closed_atom) {
+        close_window(*s, *live, false);
         auto& r = self->state.c->result;
         if (r.connected)
           --live->connected;
@@ -641,12 +676,7 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
   const auto deadline = clock_type::now() + s.duration + s.stop_timeout + std::chrono::seconds(60);
   while (static_cast<int>(done.size()) < s.participants && clock_type::now() < deadline) collect(deadline);
   out.wall_s = std::chrono::duration<double>(clock_type::now() - t0).count();
-  for (auto& c : done) {
-    out.participants.push_back(c->result);
-    out.lag.merge(c->lag);
-    out.fanout.merge(c->fanout);
-    out.connect.merge(c->connect);
-  }
+  for (auto& c : done) out.participants.push_back(c->result);
   for (int i = static_cast<int>(done.size()); i < s.participants; ++i) {
     participant_result r;
     r.failure = "never finished";
@@ -662,7 +692,14 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
   for (auto& l : lanes) {
     l->io.stop();
     l->thread.join();
+    out.lag.merge(l->lag);
+    out.lag_steady.merge(l->lag_steady);
+    out.fanout.merge(l->fanout);
+    out.fanout_steady.merge(l->fanout_steady);
+    out.connect.merge(l->connect);
   }
+  out.window_from_ns = live.window_from.load();
+  out.window_to_ns = live.window_to.load();
   return out;
 }
 

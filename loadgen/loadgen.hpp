@@ -34,6 +34,10 @@ struct settings {
   std::string room_prefix = "load";
   int io_threads = 1;
   int actor_threads = 1;
+  // Called when the steady window opens (every participant connected: from_ns, to_ns = INT64_MAX) and when it
+  // closes (the first participant stops or is closed: from_ns, to_ns), in CLOCK_MONOTONIC nanoseconds, from an
+  // actor thread. The relay's figures for the window come from the upstream, which learns the window this way.
+  std::function<void(std::int64_t from_ns, std::int64_t to_ns)> on_window;
 };
 
 // What one participant saw.
@@ -53,16 +57,29 @@ struct participant_result {
 
 // Live figures while the run goes (read by the progress line; updated from the I/O threads).
 struct live_figures {
+  static constexpr std::int64_t never = INT64_MAX;
   std::atomic<int> connecting{0}, connected{0}, finished{0}, failed{0};
+  std::atomic<int> ever_connected{0};
   std::atomic<std::uint64_t> frames_sent{0}, transcripts{0}, errors{0};
+  // The steady window in CLOCK_MONOTONIC nanoseconds: from the moment every participant is connected to a frame
+  // period before the first stop (or to the first close, whichever comes first). Its figures are those of the load
+  // itself; the ramp-up (a burst of handshakes) and the wind-down (a burst of stops and drains) are reported beside
+  // them.
+  std::atomic<std::int64_t> window_from{never}, window_to{never};
+  bool in_window(std::int64_t ns) const {
+    return ns >= window_from.load(std::memory_order_relaxed) && ns < window_to.load(std::memory_order_relaxed);
+  }
 };
 
 struct run_result {
   std::vector<participant_result> participants;
-  histogram connect;  // TCP connect to 101
-  histogram lag;      // how late each frame left against its schedule
-  histogram fanout;   // transcript emitted by the upstream (its stamp) to received here
-  double wall_s = 0;  // from the first connection to the last participant's end
+  histogram connect;        // TCP connect to 101
+  histogram lag;            // how late each frame left against its schedule
+  histogram fanout;         // transcript emitted by the upstream (its stamp) to received here
+  histogram lag_steady;     // the same for the frames due within the steady window
+  histogram fanout_steady;  // the same for the transcripts emitted within the steady window
+  double wall_s = 0;        // from the first connection to the last participant's end
+  std::int64_t window_from_ns = live_figures::never, window_to_ns = live_figures::never;
 };
 
 // Runs the whole load: connects, streams, stops, collects. `tick` is called about once a second from the calling

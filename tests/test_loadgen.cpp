@@ -15,7 +15,9 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "net/client.hpp"
+#include "proto/load_tag.hpp"
 #include "proto/rapidjson.hpp"
+#include "tests/fakes/fake_gladia.hpp"
 #include "tests/support/harness.hpp"
 
 namespace {
@@ -34,23 +36,29 @@ struct outcome {
   rapidjson::Document json;
 };
 
-// Runs the loadgen with `args` (and --json, --quiet) and reads its report.
-outcome loadgen(const std::string& args, const std::string& name) {
-  const std::string json = ::testing::TempDir() + name + ".json", out = ::testing::TempDir() + name + ".out";
-  const std::string cmd =
-      std::string(SESSIONS_WS_LOADGEN_BIN) + " " + args + " --quiet --json " + json + " > " + out + " 2>&1";
+std::string loadgen_command(const std::string& args, const std::string& name) {
+  return std::string(SESSIONS_WS_LOADGEN_BIN) + " " + args + " --quiet --json " + ::testing::TempDir() + name +
+         ".json > " + ::testing::TempDir() + name + ".out 2>&1";
+}
+
+// The report of a finished loadgen run named `name`.
+outcome report(int status, const std::string& name) {
   outcome o;
-  const int status = std::system(cmd.c_str());
   o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream f(out);
+  std::ifstream f(::testing::TempDir() + name + ".out");
   std::stringstream ss;
   ss << f.rdbuf();
   o.out = ss.str();
-  std::ifstream j(json);
+  std::ifstream j(::testing::TempDir() + name + ".json");
   std::stringstream js;
   js << j.rdbuf();
   sw::parse_json(o.json, js.str());
   return o;
+}
+
+// Runs the loadgen with `args` (and --json, --quiet) and reads its report.
+outcome loadgen(const std::string& args, const std::string& name) {
+  return report(std::system(loadgen_command(args, name).c_str()), name);
 }
 
 std::int64_t num(const rapidjson::Value& v, const char* k) {
@@ -87,6 +95,103 @@ TEST(Loadgen, AShortRunAgainstTheServerExitsZeroWithACorrectReport) {
   const std::string verdict = j["verdict"].GetString();
   EXPECT_TRUE(verdict == "sustained" || verdict.rfind("tool-bound", 0) == 0) << verdict;
   EXPECT_NE(o.out.find("verdict                            " + verdict), std::string::npos) << o.out;
+}
+
+double ms_of(const rapidjson::Value& v, const char* k) {
+  return v.IsObject() && v.HasMember(k) && v[k].IsNumber() ? v[k].GetDouble() : -1;
+}
+
+// The tool's own schedule slips while it is held still (SIGSTOP, 300 ms) during the ramp-up, when one participant of
+// four streams. The whole run shows it (schedule lag and relay latency, the embedded fake being held too); the
+// steady window (everyone connected to the first stop) starts after it and does not; the verdict judges the window,
+// so the run is not called "tool-bound" for a slip the load itself never saw.
+TEST(Loadgen, TheVerdictJudgesTheSteadyWindowNotTheRampUp) {
+  const auto upstream = free_port();
+  sw::test::harness h(
+      [&](sw::config& c) {
+        c.stt_provider = "gladia";
+        c.gladia.api_url = "http://127.0.0.1:" + std::to_string(upstream);
+        c.gladia.api_key = "fake-gladia-key";
+      },
+      std::nullopt, true);
+  const std::string name = "loadgen-held";
+  const std::string cmd =
+      "exec " +
+      loadgen_command("--url ws://127.0.0.1:" + std::to_string(h.port) + " --secret " + sw::test::secret +
+                          " --participants 4 --ramp 2 --duration 3 --embedded-upstream " + std::to_string(upstream),
+                      name);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // the first participant streams (the next connects half a second after it): hold the tool still
+  const bool first = sw::test::eventually(
+      [&] { return sw::test::field(sw::net::http_fetch(h.http("/metrics")).body, "activeSttRelays") == "1"; }, 10s);
+  kill(pid, SIGSTOP);
+  std::this_thread::sleep_for(300ms);  // the slip itself, not a wait for an event
+  const std::int64_t held_until = sw::monotonic_ns();
+  kill(pid, SIGCONT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(first);
+  auto o = report(status, name);
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  auto& j = o.json;
+  ASSERT_TRUE(j.IsObject() && j.HasMember("steady") && j["steady"].IsObject()) << o.out;
+  auto& w = j["steady"];
+  ASSERT_TRUE(w.HasMember("window") && w["window"].IsBool() && w["window"].GetBool()) << o.out;
+  ASSERT_GT(ms_of(w, "fromNs"), static_cast<double>(held_until)) << "the window opened after the slip\n" << o.out;
+  EXPECT_GT(ms_of(w, "toNs"), ms_of(w, "fromNs"));
+  EXPECT_NEAR(ms_of(w, "seconds"), 1.5, 0.5) << "3 s of streaming, the last of four joined 1.5 s after the first";
+
+  // the whole run saw the slip: in the schedule (frames due while held) and in the relay (frames sent just before)
+  EXPECT_GE(ms_of(j["lagMs"], "max"), 250) << o.out;
+  EXPECT_GT(ms_of(j["lagMs"], "p99"), 5) << "enough frames were held for the whole run's p99\n" << o.out;
+  EXPECT_GE(ms_of(j["relayFrameMs"], "max"), 250) << o.out;
+  // the window did not, and counts only its own frames
+  EXPECT_LT(ms_of(w["lagMs"], "max"), 250) << o.out;
+  EXPECT_LT(ms_of(w["relayFrameMs"], "max"), 250) << o.out;
+  EXPECT_GT(num(w["lagMs"], "count"), 0);
+  EXPECT_LT(num(w["lagMs"], "count"), num(j["lagMs"], "count"));
+  EXPECT_GT(num(w["relayFrameMs"], "count"), 0);
+  EXPECT_LT(num(w["relayFrameMs"], "count"), num(j["relayFrameMs"], "count"));
+  EXPECT_LT(num(w["fanoutMs"], "count"), num(j["fanoutMs"], "count"));
+  // the verdict is the window's (this machine may still slip inside it while other tests run: then it says so)
+  const std::string verdict = j["verdict"].GetString();
+  if (ms_of(w["lagMs"], "p99") <= 5)
+    EXPECT_EQ(verdict, "sustained") << o.out;
+  else
+    EXPECT_EQ(verdict.rfind("tool-bound", 0), 0u) << o.out;
+  EXPECT_NE(o.out.find("steady window"), std::string::npos) << o.out;
+}
+
+// Against a separate fake upstream (here in the test process, as sessions-ws-fake-gladia would be): the loadgen
+// tells it the steady window by GET /window and reads the relay figures, whole run and window, from GET /stats.
+TEST(Loadgen, ASeparateFakeUpstreamLearnsTheWindowAndReportsBoth) {
+  sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
+  sw::test::harness h(
+      [&](sw::config& c) {
+        c.stt_provider = "gladia";
+        c.gladia.api_url = fake.url();
+        c.gladia.api_key = "fake-gladia-key";
+      },
+      std::nullopt, true);
+  EXPECT_EQ(sw::net::http_fetch(fake.url() + "/window?from=soon").status, 400u);
+  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h.port) + " --secret " + sw::test::secret +
+                       " --participants 4 --ramp 4 --duration 2 --upstream-stats " + fake.url(),
+                   "loadgen-separate");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  auto& j = o.json;
+  EXPECT_EQ(num(j, "framesUpstream"), num(j, "framesSent")) << o.out;
+  auto& w = j["steady"];
+  ASSERT_TRUE(w.IsObject() && w["window"].GetBool()) << o.out;
+  EXPECT_GT(num(w["relayFrameMs"], "count"), 0) << "the fake learned the window\n" << o.out;
+  EXPECT_LT(num(w["relayFrameMs"], "count"), num(j["relayFrameMs"], "count")) << o.out;
+  EXPECT_EQ(num(j["relayFrameMs"], "count"), num(j, "framesSent")) << o.out;
+  const auto figures = fake.load();
+  EXPECT_EQ(figures.relay_frame_steady.count(), static_cast<std::uint64_t>(num(w["relayFrameMs"], "count")));
 }
 
 TEST(Loadgen, RefusedTokensShowAs401sAndFailTheRun) {

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
+#include <limits>
 #include <optional>
 #include <thread>
 #include <type_traits>
@@ -106,6 +108,7 @@ struct fake_gladia::impl {
   std::deque<fake_gladia::arrival> arrivals;  // a deque: appending never moves what is recorded
   std::optional<asio::ssl::context> tls;
   load_figures figures;
+  std::int64_t window_from = std::numeric_limits<std::int64_t>::max(), window_to = window_from;
   std::map<std::uint32_t, std::uint32_t> next_sequence;  // participant -> the sequence expected next
   std::vector<std::shared_ptr<void>> stalled_conns;      // stalled connections stay open until the fake ends
 
@@ -166,10 +169,20 @@ struct fake_gladia::impl {
     std::string extra_header, extra_value;
   };
 
-  // POST /v2/live (and GET /stats): the answer.
+  // POST /v2/live (and GET /stats, GET /window): the answer.
   http_answer answer_http(const http::request<http::string_body>& req, const std::string& path,
                           const header_list& query) {
     if (req.method() == http::verb::get && path == "/stats") return {200, load_json_locked(), {}, {}};
+    if (req.method() == http::verb::get && path == "/window") {
+      for (auto& [k, v] : query) {
+        char* end = nullptr;
+        const long long ns = std::strtoll(v.c_str(), &end, 10);
+        if ((k != "from" && k != "to") || v.empty() || *end)
+          return {400, R"({"error":"GET /window?from=NS&to=NS: CLOCK_MONOTONIC nanoseconds"})", {}, {}};
+        (k == "from" ? window_from : window_to) = ns;
+      }
+      return {200, R"({"from":)" + std::to_string(window_from) + R"(,"to":)" + std::to_string(window_to) + "}", {}, {}};
+    }
     if (req.method() != http::verb::post || path != "/v2/live") return {404, error_body(404, "not found"), {}, {}};
     ++inits;
     bodies.push_back(req.body());
@@ -221,6 +234,10 @@ struct fake_gladia::impl {
       ++figures.frames;
       figures.relay_frame.add_ns(arrival_ns - t.sent_ns);
       if (last) figures.relay_message.add_ns(arrival_ns - t.sent_ns);
+      if (t.sent_ns >= window_from && t.sent_ns < window_to) {
+        figures.relay_frame_steady.add_ns(arrival_ns - t.sent_ns);
+        if (last) figures.relay_message_steady.add_ns(arrival_ns - t.sent_ns);
+      }
       auto [it, fresh] = next_sequence.emplace(t.participant, t.sequence);
       if (!fresh) {
         if (t.sequence > it->second)
@@ -340,15 +357,18 @@ struct fake_gladia::impl {
 
   std::string load_json_locked() const {
     auto q = [](const histogram& h, double p) { return std::to_string(h.quantile_us(p) / 1000.0); };
+    auto ms = [&](const histogram& h) {
+      return R"({"p50":)" + q(h, 0.5) + R"(,"p99":)" + q(h, 0.99) + R"(,"max":)" + std::to_string(h.max_us() / 1000.0) +
+             R"(,"count":)" + std::to_string(h.count()) + "}";
+    };
     const auto& f = figures;
     return R"({"streams":)" + std::to_string(f.streams) + R"(,"untaggedStreams":)" +
            std::to_string(f.untagged_streams) + R"(,"chunks":)" + std::to_string(f.chunks) + R"(,"bytes":)" +
            std::to_string(f.bytes) + R"(,"frames":)" + std::to_string(f.frames) + R"(,"lost":)" +
            std::to_string(f.lost) + R"(,"duplicates":)" + std::to_string(f.duplicates) + R"(,"transcripts":)" +
-           std::to_string(f.transcripts) + R"(,"relayMessageMs":{"p50":)" + q(f.relay_message, 0.5) + R"(,"p99":)" +
-           q(f.relay_message, 0.99) + R"(,"max":)" + std::to_string(f.relay_message.max_us() / 1000.0) +
-           R"(},"relayFrameMs":{"p50":)" + q(f.relay_frame, 0.5) + R"(,"p99":)" + q(f.relay_frame, 0.99) +
-           R"(,"max":)" + std::to_string(f.relay_frame.max_us() / 1000.0) + "}}";
+           std::to_string(f.transcripts) + R"(,"relayMessageMs":)" + ms(f.relay_message) + R"(,"relayFrameMs":)" +
+           ms(f.relay_frame) + R"(,"relayMessageSteadyMs":)" + ms(f.relay_message_steady) +
+           R"(,"relayFrameSteadyMs":)" + ms(f.relay_frame_steady) + "}";
   }
 };
 
@@ -584,6 +604,12 @@ fake_gladia::~fake_gladia() {
 fake_gladia::load_figures fake_gladia::load() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->figures;
+}
+
+void fake_gladia::set_window(std::int64_t from_ns, std::int64_t to_ns) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->window_from = from_ns;
+  impl_->window_to = to_ns;
 }
 
 void fake_gladia::reset_load() {

@@ -96,9 +96,15 @@ public:
     std::uint64_t transcripts = 0;  // partials and finals sent
     histogram relay_message;        // per upstream message: the frame that completed it, receive - send
     histogram relay_frame;          // every frame
+    // The same for the frames sent within the window (set_window): the load's steady part, without its ramp-up
+    // and wind-down.
+    histogram relay_message_steady, relay_frame_steady;
   };
   load_figures load() const;
   void reset_load();  // starts the figures afresh (after a warm-up)
+  // Frames whose tag says they were sent in [from_ns, to_ns) (CLOCK_MONOTONIC, this machine's) also count in the
+  // steady figures; none do until a window is set. Also GET /window?from=NS&to=NS (either may be left out).
+  void set_window(std::int64_t from_ns, std::int64_t to_ns);
   // The figures as JSON (GET /stats of the fake answers the same).
   std::string load_json() const;
 

@@ -1,7 +1,8 @@
 // sessions-ws-fake-gladia: the fake Gladia of the tests as a program, for load tests against a server this tool does
 // not run in-process (sessions-ws-loadgen --upstream-stats reads its figures). Acknowledges every chunk with its
 // cumulative byte_range, a partial every --partial-ms and a final every --final-ms of audio per stream, finals after
-// stop_recording; reads the loadgen's frame tags and stamps each transcript with its emit time; GET /stats.
+// stop_recording; reads the loadgen's frame tags and stamps each transcript with its emit time; GET /stats,
+// GET /window.
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -21,6 +22,8 @@ const char* usage =
     "  --threads N       I/O threads (default 1)\n"
     "  --tls-cert FILE --tls-key FILE   HTTPS + WSS\n"
     "Point the server at it: GLADIA_API_URL=http://HOST:PORT GLADIA_API_KEY=<key>. GET /stats: its figures.\n"
+    "GET /window?from=NS&to=NS: the load's steady window (frames sent then, CLOCK_MONOTONIC ns, also count in\n"
+    "the steady relay figures); sessions-ws-loadgen --upstream-stats sets it.\n"
     "Runs until SIGINT or SIGTERM. Exit codes: 0 stopped, 1 cannot listen, 2 bad arguments.\n";
 
 volatile std::sig_atomic_t stop = 0;
