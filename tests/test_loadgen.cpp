@@ -65,18 +65,23 @@ std::int64_t num(const rapidjson::Value& v, const char* k) {
   return v.IsObject() && v.HasMember(k) && v[k].IsNumber() ? static_cast<std::int64_t>(v[k].GetDouble()) : -1;
 }
 
+// A server relaying to the Gladia at `url` (the loadgen's embedded fake, or one of the test's own).
+std::unique_ptr<sw::test::harness> relay_server(const std::string& url) {
+  return std::make_unique<sw::test::harness>(
+      [&](sw::config& c) {
+        c.stt_provider = "gladia";
+        c.gladia.api_url = url;
+        c.gladia.api_key = "fake-gladia-key";
+      },
+      std::nullopt, true);
+}
+
 // Six participants in two rooms of three, through the Gladia relay to the loadgen's own fake upstream: every frame
 // sent is found at the upstream, transcripts come back to every member of each room, the verdict is "sustained".
 TEST(Loadgen, AShortRunAgainstTheServerExitsZeroWithACorrectReport) {
   const auto upstream = free_port();
-  sw::test::harness h(
-      [&](sw::config& c) {
-        c.stt_provider = "gladia";
-        c.gladia.api_url = "http://127.0.0.1:" + std::to_string(upstream);
-        c.gladia.api_key = "fake-gladia-key";
-      },
-      std::nullopt, true);
-  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h.port) + " --secret " + sw::test::secret +
+  auto h = relay_server("http://127.0.0.1:" + std::to_string(upstream));
+  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
                        " --participants 6 --room-size 3 --duration 2 --embedded-upstream " + std::to_string(upstream),
                    "loadgen-short");
   ASSERT_EQ(o.exit_code, 0) << o.out;
@@ -103,21 +108,15 @@ double ms_of(const rapidjson::Value& v, const char* k) {
 
 // The tool's own schedule slips while it is held still (SIGSTOP, 300 ms) during the ramp-up, when one participant of
 // four streams. The whole run shows it (schedule lag and relay latency, the embedded fake being held too); the
-// steady window (everyone connected to the first stop) starts after it and does not; the verdict judges the window,
-// so the run is not called "tool-bound" for a slip the load itself never saw.
+// steady window (everyone connected, to a frame before the first stop) starts after it and does not; the verdict judges
+// the window, so the run is not called "tool-bound" for a slip the load itself never saw.
 TEST(Loadgen, TheVerdictJudgesTheSteadyWindowNotTheRampUp) {
   const auto upstream = free_port();
-  sw::test::harness h(
-      [&](sw::config& c) {
-        c.stt_provider = "gladia";
-        c.gladia.api_url = "http://127.0.0.1:" + std::to_string(upstream);
-        c.gladia.api_key = "fake-gladia-key";
-      },
-      std::nullopt, true);
+  auto h = relay_server("http://127.0.0.1:" + std::to_string(upstream));
   const std::string name = "loadgen-held";
   const std::string cmd =
       "exec " +
-      loadgen_command("--url ws://127.0.0.1:" + std::to_string(h.port) + " --secret " + sw::test::secret +
+      loadgen_command("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
                           " --participants 4 --ramp 2 --duration 3 --embedded-upstream " + std::to_string(upstream),
                       name);
   const pid_t pid = fork();
@@ -128,7 +127,7 @@ TEST(Loadgen, TheVerdictJudgesTheSteadyWindowNotTheRampUp) {
   }
   // the first participant streams (the next connects half a second after it): hold the tool still
   const bool first = sw::test::eventually(
-      [&] { return sw::test::field(sw::net::http_fetch(h.http("/metrics")).body, "activeSttRelays") == "1"; }, 10s);
+      [&] { return sw::test::field(sw::net::http_fetch(h->http("/metrics")).body, "activeSttRelays") == "1"; }, 10s);
   kill(pid, SIGSTOP);
   std::this_thread::sleep_for(300ms);  // the slip itself, not a wait for an event
   const std::int64_t held_until = sw::monotonic_ns();
@@ -171,15 +170,9 @@ TEST(Loadgen, TheVerdictJudgesTheSteadyWindowNotTheRampUp) {
 // tells it the steady window by GET /window and reads the relay figures, whole run and window, from GET /stats.
 TEST(Loadgen, ASeparateFakeUpstreamLearnsTheWindowAndReportsBoth) {
   sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
-  sw::test::harness h(
-      [&](sw::config& c) {
-        c.stt_provider = "gladia";
-        c.gladia.api_url = fake.url();
-        c.gladia.api_key = "fake-gladia-key";
-      },
-      std::nullopt, true);
+  auto h = relay_server(fake.url());
   EXPECT_EQ(sw::net::http_fetch(fake.url() + "/window?from=soon").status, 400u);
-  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h.port) + " --secret " + sw::test::secret +
+  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
                        " --participants 4 --ramp 4 --duration 2 --upstream-stats " + fake.url(),
                    "loadgen-separate");
   ASSERT_EQ(o.exit_code, 0) << o.out;
