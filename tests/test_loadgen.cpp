@@ -172,6 +172,7 @@ TEST(Loadgen, ASeparateFakeUpstreamLearnsTheWindowAndReportsBoth) {
   sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
   auto h = relay_server(fake.url());
   EXPECT_EQ(sw::net::http_fetch(fake.url() + "/window?from=soon").status, 400u);
+  EXPECT_EQ(sw::net::http_fetch(fake.url() + "/window?to=99999999999999999999").status, 400u) << "out of range";
   auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
                        " --participants 4 --ramp 4 --duration 2 --upstream-stats " + fake.url(),
                    "loadgen-separate");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
@@ -176,8 +177,9 @@ struct fake_gladia::impl {
     if (req.method() == http::verb::get && path == "/window") {
       for (auto& [k, v] : query) {
         char* end = nullptr;
+        errno = 0;
         const long long ns = std::strtoll(v.c_str(), &end, 10);
-        if ((k != "from" && k != "to") || v.empty() || *end)
+        if ((k != "from" && k != "to") || v.empty() || *end || errno == ERANGE)
           return {400, R"({"error":"GET /window?from=NS&to=NS: CLOCK_MONOTONIC nanoseconds"})", {}, {}};
         (k == "from" ? window_from : window_to) = ns;
       }
