@@ -394,9 +394,12 @@ int main(int argc, char** argv) {
   }
   // What the verdict judges: the steady window's figures, or the whole run's when there was no window (not every
   // participant connected, and the verdict says so anyway).
-  const bool have_window = result.window_from_ns != sw::load::live_figures::never;
+  const std::int64_t window_from = live.window_from.load(), window_to = live.window_to.load();
+  const bool have_window = window_from != sw::load::live_figures::never;
   const sw::histogram& lag_judged = have_window ? result.lag_steady : result.lag;
+  const sw::histogram& fanout_judged = have_window ? result.fanout_steady : result.fanout;
   const latency relay_judged = have_window && relay_steady.count ? relay_steady : relay;
+  const latency relay_frame_judged = have_window && relay_frame_steady.count ? relay_frame_steady : relay_frame;
   const double window_s = std::max(1e-9, std::chrono::duration<double>(t_end - t_full).count());
   const std::uint64_t window_frames = frames_end - frames_full;
   const double server_cpu = (at_end.user_s + at_end.kernel_s) - (at_full.user_s + at_full.kernel_s);
@@ -437,8 +440,8 @@ int main(int argc, char** argv) {
   auto three_ms = [](const latency& l) {
     return ms(l.p50 * 1000) + " / " + ms(l.p99 * 1000) + " / " + ms(l.max * 1000) + " ms";
   };
-  const double window_seconds = have_window && result.window_to_ns != sw::load::live_figures::never
-                                    ? static_cast<double>(result.window_to_ns - result.window_from_ns) / 1e9
+  const double window_seconds = have_window && window_to != sw::load::live_figures::never
+                                    ? static_cast<double>(window_to - window_from) / 1e9
                                     : 0;
   if (have_window) {
     char b[96];
@@ -457,12 +460,11 @@ int main(int argc, char** argv) {
     row("relay p50 / p99 / max (per message)",
         three_ms(relay_judged) + (have_window ? " (whole run " + three_ms(relay) + ")" : ""));
     row("relay p50 / p99 / max (every frame)",
-        three_ms(have_window && relay_frame_steady.count ? relay_frame_steady : relay_frame) +
-            (have_window ? " (whole run " + three_ms(relay_frame) + ")" : ""));
+        three_ms(relay_frame_judged) + (have_window ? " (whole run " + three_ms(relay_frame) + ")" : ""));
     if (up.untagged_streams) row("streams without readable tags", std::to_string(up.untagged_streams));
   }
   row("fan-out p50 / p99 / max",
-      have_window ? three(result.fanout_steady) + " (whole run " + three(result.fanout) + ")" : three(result.fanout));
+      three(fanout_judged) + (have_window ? " (whole run " + three(result.fanout) + ")" : ""));
   row("transcripts received", std::to_string(partials) + " partials, " + std::to_string(finals) +
                                   " finals (finals per stream " + std::to_string(min_finals) + ".." +
                                   std::to_string(max_finals) + ")");
@@ -507,11 +509,10 @@ int main(int argc, char** argv) {
         << ",\"lost\":" << lost << ",\"connectMs\":" << q(result.connect) << ",\"lagMs\":" << q(result.lag)
         << ",\"relayMs\":" << lq(relay) << ",\"relayFrameMs\":" << lq(relay_frame)
         << ",\"fanoutMs\":" << q(result.fanout) << ",\"steady\":{\"window\":" << (have_window ? "true" : "false")
-        << ",\"seconds\":" << window_seconds << ",\"fromNs\":" << (have_window ? result.window_from_ns : 0)
-        << ",\"toNs\":" << (have_window ? result.window_to_ns : 0) << ",\"lagMs\":" << q(lag_judged)
-        << ",\"relayMs\":" << lq(relay_judged)
-        << ",\"relayFrameMs\":" << lq(have_window && relay_frame_steady.count ? relay_frame_steady : relay_frame)
-        << ",\"fanoutMs\":" << q(have_window ? result.fanout_steady : result.fanout) << "}"
+        << ",\"seconds\":" << window_seconds << ",\"fromNs\":" << (have_window ? window_from : 0)
+        << ",\"toNs\":" << (have_window ? window_to : 0) << ",\"lagMs\":" << q(lag_judged)
+        << ",\"relayMs\":" << lq(relay_judged) << ",\"relayFrameMs\":" << lq(relay_frame_judged)
+        << ",\"fanoutMs\":" << q(fanout_judged) << "}"
         << ",\"partials\":" << partials << ",\"finals\":" << finals << ",\"errorCodes\":{";
     bool first = true;
     for (auto& [k, n] : codes) {

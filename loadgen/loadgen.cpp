@@ -698,8 +698,6 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
     out.fanout_steady.merge(l->fanout_steady);
     out.connect.merge(l->connect);
   }
-  out.window_from_ns = live.window_from.load();
-  out.window_to_ns = live.window_to.load();
   return out;
 }
 

@@ -79,7 +79,6 @@ struct run_result {
   histogram lag_steady;     // the same for the frames due within the steady window
   histogram fanout_steady;  // the same for the transcripts emitted within the steady window
   double wall_s = 0;        // from the first connection to the last participant's end
-  std::int64_t window_from_ns = live_figures::never, window_to_ns = live_figures::never;
 };
 
 // Runs the whole load: connects, streams, stops, collects. `tick` is called about once a second from the calling
