@@ -11,21 +11,37 @@
 // sees the code first and calls refuse_close(); the close frame Beast then writes (its echo) goes out as 1002
 // "Invalid close code" instead.
 //
+// Holding a chunk in the kernel (plain TCP only). A relay sends audio upstream in chunks of several frames, so a
+// frame that does not complete a chunk needs no wake-up of its own. While audio flows, the session says where its next
+// chunk ends (hold_until) and the socket's SO_RCVLOWAT is set to the audio bytes still missing: the kernel keeps the
+// frames and wakes the read once the chunk's last frame is in (one wake-up, one `recvmsg`, one epoll event a chunk
+// instead of one a frame; the sender's `sendmsg` skips the wake-up too). What is missing is counted in payload bytes
+// (headers only add), from the bytes already read, a frame read in part included, so the wake-up never comes after
+// the chunk's last frame. Whatever else the client sends meanwhile (a text message, a pong) waits with the audio, for
+// at most the rest of the chunk; when the audio pauses, the pause watch releases it (release).
+//
 // Everything else is forwarded untouched.
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <optional>
+#include <type_traits>
 #include <utility>
+
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/websocket/teardown.hpp>
@@ -34,7 +50,8 @@
 
 namespace sw::net {
 
-// Counts the WebSocket frames in a byte stream by walking their headers (the payloads are skipped, never read).
+// Counts the WebSocket frames in a byte stream by walking their headers (the payloads are skipped, never read), and
+// the payload bytes of binary messages among them (continuation frames of a binary message included).
 class frame_counter {
 public:
   // The frames whose header ends within these bytes, the next in the stream.
@@ -44,6 +61,7 @@ public:
       if (skip_ > 0) {
         const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(skip_, n));
         skip_ -= k;
+        if (binary_) binary_bytes_ += k;
         p += k;
         n -= k;
         continue;
@@ -62,12 +80,21 @@ public:
       skip_ = len;
       have_ = 0;
       ++frames;
+      const unsigned opcode = head_[0] & 0x0f;
+      if (opcode == 0x1 || opcode == 0x2) binary_message_ = opcode == 0x2;  // a data message begins
+      binary_ = opcode == 0x2 || (opcode == 0x0 && binary_message_);
     }
     return frames;
   }
 
+  // Payload bytes of binary messages so far.
+  std::uint64_t binary_bytes() const { return binary_bytes_; }
+
 private:
-  std::uint64_t skip_ = 0;  // payload bytes of the current frame still to come
+  std::uint64_t binary_bytes_ = 0;
+  bool binary_ = false;          // the current frame's payload is binary data
+  bool binary_message_ = false;  // the data message in progress is binary (its continuation frames are too)
+  std::uint64_t skip_ = 0;       // payload bytes of the current frame still to come
   std::array<std::uint8_t, 14> head_{};
   std::size_t have_ = 0;  // bytes of the next frame's header so far
 };
@@ -102,6 +129,55 @@ public:
 
   // The next close frame written is a refusal (1002), whatever code it carries.
   void refuse_close() { refuse_ = true; }
+
+  // Every read that returns bytes is counted here (a server-wide figure).
+  void count_reads(std::atomic<std::uint64_t>* reads) { reads_ = reads; }
+
+  // From now on binary payload bytes are counted, so that chunks can be held in the kernel (see the top); plain TCP
+  // only (a TLS record's bytes are not the client's). False where it cannot be.
+  bool track_audio() {
+    if constexpr (std::is_base_of_v<boost::asio::ip::tcp::socket, Next>) tracking_ = true;
+    return tracking_;
+  }
+
+  // The session's next chunk ends once `boundary` binary payload bytes have been read from this socket (counted from
+  // the start of the stream); `frame` is the size of the latest audio frame. Reads from now on need not wake for less
+  // than what is missing, unless the next frame alone completes the chunk (then holding saves nothing). 0: hold
+  // nothing. Takes effect when the next read starts.
+  void hold_until(std::uint64_t boundary, std::size_t frame) {
+    boundary_ = boundary;
+    audio_frame_ = frame;
+  }
+
+  // Holds a chunk back now (its lowest mark is above one byte).
+  bool holding() const { return lowat_ > 1; }
+
+  // Bytes the kernel holds for this socket, unread.
+  std::size_t queued() {
+    int n = 0;
+    if constexpr (std::is_base_of_v<boost::asio::ip::tcp::socket, Next>)
+      if (::ioctl(next_.native_handle(), FIONREAD, &n) != 0) n = 0;
+    return n > 0 ? static_cast<std::size_t>(n) : 0;
+  }
+
+  // Holds nothing from now on: the read in flight wakes for any byte (at once, if some wait), and so does every read
+  // until hold_until is called again. Once `waiting` more bytes have been read and the next read starts, `drained`
+  // runs (there, before it: every byte that waited has gone up to the WebSocket layer above).
+  void release(std::size_t waiting = 0, std::function<void()> drained = nullptr) {
+    boundary_ = 0;
+    if (drained) {
+      drained_ = std::move(drained);
+      drained_after_ = bytes_read_ + waiting;
+    }
+    set_lowat(1);
+  }
+
+  // No more holding for this connection (it is closing: its close frame must not wait).
+  void stop_tracking() {
+    release();
+    drained_ = nullptr;
+    tracking_ = false;
+  }
 
   template <class Buffers, class Token>
   auto async_read_some(const Buffers& buffers, Token&& token) {
@@ -151,10 +227,11 @@ public:
 private:
   template <class Buffers, class Handler>
   void read(const Buffers& b, Handler&& handler) {
-    if (!budget_) {
+    if (!budget_ && !tracking_ && !reads_) {
       next_.async_read_some(b, std::forward<Handler>(handler));
       return;
     }
+    if (tracking_) before_read();
     auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
     next_.async_read_some(b, boost::asio::bind_executor(ex, [this, b, h = std::forward<Handler>(handler)](
                                                                 boost::system::error_code ec, std::size_t n) mutable {
@@ -163,8 +240,37 @@ private:
                           }));
   }
 
+  // A read starts: what waited after a release has been read up to the layer above (tell it), and the lowest mark is
+  // set to what the session's chunk still misses.
+  void before_read() {
+    if (drained_ && bytes_read_ >= drained_after_) {
+      auto f = std::move(drained_);
+      drained_ = nullptr;
+      f();  // may hold again
+    }
+    std::uint64_t lowat = 1;
+    const auto have = counter_.binary_bytes();
+    if (!drained_ && boundary_ > have && boundary_ - have > audio_frame_)
+      lowat = std::min<std::uint64_t>(boundary_ - have, INT_MAX);
+    set_lowat(static_cast<int>(lowat));
+  }
+
+  void set_lowat(int lowat) {
+    if constexpr (std::is_base_of_v<boost::asio::ip::tcp::socket, Next>) {
+      if (lowat == lowat_ || !tracking_) return;
+      // Lowering it wakes a read in flight when bytes wait (the kernel checks the new mark at once).
+      if (::setsockopt(next_.native_handle(), SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat) != 0) {
+        tracking_ = false;  // not this socket: it reads every frame, as before
+        return;
+      }
+      lowat_ = lowat;
+    }
+  }
+
   template <class Buffers>
   void spend(const Buffers& b, std::size_t n) {
+    bytes_read_ += n;
+    if (reads_) reads_->fetch_add(1, std::memory_order_relaxed);
     std::uint64_t frames = 0;
     for (auto it = boost::asio::buffer_sequence_begin(b); it != boost::asio::buffer_sequence_end(b) && n > 0; ++it) {
       const boost::asio::const_buffer piece = *it;
@@ -198,6 +304,15 @@ private:
   std::optional<token_bucket> budget_;  // frames; none: no limit
   std::function<void()> on_excess_;
   boost::asio::steady_timer pace_;
+  std::atomic<std::uint64_t>* reads_ = nullptr;
+  std::uint64_t bytes_read_ = 0;
+  // holding chunks in the kernel
+  bool tracking_ = false;
+  int lowat_ = 1;  // the socket's SO_RCVLOWAT
+  std::uint64_t boundary_ = 0;
+  std::size_t audio_frame_ = 0;
+  std::function<void()> drained_;
+  std::uint64_t drained_after_ = 0;
 };
 
 template <class Next>

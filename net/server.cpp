@@ -283,17 +283,26 @@ public:
     st_->stats->read_buffer_bytes -= static_cast<std::int64_t>(rx_.capacity());
   }
 
-  // From the pause watch: on the connection's own executor, the session hears of the pause (once per pause).
+  // From the pause watch: on the connection's own executor, the session hears of the pause (once per pause). While a
+  // chunk is held in the kernel (client_layer.hpp), "no audio" means no read for the quiet interval: the frames of the
+  // chunk may be waiting unread, so they are read first and the pause is taken once they have been. Either way no
+  // frame waits longer than the interval (and the watch's quarter) after it came, since none came before the last read.
   void audio_paused() override {
     asio::post(ws_.get_executor(), [self = this->shared_from_this()] {
       if (self->finished_) return;
       const auto since = steady_ns() - self->quiet_.last_audio_ns.load();
       if (since < std::chrono::nanoseconds(self->st_->opts.audio_quiet).count()) return;  // audio came meanwhile
-      self->hand_over_audio();
-      // The session sends what waits in a partial chunk now and counts its chunks afresh from here: so do we, or
-      // every chunk after the pause would wait for the frames that complete ours.
-      self->batched_total_ = 0;
-      caf::anon_send(self->session_, quiet_atom::value);
+      auto& layer = self->ws_.next_layer();
+      if (layer.holding()) {
+        ++self->st_->stats->held_audio_releases;
+        const std::size_t waiting = layer.queued();
+        if (waiting > 0) {
+          layer.release(waiting, [raw = self.get()] { raw->pause(); });
+          return;
+        }
+        layer.release();
+      }
+      self->pause();
     });
   }
 
@@ -318,6 +327,7 @@ public:
              "client " + client_ + " closed with code " + std::to_string(ws_.reason().code) + ": refused 1002");
       }
     });
+    ws_.next_layer().count_reads(&st_->stats->socket_reads);
     if (st_->opts.ws_max_frames_per_second > 0) {
       ws_.next_layer().limit_frames(st_->opts.ws_max_frames_per_second, [this] {
         asio::post(ws_.get_executor(), [self = this->shared_from_this()] { self->on_frame_flood(); });
@@ -350,6 +360,7 @@ public:
   void request_close(std::uint16_t code, std::string reason, bool graceful) {
     if (close_requested_ || finished_) return;
     close_requested_ = true;
+    ws_.next_layer().stop_tracking();  // the client's close frame must not wait behind a held chunk
     if (!graceful) {
       writer_.drop_waiting();
       if (writer_.writing()) make_room_to_close(raw_socket(beast::get_lowest_layer(ws_)), writer_.in_flight_bytes());
@@ -375,6 +386,8 @@ private:
       return;
     }
     opened_ = true;
+    // A provider that takes audio in chunks: each chunk may wait in the kernel until its last frame is in.
+    hold_chunks_ = batch_bytes_ > 0 && st_->quiet && ws_.next_layer().track_audio();
     ++st_->stats->websockets;
     last_pong_ = clock::now();
     caf::anon_send(session_, open_atom::value, make_sink());
@@ -387,6 +400,18 @@ private:
   }
 
   client_sink_ptr make_sink();
+
+  // The audio paused: the session sends what waits in a partial chunk now and counts its chunks afresh from here, and
+  // so do we (or every chunk after the pause would wait for the frames that complete ours). Nothing is held until
+  // audio flows again.
+  void pause() {
+    hand_over_audio();
+    batched_total_ = 0;
+    reset_abs_ = audio_abs_;
+    quiet_.pending.store(false, std::memory_order_relaxed);  // this pause is taken (frames read for it set it)
+    ws_.next_layer().hold_until(0, 0);
+    caf::anon_send(session_, quiet_atom::value);
+  }
 
   // More frames than the budget (pings and empty continuation frames included, which no other handler sees): closed
   // 1008; its reads are paced meanwhile.
@@ -446,7 +471,10 @@ private:
         frames_.push_back(static_cast<std::uint32_t>(size));
         const auto before = batched_total_;
         batched_total_ += size;
+        audio_abs_ += size;
         if (batched_total_ / batch_bytes_ > before / batch_bytes_) hand_over_audio();
+        if (hold_chunks_ && !close_requested_)
+          ws_.next_layer().hold_until(reset_abs_ + (batched_total_ / batch_bytes_ + 1) * batch_bytes_, size);
       }
       if (st_->quiet) {
         quiet_.last_audio_ns.store(steady_ns(), std::memory_order_relaxed);
@@ -527,6 +555,9 @@ private:
   std::size_t head_ = 0, msg_start_ = 0, filled_ = 0;
   std::string text_;
   std::uint64_t batched_total_ = 0;
+  // binary payload bytes read (the client layer's count), and where the chunks count from (the last pause)
+  std::uint64_t audio_abs_ = 0, reset_abs_ = 0;
+  bool hold_chunks_ = false;
   bool opened_ = false;
   bool close_requested_ = false;
   bool finished_ = false;

@@ -1,5 +1,10 @@
 // The Gladia relay end to end: real client WebSockets -> sessions-ws -> fake Gladia (tests/fakes).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <future>
@@ -572,6 +577,129 @@ TEST(GladiaFlush, AfterAPauseTheNextChunkGoesWithItsLastFrame) {
   EXPECT_EQ(arrivals[0].end, head.size());
   EXPECT_EQ(arrivals[1].end, head.size() + 3'200) << "whole chunks again after the flush";
   EXPECT_TRUE(fake.audio() == head + next);
+}
+
+// A client on a bare socket (TCP_NODELAY), for writes that cut frames where a test says; it never reads (what the
+// server sends waits in the socket's buffers). Frames are masked with a zero key.
+struct raw_client {
+  int fd = -1;
+  raw_client(std::uint16_t port, const std::string& token) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("connect");
+    int on = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    write("GET /api/realtime/transcribe?token=" + token +
+          " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    std::string head;
+    char ch;
+    while (head.find("\r\n\r\n") == std::string::npos && ::recv(fd, &ch, 1, 0) == 1) head += ch;
+    if (head.rfind("HTTP/1.1 101", 0) != 0) throw std::runtime_error("no upgrade: " + head);
+  }
+  ~raw_client() { ::close(fd); }
+  static std::string frame(const std::string& payload) {
+    std::string f = "\x82";
+    if (payload.size() < 126) {
+      f += static_cast<char>(0x80 | payload.size());
+    } else {
+      f += static_cast<char>(0x80 | 126);
+      f += static_cast<char>(payload.size() >> 8);
+      f += static_cast<char>(payload.size() & 0xff);
+    }
+    return f + std::string(4, '\0') + payload;
+  }
+  void write(const std::string& bytes) {
+    for (std::size_t at = 0; at < bytes.size();) {
+      const auto n = ::send(fd, bytes.data() + at, bytes.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) throw std::runtime_error("send");
+      at += static_cast<std::size_t>(n);
+    }
+  }
+};
+
+// While audio flows, each chunk waits in the kernel until its last byte is in (SO_RCVLOWAT: client_layer.hpp), and
+// goes upstream then: with frames that make up a chunk, with frames that do not divide it, and with the last frame of
+// a chunk cut in two writes, the first of which wakes the read in the middle of that frame (what was read of it
+// counts). With STT_CHUNK_FLUSH_MS at a second, a chunk held a byte too long would go only when the pause watch
+// releases it, a second later. The socket is woken once a chunk, not once a frame.
+TEST(GladiaHold, EachChunkGoesUpstreamWithItsLastByteWhereverTheFramesAreCut) {
+  fake_gladia fake;
+  fake.record_arrivals(true);
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_chunk_flush = 1000ms; });
+  raw_client c(h->port, harness::token("room", "alice"));
+  ASSERT_TRUE(eventually([&] { return fake.ws_connections() == 1; }));
+  std::string sent;  // the audio so far
+  std::vector<std::pair<std::size_t, std::chrono::steady_clock::time_point>>
+      completed;  // (chunk end, when its last byte went)
+  auto send = [&](const std::string& pcm, std::size_t frame) {
+    for (std::size_t at = 0; at < pcm.size(); at += frame) {
+      const auto piece = pcm.substr(at, frame);
+      c.write(raw_client::frame(piece));
+      const auto before = sent.size() / 3'200;
+      sent += piece;
+      if (sent.size() / 3'200 > before)
+        completed.emplace_back(sent.size() / 3'200 * 3'200, std::chrono::steady_clock::now());
+      std::this_thread::sleep_for(20ms);  // a real-time pace
+    }
+  };
+  const auto reads_before = metric(*h, "net.socket_reads");
+  send(audio(2 * 3'200, 67), 640);  // 10 frames, 2 chunks
+  ASSERT_TRUE(eventually([&] { return fake.audio_bytes() == sent.size(); }, 500ms));
+  const auto reads = metric(*h, "net.socket_reads") - reads_before;
+  // Woken once a chunk (and for the first frame alone); Beast takes a held chunk in reads of at most 1 536 bytes
+  // (its read buffer) or a frame's rest, so 3 of them a chunk here: 7 in all, where each frame alone would take 10.
+  EXPECT_LE(reads, 7) << "10 frames in 2 chunks: the socket is read once a frame";
+  send(audio(5 * 3'200, 71), 1'000);  // frames that do not divide a chunk
+  // A frame of 6 000 bytes cut after 3 300 of them: that part alone wakes the read (it is more than a chunk), which
+  // completes no chunk; the rest of the frame completes two.
+  const auto big = audio(6'000, 73);
+  const auto f = raw_client::frame(big);
+  c.write(f.substr(0, 8 + 3'300));
+  std::this_thread::sleep_for(50ms);  // the first part is read meanwhile
+  c.write(f.substr(8 + 3'300));
+  sent += big;
+  completed.emplace_back(sent.size() / 3'200 * 3'200, std::chrono::steady_clock::now());
+  // (a chunk held too long goes with the pause watch's flush, tail included: its end is then no chunk's end)
+  ASSERT_TRUE(eventually([&] { return fake.audio_bytes() >= sent.size() / 3'200 * 3'200; }, 5s));
+  std::size_t matched = 0;
+  for (const auto& a : fake.arrivals()) {
+    auto it = std::find_if(completed.begin(), completed.end(), [&](const auto& c2) { return c2.first == a.end; });
+    if (it == completed.end()) continue;  // the tail, which the pause watch sends a second later
+    ++matched;
+    EXPECT_LT(a.at - it->second, 400ms) << "the chunk ending at byte " << a.end << " waited for the pause watch";
+  }
+  EXPECT_EQ(matched, completed.size()) << "every chunk went alone, as it was completed";
+  EXPECT_EQ(metric(*h, "net.held_audio_releases"), 0) << "no pause: nothing was released";
+  EXPECT_TRUE(fake.audio() == sent.substr(0, fake.audio_bytes()));
+}
+
+// What a streaming client sends beside its audio (a ping here) waits with a held chunk for at most the pause watch:
+// when the audio pauses mid-chunk, the watch releases the chunk and what came with it. After the pause nothing is
+// held: a ping alone is read at once.
+TEST(GladiaHold, WhatCameWithAHeldChunkIsReadWhenTheAudioPauses) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_chunk_flush = 100ms; });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  const auto pcm = audio(6 * 640, 79);
+  stream(*c, pcm.substr(0, 640));
+  ASSERT_TRUE(eventually([&] { return metric(*h, "net.frames_in") >= 1; }));
+  stream(*c, pcm.substr(640, 4 * 640));  // the first chunk's last four frames
+  ASSERT_TRUE(eventually([&] { return fake.audio_bytes() == 3'200; }));
+  stream(*c, pcm.substr(5 * 640));  // a frame of the next chunk: held, with the ping after it
+  c->send_text(R"({"type":"ping"})");
+  expect_message(*c, "\"pong\"", 3000);
+  EXPECT_GE(metric(*h, "net.held_audio_releases"), 1) << "the pause watch released it";
+  ASSERT_TRUE(eventually([&] { return fake.audio_bytes() == pcm.size(); }, 3s)) << "the tail goes with the pause";
+  EXPECT_TRUE(fake.audio() == pcm);
+  const auto releases = metric(*h, "net.held_audio_releases");
+  c->send_text(R"({"type":"ping"})");
+  expect_message(*c, "\"pong\"", 3000);
+  EXPECT_EQ(metric(*h, "net.held_audio_releases"), releases) << "nothing was held after the pause";
 }
 
 // One pause watch serves every connection: streams that pause mid-chunk each deliver their tail without a stop,

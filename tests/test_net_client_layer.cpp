@@ -60,6 +60,37 @@ TEST(FrameCounter, AFrameCountsWhenItsHeaderIsWhole) {
   EXPECT_EQ(c.count(f.data() + 8, 640), 0u);
 }
 
+// The payload bytes of binary messages, read in pieces of every length: binary frames and their continuations count
+// as they pass (a frame read in part counts what was read), text messages, their continuations and control frames
+// do not.
+TEST(FrameCounter, CountsTheBinaryPayloadAsItPasses) {
+  std::vector<std::uint8_t> stream;
+  auto add = [&](std::uint8_t op, std::size_t n, bool fin = true) {
+    auto f = masked(op, n, fin);
+    stream.insert(stream.end(), f.begin(), f.end());
+  };
+  add(0x2, 640);
+  add(0x1, 300, false);  // a text message in two frames
+  add(0x9, 4);           // a ping between them
+  add(0x0, 200);
+  add(0x2, 100, false);  // a binary message in three frames
+  add(0xA, 0);
+  add(0x0, 70000, false);
+  add(0x0, 126);
+  add(0x8, 2);
+  const std::uint64_t binary = 640 + 100 + 70000 + 126;
+  for (std::size_t piece : {std::size_t(1), std::size_t(7), std::size_t(640), stream.size()}) {
+    frame_counter c;
+    for (std::size_t at = 0; at < stream.size(); at += piece)
+      c.count(stream.data() + at, std::min(piece, stream.size() - at));
+    EXPECT_EQ(c.binary_bytes(), binary) << "pieces of " << piece;
+  }
+  frame_counter c;
+  auto f = masked(0x2, 640);
+  c.count(f.data(), 8 + 100);
+  EXPECT_EQ(c.binary_bytes(), 100u) << "a frame read in part counts what was read";
+}
+
 // The frame budget spends what a read brought, whatever is left: a debt, which the rate pays back before a read
 // may go on.
 TEST(TokenBucket, SpendingPastItIsADebtTheRefillPaysBackFirst) {
