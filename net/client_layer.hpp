@@ -46,6 +46,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/websocket/teardown.hpp>
 
+#include "net/edge_socket.hpp"
 #include "net/token_bucket.hpp"
 
 namespace sw::net {
@@ -227,17 +228,36 @@ public:
 private:
   template <class Buffers, class Handler>
   void read(const Buffers& b, Handler&& handler) {
+    if constexpr (std::is_base_of_v<edge_socket, Next>) {
+      if (ahead_.available() > 0) {
+        // What the last read took beyond the buffer it was given (counted then): no socket read.
+        std::size_t n = 0;
+        for (auto it = boost::asio::buffer_sequence_begin(b); it != boost::asio::buffer_sequence_end(b); ++it) {
+          const boost::asio::mutable_buffer piece = *it;
+          n += ahead_.take(piece.data(), piece.size());
+        }
+        auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
+        boost::asio::post(
+            ex, [h = std::forward<Handler>(handler), n]() mutable { std::move(h)(boost::system::error_code(), n); });
+        return;
+      }
+    }
     if (!budget_ && !tracking_ && !reads_) {
       next_.async_read_some(b, std::forward<Handler>(handler));
       return;
     }
     if (tracking_) before_read();
     auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
-    next_.async_read_some(b, boost::asio::bind_executor(ex, [this, b, h = std::forward<Handler>(handler)](
-                                                                boost::system::error_code ec, std::size_t n) mutable {
-                            if (n > 0) spend(b, n);
-                            std::move(h)(ec, n);
-                          }));
+    auto done = boost::asio::bind_executor(
+        ex, [this, b, h = std::forward<Handler>(handler)](boost::system::error_code ec, std::size_t n) mutable {
+          if (n > 0) spend(b, n);
+          std::move(h)(ec, n);
+        });
+    if constexpr (std::is_base_of_v<edge_socket, Next>) {
+      // A held chunk comes whole: the read takes all of it, not Beast's 1 536 bytes.
+      if (tracking_) return next_.async_read_some_ahead(b, ahead_, std::move(done));
+    }
+    next_.async_read_some(b, std::move(done));
   }
 
   // A read starts: what waited after a release has been read up to the layer above (tell it), and the lowest mark is
@@ -267,6 +287,7 @@ private:
     }
   }
 
+  // A socket read brought `n` bytes into `b` (and, for a read ahead, what is in ahead_ after them).
   template <class Buffers>
   void spend(const Buffers& b, std::size_t n) {
     bytes_read_ += n;
@@ -277,6 +298,10 @@ private:
       const auto k = std::min(n, piece.size());
       frames += counter_.count(static_cast<const std::uint8_t*>(piece.data()), k);
       n -= k;
+    }
+    if (ahead_.available() > 0) {
+      bytes_read_ += ahead_.available();
+      frames += counter_.count(ahead_.data.get() + ahead_.at, ahead_.available());
     }
     if (frames == 0 || !budget_) return;
     budget_->spend(static_cast<double>(frames), clock::now());
@@ -305,6 +330,7 @@ private:
   std::function<void()> on_excess_;
   boost::asio::steady_timer pace_;
   std::atomic<std::uint64_t>* reads_ = nullptr;
+  read_ahead ahead_;  // bytes a read took beyond Beast's buffer (plain sockets holding chunks)
   std::uint64_t bytes_read_ = 0;
   // holding chunks in the kernel
   bool tracking_ = false;

@@ -14,11 +14,20 @@
 // TCP urgent data (MSG_OOB): Linux ends a receive at the urgent mark, so a client that sends it stalls its own stream
 // until its next packet. No WebSocket client sends it, and no one else is affected.
 //
+// A read may also take bytes beyond the caller's buffer (async_read_some_ahead): the same `recvmsg` scatters the rest
+// of what the kernel holds into a scratch buffer of the thread's, and what landed there is kept (allocated at its size)
+// for the caller's next reads. Beast asks for at most 1 536 bytes a read (its frame buffer) or a frame's rest, so
+// a chunk of five 20 ms frames held in the kernel (client_layer.hpp) would otherwise take three reads, not one.
+//
 // It uses Asio's reactor interface (`boost::asio::detail`), which is not public: written against Boost 1.81's epoll
 // reactor, the only one this project builds with (Debian 12). Anything else falls back to the plain read.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
 #include <utility>
 
 #include <boost/asio/async_result.hpp>
@@ -28,6 +37,7 @@
 
 #if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && BOOST_VERSION == 108100
 #define SW_EDGE_SOCKET 1
+#include <sys/uio.h>
 #include <boost/asio/detail/buffer_sequence_adapter.hpp>
 #include <boost/asio/detail/handler_alloc_helpers.hpp>
 #include <boost/asio/detail/handler_cont_helpers.hpp>
@@ -40,6 +50,24 @@
 
 namespace sw::net {
 
+// What a read took beyond its caller's buffer, in stream order; freed once taken.
+struct read_ahead {
+  std::unique_ptr<std::uint8_t[]> data;
+  std::size_t size = 0, at = 0;
+  std::size_t available() const { return size - at; }
+  // Copies up to `room` bytes out; frees the storage once everything is taken.
+  std::size_t take(void* to, std::size_t room) {
+    const std::size_t n = std::min(room, available());
+    std::memcpy(to, data.get() + at, n);
+    at += n;
+    if (at == size) {
+      data.reset();
+      size = at = 0;
+    }
+    return n;
+  }
+};
+
 #ifdef SW_EDGE_SOCKET
 namespace edge_detail {
 namespace ad = boost::asio::detail;
@@ -48,22 +76,44 @@ namespace ad = boost::asio::detail;
 template <class Buffers>
 class recv_op_base : public ad::reactor_op {
 public:
-  recv_op_base(const boost::system::error_code& success_ec, ad::socket_type s, const Buffers& b, func_type complete)
-      : ad::reactor_op(success_ec, &recv_op_base::do_perform, complete), socket_(s), buffers_(b) {}
+  recv_op_base(const boost::system::error_code& success_ec, ad::socket_type s, const Buffers& b, func_type complete,
+               read_ahead* ahead)
+      : ad::reactor_op(success_ec, &recv_op_base::do_perform, complete), socket_(s), buffers_(b), ahead_(ahead) {}
 
   static status do_perform(ad::reactor_op* base) {
     auto* o = static_cast<recv_op_base*>(base);
     ad::buffer_sequence_adapter<boost::asio::mutable_buffer, Buffers> bufs(o->buffers_);
-    if (!ad::socket_ops::non_blocking_recv(o->socket_, bufs.buffers(), bufs.count(), 0, true, o->ec_,
-                                           o->bytes_transferred_))
-      return not_done;  // EAGAIN: wait for the edge
-    // An error or the end of the stream (0 bytes) exhausts it as Asio's own read does; so does a short read.
-    return o->bytes_transferred_ < bufs.total_size() ? done_and_exhausted : done;
+    if (!o->ahead_) {
+      if (!ad::socket_ops::non_blocking_recv(o->socket_, bufs.buffers(), bufs.count(), 0, true, o->ec_,
+                                             o->bytes_transferred_))
+        return not_done;  // EAGAIN: wait for the edge
+      // An error or the end of the stream (0 bytes) exhausts it as Asio's own read does; so does a short read.
+      return o->bytes_transferred_ < bufs.total_size() ? done_and_exhausted : done;
+    }
+    // The caller's buffers, then the thread's scratch (this runs on the thread that performs it, start to end).
+    thread_local std::array<std::uint8_t, 65536> scratch;
+    std::array<iovec, ad::buffer_sequence_adapter_base::max_buffers + 1> iov;
+    const std::size_t count = std::min<std::size_t>(bufs.count(), iov.size() - 1);
+    std::copy(bufs.buffers(), bufs.buffers() + count, iov.begin());
+    iov[count].iov_base = scratch.data();
+    iov[count].iov_len = scratch.size();
+    std::size_t n = 0;
+    if (!ad::socket_ops::non_blocking_recv(o->socket_, iov.data(), count + 1, 0, true, o->ec_, n)) return not_done;
+    const std::size_t room = bufs.total_size();
+    o->bytes_transferred_ = std::min(n, room);
+    if (n > room) {
+      o->ahead_->data.reset(new std::uint8_t[n - room]);
+      std::memcpy(o->ahead_->data.get(), scratch.data(), n - room);
+      o->ahead_->size = n - room;
+      o->ahead_->at = 0;
+    }
+    return n < room + scratch.size() ? done_and_exhausted : done;
   }
 
 private:
   ad::socket_type socket_;
   Buffers buffers_;
+  read_ahead* ahead_;  // null: the caller's buffers only
 };
 
 // Asio's reactive_socket_recv_op: owns the handler and its work, completes it.
@@ -73,8 +123,8 @@ public:
   BOOST_ASIO_DEFINE_HANDLER_PTR(recv_op);
 
   recv_op(const boost::system::error_code& success_ec, ad::socket_type s, const Buffers& b, Handler& handler,
-          const IoExecutor& io_ex)
-      : recv_op_base<Buffers>(success_ec, s, b, &recv_op::do_complete),
+          const IoExecutor& io_ex, read_ahead* ahead)
+      : recv_op_base<Buffers>(success_ec, s, b, &recv_op::do_complete, ahead),
         handler_(std::move(handler)),
         work_(handler_, io_ex) {}
 
@@ -124,12 +174,20 @@ public:
   template <class Buffers, class Token>
   auto async_read_some(const Buffers& buffers, Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
-        [this](auto handler, const Buffers& b) { this->start_read(b, handler); }, token, buffers);
+        [this](auto handler, const Buffers& b) { this->start_read(b, handler, nullptr); }, token, buffers);
+  }
+
+  // As async_read_some, and what the kernel holds beyond `buffers` goes to `ahead` (empty when it starts; it must
+  // outlive the read).
+  template <class Buffers, class Token>
+  auto async_read_some_ahead(const Buffers& buffers, read_ahead& ahead, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+        [this, &ahead](auto handler, const Buffers& b) { this->start_read(b, handler, &ahead); }, token, buffers);
   }
 
 private:
   template <class Buffers, class Handler>
-  void start_read(const Buffers& b, Handler& handler) {
+  void start_read(const Buffers& b, Handler& handler, read_ahead* ahead) {
     namespace ad = boost::asio::detail;
     auto& impl = impl_.get_implementation();
     auto& reactor = boost::asio::use_service<ad::reactor>(
@@ -139,7 +197,7 @@ private:
 
     using op = edge_detail::recv_op<Buffers, Handler, std::decay_t<decltype(impl_.get_executor())>>;
     typename op::ptr p = {ad::addressof(handler), op::ptr::allocate(handler), nullptr};
-    p.p = new (p.v) op(boost::system::error_code(), impl.socket_, b, handler, impl_.get_executor());
+    p.p = new (p.v) op(boost::system::error_code(), impl.socket_, b, handler, impl_.get_executor(), ahead);
     if (slot.is_connected())
       p.p->cancellation_key_ =
           &slot.template emplace<edge_detail::cancellation>(&reactor, &impl.reactor_data_, impl.socket_);
@@ -152,6 +210,11 @@ private:
     else
       reactor.start_op(ad::reactor::read_op, impl.socket_, impl.reactor_data_, p.p, is_continuation, true);
     p.v = p.p = nullptr;
+  }
+#else
+  template <class Buffers, class Token>
+  auto async_read_some_ahead(const Buffers& buffers, read_ahead&, Token&& token) {
+    return tcp_socket::async_read_some(buffers, std::forward<Token>(token));
   }
 #endif
 };

@@ -147,6 +147,52 @@ TEST(EdgeSocket, AReadThatFillsItsBufferLeavesTheRestForTheNextReadAtOnce) {
   EXPECT_EQ(got, data);
 }
 
+// A read ahead takes everything the kernel holds in one recvmsg: its buffer first, the rest kept (allocated at its
+// size, freed once taken). Reads of every size, served from what was kept where some is left, give back the bytes
+// whole and in order, with one recvmsg per write (each write lands while the socket is empty and read to its end).
+TEST(EdgeSocket, AReadAheadTakesEverythingTheKernelHoldsInOneRecvmsg) {
+  pair p;
+  const auto data = pattern(200000, 4);
+  std::mt19937 rng(5);
+  std::vector<std::uint8_t> got, buf(4096);
+  sw::net::read_ahead ahead;
+  std::size_t sent = 0;
+  int writes = 0;
+  while (got.size() < data.size()) {
+    const std::size_t room = 1 + rng() % 1536;
+    if (ahead.available() > 0) {
+      const auto n = ahead.take(buf.data(), room);
+      got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(n));
+      continue;
+    }
+    if (sent == got.size()) {  // all read: the next write lands in an empty socket
+      const std::size_t n = std::min<std::size_t>(1 + rng() % 20000, data.size() - sent);
+      asio::write(p.client, asio::buffer(data.data() + sent, n));
+      sent += n;
+      ++writes;
+    }
+    auto o = std::make_shared<outcome>();
+    p.server->async_read_some_ahead(asio::buffer(buf.data(), room), ahead,
+                                    [o](boost::system::error_code ec, std::size_t n) {
+                                      o->ec = ec;
+                                      o->n = n;
+                                      o->done = true;
+                                    });
+    ASSERT_TRUE(p.run_until([&] { return o->done; })) << "stuck at " << got.size() << " of " << sent << " sent";
+    ASSERT_FALSE(o->ec) << o->ec.message();
+    ASSERT_LE(o->n, room);
+    got.insert(got.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(o->n));
+    if (o->n < room) {
+      EXPECT_EQ(ahead.available(), 0u) << "a short read kept bytes";
+    }
+  }
+  EXPECT_EQ(got, data);
+  EXPECT_EQ(ahead.data, nullptr) << "freed once taken";
+  // A write can arrive in two segments that the first read splits: at most one more recvmsg each, never one a read.
+  EXPECT_LE(recvmsg_calls.load(), 2 * writes + 1);
+  EXPECT_GE(recvmsg_calls.load(), writes);
+}
+
 TEST(EdgeSocket, TheEndOfTheStreamAndCancellationAreReported) {
   pair p;
   std::vector<std::uint8_t> buf(64);
