@@ -89,6 +89,7 @@ protected:
 struct quiet_slot {
   std::atomic<std::int64_t> last_audio_ns{0};  // steady clock
   std::atomic<bool> pending{false};            // audio came since the session last heard of a pause
+  std::atomic<bool> held{false};               // a chunk may wait in the kernel (client_layer.hpp): see quiet_watch
   std::weak_ptr<quiet_target> owner;
   std::size_t index = 0;  // in the watch's list
 };
@@ -98,6 +99,12 @@ struct quiet_slot {
 // frames' own cost at 20 ms frames), where the watch looks at every connection's last frame once per quarter
 // interval and wakes only the ones that paused. A pause is reported between one and one and a quarter intervals
 // after the last frame. The timer runs only while some connection is watched.
+//
+// A connection that holds its chunk in the kernel is read once a chunk, so its last read is up to a chunk old while
+// audio flows, and with the default chunk (100 ms) and interval (100 ms) the next read is due just when the interval
+// ends: a little jitter would release every few dozen chunks early, flushing a part-chunk upstream for nothing. So a
+// held connection gets a quarter interval more: its pause is reported one and a quarter to one and a half intervals
+// after its last read (which was no later than its last frame's arrival).
 class quiet_watch : public std::enable_shared_from_this<quiet_watch> {
 public:
   quiet_watch(asio::io_context& io, std::chrono::milliseconds quiet)
@@ -138,7 +145,8 @@ private:
       std::lock_guard<std::mutex> lock(mu_);
       for (auto* s : slots_) {
         if (!s->pending.load(std::memory_order_relaxed)) continue;
-        if (now - s->last_audio_ns.load(std::memory_order_relaxed) < quiet_ns_) continue;
+        const auto quiet = quiet_ns_ + (s->held.load(std::memory_order_relaxed) ? quiet_ns_ / 4 : 0);
+        if (now - s->last_audio_ns.load(std::memory_order_relaxed) < quiet) continue;
         s->pending.store(false, std::memory_order_relaxed);
         paused.push_back(s->owner);
       }
@@ -286,7 +294,7 @@ public:
   // From the pause watch: on the connection's own executor, the session hears of the pause (once per pause). While a
   // chunk is held in the kernel (client_layer.hpp), "no audio" means no read for the quiet interval: the frames of the
   // chunk may be waiting unread, so they are read first and the pause is taken once they have been. Either way no
-  // frame waits longer than the interval (and the watch's quarter) after it came, since none came before the last read.
+  // frame waits longer than one and a half intervals after it came (quiet_watch), since none came before the last read.
   void audio_paused() override {
     asio::post(ws_.get_executor(), [self = this->shared_from_this()] {
       if (self->finished_) return;
@@ -294,9 +302,9 @@ public:
       if (since < std::chrono::nanoseconds(self->st_->opts.audio_quiet).count()) return;  // audio came meanwhile
       auto& layer = self->ws_.next_layer();
       if (layer.holding()) {
-        ++self->st_->stats->held_audio_releases;
         const std::size_t waiting = layer.queued();
         if (waiting > 0) {
+          ++self->st_->stats->held_audio_releases;
           layer.release(waiting, [raw = self.get()] { raw->pause(); });
           return;
         }
@@ -409,6 +417,7 @@ private:
     batched_total_ = 0;
     reset_abs_ = audio_abs_;
     quiet_.pending.store(false, std::memory_order_relaxed);  // this pause is taken (frames read for it set it)
+    quiet_.held.store(false, std::memory_order_relaxed);
     ws_.next_layer().hold_until(0, 0);
     caf::anon_send(session_, quiet_atom::value);
   }
@@ -486,6 +495,7 @@ private:
       text_ = std::string();
     }
     do_read();
+    if (hold_chunks_) quiet_.held.store(ws_.next_layer().holding(), std::memory_order_relaxed);
   }
 
   // The frames not yet handed over go to the session now (one message, or none when nothing waits), copied out at

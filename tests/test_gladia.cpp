@@ -677,6 +677,28 @@ TEST(GladiaHold, EachChunkGoesUpstreamWithItsLastByteWhereverTheFramesAreCut) {
   EXPECT_TRUE(fake.audio() == sent.substr(0, fake.audio_bytes()));
 }
 
+// A chunk's last frame a little late is no pause: the pause watch gives a held connection a quarter interval more than
+// the interval since its last read (quiet_watch). Every other chunk's last frame comes 12 ms late here, so the reads
+// are 112 ms apart half the time; judged at the bare interval, a check of the watch (every 25 ms) would fall in that
+// late 12 ms about one time in two and release the chunk early.
+TEST(GladiaHold, AChunkWhoseLastFrameIsALittleLateIsNotReleased) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_chunk_flush = 100ms; });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  const auto pcm = audio(40 * 3'200, 83);
+  auto at = std::chrono::steady_clock::now();
+  for (std::size_t k = 0; k < 200; ++k) {
+    auto due = at + k * 20ms;
+    if (k % 10 == 4) due += 12ms;  // the last frame of every other chunk (the first frame goes alone)
+    std::this_thread::sleep_until(due);
+    c->send_binary(pcm.data() + k * 640, 640);
+  }
+  ASSERT_TRUE(eventually([&] { return fake.audio_bytes() == 200 * 640; }, 5s));
+  EXPECT_LE(metric(*h, "net.held_audio_releases"), 1) << "chunks released early (one tolerated: a scheduling hiccup)";
+  EXPECT_TRUE(fake.audio() == pcm.substr(0, 200 * 640));
+}
+
 // What a streaming client sends beside its audio (a ping here) waits with a held chunk for at most the pause watch:
 // when the audio pauses mid-chunk, the watch releases the chunk and what came with it. After the pause nothing is
 // held: a ping alone is read at once.
