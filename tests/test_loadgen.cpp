@@ -96,9 +96,18 @@ TEST(Loadgen, AShortRunAgainstTheServerExitsZeroWithACorrectReport) {
   EXPECT_GE(num(j, "finals"), 6 * 3) << "a final per 2 s and one at the stop, seen by the three members of a room";
   EXPECT_GT(num(j, "partials"), 0);
   EXPECT_EQ(num(j["fanoutMs"], "count"), num(j, "partials") + num(j, "finals")) << "every transcript was stamped";
-  // The server kept up; the tool itself may be late on a machine busy with other tests (then it says so).
+  // The server kept up; the tool itself may be late on a machine busy with other tests (then it says so). A sanitized
+  // build's latency is the sanitizer's: there the relay bound is not judged (its relay p50 is 3-5 ms alone, against
+  // 0.5 in a release build, and once went past 20 ms at p99 while the whole suite ran).
+#if defined(__SANITIZE_ADDRESS__)
+  const bool sanitized = true;
+#else
+  const bool sanitized = false;
+#endif
   const std::string verdict = j["verdict"].GetString();
-  EXPECT_TRUE(verdict == "sustained" || verdict.rfind("tool-bound", 0) == 0) << verdict;
+  EXPECT_TRUE(verdict == "sustained" || verdict.rfind("tool-bound", 0) == 0 ||
+              (sanitized && verdict == "not sustained: relay p99 above 20 ms"))
+      << verdict;
   EXPECT_NE(o.out.find("verdict                            " + verdict), std::string::npos) << o.out;
 }
 
