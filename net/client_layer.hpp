@@ -242,10 +242,6 @@ private:
         return;
       }
     }
-    if (!budget_ && !tracking_ && !reads_) {
-      next_.async_read_some(b, std::forward<Handler>(handler));
-      return;
-    }
     if (tracking_) before_read();
     auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
     auto done = boost::asio::bind_executor(

@@ -414,8 +414,8 @@ private:
   // audio flows again.
   void pause() {
     hand_over_audio();
+    reset_abs_ += batched_total_;
     batched_total_ = 0;
-    reset_abs_ = audio_abs_;
     quiet_.pending.store(false, std::memory_order_relaxed);  // this pause is taken (frames read for it set it)
     quiet_.held.store(false, std::memory_order_relaxed);
     ws_.next_layer().hold_until(0, 0);
@@ -480,7 +480,6 @@ private:
         frames_.push_back(static_cast<std::uint32_t>(size));
         const auto before = batched_total_;
         batched_total_ += size;
-        audio_abs_ += size;
         if (batched_total_ / batch_bytes_ > before / batch_bytes_) hand_over_audio();
         if (hold_chunks_ && !close_requested_)
           ws_.next_layer().hold_until(reset_abs_ + (batched_total_ / batch_bytes_ + 1) * batch_bytes_, size);
@@ -565,8 +564,9 @@ private:
   std::size_t head_ = 0, msg_start_ = 0, filled_ = 0;
   std::string text_;
   std::uint64_t batched_total_ = 0;
-  // binary payload bytes read (the client layer's count), and where the chunks count from (the last pause)
-  std::uint64_t audio_abs_ = 0, reset_abs_ = 0;
+  // where batched_total_ counts from (the last pause), in binary payload bytes since the stream began (the count
+  // the client layer keeps)
+  std::uint64_t reset_abs_ = 0;
   bool hold_chunks_ = false;
   bool opened_ = false;
   bool close_requested_ = false;

@@ -677,6 +677,29 @@ TEST(GladiaHold, EachChunkGoesUpstreamWithItsLastByteWhereverTheFramesAreCut) {
   EXPECT_TRUE(fake.audio() == sent.substr(0, fake.audio_bytes()));
 }
 
+// The server's close is not held: once it closes a client (here for a missed pong), the client's close frame is read
+// at once, not behind a held chunk until the pause watch releases it (STT_CHUNK_FLUSH_MS of 3 s here: 3.75-4.5 s).
+TEST(GladiaHold, AClientsCloseFrameIsNotHeldOnceTheServerCloses) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake, [](sw::config& c) {
+    c.stt_chunk_flush = 3000ms;
+    c.ws_ping_interval = 100ms;
+    c.ws_pong_timeout = 300ms;
+  });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  const auto pcm = audio(6 * 640, 89);
+  stream(*c, pcm.substr(0, 640));
+  ASSERT_TRUE(eventually([&] { return metric(*h, "net.frames_in") >= 1; }));
+  stream(*c, pcm.substr(640, 4 * 640));
+  ASSERT_TRUE(eventually([&] { return fake.audio_bytes() == 3'200; }));
+  stream(*c, pcm.substr(5 * 640));  // held; the test reads nothing now, so no pong goes
+  ASSERT_TRUE(eventually([&] { return metric(*h, "ws.heartbeat_timeouts_total") == 1; }));
+  const auto closing = std::chrono::steady_clock::now();
+  EXPECT_EQ(expect_close(*c, 10'000), 4408);  // the handshake ends when the server has read our close frame
+  EXPECT_LT(std::chrono::steady_clock::now() - closing, 2000ms) << "the close frame waited behind the held chunk";
+}
+
 // A chunk's last frame a little late is no pause: the pause watch gives a held connection a quarter interval more than
 // the interval since its last read (quiet_watch). Every other chunk's last frame comes 12 ms late here, so the reads
 // are 112 ms apart half the time; judged at the bare interval, a check of the watch (every 25 ms) would fall in that
