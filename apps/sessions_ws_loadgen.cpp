@@ -56,6 +56,10 @@ Measurement and output
   --json FILE               the report as JSON too
   --quiet                   no progress line
   --io-threads N            the tool's I/O threads (default 1)   --actor-threads N (default 1)
+  --sndbuf BYTES            each connection's socket send buffer (default: the kernel's; a small one makes the
+                            tool's own writes wait, as a client on a congested link does)
+  --no-io-uring             a sendmsg per frame; by default the frames due in each 1 ms tick go to the kernel
+                            in one io_uring submission (where the kernel allows io_uring; else a sendmsg each)
 Steady window: from the moment every participant is connected to a frame before the first stop. The server's
 CPU, the tool's schedule lag, relay and fan-out latency are judged over it (the ramp-up's handshakes and the
 wind-down's stops are bursts the load itself does not have); the whole run's are reported beside. A separate fake
@@ -195,6 +199,10 @@ int main(int argc, char** argv) {
       s.io_threads = static_cast<int>(number(a, next(), 1, 64));
     } else if (a == "--actor-threads") {
       s.actor_threads = static_cast<int>(number(a, next(), 1, 64));
+    } else if (a == "--sndbuf") {
+      s.sndbuf = static_cast<int>(number(a, next(), 1024, 64 << 20));
+    } else if (a == "--no-io-uring") {
+      s.batch_sends = false;
     } else {
       bad("unknown argument " + a);
     }
@@ -489,6 +497,12 @@ int main(int argc, char** argv) {
             " KiB per participant, /proc/net/sockstat)");
   row("tool CPU in the window (with fake)",
       std::to_string(tool_cpu) + " s = " + std::to_string(tool_cpu / window_s) + " cores");
+  row("tool's sends", result.io_uring
+                          ? std::to_string(result.batched_frames) + " frames in " +
+                                std::to_string(result.batch_submissions) + " io_uring submissions"
+                          : std::string(s.batch_sends ? "a sendmsg per frame (io_uring refused by the kernel)"
+                                                      : "a sendmsg per frame (--no-io-uring)"));
+  row("frames not taken whole at once", std::to_string(result.not_taken_whole) + " (their rest went later)");
   row("verdict", verdict);
 
   if (!json_file.empty()) {
@@ -531,7 +545,10 @@ int main(int argc, char** argv) {
         << ",\"tcpMemKiB\":" << tcp_end_kib << ",\"tcpMemBeforeKiB\":" << tcp_before_kib
         << ",\"threads\":" << at_end.threads << ",\"contextSwitches\":" << (at_end.ctx_switches - at_full.ctx_switches)
         << "},\"windowS\":" << window_s << ",\"windowFrames\":" << window_frames << ",\"toolCpuS\":" << tool_cpu
-        << ",\"toolCores\":" << tool_cpu / window_s << ",\"verdict\":\"" << verdict << "\"}\n";
+        << ",\"toolCores\":" << tool_cpu / window_s
+        << ",\"toolSends\":{\"ioUring\":" << (result.io_uring ? "true" : "false")
+        << ",\"submissions\":" << result.batch_submissions << ",\"batchedFrames\":" << result.batched_frames
+        << ",\"notTakenWhole\":" << result.not_taken_whole << "},\"verdict\":\"" << verdict << "\"}\n";
   }
   return connected == s.participants && clean == s.participants && !rejected && !unexpected && !failed ? 0 : 1;
 }

@@ -34,6 +34,10 @@ struct settings {
   std::string room_prefix = "load";
   int io_threads = 1;
   int actor_threads = 1;
+  // A tick's frames go to the kernel in one io_uring submission (one syscall for all of them) where the kernel
+  // allows io_uring; false, or no io_uring: a sendmsg per frame.
+  bool batch_sends = true;
+  int sndbuf = 0;  // SO_SNDBUF of each connection (0: the kernel's, which on loopback grows to megabytes)
   // Called when the steady window opens (every participant connected: from_ns, to_ns = INT64_MAX) and when it
   // closes (the first participant stops or is closed: from_ns, to_ns), in CLOCK_MONOTONIC nanoseconds, from an
   // actor thread. The relay's figures for the window come from the upstream, which learns the window this way.
@@ -79,6 +83,11 @@ struct run_result {
   histogram lag_steady;     // the same for the frames due within the steady window
   histogram fanout_steady;  // the same for the transcripts emitted within the steady window
   double wall_s = 0;        // from the first connection to the last participant's end
+  // How the frames went to the kernel: through io_uring (every lane had it), in how many submissions (syscalls),
+  // and how many frames that way (the others: a sendmsg each, or the rest of a frame the socket did not take whole).
+  bool io_uring = false;
+  std::uint64_t batch_submissions = 0, batched_frames = 0;
+  std::uint64_t not_taken_whole = 0;  // audio frames a full socket took in part or not at all (their rest went later)
 };
 
 // Runs the whole load: connects, streams, stops, collects. `tick` is called about once a second from the calling

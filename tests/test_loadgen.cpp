@@ -2,17 +2,22 @@
 // (every frame found by the embedded fake Gladia through the relay, transcripts, fan-out), refused tokens show as
 // 401s, and a server killed under load shows as unexpected closes, each with the exit code that says so.
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/websocket.hpp>
 
 #include "net/client.hpp"
 #include "proto/load_tag.hpp"
@@ -233,6 +238,98 @@ TEST(Loadgen, BadArgumentsExitTwo) {
   EXPECT_EQ(loadgen("--participants zero", "loadgen-bad").exit_code, 2);
   EXPECT_EQ(loadgen("--url http://x --secret s", "loadgen-bad2").exit_code, 2);
   EXPECT_EQ(loadgen("--frame-ms 5 --secret s", "loadgen-bad3").exit_code, 2);
+}
+
+// The frames due in a tick go to the kernel in one io_uring submission, and what a full socket does not take from it is
+// written later, whole and in order. The receiver here is strict (Beast reads every frame: masked, well formed). With
+// a small receive buffer it does not read until what waits in it has stopped growing for longer than the tool's small
+// send buffer takes to fill (so the tool's sends come back short or with EAGAIN); then every frame must still arrive,
+// each participant's in sequence, as many as the tool reports sent.
+TEST(Loadgen, ATicksFramesGoInOneSubmissionAndWhatAFullSocketRefusesArrivesLaterInOrder) {
+  namespace websocket = boost::beast::websocket;
+  constexpr int participants = 100;
+  // the tool's send buffers are 4 KiB (the kernel doubles it): full after 13 frames of 640 bytes, and a few more
+  constexpr int sndbuf = 4096, fill_periods = 2 * sndbuf / 640 + 5;
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor acceptor(io);
+  acceptor.open(boost::asio::ip::tcp::v4());
+  acceptor.set_option(boost::asio::socket_base::receive_buffer_size(4096));  // accepted sockets inherit it
+  acceptor.bind({boost::asio::ip::make_address("127.0.0.1"), 0});
+  acceptor.listen();
+  const auto port = acceptor.local_endpoint().port();
+  std::mutex m;
+  std::vector<std::string> problems;
+  std::atomic<std::uint64_t> frames{0};
+  std::vector<std::thread> readers;
+  std::thread accepting([&] {
+    for (int i = 0; i < participants; ++i) {
+      auto sock = std::make_shared<boost::asio::ip::tcp::socket>(io);
+      boost::system::error_code ec;
+      acceptor.accept(*sock, ec);
+      if (ec) return;
+      readers.emplace_back([&, sock] {
+        websocket::stream<boost::asio::ip::tcp::socket&> ws(*sock);
+        boost::system::error_code e;
+        ws.accept(e);
+        // not reading until the sender is stuck: the bytes waiting here the same for longer than its send buffer
+        // takes to fill (bounded)
+        int same = 0, waiting = -1;
+        for (int polls = 0; polls < 500 && same < fill_periods; ++polls) {
+          std::this_thread::sleep_for(20ms);
+          int now = 0;
+          ioctl(sock->native_handle(), FIONREAD, &now);
+          same = now > 0 && now == waiting ? same + 1 : 0;
+          waiting = now;
+        }
+        std::uint32_t expect = 0, who = 0;
+        boost::beast::flat_buffer b;
+        for (;;) {
+          b.clear();
+          ws.read(b, e);
+          if (e) break;  // the tool ends each connection by closing its socket
+          const auto* p = static_cast<const std::uint8_t*>(b.data().data());
+          auto tag = b.size() >= sw::load_tag::size ? sw::read_load_tag(p) : std::nullopt;
+          std::lock_guard<std::mutex> l(m);
+          if (!ws.got_binary() || !tag || tag->frame_bytes != b.size()) {
+            problems.push_back("not a tagged frame of its own size");
+            break;
+          }
+          if (expect == 0) who = tag->participant;
+          if (tag->participant != who || tag->sequence != expect) {
+            problems.push_back("participant " + std::to_string(who) + ": frame " + std::to_string(tag->sequence) +
+                               " where " + std::to_string(expect) + " was due");
+            break;
+          }
+          ++expect;
+          ++frames;
+        }
+        if (e && e != websocket::error::closed && e != boost::asio::error::eof &&
+            e != boost::asio::error::connection_reset) {
+          std::lock_guard<std::mutex> l(m);
+          problems.push_back("read: " + e.message());
+        }
+      });
+    }
+  });
+  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(port) + " --secret " + sw::test::secret +
+                       " --floor --participants " + std::to_string(participants) +
+                       " --ramp 10000 --duration 4 --sndbuf " + std::to_string(sndbuf),
+                   "loadgen-uring");
+  accepting.join();
+  for (auto& t : readers) t.join();
+  ASSERT_TRUE(o.json.IsObject()) << o.out;
+  const auto& sends = o.json["toolSends"];
+  ASSERT_TRUE(sends.IsObject()) << o.out;
+  if (!sends["ioUring"].GetBool()) GTEST_SKIP() << "the kernel refuses io_uring here: " << o.out;
+  EXPECT_EQ(num(o.json, "connected"), participants) << o.out;
+  EXPECT_TRUE(problems.empty()) << problems.front();
+  EXPECT_EQ(static_cast<std::int64_t>(frames.load()), num(o.json, "framesSent")) << o.out;
+  // frames due while a connection's refused rest is still being written go after it, one by one; the others in batches
+  EXPECT_LE(num(sends, "batchedFrames"), num(o.json, "framesSent"));
+  EXPECT_GE(num(sends, "batchedFrames") * 2, num(o.json, "framesSent"));
+  EXPECT_GT(num(sends, "notTakenWhole"), 0) << "the full sockets refused some frames: " << o.out;
+  // a hundred participants on a 20 ms wheel: several frames a submission
+  EXPECT_LE(num(sends, "submissions") * 3, num(sends, "batchedFrames")) << o.out;
 }
 
 // The server dies (SIGKILL) while participants stream: each shows as an unexpected close, not as a quiet run.
