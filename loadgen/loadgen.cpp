@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <deque>
@@ -91,7 +93,10 @@ class send_ring {
 public:
 #ifdef SW_HAVE_LIBURING
   explicit send_ring(bool want) {
-    if (want) on_ = io_uring_queue_init(entries, &ring_, 0) == 0;
+    // SUBMIT_ALL (5.18): a send that fails its preparation does not hold back the ones behind it
+    if (want)
+      on_ = io_uring_queue_init(entries, &ring_, IORING_SETUP_SUBMIT_ALL) == 0 ||
+            io_uring_queue_init(entries, &ring_, 0) == 0;
   }
   ~send_ring() {
     if (on_) io_uring_queue_exit(&ring_);
@@ -101,6 +106,9 @@ public:
   }
   bool full() {
     return io_uring_sq_space_left(&ring_) == 0;
+  }
+  bool pending() const {
+    return queued_ > 0;
   }
   // Queues a sendmsg of `m` on `fd` (the caller checked full()); `index` comes back with its result.
   void queue(int fd, const msghdr* m, std::size_t index) {
@@ -117,6 +125,13 @@ public:
     queued_ = 0;
     int r = io_uring_submit(&ring_);
     while (r == -EINTR) r = io_uring_submit(&ring_);
+    if (r < 0 || static_cast<unsigned>(r) != want) {
+      // not reachable while every completion is taken before the next submission (the completion queue is twice the
+      // submission queue); if it happens, the frames' fate is unknown and the run cannot be reported honestly
+      std::fprintf(stderr, "sessions-ws-loadgen: io_uring_submit: %s\n",
+                   r < 0 ? std::strerror(-r) : "submitted fewer than queued");
+      std::_Exit(1);
+    }
     ++submissions;
     unsigned seen = 0;
     while (seen < want) {
@@ -146,6 +161,9 @@ public:
   bool full() {
     return true;
   }
+  bool pending() const {
+    return false;
+  }
   void queue(int, const msghdr*, std::size_t) {}
   template <class F>
   void submit(F&&) {}
@@ -169,7 +187,7 @@ struct lane {
   // While the tick walks its slots, audio frames go to `ring` (when it is on), and `batch` keeps their
   // connections alive until the submission says how each went.
   send_ring ring;
-  bool batching = false;
+  bool batching = false, flushing = false;
   std::vector<std::shared_ptr<conn>> batch;
   std::uint64_t batched_frames = 0;
   std::uint64_t not_taken_whole = 0;  // audio frames a full socket took in part or not at all (sent later)
@@ -183,7 +201,7 @@ struct lane {
   void tick();
   // A frame of `c` to send with the tick's others (false: send it now, the ring is off or full).
   bool queue(const std::shared_ptr<conn>& c, int fd, const msghdr* m);
-  // Sends what the tick queued and tells each connection how its frame went.
+  // Sends what the tick queued and tells each connection how its frame went (its next, if due, goes in another round).
   void flush();
 };
 
@@ -639,7 +657,7 @@ void lane::tick() {
 }
 
 bool lane::queue(const std::shared_ptr<conn>& c, int fd, const msghdr* m) {
-  if (ring.full()) flush();
+  if (ring.full() && !flushing) flush();
   if (ring.full()) return false;
   ring.queue(fd, m, batch.size());
   batch.push_back(c);
@@ -648,12 +666,12 @@ bool lane::queue(const std::shared_ptr<conn>& c, int fd, const msghdr* m) {
 }
 
 void lane::flush() {
-  // the results' handlers send directly (a connection with more frames due writes them now)
-  const bool was = batching;
-  batching = false;
-  ring.submit([this](std::size_t i, int res) { batch[i]->on_sent(res); });
+  // A round: one submission of the frames queued. A connection with more frames due (a late tick catching up)
+  // queues its next as it hears of the last, for the next round.
+  flushing = true;
+  while (ring.pending()) ring.submit([this](std::size_t i, int res) { batch[i]->on_sent(res); });
   batch.clear();
-  batching = was;
+  flushing = false;
 }
 
 }  // namespace detail
