@@ -238,6 +238,7 @@ TEST(Loadgen, BadArgumentsExitTwo) {
   EXPECT_EQ(loadgen("--participants zero", "loadgen-bad").exit_code, 2);
   EXPECT_EQ(loadgen("--url http://x --secret s", "loadgen-bad2").exit_code, 2);
   EXPECT_EQ(loadgen("--frame-ms 5 --secret s", "loadgen-bad3").exit_code, 2);
+  EXPECT_EQ(loadgen("--sndbuf 10 --secret s", "loadgen-bad4").exit_code, 2);
 }
 
 // The frames due in a tick go to the kernel in one io_uring submission, and what a full socket does not take from it is
