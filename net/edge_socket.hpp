@@ -169,6 +169,8 @@ class edge_socket : public boost::asio::ip::tcp::socket {
 public:
   using tcp_socket = boost::asio::ip::tcp::socket;
   explicit edge_socket(tcp_socket&& s) : tcp_socket(std::move(s)) {}
+  // Unopened, for a connection of our own (the upstream).
+  explicit edge_socket(const tcp_socket::executor_type& ex) : tcp_socket(ex) {}
 
 #ifdef SW_EDGE_SOCKET
   template <class Buffers, class Token>

@@ -17,6 +17,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 
 #include "net/beast_util.hpp"
+#include "net/edge_socket.hpp"
 #include "net/runtime.hpp"
 #include "net/url.hpp"
 #include "net/ws_writer.hpp"
@@ -25,7 +26,19 @@ namespace sw::net {
 
 namespace {
 
-// Resolve, connect and (for TLS) handshake with SNI and host-name verification; then `next(error)`.
+// The upstream WebSocket's transports: a bare socket that reads to the edge (a short read marks it empty, so each
+// message the peer sends costs one recvmsg, not a second that finds nothing: net/edge_socket.hpp), with TLS over it
+// for wss. Its bounds are timers of our own and Beast's WebSocket timeouts, not Beast's basic_stream.
+using edge_plain = edge_socket;
+using edge_tls = beast::ssl_stream<edge_socket>;
+
+template <class Stream>
+struct is_tls : std::false_type {};
+template <class Next>
+struct is_tls<beast::ssl_stream<Next>> : std::true_type {};
+
+// Resolve, connect and (for TLS) handshake with SNI and host-name verification, all within `timeout`; then
+// `next(error)`.
 template <class Stream, class Self, class Next>
 void open_transport(std::shared_ptr<Self> self, Stream& stream, tcp::resolver& resolver, const url& u,
                     std::chrono::milliseconds timeout, Next next) {
@@ -36,23 +49,54 @@ void open_transport(std::shared_ptr<Self> self, Stream& stream, tcp::resolver& r
           [self, &stream, u, timeout, next](beast::error_code ec, tcp::resolver::results_type r) {
             if (ec) return next("cannot resolve " + u.host + ": " + ec.message());
             auto& lowest = beast::get_lowest_layer(stream);
-            lowest.expires_after(timeout);
-            lowest.async_connect(r, [self, &stream, u, next](beast::error_code ec, const tcp::endpoint&) {
-              if (ec) return next("cannot connect to " + u.host + ":" + std::to_string(u.port) + ": " + ec.message());
+            // A bare socket's bound: a timer that closes it if connect and TLS handshake take longer.
+            struct progress {
+              bool timed_out = false, done = false;
+            };
+            auto at = std::make_shared<progress>();
+            std::shared_ptr<asio::steady_timer> bound;
+            if constexpr (std::is_same_v<std::decay_t<decltype(lowest)>, plain_stream>) {
+              lowest.expires_after(timeout);
+            } else {
+              bound = std::make_shared<asio::steady_timer>(stream.get_executor());
+              bound->expires_after(timeout);
+              bound->async_wait([&lowest, at, self](beast::error_code ec) {
+                if (ec || at->done) return;
+                at->timed_out = true;
+                beast::error_code ignored;
+                lowest.close(ignored);
+              });
+            }
+            auto on_connect = [self, &stream, u, next, at, bound](beast::error_code ec, const tcp::endpoint&) {
+              auto finish = [at, bound, next](std::string error) {
+                at->done = true;
+                if (bound) bound->cancel();
+                if (!error.empty() && at->timed_out) error += " (timed out)";
+                next(std::move(error));
+              };
+              if (ec) return finish("cannot connect to " + u.host + ":" + std::to_string(u.port) + ": " + ec.message());
               beast::error_code ignored;
-              beast::get_lowest_layer(stream).socket().set_option(tcp::no_delay(true), ignored);
-              if constexpr (std::is_same_v<Stream, tls_stream>) {
+              raw_socket(beast::get_lowest_layer(stream)).set_option(tcp::no_delay(true), ignored);
+              if constexpr (is_tls<Stream>::value) {
                 if (!SSL_set_tlsext_host_name(stream.native_handle(), u.host.c_str()))
-                  return next("cannot set SNI host name " + u.host);
+                  return finish("cannot set SNI host name " + u.host);
                 stream.set_verify_callback(ssl::host_name_verification(u.host));
-                stream.async_handshake(ssl::stream_base::client, [self, u, next](beast::error_code ec) {
-                  if (ec) return next("TLS handshake with " + u.host + " failed: " + ec.message());
-                  next(std::string{});
+                stream.async_handshake(ssl::stream_base::client, [self, u, finish](beast::error_code ec) {
+                  if (ec) return finish("TLS handshake with " + u.host + " failed: " + ec.message());
+                  finish(std::string{});
                 });
               } else {
-                next(std::string{});
+                finish(std::string{});
               }
-            });
+            };
+            if constexpr (std::is_same_v<std::decay_t<decltype(lowest)>, plain_stream>) {
+              lowest.async_connect(r, std::move(on_connect));
+            } else {
+              // once the bound has passed, no further address of the host is tried
+              asio::async_connect(
+                  lowest, r, [at](const beast::error_code&, const tcp::endpoint&) { return !at->timed_out; },
+                  std::move(on_connect));
+            }
           }));
 }
 
@@ -130,33 +174,35 @@ public:
   void run() {
     auto self = this->shared_from_this();
     asio::post(ws_.get_executor(), [self] {
-      open_transport(self, self->ws_.next_layer(), self->resolver_, self->u_, self->opts_.timeout,
-                     [self](std::string error) {
-                       if (!error.empty()) return self->report_closed(1006, std::move(error));
-                       self->ws_.set_option(websocket::stream_base::decorator(
-                           [](websocket::request_type& req) { req.set(http::field::user_agent, "sessions-ws"); }));
-                       self->ws_.async_handshake(self->u_.host, self->u_.target, [self](beast::error_code ec) {
-                         if (ec) return self->report_closed(1006, "websocket handshake failed: " + ec.message());
-                         beast::get_lowest_layer(self->ws_).expires_never();
-                         websocket::stream_base::timeout t{};
-                         t.handshake_timeout = self->opts_.timeout;
-                         // Liveness is ours (arm_ping): Beast's idle timeout re-arms a timer on every read.
-                         t.idle_timeout = websocket::stream_base::none();
-                         t.keep_alive_pings = false;
-                         self->ws_.set_option(t);
-                         self->ws_.control_callback([raw = self.get()](websocket::frame_type, beast::string_view) {
-                           raw->last_heard_ = std::chrono::steady_clock::now();
-                         });
-                         self->last_heard_ = std::chrono::steady_clock::now();
-                         self->arm_ping();
-                         self->ws_.read_message_max(16 * 1024 * 1024);
-                         if (self->opts_.write_buffer > 0) self->ws_.write_buffer_bytes(self->opts_.write_buffer);
-                         self->open_ = true;
-                         if (self->ev_.opened) self->ev_.opened();
-                         self->do_read();
-                         self->writer_.pump(self);
-                       });
-                     });
+      open_transport(
+          self, self->ws_.next_layer(), self->resolver_, self->u_, self->opts_.timeout, [self](std::string error) {
+            if (!error.empty()) return self->report_closed(1006, std::move(error));
+            self->ws_.set_option(websocket::stream_base::decorator(
+                [](websocket::request_type& req) { req.set(http::field::user_agent, "sessions-ws"); }));
+            // The handshake's bound (and the closing handshake's); liveness is ours (arm_ping): Beast's
+            // idle timeout re-arms a timer on every read.
+            websocket::stream_base::timeout t{};
+            t.handshake_timeout = self->opts_.timeout;
+            t.idle_timeout = websocket::stream_base::none();
+            t.keep_alive_pings = false;
+            self->ws_.set_option(t);
+            self->ws_.async_handshake(self->u_.host, self->u_.target, [self](beast::error_code ec) {
+              if (ec) return self->report_closed(1006, "websocket handshake failed: " + ec.message());
+              if constexpr (std::is_same_v<std::decay_t<decltype(beast::get_lowest_layer(self->ws_))>, plain_stream>)
+                beast::get_lowest_layer(self->ws_).expires_never();
+              self->ws_.control_callback([raw = self.get()](websocket::frame_type, beast::string_view) {
+                raw->last_heard_ = std::chrono::steady_clock::now();
+              });
+              self->last_heard_ = std::chrono::steady_clock::now();
+              self->arm_ping();
+              self->ws_.read_message_max(16 * 1024 * 1024);
+              if (self->opts_.write_buffer > 0) self->ws_.write_buffer_bytes(self->opts_.write_buffer);
+              self->open_ = true;
+              if (self->ev_.opened) self->ev_.opened();
+              self->do_read();
+              self->writer_.pump(self);
+            });
+          });
     });
   }
 
@@ -191,7 +237,7 @@ public:
     auto self = this->shared_from_this();
     asio::post(ws_.get_executor(), [self] {
       beast::error_code ignored;
-      beast::get_lowest_layer(self->ws_).socket().close(ignored);
+      raw_socket(beast::get_lowest_layer(self->ws_)).close(ignored);
       self->report_closed(1006, "aborted");
     });
   }
@@ -230,7 +276,7 @@ private:
       if (silent >= 2 * self->opts_.ping_interval) {
         self->ping_timed_out_ = true;
         beast::error_code ignored;
-        beast::get_lowest_layer(self->ws_).socket().close(ignored);  // the pending read reports the end
+        raw_socket(beast::get_lowest_layer(self->ws_)).close(ignored);  // the pending read reports the end
         return;
       }
       if (silent >= self->opts_.ping_interval && !self->writer_.closing()) {
@@ -390,11 +436,11 @@ std::shared_ptr<outbound_ws> outbound::connect_ws(const std::string& address, co
     std::string error;
     auto ctx = impl_->tls_context(opts.ca_file, error);
     if (!ctx) return fail(error);
-    auto op = std::make_shared<ws_op<tls_stream>>(*impl_->io, *u, opts, std::move(events), ctx, *ctx);
+    auto op = std::make_shared<ws_op<edge_tls>>(*impl_->io, *u, opts, std::move(events), ctx, *ctx);
     op->run();
     return op;
   }
-  auto op = std::make_shared<ws_op<plain_stream>>(*impl_->io, *u, opts, std::move(events), nullptr);
+  auto op = std::make_shared<ws_op<edge_plain>>(*impl_->io, *u, opts, std::move(events), nullptr);
   op->run();
   return op;
 }

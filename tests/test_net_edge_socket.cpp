@@ -15,8 +15,14 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <future>
+#include <string>
+#include <thread>
 
 #include "net/edge_socket.hpp"
+#include "net/upstream.hpp"
 
 // Every recvmsg of this program passes here (Asio calls ::recvmsg): the calls on the watched descriptor are counted.
 namespace {
@@ -228,6 +234,99 @@ TEST(EdgeSocket, TheEndOfTheStreamAndCancellationAreReported) {
   ASSERT_TRUE(p.run_until([&] { return r->done; }));
   EXPECT_FALSE(r->ec);
   EXPECT_EQ(r->n, 0u);
+}
+
+// The upstream WebSocket (a relay's connection to its STT provider) reads through edge_socket too: each message the
+// peer sends, paced so that each arrives alone, costs one recvmsg (Asio's own read tried a second that found nothing
+// before it waited: about 2 a message).
+TEST(EdgeSocket, TheUpstreamWebSocketReadsEachMessageWithOneRecvmsg) {
+  namespace websocket = boost::beast::websocket;
+  constexpr int messages = 100;
+  asio::io_context io;
+  tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = acc.local_endpoint().port();
+  std::thread peer([&] {
+    tcp::socket s(io);
+    acc.accept(s);
+    websocket::stream<tcp::socket&> ws(s);
+    ws.accept();
+    // the client's descriptor: the one of this process whose local port is the peer's remote port
+    const auto client_port = s.remote_endpoint().port();
+    for (int fd = 0; fd < 4096; ++fd) {
+      sockaddr_storage a{};
+      socklen_t len = sizeof a;
+      if (fd != s.native_handle() && getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0 &&
+          a.ss_family == AF_INET && ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port) == client_port) {
+        recvmsg_calls = 0;
+        watched_fd = fd;
+        break;
+      }
+    }
+    ws.text(true);
+    for (int i = 0; i < messages; ++i) {
+      ws.write(asio::buffer(std::string(R"({"type":"audio_chunk","acknowledged":true})")));
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));  // the pace: each message alone on the wire
+    }
+    boost::system::error_code ec;
+    ws.close(websocket::close_code::normal, ec);
+  });
+  std::atomic<int> got{0};
+  std::promise<std::uint16_t> closed;
+  sw::net::ws_events ev;
+  ev.text = [&](std::string) { ++got; };
+  ev.closed = [&](std::uint16_t code, std::string) { closed.set_value(code); };
+  sw::net::outbound out;
+  auto ws = out.connect_ws("ws://127.0.0.1:" + std::to_string(port) + "/v2/live", {}, ev);
+  auto done = closed.get_future();
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  peer.join();
+  const int calls = recvmsg_calls.load();
+  watched_fd = -1;
+  EXPECT_EQ(done.get(), 1000);
+  EXPECT_EQ(got.load(), messages);
+  EXPECT_LE(calls, messages + 5) << "a recvmsg that finds nothing after each message";
+  EXPECT_GE(calls, messages) << "the recvmsg counter missed the reads (is it still in the call path?)";
+}
+
+// Its connect, TLS and WebSocket handshakes are bounded by the connection timeout: a peer that accepts the TCP
+// connection and then says nothing is given up on, for ws and wss alike.
+TEST(EdgeSocket, AnUpstreamPeerThatNeverAnswersTheHandshakeIsGivenUpAtTheTimeout) {
+  asio::io_context io;
+  tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = acc.local_endpoint().port();
+  std::vector<std::shared_ptr<tcp::socket>> held;  // accepted, never answered
+  std::atomic<bool> stop{false};
+  acc.non_blocking(true);
+  std::thread peer([&] {
+    while (!stop) {
+      auto s = std::make_shared<tcp::socket>(io);
+      boost::system::error_code ec;
+      acc.accept(*s, ec);
+      if (!ec) held.push_back(s);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  sw::net::outbound out;
+  for (const std::string scheme : {"ws", "wss"}) {
+    std::promise<std::pair<std::uint16_t, std::string>> closed;
+    sw::net::ws_events ev;
+    ev.closed = [&](std::uint16_t code, std::string reason) { closed.set_value({code, std::move(reason)}); };
+    sw::net::client_options o;
+    o.timeout = std::chrono::milliseconds(300);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto ws = out.connect_ws(scheme + "://127.0.0.1:" + std::to_string(port) + "/v2/live", o, ev);
+    auto f = closed.get_future();
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready) << scheme << ": never given up";
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    const auto [code, reason] = f.get();
+    EXPECT_EQ(code, 1006) << scheme;
+    EXPECT_GE(waited, std::chrono::milliseconds(250)) << scheme << ": " << reason;
+    EXPECT_LT(waited, std::chrono::seconds(3)) << scheme << ": " << reason;
+    EXPECT_NE(reason.find(scheme == "ws" ? "websocket handshake failed" : "TLS handshake"), std::string::npos)
+        << reason;
+  }
+  stop = true;
+  peer.join();
 }
 
 }  // namespace
