@@ -16,21 +16,23 @@
 // It preserves what a post promises: the function never runs inside the call that posted it; it runs on the thread of
 // the drain, which is inside a handler of the inner executor (so inside its strand, when it is one); posts from one
 // drain run in the order posted. A drain runs at most `drain_budget` queued functions; the rest go to the inner
-// executor as one function that opens a new drain, so one busy connection cannot keep the thread from others.
+// executor, in order, as one function that opens a new drain with them, so one busy connection cannot keep the thread
+// from others.
 //
 // Outstanding work is not tracked through it (`prefer(outstanding_work.tracked)` is ignored, as a preference may be):
 // the I/O runtime keeps its context running with a work guard of its own until it stops.
 #pragma once
 
 #include <cstddef>
-#include <new>
-#include <type_traits>
+#include <iterator>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/detail/executor_function.hpp>
 #include <boost/asio/execution.hpp>
 #include <boost/asio/require.hpp>
+#include <boost/container/small_vector.hpp>
 
 namespace sw::net {
 
@@ -69,20 +71,10 @@ public:
         std::forward<F>(f)();  // a dispatch from inside: at once
         return;
       }
-      if (d->size < queue_capacity) {
-        d->push(function(std::forward<F>(f), std::allocator<void>()));
-        return;
-      }
+      d->queue.emplace_back(std::forward<F>(f), std::allocator<void>());
+      return;
     }
     start(function(std::forward<F>(f), std::allocator<void>()));
-  }
-
-  const inner_type& inner() const noexcept { return inner_; }
-
-  // Functions a drain has run from its queue on this thread (for tests and the metrics).
-  static std::size_t& drained() {
-    thread_local std::size_t n = 0;
-    return n;
   }
 
   friend bool operator==(const drain_executor& a, const drain_executor& b) noexcept {
@@ -92,29 +84,14 @@ public:
 
 private:
   using function = boost::asio::detail::executor_function;
-  static constexpr std::size_t queue_capacity = 32;
 
-  // The drain open on this thread: a ring of queued functions.
+  // The drain open on this thread: what was posted to its key, in order; `next` is the first not yet run.
   struct drain {
     drain(const void* k, drain* o) : key(k), outer(o) {}
     const void* key;
     drain* outer;  // the drain this one opened inside (another key's), restored when it closes
-    std::size_t head = 0, size = 0;
-    alignas(function) unsigned char slots[queue_capacity][sizeof(function)];
-
-    function* at(std::size_t i) { return std::launder(reinterpret_cast<function*>(slots[i % queue_capacity])); }
-    void push(function&& f) {
-      new (slots[(head + size) % queue_capacity]) function(std::move(f));
-      ++size;
-    }
-    function pop() {
-      function* p = at(head);
-      function f(std::move(*p));
-      p->~function();
-      head = (head + 1) % queue_capacity;
-      --size;
-      return f;
-    }
+    boost::container::small_vector<function, 8> queue;
+    std::size_t next = 0;
   };
 
   static drain*& current() {
@@ -124,41 +101,45 @@ private:
 
   // Runs `first` in a drain of this key on the inner executor, then what it queued.
   void start(function first) const {
-    auto run = [self = *this, first = std::move(first)]() mutable { self.run_drain(std::move(first)); };
-    if (never_)
-      boost::asio::require(inner_, boost::asio::execution::blocking.never).execute(std::move(run));
-    else
-      inner_.execute(std::move(run));
+    submit([self = *this, first = std::move(first)]() mutable { self.run_drain(&first, &first + 1); });
   }
 
-  void run_drain(function first) const {
+  // Runs what an earlier drain left, in order, in a drain of its own.
+  void resume(std::vector<function> rest) const {
+    submit(
+        [self = *this, rest = std::move(rest)]() mutable { self.run_drain(rest.data(), rest.data() + rest.size()); });
+  }
+
+  template <class Run>
+  void submit(Run&& run) const {
+    if (never_)
+      boost::asio::require(inner_, boost::asio::execution::blocking.never).execute(std::forward<Run>(run));
+    else
+      inner_.execute(std::forward<Run>(run));
+  }
+
+  // [begin, end) runs first (counted against the budget as queued functions are, all but the first).
+  void run_drain(function* begin, function* end) const {
     drain d(key_, current());
+    for (auto* f = begin; f != end; ++f) d.queue.push_back(std::move(*f));
     current() = &d;
     struct close_on_exit {
       drain& d;
       const drain_executor& self;
       ~close_on_exit() {
         current() = d.outer;
-        // Whatever is left (the budget ran out, or a function threw) continues in a drain of its own, in order.
-        while (d.size > 0) {
-          function f = d.pop();
-          self.without_drain().start(std::move(f));
-        }
+        // Whatever is left (the budget ran out, or a function threw) continues in a drain of its own, in order,
+        // behind what the inner executor already holds.
+        if (d.next == d.queue.size()) return;
+        std::vector<function> rest(std::make_move_iterator(d.queue.begin() + static_cast<std::ptrdiff_t>(d.next)),
+                                   std::make_move_iterator(d.queue.end()));
+        self.require(boost::asio::execution::blocking.never).resume(std::move(rest));
       }
     } closer{d, *this};
-    first();
-    for (std::size_t n = 0; n < drain_budget && d.size > 0; ++n) {
-      function f = d.pop();
-      ++drained();
+    for (std::size_t n = 0; n <= drain_budget && d.next < d.queue.size(); ++n) {
+      function f(std::move(d.queue[d.next++]));  // moved out first: running it may grow the queue
       f();
     }
-  }
-
-  // Posts each leftover to the inner executor (never inline, never into a drain of this thread).
-  drain_executor without_drain() const {
-    drain_executor e(*this);
-    e.never_ = true;
-    return e;
   }
 
   inner_type inner_;

@@ -2,6 +2,7 @@
 // and a chunk of WebSocket frames read at once completes in one round of the scheduler, not in one a frame.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -99,6 +100,27 @@ TEST(DrainExecutor, ADrainRunsItsBudgetThenLetsOthersGoFirst) {
   const auto other = std::find(order.begin(), order.end(), -1) - order.begin();
   EXPECT_EQ(other, static_cast<std::ptrdiff_t>(drain_executor::drain_budget) + 1)
       << "the first handler and its budget ran, then the other handler";
+}
+
+// Many posts from one handler, each posting another when it runs: all of the first run before any of the second, as
+// the posts were made (however many wait at once).
+TEST(DrainExecutor, PostsFromOneDrainRunInTheOrderPostedHoweverManyWait) {
+  asio::io_context io{1};
+  int key = 0;
+  drain_executor d(io.get_executor(), &key);
+  std::vector<int> order;
+  asio::post(d, [&] {
+    for (int i = 0; i < 40; ++i)
+      asio::post(d, [&, i] {
+        order.push_back(i);
+        asio::post(d, [&, i] { order.push_back(100 + i); });
+      });
+  });
+  io.run();
+  std::vector<int> want;
+  for (int i = 0; i < 40; ++i) want.push_back(i);
+  for (int i = 0; i < 40; ++i) want.push_back(100 + i);
+  EXPECT_EQ(order, want);
 }
 
 // A masked binary frame of `len` bytes (payload: the frame's number, then a counter).
