@@ -50,6 +50,16 @@ std::string repaired(std::string_view s) {
 
 }  // namespace
 
+bool is_utf8(std::string_view s) {
+  if (!needs_repair(s)) return true;
+  for (std::size_t i = 0; i < s.size();) {
+    const auto n = sequence_length(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
 std::string valid_utf8(std::string_view s) {
   return needs_repair(s) ? repaired(s) : std::string(s);
 }

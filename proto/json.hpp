@@ -14,6 +14,8 @@ namespace sw {
 // The text with every byte that is not part of well-formed UTF-8 replaced by U+FFFD (json_builder does this to
 // every string and key it writes: nothing the service sends is invalid UTF-8).
 std::string valid_utf8(std::string_view s);
+// Whether the text is well-formed UTF-8 already (valid_utf8 would return it unchanged).
+bool is_utf8(std::string_view s);
 
 // Builds one JSON object (nested objects via open/close). Keys are literals.
 class json_builder {

@@ -1,0 +1,205 @@
+// The client end's WebSocket framing (proto/ws_frame.hpp): the frames it writes, and what it makes of a server's
+// bytes, whole or in pieces, lawful or not.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "proto/ws_frame.hpp"
+
+namespace {
+
+using sw::ws::opcode;
+using reader = sw::ws::server_frame_reader;
+using kind = reader::kind;
+
+// A server's frame: unmasked, `fin` and the opcode as given, the length in its shortest form unless `long_form`.
+std::string server_frame(unsigned op, const std::string& payload, bool fin = true, bool long_form = false) {
+  std::string f;
+  f += static_cast<char>((fin ? 0x80 : 0) | op);
+  const auto n = payload.size();
+  if (n < 126 && !long_form) {
+    f += static_cast<char>(n);
+  } else if (n <= 0xFFFF) {
+    f += static_cast<char>(126);
+    f += static_cast<char>(n >> 8);
+    f += static_cast<char>(n & 0xFF);
+  } else {
+    f += static_cast<char>(127);
+    for (int shift = 56; shift >= 0; shift -= 8) f += static_cast<char>((std::uint64_t(n) >> shift) & 0xFF);
+  }
+  return f + payload;
+}
+
+std::vector<reader::event> read_all(reader& r, std::string_view in) {
+  std::vector<reader::event> out;
+  for (;;) {
+    auto e = r.next(in);
+    if (e.what == kind::more) break;
+    out.push_back(e);
+    if (e.what == kind::close || e.what == kind::error) break;
+  }
+  return out;
+}
+
+TEST(WsFrame, AClientFrameIsFinalMaskedAndUnmasksToThePayload) {
+  std::mt19937 gen(7);
+  for (std::size_t n : {0u, 1u, 7u, 8u, 125u, 126u, 3200u, 65535u, 65536u, 70000u}) {
+    std::string payload(n, '\0');
+    for (auto& c : payload) c = static_cast<char>(gen());
+    const std::uint32_t key = gen();
+    std::vector<std::uint8_t> out(sw::ws::client_header_size(n) + n);
+    ASSERT_EQ(sw::ws::write_client_frame(out.data(), opcode::binary, payload.data(), n, key), out.size()) << n;
+    EXPECT_EQ(out[0], 0x82) << n;  // FIN, binary
+    EXPECT_TRUE(out[1] & 0x80) << n;
+    std::size_t h = 2;
+    std::uint64_t len = out[1] & 0x7F;
+    if (len == 126) {
+      len = (out[2] << 8) | out[3];
+      h = 4;
+      EXPECT_GE(len, 126u);
+    } else if (len == 127) {
+      len = 0;
+      for (int i = 2; i < 10; ++i) len = (len << 8) | out[i];
+      h = 10;
+      EXPECT_GT(len, 0xFFFFu);
+    }
+    ASSERT_EQ(len, n);
+    const std::uint8_t* k = out.data() + h;
+    EXPECT_EQ(0, std::memcmp(k, &key, 4));
+    h += 4;
+    ASSERT_EQ(h, sw::ws::client_header_size(n));
+    for (std::size_t i = 0; i < n; ++i)
+      ASSERT_EQ(static_cast<char>(out[h + i] ^ k[i % 4]), payload[i]) << "byte " << i << " of " << n;
+  }
+}
+
+TEST(WsFrame, MessagesAndControlFramesComeOutWholeHoweverTheBytesArrive) {
+  std::string big(70000, 'x');
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 26);
+  const std::string stream = server_frame(0x1, R"({"type":"audio_chunk"})") + server_frame(0x9, "hi") +
+                             server_frame(0x1, "frag", false) + server_frame(0xA, "pong") +
+                             server_frame(0x0, "men", false) + server_frame(0x0, "", false) + server_frame(0x0, "ted") +
+                             server_frame(0x2, std::string("\0\1\2", 3)) + server_frame(0x1, big) +
+                             server_frame(0x1, "") + server_frame(0x1, "caf\xc3\xa9") +
+                             server_frame(0x8, std::string("\x03\xe8"
+                                                           "bye",
+                                                           5));
+  const std::vector<std::pair<kind, std::string>> want = {{kind::text, R"({"type":"audio_chunk"})"},
+                                                          {kind::ping, "hi"},
+                                                          {kind::pong, "pong"},
+                                                          {kind::text, "fragmented"},
+                                                          {kind::binary, std::string("\0\1\2", 3)},
+                                                          {kind::text, big},
+                                                          {kind::text, ""},
+                                                          {kind::text, "caf\xc3\xa9"},
+                                                          {kind::close, "bye"}};
+  std::mt19937 gen(11);
+  for (int round = 0; round < 300; ++round) {
+    reader r(1 << 20);
+    std::vector<reader::event> got;
+    for (std::size_t at = 0; at < stream.size();) {
+      const std::size_t piece = round == 0 ? stream.size() : round == 1 ? 1 : 1 + gen() % 300;
+      std::string_view in(stream.data() + at, std::min(piece, stream.size() - at));
+      at += in.size();
+      for (;;) {
+        auto e = r.next(in);
+        if (e.what == kind::more) {
+          ASSERT_TRUE(in.empty()) << "round " << round;
+          break;
+        }
+        got.push_back(e);
+        if (e.what == kind::close) break;
+      }
+    }
+    ASSERT_EQ(got.size(), want.size()) << "round " << round;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(got[i].what, want[i].first) << "round " << round << ", event " << i;
+      EXPECT_EQ(got[i].data, want[i].second) << "round " << round << ", event " << i;
+    }
+    EXPECT_EQ(got.back().code, 1000);
+    std::string_view more("\x81\x01x", 3);  // after the close, nothing more is taken
+    EXPECT_EQ(r.next(more).what, kind::close);
+    EXPECT_EQ(more.size(), 3u);
+  }
+}
+
+TEST(WsFrame, ACloseFrameWithoutACodeIs1005) {
+  reader r(1024);
+  auto e = read_all(r, server_frame(0x8, ""));
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].what, kind::close);
+  EXPECT_EQ(e[0].code, 1005);
+  EXPECT_EQ(e[0].data, "");
+}
+
+TEST(WsFrame, EveryViolationEndsTheReadingWithItsCloseCode) {
+  struct violation {
+    std::string bytes;
+    std::uint16_t code;
+    const char* what;
+  };
+  std::string masked = server_frame(0x1, "abcd");
+  masked[1] = static_cast<char>(masked[1] | 0x80);
+  masked.insert(2, "\1\2\3\4");
+  std::string rsv = server_frame(0x1, "a");
+  rsv[0] = static_cast<char>(rsv[0] | 0x40);
+  const std::vector<violation> cases = {
+      {masked, 1002, "masked"},
+      {rsv, 1002, "reserved"},
+      {server_frame(0x3, "a"), 1002, "unknown data"},
+      {server_frame(0xB, "a"), 1002, "unknown control"},
+      {server_frame(0x0, "a"), 1002, "continuation"},
+      {server_frame(0x1, "a", false) + server_frame(0x1, "b"), 1002, "before the last one ended"},
+      {server_frame(0x9, "a", false), 1002, "fragmented control"},
+      {server_frame(0x9, std::string(126, 'a')), 1002, "longer than 125"},
+      {server_frame(0x1, "x", true, true), 1002, "shortest form"},
+      {server_frame(0x1, std::string(200, 'y'), true, false).replace(1, 3, std::string("\x7f\0\0\0\0\0\0\0\xc8", 9)),
+       1002, "shortest form"},
+      {std::string("\x81\x7f\x80\0\0\0\0\0\0\x01", 10), 1002, "shortest form"},
+      {server_frame(0x8, "\x03"), 1002, "one-byte"},
+      {server_frame(0x8, std::string("\x03\xed", 2)), 1002, "invalid code"},  // 1005 may not be sent
+      {server_frame(0x8, std::string("\x0b\xb7", 2)), 1002, "invalid code"},  // 2999
+      {server_frame(0x8, std::string("\x03\xe8\xff", 3)), 1007, "close reason"},
+      {server_frame(0x1, "caf\xc3"), 1007, "not UTF-8"},
+      {server_frame(0x1, "\xed\xa0\x80"), 1007, "not UTF-8"},  // a surrogate
+      {server_frame(0x1, std::string(1025, 'z')), 1009, "larger"},
+      {server_frame(0x1, std::string(600, 'z'), false) + server_frame(0x0, std::string(600, 'z')), 1009, "larger"},
+  };
+  for (const auto& c : cases) {
+    for (std::size_t piece : {std::size_t(1), std::size_t(5000)}) {
+      reader r(1024);
+      std::vector<reader::event> got;
+      for (std::size_t at = 0; at < c.bytes.size() && (got.empty() || got.back().what == kind::text);) {
+        std::string_view in(c.bytes.data() + at, std::min(piece, c.bytes.size() - at));
+        at += in.size();
+        for (auto e = r.next(in); e.what != kind::more; e = r.next(in)) {
+          got.push_back(e);
+          if (e.what == kind::error || e.what == kind::close) break;
+        }
+      }
+      ASSERT_FALSE(got.empty()) << c.what;
+      EXPECT_EQ(got.back().what, kind::error) << c.what;
+      EXPECT_EQ(got.back().code, c.code) << c.what;
+      EXPECT_NE(got.back().data.find(c.what), std::string::npos) << got.back().data;
+      std::string_view after = "\x81\x01x";
+      EXPECT_EQ(r.next(after).what, kind::error) << c.what << ": it stays ended";
+    }
+  }
+}
+
+TEST(WsFrame, ACloseFrameCarriesTheCodeAndAReasonThatFitsAControlFrame) {
+  const auto p = sw::ws::close_payload(4001, std::string(200, 'r'));
+  ASSERT_EQ(p.size(), 125u);
+  EXPECT_EQ(static_cast<unsigned char>(p[0]), 4001 >> 8);
+  EXPECT_EQ(static_cast<unsigned char>(p[1]), 4001 & 0xFF);
+  reader r(1024);
+  auto e = read_all(r, server_frame(0x8, p));
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].code, 4001);
+  EXPECT_EQ(e[0].data, std::string(123, 'r'));
+}
+
+}  // namespace
