@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <boost/container/deque.hpp>
+#include <boost/container/options.hpp>
 
 #include <caf/actor_system.hpp>
 #include <caf/stateful_actor.hpp>
@@ -29,7 +30,9 @@ using shared_chunk = std::shared_ptr<const std::string>;
 // so samples never shift). The first `sent` chunks went out on the current connection; the first `front_acked`
 // bytes of the front chunk are acknowledged already (an ack that ends inside a chunk).
 struct replay_buffer {
-  boost::container::deque<shared_chunk> chunks;
+  // A chunk or two wait while Gladia acknowledges promptly: blocks of 8 (128 bytes), not the default 512, per relay.
+  boost::container::deque<shared_chunk, void, boost::container::deque_options_t<boost::container::block_size<8u>>>
+      chunks;
   std::size_t bytes = 0;  // held, front_acked included
   std::size_t sent = 0;
   std::size_t front_acked = 0;
@@ -249,7 +252,6 @@ void connect(self_ptr self) {
   o.ca_file = st.ctx->cfg.gladia.ca_file;
   o.timeout = std::chrono::milliseconds(10'000);  // connect, handshake, and each write
   o.ping_interval = st.ctx->cfg.ws_ping_interval;
-  o.write_buffer = chunk_bytes;  // every chunk in one write, and no more held per connection
   st.ws = st.out->connect_ws(st.session_url, o, std::move(ev));
 }
 

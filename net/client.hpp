@@ -17,9 +17,6 @@ struct client_options {
   std::chrono::milliseconds timeout{5000};     // connect, handshake, each write
   int receive_buffer = 0;                      // SO_RCVBUF before connecting (0 = default)
   std::chrono::milliseconds ping_interval{0};  // outbound WebSockets: ping after this much silence (0 = never)
-  // Outbound WebSockets: the buffer a message is masked in (0 = Beast's 4 KiB). A message up to this size goes in
-  // one write; each connection holds it for its life, so a relay of fixed-size chunks asks for exactly one chunk.
-  std::size_t write_buffer = 0;
 };
 
 struct http_result {

@@ -555,7 +555,7 @@ private:
   token_ptr token_;
   std::string client_;  // as logs name it (client_of: behind a trusted proxy, the forwarded address)
   websocket::stream<client_layer<typename ws_transport<Stream>::type>> ws_;
-  ws_writer<client_layer<typename ws_transport<Stream>::type>> writer_;
+  ws_writer<websocket::stream<client_layer<typename ws_transport<Stream>::type>>> writer_;
   session_actor session_;
   // Binary frames not yet handed to the session (audio_batch_bytes; 0 for /egress/audio: LiveKit's 48 kHz
   // stereo frames go one by one to the session's resampler), and the message being read (see do_read).

@@ -3,6 +3,8 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <utility>
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -17,6 +19,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 
 #include "net/beast_util.hpp"
+#include "net/client_websocket.hpp"
 #include "net/edge_socket.hpp"
 #include "net/runtime.hpp"
 #include "net/url.hpp"
@@ -156,6 +159,9 @@ private:
   http::response_parser<http::string_body> parser_;
 };
 
+// An upstream WebSocket: the transport (open_transport), the opening handshake, then reads and one write at a time.
+// Control frames: the server's pings are answered, its close frame is echoed (then the socket closes), a protocol
+// violation is answered with the close code RFC 6455 gives it; `closed` reports each once.
 template <class Stream>
 class ws_op final : public outbound_ws, public std::enable_shared_from_this<ws_op<Stream>> {
 public:
@@ -174,35 +180,24 @@ public:
   void run() {
     auto self = this->shared_from_this();
     asio::post(ws_.get_executor(), [self] {
-      open_transport(
-          self, self->ws_.next_layer(), self->resolver_, self->u_, self->opts_.timeout, [self](std::string error) {
-            if (!error.empty()) return self->report_closed(1006, std::move(error));
-            self->ws_.set_option(websocket::stream_base::decorator(
-                [](websocket::request_type& req) { req.set(http::field::user_agent, "sessions-ws"); }));
-            // The handshake's bound (and the closing handshake's); liveness is ours (arm_ping): Beast's
-            // idle timeout re-arms a timer on every read.
-            websocket::stream_base::timeout t{};
-            t.handshake_timeout = self->opts_.timeout;
-            t.idle_timeout = websocket::stream_base::none();
-            t.keep_alive_pings = false;
-            self->ws_.set_option(t);
-            self->ws_.async_handshake(self->u_.host, self->u_.target, [self](beast::error_code ec) {
-              if (ec) return self->report_closed(1006, "websocket handshake failed: " + ec.message());
-              if constexpr (std::is_same_v<std::decay_t<decltype(beast::get_lowest_layer(self->ws_))>, plain_stream>)
-                beast::get_lowest_layer(self->ws_).expires_never();
-              self->ws_.control_callback([raw = self.get()](websocket::frame_type, beast::string_view) {
-                raw->last_heard_ = std::chrono::steady_clock::now();
-              });
-              self->last_heard_ = std::chrono::steady_clock::now();
-              self->arm_ping();
-              self->ws_.read_message_max(16 * 1024 * 1024);
-              if (self->opts_.write_buffer > 0) self->ws_.write_buffer_bytes(self->opts_.write_buffer);
-              self->open_ = true;
-              if (self->ev_.opened) self->ev_.opened();
-              self->do_read();
-              self->writer_.pump(self);
-            });
-          });
+      open_transport(self, self->ws_.next_layer(), self->resolver_, self->u_, self->opts_.timeout,
+                     [self](std::string error) {
+                       if (!error.empty()) return self->report_closed(1006, std::move(error));
+                       self->bound(&ws_op::bound_passed_);  // the handshake's bound
+                       self->ws_.async_handshake(self->u_.host, self->u_.target, [self](std::string error) {
+                         self->bound_.cancel();
+                         if (!error.empty()) {
+                           if (self->bound_passed_) error += " (timed out)";
+                           return self->report_closed(1006, std::move(error));
+                         }
+                         self->last_heard_ = std::chrono::steady_clock::now();
+                         self->arm_ping();
+                         self->open_ = true;
+                         if (self->ev_.opened) self->ev_.opened();
+                         self->do_read();
+                         self->writer_.pump(self);
+                       });
+                     });
     });
   }
 
@@ -236,8 +231,7 @@ public:
   void abort() override {
     auto self = this->shared_from_this();
     asio::post(ws_.get_executor(), [self] {
-      beast::error_code ignored;
-      raw_socket(beast::get_lowest_layer(self->ws_)).close(ignored);
+      self->teardown();
       self->report_closed(1006, "aborted");
     });
   }
@@ -259,6 +253,19 @@ private:
   void on_written(beast::error_code ec, const ws_frame& f) {
     backlog_ -= f.size();
     if (ec == beast::error::timeout) write_timed_out_ = true;
+    if (f.kind == frame_kind::close) {
+      close_written_ = true;
+      if (ec) {
+        teardown();
+        if (ending_) report_closed(ending_->first, std::move(ending_->second));
+      } else if (ending_) {  // an echo, or the answer to a violation: reported now, the socket closes behind it
+        report_closed(ending_->first, std::move(ending_->second));
+        linger();
+      } else {
+        bound(&ws_op::close_bound_passed_);  // our close: the server's answer comes to the read, within the bound
+      }
+      return;
+    }
     if (!ec && want_drained_ && writer_.queued_frames() == 0) {
       want_drained_ = false;
       if (ev_.drained) ev_.drained();
@@ -275,8 +282,7 @@ private:
       auto silent = std::chrono::steady_clock::now() - self->last_heard_;
       if (silent >= 2 * self->opts_.ping_interval) {
         self->ping_timed_out_ = true;
-        beast::error_code ignored;
-        raw_socket(beast::get_lowest_layer(self->ws_)).close(ignored);  // the pending read reports the end
+        self->teardown();  // the pending read reports the end
         return;
       }
       if (silent >= self->opts_.ping_interval && !self->writer_.closing()) {
@@ -287,27 +293,99 @@ private:
     });
   }
 
+  // Events from what was read, then a read for more. A close frame or a violation ends the reading.
   void do_read() {
-    auto self = this->shared_from_this();
-    ws_.async_read(buffer_, [self](beast::error_code ec, std::size_t) {
-      self->last_heard_ = std::chrono::steady_clock::now();
-      if (ec) {
-        if (ec == websocket::error::closed) {
-          auto r = self->ws_.reason();
-          self->report_closed(r.code ? r.code : 1005, std::string(r.reason.data(), r.reason.size()));
-        } else if (self->write_timed_out_) {
-          self->report_closed(1006, "write timeout: the peer stopped reading");
-        } else if (self->ping_timed_out_) {
-          self->report_closed(1006, "no answer to pings: the connection is dead");
-        } else {
-          self->report_closed(1006, ec.message());
-        }
-        return;
+    using kind = ws::server_frame_reader::kind;
+    for (;;) {
+      auto e = ws_.next();
+      switch (e.what) {
+        case kind::more:
+          break;
+        case kind::text:
+          if (ev_.text) ev_.text(std::move(e.data));
+          continue;
+        case kind::binary:  // Gladia sends text only: nothing to do with it
+          continue;
+        case kind::ping:
+          if (!writer_.closing()) {
+            writer_.push({frame_kind::pong, std::make_shared<const std::string>(std::move(e.data))});
+            writer_.pump(this->shared_from_this());
+          }
+          continue;
+        case kind::pong:
+          continue;
+        case kind::close:
+          return end_with(e.code, std::move(e.data), e.code, std::string());  // the echo: its code
+        case kind::error:
+          return end_with(1006, "the peer broke the WebSocket protocol: " + e.data, e.code, e.data);
       }
-      if (self->ws_.got_text() && self->ev_.text) self->ev_.text(beast::buffers_to_string(self->buffer_.data()));
-      self->buffer_.consume(self->buffer_.size());
-      self->do_read();
+      break;
+    }
+    ws_.async_fill([self = this->shared_from_this()](beast::error_code ec) {
+      self->last_heard_ = std::chrono::steady_clock::now();
+      if (!ec) return self->do_read();
+      if (self->write_timed_out_) {
+        self->report_closed(1006, "write timeout: the peer stopped reading");
+      } else if (self->ping_timed_out_) {
+        self->report_closed(1006, "no answer to pings: the connection is dead");
+      } else if (self->close_bound_passed_) {
+        self->report_closed(1006, "no close frame from the peer within the timeout");
+      } else {
+        self->report_closed(1006, ec.message());
+      }
     });
+  }
+
+  // The reading ended (the server's close frame, or a violation of the protocol): `closed` reports `code` and
+  // `reason` once our close frame is out: the answer to theirs, `answer` (1005: a close frame without a code), unless
+  // ours went already. What waits to be written is dropped.
+  void end_with(std::uint16_t code, std::string reason, std::uint16_t answer, const std::string& answer_reason) {
+    bound_.cancel();
+    if (close_written_) {  // the answer to ours
+      report_closed(code, std::move(reason));
+      return linger();
+    }
+    ending_.emplace(code, std::move(reason));
+    writer_.drop_waiting();
+    writer_.close_when_done(answer == 1005 ? websocket::close_reason(websocket::close_code::none)
+                                           : websocket::close_reason(static_cast<websocket::close_code>(answer),
+                                                                     answer_reason.substr(0, 123)));
+    writer_.pump(this->shared_from_this());
+  }
+
+  // Arms the bound (the handshake's, or the wait for the answer to our close): once it passes, `*flag` is set and
+  // the socket closes, which ends what waits on it.
+  void bound(bool ws_op::*flag) {
+    bound_.expires_after(opts_.timeout);
+    bound_.async_wait([self = this->shared_from_this(), flag](beast::error_code ec) {
+      if (ec || self->finished_) return;
+      (*self).*flag = true;
+      self->teardown();
+    });
+  }
+
+  // Both close frames are out: the server closes the TCP connection first (RFC 6455 §7.1.1). Ours says it will send
+  // nothing more, and what still comes is read and dropped until the end of the stream, or the bound.
+  void linger() {
+    beast::error_code ignored;
+    raw_socket(beast::get_lowest_layer(ws_)).shutdown(tcp::socket::shutdown_send, ignored);
+    bound_.expires_after(opts_.timeout);
+    bound_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (!ec) self->teardown();
+    });
+    drain();
+  }
+  void drain() {
+    ws_.async_discard([self = this->shared_from_this()](beast::error_code ec) {
+      if (!ec) return self->drain();
+      self->bound_.cancel();
+      self->teardown();
+    });
+  }
+
+  void teardown() {
+    beast::error_code ignored;
+    raw_socket(beast::get_lowest_layer(ws_)).close(ignored);
   }
 
   void report_closed(std::uint16_t code, std::string reason) {
@@ -315,6 +393,7 @@ private:
     finished_ = true;
     std::size_t waiting = writer_.queued_bytes();
     ping_timer_.cancel();
+    bound_.cancel();
     writer_.stop();  // a write in flight keeps its own buffer until it completes
     backlog_ -= waiting - writer_.queued_bytes();
     if (ev_.closed) ev_.closed(code, std::move(reason));
@@ -322,16 +401,18 @@ private:
 
   tcp::resolver resolver_;
   std::shared_ptr<ssl::context> tls_;
-  websocket::stream<Stream> ws_;
+  client_websocket<Stream> ws_;
   url u_;
   client_options opts_;
   ws_events ev_;
-  ws_writer<Stream> writer_;
+  ws_writer<client_websocket<Stream>> writer_;
   asio::steady_timer ping_timer_{ws_.get_executor()};
-  std::chrono::steady_clock::time_point last_heard_;  // the peer's last message or control frame
-  beast::flat_buffer buffer_;
-  std::atomic<std::size_t> backlog_{0};  // bytes handed to send_* and not yet written (read by the owner)
+  asio::steady_timer bound_{ws_.get_executor()};
+  std::chrono::steady_clock::time_point last_heard_;  // the peer's last bytes
+  std::atomic<std::size_t> backlog_{0};               // bytes handed to send_* and not yet written (read by the owner)
+  std::optional<std::pair<std::uint16_t, std::string>> ending_;  // what `closed` reports once our close is out
   bool open_ = false, finished_ = false, want_drained_ = false, write_timed_out_ = false, ping_timed_out_ = false;
+  bool bound_passed_ = false, close_bound_passed_ = false, close_written_ = false;
 };
 
 // Reports a failure asynchronously on the runtime thread (callbacks never run inside the caller).

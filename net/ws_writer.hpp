@@ -5,6 +5,7 @@
 // Everything runs on the connection's strand.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -14,25 +15,29 @@
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/container/deque.hpp>
+#include <boost/container/options.hpp>
 
 #include "net/beast_util.hpp"
 
 namespace sw::net {
 
-enum class frame_kind : std::uint8_t { text, binary, ping };
+// `close` is never queued: close_when_done() asks for it, and `written` reports it.
+enum class frame_kind : std::uint8_t { text, binary, ping, pong, close };
 
 struct ws_frame {
   frame_kind kind = frame_kind::text;
-  std::shared_ptr<const std::string> data;  // null for a ping
-  std::size_t size() const { return data ? data->size() : 0; }
+  std::shared_ptr<const std::string> data;  // a ping's or pong's payload, or null
+  // Message bytes (what queued_bytes() counts): a control frame's payload is not.
+  std::size_t size() const { return data && kind <= frame_kind::binary ? data->size() : 0; }
 };
 
-template <class Stream>
+// WS: Beast's websocket::stream, or net/client_websocket.hpp's (the same calls).
+template <class WS>
 class ws_writer {
 public:
-  // `written` runs after each write (ping or close excluded from none: every queued frame), on the strand;
+  // `written` runs after each write (every queued frame, and the close frame: kind close), on the strand;
   // `write_timeout` > 0 closes the socket when one write takes longer (a peer that stopped reading).
-  ws_writer(websocket::stream<Stream>& ws, std::function<void(beast::error_code, const ws_frame&)> written,
+  ws_writer(WS& ws, std::function<void(beast::error_code, const ws_frame&)> written,
             std::chrono::milliseconds write_timeout = std::chrono::milliseconds(0))
       : ws_(ws), written_(std::move(written)), write_timeout_(write_timeout), timer_(ws.get_executor()) {}
 
@@ -79,7 +84,11 @@ public:
         writing_ = true;  // the close frame, bounded like a write
         started_ = std::chrono::steady_clock::now();
         arm_timer(write_timeout_);
-        ws_.async_close(*close_, [this, keep](beast::error_code) { writing_ = false; });
+        ws_.async_close(*close_, [this, keep](beast::error_code ec) {
+          writing_ = false;
+          if (timed_out_ && !ec) ec = beast::error::timeout;
+          if (written_) written_(ec, ws_frame{frame_kind::close, nullptr});
+        });
       }
       return;
     }
@@ -87,8 +96,15 @@ public:
     started_ = std::chrono::steady_clock::now();
     arm_timer(write_timeout_);
     const ws_frame& f = queue_.front();
-    if (f.kind == frame_kind::ping) {
-      ws_.async_ping({}, [this, keep](beast::error_code ec) { done(ec, keep); });
+    if (f.kind == frame_kind::ping || f.kind == frame_kind::pong) {
+      websocket::ping_data payload;
+      if (f.data) payload.assign(f.data->data(), std::min(f.data->size(), payload.max_size()));
+      auto then = [this, keep](beast::error_code ec) { done(ec, keep); };
+      if (f.kind == frame_kind::ping) {
+        ws_.async_ping(payload, std::move(then));
+      } else {
+        ws_.async_pong(payload, std::move(then));
+      }
       return;
     }
     ws_.text(f.kind == frame_kind::text);
@@ -135,11 +151,12 @@ private:
     pump(keep);
   }
 
-  websocket::stream<Stream>& ws_;
+  WS& ws_;
   std::function<void(beast::error_code, const ws_frame&)> written_;
   std::chrono::milliseconds write_timeout_;
   asio::steady_timer timer_;
-  boost::container::deque<ws_frame> queue_;
+  // Usually one frame or none waits: blocks of 8 (192 bytes), not the default 512 bytes, for every connection.
+  boost::container::deque<ws_frame, void, boost::container::deque_options_t<boost::container::block_size<8u>>> queue_;
   std::size_t bytes_ = 0;
   std::optional<websocket::close_reason> close_;
   std::chrono::steady_clock::time_point started_;  // of the write in flight

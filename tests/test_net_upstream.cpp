@@ -1,0 +1,264 @@
+// The upstream WebSocket (net/upstream.hpp over net/client_websocket.hpp) against real peers on loopback: Beast's
+// server end, and raw sockets where a peer must misbehave. The handshake, the server's control frames, both ways of
+// closing, a violation of the protocol, and bytes that come with the handshake's response.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include "net/upstream.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+// One peer on a thread of its own: it accepts one connection and runs `serve` on it.
+class peer {
+public:
+  explicit peer(std::function<void(tcp::socket&)> serve)
+      : acc_(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+    thread_ = std::thread([this, serve = std::move(serve)] {
+      tcp::socket s(io_);
+      acc_.accept(s);
+      serve(s);
+    });
+  }
+  ~peer() { thread_.join(); }
+  std::string url() const { return "ws://127.0.0.1:" + std::to_string(acc_.local_endpoint().port()) + "/v2/live"; }
+
+private:
+  asio::io_context io_;
+  tcp::acceptor acc_;
+  std::thread thread_;
+};
+
+// What the connection reported: its texts, and its one `closed`.
+struct outcome {
+  std::promise<void> opened_p;
+  std::promise<std::pair<std::uint16_t, std::string>> closed_p;
+  std::future<std::pair<std::uint16_t, std::string>> closed = closed_p.get_future();
+  std::function<void(const std::string&)> on_text;
+  sw::net::ws_events events() {
+    sw::net::ws_events ev;
+    ev.opened = [this] { opened_p.set_value(); };
+    ev.text = [this](std::string t) {
+      if (on_text) on_text(t);
+    };
+    ev.closed = [this](std::uint16_t code, std::string reason) { closed_p.set_value({code, std::move(reason)}); };
+    return ev;
+  }
+  std::pair<std::uint16_t, std::string> wait_closed() {
+    if (closed.wait_for(10s) != std::future_status::ready) return {0, "never closed"};
+    return closed.get();
+  }
+};
+
+sw::net::client_options quick() {
+  sw::net::client_options o;
+  o.timeout = 500ms;
+  return o;
+}
+
+// The server pings and sends a message in fragments: the pong carries the ping's payload and goes out before what
+// the client sends after it; the message arrives whole. The server's close is echoed and reported with its code.
+TEST(UpstreamWebSocket, TheServersPingIsAnsweredAndItsCloseEchoed) {
+  std::promise<std::string> pong;
+  std::promise<std::string> server_got;
+  std::promise<std::uint16_t> echo;
+  peer p([&](tcp::socket& s) {
+    websocket::stream<tcp::socket&> ws(s);
+    ws.accept();
+    std::string pong_payload;
+    ws.control_callback([&](websocket::frame_type t, beast::string_view payload) {
+      if (t == websocket::frame_type::pong) pong_payload = std::string(payload);
+    });
+    ws.ping("abc");
+    ws.text(true);
+    ws.write_some(false, asio::buffer(std::string("frag")));
+    ws.write_some(false, asio::buffer(std::string("men")));
+    ws.write_some(true, asio::buffer(std::string("ted")));
+    beast::flat_buffer b;
+    ws.read(b);
+    pong.set_value(pong_payload);
+    server_got.set_value(beast::buffers_to_string(b.data()));
+    ws.close(websocket::close_reason(static_cast<websocket::close_code>(4001), "bye"));
+    echo.set_value(static_cast<std::uint16_t>(ws.reason().code));
+  });
+  outcome o;
+  std::shared_ptr<sw::net::outbound_ws> conn;
+  o.on_text = [&](const std::string& t) { conn->send_text("got " + t); };
+  sw::net::outbound out;
+  conn = out.connect_ws(p.url(), quick(), o.events());
+  auto [code, reason] = o.wait_closed();
+  EXPECT_EQ(code, 4001) << reason;
+  EXPECT_EQ(reason, "bye");
+  auto f = server_got.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(f.get(), "got fragmented");
+  EXPECT_EQ(pong.get_future().get(), "abc");
+  EXPECT_EQ(echo.get_future().get(), 4001) << "the echo carries the server's code";
+}
+
+// Our close: the server sees our code, answers, and `closed` reports its answer.
+TEST(UpstreamWebSocket, OurCloseIsAnsweredAndTheAnswerReported) {
+  std::promise<std::uint16_t> server_saw;
+  peer p([&](tcp::socket& s) {
+    websocket::stream<tcp::socket&> ws(s);
+    ws.accept();
+    beast::flat_buffer b;
+    beast::error_code ec;
+    ws.read(b, ec);  // our close: Beast answers it and completes the read with `closed`
+    server_saw.set_value(ec == websocket::error::closed ? static_cast<std::uint16_t>(ws.reason().code) : 0);
+  });
+  outcome o;
+  sw::net::outbound out;
+  auto conn = out.connect_ws(p.url(), quick(), o.events());
+  ASSERT_EQ(o.opened_p.get_future().wait_for(5s), std::future_status::ready);
+  conn->close(1000);
+  auto [code, reason] = o.wait_closed();
+  EXPECT_EQ(code, 1000) << reason;
+  EXPECT_EQ(server_saw.get_future().get(), 1000);
+}
+
+// A server that never answers our close is given up once the bound passes.
+TEST(UpstreamWebSocket, AServerThatNeverAnswersOurCloseIsGivenUpAtTheBound) {
+  std::promise<void> done;
+  peer p([&](tcp::socket& s) {
+    websocket::stream<tcp::socket&> ws(s);
+    ws.accept();
+    done.get_future().wait();  // reads nothing more
+  });
+  outcome o;
+  sw::net::outbound out;
+  auto conn = out.connect_ws(p.url(), quick(), o.events());
+  ASSERT_EQ(o.opened_p.get_future().wait_for(5s), std::future_status::ready);
+  const auto t0 = std::chrono::steady_clock::now();
+  conn->close(1000);
+  auto [code, reason] = o.wait_closed();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  done.set_value();
+  EXPECT_EQ(code, 1006);
+  EXPECT_NE(reason.find("no close frame"), std::string::npos) << reason;
+  EXPECT_GE(waited, 400ms);
+  EXPECT_LT(waited, 5s);
+}
+
+// A violation (here a masked frame: a server's are never masked) is answered with its close code, 1002, and
+// reported as the end of the connection.
+TEST(UpstreamWebSocket, AViolationOfTheProtocolIsAnsweredWithItsCode) {
+  std::promise<std::uint16_t> server_saw;
+  peer p([&](tcp::socket& s) {
+    websocket::stream<tcp::socket&> ws(s);
+    ws.accept();
+    const std::string masked("\x81\x81\x01\x02\x03\x04\x60", 7);  // "a", masked
+    asio::write(s, asio::buffer(masked));
+    beast::flat_buffer b;
+    beast::error_code ec;
+    ws.read(b, ec);
+    server_saw.set_value(ec == websocket::error::closed ? static_cast<std::uint16_t>(ws.reason().code) : 0);
+  });
+  outcome o;
+  sw::net::outbound out;
+  auto conn = out.connect_ws(p.url(), quick(), o.events());
+  auto [code, reason] = o.wait_closed();
+  EXPECT_EQ(code, 1006);
+  EXPECT_NE(reason.find("broke the WebSocket protocol: a masked frame"), std::string::npos) << reason;
+  EXPECT_EQ(server_saw.get_future().get(), 1002);
+}
+
+// A raw peer: reads the upgrade request, answers with `respond(key)`, then holds the connection until the client
+// closes it.
+std::function<void(tcp::socket&)> raw_upgrade(std::function<std::string(const std::string&)> respond) {
+  return [respond = std::move(respond)](tcp::socket& s) {
+    std::string req;
+    asio::read_until(s, asio::dynamic_buffer(req), "\r\n\r\n");
+    const auto at = req.find("Sec-WebSocket-Key: ");
+    const auto key = at == std::string::npos ? std::string() : req.substr(at + 19, 24);
+    asio::write(s, asio::buffer(respond(key)));
+    char c;
+    beast::error_code ec;
+    s.read_some(asio::buffer(&c, 1), ec);
+    while (!ec) s.read_some(asio::buffer(&c, 1), ec);
+  };
+}
+
+std::string accept_for(const std::string& key) {  // Beast's own, for the lawful answer
+  websocket::detail::sec_ws_accept_type a;
+  websocket::detail::make_sec_ws_accept(a, key);
+  return std::string(a.data(), a.size());
+}
+
+TEST(UpstreamWebSocket, AnUpgradeThatIsRefusedOrDoesNotMatchTheKeyFails) {
+  struct answer {
+    std::function<std::string(const std::string&)> respond;
+    const char* reason;
+  };
+  const std::vector<answer> answers = {
+      {[](const std::string&) { return std::string("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"); },
+       "the server answered HTTP 403"},
+      {[](const std::string&) {
+         return std::string(
+             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
+       },
+       "Sec-WebSocket-Accept does not match"},
+      {[](const std::string& key) {
+         return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+                accept_for(key) + "\r\n\r\n";
+       },
+       "does not upgrade to websocket"},
+  };
+  for (const auto& a : answers) {
+    peer p(raw_upgrade(a.respond));
+    outcome o;
+    sw::net::outbound out;
+    auto conn = out.connect_ws(p.url(), quick(), o.events());
+    auto [code, reason] = o.wait_closed();
+    EXPECT_EQ(code, 1006);
+    EXPECT_NE(reason.find(a.reason), std::string::npos) << reason;
+    EXPECT_NE(reason.find("websocket handshake failed"), std::string::npos) << reason;
+  }
+}
+
+// Frames that come in the same packet as the 101 are not lost: they are the first the client reads.
+TEST(UpstreamWebSocket, FramesThatComeWithTheHandshakesResponseAreRead) {
+  peer p(raw_upgrade([](const std::string& key) {
+    return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+           accept_for(key) + "\r\n\r\n" +
+           std::string(
+               "\x81\x05"
+               "first\x81\x06"
+               "second",
+               15);
+  }));
+  outcome o;
+  std::promise<std::string> texts;
+  std::string got;
+  o.on_text = [&](const std::string& t) {
+    got += t + ";";
+    if (got == "first;second;") texts.set_value(got);
+  };
+  sw::net::outbound out;
+  auto conn = out.connect_ws(p.url(), quick(), o.events());
+  auto f = texts.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready) << got;
+  conn->abort();
+  EXPECT_EQ(o.wait_closed().first, 1006);
+}
+
+}  // namespace
