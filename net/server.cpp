@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <climits>
 #include <cstdio>
@@ -26,6 +27,7 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
+#include <boost/container/vector.hpp>
 #include <caf/send.hpp>
 
 #include "net/beast_util.hpp"
@@ -440,23 +442,43 @@ private:
   // Frames are read piece by piece straight into one buffer of the connection's (no buffer of Beast's, no copy in
   // between): `[head_, msg_start_)` holds the binary frames not yet handed over, `[msg_start_, filled_)` the message
   // being read, and the read in flight writes behind `filled_`. A text message's pieces move on to `text_`.
+  // Between chunks the buffer is empty, and it goes: a connection that waits for its next chunk holds none. That read
+  // takes the first bytes of the next message into `first_` (Beast keeps the rest), and the buffer comes back for them.
   void do_read() {
     compact();
     const auto held = rx_.capacity();
+    if (filled_ == 0) {
+      boost::container::vector<std::uint8_t>().swap(rx_);
+      st_->stats->read_buffer_bytes -= static_cast<std::int64_t>(held);
+      ws_.async_read_some(
+          asio::buffer(first_),
+          asio::bind_executor(drain_, beast::bind_front_handler(&ws_session::on_first_read, this->shared_from_this())));
+      return;
+    }
     if (held > 2 * read_room_ && filled_ + min_read_room <= read_room_) {
       // A message far larger than a chunk grew the buffer: back to the normal size once what is left fits, so a
       // client cannot keep WS_MAX_MESSAGE of the server's memory for the life of its connection.
-      std::vector<std::uint8_t> normal(read_room_);
+      boost::container::vector<std::uint8_t> normal(read_room_, boost::container::default_init);
       std::memcpy(normal.data(), rx_.data(), filled_);
       rx_.swap(normal);
     } else if (rx_.size() - filled_ < min_read_room) {
-      rx_.resize(filled_ + read_room_);  // zeroed once, then reused
+      rx_.resize(filled_ + read_room_, boost::container::default_init);
     }
     if (rx_.capacity() != held)
       st_->stats->read_buffer_bytes += static_cast<std::int64_t>(rx_.capacity()) - static_cast<std::int64_t>(held);
     ws_.async_read_some(
         asio::buffer(rx_.data() + filled_, rx_.size() - filled_),
         asio::bind_executor(drain_, beast::bind_front_handler(&ws_session::on_read, this->shared_from_this())));
+  }
+
+  // The first bytes after an empty buffer: the buffer again, with them at its start.
+  void on_first_read(beast::error_code ec, std::size_t n) {
+    if (!ec) {
+      rx_.resize(read_room_, boost::container::default_init);
+      st_->stats->read_buffer_bytes += static_cast<std::int64_t>(rx_.capacity());
+      std::memcpy(rx_.data(), first_.data(), n);
+    }
+    on_read(ec, n);
   }
 
   void on_read(beast::error_code ec, std::size_t n) {
@@ -561,9 +583,10 @@ private:
   // stereo frames go one by one to the session's resampler), and the message being read (see do_read).
   static constexpr std::size_t min_read_room = 1024;
   std::size_t batch_bytes_ = 0;
-  std::size_t read_room_ = 0;  // the buffer's size: a chunk and a frame (8 KiB for /egress/audio)
-  std::vector<std::uint8_t> rx_;
-  std::vector<std::uint32_t> frames_;  // the sizes of the frames in [head_, msg_start_)
+  std::size_t read_room_ = 0;                  // the buffer's size: a chunk and a frame (8 KiB for /egress/audio)
+  boost::container::vector<std::uint8_t> rx_;  // empty between chunks (do_read)
+  std::array<std::uint8_t, 32> first_{};       // the read into an empty buffer
+  std::vector<std::uint32_t> frames_;          // the sizes of the frames in [head_, msg_start_)
   std::size_t head_ = 0, msg_start_ = 0, filled_ = 0;
   std::string text_;
   std::uint64_t batched_total_ = 0;

@@ -146,6 +146,31 @@ TEST(Gladia, ASessionHearsItsSocketOncePerChunkAndStillJudgesEveryFrame) {
   EXPECT_LT(handled, 50u) << "one message per frame would be over 100";
 }
 
+// Between chunks a connection holds no read buffer. It holds one (room for a chunk and a frame) while a chunk is read,
+// and after a pause flushed a partial chunk (the read waiting for the next audio writes into it); once a whole chunk
+// is handed over, it goes.
+TEST(Gladia, AConnectionBetweenChunksHoldsNoReadBuffer) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready", 10000);
+  EXPECT_EQ(sw::test::metric(*h, "net.read_buffer_bytes"), 0) << "before any audio";
+  const auto pcm = audio(640 * 13);
+  stream(*c, pcm.substr(0, 3 * 640));  // three frames of a chunk of five, then a pause: flushed
+  EXPECT_TRUE(sw::test::eventually([&] { return fake.audio_bytes() == 3 * 640; })) << fake.audio_bytes();
+  const auto after_pause = sw::test::metric(*h, "net.read_buffer_bytes");
+  EXPECT_GE(after_pause, 3200);
+  EXPECT_LE(after_pause, 8192);
+  stream(*c, pcm.substr(3 * 640));  // two whole chunks
+  EXPECT_TRUE(sw::test::eventually([&] { return fake.audio_bytes() == pcm.size(); })) << fake.audio_bytes();
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(*h, "net.read_buffer_bytes") == 0; }))
+      << sw::test::metric(*h, "net.read_buffer_bytes") << " bytes held after whole chunks";
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_EQ(fake.audio(), pcm);
+}
+
 // The socket reads each message in pieces straight into its batch buffer (room for a chunk and a frame): a message
 // larger than that room, one split into continuation frames, a text message in fragments between audio frames and
 // frames of any even size all arrive byte-exact and in order, and the text is understood.
