@@ -48,7 +48,6 @@ public:
   Stream& next_layer() noexcept { return stream_; }
   const Stream& next_layer() const noexcept { return stream_; }
 
-  void read_message_max(std::size_t n) { reader_ = ws::server_frame_reader(n); }
   void text(bool t) { text_ = t; }
 
   // The opening handshake (RFC 6455 §4.1): GET with a fresh key, then the server's 101 with the matching accept.
@@ -163,8 +162,7 @@ public:
         r.code == websocket::close_code::none
             ? std::string()
             : ws::close_payload(static_cast<std::uint16_t>(r.code), std::string_view(r.reason.data(), r.reason.size()));
-    write_frame(ws::opcode::close, p.data(), p.size(),
-                [done = std::move(done)](beast::error_code ec, std::size_t) mutable { done(ec); });
+    write_control(ws::opcode::close, p.data(), p.size(), std::move(done));
   }
 
 private:
@@ -214,7 +212,7 @@ private:
   }
 
   Stream stream_;
-  ws::server_frame_reader reader_{16 * 1024 * 1024};
+  ws::server_frame_reader reader_{16 * 1024 * 1024};                // a message up to 16 MiB
   std::unique_ptr<std::uint8_t[]> rx_;                              // over TLS: the read buffer, from the handshake on
   std::array<std::uint8_t, bare ? read_buffer_bytes : 1> small_{};  // a bare socket's read buffer
   read_ahead ahead_;                                                // a bare socket's read: what did not fit in small_

@@ -296,30 +296,24 @@ private:
   // Events from what was read, then a read for more. A close frame or a violation ends the reading.
   void do_read() {
     using kind = ws::server_frame_reader::kind;
-    for (;;) {
-      auto e = ws_.next();
+    for (auto e = ws_.next(); e.what != kind::more; e = ws_.next()) {
       switch (e.what) {
-        case kind::more:
-          break;
         case kind::text:
           if (ev_.text) ev_.text(std::move(e.data));
-          continue;
-        case kind::binary:  // Gladia sends text only: nothing to do with it
-          continue;
+          break;
         case kind::ping:
           if (!writer_.closing()) {
             writer_.push({frame_kind::pong, std::make_shared<const std::string>(std::move(e.data))});
             writer_.pump(this->shared_from_this());
           }
-          continue;
-        case kind::pong:
-          continue;
+          break;
         case kind::close:
           return end_with(e.code, std::move(e.data), e.code, std::string());  // the echo: its code
         case kind::error:
           return end_with(1006, "the peer broke the WebSocket protocol: " + e.data, e.code, e.data);
+        default:  // a binary message (Gladia sends text only) or a pong: nothing to do
+          break;
       }
-      break;
     }
     ws_.async_fill([self = this->shared_from_this()](beast::error_code ec) {
       self->last_heard_ = std::chrono::steady_clock::now();
