@@ -99,11 +99,16 @@ TEST(UpstreamWebSocket, TheServersPingIsAnsweredAndItsCloseEchoed) {
     ws.close(websocket::close_reason(static_cast<websocket::close_code>(4001), "bye"));
     echo.set_value(static_cast<std::uint16_t>(ws.reason().code));
   });
+  // The connection must go before the runtime it runs on (its timers belong to the runtime's context), and the text
+  // is answered from this thread once the connection is in hand.
   outcome o;
-  std::shared_ptr<sw::net::outbound_ws> conn;
-  o.on_text = [&](const std::string& t) { conn->send_text("got " + t); };
+  std::promise<std::string> text;
+  o.on_text = [&](const std::string& t) { text.set_value(t); };
   sw::net::outbound out;
-  conn = out.connect_ws(p.url(), quick(), o.events());
+  auto conn = out.connect_ws(p.url(), quick(), o.events());
+  auto t = text.get_future();
+  ASSERT_EQ(t.wait_for(5s), std::future_status::ready);
+  conn->send_text("got " + t.get());
   auto [code, reason] = o.wait_closed();
   EXPECT_EQ(code, 4001) << reason;
   EXPECT_EQ(reason, "bye");
