@@ -444,10 +444,12 @@ private:
   // being read, and the read in flight writes behind `filled_`. A text message's pieces move on to `text_`.
   // Between chunks the buffer is empty, and it goes: a connection that waits for its next chunk holds none. That read
   // takes the first bytes of the next message into `first_` (Beast keeps the rest), and the buffer comes back for them.
+  // Audio handed over frame by frame (batch_bytes_ 0: /egress/audio, a provider without chunks) keeps its buffer: it
+  // would go and come back with every frame.
   void do_read() {
     compact();
     const auto held = rx_.capacity();
-    if (filled_ == 0) {
+    if (filled_ == 0 && batch_bytes_ > 0) {
       boost::container::vector<std::uint8_t>().swap(rx_);
       st_->stats->read_buffer_bytes -= static_cast<std::int64_t>(held);
       ws_.async_read_some(
@@ -584,7 +586,7 @@ private:
   static constexpr std::size_t min_read_room = 1024;
   std::size_t batch_bytes_ = 0;
   std::size_t read_room_ = 0;                  // the buffer's size: a chunk and a frame (8 KiB for /egress/audio)
-  boost::container::vector<std::uint8_t> rx_;  // empty between chunks (do_read)
+  boost::container::vector<std::uint8_t> rx_;  // empty between chunks when audio goes in chunks (do_read)
   std::array<std::uint8_t, 32> first_{};       // the read into an empty buffer
   std::vector<std::uint32_t> frames_;          // the sizes of the frames in [head_, msg_start_)
   std::size_t head_ = 0, msg_start_ = 0, filled_ = 0;
