@@ -221,6 +221,38 @@ private:
 #endif
 };
 
+// An edge_socket whose every read takes all the kernel holds: what lands beyond the caller's buffer is kept and given
+// to the next reads, without a socket read. For a plain WebSocket server that reads through Beast (its 1 536-byte frame
+// buffer first, then the frame's rest), a message that is in the kernel whole costs one `recvmsg`, not two or three.
+// The fake Gladia (tests/fakes/) reads the relay's chunks this way; the server's client sockets do it in client_layer.
+class ahead_socket : public edge_socket {
+public:
+  using edge_socket::edge_socket;
+
+  template <class Buffers, class Token>
+  auto async_read_some(const Buffers& buffers, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+        [this](auto handler, const Buffers& b) {
+          if (ahead_.available() == 0) {
+            async_read_some_ahead(b, ahead_, std::move(handler));
+            return;
+          }
+          std::size_t n = 0;
+          for (auto it = boost::asio::buffer_sequence_begin(b); it != boost::asio::buffer_sequence_end(b); ++it) {
+            const boost::asio::mutable_buffer piece = *it;
+            n += ahead_.take(piece.data(), piece.size());
+          }
+          auto ex = boost::asio::get_associated_executor(handler, get_executor());
+          boost::asio::post(ex,
+                            [h = std::move(handler), n]() mutable { std::move(h)(boost::system::error_code(), n); });
+        },
+        token, buffers);
+  }
+
+private:
+  read_ahead ahead_;
+};
+
 // A WebSocket closes the socket under it as Beast closes any TCP socket.
 inline void teardown(boost::beast::role_type role, edge_socket& s, boost::system::error_code& ec) {
   boost::beast::websocket::teardown(role, static_cast<edge_socket::tcp_socket&>(s), ec);
@@ -229,6 +261,13 @@ template <class Handler>
 void async_teardown(boost::beast::role_type role, edge_socket& s, Handler&& handler) {
   boost::beast::websocket::async_teardown(role, static_cast<edge_socket::tcp_socket&>(s),
                                           std::forward<Handler>(handler));
+}
+inline void teardown(boost::beast::role_type role, ahead_socket& s, boost::system::error_code& ec) {
+  teardown(role, static_cast<edge_socket&>(s), ec);
+}
+template <class Handler>
+void async_teardown(boost::beast::role_type role, ahead_socket& s, Handler&& handler) {
+  async_teardown(role, static_cast<edge_socket&>(s), std::forward<Handler>(handler));
 }
 
 }  // namespace sw::net

@@ -15,6 +15,7 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket.hpp>
 
 #include <future>
@@ -330,3 +331,53 @@ TEST(EdgeSocket, AnUpstreamPeerThatNeverAnswersTheHandshakeIsGivenUpAtTheTimeout
 }
 
 }  // namespace
+
+// ahead_socket under a Beast WebSocket server (the fake Gladia's read): Beast reads 1 536 bytes of a frame first, then
+// its rest; the first read takes the whole message the kernel holds and the rest is served from what it kept. So a
+// relay's chunk costs one recvmsg, not two (and not a third that finds nothing before the next chunk).
+TEST(EdgeSocket, AWebSocketServerOverAheadSocketReadsAChunkInOneRecvmsg) {
+  namespace websocket = boost::beast::websocket;
+  asio::io_context io{1};
+  tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  websocket::stream<tcp::socket> client(io);
+  client.next_layer().connect(acc.local_endpoint());
+  websocket::stream<sw::net::ahead_socket> server(sw::net::ahead_socket(acc.accept()));
+  bool accepted = false, shook = false;
+  server.async_accept([&](boost::system::error_code ec) { accepted = !ec; });
+  client.async_handshake("127.0.0.1", "/v2/live", [&](boost::system::error_code ec) { shook = !ec; });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!(accepted && shook) && std::chrono::steady_clock::now() < deadline)
+    io.run_one_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(accepted && shook);
+  client.binary(true);
+  watched_fd = server.next_layer().native_handle();
+  recvmsg_calls = 0;
+  const int chunks = 100;
+  for (int i = 0; i < chunks; ++i) {
+    const auto chunk = pattern(3200, static_cast<std::uint32_t>(10 + i));
+    boost::beast::flat_buffer got;
+    bool done = false;
+    boost::system::error_code rec;
+    server.async_read(got, [&](boost::system::error_code ec, std::size_t) {
+      rec = ec;
+      done = true;
+    });
+    io.restart();
+    io.poll();
+    ASSERT_FALSE(done);  // waiting for the chunk
+    client.write(asio::buffer(chunk));
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done && std::chrono::steady_clock::now() < until) {
+      io.restart();
+      io.run_one_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(done) << "chunk " << i;
+    ASSERT_FALSE(rec) << rec.message();
+    const auto* p = static_cast<const std::uint8_t*>(got.data().data());
+    ASSERT_EQ(std::vector<std::uint8_t>(p, p + got.size()), chunk) << "chunk " << i;
+  }
+  watched_fd = -1;
+  // The first read tries once before it waits (nothing yet says the socket is empty).
+  EXPECT_LE(recvmsg_calls.load(), chunks + 1) << "more than one recvmsg a chunk";
+  EXPECT_GE(recvmsg_calls.load(), chunks) << "the recvmsg counter missed the reads";
+}

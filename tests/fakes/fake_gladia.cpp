@@ -23,6 +23,8 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include "net/beast_util.hpp"
+#include "net/edge_socket.hpp"
 #include "net/url.hpp"
 #include "proto/load_tag.hpp"
 #include "proto/rapidjson.hpp"
@@ -384,7 +386,7 @@ public:
   conn(fake_gladia::impl* f, Args&&... args) : f_(f), ws_(std::forward<Args>(args)...), timer_(ws_.get_executor()) {}
 
   void start() {
-    if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+    if constexpr (std::is_same_v<Stream, net::ahead_socket>) {
       read_request();
     } else {
       auto self = this->shared_from_this();
@@ -449,7 +451,7 @@ private:
     auto self = this->shared_from_this();
     http::async_write(ws_.next_layer(), res_, [self](beast::error_code, std::size_t) {
       beast::error_code ec;
-      beast::get_lowest_layer(self->ws_).socket().shutdown(tcp::socket::shutdown_send, ec);
+      net::raw_socket(beast::get_lowest_layer(self->ws_)).shutdown(tcp::socket::shutdown_send, ec);
     });
   }
 
@@ -477,9 +479,12 @@ private:
     }
     if (v.drop) {  // abrupt: no close frame; the acks already written still arrive before the FIN
       beast::error_code ec;
-      beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_send, ec);
+      net::raw_socket(beast::get_lowest_layer(ws_)).shutdown(tcp::socket::shutdown_send, ec);
       timer_.expires_after(std::chrono::milliseconds(50));
-      timer_.async_wait([self](beast::error_code) { beast::get_lowest_layer(self->ws_).close(); });
+      timer_.async_wait([self](beast::error_code) {
+        beast::error_code ignored;
+        net::raw_socket(beast::get_lowest_layer(self->ws_)).close(ignored);
+      });
       return;
     }
     if (v.cut) {
@@ -558,7 +563,8 @@ void accept_next(fake_gladia::impl* f) {
       if (f->tls) {
         std::make_shared<conn<beast::ssl_stream<beast::tcp_stream>>>(f, std::move(s), *f->tls)->start();
       } else {
-        std::make_shared<conn<beast::tcp_stream>>(f, std::move(s))->start();
+        // Each chunk of the relay's in one `recvmsg` (net/edge_socket.hpp), as the server reads its clients.
+        std::make_shared<conn<net::ahead_socket>>(f, std::move(s))->start();
       }
     }
     accept_next(f);
