@@ -52,7 +52,9 @@ Upstream (what the server relays to)
                             GLADIA_API_URL at http://127.0.0.1:PORT, GLADIA_API_KEY=fake-gladia-key)
   --upstream-stats URL      read the figures of a separate sessions-ws-fake-gladia (e.g. http://127.0.0.1:8089)
 Measurement and output
-  --server-pid PID          the server's CPU (user/kernel), RSS, threads, context switches from /proc
+  --server-pid PID          the server's CPU (user/kernel), RSS, threads, context switches from /proc; RSS growth
+                            per participant split into anonymous (heap, stacks: what the server holds) and
+                            file-backed (code paged in once as it first runs)
   --json FILE               the report as JSON too
   --quiet                   no progress line
   --io-threads N            the tool's I/O threads (default 1)   --actor-threads N (default 1)
@@ -87,6 +89,9 @@ struct proc_sample {
   bool ok = false;
   double user_s = 0, kernel_s = 0;
   long rss_kib = 0, threads = 0;
+  // RSS's anonymous part (heap, stacks): what the server holds. The rest is file-backed (its code and libraries),
+  // paged in once as code paths run for the first time, whatever the number of participants.
+  long rss_anon_kib = 0;
   long long ctx_switches = 0;
 };
 
@@ -106,6 +111,9 @@ proc_sample sample(int pid) {
     if (i == 20) p.threads = std::stol(f);
     if (i == 24) p.rss_kib = std::stol(f) * (sysconf(_SC_PAGESIZE) / 1024);
   }
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("RssAnon:", 0) == 0) p.rss_anon_kib = std::atol(line.c_str() + 8);
   // context switches of every thread (the process's own status counts its main thread only)
   std::error_code ec;
   for (auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
@@ -488,6 +496,12 @@ int main(int argc, char** argv) {
     std::snprintf(b, sizeof b, "%.2f us", server_us_per_frame);
     row("server CPU per frame", b);
     row("server RSS / threads", std::to_string(at_end.rss_kib / 1024) + " MiB / " + std::to_string(at_end.threads));
+    const double per = 1.0 / std::max(1, s.participants);
+    std::snprintf(
+        b, sizeof b, "%.1f KiB anonymous + %.1f KiB file-backed",
+        static_cast<double>(at_end.rss_anon_kib - before.rss_anon_kib) * per,
+        static_cast<double>((at_end.rss_kib - at_end.rss_anon_kib) - (before.rss_kib - before.rss_anon_kib)) * per);
+    row("server RSS growth per participant", b);
     row("server context switches (window)", std::to_string(at_end.ctx_switches - at_full.ctx_switches));
   }
   if (tcp_before_kib >= 0 && tcp_end_kib >= 0)
@@ -542,6 +556,7 @@ int main(int argc, char** argv) {
     out << "},\"server\":{\"cpuS\":" << server_cpu << ",\"userS\":" << (at_end.user_s - at_full.user_s)
         << ",\"kernelS\":" << (at_end.kernel_s - at_full.kernel_s) << ",\"usPerFrame\":" << server_us_per_frame
         << ",\"rssKiB\":" << at_end.rss_kib << ",\"rssBeforeKiB\":" << before.rss_kib
+        << ",\"rssAnonKiB\":" << at_end.rss_anon_kib << ",\"rssAnonBeforeKiB\":" << before.rss_anon_kib
         << ",\"tcpMemKiB\":" << tcp_end_kib << ",\"tcpMemBeforeKiB\":" << tcp_before_kib
         << ",\"threads\":" << at_end.threads << ",\"contextSwitches\":" << (at_end.ctx_switches - at_full.ctx_switches)
         << "},\"windowS\":" << window_s << ",\"windowFrames\":" << window_frames << ",\"toolCpuS\":" << tool_cpu

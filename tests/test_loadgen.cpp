@@ -87,7 +87,8 @@ TEST(Loadgen, AShortRunAgainstTheServerExitsZeroWithACorrectReport) {
   const auto upstream = free_port();
   auto h = relay_server("http://127.0.0.1:" + std::to_string(upstream));
   auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
-                       " --participants 6 --room-size 3 --duration 2 --embedded-upstream " + std::to_string(upstream),
+                       " --participants 6 --room-size 3 --duration 2 --embedded-upstream " + std::to_string(upstream) +
+                       " --server-pid " + std::to_string(::getpid()),
                    "loadgen-short");
   ASSERT_EQ(o.exit_code, 0) << o.out;
   ASSERT_TRUE(o.json.IsObject()) << o.out;
@@ -114,6 +115,13 @@ TEST(Loadgen, AShortRunAgainstTheServerExitsZeroWithACorrectReport) {
               (sanitized && verdict == "not sustained: relay p99 above 20 ms"))
       << verdict;
   EXPECT_NE(o.out.find("verdict                            " + verdict), std::string::npos) << o.out;
+  // The server is this process: its RSS, and the anonymous part of it (heap, stacks) apart from the code paged in.
+  const auto& server = j["server"];
+  EXPECT_GT(num(server, "rssKiB"), 0) << o.out;
+  EXPECT_GT(num(server, "rssAnonKiB"), 0) << o.out;
+  EXPECT_LT(num(server, "rssAnonKiB"), num(server, "rssKiB")) << "the code is file-backed";
+  EXPECT_GT(num(server, "rssAnonBeforeKiB"), 0) << o.out;
+  EXPECT_NE(o.out.find("server RSS growth per participant"), std::string::npos) << o.out;
 }
 
 double ms_of(const rapidjson::Value& v, const char* k) {
