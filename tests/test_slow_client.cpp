@@ -76,7 +76,11 @@ TEST(SlowClient, ReadingOnlyAfterTheServerGaveUpStillFinds4409) {
   o.padding = 40'000;  // ~40 KB per final: one is far more than the socket buffers take
   harness h(
       [](sw::config& c) {
-        c.client_send_queue_bytes = 64 * 1024;  // the second final overflows the queue
+        // The slow client's third final overflows the queue (the first stays in flight: more than the socket
+        // buffers take). Not the second: the speaker gets 40 KB finals too, and its last one can still count while
+        // the next is queued (its write's completion is not yet handled when the speaker has read it and sent the
+        // next frame), which a 64 KiB queue once took for a slow speaker (closed 4409 under a loaded CTest run).
+        c.client_send_queue_bytes = 96 * 1024;
         c.socket_send_buffer = 4096;
         c.ws_close_timeout = 200ms;
       },
