@@ -3,8 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include <boost/container/deque.hpp>
-#include <boost/container/options.hpp>
+#include <limits>
+
+#include <boost/circular_buffer.hpp>
 
 #include <caf/actor_system.hpp>
 #include <caf/stateful_actor.hpp>
@@ -30,9 +31,12 @@ using shared_chunk = std::shared_ptr<const std::string>;
 // so samples never shift). The first `sent` chunks went out on the current connection; the first `front_acked`
 // bytes of the front chunk are acknowledged already (an ack that ends inside a chunk).
 struct replay_buffer {
-  // A chunk or two wait while Gladia acknowledges promptly: blocks of 8 (128 bytes), not the default 512, per relay.
-  boost::container::deque<shared_chunk, void, boost::container::deque_options_t<boost::container::block_size<8u>>>
-      chunks;
+  // A chunk or two wait while Gladia acknowledges promptly: a ring that holds room for one (16 bytes) and grows and
+  // shrinks with what waits, not a deque's map and block (200 bytes once used) for every relay. Unbounded here: the
+  // relay's own limit (drop_to) bounds it.
+  boost::circular_buffer_space_optimized<shared_chunk> chunks{
+      boost::circular_buffer_space_optimized<shared_chunk>::capacity_type(
+          std::numeric_limits<std::size_t>::max() / sizeof(shared_chunk), 1)};
   std::size_t bytes = 0;  // held, front_acked included
   std::size_t sent = 0;
   std::size_t front_acked = 0;

@@ -208,15 +208,13 @@ public:
           }
           refuse_ = false;
           // An unmasked close frame: 1002 and its reason. Reported to Beast as its own frame, written whole.
-          static constexpr char reason[] = "Invalid close code";
-          frame_[0] = '\x88';
-          frame_[1] = static_cast<char>(2 + sizeof reason - 1);
-          frame_[2] = '\x03';
-          frame_[3] = '\xea';
-          std::memcpy(frame_.data() + 4, reason, sizeof reason - 1);
+          static constexpr char refusal[] =
+              "\x88\x14\x03\xea"
+              "Invalid close code";
+          static_assert(sizeof refusal - 1 == 2 + 0x14);
           auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
           boost::asio::async_write(
-              next_, boost::asio::buffer(frame_.data(), 4 + sizeof reason - 1),
+              next_, boost::asio::buffer(refusal, sizeof refusal - 1),
               boost::asio::bind_executor(
                   ex, [h = std::move(handler), size](boost::system::error_code ec, std::size_t) mutable {
                     std::move(h)(ec, ec ? std::size_t(0) : size);
@@ -320,7 +318,6 @@ private:
 
   Next next_;
   bool refuse_ = false;
-  std::array<char, 32> frame_{};
   frame_counter counter_;
   std::optional<token_bucket> budget_;  // frames; none: no limit
   std::function<void()> on_excess_;

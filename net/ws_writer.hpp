@@ -9,13 +9,12 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
-#include <optional>
 #include <string>
 
 #include <boost/asio/steady_timer.hpp>
-#include <boost/container/deque.hpp>
-#include <boost/container/options.hpp>
+#include <boost/circular_buffer.hpp>
 
 #include "net/beast_util.hpp"
 
@@ -46,7 +45,7 @@ public:
   std::size_t in_flight_bytes() const { return writing_ && !queue_.empty() ? queue_.front().size() : 0; }
   bool writing() const { return writing_; }
   bool idle() const { return !writing_ && queue_.empty(); }
-  bool closing() const { return close_.has_value(); }
+  bool closing() const { return close_ != nullptr; }
 
   void push(ws_frame f) {
     if (stopped_ || close_) return;
@@ -64,7 +63,7 @@ public:
 
   // After everything queued so far: the close handshake. Nothing is queued after it.
   void close_when_done(websocket::close_reason reason) {
-    if (!close_) close_ = std::move(reason);
+    if (!close_) close_ = std::make_unique<websocket::close_reason>(std::move(reason));
   }
 
   // The connection is gone: nothing more is written; the write in flight completes (with an error) on its own.
@@ -155,11 +154,15 @@ private:
   std::function<void(beast::error_code, const ws_frame&)> written_;
   std::chrono::milliseconds write_timeout_;
   asio::steady_timer timer_;
-  // Usually one frame or none waits: blocks of 8 (192 bytes), not the default 512 bytes, for every connection.
-  boost::container::deque<ws_frame, void, boost::container::deque_options_t<boost::container::block_size<8u>>> queue_;
+  // Usually one frame or none waits: a ring that holds room for one (24 bytes) and grows and shrinks with the queue,
+  // not a deque's map and block (260 bytes once used) for every connection. Unbounded here: the owner bounds
+  // queued_bytes().
+  boost::circular_buffer_space_optimized<ws_frame> queue_{
+      boost::circular_buffer_space_optimized<ws_frame>::capacity_type(
+          std::numeric_limits<std::size_t>::max() / sizeof(ws_frame), 1)};
   std::size_t bytes_ = 0;
-  std::optional<websocket::close_reason> close_;
-  std::chrono::steady_clock::time_point started_;  // of the write in flight
+  std::unique_ptr<websocket::close_reason> close_;  // asked for (a close reason is 130 bytes: none until then)
+  std::chrono::steady_clock::time_point started_;   // of the write in flight
   bool writing_ = false, stopped_ = false, close_started_ = false, timed_out_ = false, timer_armed_ = false;
 };
 
