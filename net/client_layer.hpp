@@ -229,14 +229,7 @@ private:
     if constexpr (std::is_base_of_v<edge_socket, Next>) {
       if (ahead_.available() > 0) {
         // What the last read took beyond the buffer it was given (counted then): no socket read.
-        std::size_t n = 0;
-        for (auto it = boost::asio::buffer_sequence_begin(b); it != boost::asio::buffer_sequence_end(b); ++it) {
-          const boost::asio::mutable_buffer piece = *it;
-          n += ahead_.take(piece.data(), piece.size());
-        }
-        auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
-        boost::asio::post(
-            ex, [h = std::forward<Handler>(handler), n]() mutable { std::move(h)(boost::system::error_code(), n); });
+        ahead_.serve(b, std::forward<Handler>(handler), next_.get_executor());
         return;
       }
     }

@@ -32,6 +32,7 @@
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/beast/websocket/teardown.hpp>
 #include <boost/version.hpp>
 
@@ -65,6 +66,19 @@ struct read_ahead {
       size = at = 0;
     }
     return n;
+  }
+  // Completes a read of `buffers` with what is kept (some must be): copied in, the handler posted to its executor
+  // (`fallback` when it has none), as a socket read would complete it.
+  template <class Buffers, class Handler, class Executor>
+  void serve(const Buffers& buffers, Handler&& handler, const Executor& fallback) {
+    std::size_t n = 0;
+    for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers); ++it) {
+      const boost::asio::mutable_buffer piece = *it;
+      n += take(piece.data(), piece.size());
+    }
+    auto ex = boost::asio::get_associated_executor(handler, fallback);
+    boost::asio::post(
+        ex, [h = std::forward<Handler>(handler), n]() mutable { std::move(h)(boost::system::error_code(), n); });
   }
 };
 
@@ -233,18 +247,11 @@ public:
   auto async_read_some(const Buffers& buffers, Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
         [this](auto handler, const Buffers& b) {
-          if (ahead_.available() == 0) {
+          if (ahead_.available() > 0) {
+            ahead_.serve(b, std::move(handler), get_executor());
+          } else {
             async_read_some_ahead(b, ahead_, std::move(handler));
-            return;
           }
-          std::size_t n = 0;
-          for (auto it = boost::asio::buffer_sequence_begin(b); it != boost::asio::buffer_sequence_end(b); ++it) {
-            const boost::asio::mutable_buffer piece = *it;
-            n += ahead_.take(piece.data(), piece.size());
-          }
-          auto ex = boost::asio::get_associated_executor(handler, get_executor());
-          boost::asio::post(ex,
-                            [h = std::move(handler), n]() mutable { std::move(h)(boost::system::error_code(), n); });
         },
         token, buffers);
   }
