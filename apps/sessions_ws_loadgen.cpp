@@ -91,7 +91,7 @@ struct proc_sample {
   long rss_kib = 0, threads = 0;
   // RSS's anonymous part (heap, stacks): what the server holds. The rest is file-backed (its code and libraries),
   // paged in once as code paths run for the first time, whatever the number of participants.
-  long rss_anon_kib = 0;
+  long rss_anon_kib = -1;  // -1: the kernel does not say (RssAnon is in /proc/PID/status since Linux 4.5)
   long long ctx_switches = 0;
 };
 
@@ -497,11 +497,13 @@ int main(int argc, char** argv) {
     row("server CPU per frame", b);
     row("server RSS / threads", std::to_string(at_end.rss_kib / 1024) + " MiB / " + std::to_string(at_end.threads));
     const double per = 1.0 / std::max(1, s.participants);
-    std::snprintf(
-        b, sizeof b, "%.1f KiB anonymous + %.1f KiB file-backed",
-        static_cast<double>(at_end.rss_anon_kib - before.rss_anon_kib) * per,
-        static_cast<double>((at_end.rss_kib - at_end.rss_anon_kib) - (before.rss_kib - before.rss_anon_kib)) * per);
-    row("server RSS growth per participant", b);
+    if (at_end.rss_anon_kib >= 0 && before.rss_anon_kib >= 0) {
+      std::snprintf(
+          b, sizeof b, "%.1f KiB anonymous + %.1f KiB file-backed",
+          static_cast<double>(at_end.rss_anon_kib - before.rss_anon_kib) * per,
+          static_cast<double>((at_end.rss_kib - at_end.rss_anon_kib) - (before.rss_kib - before.rss_anon_kib)) * per);
+      row("server RSS growth per participant", b);
+    }
     row("server context switches (window)", std::to_string(at_end.ctx_switches - at_full.ctx_switches));
   }
   if (tcp_before_kib >= 0 && tcp_end_kib >= 0)
@@ -555,9 +557,10 @@ int main(int argc, char** argv) {
     }
     out << "},\"server\":{\"cpuS\":" << server_cpu << ",\"userS\":" << (at_end.user_s - at_full.user_s)
         << ",\"kernelS\":" << (at_end.kernel_s - at_full.kernel_s) << ",\"usPerFrame\":" << server_us_per_frame
-        << ",\"rssKiB\":" << at_end.rss_kib << ",\"rssBeforeKiB\":" << before.rss_kib
-        << ",\"rssAnonKiB\":" << at_end.rss_anon_kib << ",\"rssAnonBeforeKiB\":" << before.rss_anon_kib
-        << ",\"tcpMemKiB\":" << tcp_end_kib << ",\"tcpMemBeforeKiB\":" << tcp_before_kib
+        << ",\"rssKiB\":" << at_end.rss_kib << ",\"rssBeforeKiB\":" << before.rss_kib;
+    if (at_end.rss_anon_kib >= 0 && before.rss_anon_kib >= 0)
+      out << ",\"rssAnonKiB\":" << at_end.rss_anon_kib << ",\"rssAnonBeforeKiB\":" << before.rss_anon_kib;
+    out << ",\"tcpMemKiB\":" << tcp_end_kib << ",\"tcpMemBeforeKiB\":" << tcp_before_kib
         << ",\"threads\":" << at_end.threads << ",\"contextSwitches\":" << (at_end.ctx_switches - at_full.ctx_switches)
         << "},\"windowS\":" << window_s << ",\"windowFrames\":" << window_frames << ",\"toolCpuS\":" << tool_cpu
         << ",\"toolCores\":" << tool_cpu / window_s
