@@ -23,7 +23,6 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 
 #include <boost/asio/write.hpp>
 
@@ -89,7 +88,7 @@ public:
             if (!beast::iequals(r[http::field::upgrade], "websocket") ||
                 !http::token_list(r[http::field::connection]).exists("upgrade"))
               return done("websocket handshake failed: the response does not upgrade to websocket");
-            if (r[http::field::sec_websocket_accept] != accept_for(x->key))
+            if (r[http::field::sec_websocket_accept] != ws::accept_key(x->key))
               return done("websocket handshake failed: Sec-WebSocket-Accept does not match the key");
             if (x->buffer.size() > 0)
               early_.assign(static_cast<const char*>(x->buffer.data().data()), x->buffer.size());
@@ -202,13 +201,6 @@ private:
     std::string out(4 * ((n + 2) / 3), '\0');
     EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), p, static_cast<int>(n));
     return out;
-  }
-
-  static std::string accept_for(const std::string& key) {
-    const std::string s = key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    unsigned char digest[SHA_DIGEST_LENGTH];
-    SHA1(reinterpret_cast<const unsigned char*>(s.data()), s.size(), digest);
-    return base64(digest, sizeof digest);
   }
 
   Stream stream_;

@@ -1,5 +1,5 @@
-// The client end's WebSocket framing (proto/ws_frame.hpp): the frames it writes, and what it makes of a server's
-// bytes, whole or in pieces, lawful or not.
+// WebSocket framing (proto/ws_frame.hpp): the client end's frames and what it makes of a server's bytes; the server
+// end's headers and what it makes of a client's bytes, in place; whole or in pieces, lawful or not.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -203,3 +203,150 @@ TEST(WsFrame, ACloseFrameCarriesTheCodeAndAReasonThatFitsAControlFrame) {
 }
 
 }  // namespace
+
+// The server end's reader of a client's frames: masked, parsed in place.
+namespace client_end {
+
+using creader = sw::ws::client_frame_reader;
+using ckind = creader::kind;
+
+// A client's frame: masked with `key`, `fin` and the opcode as given, the length in its shortest form unless
+// `long_form`.
+std::string client_frame(unsigned op, const std::string& payload, bool fin = true, bool long_form = false,
+                         std::uint32_t key = 0x5a17c3e1) {
+  std::string f = server_frame(op, payload, fin, long_form);
+  const std::size_t head = f.size() - payload.size();
+  f[1] = static_cast<char>(f[1] | 0x80);
+  char k[4];
+  std::memcpy(k, &key, 4);
+  f.insert(head, k, 4);
+  for (std::size_t i = 0; i < payload.size(); ++i) f[head + 4 + i] = static_cast<char>(payload[i] ^ k[i % 4]);
+  return f;
+}
+
+struct seen {
+  ckind what;
+  std::string data;  // a binary message's bytes too, as found before `out`
+  std::uint16_t code;
+};
+
+// Feeds `in` to a reader in pieces of `piece` bytes, appended to one buffer the reader parses in place, as the
+// server's connection does; collects the events up to the end of the reading.
+std::vector<seen> feed(const std::string& in, std::size_t piece, std::size_t max_message = 1 << 20) {
+  creader r(max_message);
+  std::vector<std::uint8_t> buf(in.size());
+  std::size_t from = 0, to = 0, out = 0;
+  std::vector<seen> got;
+  for (std::size_t at = 0; at < in.size() && !r.ended(); at += piece) {
+    const auto k = std::min(piece, in.size() - at);
+    std::memcpy(buf.data() + to, in.data() + at, k);
+    to += k;
+    for (auto e = r.next(buf.data(), from, to, out); e.what != ckind::more; e = r.next(buf.data(), from, to, out)) {
+      EXPECT_LE(out, from);
+      if (e.what == ckind::binary) {
+        e.data.assign(reinterpret_cast<const char*>(buf.data()) + out - e.size, e.size);
+      } else if (e.what == ckind::text) {
+        EXPECT_EQ(e.data, std::string(reinterpret_cast<const char*>(buf.data()) + out - e.size, e.size));
+      }
+      got.push_back({e.what, e.data, e.code});
+      if (r.ended()) break;
+    }
+    if (!r.ended()) {
+      EXPECT_EQ(from, to) << "`more` only once every byte given is taken";
+    }
+  }
+  return got;
+}
+
+TEST(ClientFrameReader, AMessageInFragmentsWithControlFramesBetweenLiesWholeBeforeOut) {
+  std::mt19937 gen(11);
+  auto bytes = [&](std::size_t n) {
+    std::string s(n, '\0');
+    for (auto& c : s) c = static_cast<char>(gen());
+    return s;
+  };
+  const std::string a = bytes(700), b = bytes(70'000), c = bytes(3);
+  const std::string text = "caf\xc3\xa9 au lait";
+  const std::string in = client_frame(0x2, "", false) + client_frame(0x9, "p1") + client_frame(0x0, a, false) +
+                         client_frame(0x0, b, false, false, 0x01020304) + client_frame(0xA, "") + client_frame(0x0, c) +
+                         client_frame(0x2, "frame") + client_frame(0x1, text.substr(0, 4), false) +
+                         client_frame(0x0, text.substr(4)) + client_frame(0x8, sw::ws::close_payload(4001, "done")) +
+                         client_frame(0x1, "after");
+  for (std::size_t piece : {std::size_t(1), std::size_t(3), std::size_t(641), in.size()}) {
+    auto got = feed(in, piece);
+    ASSERT_EQ(got.size(), 6u) << "piece " << piece;
+    EXPECT_EQ(got[0].what, ckind::ping);
+    EXPECT_EQ(got[0].data, "p1");
+    EXPECT_EQ(got[1].what, ckind::pong);
+    EXPECT_EQ(got[2].what, ckind::binary);
+    EXPECT_TRUE(got[2].data == a + b + c) << "piece " << piece << ": the fragments, unmasked, in one piece";
+    EXPECT_EQ(got[3].what, ckind::binary);
+    EXPECT_EQ(got[3].data, "frame");
+    EXPECT_EQ(got[4].what, ckind::text);
+    EXPECT_EQ(got[4].data, text);
+    EXPECT_EQ(got[5].what, ckind::close);
+    EXPECT_EQ(got[5].code, 4001);
+    EXPECT_EQ(got[5].data, "done");
+  }
+}
+
+TEST(ClientFrameReader, EveryViolationEndsTheReadingWithItsCloseCode) {
+  std::string rsv = client_frame(0x1, "a");
+  rsv[0] = static_cast<char>(rsv[0] | 0x40);
+  std::string long_64 = client_frame(0x1, std::string(200, 'y'));  // its 16-bit length as a 64-bit one
+  long_64.replace(1, 3, std::string("\xff\0\0\0\0\0\0\0\xc8", 9));
+  const struct {
+    std::string bytes;
+    std::uint16_t code;
+    const char* what;
+  } cases[] = {
+      {server_frame(0x1, "abcd"), 1002, "unmasked"},
+      {rsv, 1002, "reserved"},
+      {client_frame(0x3, "a"), 1002, "unknown data"},
+      {client_frame(0xB, "a"), 1002, "unknown control"},
+      {client_frame(0x0, "a"), 1002, "continuation"},
+      {client_frame(0x1, "a", false) + client_frame(0x2, "b"), 1002, "before the last one ended"},
+      {client_frame(0x9, "a", false), 1002, "fragmented control"},
+      {client_frame(0x9, std::string(126, 'a')), 1002, "longer than 125"},
+      {client_frame(0x1, "x", true, true), 1002, "shortest form"},
+      {long_64, 1002, "shortest form"},
+      {client_frame(0x8, "\x03"), 1002, "one-byte"},
+      {client_frame(0x8, std::string("\x03\xed", 2)), 1002, "invalid code (1005)"},
+      {client_frame(0x8, std::string("\x13\x88", 2)), 1002, "invalid code (5000)"},
+      {client_frame(0x8, std::string("\x03\xe8\xff", 3)), 1007, "close reason"},
+      {client_frame(0x1, "caf\xc3"), 1007, "not UTF-8"},
+      {client_frame(0x1, "a", false) + client_frame(0x0, "\xed\xa0\x80"), 1007, "not UTF-8"},  // a surrogate
+      {client_frame(0x2, std::string(1025, 'z')), 1009, "larger"},
+      {client_frame(0x2, std::string(600, 'z'), false) + client_frame(0x0, std::string(600, 'z')), 1009, "larger"},
+  };
+  for (const auto& c : cases) {
+    for (std::size_t piece : {std::size_t(1), std::size_t(5000)}) {
+      auto got = feed(c.bytes, piece, 1024);
+      ASSERT_FALSE(got.empty()) << c.what;
+      EXPECT_EQ(got.back().what, ckind::error) << c.what;
+      EXPECT_EQ(got.back().code, c.code) << c.what;
+      EXPECT_NE(got.back().data.find(c.what), std::string::npos) << got.back().data;
+    }
+  }
+  creader r(1024);
+  std::vector<std::uint8_t> unmasked = {0x81, 0x01, 'x'};
+  std::size_t from = 0, out = 0;
+  EXPECT_EQ(r.next(unmasked.data(), from, unmasked.size(), out).what, ckind::error);
+  const auto at = from;
+  EXPECT_EQ(r.next(unmasked.data(), from, unmasked.size(), out).what, ckind::error) << "it stays ended";
+  EXPECT_EQ(from, at) << "and takes nothing more";
+}
+
+TEST(ClientFrameReader, AServerFrameHeaderIsFinalUnmaskedInItsShortestForm) {
+  for (std::size_t n : {0u, 125u, 126u, 65535u, 65536u}) {
+    std::uint8_t h[10];
+    const auto size = sw::ws::write_server_header(h, opcode::text, n);
+    ASSERT_EQ(size, sw::ws::server_header_size(n)) << n;
+    const auto expected = server_frame(0x1, std::string(n, 'x'));
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(h), size), expected.substr(0, size)) << n;
+  }
+  // RFC 6455 §1.3's example.
+  EXPECT_EQ(sw::ws::accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
+}  // namespace client_end
