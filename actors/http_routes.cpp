@@ -107,6 +107,7 @@ std::string metrics_json(gateway_state& st, const queue_stats& q) {
   counters["ws.slow_client_closes"] = n.slow_client_closes.load();
   counters["ws.heartbeat_timeouts_total"] = n.heartbeat_timeouts.load();
   counters["ws.frame_floods"] = n.frame_floods.load();
+  counters["ws.protocol_errors"] = n.protocol_errors.load();
   counters["net.tls_handshake_failures"] = n.tls_handshake_failures.load();
   counters["net.bad_requests"] = n.bad_requests.load();
   counters["net.bodies_too_large"] = n.bodies_too_large.load();

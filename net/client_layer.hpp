@@ -1,15 +1,10 @@
 // Internal to net/: the pass-through stream layer under a server WebSocket, where every byte of the client's passes.
 //
-// Reading, it counts the client's WebSocket frames, all of them: data, continuation and control. Beast loops over
-// empty continuation frames and answers pings inside its own read, so no handler of ours would see a client that
-// sends nothing else (each costs the server a frame parse, a ping a write too). Past a budget (`limit_frames`: a
+// Reading, it counts the client's WebSocket frames, all of them: data, continuation and control. Empty continuation
+// frames and pings reach no handler of the session's as messages, so it would not see a client that sends nothing
+// else (each costs the server a frame parse, a ping a write too). Past a budget (`limit_frames`: a
 // rate, and 4 s of it at once) it says so once (the session closes the client) and reads no faster than the rate
 // from then on, so a flooding client costs the server no more than the rate while its close completes.
-//
-// Writing, it refuses a client's close code above 4999. RFC 6455 §7.4 defines no code there, and a peer that sends
-// one fails the connection with 1002; Beast takes such codes as valid and echoes them back. Beast's control callback
-// sees the code first and calls refuse_close(); the close frame Beast then writes (its echo) goes out as 1002
-// "Invalid close code" instead.
 //
 // Holding a chunk in the kernel (plain TCP only). A relay sends audio upstream in chunks of several frames, so a
 // frame that does not complete a chunk needs no wake-up of its own. While audio flows, the session says where its next
@@ -44,7 +39,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/websocket/teardown.hpp>
 
 #include "net/edge_socket.hpp"
 #include "net/token_bucket.hpp"
@@ -128,9 +122,6 @@ public:
     pace_.cancel();
   }
 
-  // The next close frame written is a refusal (1002), whatever code it carries.
-  void refuse_close() { refuse_ = true; }
-
   // Every read that returns bytes is counted here (a server-wide figure).
   void count_reads(std::atomic<std::uint64_t>* reads) { reads_ = reads; }
 
@@ -199,28 +190,7 @@ public:
 
   template <class Buffers, class Token>
   auto async_write_some(const Buffers& buffers, Token&& token) {
-    return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
-        [this](auto handler, const Buffers& b) {
-          const std::size_t size = refuse_ ? boost::asio::buffer_size(b) : 0;  // every write passes here
-          if (!refuse_ || !is_close_frame(b, size)) {
-            next_.async_write_some(b, std::move(handler));
-            return;
-          }
-          refuse_ = false;
-          // An unmasked close frame: 1002 and its reason. Reported to Beast as its own frame, written whole.
-          static constexpr char refusal[] =
-              "\x88\x14\x03\xea"
-              "Invalid close code";
-          static_assert(sizeof refusal - 1 == 2 + 0x14);
-          auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
-          boost::asio::async_write(
-              next_, boost::asio::buffer(refusal, sizeof refusal - 1),
-              boost::asio::bind_executor(
-                  ex, [h = std::move(handler), size](boost::system::error_code ec, std::size_t) mutable {
-                    std::move(h)(ec, ec ? std::size_t(0) : size);
-                  }));
-        },
-        token, buffers);
+    return next_.async_write_some(buffers, std::forward<Token>(token));
   }
 
 private:
@@ -241,7 +211,7 @@ private:
           std::move(h)(ec, n);
         });
     if constexpr (std::is_base_of_v<edge_socket, Next>) {
-      // A held chunk comes whole: the read takes all of it, not Beast's 1 536 bytes.
+      // A held chunk comes whole: the read takes all of it, whatever room the buffer given has.
       if (tracking_) return next_.async_read_some_ahead(b, ahead_, std::move(done));
     }
     next_.async_read_some(b, std::move(done));
@@ -299,24 +269,13 @@ private:
     }
   }
 
-  // The whole of one server close frame (Beast writes a control frame in one buffer): 0x88, a 7-bit length, the
-  // payload; nothing else is touched, even while a refusal waits.
-  template <class Buffers>
-  static bool is_close_frame(const Buffers& b, std::size_t size) {
-    if (size < 4 || size > 127) return false;
-    unsigned char head[2];
-    boost::asio::buffer_copy(boost::asio::buffer(head), b);
-    return head[0] == 0x88 && head[1] < 126 && std::size_t(head[1]) + 2 == size;
-  }
-
   Next next_;
-  bool refuse_ = false;
   frame_counter counter_;
   std::optional<token_bucket> budget_;  // frames; none: no limit
   std::function<void()> on_excess_;
   boost::asio::steady_timer pace_;
   std::atomic<std::uint64_t>* reads_ = nullptr;
-  read_ahead ahead_;  // bytes a read took beyond Beast's buffer (plain sockets holding chunks)
+  read_ahead ahead_;  // bytes a read took beyond the buffer it was given (plain sockets holding chunks)
   std::uint64_t bytes_read_ = 0;
   // holding chunks in the kernel
   bool tracking_ = false;
@@ -326,17 +285,5 @@ private:
   std::function<void()> drained_;
   std::uint64_t drained_after_ = 0;
 };
-
-template <class Next>
-void teardown(boost::beast::role_type role, client_layer<Next>& s, boost::system::error_code& ec) {
-  using boost::beast::websocket::teardown;
-  teardown(role, s.next_layer(), ec);
-}
-
-template <class Next, class Handler>
-void async_teardown(boost::beast::role_type role, client_layer<Next>& s, Handler&& handler) {
-  using boost::beast::websocket::async_teardown;
-  async_teardown(role, s.next_layer(), std::forward<Handler>(handler));
-}
 
 }  // namespace sw::net

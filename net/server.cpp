@@ -36,8 +36,10 @@
 #include "net/edge_socket.hpp"
 #include "net/http_codec.hpp"
 #include "net/runtime.hpp"
+#include "net/server_websocket.hpp"
 #include "net/url.hpp"
 #include "net/ws_writer.hpp"
+#include "proto/ws_frame.hpp"
 
 namespace sw::net {
 
@@ -271,7 +273,8 @@ struct ws_transport<plain_stream> {
 template <class Stream>
 class ws_session;
 
-// One WebSocket connection: a strictly single-writer bounded queue (ws_writer), server pings, heartbeat timeout.
+// One WebSocket connection: RFC 6455 framing of our own (server_websocket.hpp, proto/ws_frame.hpp), a strictly
+// single-writer bounded queue (ws_writer), server pings, heartbeat timeout, the closing handshake.
 template <class Stream>
 class ws_session final : public std::enable_shared_from_this<ws_session<Stream>>, public quiet_target {
 public:
@@ -280,10 +283,8 @@ public:
         token_(std::move(token)),
         client_(std::move(client)),
         ws_(ws_transport<Stream>::make(std::move(stream))),
-        writer_(ws_,
-                [stats = st_->stats](beast::error_code ec, const ws_frame& f) {
-                  if (!ec && f.kind == frame_kind::text) ++stats->frames_out;
-                }),
+        writer_(ws_, [this](beast::error_code ec, const ws_frame& f) { on_written(ec, f); }),
+        reader_(st_->opts.ws_max_message),
         batch_bytes_(batch_audio ? st_->opts.audio_batch_bytes : 0),
         read_room_(batch_bytes_ > 0 ? batch_bytes_ + min_read_room : 8192),
         ping_timer_(ws_.get_executor()),
@@ -293,6 +294,7 @@ public:
   ~ws_session() {
     if (st_->quiet) st_->quiet->remove(quiet_);
     st_->stats->read_buffer_bytes -= static_cast<std::int64_t>(rx_.capacity());
+    if (opened_ && !finished_) caf::anon_send(session_, closed_atom::value);  // never a session left waiting
   }
 
   // From the pause watch: on the connection's own executor, the session hears of the pause (once per pause). While a
@@ -321,31 +323,16 @@ public:
   void run(http::request<http::string_body> req, session_actor session) {
     session_ = std::move(session);
     if constexpr (!std::is_same_v<typename ws_transport<Stream>::type, edge_socket>)
-      beast::get_lowest_layer(ws_).expires_never();  // the websocket stream has its own timeouts
-    websocket::stream_base::timeout t;
-    t.handshake_timeout = st_->opts.close_timeout;
-    t.idle_timeout = websocket::stream_base::none();  // our own ping/pong decides liveness
-    t.keep_alive_pings = false;
-    ws_.set_option(t);
-    ws_.set_option(websocket::stream_base::decorator(
-        [](websocket::response_type& res) { res.set(http::field::server, "sessions-ws"); }));
-    ws_.read_message_max(st_->opts.ws_max_message);
-    ws_.auto_fragment(false);
-    ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
-      if (kind == websocket::frame_type::pong) last_pong_ = clock::now();
-      if (kind == websocket::frame_type::close && ws_.reason().code > 4999) {
-        ws_.next_layer().refuse_close();  // Beast's echo goes out as 1002
-        note(*st_, "ws.bad_close_codes",
-             "client " + client_ + " closed with code " + std::to_string(ws_.reason().code) + ": refused 1002");
-      }
-    });
+      beast::get_lowest_layer(ws_).expires_never();  // the WebSocket has its own timeouts
     ws_.next_layer().count_reads(&st_->stats->socket_reads);
     if (st_->opts.ws_max_frames_per_second > 0) {
       ws_.next_layer().limit_frames(st_->opts.ws_max_frames_per_second, [this] {
         asio::post(ws_.get_executor(), [self = this->shared_from_this()] { self->on_frame_flood(); });
       });
     }
-    ws_.async_accept(req, beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
+    const auto key = req[http::field::sec_websocket_key];
+    ws_.async_accept(std::string_view(key.data(), key.size()),
+                     beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
   }
 
   // Called on the strand (posted by the sink).
@@ -378,14 +365,7 @@ public:
       if (writer_.writing()) make_room_to_close(raw_socket(beast::get_lowest_layer(ws_)), writer_.in_flight_bytes());
     }
     writer_.close_when_done(websocket::close_reason(static_cast<websocket::close_code>(code), reason));
-    close_timer_.expires_after(st_->opts.close_timeout);
-    close_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
-      if (!ec && !self->finished_) {
-        self->ws_.next_layer().stop_pacing();  // a paced read fails at once on the closed socket
-        beast::error_code ignored;
-        raw_socket(beast::get_lowest_layer(self->ws_)).close(ignored);
-      }
-    });
+    arm_close_timer();
     if (opened_) writer_.pump(this->shared_from_this());
   }
 
@@ -439,20 +419,22 @@ private:
     request_close(1008, "Too many messages", false);
   }
 
-  // Frames are read piece by piece straight into one buffer of the connection's (no buffer of Beast's, no copy in
-  // between): `[head_, msg_start_)` holds the binary frames not yet handed over, `[msg_start_, filled_)` the message
-  // being read, and the read in flight writes behind `filled_`. A text message's pieces move on to `text_`.
+  // The client's bytes are read straight into one buffer of the connection's and parsed there, in place
+  // (client_frame_reader): `[head_, msg_start_)` holds the binary messages not yet handed over, `[msg_start_, out_)`
+  // the payload of the message being read (unmasked), `[scan_, filled_)` bytes read and not yet parsed, and the read
+  // in flight writes behind `filled_`. Headers and control frames are cut out as they are parsed.
   // Between chunks the buffer is empty, and it goes: a connection that waits for its next chunk holds none. That read
-  // takes the first bytes of the next message into `first_` (Beast keeps the rest), and the buffer comes back for them.
-  // Audio handed over frame by frame (batch_bytes_ 0: /egress/audio, a provider without chunks) keeps its buffer: it
-  // would go and come back with every frame.
+  // takes the first bytes of the next frame into `first_` (the rest stays in the kernel, or in the client layer's
+  // read-ahead), and the buffer comes back for them. Audio handed over frame by frame (batch_bytes_ 0: /egress/audio,
+  // a provider without chunks) keeps its buffer: it would go and come back with every frame.
   void do_read() {
     compact();
     const auto held = rx_.capacity();
+    reading_ = true;
     if (filled_ == 0 && batch_bytes_ > 0) {
       boost::container::vector<std::uint8_t>().swap(rx_);
       st_->stats->read_buffer_bytes -= static_cast<std::int64_t>(held);
-      ws_.async_read_some(
+      ws_.next_layer().async_read_some(
           asio::buffer(first_),
           asio::bind_executor(drain_, beast::bind_front_handler(&ws_session::on_first_read, this->shared_from_this())));
       return;
@@ -468,7 +450,7 @@ private:
     }
     if (rx_.capacity() != held)
       st_->stats->read_buffer_bytes += static_cast<std::int64_t>(rx_.capacity()) - static_cast<std::int64_t>(held);
-    ws_.async_read_some(
+    ws_.next_layer().async_read_some(
         asio::buffer(rx_.data() + filled_, rx_.size() - filled_),
         asio::bind_executor(drain_, beast::bind_front_handler(&ws_session::on_read, this->shared_from_this())));
   }
@@ -484,44 +466,145 @@ private:
   }
 
   void on_read(beast::error_code ec, std::size_t n) {
+    reading_ = false;
     if (ec) {
       on_gone();
       return;
     }
     filled_ += n;
-    if (ws_.got_text()) {
-      text_.append(reinterpret_cast<const char*>(rx_.data()) + msg_start_, filled_ - msg_start_);
-      filled_ = msg_start_;
+    using kind = ws::client_frame_reader::kind;
+    for (;;) {
+      auto e = reader_.next(rx_.data(), scan_, filled_, out_);
+      if (e.what == kind::more) break;
+      switch (e.what) {
+        case kind::binary:
+          on_binary(e.size);
+          break;
+        case kind::text:
+          ++st_->stats->frames_in;
+          hand_over_audio();  // what the client sent before this message reaches its session first
+          out_ = msg_start_;
+          caf::anon_send(session_, text_atom::value, std::move(e.data));
+          break;
+        case kind::ping:
+          on_ping(std::move(e.data));
+          break;
+        case kind::pong:
+          last_pong_ = clock::now();
+          break;
+        case kind::close:
+        case kind::error:
+          on_closing(e);
+          break;
+        case kind::more:
+          break;
+      }
+      if (reader_.ended()) break;
     }
-    if (!ws_.is_message_done()) {
-      do_read();
+    if (scan_ == filled_) scan_ = filled_ = out_;  // all parsed: the room the headers took is free again
+    if (reader_.ended()) {
+      // No more reads: what comes after the client's close frame (or a violation) is dropped by the teardown.
+      hand_over_audio();
+      filled_ = scan_ = out_ = msg_start_;
+      maybe_teardown();
       return;
-    }
-    ++st_->stats->frames_in;
-    if (ws_.got_binary()) {
-      const auto size = filled_ - msg_start_;
-      msg_start_ = filled_;
-      if (batch_bytes_ == 0) {
-        hand_over_audio();  // /egress/audio: each frame as it comes, alone
-      } else {
-        frames_.push_back(static_cast<std::uint32_t>(size));
-        const auto before = batched_total_;
-        batched_total_ += size;
-        if (batched_total_ / batch_bytes_ > before / batch_bytes_) hand_over_audio();
-        if (hold_chunks_ && !close_requested_)
-          ws_.next_layer().hold_until(reset_abs_ + (batched_total_ / batch_bytes_ + 1) * batch_bytes_, size);
-      }
-      if (st_->quiet) {
-        quiet_.last_audio_ns.store(steady_ns(), std::memory_order_relaxed);
-        quiet_.pending.store(true, std::memory_order_relaxed);
-      }
-    } else {
-      hand_over_audio();  // what the client sent before this message reaches its session first
-      caf::anon_send(session_, text_atom::value, std::move(text_));
-      text_ = std::string();
     }
     do_read();
     if (hold_chunks_) quiet_.held.store(ws_.next_layer().holding(), std::memory_order_relaxed);
+  }
+
+  // A binary message of `size` bytes, just before out_.
+  void on_binary(std::size_t size) {
+    ++st_->stats->frames_in;
+    msg_start_ = out_;
+    if (batch_bytes_ == 0) {
+      hand_over_audio();  // /egress/audio: each frame as it comes, alone
+    } else {
+      frames_.push_back(static_cast<std::uint32_t>(size));
+      const auto before = batched_total_;
+      batched_total_ += size;
+      if (batched_total_ / batch_bytes_ > before / batch_bytes_) hand_over_audio();
+      if (hold_chunks_ && !close_requested_)
+        ws_.next_layer().hold_until(reset_abs_ + (batched_total_ / batch_bytes_ + 1) * batch_bytes_, size);
+    }
+    if (st_->quiet) {
+      quiet_.last_audio_ns.store(steady_ns(), std::memory_order_relaxed);
+      quiet_.pending.store(true, std::memory_order_relaxed);
+    }
+  }
+
+  // A ping is answered with a pong carrying its payload. While one pong waits to be written, later pings are not
+  // answered again (RFC 6455 §5.5.3 allows answering only one), so a client flooding pings grows no queue (the frame
+  // budget closes it meanwhile).
+  void on_ping(std::string payload) {
+    if (close_requested_ || pong_waiting_) return;
+    pong_waiting_ = true;
+    writer_.push({frame_kind::pong, std::make_shared<const std::string>(std::move(payload))});
+    writer_.pump(this->shared_from_this());
+  }
+
+  // The client's close frame, or a violation of the protocol: the reading has ended. A close is answered with the
+  // client's code (1000 for none), as RFC 6455 §5.5.1 asks; a violation fails the connection with the code the reader
+  // gives (1002, 1007, 1009). Our own close, if one was asked for already, is the answer. Then the teardown.
+  void on_closing(const ws::client_frame_reader::event& e) {
+    hand_over_audio();
+    std::uint16_t code = e.code == 1005 ? 1000 : e.code;
+    std::string reason;
+    if (e.what == ws::client_frame_reader::kind::error) {
+      ++st_->stats->protocol_errors;
+      note(*st_, "ws.protocol_errors",
+           "client " + client_ + " broke the WebSocket protocol (" + e.data + "): closed " + std::to_string(code));
+      reason = code == 1009                                             ? "Message too big"
+               : code == 1007                                           ? "Invalid UTF-8"
+               : e.data.find("a close frame with an invalid code") == 0 ? "Invalid close code"
+                                                                        : "Protocol error";
+    }
+    if (close_requested_) return;
+    close_requested_ = true;
+    ws_.next_layer().stop_tracking();
+    writer_.drop_waiting();
+    writer_.close_when_done(websocket::close_reason(static_cast<websocket::close_code>(code), reason));
+    arm_close_timer();
+    writer_.pump(this->shared_from_this());
+  }
+
+  void on_written(beast::error_code ec, const ws_frame& f) {
+    if (f.kind == frame_kind::pong) pong_waiting_ = false;
+    if (ec) {
+      // The writer closed the socket (or will not write again): a read in flight reports the end; without one, this
+      // is the end.
+      if (f.kind == frame_kind::close) {
+        beast::error_code ignored;
+        raw_socket(beast::get_lowest_layer(ws_)).close(ignored);
+      }
+      if (!reading_ && !torn_down_) on_gone();
+      return;
+    }
+    if (f.kind == frame_kind::text) ++st_->stats->frames_out;
+    if (f.kind == frame_kind::close) {
+      close_sent_ = true;
+      maybe_teardown();
+    }
+  }
+
+  // Both close frames have passed (ours written, the client's read, or the reading failed): the server ends the
+  // connection (server_websocket.hpp), bounded by the close timer.
+  void maybe_teardown() {
+    if (finished_ || torn_down_ || !close_sent_ || !reader_.ended() || reading_) return;
+    torn_down_ = true;
+    ws_.async_teardown([self = this->shared_from_this()] { self->on_gone(); });
+  }
+
+  void arm_close_timer() {
+    close_timer_.expires_after(st_->opts.close_timeout);
+    close_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (ec || self->finished_) return;
+      self->ws_.next_layer().stop_pacing();  // a paced read fails at once on the closed socket
+      beast::error_code ignored;
+      raw_socket(beast::get_lowest_layer(self->ws_)).close(ignored);
+      // A read, a write or the teardown in flight reports the end; with none, this is it.
+      if (!self->reading_ && !self->torn_down_ && !self->writer_.writing()) self->on_gone();
+    });
   }
 
   // The frames not yet handed over go to the session now (one message, or none when nothing waits), copied out at
@@ -537,13 +620,18 @@ private:
     caf::anon_send(session_, audio_atom::value, std::move(out));
   }
 
-  // Moves what is left (a message partly read) to the front of the buffer; never while a read is in flight.
+  // Moves what is left (a message partly read, bytes not yet parsed) to the front of the buffer, one behind the
+  // other; never while a read is in flight.
   void compact() {
-    if (head_ == 0) return;
-    std::memmove(rx_.data(), rx_.data() + head_, filled_ - head_);
+    if (head_ == 0 && out_ == scan_) return;
+    const auto kept = out_ - head_;
+    if (head_ > 0) std::memmove(rx_.data(), rx_.data() + head_, kept);
+    const auto raw = filled_ - scan_;
+    if (raw > 0) std::memmove(rx_.data() + kept, rx_.data() + scan_, raw);
     msg_start_ -= head_;
-    filled_ -= head_;
     head_ = 0;
+    out_ = scan_ = kept;
+    filled_ = kept + raw;
   }
 
   void on_gone() {
@@ -575,11 +663,14 @@ private:
     });
   }
 
+  using websocket_type = server_websocket<client_layer<typename ws_transport<Stream>::type>>;
+
   std::shared_ptr<shared_state> st_;
   token_ptr token_;
   std::string client_;  // as logs name it (client_of: behind a trusted proxy, the forwarded address)
-  websocket::stream<client_layer<typename ws_transport<Stream>::type>> ws_;
-  ws_writer<websocket::stream<client_layer<typename ws_transport<Stream>::type>>> writer_;
+  websocket_type ws_;
+  ws_writer<websocket_type> writer_;
+  ws::client_frame_reader reader_;
   session_actor session_;
   // Binary frames not yet handed to the session (audio_batch_bytes; 0 for /egress/audio: LiveKit's 48 kHz
   // stereo frames go one by one to the session's resampler), and the message being read (see do_read).
@@ -589,15 +680,18 @@ private:
   boost::container::vector<std::uint8_t> rx_;  // empty between chunks when audio goes in chunks (do_read)
   std::array<std::uint8_t, 32> first_{};       // the read into an empty buffer
   std::vector<std::uint32_t> frames_;          // the sizes of the frames in [head_, msg_start_)
-  std::size_t head_ = 0, msg_start_ = 0, filled_ = 0;
-  std::string text_;
+  std::size_t head_ = 0, msg_start_ = 0, out_ = 0, scan_ = 0, filled_ = 0;
   std::uint64_t batched_total_ = 0;
   // where batched_total_ counts from (the last pause), in binary payload bytes since the stream began (the count
   // the client layer keeps)
   std::uint64_t reset_abs_ = 0;
   bool hold_chunks_ = false;
   bool opened_ = false;
-  bool close_requested_ = false;
+  bool reading_ = false;          // a read of the client's bytes is in flight
+  bool pong_waiting_ = false;     // a pong is queued or being written
+  bool close_requested_ = false;  // our close frame is queued (or the client's close is being answered)
+  bool close_sent_ = false;       // ... and written
+  bool torn_down_ = false;        // the teardown has begun
   bool finished_ = false;
   asio::steady_timer ping_timer_;
   asio::steady_timer close_timer_;

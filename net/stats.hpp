@@ -21,7 +21,8 @@ struct net_stats {
   std::atomic<std::uint64_t> partials_skipped{0};
   std::atomic<std::uint64_t> slow_client_closes{0};
   std::atomic<std::uint64_t> heartbeat_timeouts{0};
-  std::atomic<std::uint64_t> frame_floods{0};  // clients closed 1008 for more WebSocket frames than the budget
+  std::atomic<std::uint64_t> protocol_errors{0};  // clients closed 1002/1007/1009 for breaking RFC 6455
+  std::atomic<std::uint64_t> frame_floods{0};     // clients closed 1008 for more WebSocket frames than the budget
   std::atomic<std::uint64_t> tls_handshake_failures{0};
   std::atomic<std::uint64_t> bad_requests{0};
   std::atomic<std::uint64_t> bodies_too_large{0};

@@ -30,7 +30,7 @@ struct ws_frame {
   std::size_t size() const { return data && kind <= frame_kind::binary ? data->size() : 0; }
 };
 
-// WS: Beast's websocket::stream, or net/client_websocket.hpp's (the same calls).
+// WS: net/server_websocket.hpp's or net/client_websocket.hpp's (the same calls).
 template <class WS>
 class ws_writer {
 public:

@@ -26,6 +26,20 @@
 #include "net/drain_executor.hpp"
 #include "net/edge_socket.hpp"
 
+// Beast's WebSocket tears its transport down through these (found by argument-dependent lookup): the bare socket's.
+namespace sw::net {
+template <class Next>
+void teardown(boost::beast::role_type role, client_layer<Next>& s, boost::system::error_code& ec) {
+  using boost::beast::websocket::teardown;
+  teardown(role, s.next_layer(), ec);
+}
+template <class Next, class Handler>
+void async_teardown(boost::beast::role_type role, client_layer<Next>& s, Handler&& handler) {
+  using boost::beast::websocket::async_teardown;
+  async_teardown(role, s.next_layer(), std::forward<Handler>(handler));
+}
+}  // namespace sw::net
+
 namespace {
 
 namespace asio = boost::asio;
@@ -138,9 +152,11 @@ std::vector<std::uint8_t> frame(std::uint32_t number, std::size_t len) {
   return f;
 }
 
-// A server WebSocket as the service has it (client_layer over edge_socket, audio tracked so that a read takes all the
-// kernel holds), its reads' completions bound to `Ex`; a raw client that writes chunks of frames in one write each.
-// Returns the scheduler's handlers per chunk; every frame must arrive whole and in order.
+// A reader whose reads complete a frame at a time: Beast's server WebSocket over the service's client_layer over
+// edge_socket (audio tracked so that a read takes all the kernel holds), as the service had it before its own framing
+// (net/server_websocket.hpp, which parses a chunk in one completion), its reads' completions bound to `Ex`; a raw
+// client that writes chunks of frames in one write each. Returns the scheduler's handlers per chunk; every frame must
+// arrive whole and in order.
 template <class MakeEx>
 double handlers_per_chunk(MakeEx make_ex, int chunks, int frames_per_chunk) {
   asio::io_context io{1};

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "proto/ws_frame.hpp"
 #include "tests/support/harness.hpp"
 
 namespace {
@@ -276,8 +277,8 @@ std::pair<std::uint16_t, std::string> flood_until_closed(std::uint16_t port, con
   return result;
 }
 
-// Frames no handler of ours sees (Beast answers pings and skips empty continuation frames inside its own read): past
-// 2 000 a second (8x AUDIO_MAX_FRAMES_PER_SECOND), 8 000 at once, the client is closed 1008. Before, either flood
+// Frames no handler of the session's sees (pings are answered and empty continuation frames taken in the read path):
+// past 2 000 a second (8x AUDIO_MAX_FRAMES_PER_SECOND), 8 000 at once, the client is closed 1008. Before, either flood
 // took a whole server core for as long as the client kept it up.
 TEST(WebSocket, AClientFloodingPingsIsClosed1008) {
   harness h;
@@ -297,6 +298,157 @@ TEST(WebSocket, AClientFloodingEmptyContinuationFramesIsClosed1008) {
   EXPECT_EQ(code, 1008) << reason;
   EXPECT_EQ(reason, "Too many messages");
   EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "ws.frame_floods") == 1; }));
+}
+
+// A masked frame as a client sends it (the key 1 2 3 4), `fin` and the opcode as given.
+std::string client_frame(unsigned op, const std::string& payload, bool fin = true) {
+  std::string f;
+  f += static_cast<char>((fin ? 0x80 : 0) | op);
+  const auto n = payload.size();
+  if (n < 126) {
+    f += static_cast<char>(0x80 | n);
+  } else {
+    f += static_cast<char>(0x80 | 126);
+    f += static_cast<char>(n >> 8);
+    f += static_cast<char>(n & 0xFF);
+  }
+  const char key[4] = {1, 2, 3, 4};
+  f.append(key, 4);
+  for (std::size_t i = 0; i < n; ++i) f += static_cast<char>(payload[i] ^ key[i % 4]);
+  return f;
+}
+
+struct server_frame {
+  unsigned op = 0;
+  std::string payload;
+};
+
+// A client on a bare socket: upgrades, sends `bytes` in one write, then reads the server's frames up to its close
+// frame and what follows it; once a text frame holding `wait_for` has come, it sends `then`. `eof`: the server ended
+// the TCP connection after its close frame, before we closed ours.
+struct exchange {
+  std::vector<server_frame> frames;
+  bool eof = false;
+  std::uint16_t close_code() const {
+    if (frames.empty() || frames.back().op != 0x8) return 0;
+    const auto& p = frames.back().payload;
+    return p.size() >= 2
+               ? static_cast<std::uint16_t>((static_cast<std::uint8_t>(p[0]) << 8) | static_cast<std::uint8_t>(p[1]))
+               : 1005;
+  }
+  std::string close_reason() const { return frames.empty() ? "" : frames.back().payload.substr(2); }
+};
+exchange send_raw(std::uint16_t port, const std::string& token, const std::string& bytes,
+                  const std::string& wait_for = "", const std::string& then = "") {
+  exchange out;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return out;
+  }
+  const std::string upgrade = "GET /api/realtime/transcribe?token=" + token +
+                              " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  ::send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL);
+  std::string in;
+  bool upgraded = false, closed = false;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[65536];
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0) out.eof = closed;
+    if (n <= 0) break;
+    in.append(buf, static_cast<std::size_t>(n));
+    if (!upgraded) {
+      const auto end = in.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      if (in.rfind("HTTP/1.1 101", 0) != 0) break;
+      in.erase(0, end + 4);
+      upgraded = true;
+      ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    }
+    while (!closed && in.size() >= 2) {  // the server's frames: unmasked, none longer than 64 KiB here
+      std::size_t len = static_cast<std::uint8_t>(in[1]) & 0x7f, head = 2;
+      if (len == 126) {
+        if (in.size() < 4) break;
+        len = (static_cast<std::size_t>(static_cast<std::uint8_t>(in[2])) << 8) | static_cast<std::uint8_t>(in[3]);
+        head = 4;
+      }
+      if (in.size() < head + len) break;
+      out.frames.push_back({static_cast<std::uint8_t>(in[0]) & 0x0fu, in.substr(head, len)});
+      in.erase(0, head + len);
+      closed = out.frames.back().op == 0x8;
+      if (!wait_for.empty() && out.frames.back().op == 0x1 &&
+          out.frames.back().payload.find(wait_for) != std::string::npos)
+        ::send(fd, then.data(), then.size(), MSG_NOSIGNAL);
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+// The server's own framing holds a client to RFC 6455: a violation closes the connection with the code the RFC gives
+// it (1002, 1007, 1009) and a reason, the server then ends the TCP connection, and each is counted and logged.
+TEST(WebSocket, AClientBreakingTheProtocolIsClosedWithItsCode) {
+  harness h([](sw::config& c) { c.ws_close_timeout = 60s; });  // the TCP connection ends without the timer's help
+  std::string unmasked = "\x81\x02hi";
+  std::string reserved = client_frame(0x1, "hi");
+  reserved[0] = static_cast<char>(reserved[0] | 0x40);
+  std::string too_big = "\x82\xff";  // a binary frame of 300 000 bytes (over 256 KiB): refused at its header
+  for (int shift = 56; shift >= 0; shift -= 8) too_big += static_cast<char>((300'000ull >> shift) & 0xFF);
+  too_big += std::string("\x01\x02\x03\x04", 4);
+  const struct {
+    std::string bytes;
+    std::uint16_t code;
+    std::string reason;
+  } cases[] = {
+      {unmasked, 1002, "Protocol error"},
+      {reserved, 1002, "Protocol error"},
+      {client_frame(0x3, "x"), 1002, "Protocol error"},
+      {client_frame(0x0, "x"), 1002, "Protocol error"},
+      {client_frame(0x9, "x", false), 1002, "Protocol error"},
+      {client_frame(0x8, std::string("\x03\xed", 2)), 1002, "Invalid close code"},  // 1005
+      {client_frame(0x8, std::string("\x13\x88", 2)), 1002, "Invalid close code"},  // 5000
+      {client_frame(0x1, "caf\xc3"), 1007, "Invalid UTF-8"},
+      {client_frame(0x8, std::string("\x03\xe8\xff", 3)), 1007, "Invalid UTF-8"},
+      {too_big, 1009, "Message too big"},
+  };
+  int n = 0;
+  for (const auto& c : cases) {
+    auto x = send_raw(h.port, harness::token("room", "p" + std::to_string(n)), c.bytes);
+    EXPECT_EQ(x.close_code(), c.code) << n;
+    EXPECT_EQ(x.close_reason(), c.reason) << n;
+    EXPECT_TRUE(x.eof) << n << ": the server ends the connection after its close frame";
+    ++n;
+  }
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "ws.protocol_errors") == n; }));
+}
+
+// A message may come in fragments with control frames between them (RFC 6455 §5.4): the ping is answered with its
+// payload and the message arrives whole. A close is answered with the client's code, and the server ends the TCP
+// connection after it.
+TEST(WebSocket, AFragmentedMessageWithAPingBetweenItsFragmentsArrivesWhole) {
+  harness h([](sw::config& c) { c.ws_close_timeout = 60s; });
+  const std::string bytes = client_frame(0x1, R"({"type")", false) + client_frame(0x9, "hi") +
+                            client_frame(0x0, R"(:"pi)", false) + client_frame(0x0, R"(ng"})");
+  auto x = send_raw(h.port, harness::token("room", "alice"), bytes, R"("pong")",
+                    client_frame(0x8, sw::ws::close_payload(4000, "bye")));
+  bool pong = false, answered = false;
+  for (const auto& f : x.frames) {
+    if (f.op == 0xA) pong = f.payload == "hi";
+    if (f.op == 0x1 && field(f.payload, "type") == "pong") answered = true;
+  }
+  EXPECT_TRUE(pong) << "the ping between the fragments is answered with its payload";
+  EXPECT_TRUE(answered) << "the fragmented {\"type\":\"ping\"} is read whole";
+  EXPECT_EQ(x.close_code(), 4000);
+  EXPECT_TRUE(x.eof);
+  EXPECT_EQ(sw::test::metric(h, "ws.protocol_errors"), 0);
 }
 
 TEST(WebSocket, AudioIsRelayedInOrderAndTranscriptsCarryTheSpeaker) {

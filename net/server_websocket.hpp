@@ -1,0 +1,154 @@
+// Internal to net/: the server end of a WebSocket over a stream of ours (client_layer over a bare socket, or over
+// TLS), for the clients' connections, without Beast's websocket::stream. That held about 2.9 KiB a connection for
+// the life of every participant (its 1.5 KiB read buffer inside) and copied every frame through its read buffer.
+// Here a connection holds its stream and the header of the frame being written: the opening handshake's answer and
+// control frames are built in buffers that live as long as their write, and a text message goes out as its header
+// and the caller's shared payload gathered in one write (over TLS, copied into one frame: one record, not two).
+//
+// Reading is the caller's: it reads the stream into its own buffer and parses it there, in place, with
+// proto/ws_frame.hpp's client_frame_reader (net/server.cpp's ws_session), which also holds the closing handshake's
+// state. The caller owns the order of writes, as net/ws_writer.hpp does: one write at a time (async_write,
+// async_ping, async_pong, async_close), the next in the completion of the previous. Everything runs on the
+// connection's executor.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include <boost/asio/write.hpp>
+
+#include "net/beast_util.hpp"
+#include "net/edge_socket.hpp"
+#include "proto/ws_frame.hpp"
+
+namespace sw::net {
+
+template <class Stream>
+class server_websocket {
+public:
+  using next_layer_type = Stream;
+  using executor_type = typename Stream::executor_type;
+  // A bare socket under the caller's layer: a frame's header and payload go out in one gathered `sendmsg`.
+  static constexpr bool bare = std::is_same_v<typename Stream::next_layer_type, edge_socket>;
+
+  template <class... Args>
+  explicit server_websocket(Args&&... args) : stream_(std::forward<Args>(args)...) {}
+
+  executor_type get_executor() noexcept { return stream_.get_executor(); }
+  Stream& next_layer() noexcept { return stream_; }
+  const Stream& next_layer() const noexcept { return stream_; }
+
+  void text(bool t) { text_ = t; }
+
+  // The answer to an opening handshake (RFC 6455 §4.2.2) already checked (net/http_codec.cpp's handshake_problem):
+  // 101 with the accept for its key. `done(error_code)`.
+  template <class Done>
+  void async_accept(std::string_view key, Done done) {
+    auto res = std::make_unique<std::string>(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+        ws::accept_key(key) + "\r\nServer: sessions-ws\r\n\r\n");
+    auto b = asio::buffer(*res);
+    asio::async_write(
+        stream_, b,
+        [res = std::move(res), done = std::move(done)](beast::error_code ec, std::size_t) mutable { done(ec); });
+  }
+
+  // One message in one frame, text or binary as text() says. `done(error_code, payload bytes)`.
+  template <class Done>
+  void async_write(asio::const_buffer payload, Done done) {
+    const auto op = text_ ? ws::opcode::text : ws::opcode::binary;
+    const auto n = payload.size();
+    if constexpr (bare) {
+      const auto h = ws::write_server_header(head_.data(), op, n);
+      const std::array<asio::const_buffer, 2> frame{asio::buffer(head_.data(), h), payload};
+      asio::async_write(stream_, frame, [n, done = std::move(done)](beast::error_code ec, std::size_t) mutable {
+        done(ec, ec ? 0 : n);
+      });
+    } else {
+      write_frame(op, payload.data(), n, std::move(done));
+    }
+  }
+  template <class Done>
+  void async_ping(const websocket::ping_data& p, Done done) {
+    write_control(ws::opcode::ping, p.data(), p.size(), std::move(done));
+  }
+  template <class Done>
+  void async_pong(const websocket::ping_data& p, Done done) {
+    write_control(ws::opcode::pong, p.data(), p.size(), std::move(done));
+  }
+  // Our close frame (code `none`: one without a code); `done(error_code)` once it is written. The client's answer
+  // comes to the caller's reads.
+  template <class Done>
+  void async_close(const websocket::close_reason& r, Done done) {
+    const auto p =
+        r.code == websocket::close_code::none
+            ? std::string()
+            : ws::close_payload(static_cast<std::uint16_t>(r.code), std::string_view(r.reason.data(), r.reason.size()));
+    write_control(ws::opcode::close, p.data(), p.size(), std::move(done));
+  }
+
+  // After the closing handshake (both close frames), the server ends the TCP connection (RFC 6455 §7.1.1): a bare
+  // socket sends its FIN and reads (and drops) what still comes until the client's, so that nothing unread turns our
+  // close into a reset that could destroy our close frame before the client reads it; TLS sends its close_notify and
+  // waits for the client's. Then the socket is closed and `done()` runs. No read of the caller's may be in flight.
+  // Unbounded: the caller's timer bounds it (closing the socket ends it).
+  template <class Done>
+  void async_teardown(Done done) {
+    auto& socket = raw_socket(beast::get_lowest_layer(stream_));
+    auto finish = [&socket, done = std::move(done)]() mutable {
+      beast::error_code ignored;
+      socket.close(ignored);
+      done();
+    };
+    if constexpr (bare) {
+      beast::error_code ignored;
+      socket.shutdown(tcp::socket::shutdown_send, ignored);
+      drain(std::make_unique<std::array<std::uint8_t, 256>>(), std::move(finish));
+    } else {
+      stream_.next_layer().async_shutdown([finish = std::move(finish)](beast::error_code) mutable { finish(); });
+    }
+  }
+
+private:
+  template <class Done>
+  void drain(std::unique_ptr<std::array<std::uint8_t, 256>> scratch, Done done) {
+    auto b = asio::buffer(*scratch);
+    stream_.next_layer().async_read_some(
+        b, [this, scratch = std::move(scratch), done = std::move(done)](beast::error_code ec, std::size_t) mutable {
+          if (ec) return done();
+          drain(std::move(scratch), std::move(done));
+        });
+  }
+
+  template <class Done>
+  void write_control(ws::opcode op, const void* data, std::size_t n, Done done) {
+    write_frame(op, data, n, [done = std::move(done)](beast::error_code ec, std::size_t) mutable { done(ec); });
+  }
+
+  // The frame whole in a buffer of its own, which lives as long as its write.
+  template <class Done>
+  void write_frame(ws::opcode op, const void* data, std::size_t n, Done done) {
+    const auto h = ws::server_header_size(n);
+    std::unique_ptr<std::uint8_t[]> frame(new std::uint8_t[h + n]);
+    ws::write_server_header(frame.get(), op, n);
+    if (n > 0) std::memcpy(frame.get() + h, data, n);
+    auto b = asio::buffer(frame.get(), h + n);
+    asio::async_write(stream_, b,
+                      [frame = std::move(frame), n, done = std::move(done)](beast::error_code ec, std::size_t) mutable {
+                        frame.reset();
+                        done(ec, ec ? 0 : n);
+                      });
+  }
+
+  Stream stream_;
+  std::array<std::uint8_t, 10> head_{};  // the header of the text frame being written (bare sockets)
+  bool text_ = true;
+};
+
+}  // namespace sw::net
