@@ -8,9 +8,10 @@
 //   gateway --queue--> persistence (figures for /health, /ready, /metrics)
 //   gateway --start/stop/webhook--> egress (one per LiveKit room being transcribed) --Twirp--> LiveKit,
 //     which dials /egress/audio: a session per track, attached to its egress actor; failures --notice--> room
+//   memory trim (detached) --tick--> itself: the heap's free pages back to the system
 // Where they run: every actor that is not detached runs on the I/O threads (service/io_scheduler), so a client's
 // frame, its session's decision and the upstream write happen on one thread; the detached ones (persistence's
-// database, the offline recognizer) block on threads of their own.
+// database, the offline recognizer, the memory trim) block on threads of their own.
 // Counters and actor statistics go to a thread-safe registry (telemetry/metrics.hpp), not through messages:
 // /metrics reads it without adding load to the actors it observes.
 #pragma once
@@ -170,6 +171,14 @@ using gateway_actor = caf::typed_actor<
 using supervisor_actor = caf::typed_actor<
     // the service is stopping: the ends that follow are expected
     caf::reacts_to<shutdown_atom>>;
+
+// Returns the heap's free pages to the system now and then (glibc's malloc_trim): after a burst (a thousand
+// participants joining within a second: their handshakes, tokens and upstream connections, all short-lived) the
+// process would otherwise keep the burst's memory for good. Detached: a trim holds the allocator's locks while it
+// walks the heap.
+using memory_trim_actor = caf::typed_actor<
+    // trim now (counted in memory.trims, what it gave back in memory.trimmed_kib), and again after the interval
+    caf::reacts_to<tick_atom>>;
 
 // How a session gets its STT relay: a provider spawns one relay per participant stream. `spawn` returns
 // an invalid handle when the provider cannot take the stream (the session then reports the error).

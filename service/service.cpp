@@ -18,6 +18,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/gateway.hpp"
+#include "actors/memory_trim.hpp"
 #include "actors/persistence.hpp"
 #include "actors/stt_gladia.hpp"
 #include "actors/stt_local.hpp"
@@ -91,6 +92,7 @@ struct service::impl {
   std::unique_ptr<caf::actor_system> sys;  // refers to *caf_cfg
   gateway_actor gw;                        // the gateway actor
   supervisor_actor supervisor;
+  memory_trim_actor trim;  // none when MEMORY_TRIM_INTERVAL_MS is 0
   std::shared_ptr<failure_hook> failure = std::make_shared<failure_hook>();
   std::unique_ptr<net::server> srv;
   bool started = false;
@@ -197,6 +199,7 @@ void service::start() {
     d.sys.reset();
     throw;
   }
+  if (c.memory_trim_interval.count() > 0) d.trim = spawn_memory_trim(*d.sys, d.ctx);
   d.started = true;
 }
 
@@ -243,6 +246,10 @@ bool service::shutdown() {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
   d.srv->drain(d.failure->gateway_down ? std::chrono::milliseconds(0) : std::max(left, std::chrono::milliseconds(200)));
   caf::anon_send_exit(d.gw, caf::exit_reason::user_shutdown);
+  if (d.trim) {
+    caf::anon_send_exit(d.trim, caf::exit_reason::user_shutdown);
+    d.trim = memory_trim_actor{};
+  }
   if (d.ctx->persistence) {
     // Every stream has ended: flush what is pending within the bound; the rest stays journaled.
     bool flushed = false;

@@ -1,0 +1,46 @@
+#include "actors/memory_trim.hpp"
+
+#include <malloc.h>
+
+#include <fstream>
+#include <string>
+
+#include <caf/actor_system.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+namespace sw {
+
+namespace {
+
+// The process's anonymous resident memory, KiB (RssAnon, Linux 4.5 on); -1 when the kernel does not say.
+long rss_anon_kib() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("RssAnon:", 0) == 0) return std::stol(line.substr(8));
+  return -1;
+}
+
+memory_trim_actor::behavior_type memory_trim(memory_trim_actor::pointer self, context_ptr ctx) {
+  self->send(self, tick_atom::value);
+  return {
+      [=](tick_atom) {
+        const long before = rss_anon_kib();
+#if defined(__GLIBC__)
+        malloc_trim(0);  // every arena, and whole free pages inside the heap too (glibc 2.8 on)
+#endif
+        const long after = rss_anon_kib();
+        ctx->metrics->count("memory.trims");
+        if (before >= 0 && after >= 0 && after < before)
+          ctx->metrics->count("memory.trimmed_kib", static_cast<std::uint64_t>(before - after));
+        self->delayed_send(self, ctx->cfg.memory_trim_interval, tick_atom::value);
+      },
+  };
+}
+
+}  // namespace
+
+memory_trim_actor spawn_memory_trim(caf::actor_system& sys, context_ptr ctx) {
+  return sys.spawn<caf::detached>(memory_trim, std::move(ctx));
+}
+
+}  // namespace sw
