@@ -202,11 +202,8 @@ TEST(WebSocket, AClientFloodingTinyAudioFramesIsWarnedThenClosed1008) {
   EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "audio.frame_floods") == 1; }));
 }
 
-// A client on a bare socket: upgrades, sends `first`, then `unit` (whole masked frames) over and over, as fast as the
-// server takes it, until the server's close frame comes (or 20 s pass). Returns the close code (0: none) and its
-// reason.
-std::pair<std::uint16_t, std::string> flood_until_closed(std::uint16_t port, const std::string& token,
-                                                         std::string first, const std::string& unit) {
+// A bare TCP connection to the server on loopback that has sent its WebSocket upgrade for `token`; -1 if none.
+int connect_and_upgrade(std::uint16_t port, const std::string& token) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -214,12 +211,22 @@ std::pair<std::uint16_t, std::string> flood_until_closed(std::uint16_t port, con
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
-    return {0, "connect failed"};
+    return -1;
   }
   const std::string upgrade = "GET /api/realtime/transcribe?token=" + token +
                               " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
   ::send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL);
+  return fd;
+}
+
+// A client on a bare socket: upgrades, sends `first`, then `unit` (whole masked frames) over and over, as fast as the
+// server takes it, until the server's close frame comes (or 20 s pass). Returns the close code (0: none) and its
+// reason.
+std::pair<std::uint16_t, std::string> flood_until_closed(std::uint16_t port, const std::string& token,
+                                                         std::string first, const std::string& unit) {
+  const int fd = connect_and_upgrade(port, token);
+  if (fd < 0) return {0, "connect failed"};
   std::string blob;
   while (blob.size() < 65536) blob += unit;
   std::string in;  // what the server sent, from its first frame on
@@ -341,19 +348,8 @@ struct exchange {
 exchange send_raw(std::uint16_t port, const std::string& token, const std::string& bytes,
                   const std::string& wait_for = "", const std::string& then = "") {
   exchange out;
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return out;
-  }
-  const std::string upgrade = "GET /api/realtime/transcribe?token=" + token +
-                              " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-  ::send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL);
+  const int fd = connect_and_upgrade(port, token);
+  if (fd < 0) return out;
   std::string in;
   bool upgraded = false, closed = false;
   const auto deadline = std::chrono::steady_clock::now() + 10s;
