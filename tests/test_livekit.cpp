@@ -153,6 +153,13 @@ TEST(LiveKitRoom, ConcurrentStartsMakeOneEgressPerAudioTrackAndStopEndsThem) {
   EXPECT_EQ(stopped.status, 200u);
   EXPECT_EQ(stopped.body, R"({"success":true,"sessionId":"vs-1"})");
   EXPECT_EQ(r.lk->active_egresses(), 0u);
+  // The service answers once its side of each stream has ended; the fake egress books its own end on its thread
+  // (after its close handshake's teardown completes), which may come just after.
+  EXPECT_TRUE(eventually([&] {
+    for (auto& e : r.lk->egresses())
+      if (e.status != "EGRESS_COMPLETE") return false;
+    return true;
+  }));
   for (auto& e : r.lk->egresses()) {
     EXPECT_EQ(e.status, "EGRESS_COMPLETE") << e.egress_id;
     EXPECT_TRUE(e.close_code == 1000 || e.close_code == 1005) << e.close_code << ": the close handshake completed";
