@@ -115,6 +115,8 @@ std::string metrics_json(gateway_state& st, const queue_stats& q) {
   counters["net.read_buffer_bytes"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, n.read_buffer_bytes.load()));
   counters["net.open_connections"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, n.connections.load()));
   counters["stt.buffered_bytes"] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m.stt_buffered_bytes.load()));
+  counters["memory.heap_in_use_bytes"] = m.heap_in_use_bytes.load();
+  counters["memory.heap_free_bytes"] = m.heap_free_bytes.load();
   b.open("counters");
   for (auto& [name, v] : counters) b.num_dynamic(name, static_cast<std::int64_t>(v));
   b.close();
@@ -166,6 +168,10 @@ std::string metrics_prometheus(gateway_state& st, const queue_stats& q) {
   gauge("sessions_ws_active_stt_relays", "Live upstream STT relays.", static_cast<double>(m.active_relays.load()));
   gauge("sessions_ws_stt_buffered_bytes", "Audio held by the STT relays until the upstream acknowledges it.",
         static_cast<double>(m.stt_buffered_bytes.load()));
+  gauge("sessions_ws_heap_in_use_bytes", "Heap allocated, as of the last memory trim.",
+        static_cast<double>(m.heap_in_use_bytes.load()));
+  gauge("sessions_ws_heap_free_bytes", "Free memory kept inside the heap after the last memory trim.",
+        static_cast<double>(m.heap_free_bytes.load()));
   counter("sessions_ws_audio_frames_received_total", "Audio frames accepted.",
           static_cast<double>(m.messages_received.load()));
   counter("sessions_ws_messages_sent_total", "Transcripts handed to clients.",

@@ -27,6 +27,9 @@ memory_trim_actor::behavior_type memory_trim(memory_trim_actor::pointer self, co
         const long before = rss_anon_kib();
 #if defined(__GLIBC__)
         malloc_trim(0);  // every arena, and whole free pages inside the heap too (glibc 2.8 on)
+        const auto heap = mallinfo2();
+        ctx->metrics->heap_in_use_bytes = heap.uordblks + heap.hblkhd;  // chunks in use, and those mmap'd on their own
+        ctx->metrics->heap_free_bytes = heap.fordblks;
 #endif
         const long after = rss_anon_kib();
         ctx->metrics->count("memory.trims");

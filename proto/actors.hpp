@@ -177,7 +177,8 @@ using supervisor_actor = caf::typed_actor<
 // process would otherwise keep the burst's memory for good. Detached: a trim holds the allocator's locks while it
 // walks the heap.
 using memory_trim_actor = caf::typed_actor<
-    // trim now (counted in memory.trims, what it gave back in memory.trimmed_kib), and again after the interval
+    // trim now (counted in memory.trims, what it gave back in memory.trimmed_kib; the heap's figures after it in
+    // memory.heap_in_use_bytes and memory.heap_free_bytes), and again after the interval
     caf::reacts_to<tick_atom>>;
 
 // How a session gets its STT relay: a provider spawns one relay per participant stream. `spawn` returns

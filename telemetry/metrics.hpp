@@ -67,6 +67,10 @@ public:
   std::atomic<std::uint64_t> total_errors{0};
   std::atomic<std::int64_t> live_streams{0};        // participant streams the gateway actor tracks
   std::atomic<std::int64_t> stt_buffered_bytes{0};  // audio held by STT relays for (re)sending, all streams
+  // The heap as the memory trim saw it after its last trim (glibc's mallinfo2): what is allocated, and what is free
+  // inside the heap (kept by the allocator, partly resident). 0 until the first trim.
+  std::atomic<std::uint64_t> heap_in_use_bytes{0};
+  std::atomic<std::uint64_t> heap_free_bytes{0};
 
   // Where error and warning lines go (the service's log; `error` tells the level). Every error() and note()
   // writes one, at most one a second per kind, with the number left out since the last.

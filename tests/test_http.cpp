@@ -483,7 +483,7 @@ long rss_anon_kib() {
 }
 
 // After a burst, the heap's free pages go back to the system (MEMORY_TRIM_INTERVAL_MS). Memory freed in the middle of
-// the heap stays resident otherwise: glibc gives back only the top of a heap by itself.
+// the heap stays resident otherwise: glibc gives back only the top of a heap by itself. The heap's gauges follow.
 TEST(MemoryTrim, FreedPagesInsideTheHeapLeaveTheResidentSet) {
   harness h([](sw::config& c) { c.memory_trim_interval = std::chrono::milliseconds(50); });
   if (rss_anon_kib() < 0) GTEST_SKIP() << "the kernel does not report RssAnon";
@@ -499,7 +499,15 @@ TEST(MemoryTrim, FreedPagesInsideTheHeapLeaveTheResidentSet) {
   }
   const long high = rss_anon_kib();
   const auto trimmed = sw::test::metric(h, "memory.trimmed_kib");
+  // The heap's gauges, as of the last trim, count the burst while it is held and drop it once freed.
+  constexpr long long burst_bytes = 2000LL * 16 * 1024;
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "memory.heap_in_use_bytes") >= burst_bytes; }));
+  const auto in_use = sw::test::metric(h, "memory.heap_in_use_bytes");
   for (auto* p : burst) std::free(p);
+  EXPECT_TRUE(sw::test::eventually([&] {
+    return sw::test::metric(h, "memory.heap_in_use_bytes") < in_use - burst_bytes * 9 / 10;
+  })) << sw::test::metric(h, "memory.heap_in_use_bytes")
+      << " bytes in use, " << in_use << " with the burst";
   EXPECT_TRUE(sw::test::eventually([&] { return rss_anon_kib() < high - 16 * 1024; }))
       << rss_anon_kib() << " KiB resident, " << high << " before the burst was freed";
   EXPECT_GE(sw::test::metric(h, "memory.trimmed_kib") - trimmed, 16 * 1024);
