@@ -554,10 +554,7 @@ private:
       ++st_->stats->protocol_errors;
       note(*st_, "ws.protocol_errors",
            "client " + client_ + " broke the WebSocket protocol (" + e.data + "): closed " + std::to_string(code));
-      reason = code == 1009                                             ? "Message too big"
-               : code == 1007                                           ? "Invalid UTF-8"
-               : e.data.find("a close frame with an invalid code") == 0 ? "Invalid close code"
-                                                                        : "Protocol error";
+      reason = e.reason;
     }
     if (close_requested_) return;
     close_requested_ = true;

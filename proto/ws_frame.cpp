@@ -95,7 +95,13 @@ bool valid_close_code(std::uint16_t c) {
 struct verdict {
   std::uint16_t code = 0;  // 0: lawful
   std::string what;
+  const char* reason = nullptr;  // the close reason, when not the code's own (close_reason_for)
 };
+
+// The reason a close with a violation's code gives.
+const char* close_reason_for(std::uint16_t code) {
+  return code == 1009 ? "Message too big" : code == 1007 ? "Invalid UTF-8" : "Protocol error";
+}
 
 // Bytes of a header (its masking key not included) once its first two are known.
 std::size_t length_bytes(const std::uint8_t* h) {
@@ -135,7 +141,8 @@ verdict read_close(const std::string& p, std::uint16_t& code, std::string& reaso
   code = 1005;
   if (p.size() >= 2) {
     code = static_cast<std::uint16_t>((static_cast<std::uint8_t>(p[0]) << 8) | static_cast<std::uint8_t>(p[1]));
-    if (!valid_close_code(code)) return {1002, "a close frame with an invalid code (" + std::to_string(code) + ")"};
+    if (!valid_close_code(code))
+      return {1002, "a close frame with an invalid code (" + std::to_string(code) + ")", "Invalid close code"};
     reason = p.substr(2);
     if (!is_utf8(reason)) return {1007, "a close reason that is not UTF-8"};
   }
@@ -227,9 +234,9 @@ server_frame_reader::event server_frame_reader::frame_done() {
   return e;
 }
 
-client_frame_reader::event client_frame_reader::fail(std::uint16_t code, std::string what) {
+client_frame_reader::event client_frame_reader::fail(std::uint16_t code, std::string what, const char* reason) {
   ended_ = true;
-  end_ = event{kind::error, std::move(what), code, 0};
+  end_ = event{kind::error, std::move(what), code, 0, reason ? reason : close_reason_for(code)};
   control_ = std::string();
   return end_;
 }
@@ -298,7 +305,7 @@ client_frame_reader::event client_frame_reader::frame_done(const std::uint8_t* b
       std::uint16_t code = 0;
       std::string reason;
       auto v = read_close(control_, code, reason);
-      if (v.code) return fail(v.code, std::move(v.what));
+      if (v.code) return fail(v.code, std::move(v.what), v.reason);
       ended_ = true;
       end_ = event{kind::close, std::move(reason), code, 0};
       control_ = std::string();

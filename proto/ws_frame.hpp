@@ -89,10 +89,11 @@ class client_frame_reader {
 public:
   enum class kind : std::uint8_t { more, text, binary, ping, pong, close, error };
   struct event {
-    kind what = kind::more;  // more: every byte given was taken, and nothing is complete yet
-    std::string data;        // a text message; a ping's or pong's payload; a close frame's reason; what was wrong
-    std::uint16_t code = 0;  // close: the client's code (1005 when it gave none); error: the code to close with
-    std::size_t size = 0;    // text, binary: the message's payload bytes, which end at `out`
+    kind what = kind::more;   // more: every byte given was taken, and nothing is complete yet
+    std::string data;         // a text message; a ping's or pong's payload; a close frame's reason; what was wrong
+    std::uint16_t code = 0;   // close: the client's code (1005 when it gave none); error: the code to close with
+    std::size_t size = 0;     // text, binary: the message's payload bytes, which end at `out`
+    const char* reason = "";  // error: the reason to close with ("Protocol error", "Invalid close code", ...)
   };
 
   explicit client_frame_reader(std::size_t max_message) : max_message_(max_message) {}
@@ -107,7 +108,7 @@ public:
   std::size_t message_bytes() const { return message_bytes_; }
 
 private:
-  event fail(std::uint16_t code, std::string what);
+  event fail(std::uint16_t code, std::string what, const char* reason = nullptr);
   event frame_done(const std::uint8_t* buf, std::size_t out);
 
   std::size_t max_message_;

@@ -228,6 +228,7 @@ struct seen {
   ckind what;
   std::string data;  // a binary message's bytes too, as found before `out`
   std::uint16_t code;
+  std::string reason;
 };
 
 // Feeds `in` to a reader in pieces of `piece` bytes, appended to one buffer the reader parses in place, as the
@@ -248,7 +249,7 @@ std::vector<seen> feed(const std::string& in, std::size_t piece, std::size_t max
       } else if (e.what == ckind::text) {
         EXPECT_EQ(e.data, std::string(reinterpret_cast<const char*>(buf.data()) + out - e.size, e.size));
       }
-      got.push_back({e.what, e.data, e.code});
+      got.push_back({e.what, e.data, e.code, e.reason});
       if (r.ended()) break;
     }
     if (!r.ended()) {
@@ -326,6 +327,11 @@ TEST(ClientFrameReader, EveryViolationEndsTheReadingWithItsCloseCode) {
       EXPECT_EQ(got.back().what, ckind::error) << c.what;
       EXPECT_EQ(got.back().code, c.code) << c.what;
       EXPECT_NE(got.back().data.find(c.what), std::string::npos) << got.back().data;
+      const char* reason = std::string(c.what).rfind("invalid code", 0) == 0 ? "Invalid close code"
+                           : c.code == 1009                                  ? "Message too big"
+                           : c.code == 1007                                  ? "Invalid UTF-8"
+                                                                             : "Protocol error";
+      EXPECT_EQ(got.back().reason, reason) << c.what << ": the close reason to send";
     }
   }
   creader r(1024);
