@@ -520,6 +520,8 @@ private:
     if (batch_bytes_ == 0) {
       hand_over_audio();  // /egress/audio: each frame as it comes, alone
     } else {
+      // One allocation a chunk for the sizes, not one for each doubling: room for as many frames as the last chunk had.
+      if (frames_.capacity() == 0) frames_.reserve(frames_hint_);
       frames_.push_back(static_cast<std::uint32_t>(size));
       const auto before = batched_total_;
       batched_total_ += size;
@@ -611,6 +613,7 @@ private:
     audio_chunk out;
     out.pcm.assign(rx_.begin() + static_cast<std::ptrdiff_t>(head_),
                    rx_.begin() + static_cast<std::ptrdiff_t>(msg_start_));
+    frames_hint_ = static_cast<std::uint8_t>(std::clamp<std::size_t>(frames_.size(), 1, 16));
     out.frames = std::move(frames_);
     frames_ = {};
     head_ = msg_start_;
@@ -677,6 +680,7 @@ private:
   boost::container::vector<std::uint8_t> rx_;  // empty between chunks when audio goes in chunks (do_read)
   std::array<std::uint8_t, 32> first_{};       // the read into an empty buffer
   std::vector<std::uint32_t> frames_;          // the sizes of the frames in [head_, msg_start_)
+  std::uint8_t frames_hint_ = 8;               // the frames of the last chunk handed over (at most 16)
   std::size_t head_ = 0, msg_start_ = 0, out_ = 0, scan_ = 0, filled_ = 0;
   std::uint64_t batched_total_ = 0;
   // where batched_total_ counts from (the last pause), in binary payload bytes since the stream began (the count
