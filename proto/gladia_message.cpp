@@ -6,7 +6,8 @@ namespace sw {
 
 gladia_message parse_gladia_message(std::string_view text) {
   gladia_message m;
-  rapidjson::Document d;
+  scratch_document doc;
+  auto& d = *doc;
   if (!parse_json(d, text) || !d.IsObject()) return m;
   auto type = d.FindMember("type");
   if (type == d.MemberEnd() || !type->value.IsString()) return m;

@@ -15,6 +15,7 @@
 #include <rapidjson/writer.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -52,15 +53,42 @@ inline bool json_depth_within(std::string_view s, int max) {
 // Every JSON this service takes in (client messages, HTTP bodies, Gladia messages, journal lines) is parsed here:
 // nesting deeper than max_json_depth is refused, and RapidJSON's iterative parser never recurses (200 000 '['
 // in one WebSocket frame overflowed the recursive parser's stack and killed the process). False on either error.
-template <unsigned Flags = rapidjson::kParseDefaultFlags>
-bool parse_json(rapidjson::Document& d, std::string_view text) {
+template <unsigned Flags = rapidjson::kParseDefaultFlags, class Document>
+bool parse_json(Document& d, std::string_view text) {
   if (!json_depth_within(text, max_json_depth)) {
     d.SetNull();
     return false;
   }
-  d.Parse<Flags | rapidjson::kParseIterativeFlag>(text.data(), text.size());
+  d.template Parse<Flags | rapidjson::kParseIterativeFlag>(text.data(), text.size());
   return !d.HasParseError();
 }
+
+// A document for a parse whose values do not outlive the caller (a message read into a struct): its values and the
+// parser's stacks take their first KiBs from the object itself, on the caller's stack, so a short message (a Gladia
+// ack, a transcript) is parsed without a heap allocation; a longer one goes on in 4 KiB blocks from the heap. A
+// plain rapidjson::Document takes a 64 KiB block from the heap for every parse, and frees it after.
+class scratch_document {
+public:
+  using document =
+      rapidjson::GenericDocument<rapidjson::UTF8<>, rapidjson::MemoryPoolAllocator<>, rapidjson::MemoryPoolAllocator<>>;
+  static constexpr std::size_t value_room = 8192, stack_room = 2048;
+
+  scratch_document() = default;
+  scratch_document(const scratch_document&) = delete;
+  scratch_document& operator=(const scratch_document&) = delete;
+
+  document& operator*() { return doc_; }
+  document* operator->() { return &doc_; }
+  // Whether the parse needed the heap (its values or stacks did not fit).
+  bool spilled() const { return values_.Capacity() > value_room || stacks_.Capacity() > stack_room; }
+
+private:
+  alignas(std::max_align_t) char value_buffer_[value_room];
+  alignas(std::max_align_t) char stack_buffer_[stack_room];
+  rapidjson::MemoryPoolAllocator<> values_{value_buffer_, value_room, 4096};
+  rapidjson::MemoryPoolAllocator<> stacks_{stack_buffer_, stack_room, 4096};
+  document doc_{&values_, 1024, &stacks_};
+};
 
 // Field readers of a JSON object: the member's value when it has the type asked for, otherwise the empty value;
 // never a cast that could be undefined (a number no int64 holds reads as 0).

@@ -84,4 +84,44 @@ TEST(Json, ClientMessages) {
   EXPECT_EQ(sw::parse_client_message(R"({"type":5})").type, "");
 }
 
+// Gladia's messages are parsed in a scratch document: an ack and a transcript of a long utterance fit in its own
+// room (no heap block a message), a message larger than that still parses whole, on the heap.
+TEST(Json, AScratchDocumentTakesGladiasMessagesWithoutTheHeap) {
+  const std::string ack =
+      R"({"session_id":"4a39145c-2844-4557-8f34-34883f7be7d9","created_at":"2026-12-03T10:00:00.000Z",)"
+      R"("type":"audio_chunk","acknowledged":true,"error":null,)"
+      R"("data":{"byte_range":[3104000,3107200],"time_range":[97.0,97.1]}})";
+  std::string words;
+  for (int i = 0; i < 40; ++i)
+    words += std::string(i ? "," : "") + R"({"word":" word)" + std::to_string(i) + R"(","start":)" + std::to_string(i) +
+             R"(.25,"end":)" + std::to_string(i) + R"(.5,"confidence":0.93})";
+  const std::string transcript =
+      R"({"session_id":"4a39145c-2844-4557-8f34-34883f7be7d9","created_at":"2026-12-03T10:00:00.000Z",)"
+      R"("type":"transcript","data":{"id":"00_00000012","is_final":true,"utterance":{"text":"forty words)"
+      R"( of a long utterance","start":0.25,"end":39.5,"confidence":0.93,"channel":0,"language":"en","words":[)" +
+      words + "]}}}";
+  for (const auto* text : {&ack, &transcript}) {
+    sw::scratch_document doc;
+    ASSERT_TRUE(sw::parse_json(*doc, *text));
+    EXPECT_TRUE(doc->IsObject());
+    EXPECT_FALSE(doc.spilled()) << text->size() << " bytes of JSON needed the heap";
+  }
+  sw::scratch_document doc;
+  ASSERT_TRUE(sw::parse_json(*doc, transcript));
+  EXPECT_EQ((*doc)["data"]["utterance"]["words"].Size(), 40u);
+  EXPECT_EQ(std::string((*doc)["data"]["utterance"]["words"][39]["word"].GetString()), " word39");
+
+  std::string big = R"({"type":"transcript","data":{"id":"x","is_final":false,"utterance":{"text":")" +
+                    std::string(20'000, 'a') + R"(","words":[)";
+  for (int i = 0; i < 500; ++i) big += std::string(i ? "," : "") + R"({"word":"w","start":1.5,"end":2})";
+  big += "]}}}";
+  sw::scratch_document large;
+  ASSERT_TRUE(sw::parse_json(*large, big));
+  EXPECT_TRUE(large.spilled());
+  EXPECT_EQ(std::string((*large)["data"]["utterance"]["text"].GetString()).size(), 20'000u);
+  EXPECT_EQ((*large)["data"]["utterance"]["words"].Size(), 500u);
+  sw::scratch_document deep;
+  EXPECT_FALSE(sw::parse_json(*deep, std::string(200'000, '['))) << "the depth bound holds for it too";
+}
+
 }  // namespace
