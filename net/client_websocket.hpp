@@ -28,26 +28,22 @@
 
 #include "net/beast_util.hpp"
 #include "net/edge_socket.hpp"
+#include "net/ws_end.hpp"
 #include "proto/ws_frame.hpp"
 
 namespace sw::net {
 
 template <class Stream>
-class client_websocket {
+class client_websocket : public ws_end<client_websocket<Stream>, Stream> {
+  using base = ws_end<client_websocket<Stream>, Stream>;
+  friend base;
+  using base::stream_;
+
 public:
-  using next_layer_type = Stream;
-  using executor_type = typename Stream::executor_type;
   static constexpr bool bare = std::is_same_v<Stream, edge_socket>;
   static constexpr std::size_t read_buffer_bytes = bare ? 128 : 1024;
 
-  template <class... Args>
-  explicit client_websocket(Args&&... args) : stream_(std::forward<Args>(args)...) {}
-
-  executor_type get_executor() noexcept { return stream_.get_executor(); }
-  Stream& next_layer() noexcept { return stream_; }
-  const Stream& next_layer() const noexcept { return stream_; }
-
-  void text(bool t) { text_ = t; }
+  using base::base;
 
   // The opening handshake (RFC 6455 §4.1): GET with a fresh key, then the server's 101 with the matching accept.
   // `done(error)`: empty on success, else what went wrong. Unbounded: the caller's timer bounds it.
@@ -144,24 +140,7 @@ public:
   // One message in one frame, text or binary as text() says. `done(error_code, payload bytes)`.
   template <class Done>
   void async_write(asio::const_buffer payload, Done done) {
-    write_frame(text_ ? ws::opcode::text : ws::opcode::binary, payload.data(), payload.size(), std::move(done));
-  }
-  template <class Done>
-  void async_ping(const websocket::ping_data& p, Done done) {
-    write_control(ws::opcode::ping, p.data(), p.size(), std::move(done));
-  }
-  template <class Done>
-  void async_pong(const websocket::ping_data& p, Done done) {
-    write_control(ws::opcode::pong, p.data(), p.size(), std::move(done));
-  }
-  // Our close frame: `done(error_code)` once it is written. The server's answer comes to the reads.
-  template <class Done>
-  void async_close(const websocket::close_reason& r, Done done) {
-    const auto p =
-        r.code == websocket::close_code::none
-            ? std::string()
-            : ws::close_payload(static_cast<std::uint16_t>(r.code), std::string_view(r.reason.data(), r.reason.size()));
-    write_control(ws::opcode::close, p.data(), p.size(), std::move(done));
+    write_frame(this->data_opcode(), payload.data(), payload.size(), std::move(done));
   }
 
 private:
@@ -174,21 +153,11 @@ private:
   }
 
   template <class Done>
-  void write_control(ws::opcode op, const void* data, std::size_t n, Done done) {
-    write_frame(op, data, n, [done = std::move(done)](beast::error_code ec, std::size_t) mutable { done(ec); });
-  }
-
-  template <class Done>
   void write_frame(ws::opcode op, const void* data, std::size_t n, Done done) {
     const auto size = ws::client_header_size(n) + n;
     std::unique_ptr<std::uint8_t[]> frame(new std::uint8_t[size]);
     ws::write_client_frame(frame.get(), op, data, n, mask_key());
-    auto b = asio::buffer(frame.get(), size);
-    asio::async_write(stream_, b,
-                      [frame = std::move(frame), n, done = std::move(done)](beast::error_code ec, std::size_t) mutable {
-                        frame.reset();
-                        done(ec, ec ? 0 : n);
-                      });
+    this->write_owned(std::move(frame), size, n, std::move(done));
   }
 
   // A fresh masking key for every frame (RFC 6455 §5.3), from a generator seeded once per thread by the system.
@@ -203,7 +172,6 @@ private:
     return out;
   }
 
-  Stream stream_;
   ws::server_frame_reader reader_{16 * 1024 * 1024};                // a message up to 16 MiB
   std::unique_ptr<std::uint8_t[]> rx_;                              // over TLS: the read buffer, from the handshake on
   std::array<std::uint8_t, bare ? read_buffer_bytes : 1> small_{};  // a bare socket's read buffer
@@ -211,7 +179,6 @@ private:
   std::string early_;                                               // bytes that came with the handshake's response
   std::string_view in_;                                             // read and not yet taken by the reader
   bool in_ahead_ = false;                                           // in_ is ahead_'s
-  bool text_ = false;
 };
 
 }  // namespace sw::net

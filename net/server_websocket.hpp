@@ -25,26 +25,22 @@
 
 #include "net/beast_util.hpp"
 #include "net/edge_socket.hpp"
+#include "net/ws_end.hpp"
 #include "proto/ws_frame.hpp"
 
 namespace sw::net {
 
 template <class Stream>
-class server_websocket {
+class server_websocket : public ws_end<server_websocket<Stream>, Stream> {
+  using base = ws_end<server_websocket<Stream>, Stream>;
+  friend base;
+  using base::stream_;
+
 public:
-  using next_layer_type = Stream;
-  using executor_type = typename Stream::executor_type;
   // A bare socket under the caller's layer: a frame's header and payload go out in one gathered `sendmsg`.
   static constexpr bool bare = std::is_same_v<typename Stream::next_layer_type, edge_socket>;
 
-  template <class... Args>
-  explicit server_websocket(Args&&... args) : stream_(std::forward<Args>(args)...) {}
-
-  executor_type get_executor() noexcept { return stream_.get_executor(); }
-  Stream& next_layer() noexcept { return stream_; }
-  const Stream& next_layer() const noexcept { return stream_; }
-
-  void text(bool t) { text_ = t; }
+  using base::base;
 
   // The answer to an opening handshake (RFC 6455 §4.2.2) already checked (net/http_codec.cpp's handshake_problem):
   // 101 with the accept for its key. `done(error_code)`.
@@ -62,7 +58,7 @@ public:
   // One message in one frame, text or binary as text() says. `done(error_code, payload bytes)`.
   template <class Done>
   void async_write(asio::const_buffer payload, Done done) {
-    const auto op = text_ ? ws::opcode::text : ws::opcode::binary;
+    const auto op = this->data_opcode();
     const auto n = payload.size();
     if constexpr (bare) {
       const auto h = ws::write_server_header(head_.data(), op, n);
@@ -74,25 +70,6 @@ public:
       write_frame(op, payload.data(), n, std::move(done));
     }
   }
-  template <class Done>
-  void async_ping(const websocket::ping_data& p, Done done) {
-    write_control(ws::opcode::ping, p.data(), p.size(), std::move(done));
-  }
-  template <class Done>
-  void async_pong(const websocket::ping_data& p, Done done) {
-    write_control(ws::opcode::pong, p.data(), p.size(), std::move(done));
-  }
-  // Our close frame (code `none`: one without a code); `done(error_code)` once it is written. The client's answer
-  // comes to the caller's reads.
-  template <class Done>
-  void async_close(const websocket::close_reason& r, Done done) {
-    const auto p =
-        r.code == websocket::close_code::none
-            ? std::string()
-            : ws::close_payload(static_cast<std::uint16_t>(r.code), std::string_view(r.reason.data(), r.reason.size()));
-    write_control(ws::opcode::close, p.data(), p.size(), std::move(done));
-  }
-
   // After the closing handshake (both close frames), the server ends the TCP connection (RFC 6455 §7.1.1): a bare
   // socket sends its FIN and reads (and drops) what still comes until the client's, so that nothing unread turns our
   // close into a reset that could destroy our close frame before the client reads it; TLS sends its close_notify and
@@ -126,11 +103,6 @@ private:
         });
   }
 
-  template <class Done>
-  void write_control(ws::opcode op, const void* data, std::size_t n, Done done) {
-    write_frame(op, data, n, [done = std::move(done)](beast::error_code ec, std::size_t) mutable { done(ec); });
-  }
-
   // The frame whole in a buffer of its own, which lives as long as its write.
   template <class Done>
   void write_frame(ws::opcode op, const void* data, std::size_t n, Done done) {
@@ -138,17 +110,10 @@ private:
     std::unique_ptr<std::uint8_t[]> frame(new std::uint8_t[h + n]);
     ws::write_server_header(frame.get(), op, n);
     if (n > 0) std::memcpy(frame.get() + h, data, n);
-    auto b = asio::buffer(frame.get(), h + n);
-    asio::async_write(stream_, b,
-                      [frame = std::move(frame), n, done = std::move(done)](beast::error_code ec, std::size_t) mutable {
-                        frame.reset();
-                        done(ec, ec ? 0 : n);
-                      });
+    this->write_owned(std::move(frame), h + n, n, std::move(done));
   }
 
-  Stream stream_;
   std::array<std::uint8_t, 10> head_{};  // the header of the text frame being written (bare sockets)
-  bool text_ = true;
 };
 
 }  // namespace sw::net
