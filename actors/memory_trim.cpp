@@ -2,7 +2,6 @@
 
 #include <malloc.h>
 
-#include <fstream>
 #include <string>
 
 #include <caf/actor_system.hpp>
@@ -12,26 +11,18 @@ namespace sw {
 
 namespace {
 
-// The process's anonymous resident memory, KiB (RssAnon, Linux 4.5 on); -1 when the kernel does not say.
-long rss_anon_kib() {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("RssAnon:", 0) == 0) return std::stol(line.substr(8));
-  return -1;
-}
-
 memory_trim_actor::behavior_type memory_trim(memory_trim_actor::pointer self, context_ptr ctx) {
   self->send(self, tick_atom::value);
   return {
       [=](tick_atom) {
-        const long before = rss_anon_kib();
+        const long before = self_rss_anon_kib();
 #if defined(__GLIBC__)
         malloc_trim(0);  // every arena, and whole free pages inside the heap too (glibc 2.8 on)
         const auto heap = mallinfo2();
         ctx->metrics->heap_in_use_bytes = heap.uordblks + heap.hblkhd;  // chunks in use, and those mmap'd on their own
         ctx->metrics->heap_free_bytes = heap.fordblks;
 #endif
-        const long after = rss_anon_kib();
+        const long after = self_rss_anon_kib();
         ctx->metrics->count("memory.trims");
         if (before >= 0 && after >= 0 && after < before)
           ctx->metrics->count("memory.trimmed_kib", static_cast<std::uint64_t>(before - after));

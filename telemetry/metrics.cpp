@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <fstream>
 
 namespace sw {
 
@@ -188,6 +189,13 @@ void actor_probe::handled(std::size_t mailbox_size, std::chrono::steady_clock::t
   while (size > prev && !kind_->mailbox_max.compare_exchange_weak(prev, size)) {
   }
   kind_->processing.add(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
+}
+
+long self_rss_anon_kib() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("RssAnon:", 0) == 0) return std::stol(line.substr(8));
+  return -1;
 }
 
 }  // namespace sw

@@ -155,4 +155,8 @@ struct probe_scope {
   std::chrono::steady_clock::time_point started_;
 };
 
+// The process's anonymous resident memory in KiB (RssAnon in /proc/self/status, Linux 4.5 on): heap and stacks,
+// not the code. -1 when the kernel does not say.
+long self_rss_anon_kib();
+
 }  // namespace sw

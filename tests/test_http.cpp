@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -470,23 +469,11 @@ TEST(HttpListener, OutOfDescriptorsPausesAcceptingInsteadOfSpinning) {
   EXPECT_EQ(std::string(buf, static_cast<std::size_t>(n)).rfind("HTTP/1.1 200", 0), 0u);
 }
 
-}  // namespace
-
-namespace {
-
-// The process's anonymous resident memory, KiB.
-long rss_anon_kib() {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("RssAnon:", 0) == 0) return std::stol(line.substr(8));
-  return -1;
-}
-
 // After a burst, the heap's free pages go back to the system (MEMORY_TRIM_INTERVAL_MS). Memory freed in the middle of
 // the heap stays resident otherwise: glibc gives back only the top of a heap by itself. The heap's gauges follow.
 TEST(MemoryTrim, FreedPagesInsideTheHeapLeaveTheResidentSet) {
   harness h([](sw::config& c) { c.memory_trim_interval = std::chrono::milliseconds(50); });
-  if (rss_anon_kib() < 0) GTEST_SKIP() << "the kernel does not report RssAnon";
+  if (sw::self_rss_anon_kib() < 0) GTEST_SKIP() << "the kernel does not report RssAnon";
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "under ASan, malloc is ASan's allocator: glibc's heap, which malloc_trim trims, is not used";
 #endif
@@ -497,7 +484,7 @@ TEST(MemoryTrim, FreedPagesInsideTheHeapLeaveTheResidentSet) {
     std::memset(burst.back(), 1, 16 * 1024);
     kept.push_back(std::malloc(64));
   }
-  const long high = rss_anon_kib();
+  const long high = sw::self_rss_anon_kib();
   const auto trimmed = sw::test::metric(h, "memory.trimmed_kib");
   // The heap's gauges, as of the last trim, count the burst while it is held and drop it once freed.
   constexpr long long burst_bytes = 2000LL * 16 * 1024;
@@ -508,8 +495,8 @@ TEST(MemoryTrim, FreedPagesInsideTheHeapLeaveTheResidentSet) {
     return sw::test::metric(h, "memory.heap_in_use_bytes") < in_use - burst_bytes * 9 / 10;
   })) << sw::test::metric(h, "memory.heap_in_use_bytes")
       << " bytes in use, " << in_use << " with the burst";
-  EXPECT_TRUE(sw::test::eventually([&] { return rss_anon_kib() < high - 16 * 1024; }))
-      << rss_anon_kib() << " KiB resident, " << high << " before the burst was freed";
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::self_rss_anon_kib() < high - 16 * 1024; }))
+      << sw::self_rss_anon_kib() << " KiB resident, " << high << " before the burst was freed";
   EXPECT_GE(sw::test::metric(h, "memory.trimmed_kib") - trimmed, 16 * 1024);
   EXPECT_GE(sw::test::metric(h, "memory.trims"), 2);
   for (auto* p : kept) std::free(p);
