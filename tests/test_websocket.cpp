@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -220,6 +222,34 @@ int connect_and_upgrade(std::uint16_t port, const std::string& token) {
   return fd;
 }
 
+// A frame the server sent (unmasked; none longer than 64 KiB in these tests).
+struct server_frame {
+  unsigned op = 0;
+  std::string payload;
+  // A close frame's code: 1005 when it carries none.
+  std::uint16_t close_code() const {
+    return payload.size() >= 2 ? static_cast<std::uint16_t>((static_cast<std::uint8_t>(payload[0]) << 8) |
+                                                            static_cast<std::uint8_t>(payload[1]))
+                               : 1005;
+  }
+  std::string close_reason() const { return payload.size() > 2 ? payload.substr(2) : ""; }
+};
+
+// Takes the first whole frame off `in`, if it holds one.
+std::optional<server_frame> take_server_frame(std::string& in) {
+  if (in.size() < 2) return std::nullopt;
+  std::size_t len = static_cast<std::uint8_t>(in[1]) & 0x7f, head = 2;
+  if (len == 126) {
+    if (in.size() < 4) return std::nullopt;
+    len = (static_cast<std::size_t>(static_cast<std::uint8_t>(in[2])) << 8) | static_cast<std::uint8_t>(in[3]);
+    head = 4;
+  }
+  if (in.size() < head + len) return std::nullopt;
+  server_frame f{static_cast<std::uint8_t>(in[0]) & 0x0fu, in.substr(head, len)};
+  in.erase(0, head + len);
+  return f;
+}
+
 // A client on a bare socket: upgrades, sends `first`, then `unit` (whole masked frames) over and over, as fast as the
 // server takes it, until the server's close frame comes (or 20 s pass). Returns the close code (0: none) and its
 // reason.
@@ -233,7 +263,6 @@ std::pair<std::uint16_t, std::string> flood_until_closed(std::uint16_t port, con
   bool upgraded = false;
   std::size_t sent = 0;
   const auto deadline = std::chrono::steady_clock::now() + 20s;
-  std::pair<std::uint16_t, std::string> result{0, "no close frame"};
   while (std::chrono::steady_clock::now() < deadline) {
     pollfd p{fd, static_cast<short>(POLLIN | (upgraded ? POLLOUT : 0)), 0};
     if (::poll(&p, 1, 100) < 0) break;
@@ -249,24 +278,11 @@ std::pair<std::uint16_t, std::string> flood_until_closed(std::uint16_t port, con
         in.erase(0, end + 4);
         upgraded = true;
       }
-      // Server frames are unmasked: walk the whole ones, stop at a close.
-      while (in.size() >= 2) {
-        std::size_t len = static_cast<std::uint8_t>(in[1]) & 0x7f, head = 2;
-        if (len == 126) {
-          if (in.size() < 4) break;
-          len = (static_cast<std::size_t>(static_cast<std::uint8_t>(in[2])) << 8) | static_cast<std::uint8_t>(in[3]);
-          head = 4;
-        }
-        if (in.size() < head + len) break;
-        if ((static_cast<std::uint8_t>(in[0]) & 0x0f) == 0x8) {
-          result.first = len >= 2 ? static_cast<std::uint16_t>((static_cast<std::uint8_t>(in[head]) << 8) |
-                                                               static_cast<std::uint8_t>(in[head + 1]))
-                                  : 1005;
-          result.second = len > 2 ? in.substr(head + 2, len - 2) : "";
+      while (auto f = take_server_frame(in)) {  // up to the server's close
+        if (f->op == 0x8) {
           ::close(fd);
-          return result;
+          return {f->close_code(), f->close_reason()};
         }
-        in.erase(0, head + len);
       }
     }
     if (upgraded && (p.revents & POLLOUT) && !first.empty()) {
@@ -281,7 +297,7 @@ std::pair<std::uint16_t, std::string> flood_until_closed(std::uint16_t port, con
     if (p.revents & (POLLERR | POLLHUP)) break;
   }
   ::close(fd);
-  return result;
+  return {0, "no close frame"};
 }
 
 // Frames no handler of the session's sees (pings are answered and empty continuation frames taken in the read path):
@@ -325,11 +341,6 @@ std::string client_frame(unsigned op, const std::string& payload, bool fin = tru
   return f;
 }
 
-struct server_frame {
-  unsigned op = 0;
-  std::string payload;
-};
-
 // A client on a bare socket: upgrades, sends `bytes` in one write, then reads the server's frames up to its close
 // frame and what follows it; once a text frame holding `wait_for` has come, it sends `then`. `eof`: the server ended
 // the TCP connection after its close frame, before we closed ours.
@@ -337,13 +348,9 @@ struct exchange {
   std::vector<server_frame> frames;
   bool eof = false;
   std::uint16_t close_code() const {
-    if (frames.empty() || frames.back().op != 0x8) return 0;
-    const auto& p = frames.back().payload;
-    return p.size() >= 2
-               ? static_cast<std::uint16_t>((static_cast<std::uint8_t>(p[0]) << 8) | static_cast<std::uint8_t>(p[1]))
-               : 1005;
+    return frames.empty() || frames.back().op != 0x8 ? 0 : frames.back().close_code();
   }
-  std::string close_reason() const { return frames.empty() ? "" : frames.back().payload.substr(2); }
+  std::string close_reason() const { return frames.empty() ? "" : frames.back().close_reason(); }
 };
 exchange send_raw(std::uint16_t port, const std::string& token, const std::string& bytes,
                   const std::string& wait_for = "", const std::string& then = "") {
@@ -369,16 +376,10 @@ exchange send_raw(std::uint16_t port, const std::string& token, const std::strin
       upgraded = true;
       ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
     }
-    while (!closed && in.size() >= 2) {  // the server's frames: unmasked, none longer than 64 KiB here
-      std::size_t len = static_cast<std::uint8_t>(in[1]) & 0x7f, head = 2;
-      if (len == 126) {
-        if (in.size() < 4) break;
-        len = (static_cast<std::size_t>(static_cast<std::uint8_t>(in[2])) << 8) | static_cast<std::uint8_t>(in[3]);
-        head = 4;
-      }
-      if (in.size() < head + len) break;
-      out.frames.push_back({static_cast<std::uint8_t>(in[0]) & 0x0fu, in.substr(head, len)});
-      in.erase(0, head + len);
+    while (!closed) {
+      auto f = take_server_frame(in);
+      if (!f) break;
+      out.frames.push_back(std::move(*f));
       closed = out.frames.back().op == 0x8;
       if (!wait_for.empty() && out.frames.back().op == 0x1 &&
           out.frames.back().payload.find(wait_for) != std::string::npos)
