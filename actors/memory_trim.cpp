@@ -7,11 +7,14 @@
 #include <caf/actor_system.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/background_thread.hpp"
+
 namespace sw {
 
 namespace {
 
 memory_trim_actor::behavior_type memory_trim(memory_trim_actor::pointer self, context_ptr ctx) {
+  become_background_thread(ctx, "memory trim");
   self->send(self, tick_atom::value);
   return {
       [=](tick_atom) {

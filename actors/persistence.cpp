@@ -9,6 +9,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include "actors/background_thread.hpp"
 #include "storage/journal.hpp"
 #include "storage/repository.hpp"
 
@@ -48,6 +49,7 @@ void failed(db_self self, db_outcome& out, const std::string& what) {
 }
 
 database_actor::behavior_type database(db_self self, context_ptr ctx) {
+  become_background_thread(ctx, "database");
   self->state.ctx = ctx;
   self->state.probe = actor_probe(ctx->metrics, "database");
   using scope = probe_scope<std::remove_pointer_t<db_self>>;
@@ -433,6 +435,7 @@ void ping(self_ptr self) {
 persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
   return sys.spawn<caf::detached>(
       [](self_ptr self, context_ptr ctx) -> persistence_actor::behavior_type {
+        become_background_thread(ctx, "persistence");
         auto& st = self->state;
         st.ctx = ctx;
         st.probe = actor_probe(ctx->metrics, "persistence");

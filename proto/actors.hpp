@@ -11,7 +11,8 @@
 //   memory trim (detached) --tick--> itself: the heap's free pages back to the system
 // Where they run: every actor that is not detached runs on the I/O threads (service/io_scheduler), so a client's
 // frame, its session's decision and the upstream write happen on one thread; the detached ones (persistence's
-// database, the offline recognizer, the memory trim) block on threads of their own.
+// database, the offline recognizer, the memory trim) block on threads of their own (persistence's two and the memory
+// trim's SCHED_BATCH: a message to them never preempts the I/O thread that sends it).
 // Counters and actor statistics go to a thread-safe registry (telemetry/metrics.hpp), not through messages:
 // /metrics reads it without adding load to the actors it observes.
 #pragma once

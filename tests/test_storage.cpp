@@ -2,12 +2,14 @@
 // a throwaway PostgreSQL 15 cluster and exports SESSIONS_WS_TEST_PG).
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +18,7 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -837,6 +840,36 @@ TEST_P(PersistCrash, SigkillWhileWritingThenReplayLeavesEveryAcceptedFinalOnce) 
 }  // namespace
 
 namespace {
+
+// The scheduling policy of every thread of this process (field 41 of /proc/self/task/<tid>/stat).
+std::vector<int> thread_policies() {
+  std::vector<int> out;
+  for (const auto& t : fs::directory_iterator("/proc/self/task")) {
+    std::ifstream in(t.path() / "stat");
+    std::string line;
+    if (!std::getline(in, line) || line.rfind(')') == std::string::npos) continue;  // the thread ended meanwhile
+    std::istringstream rest(line.substr(line.rfind(')') + 1));  // the name may hold spaces and parentheses
+    std::string v;
+    for (int field = 3; field <= 41 && rest >> v; ++field)
+      if (field == 41) out.push_back(std::stoi(v));
+  }
+  return out;
+}
+
+TEST(PersistThreads, TheJournalTheDatabaseAndTheMemoryTrimRunAsBatchThreadsAndNothingElseDoes) {
+  auto batch = [] {
+    auto p = thread_policies();
+    return std::count(p.begin(), p.end(), SCHED_BATCH);
+  };
+  ASSERT_EQ(batch(), 0);
+  sw::test::harness h;  // SQLite persistence and the memory trim, as by default
+  // A final to journal must not preempt the I/O thread that sends it (actors/background_thread.hpp).
+  EXPECT_TRUE(sw::test::eventually([&] { return batch() == 3; })) << batch() << " SCHED_BATCH threads";
+  auto p = thread_policies();
+  EXPECT_EQ(std::count(p.begin(), p.end(), SCHED_OTHER), static_cast<long>(p.size()) - 3)
+      << "the I/O threads and CAF's clock keep the default policy";
+  EXPECT_EQ(sw::net::http_fetch(h.http("/health")).status, 200u);
+}
 
 TEST(PersistMemory, BeyondMaxPendingFinalsWaitInTheJournalAndAreAllWritten) {
   auto dir = (fs::temp_directory_path() / ("sw-spill-" + std::to_string(::getpid()))).string();
