@@ -4,7 +4,9 @@
 
 namespace sw {
 
-gladia_message parse_gladia_message(std::string_view text) {
+namespace {
+
+gladia_message parse(json_text text) {
   gladia_message m;
   scratch_document doc;
   auto& d = *doc;
@@ -45,6 +47,15 @@ gladia_message parse_gladia_message(std::string_view text) {
     m.what = gladia_message::kind::unknown;
   }
   return m;
+}
+
+}  // namespace
+
+gladia_message parse_gladia_message(const std::string& text) {
+  return parse(text);
+}
+gladia_message parse_gladia_message(std::string_view text) {
+  return parse(text);
 }
 
 }  // namespace sw

@@ -25,6 +25,9 @@ struct gladia_message {
   double ack_end = -1;
 };
 
+// `text` is read up to its terminating NUL, RapidJSON's fastest input (the relay's messages arrive as strings).
+gladia_message parse_gladia_message(const std::string& text);
+// Any bytes, read by their length. Both read the same text alike (a NUL byte ends it for either).
 gladia_message parse_gladia_message(std::string_view text);
 
 }  // namespace sw

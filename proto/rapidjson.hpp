@@ -11,6 +11,8 @@
   } while (false)
 #endif
 #include <rapidjson/document.h>
+#include <rapidjson/encodedstream.h>
+#include <rapidjson/memorystream.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
@@ -25,42 +27,79 @@ namespace sw {
 // The deepest nesting of arrays and objects any JSON this service reads may have.
 constexpr int max_json_depth = 64;
 
-// Whether a JSON text nests no deeper than `max` outside its strings: a scan without recursion, so that a hostile
-// text is refused before a parser sees it.
-inline bool json_depth_within(std::string_view s, int max) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : s) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max) return false;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return true;
+// The text of a parse. A std::string or a C string is read up to its terminating NUL, RapidJSON's fastest input;
+// any other view by its length. Either way a NUL byte ends the text for RapidJSON (within a value it is an error,
+// after the value the end), so both read the same bytes alike.
+struct json_text {
+  json_text(const std::string& s) : view(s), terminated(true) {}  // NOLINT: implicit by design
+  json_text(const char* s) : view(s), terminated(true) {}         // NOLINT
+  json_text(std::string_view s) : view(s), terminated(false) {}   // NOLINT
+  std::string_view view;
+  bool terminated;
+};
+
+namespace detail {
+
+// Hands a parser's events on to a document and refuses nesting deeper than max_json_depth as the parser reaches it:
+// the bound costs nothing for the text below it (no pass of its own over the bytes).
+template <class Handler>
+class depth_bounded {
+public:
+  using Ch = typename Handler::Ch;
+  explicit depth_bounded(Handler& h) : h_(h) {}
+  bool Null() { return h_.Null(); }
+  bool Bool(bool b) { return h_.Bool(b); }
+  bool Int(int i) { return h_.Int(i); }
+  bool Uint(unsigned i) { return h_.Uint(i); }
+  bool Int64(std::int64_t i) { return h_.Int64(i); }
+  bool Uint64(std::uint64_t i) { return h_.Uint64(i); }
+  bool Double(double d) { return h_.Double(d); }
+  bool RawNumber(const Ch* s, rapidjson::SizeType n, bool copy) { return h_.RawNumber(s, n, copy); }
+  bool String(const Ch* s, rapidjson::SizeType n, bool copy) { return h_.String(s, n, copy); }
+  bool Key(const Ch* s, rapidjson::SizeType n, bool copy) { return h_.Key(s, n, copy); }
+  bool StartObject() { return ++depth_ <= max_json_depth && h_.StartObject(); }
+  bool EndObject(rapidjson::SizeType n) { return --depth_, h_.EndObject(n); }
+  bool StartArray() { return ++depth_ <= max_json_depth && h_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) { return --depth_, h_.EndArray(n); }
+
+private:
+  Handler& h_;
+  int depth_ = 0;
+};
+
+template <unsigned Flags, class Document, class Stream>
+bool parse_stream(Document& d, Stream& in) {
+  // The parser's own stack (a state per level of nesting, 64 at most) lives here, on the caller's stack.
+  alignas(std::max_align_t) char room[1024];
+  rapidjson::MemoryPoolAllocator<> states(room, sizeof room, 1024);
+  rapidjson::GenericReader<rapidjson::UTF8<>, typename Document::EncodingType, rapidjson::MemoryPoolAllocator<>> reader(
+      &states, 256);
+  bool ok = false;
+  auto generate = [&](Document& doc) {
+    depth_bounded<Document> bounded(doc);
+    ok = !reader.template Parse<Flags | rapidjson::kParseIterativeFlag>(in, bounded).IsError();
+    return ok;
+  };
+  d.Populate(generate);  // the document keeps the value only when the whole text parsed
+  if (!ok) d.SetNull();
+  return ok;
 }
+
+}  // namespace detail
 
 // Every JSON this service takes in (client messages, HTTP bodies, Gladia messages, journal lines) is parsed here:
 // nesting deeper than max_json_depth is refused, and RapidJSON's iterative parser never recurses (200 000 '['
-// in one WebSocket frame overflowed the recursive parser's stack and killed the process). False on either error.
+// in one WebSocket frame overflowed the recursive parser's stack and killed the process). False on either error
+// (the document is then null).
 template <unsigned Flags = rapidjson::kParseDefaultFlags, class Document>
-bool parse_json(Document& d, std::string_view text) {
-  if (!json_depth_within(text, max_json_depth)) {
-    d.SetNull();
-    return false;
+bool parse_json(Document& d, json_text text) {
+  if (text.terminated) {
+    rapidjson::StringStream in(text.view.data());
+    return detail::parse_stream<Flags>(d, in);
   }
-  d.template Parse<Flags | rapidjson::kParseIterativeFlag>(text.data(), text.size());
-  return !d.HasParseError();
+  rapidjson::MemoryStream bytes(text.view.data(), text.view.size());
+  rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(bytes);
+  return detail::parse_stream<Flags>(d, in);
 }
 
 // A document for a parse whose values do not outlive the caller (a message read into a struct): its values and the

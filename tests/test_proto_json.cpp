@@ -39,13 +39,30 @@ TEST(Json, NumbersOutOfRangeReadAsZero) {
 }
 
 TEST(Json, NestingIsBoundedWithoutRecursion) {
-  EXPECT_TRUE(sw::json_depth_within(R"({"a":[[1],{"b":2}]})", 3));
-  EXPECT_FALSE(sw::json_depth_within(R"({"a":[[1],{"b":2}]})", 2));
-  EXPECT_TRUE(sw::json_depth_within(R"({"text":"[[[[{{{{ \" ]]]"})", 1)) << "brackets in strings do not count";
   rapidjson::Document d;
-  EXPECT_FALSE(sw::parse_json(d, std::string(200'000, '[')));
-  EXPECT_FALSE(sw::parse_json(d, std::string(sw::max_json_depth + 1, '[') + std::string(sw::max_json_depth + 1, ']')));
-  EXPECT_TRUE(sw::parse_json(d, std::string(sw::max_json_depth, '[') + std::string(sw::max_json_depth, ']')));
+  const std::string deepest =
+      std::string(sw::max_json_depth - 1, '[') + R"({"a":1})" + std::string(sw::max_json_depth - 1, ']');
+  for (bool by_length : {false, true}) {  // a string read up to its NUL, and bytes read by their length
+    auto parse = [&](const std::string& s) {
+      return by_length ? sw::parse_json(d, std::string_view(s)) : sw::parse_json(d, s);
+    };
+    EXPECT_FALSE(parse(std::string(200'000, '[')));
+    EXPECT_TRUE(parse(deepest)) << by_length;
+    EXPECT_EQ(d.GetArray()[0].GetArray().Size(), 1u);
+    EXPECT_FALSE(parse("[" + deepest + "]")) << by_length;
+    EXPECT_TRUE(d.IsNull()) << "a refused text leaves no value behind";
+    EXPECT_TRUE(parse(R"({"text":")" + std::string(500, '[') + R"( \" {{{"})")) << "brackets in strings do not count";
+    EXPECT_FALSE(parse(R"({"a":[1,2]] })"));
+    // A NUL byte ends the text for either reading: after the value it is the end, within it an error.
+    EXPECT_TRUE(parse(std::string(R"({"a":1})"
+                                  "\0"
+                                  "trailing",
+                                  16)));
+    EXPECT_FALSE(parse(std::string(R"({"a":"x)"
+                                   "\0"
+                                   R"(y"})",
+                                   11)));
+  }
   EXPECT_FALSE(sw::parse_client_message("[" + std::string(100'000, '{')).valid_json);
   EXPECT_FALSE(sw::parse_json_object(R"({"a":)" + std::string(500, '[')).ok);
   // a journal line cannot take the replay down either

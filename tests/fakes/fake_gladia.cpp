@@ -130,8 +130,7 @@ struct fake_gladia::impl {
   // Validates a StreamingRequest body; empty string = valid.
   static std::string validate(const std::string& body) {
     rapidjson::Document d;
-    sw::parse_json(d, body);
-    if (d.HasParseError() || !d.IsObject()) return "body must be a JSON object";
+    if (!sw::parse_json(d, body) || !d.IsObject()) return "body must be a JSON object";
     auto str_in = [&](const char* k, std::initializer_list<const char*> allowed) -> std::string {
       if (!d.HasMember(k)) return {};
       if (!d[k].IsString()) return std::string(k) + " must be a string";
@@ -270,10 +269,9 @@ struct fake_gladia::impl {
       pcm = std::move(frame);
     } else {
       rapidjson::Document d;
-      sw::parse_json(d, frame);
-      std::string type = !d.HasParseError() && d.IsObject() && d.HasMember("type") && d["type"].IsString()
-                             ? d["type"].GetString()
-                             : "";
+      const bool parsed = sw::parse_json(d, frame);
+      std::string type =
+          parsed && d.IsObject() && d.HasMember("type") && d["type"].IsString() ? d["type"].GetString() : "";
       if (type == "audio_chunk" && d.HasMember("data") && d["data"].IsObject() && d["data"].HasMember("chunk") &&
           d["data"]["chunk"].IsString()) {
         std::string b64 = d["data"]["chunk"].GetString();

@@ -1,13 +1,22 @@
-// What Gladia (or anything posing as it) sends: decoding never crashes, and an ack it accepts has finite offsets.
+// What Gladia (or anything posing as it) sends: decoding never crashes, an ack it accepts has finite offsets, and the
+// same bytes read by their length and as a string up to its NUL give the same message.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "proto/gladia_message.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  auto m = sw::parse_gladia_message(std::string_view(reinterpret_cast<const char*>(data), size));
+  const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  auto m = sw::parse_gladia_message(bytes);
+  auto t = sw::parse_gladia_message(std::string(bytes));
+  if (t.what != m.what || t.type != m.type || t.ack_start != m.ack_start || t.ack_end != m.ack_end ||
+      t.transcript.text != m.transcript.text || t.transcript.utterance_id != m.transcript.utterance_id ||
+      t.transcript.is_final != m.transcript.is_final || t.transcript.start != m.transcript.start ||
+      t.transcript.end != m.transcript.end || t.transcript.language != m.transcript.language)
+    __builtin_trap();
   if (m.what == sw::gladia_message::kind::ack && !std::isfinite(m.ack_end)) __builtin_trap();
   if (m.what == sw::gladia_message::kind::transcript && !std::isfinite(m.transcript.start)) __builtin_trap();
   return 0;
