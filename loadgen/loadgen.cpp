@@ -31,6 +31,7 @@
 #include <caf/scoped_actor.hpp>
 #include <caf/stateful_actor.hpp>
 
+#include "net/edge_socket.hpp"
 #include "proto/load_tag.hpp"
 #include "proto/token.hpp"
 
@@ -212,7 +213,7 @@ public:
   conn(lane& l, tcp::endpoint ep, std::string target, std::string host, std::shared_ptr<const prepared_audio> audio,
        std::uint32_t id, std::chrono::milliseconds period, live_figures& live)
       : lane_(l),
-        sock_(l.io),
+        sock_(l.io.get_executor()),
         timer_(l.io),
         ep_(ep),
         target_(std::move(target)),
@@ -602,7 +603,9 @@ private:
   }
 
   lane& lane_;
-  tcp::socket sock_;
+  // Reads to the edge: a read that comes back short waits for epoll, not for a second recvmsg that finds nothing
+  // (Asio's reactor tries every read once before it waits; a transcript a read, that was two recvmsg each).
+  net::edge_socket sock_;
   asio::steady_timer timer_;
   tcp::endpoint ep_;
   std::string target_, host_, request_;
