@@ -29,7 +29,7 @@ constexpr int max_json_depth = 64;
 
 // The text of a parse. A std::string or a C string is read up to its terminating NUL, RapidJSON's fastest input;
 // any other view by its length. Either way a NUL byte ends the text for RapidJSON (within a value it is an error,
-// after the value the end), so both read the same bytes alike.
+// after the value the end), so both read the same bytes alike (a byte order mark too: parse_json).
 struct json_text {
   json_text(const std::string& s) : view(s), terminated(true) {}  // NOLINT: implicit by design
   json_text(const char* s) : view(s), terminated(true) {}         // NOLINT
@@ -93,7 +93,10 @@ bool parse_stream(Document& d, Stream& in) {
 // (the document is then null).
 template <unsigned Flags = rapidjson::kParseDefaultFlags, class Document>
 bool parse_json(Document& d, json_text text) {
-  if (text.terminated) {
+  // RapidJSON's stream by length skips the bytes of a UTF-8 byte order mark at the start (each one it finds); a text
+  // that starts with one of them goes that way, so that both readings agree.
+  const auto first = text.view.empty() ? 0u : static_cast<unsigned char>(text.view.front());
+  if (text.terminated && first != 0xEFu && first != 0xBBu && first != 0xBFu) {
     rapidjson::StringStream in(text.view.data());
     return detail::parse_stream<Flags>(d, in);
   }
