@@ -58,9 +58,15 @@ public:
   bool String(const Ch* s, rapidjson::SizeType n, bool copy) { return h_.String(s, n, copy); }
   bool Key(const Ch* s, rapidjson::SizeType n, bool copy) { return h_.Key(s, n, copy); }
   bool StartObject() { return ++depth_ <= max_json_depth && h_.StartObject(); }
-  bool EndObject(rapidjson::SizeType n) { return --depth_, h_.EndObject(n); }
+  bool EndObject(rapidjson::SizeType n) {
+    --depth_;
+    return h_.EndObject(n);
+  }
   bool StartArray() { return ++depth_ <= max_json_depth && h_.StartArray(); }
-  bool EndArray(rapidjson::SizeType n) { return --depth_, h_.EndArray(n); }
+  bool EndArray(rapidjson::SizeType n) {
+    --depth_;
+    return h_.EndArray(n);
+  }
 
 private:
   Handler& h_;
@@ -106,7 +112,8 @@ bool parse_json(Document& d, json_text text) {
 }
 
 // A document for a parse whose values do not outlive the caller (a message read into a struct): its values and the
-// parser's stacks take their first KiBs from the object itself, on the caller's stack, so a short message (a Gladia
+// stack it builds them on take their first KiBs from the object itself, on the caller's stack (parse_json keeps the
+// reader's own state there too), so a short message (a Gladia
 // ack, a transcript) is parsed without a heap allocation; a longer one goes on in 4 KiB blocks from the heap. A
 // plain rapidjson::Document takes a 64 KiB block from the heap for every parse, and frees it after.
 class scratch_document {

@@ -297,23 +297,22 @@ TEST(Loadgen, ATicksFramesGoInOneSubmissionAndWhatAFullSocketRefusesArrivesLater
           ws.read(b, e);
           if (e) break;  // the tool ends each connection by closing its socket
           const auto* p = static_cast<const std::uint8_t*>(b.data().data());
-          sw::load_tag read;  // not an optional: GCC 12 at -O2 took its value for uninitialized (-Wmaybe-uninitialized)
+          sw::load_tag tag;  // not an optional: GCC 12 at -O2 took its value for uninitialized (-Wmaybe-uninitialized)
           bool tagged = false;
           if (b.size() >= sw::load_tag::size) {
             if (auto t = sw::read_load_tag(p)) {
-              read = *t;
+              tag = *t;
               tagged = true;
             }
           }
           std::lock_guard<std::mutex> l(m);
-          if (!ws.got_binary() || !tagged || read.frame_bytes != b.size()) {
+          if (!ws.got_binary() || !tagged || tag.frame_bytes != b.size()) {
             problems.push_back("not a tagged frame of its own size");
             break;
           }
-          const sw::load_tag* tag = &read;
-          if (expect == 0) who = tag->participant;
-          if (tag->participant != who || tag->sequence != expect) {
-            problems.push_back("participant " + std::to_string(who) + ": frame " + std::to_string(tag->sequence) +
+          if (expect == 0) who = tag.participant;
+          if (tag.participant != who || tag.sequence != expect) {
+            problems.push_back("participant " + std::to_string(who) + ": frame " + std::to_string(tag.sequence) +
                                " where " + std::to_string(expect) + " was due");
             break;
           }
