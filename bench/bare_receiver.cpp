@@ -3,10 +3,7 @@
 // discarding everything. Its CPU per frame, read by sessions-ws-loadgen --floor --server-pid, is the floor the server's
 // cost per relayed frame is compared with.
 //   bare_receiver PORT     (runs until SIGTERM or SIGINT)
-#include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -14,23 +11,13 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <unordered_map>
 
+#include "bare_ws.hpp"
+
 namespace {
-
 volatile sig_atomic_t stop = 0;
-
-std::string accept_key(const std::string& key) {
-  const std::string magic = key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-  unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA1(reinterpret_cast<const unsigned char*>(magic.data()), magic.size(), digest);
-  unsigned char out[64];
-  const int n = EVP_EncodeBlock(out, digest, SHA_DIGEST_LENGTH);
-  return std::string(reinterpret_cast<char*>(out), static_cast<std::size_t>(n));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -40,17 +27,9 @@ int main(int argc, char** argv) {
   }
   signal(SIGTERM, [](int) { stop = 1; });
   signal(SIGINT, [](int) { stop = 1; });
-  const int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
   int one = 1;
-  setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(std::atoi(argv[1])));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(ls, 4096) != 0) {
-    std::perror("bare_receiver: listen");
-    return 1;
-  }
+  const int ls = bare::listen_loopback(std::atoi(argv[1]));
+  if (ls < 0) return 1;
   const int ep = epoll_create1(0);
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -85,14 +64,8 @@ int main(int argc, char** argv) {
       auto h = handshaking.find(fd);
       if (h == handshaking.end()) continue;  // a frame: received, discarded
       h->second.append(buf, static_cast<std::size_t>(r));
-      if (h->second.find("\r\n\r\n") == std::string::npos) continue;
-      std::string key;
-      auto k = h->second.find("Sec-WebSocket-Key: ");
-      if (k != std::string::npos) key = h->second.substr(k + 19, h->second.find("\r\n", k) - k - 19);
-      const std::string res =
-          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-          "Sec-WebSocket-Accept: " +
-          accept_key(key) + "\r\n\r\n";
+      const std::string res = bare::upgrade_reply(h->second);
+      if (res.empty()) continue;
       if (send(fd, res.data(), res.size(), MSG_NOSIGNAL) < 0) close(fd);
       handshaking.erase(h);
     }
