@@ -1,17 +1,71 @@
-// What the bare benchmark peers (bare_receiver, bare_relay) share: a loopback listener and the one answer they give
-// to a WebSocket upgrade (101 with the accept key, nothing checked). Bench code only: no limits, no validation.
+// What the bare benchmark peers (bare_receiver, bare_relay) share: a loopback listener, a one-thread epoll loop
+// that accepts and reports readable connections until SIGTERM or SIGINT, and the one answer they give to a
+// WebSocket upgrade (101 with the accept key, nothing checked). Bench code only: no limits, no validation.
 #pragma once
 
 #include <netinet/in.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <string>
 
+#include "proto/ws_frame.hpp"
+
 namespace bare {
+
+inline volatile sig_atomic_t stopping = 0;
+
+inline void stop_on_signals() {
+  signal(SIGTERM, [](int) { stopping = 1; });
+  signal(SIGINT, [](int) { stopping = 1; });
+  signal(SIGPIPE, SIG_IGN);
+}
+
+// One epoll thread over a listening socket.
+class loop {
+public:
+  explicit loop(int listener) : ls_(listener), ep_(epoll_create1(0)) { watch(ls_); }
+
+  // Reports `fd` (a connection of the caller's, say) to run()'s on_input when it is readable.
+  void watch(int fd) const {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev);
+  }
+
+  // Until a signal stops it: each new connection (non-blocking, TCP_NODELAY, watched) to on_accept(fd), each
+  // readable watched descriptor to on_input(fd).
+  template <class Accept, class Input>
+  void run(Accept on_accept, Input on_input) const {
+    int one = 1;
+    epoll_event events[256];
+    while (!stopping) {
+      const int n = epoll_wait(ep_, events, 256, 200);
+      for (int i = 0; i < n; ++i) {
+        const int fd = events[i].data.fd;
+        if (fd != ls_) {
+          on_input(fd);
+          continue;
+        }
+        for (;;) {
+          const int c = accept4(ls_, nullptr, nullptr, SOCK_NONBLOCK);
+          if (c < 0) break;
+          setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+          watch(c);
+          on_accept(c);
+        }
+      }
+    }
+  }
+
+private:
+  int ls_, ep_;
+};
 
 // A non-blocking listening socket on 127.0.0.1:port, or -1 (after perror).
 inline int listen_loopback(int port) {
@@ -35,13 +89,8 @@ inline std::string upgrade_reply(const std::string& req) {
   std::string key;
   const auto k = req.find("Sec-WebSocket-Key: ");
   if (k != std::string::npos) key = req.substr(k + 19, req.find("\r\n", k) - k - 19);
-  const std::string magic = key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-  unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA1(reinterpret_cast<const unsigned char*>(magic.data()), magic.size(), digest);
-  unsigned char b64[64];
-  const int n = EVP_EncodeBlock(b64, digest, SHA_DIGEST_LENGTH);
   return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-         std::string(reinterpret_cast<char*>(b64), static_cast<std::size_t>(n)) + "\r\n\r\n";
+         sw::ws::accept_key(key) + "\r\n\r\n";
 }
 
 }  // namespace bare
