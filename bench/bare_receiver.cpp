@@ -25,8 +25,9 @@ int main(int argc, char** argv) {
   static char buf[65536];
   bare::loop(ls).run([&](int c) { handshaking[c]; },
                      [&](int fd) {
-                       const ssize_t r = recv(fd, buf, sizeof buf, 0);
-                       if (r <= 0) {
+                       const ssize_t r = bare::read_some(fd, buf, sizeof buf);
+                       if (r == 0) return;
+                       if (r < 0) {
                          handshaking.erase(fd);
                          close(fd);
                          return;

@@ -122,8 +122,9 @@ public:
     auto it = by_fd_.find(fd);
     if (it == by_fd_.end()) return;
     const auto s = it->second;
-    const ssize_t r = recv(fd, buf_, sizeof buf_, 0);
-    if (r <= 0) return end(*s);
+    const ssize_t r = bare::read_some(fd, buf_, sizeof buf_);
+    if (r == 0) return;
+    if (r < 0) return end(*s);
     if (fd == s->up) return from_upstream(*s, static_cast<std::size_t>(r));
     s->in.append(buf_, static_cast<std::size_t>(r));
     if (!s->open) return upgrade(s);
@@ -245,9 +246,10 @@ public:
   void accept(int c) { conns_[c]; }
 
   void input(int fd) {
-    const ssize_t r = recv(fd, buf_, sizeof buf_, 0);
+    const ssize_t r = bare::read_some(fd, buf_, sizeof buf_);
+    if (r == 0) return;
     auto& c = conns_[fd];
-    if (r <= 0) {
+    if (r < 0) {
       conns_.erase(fd);
       close(fd);
       return;

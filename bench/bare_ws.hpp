@@ -3,6 +3,7 @@
 // WebSocket upgrade (101 with the accept key, nothing checked). Bench code only: no limits, no validation.
 #pragma once
 
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -23,6 +24,15 @@ inline void stop_on_signals() {
   signal(SIGTERM, [](int) { stopping = 1; });
   signal(SIGINT, [](int) { stopping = 1; });
   signal(SIGPIPE, SIG_IGN);
+}
+
+// recv() for a loop's on_input: the bytes read; 0 when there is nothing to read now (an event can outlive its
+// descriptor within a round of the loop, and the number be reused by a connection accepted in the same round); -1
+// when the peer is gone or the socket failed.
+inline ssize_t read_some(int fd, char* buf, std::size_t n) {
+  const ssize_t r = recv(fd, buf, n, 0);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
+  return r == 0 ? -1 : r;
 }
 
 // One epoll thread over a listening socket.
