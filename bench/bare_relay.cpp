@@ -1,7 +1,8 @@
 // bare_relay: the relay floor (R0) of script/bench. W0's bare receiver only takes the frames in; a relay must also
 // send them on, read an answer for each chunk and hand transcripts back. This is that work and nothing else, in
 // one epoll thread: what relaying the loadgen's frames costs on this machine in system calls, wake-ups and the
-// kernel's TCP, the least the server's W1 cost per relayed frame could come down to.
+// kernel's TCP, against which the server's W1 cost per relayed frame is set. (Its user time is a floor for the
+// server's; its kernel time has come out both above and below the server's, as this VM's speed moves.)
 //
 //   bare_relay relay PORT UPSTREAM_PORT   the relay, run where the server would run (sessions-ws-loadgen --floor
 //                                         --server-pid reads its CPU per frame)
