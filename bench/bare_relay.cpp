@@ -71,22 +71,6 @@ bool next_frame(const std::string& in, std::size_t from, frame& f) {
   return true;
 }
 
-// dst[k] = src[k] ^ mask[k % 4] for k < n, eight bytes at a time (dst may be src).
-void apply_mask(std::uint8_t* dst, const std::uint8_t* src, std::size_t n, const std::uint8_t* mask) {
-  std::uint8_t m8[8];
-  for (int k = 0; k < 8; ++k) m8[k] = mask[k % 4];
-  std::uint64_t m;
-  std::memcpy(&m, m8, 8);
-  std::size_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    std::uint64_t v;
-    std::memcpy(&v, src + k, 8);
-    v ^= m;
-    std::memcpy(dst + k, &v, 8);
-  }
-  for (; k < n; ++k) dst[k] = src[k] ^ mask[k % 4];
-}
-
 void send_all(int fd, const char* data, std::size_t n) {
   const ssize_t r = send(fd, data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (r != static_cast<ssize_t>(n)) ++short_sends;  // a floor, not a relay: counted and reported, never retried
@@ -188,8 +172,8 @@ private:
       if (f.opcode == 0x2) {
         const std::size_t was = s.chunk.size();
         s.chunk.resize(was + f.len);
-        apply_mask(reinterpret_cast<std::uint8_t*>(&s.chunk[was]),
-                   reinterpret_cast<const std::uint8_t*>(s.in.data()) + f.at, f.len, f.mask);
+        sw::ws::mask_copy(reinterpret_cast<std::uint8_t*>(&s.chunk[was]),
+                          reinterpret_cast<const std::uint8_t*>(s.in.data()) + f.at, f.len, f.mask, 0);
       }
       at += f.size;
       if (s.chunk.size() >= chunk_bytes) send_chunk(s);

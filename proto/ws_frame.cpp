@@ -10,10 +10,6 @@
 
 namespace sw::ws {
 
-namespace {
-
-// Copies `n` bytes from `src` to `dst` XORed with the masking key, starting `phase` bytes into it (RFC 6455 §5.3).
-// `dst` may be `src` or before it (in place, moving down), never after.
 void mask_copy(std::uint8_t* dst, const std::uint8_t* src, std::size_t n, const std::uint8_t key[4],
                std::size_t phase) {
   std::uint8_t k[4];
@@ -32,6 +28,8 @@ void mask_copy(std::uint8_t* dst, const std::uint8_t* src, std::size_t n, const 
   }
   for (; i < n; ++i) dst[i] = src[i] ^ k[i % 4];
 }
+
+namespace {
 
 // The length field of a frame header (2 to 10 bytes), then the masking key when the mask bit is set.
 std::size_t write_length(std::uint8_t* out, std::size_t n, std::uint8_t mask_bit) {

@@ -37,6 +37,11 @@ constexpr std::size_t server_header_size(std::size_t n) {
 // bytes. Returns how many were written.
 std::size_t write_server_header(std::uint8_t* out, opcode op, std::size_t n);
 
+// Copies `n` bytes from `src` to `dst` XORed with the masking key, starting `phase` bytes into it (RFC 6455 §5.3):
+// masks and unmasks alike. `dst` may be another buffer, or `src` or before it in the same one (in place, moving
+// down), never after it there.
+void mask_copy(std::uint8_t* dst, const std::uint8_t* src, std::size_t n, const std::uint8_t key[4], std::size_t phase);
+
 // The Sec-WebSocket-Accept that answers a Sec-WebSocket-Key (RFC 6455 §4.2.2).
 std::string accept_key(std::string_view key);
 
