@@ -1,5 +1,6 @@
 #include "loadgen/loadgen.hpp"
 
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -796,7 +797,10 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work;
   for (auto& l : lanes) {
     work.emplace_back(l->io.get_executor());
-    l->thread = std::thread([p = l.get()] { p->io.run(); });
+    l->thread = std::thread([p = l.get()] {
+      pthread_setname_np(pthread_self(), "loadgen.lane");  // what `top -H` shows for the thread that sends
+      p->io.run();
+    });
   }
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", static_cast<std::size_t>(std::max(1, s.actor_threads)));

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <unistd.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
@@ -596,7 +597,11 @@ fake_gladia::fake_gladia(options o) : impl_(std::make_shared<impl>()) {
   d.acceptor.bind(ep);
   d.acceptor.listen(asio::socket_base::max_listen_connections);
   accept_next(&d);
-  for (int i = 0; i < std::max(1, d.opts.threads); ++i) d.threads.emplace_back([p = impl_.get()] { p->ioc.run(); });
+  for (int i = 0; i < std::max(1, d.opts.threads); ++i)
+    d.threads.emplace_back([p = impl_.get()] {
+      pthread_setname_np(pthread_self(), "fake.gladia");  // told apart from a load tool's threads it runs beside
+      p->ioc.run();
+    });
 }
 
 fake_gladia::~fake_gladia() {
