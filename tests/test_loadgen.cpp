@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -189,9 +190,12 @@ TEST(Loadgen, TheVerdictJudgesTheSteadyWindowNotTheRampUp) {
   EXPECT_GT(num(w["relayFrameMs"], "count"), 0);
   EXPECT_LT(num(w["relayFrameMs"], "count"), num(j["relayFrameMs"], "count"));
   EXPECT_LT(num(w["fanoutMs"], "count"), num(j["fanoutMs"], "count"));
-  // the verdict is the window's (this machine may still slip inside it while other tests run: then it says so)
+  // the verdict is the window's (this machine may still slip inside it while other tests run, or its hypervisor take
+  // the CPUs' time: then it says so, with the steal that excuses it)
   const std::string verdict = j["verdict"].GetString();
-  if (ms_of(w["lagMs"], "p99") <= 5)
+  if (verdict.rfind("machine-bound", 0) == 0)
+    EXPECT_GT(std::max(j["steal"]["server"].GetDouble(), j["steal"]["tool"].GetDouble()), 0.05) << o.out;
+  else if (ms_of(w["lagMs"], "p99") <= 5)
     EXPECT_EQ(verdict, "sustained") << o.out;
   else
     EXPECT_EQ(verdict.rfind("tool-bound", 0), 0u) << o.out;
