@@ -10,6 +10,7 @@
 #include <optional>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -77,6 +78,15 @@ struct session {
   load_tag_reader tags;
 };
 
+// A byte offset of 16 kHz PCM16 as seconds with six decimals ("1.500000", as std::to_string(double) writes it), in
+// integers: an ack a chunk for thousands of streams, where printf's floating point was a few per cent of the fake.
+std::string seconds_of(std::size_t bytes) {
+  const std::size_t us = bytes * 125 / 4;  // bytes / 32 000 s, in microseconds
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%zu.%06zu", us / 1'000'000, us % 1'000'000);
+  return buf;
+}
+
 std::string utterance_id(int n) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "00_%08d", n);
@@ -92,7 +102,7 @@ struct fake_gladia::impl {
   std::vector<std::thread> threads;
   std::atomic<bool> running{true};
   mutable std::mutex mu;
-  std::map<std::string, session> sessions;
+  std::unordered_map<std::string, session> sessions;  // by id: thousands, looked up for every chunk
   std::vector<std::string> bodies, targets;
   int inits = 0, connections = 0, fail_times = 0;
   unsigned fail_status = 0;
@@ -113,8 +123,8 @@ struct fake_gladia::impl {
   std::optional<asio::ssl::context> tls;
   load_figures figures;
   std::int64_t window_from = std::numeric_limits<std::int64_t>::max(), window_to = window_from;
-  std::map<std::uint32_t, std::uint32_t> next_sequence;  // participant -> the sequence expected next
-  std::vector<std::shared_ptr<void>> stalled_conns;      // stalled connections stay open until the fake ends
+  std::unordered_map<std::uint32_t, std::uint32_t> next_sequence;  // participant -> the sequence expected next
+  std::vector<std::shared_ptr<void>> stalled_conns;                // stalled connections stay open until the fake ends
 
   std::string ws_url_for(const std::string& id) const {
     return std::string(tls ? "wss" : "ws") + "://" + (opts.host == "127.0.0.1" ? std::string("localhost") : opts.host) +
@@ -310,9 +320,8 @@ struct fake_gladia::impl {
         if (!withhold)
           v.out.push_back(msg(id, "audio_chunk",
                               R"("acknowledged":true,"error":null,"data":{"byte_range":[)" + std::to_string(start) +
-                                  "," + std::to_string(ses.audio.size()) + R"(],"time_range":[)" +
-                                  std::to_string(start / 32000.0) + "," + std::to_string(ses.audio.size() / 32000.0) +
-                                  "]}"));
+                                  "," + std::to_string(ses.audio.size()) + R"(],"time_range":[)" + seconds_of(start) +
+                                  "," + seconds_of(ses.audio.size()) + "]}"));
         double t = ses.audio.size() / 32000.0;
         bool partial = true, final = false;
         if (opts.partial_every.count() > 0) {
@@ -660,6 +669,7 @@ std::vector<std::string> fake_gladia::session_ids() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   std::vector<std::string> ids;
   for (auto& [k, v] : impl_->sessions) ids.push_back(k);
+  std::sort(ids.begin(), ids.end());
   return ids;
 }
 
