@@ -99,22 +99,33 @@ struct proc_sample {
   long long ctx_switches = 0;
 };
 
+std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The fields of a /proc/.../stat line from the 3rd on (after "pid (comm)", whose name may hold spaces), numbered as
+// proc(5) numbers them: field n is at [n - 3]. Empty when unreadable.
+std::vector<std::string> stat_fields(const std::filesystem::path& path) {
+  std::vector<std::string> out;
+  const std::string s = slurp(path);
+  auto close = s.rfind(')');
+  if (close == std::string::npos) return out;
+  std::istringstream in(s.substr(close + 2));
+  for (std::string f; in >> f;) out.push_back(f);
+  return out;
+}
+
 proc_sample sample(int pid) {
   proc_sample p;
   if (pid <= 0) return p;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  auto close = s.rfind(')');
-  if (close == std::string::npos) return p;
-  std::istringstream in(s.substr(close + 2));
-  std::string f;
+  const auto f = stat_fields("/proc/" + std::to_string(pid) + "/stat");
+  if (f.size() < 24 - 2) return p;
   const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-  for (int i = 3; i <= 24 && in >> f; ++i) {
-    if (i == 14) p.user_s = std::stod(f) / hz;
-    if (i == 15) p.kernel_s = std::stod(f) / hz;
-    if (i == 20) p.threads = std::stol(f);
-    if (i == 24) p.rss_kib = std::stol(f) * (sysconf(_SC_PAGESIZE) / 1024);
-  }
+  p.user_s = std::stod(f[14 - 3]) / hz;
+  p.kernel_s = std::stod(f[15 - 3]) / hz;
+  p.threads = std::stol(f[20 - 3]);
+  p.rss_kib = std::stol(f[24 - 3]) * (sysconf(_SC_PAGESIZE) / 1024);
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(status, line);)
     if (line.rfind("RssAnon:", 0) == 0) p.rss_anon_kib = std::atol(line.c_str() + 8);
@@ -156,24 +167,15 @@ double threads_cpu_s(const std::string& comm) {
   double ticks = 0;
   std::error_code ec;
   for (auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
-    std::ifstream name(task.path() / "comm");
-    std::string n;
-    if (!std::getline(name, n) || n != comm) continue;
-    std::ifstream stat(task.path() / "stat");
-    std::string line((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream in(line.substr(close + 2));
-    std::string f;
-    for (int i = 3; i <= 15 && in >> f; ++i)
-      if (i == 14 || i == 15) ticks += std::stod(f);
+    if (slurp(task.path() / "comm") != comm + "\n") continue;
+    const auto f = stat_fields(task.path() / "stat");
+    if (f.size() >= 15 - 2) ticks += std::stod(f[14 - 3]) + std::stod(f[15 - 3]);  // utime + stime
   }
   return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 std::map<int, long long> steal_now() {
-  std::ifstream in("/proc/stat");
-  return sw::load::steal_ticks(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+  return sw::load::steal_ticks(slurp("/proc/stat"));
 }
 
 std::string ms(double us) {

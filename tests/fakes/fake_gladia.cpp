@@ -78,8 +78,9 @@ struct session {
   load_tag_reader tags;
 };
 
-// A byte offset of 16 kHz PCM16 as seconds with six decimals ("1.500000", as std::to_string(double) writes it), in
-// integers: an ack a chunk for thousands of streams, where printf's floating point was a few per cent of the fake.
+// A byte offset of 16 kHz PCM16 as seconds with six decimals ("1.500000", like std::to_string(double); below a
+// microsecond truncated), in integers: an ack a chunk for thousands of streams, where printf's floating point was a
+// few per cent of the fake.
 std::string seconds_of(std::size_t bytes) {
   const std::size_t us = bytes * 125 / 4;  // bytes / 32 000 s, in microseconds
   char buf[32];
