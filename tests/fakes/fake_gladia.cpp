@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <limits>
 #include <optional>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
@@ -41,7 +43,8 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-std::string now_iso() {
+// Every message's created_at: a fixed instant (no test reads it), a view (no allocation per message).
+constexpr std::string_view now_iso() {
   return "2026-11-26T00:00:00.000Z";
 }
 
@@ -52,9 +55,9 @@ class chunked_audio {
 public:
   bool keep = true;  // false: counted only
   std::size_t size() const { return bytes_; }
-  void append(std::string chunk) {
+  void append(std::string_view chunk) {  // copied only when kept
     bytes_ += chunk.size();
-    if (keep) parts_.push_back(std::move(chunk));
+    if (keep) parts_.emplace_back(chunk);
   }
   std::string str() const {
     std::string all;
@@ -78,20 +81,23 @@ struct session {
   load_tag_reader tags;
 };
 
-// A byte offset of 16 kHz PCM16 as seconds with six decimals ("1.500000", like std::to_string(double); below a
-// microsecond truncated), in integers: an ack a chunk for thousands of streams, where printf's floating point was a
-// few per cent of the fake.
-std::string seconds_of(std::size_t bytes) {
+// Appends a byte offset of 16 kHz PCM16 as seconds with six decimals ("1.500000", like std::to_string(double);
+// below a microsecond truncated), in integers: an ack a chunk and a transcript every 300 ms for thousands of
+// streams, where printf's floating point was a few per cent of the fake.
+void append_seconds(std::string& out, std::size_t bytes) {
   const std::size_t us = bytes * 125 / 4;  // bytes / 32 000 s, in microseconds
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%zu.%06zu", us / 1'000'000, us % 1'000'000);
-  return buf;
+  auto end = std::to_chars(buf, buf + sizeof buf, us / 1'000'000).ptr;
+  *end++ = '.';
+  const auto frac = us % 1'000'000;
+  for (std::size_t d = 100'000; d > 0; d /= 10) *end++ = static_cast<char>('0' + frac / d % 10);
+  out.append(buf, end);
 }
 
-std::string utterance_id(int n) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "00_%08d", n);
-  return buf;
+template <class Int>
+void append_int(std::string& out, Int v) {
+  char buf[24];
+  out.append(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
 }
 
 }  // namespace
@@ -133,8 +139,9 @@ struct fake_gladia::impl {
   }
 
   static std::string error_body(unsigned status, const std::string& message, const std::string& validation = {}) {
-    std::string b = R"({"timestamp":")" + now_iso() + R"(","path":"/v2/live","request_id":"G-fake0001","statusCode":)" +
-                    std::to_string(status) + R"(,"message":")" + message + "\"";
+    std::string b = R"({"timestamp":")" + std::string(now_iso()) +
+                    R"(","path":"/v2/live","request_id":"G-fake0001","statusCode":)" + std::to_string(status) +
+                    R"(,"message":")" + message + "\"";
     if (!validation.empty()) b += R"(,"validation_errors":[")" + validation + "\"]";
     return b + "}";
   }
@@ -225,25 +232,74 @@ struct fake_gladia::impl {
       ses.bytes_since_final =
           static_cast<std::size_t>(n * 6'400) % static_cast<std::size_t>(opts.final_every.count() * 32);
     return {
-        201, R"({"id":")" + id + R"(","created_at":")" + now_iso() + R"(","url":")" + ws_url_for(id) + "\"}", {}, {}};
+        201,
+        R"({"id":")" + id + R"(","created_at":")" + std::string(now_iso()) + R"(","url":")" + ws_url_for(id) + "\"}",
+        {},
+        {}};
   }
 
-  std::string msg(const std::string& id, const std::string& type, const std::string& rest) {
-    return R"({"type":")" + type + R"(","session_id":")" + id + R"(","created_at":")" + now_iso() + "\"," + rest + "}";
+  // A message's start, up to the comma before its own fields; one string grown in place (a message per chunk and
+  // more for thousands of streams: each `+` of the former concatenation was an allocation of the fake's).
+  static std::string msg_head(const std::string& id, std::string_view type, std::size_t room) {
+    std::string m;
+    m.reserve(96 + id.size() + room);
+    m += R"({"type":")";
+    m += type;
+    m += R"(","session_id":")";
+    m += id;
+    m += R"(","created_at":")";
+    m += now_iso();
+    m += "\",";
+    return m;
   }
 
-  std::string transcript(const std::string& id, int utt, bool final, double start, double end) {
+  static std::string msg(const std::string& id, std::string_view type, std::string_view rest) {
+    auto m = msg_head(id, type, rest.size());
+    m += rest;
+    return m + "}";
+  }
+
+  // The acknowledgement of the audio from byte `start` to `end` of the session.
+  static std::string ack(const std::string& id, std::size_t start, std::size_t end) {
+    auto m = msg_head(id, "audio_chunk", 128);
+    m += R"("acknowledged":true,"error":null,"data":{"byte_range":[)";
+    append_int(m, start);
+    m += ',';
+    append_int(m, end);
+    m += R"(],"time_range":[)";
+    append_seconds(m, start);
+    m += ',';
+    append_seconds(m, end);
+    m += "]}}";
+    return m;
+  }
+
+  // Utterance `utt` from byte `start` to `end` of the session's audio.
+  std::string transcript(const std::string& id, int utt, bool final, std::size_t start, std::size_t end) {
     ++figures.transcripts;
-    std::string text = "utterance " + std::to_string(utt);
-    if (opts.stamp_texts) text += " @" + std::to_string(monotonic_ns());
-    return msg(id, "transcript",
-               R"("data":{"id":")" + utterance_id(utt) + R"(","is_final":)" + (final ? "true" : "false") +
-                   R"(,"utterance":{"start":)" + std::to_string(start) + R"(,"end":)" + std::to_string(end) +
-                   R"(,"confidence":0.9,"channel":0,"words":[],"text":")" + text + R"(","language":"en"}})");
+    auto m = msg_head(id, "transcript", 224);
+    m += R"("data":{"id":"00_)";
+    const auto digits = m.size();
+    append_int(m, utt);
+    if (const auto n = m.size() - digits; n < 8) m.insert(digits, 8 - n, '0');
+    m += R"(","is_final":)";
+    m += final ? "true" : "false";
+    m += R"(,"utterance":{"start":)";
+    append_seconds(m, start);
+    m += R"(,"end":)";
+    append_seconds(m, end);
+    m += R"(,"confidence":0.9,"channel":0,"words":[],"text":"utterance )";
+    append_int(m, utt);
+    if (opts.stamp_texts) {
+      m += " @";
+      append_int(m, monotonic_ns());
+    }
+    m += R"(","language":"en"}}})";
+    return m;
   }
 
   // The relay's upstream message `pcm` arrived at `arrival_ns`: its tags.
-  void read_tags(session& ses, const std::string& pcm, std::int64_t arrival_ns) {
+  void read_tags(session& ses, std::string_view pcm, std::int64_t arrival_ns) {
     const bool was_broken = ses.tags.broken();
     ses.tags.feed(reinterpret_cast<const std::uint8_t*>(pcm.data()), pcm.size(), [&](const load_tag& t, bool last) {
       ++figures.frames;
@@ -272,13 +328,17 @@ struct fake_gladia::impl {
     bool drop = false, stall = false, stop = false, skip = false;
   };
 
-  verdict on_message(const std::string& id, std::string frame, bool binary, bool& sent_unknown) {
+  // `ses` is the connection's session (found once, when it connected: sessions are never erased, and an
+  // unordered_map's elements stay where they are). `frame` is read before the connection reads again.
+  verdict on_message(session& ses, std::string_view frame, bool binary, bool& sent_unknown) {
     const auto arrived = std::chrono::steady_clock::now();  // before the lock every session shares
     const auto arrived_ns = monotonic_ns();
+    const std::string& id = ses.id;
     verdict v;
-    std::string pcm;
+    std::string decoded;  // a JSON audio_chunk's audio
+    std::string_view pcm;
     if (binary) {
-      pcm = std::move(frame);
+      pcm = frame;
     } else {
       rapidjson::Document d;
       const bool parsed = sw::parse_json(d, frame);
@@ -287,10 +347,11 @@ struct fake_gladia::impl {
       if (type == "audio_chunk" && d.HasMember("data") && d["data"].IsObject() && d["data"].HasMember("chunk") &&
           d["data"]["chunk"].IsString()) {
         std::string b64 = d["data"]["chunk"].GetString();
-        pcm.resize(b64.size());
-        auto n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(&pcm[0]),
+        decoded.resize(b64.size());
+        auto n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(&decoded[0]),
                                  reinterpret_cast<const unsigned char*>(b64.data()), static_cast<int>(b64.size()));
-        pcm.resize(n > 0 ? static_cast<std::size_t>(n) - std::count(b64.end() - 2, b64.end(), '=') : 0);
+        decoded.resize(n > 0 ? static_cast<std::size_t>(n) - std::count(b64.end() - 2, b64.end(), '=') : 0);
+        pcm = decoded;
       } else if (type == "stop_recording") {
         v.stop = true;
       } else {
@@ -299,7 +360,6 @@ struct fake_gladia::impl {
       }
     }
     std::lock_guard<std::mutex> lock(mu);
-    auto& ses = sessions[id];
     if (!pcm.empty()) {
       if (stall_armed && ses.audio.size() + pcm.size() > stall_bytes) {
         stall_armed = false;
@@ -309,21 +369,16 @@ struct fake_gladia::impl {
         cut_armed = false;  // this frame is never acknowledged: the client must replay it
         v.cut = cut_code;
         v.drop = cut_code == 0;
-        if (cut_ack_lost) ses.audio.append(std::move(pcm));  // taken, but the ack never leaves
+        if (cut_ack_lost) ses.audio.append(pcm);  // taken, but the ack never leaves
       } else {
         ++figures.chunks;
         figures.bytes += pcm.size();
         if (opts.read_tags) read_tags(ses, pcm, arrived_ns);
         auto start = ses.audio.size();
         const auto size = pcm.size();
-        ses.audio.append(std::move(pcm));
+        ses.audio.append(pcm);
         if (recording) arrivals.push_back({id, ses.audio.size(), arrived});
-        if (!withhold)
-          v.out.push_back(msg(id, "audio_chunk",
-                              R"("acknowledged":true,"error":null,"data":{"byte_range":[)" + std::to_string(start) +
-                                  "," + std::to_string(ses.audio.size()) + R"(],"time_range":[)" + seconds_of(start) +
-                                  "," + seconds_of(ses.audio.size()) + "]}"));
-        double t = ses.audio.size() / 32000.0;
+        if (!withhold) v.out.push_back(ack(id, start, ses.audio.size()));
         bool partial = true, final = false;
         if (opts.partial_every.count() > 0) {
           ses.bytes_since_partial += size;
@@ -342,8 +397,8 @@ struct fake_gladia::impl {
           final = ses.chunks_since_final >= opts.final_every_chunks;
           if (final) ses.chunks_since_final = 0;
         }
-        if (partial) v.out.push_back(transcript(id, ses.utterance, false, 0, t));
-        if (final) v.out.push_back(transcript(id, ses.utterance++, true, 0, t));
+        if (partial) v.out.push_back(transcript(id, ses.utterance, false, 0, ses.audio.size()));
+        if (final) v.out.push_back(transcript(id, ses.utterance++, true, 0, ses.audio.size()));
       }
     }
     if (v.stop) {
@@ -351,7 +406,7 @@ struct fake_gladia::impl {
                           R"("acknowledged":true,"error":null,"data":{"recording_duration":)" +
                               std::to_string(ses.audio.size() / 32000.0) + R"(,"recording_left_to_process":0})"));
       if (ses.chunks_since_final > 0) {  // the last utterance is final only after stop_recording
-        v.out.push_back(transcript(id, ses.utterance++, true, 0, ses.audio.size() / 32000.0));
+        v.out.push_back(transcript(id, ses.utterance++, true, 0, ses.audio.size()));
         ses.chunks_since_final = 0;
       }
       v.out.push_back(
@@ -421,17 +476,17 @@ private:
     for (auto& [k, v] : query)
       if (k == "token") token = v;
     if (websocket::is_upgrade(req_)) {
-      id_ = token.rfind("tok-", 0) == 0 ? token.substr(4) : "";
-      bool known = false;
+      const auto id = token.rfind("tok-", 0) == 0 ? token.substr(4) : "";
       {
         std::lock_guard<std::mutex> lock(f_->mu);
-        known = path == "/v2/live" && f_->sessions.count(id_);
-        if (known) {
+        auto it = f_->sessions.find(id);
+        if (path == "/v2/live" && it != f_->sessions.end()) {
+          ses_ = &it->second;
           ++f_->connections;
           ++f_->figures.streams;
         }
       }
-      if (!known) {
+      if (!ses_) {
         respond({401, fake_gladia::impl::error_body(401, "invalid or expired token"), {}, {}});
         return;
       }
@@ -473,9 +528,10 @@ private:
   }
 
   void on_message() {
-    std::string frame = beast::buffers_to_string(buf_.data());
+    const auto data = buf_.data();  // a flat buffer: one piece
+    auto v =
+        f_->on_message(*ses_, {static_cast<const char*>(data.data()), data.size()}, ws_.got_binary(), sent_unknown_);
     buf_.consume(buf_.size());
-    auto v = f_->on_message(id_, std::move(frame), ws_.got_binary(), sent_unknown_);
     if (v.skip) {
       read();
       return;
@@ -553,7 +609,7 @@ private:
   beast::flat_buffer buf_;
   http::request<http::string_body> req_;
   http::response<http::string_body> res_;
-  std::string id_;
+  session* ses_ = nullptr;  // set when a known session's WebSocket is accepted
   bool sent_unknown_ = false;
   std::vector<std::string> out_;
   std::size_t next_out_ = 0;
