@@ -67,6 +67,9 @@ Steady window: from the moment every participant is connected to a frame before 
 CPU, the tool's schedule lag, relay and fan-out latency are judged over it (the ramp-up's handshakes and the
 wind-down's stops are bursts the load itself does not have); the whole run's are reported beside. A separate fake
 upstream (--upstream-stats) learns the window by GET /window.
+Relay latency: from a frame's send (its tag) to the moment the fake's kernel received the upstream message that
+completes it (SO_TIMESTAMPNS; a message read together with the next one of its stream counts at the next one's
+time). How late the fake then read it is the "upstream read delay", the tool's own queueing, reported apart.
 Sustain rule (the verdict): every participant connected, no frame lost, no errors (all over the whole run); relay
 p99 <= 20 ms in the steady window; the tool's schedule lag p99 in the steady window <= 5 ms, otherwise the run is
 "tool-bound" and says nothing about the server. On a VM the hypervisor may take CPU time from the guest ("steal" in
@@ -277,8 +280,9 @@ int main(int argc, char** argv) {
   if (embedded_port) {
     auto o = sw::test::fake_gladia::load_options();
     o.port = static_cast<std::uint16_t>(embedded_port);
-    // Same priority as the tool's own threads: a fake that answered late would show as the server's relay latency;
-    // a saturated tool core shows as schedule lag instead (verdict "tool-bound").
+    // Same priority as the tool's own threads. The relay latency ends when the kernel received a chunk, so the fake's
+    // own queueing on this core shows apart (upstream read delay); its acks still leave when it gets to them, as a
+    // slow upstream's would. A saturated tool core shows as schedule lag (verdict "tool-bound").
     try {
       fake = std::make_unique<sw::test::fake_gladia>(o);
     } catch (const std::exception& e) {
@@ -419,7 +423,7 @@ int main(int argc, char** argv) {
   auto of = [](const sw::histogram& h) {
     return latency{h.quantile_us(0.5) / 1000, h.quantile_us(0.99) / 1000, h.max_us() / 1000, h.count()};
   };
-  latency relay, relay_frame, relay_steady, relay_frame_steady;
+  latency relay, relay_frame, relay_steady, relay_frame_steady, read_delay;
   if (fake) {
     up = fake->load();
     have_upstream = true;
@@ -427,6 +431,7 @@ int main(int argc, char** argv) {
     relay_frame = of(up.relay_frame);
     relay_steady = of(up.relay_message_steady);
     relay_frame_steady = of(up.relay_frame_steady);
+    read_delay = of(up.read_delay);
   } else if (!upstream_stats.empty()) {
     try {
       auto r = sw::net::http_fetch(upstream_stats + "/stats");
@@ -447,6 +452,7 @@ int main(int argc, char** argv) {
         read("relayFrameMs", relay_frame);
         read("relayMessageSteadyMs", relay_steady);
         read("relayFrameSteadyMs", relay_frame_steady);
+        read("readDelayMs", read_delay);
       } else {
         std::cerr << "sessions-ws-loadgen: " << upstream_stats << "/stats answered HTTP " << r.status << "\n";
       }
@@ -523,6 +529,8 @@ int main(int argc, char** argv) {
         three_ms(relay_judged) + (have_window ? " (whole run " + three_ms(relay) + ")" : ""));
     row("relay p50 / p99 / max (every frame)",
         three_ms(relay_frame_judged) + (have_window ? " (whole run " + three_ms(relay_frame) + ")" : ""));
+    if (read_delay.count)  // the relay latency ends at the kernel's receipt; this is the upstream's own queueing
+      row("upstream read delay p50 / p99 / max", three_ms(read_delay) + " (whole run)");
     if (up.untagged_streams) row("streams without readable tags", std::to_string(up.untagged_streams));
   }
   row("fan-out p50 / p99 / max",
@@ -602,11 +610,11 @@ int main(int argc, char** argv) {
         << ",\"failures\":" << failed << ",\"framesSent\":" << sent << ",\"framesUpstream\":" << up.frames
         << ",\"lost\":" << lost << ",\"connectMs\":" << q(result.connect) << ",\"lagMs\":" << q(result.lag)
         << ",\"relayMs\":" << lq(relay) << ",\"relayFrameMs\":" << lq(relay_frame)
-        << ",\"fanoutMs\":" << q(result.fanout) << ",\"steady\":{\"window\":" << (have_window ? "true" : "false")
-        << ",\"seconds\":" << window_seconds << ",\"fromNs\":" << (have_window ? window_from : 0)
-        << ",\"toNs\":" << (have_window ? window_to : 0) << ",\"lagMs\":" << q(lag_judged)
-        << ",\"relayMs\":" << lq(relay_judged) << ",\"relayFrameMs\":" << lq(relay_frame_judged)
-        << ",\"fanoutMs\":" << q(fanout_judged) << "}"
+        << ",\"upstreamReadDelayMs\":" << lq(read_delay) << ",\"fanoutMs\":" << q(result.fanout)
+        << ",\"steady\":{\"window\":" << (have_window ? "true" : "false") << ",\"seconds\":" << window_seconds
+        << ",\"fromNs\":" << (have_window ? window_from : 0) << ",\"toNs\":" << (have_window ? window_to : 0)
+        << ",\"lagMs\":" << q(lag_judged) << ",\"relayMs\":" << lq(relay_judged)
+        << ",\"relayFrameMs\":" << lq(relay_frame_judged) << ",\"fanoutMs\":" << q(fanout_judged) << "}"
         << ",\"partials\":" << partials << ",\"finals\":" << finals << ",\"errorCodes\":{";
     bool first = true;
     for (auto& [k, n] : codes) {

@@ -19,6 +19,10 @@
 // for the caller's next reads. Beast asks for at most 1 536 bytes a read (its frame buffer) or a frame's rest, so
 // a chunk of five 20 ms frames held in the kernel (client_layer.hpp) would otherwise take three reads, not one.
 //
+// A socket may also report when the kernel received what a read took (stamp_receipts: SO_TIMESTAMPNS, the receive
+// time of the last segment the read copied out): the fake Gladia counts a chunk's arrival from it, not from when its
+// own thread got to the read, so a busy load tool's core does not show as relay latency.
+//
 // It uses Asio's reactor interface (`boost::asio::detail`), which is not public: written against Boost 1.81's epoll
 // reactor, the only one this project builds with (Debian 12). Anything else falls back to the plain read.
 #pragma once
@@ -38,6 +42,7 @@
 
 #if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && BOOST_VERSION == 108100
 #define SW_EDGE_SOCKET 1
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <boost/asio/detail/buffer_sequence_adapter.hpp>
 #include <boost/asio/detail/handler_alloc_helpers.hpp>
@@ -47,6 +52,8 @@
 #include <boost/asio/detail/reactor.hpp>
 #include <boost/asio/detail/reactor_op.hpp>
 #include <boost/asio/detail/socket_ops.hpp>
+#include <cerrno>
+#include <ctime>
 #endif
 
 namespace sw::net {
@@ -86,20 +93,56 @@ struct read_ahead {
 namespace edge_detail {
 namespace ad = boost::asio::detail;
 
+// socket_ops::non_blocking_recv (false: nothing to read yet, wait for the edge), and the kernel's receive time of
+// the last segment taken (CLOCK_REALTIME ns) into *stamp when the socket gives one (SO_TIMESTAMPNS).
+inline bool recv_stamped(int fd, iovec* iov, std::size_t count, boost::system::error_code& ec, std::size_t& n,
+                         std::int64_t* stamp) {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
+  for (;;) {
+    msghdr m{};
+    m.msg_iov = iov;
+    m.msg_iovlen = count;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    const ssize_t r = ::recvmsg(fd, &m, 0);
+    if (r >= 0) {
+      for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+          timespec ts{};
+          std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
+          *stamp = static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+        }
+      ec = r == 0 ? boost::system::error_code(boost::asio::error::eof) : boost::system::error_code();
+      n = static_cast<std::size_t>(r);
+      return true;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    ec = boost::system::error_code(errno, boost::asio::error::get_system_category());
+    n = 0;
+    return true;
+  }
+}
+
 // Asio's reactive_socket_recv_op_base, but a short read exhausts the socket.
 template <class Buffers>
 class recv_op_base : public ad::reactor_op {
 public:
   recv_op_base(const boost::system::error_code& success_ec, ad::socket_type s, const Buffers& b, func_type complete,
-               read_ahead* ahead)
-      : ad::reactor_op(success_ec, &recv_op_base::do_perform, complete), socket_(s), buffers_(b), ahead_(ahead) {}
+               read_ahead* ahead, std::int64_t* stamp)
+      : ad::reactor_op(success_ec, &recv_op_base::do_perform, complete),
+        socket_(s),
+        buffers_(b),
+        ahead_(ahead),
+        stamp_(stamp) {}
 
   static status do_perform(ad::reactor_op* base) {
     auto* o = static_cast<recv_op_base*>(base);
     ad::buffer_sequence_adapter<boost::asio::mutable_buffer, Buffers> bufs(o->buffers_);
     if (!o->ahead_) {
-      if (!ad::socket_ops::non_blocking_recv(o->socket_, bufs.buffers(), bufs.count(), 0, true, o->ec_,
-                                             o->bytes_transferred_))
+      if (!(o->stamp_ ? recv_stamped(o->socket_, bufs.buffers(), bufs.count(), o->ec_, o->bytes_transferred_, o->stamp_)
+                      : ad::socket_ops::non_blocking_recv(o->socket_, bufs.buffers(), bufs.count(), 0, true, o->ec_,
+                                                          o->bytes_transferred_)))
         return not_done;  // EAGAIN: wait for the edge
       // An error or the end of the stream (0 bytes) exhausts it as Asio's own read does; so does a short read.
       return o->bytes_transferred_ < bufs.total_size() ? done_and_exhausted : done;
@@ -112,7 +155,9 @@ public:
     iov[count].iov_base = scratch.data();
     iov[count].iov_len = scratch.size();
     std::size_t n = 0;
-    if (!ad::socket_ops::non_blocking_recv(o->socket_, iov.data(), count + 1, 0, true, o->ec_, n)) return not_done;
+    if (!(o->stamp_ ? recv_stamped(o->socket_, iov.data(), count + 1, o->ec_, n, o->stamp_)
+                    : ad::socket_ops::non_blocking_recv(o->socket_, iov.data(), count + 1, 0, true, o->ec_, n)))
+      return not_done;
     const std::size_t room = bufs.total_size();
     o->bytes_transferred_ = std::min(n, room);
     if (n > room) {
@@ -127,7 +172,8 @@ public:
 private:
   ad::socket_type socket_;
   Buffers buffers_;
-  read_ahead* ahead_;  // null: the caller's buffers only
+  read_ahead* ahead_;    // null: the caller's buffers only
+  std::int64_t* stamp_;  // null: no receive times asked for
 };
 
 // Asio's reactive_socket_recv_op: owns the handler and its work, completes it.
@@ -137,8 +183,8 @@ public:
   BOOST_ASIO_DEFINE_HANDLER_PTR(recv_op);
 
   recv_op(const boost::system::error_code& success_ec, ad::socket_type s, const Buffers& b, Handler& handler,
-          const IoExecutor& io_ex, read_ahead* ahead)
-      : recv_op_base<Buffers>(success_ec, s, b, &recv_op::do_complete, ahead),
+          const IoExecutor& io_ex, read_ahead* ahead, std::int64_t* stamp)
+      : recv_op_base<Buffers>(success_ec, s, b, &recv_op::do_complete, ahead, stamp),
         handler_(std::move(handler)),
         work_(handler_, io_ex) {}
 
@@ -186,6 +232,20 @@ public:
   // Unopened, for a connection of our own (the upstream).
   explicit edge_socket(const tcp_socket::executor_type& ex) : tcp_socket(ex) {}
 
+  // From now on each read notes when the kernel received the last segment it took (SO_TIMESTAMPNS); false where
+  // that is not built or the socket refuses. receipt_realtime_ns(): that time (CLOCK_REALTIME ns) for the latest
+  // read that brought one, 0 before.
+  bool stamp_receipts() {
+#ifdef SW_EDGE_SOCKET
+    const int on = 1;
+    stamping_ = ::setsockopt(native_handle(), SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) == 0;
+#endif
+    return stamping_;
+  }
+  std::int64_t receipt_realtime_ns() const {
+    return receipt_ns_;
+  }
+
 #ifdef SW_EDGE_SOCKET
   template <class Buffers, class Token>
   auto async_read_some(const Buffers& buffers, Token&& token) {
@@ -213,7 +273,8 @@ private:
 
     using op = edge_detail::recv_op<Buffers, Handler, std::decay_t<decltype(impl_.get_executor())>>;
     typename op::ptr p = {ad::addressof(handler), op::ptr::allocate(handler), nullptr};
-    p.p = new (p.v) op(boost::system::error_code(), impl.socket_, b, handler, impl_.get_executor(), ahead);
+    p.p = new (p.v) op(boost::system::error_code(), impl.socket_, b, handler, impl_.get_executor(), ahead,
+                       stamping_ ? &receipt_ns_ : nullptr);
     if (slot.is_connected())
       p.p->cancellation_key_ =
           &slot.template emplace<edge_detail::cancellation>(&reactor, &impl.reactor_data_, impl.socket_);
@@ -233,6 +294,10 @@ private:
     return tcp_socket::async_read_some(buffers, std::forward<Token>(token));
   }
 #endif
+
+private:
+  bool stamping_ = false;
+  std::int64_t receipt_ns_ = 0;  // written by the read in progress, on the thread that performs it
 };
 
 // An edge_socket whose every read takes all the kernel holds: what lands beyond the caller's buffer is kept and given

@@ -27,6 +27,16 @@ inline std::int64_t monotonic_ns() {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
+// A CLOCK_REALTIME instant (a kernel receive time, SO_TIMESTAMPNS) on CLOCK_MONOTONIC, by the two clocks' offset now.
+inline std::int64_t monotonic_of_realtime_ns(std::int64_t realtime_ns) {
+  timespec real{}, mono{};
+  clock_gettime(CLOCK_REALTIME, &real);
+  clock_gettime(CLOCK_MONOTONIC, &mono);
+  const std::int64_t offset = (static_cast<std::int64_t>(real.tv_sec) - mono.tv_sec) * 1'000'000'000 +
+                              (static_cast<std::int64_t>(real.tv_nsec) - mono.tv_nsec);
+  return realtime_ns - offset;
+}
+
 inline void put_le(std::uint8_t* p, std::uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
 }

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -222,6 +223,40 @@ TEST(Loadgen, ASeparateFakeUpstreamLearnsTheWindowAndReportsBoth) {
   EXPECT_EQ(num(j["relayFrameMs"], "count"), num(j, "framesSent")) << o.out;
   const auto figures = fake.load();
   EXPECT_EQ(figures.relay_frame_steady.count(), static_cast<std::uint64_t>(num(w["relayFrameMs"], "count")));
+}
+
+// The fake shares the loadgen's core: while its thread waits for the CPU, the relay's chunks wait in the kernel. A
+// chunk arrives when the kernel received it, so the relay latency does not hold the tool's queueing: with the fake's
+// thread held for 90 ms five times (less than a stream's 100 ms between chunks, so each read takes one chunk of a
+// stream), the fake read chunks tens of ms late, and the relay latency of the frames that completed them stays the
+// server's own.
+TEST(Loadgen, AChunkArrivesWhenTheKernelReceivedItNotWhenTheFakeGotToReadIt) {
+  sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
+  auto h = relay_server(fake.url());
+  auto run = std::async(std::launch::async, [&] {
+    return loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
+                       " --participants 4 --ramp 40 --duration 3 --upstream-stats " + fake.url(),
+                   "loadgen-held-fake");
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (fake.load().frames < 50 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);  // polls the figures until the relay's chunks flow
+  ASSERT_GE(fake.load().frames, 50u) << "no audio reached the fake";
+  for (int i = 0; i < 5; ++i) {
+    fake.hold_threads(90ms);
+    std::this_thread::sleep_for(150ms);  // the fault's pattern: held, then free to read
+  }
+  auto o = run.get();
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  const auto f = fake.load();
+  EXPECT_EQ(f.lost, 0u);
+  ASSERT_EQ(f.read_delay.count(), f.chunks) << "every chunk's receipt came from the kernel";
+  EXPECT_GE(f.read_delay.max_us(), 30'000) << "the holds delayed the fake's reads\n" << o.out;
+  // In the steady window, where the holds were (the whole run's maximum is a stop's flush of a partial chunk).
+  ASSERT_GT(f.relay_message_steady.count(), 0u) << o.out;
+  EXPECT_LT(f.relay_message_steady.max_us(), f.read_delay.max_us() / 2) << "a hold counted as relay latency\n" << o.out;
+  EXPECT_NE(o.out.find("upstream read delay"), std::string::npos) << o.out;
+  EXPECT_GT(num(o.json["upstreamReadDelayMs"], "count"), 0) << o.out;
 }
 
 TEST(Loadgen, RefusedTokensShowAs401sAndFailTheRun) {

@@ -18,6 +18,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <ctime>
 #include <future>
 #include <string>
 #include <thread>
@@ -198,6 +199,44 @@ TEST(EdgeSocket, AReadAheadTakesEverythingTheKernelHoldsInOneRecvmsg) {
   // A write can arrive in two segments that the first read splits: at most one more recvmsg each, never one a read.
   EXPECT_LE(recvmsg_calls.load(), 2 * writes + 1);
   EXPECT_GE(recvmsg_calls.load(), writes);
+}
+
+// A socket that stamps receipts notes, for each read, when the kernel received the last segment it took, however
+// late the read: both reads (plain and ahead) give the time of the write they took, not of the read.
+TEST(EdgeSocket, AReadNotesWhenTheKernelReceivedWhatItTook) {
+  pair p;
+  ASSERT_TRUE(p.server->stamp_receipts());
+  EXPECT_EQ(p.server->receipt_realtime_ns(), 0);
+  auto realtime_ns = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  };
+  std::vector<std::uint8_t> buf(4096);
+  const auto data = pattern(3000, 6);
+  for (int ahead_read = 0; ahead_read < 2; ++ahead_read) {
+    const auto before = realtime_ns();
+    asio::write(p.client, asio::buffer(data));
+    const auto written = realtime_ns();
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));  // the reader is late: the bytes wait in the kernel
+    auto o = std::make_shared<outcome>();
+    auto done = [o](boost::system::error_code ec, std::size_t n) {
+      o->ec = ec;
+      o->n = n;
+      o->done = true;
+    };
+    sw::net::read_ahead ahead;
+    if (ahead_read)
+      p.server->async_read_some_ahead(asio::buffer(buf.data(), 1000), ahead, done);
+    else
+      p.server->async_read_some(asio::buffer(buf), done);
+    ASSERT_TRUE(p.run_until([&] { return o->done; }));
+    ASSERT_FALSE(o->ec) << o->ec.message();
+    EXPECT_EQ(o->n + ahead.available(), data.size());
+    const auto at = p.server->receipt_realtime_ns();
+    EXPECT_GE(at, before) << "read " << ahead_read;
+    EXPECT_LE(at, written) << "the kernel's receipt, not the read 60 ms later (read " << ahead_read << ")";
+  }
 }
 
 TEST(EdgeSocket, TheEndOfTheStreamAndCancellationAreReported) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <future>
 #include <limits>
 #include <optional>
 #include <string_view>
@@ -330,9 +331,11 @@ struct fake_gladia::impl {
 
   // `ses` is the connection's session (found once, when it connected: sessions are never erased, and an
   // unordered_map's elements stay where they are). `frame` is read before the connection reads again.
-  verdict on_message(session& ses, std::string_view frame, bool binary, bool& sent_unknown) {
+  // `received_ns`: when the kernel received the frame's last bytes (CLOCK_MONOTONIC), 0 = now.
+  verdict on_message(session& ses, std::string_view frame, bool binary, bool& sent_unknown, std::int64_t received_ns) {
     const auto arrived = std::chrono::steady_clock::now();  // before the lock every session shares
-    const auto arrived_ns = monotonic_ns();
+    const auto read_ns = monotonic_ns();
+    const auto arrived_ns = received_ns ? received_ns : read_ns;
     const std::string& id = ses.id;
     verdict v;
     std::string decoded;  // a JSON audio_chunk's audio
@@ -373,7 +376,10 @@ struct fake_gladia::impl {
       } else {
         ++figures.chunks;
         figures.bytes += pcm.size();
-        if (opts.read_tags) read_tags(ses, pcm, arrived_ns);
+        if (opts.read_tags) {
+          read_tags(ses, pcm, arrived_ns);
+          if (received_ns) figures.read_delay.add_ns(std::max<std::int64_t>(0, read_ns - received_ns));
+        }
         auto start = ses.audio.size();
         const auto size = pcm.size();
         ses.audio.append(pcm);
@@ -436,7 +442,7 @@ struct fake_gladia::impl {
            std::to_string(f.lost) + R"(,"duplicates":)" + std::to_string(f.duplicates) + R"(,"transcripts":)" +
            std::to_string(f.transcripts) + R"(,"relayMessageMs":)" + ms(f.relay_message) + R"(,"relayFrameMs":)" +
            ms(f.relay_frame) + R"(,"relayMessageSteadyMs":)" + ms(f.relay_message_steady) +
-           R"(,"relayFrameSteadyMs":)" + ms(f.relay_frame_steady) + "}";
+           R"(,"relayFrameSteadyMs":)" + ms(f.relay_frame_steady) + R"(,"readDelayMs":)" + ms(f.read_delay) + "}";
   }
 };
 
@@ -459,6 +465,8 @@ public:
       });
     }
   }
+
+  void stamp_receipts() { ws_.next_layer().stamp_receipts(); }
 
 private:
   void read_request() {
@@ -529,8 +537,12 @@ private:
 
   void on_message() {
     const auto data = buf_.data();  // a flat buffer: one piece
-    auto v =
-        f_->on_message(*ses_, {static_cast<const char*>(data.data()), data.size()}, ws_.got_binary(), sent_unknown_);
+    std::int64_t received_ns = 0;   // the fake's own read time, unless the kernel's receive time is known
+    if constexpr (std::is_same_v<Stream, net::ahead_socket>) {
+      if (const auto real = ws_.next_layer().receipt_realtime_ns()) received_ns = monotonic_of_realtime_ns(real);
+    }
+    auto v = f_->on_message(*ses_, {static_cast<const char*>(data.data()), data.size()}, ws_.got_binary(),
+                            sent_unknown_, received_ns);
     buf_.consume(buf_.size());
     if (v.skip) {
       read();
@@ -628,8 +640,12 @@ void accept_next(fake_gladia::impl* f) {
       if (f->tls) {
         std::make_shared<conn<beast::ssl_stream<beast::tcp_stream>>>(f, std::move(s), *f->tls)->start();
       } else {
-        // Each chunk of the relay's in one `recvmsg` (net/edge_socket.hpp), as the server reads its clients.
-        std::make_shared<conn<net::ahead_socket>>(f, std::move(s))->start();
+        // Each chunk of the relay's in one `recvmsg` (net/edge_socket.hpp), as the server reads its clients. For load,
+        // a chunk arrives when the kernel received it (its read notes that), not when this thread got to read it:
+        // the fake shares its core with the loadgen, whose queueing is not the relay's latency.
+        auto c = std::make_shared<conn<net::ahead_socket>>(f, std::move(s));
+        if (f->opts.read_tags) c->stamp_receipts();
+        c->start();
       }
     }
     accept_next(f);
@@ -760,6 +776,19 @@ std::size_t fake_gladia::audio_bytes(const std::string& id) const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (!id.empty()) return impl_->sessions.count(id) ? impl_->sessions.at(id).audio.size() : 0;
   return impl_->sessions.size() == 1 ? impl_->sessions.begin()->second.audio.size() : 0;
+}
+
+void fake_gladia::hold_threads(std::chrono::milliseconds d) {
+  // Each I/O thread takes one of these handlers and sleeps in it (a thread that runs one cannot take a second).
+  auto left = std::make_shared<std::atomic<int>>(static_cast<int>(impl_->threads.size()));
+  auto all_held = std::make_shared<std::promise<void>>();
+  auto held = all_held->get_future();
+  for (std::size_t i = 0; i < impl_->threads.size(); ++i)
+    asio::post(impl_->ioc, [d, left, all_held] {
+      if (--*left == 0) all_held->set_value();
+      std::this_thread::sleep_for(d);
+    });
+  held.wait();
 }
 
 void fake_gladia::delay_acks(std::chrono::milliseconds d) {

@@ -59,6 +59,9 @@ public:
   void stall_after(std::size_t bytes);
   int stalls() const;  // connections stalled so far
   void delay_acks(std::chrono::milliseconds d);
+  // Its I/O threads stop for `d` (a host that does not get the CPU): returns once every one of them is held.
+  // What arrives meanwhile waits in the kernel; for load it counts as arrived when the kernel received it.
+  void hold_threads(std::chrono::milliseconds d);
   void send_unknown_types(bool on);
   void withhold_acks(bool on);  // audio is taken but never acknowledged
 
@@ -96,6 +99,9 @@ public:
     std::uint64_t transcripts = 0;  // partials and finals sent
     histogram relay_message;        // per upstream message: the frame that completed it, receive - send
     histogram relay_frame;          // every frame
+    // Per upstream message: from the kernel's receipt of its last bytes (when the relay latency ends) to the fake's
+    // read of it; the fake's own queueing on the core it shares with the loadgen.
+    histogram read_delay;
     // The same for the frames sent within the window (set_window): the load's steady part, without its ramp-up
     // and wind-down.
     histogram relay_message_steady, relay_frame_steady;
