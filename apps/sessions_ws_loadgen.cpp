@@ -70,6 +70,8 @@ upstream (--upstream-stats) learns the window by GET /window.
 Relay latency: from a frame's send (its tag) to the moment the fake's kernel received the upstream message that
 completes it (SO_TIMESTAMPNS; a message read together with the next one of its stream counts at the next one's
 time). How late the fake then read it is the "upstream read delay", the tool's own queueing, reported apart.
+Fan-out latency: from the fake's emit time in a transcript's text to the kernel's receipt of it at the
+participant's socket.
 Sustain rule (the verdict): every participant connected, no frame lost, no errors (all over the whole run); relay
 p99 <= 20 ms in the steady window; the tool's schedule lag p99 in the steady window <= 5 ms, otherwise the run is
 "tool-bound" and says nothing about the server. On a VM the hypervisor may take CPU time from the guest ("steal" in
@@ -535,6 +537,8 @@ int main(int argc, char** argv) {
   }
   row("fan-out p50 / p99 / max",
       three(fanout_judged) + (have_window ? " (whole run " + three(result.fanout) + ")" : ""));
+  if (result.read_delay.count())  // fan-out ends at the kernel's receipt; this is the tool's own queueing
+    row("participant read delay p50 / p99 / max", three(result.read_delay) + " (whole run)");
   row("transcripts received", std::to_string(partials) + " partials, " + std::to_string(finals) +
                                   " finals (finals per stream " + std::to_string(min_finals) + ".." +
                                   std::to_string(max_finals) + ")");
@@ -611,6 +615,7 @@ int main(int argc, char** argv) {
         << ",\"lost\":" << lost << ",\"connectMs\":" << q(result.connect) << ",\"lagMs\":" << q(result.lag)
         << ",\"relayMs\":" << lq(relay) << ",\"relayFrameMs\":" << lq(relay_frame)
         << ",\"upstreamReadDelayMs\":" << lq(read_delay) << ",\"fanoutMs\":" << q(result.fanout)
+        << ",\"participantReadDelayMs\":" << q(result.read_delay)
         << ",\"steady\":{\"window\":" << (have_window ? "true" : "false") << ",\"seconds\":" << window_seconds
         << ",\"fromNs\":" << (have_window ? window_from : 0) << ",\"toNs\":" << (have_window ? window_to : 0)
         << ",\"lagMs\":" << q(lag_judged) << ",\"relayMs\":" << lq(relay_judged)

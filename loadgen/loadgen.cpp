@@ -194,7 +194,7 @@ struct lane {
   std::uint64_t batched_frames = 0;
   std::uint64_t not_taken_whole = 0;  // audio frames a full socket took in part or not at all (sent later)
   // the figures of this lane's connections (only its thread touches them; merged after the run)
-  histogram lag, lag_steady, fanout, fanout_steady, connect;
+  histogram lag, lag_steady, fanout, fanout_steady, connect, read_delay;
 
   lane(std::chrono::milliseconds p, bool batch_sends)
       : period(p), slots(static_cast<std::size_t>(p.count())), ring(batch_sends) {}
@@ -240,6 +240,7 @@ public:
       self->sock_.async_connect(self->ep_, [self](const boost::system::error_code& ec) {
         if (ec) return self->fail("connect: " + ec.message());
         self->sock_.set_option(tcp::no_delay(true));
+        self->sock_.stamp_receipts();  // fan-out ends when the kernel received a transcript (read_at_ns_)
         if (self->sndbuf_ > 0) self->sock_.set_option(asio::socket_base::send_buffer_size(self->sndbuf_));
         self->sock_.non_blocking(true);  // frames are written at once when the socket takes them
         self->request_ = "GET " + self->target_ + " HTTP/1.1\r\nHost: " + self->host_ +
@@ -368,6 +369,12 @@ private:
         return;
       }
       self->in_.append(self->rbuf_, n);
+      // When the kernel received what this read took (the last of it), not when this lane got to it: the lane's
+      // queueing on the tool's core is not the server's fan-out latency.
+      const auto now = monotonic_ns();
+      const auto received = self->sock_.receipt_realtime_ns();
+      self->read_at_ns_ = received ? monotonic_of_realtime_ns(received) : now;
+      if (received) self->lane_.read_delay.add_ns(std::max<std::int64_t>(0, now - self->read_at_ns_));
       self->parse();
       if (!self->closed_) self->read();
     });
@@ -430,7 +437,7 @@ private:
       if (auto p = text.rfind(" @"); p != std::string::npos) {
         const auto stamp = std::strtoll(text.c_str() + p + 2, nullptr, 10);
         if (stamp > 0) {
-          const auto took = monotonic_ns() - stamp;
+          const auto took = std::max<std::int64_t>(0, read_at_ns_ - stamp);
           lane_.fanout.add_ns(took);
           if (live_.in_window(stamp)) lane_.fanout_steady.add_ns(took);
         }
@@ -607,6 +614,7 @@ private:
   // Reads to the edge: a read that comes back short waits for epoll, not for a second recvmsg that finds nothing
   // (Asio's reactor tries every read once before it waits; a transcript a read, that was two recvmsg each).
   net::edge_socket sock_;
+  std::int64_t read_at_ns_ = 0;  // when the bytes of the latest read arrived (CLOCK_MONOTONIC)
   asio::steady_timer timer_;
   tcp::endpoint ep_;
   std::string target_, host_, request_;
@@ -876,6 +884,7 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
     out.lag_steady.merge(l->lag_steady);
     out.fanout.merge(l->fanout);
     out.fanout_steady.merge(l->fanout_steady);
+    out.read_delay.merge(l->read_delay);
     out.connect.merge(l->connect);
     out.batch_submissions += l->ring.submissions;
     out.batched_frames += l->batched_frames;

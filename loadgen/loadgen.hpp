@@ -82,6 +82,7 @@ struct run_result {
   histogram fanout;         // transcript emitted by the upstream (its stamp) to received here
   histogram lag_steady;     // the same for the frames due within the steady window
   histogram fanout_steady;  // the same for the transcripts emitted within the steady window
+  histogram read_delay;     // from the kernel's receipt of a read's bytes to the read (the tool's own queueing)
   double wall_s = 0;        // from the first connection to the last participant's end
   // How the frames went to the kernel: through io_uring (every lane had it), in how many submissions (syscalls),
   // and how many frames that way (the others: a sendmsg each, or the rest of a frame the socket did not take whole).

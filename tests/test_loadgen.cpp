@@ -259,6 +259,43 @@ TEST(Loadgen, AChunkArrivesWhenTheKernelReceivedItNotWhenTheFakeGotToReadIt) {
   EXPECT_GT(num(o.json["upstreamReadDelayMs"], "count"), 0) << o.out;
 }
 
+// The same on the loadgen's side: stopped (SIGSTOP) for 90 ms eight times, it reads transcripts late, and their
+// fan-out latency ends when its kernel received them. 90 ms: no participant gets two transcripts emitted apart within
+// it (they come a chunk, 100 ms, apart or together), so each late read takes one.
+TEST(Loadgen, ATranscriptArrivesWhenTheKernelReceivedItNotWhenTheLoadgenGotToReadIt) {
+  sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
+  auto h = relay_server(fake.url());
+  const std::string name = "loadgen-stopped";
+  // Built before the fork: the child of a threaded process only execs.
+  const std::string command =
+      "exec " + loadgen_command("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
+                                    " --participants 4 --ramp 40 --duration 4 "
+                                    "--upstream-stats " +
+                                    fake.url(),
+                                name);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_TRUE(sw::test::eventually([&] { return fake.load().transcripts >= 8; }, 20s)) << "no transcripts";
+  for (int i = 0; i < 8; ++i) {
+    kill(pid, SIGSTOP);
+    std::this_thread::sleep_for(90ms);  // the fault's pattern: stopped, then free to read
+    kill(pid, SIGCONT);
+    std::this_thread::sleep_for(100ms);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  auto o = report(status, name);
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  auto& delay = o.json["participantReadDelayMs"];
+  EXPECT_GE(num(delay, "max"), 30) << "the stops delayed the loadgen's reads\n" << o.out;
+  EXPECT_LT(o.json["fanoutMs"]["max"].GetDouble(), delay["max"].GetDouble() / 2) << "a stop counted as fan-out\n"
+                                                                                 << o.out;
+}
+
 TEST(Loadgen, RefusedTokensShowAs401sAndFailTheRun) {
   sw::test::harness h;
   auto o = loadgen(
