@@ -93,10 +93,11 @@ struct read_ahead {
 namespace edge_detail {
 namespace ad = boost::asio::detail;
 
-// socket_ops::non_blocking_recv (false: nothing to read yet, wait for the edge), and the kernel's receive time of
-// the last segment taken (CLOCK_REALTIME ns) into *stamp when the socket gives one (SO_TIMESTAMPNS).
-inline bool recv_stamped(int fd, iovec* iov, std::size_t count, boost::system::error_code& ec, std::size_t& n,
-                         std::int64_t* stamp) {
+// socket_ops::non_blocking_recv (false: nothing to read yet, wait for the edge); with `stamp`, also the kernel's
+// receive time of the last segment taken (CLOCK_REALTIME ns) into *stamp when the socket gives one (SO_TIMESTAMPNS).
+inline bool recv_some(int fd, iovec* iov, std::size_t count, boost::system::error_code& ec, std::size_t& n,
+                      std::int64_t* stamp) {
+  if (!stamp) return ad::socket_ops::non_blocking_recv(fd, iov, count, 0, true, ec, n);
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(timespec))];
   for (;;) {
     msghdr m{};
@@ -140,9 +141,7 @@ public:
     auto* o = static_cast<recv_op_base*>(base);
     ad::buffer_sequence_adapter<boost::asio::mutable_buffer, Buffers> bufs(o->buffers_);
     if (!o->ahead_) {
-      if (!(o->stamp_ ? recv_stamped(o->socket_, bufs.buffers(), bufs.count(), o->ec_, o->bytes_transferred_, o->stamp_)
-                      : ad::socket_ops::non_blocking_recv(o->socket_, bufs.buffers(), bufs.count(), 0, true, o->ec_,
-                                                          o->bytes_transferred_)))
+      if (!recv_some(o->socket_, bufs.buffers(), bufs.count(), o->ec_, o->bytes_transferred_, o->stamp_))
         return not_done;  // EAGAIN: wait for the edge
       // An error or the end of the stream (0 bytes) exhausts it as Asio's own read does; so does a short read.
       return o->bytes_transferred_ < bufs.total_size() ? done_and_exhausted : done;
@@ -155,9 +154,7 @@ public:
     iov[count].iov_base = scratch.data();
     iov[count].iov_len = scratch.size();
     std::size_t n = 0;
-    if (!(o->stamp_ ? recv_stamped(o->socket_, iov.data(), count + 1, o->ec_, n, o->stamp_)
-                    : ad::socket_ops::non_blocking_recv(o->socket_, iov.data(), count + 1, 0, true, o->ec_, n)))
-      return not_done;
+    if (!recv_some(o->socket_, iov.data(), count + 1, o->ec_, n, o->stamp_)) return not_done;
     const std::size_t room = bufs.total_size();
     o->bytes_transferred_ = std::min(n, room);
     if (n > room) {

@@ -255,9 +255,10 @@ struct fake_gladia::impl {
   }
 
   static std::string msg(const std::string& id, std::string_view type, std::string_view rest) {
-    auto m = msg_head(id, type, rest.size());
+    auto m = msg_head(id, type, rest.size() + 1);
     m += rest;
-    return m + "}";
+    m += '}';
+    return m;
   }
 
   // The acknowledgement of the audio from byte `start` to `end` of the session.
