@@ -90,6 +90,7 @@ void flush_audio(self_ptr self, bool flush = false) {
   if (relay_running(st)) self->send(st.relay, audio_atom::value, std::move(st.batch));
   st.batch.pcm.clear();
   st.batch.flush = false;
+  st.batch.read_ns = 0;
   if (flush) st.since_flush = 0;
 }
 
@@ -181,6 +182,7 @@ void hand_over(self_ptr self, audio_chunk chunk) {
   }
   const auto before = s.since_flush;
   s.since_flush += chunk.pcm.size();
+  s.batch.read_ns = chunk.read_ns;  // the batch's newest audio
   if (s.batch.pcm.empty()) {
     s.batch.pcm = std::move(chunk.pcm);  // net/ batches to the chunk size already: usually no copy at all
   } else {

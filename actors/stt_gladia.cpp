@@ -1,6 +1,7 @@
 #include "actors/stt_gladia.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include <limits>
@@ -122,6 +123,11 @@ struct gladia_state {
   bool stop_requested = false;
   bool stop_sent = false;
   actor_probe probe;
+  // gladia.relay_ms: from the server's read of the audio that completed an upstream chunk to that chunk's write,
+  // the longest such wait when several chunks go at once (after a connect, a reconnect or a slow write).
+  // `unsent_read_ns` is the read time of the oldest chunk not yet written (0: none waits, or its time is unknown).
+  latency_recorder* relay_latency = nullptr;
+  std::int64_t unsent_read_ns = 0;
 
   // However the relay ends (finished, its session gone, an exception), what it held leaves the gauge.
   ~gladia_state() {
@@ -190,6 +196,13 @@ void send_pending(self_ptr self) {
     }
     ++r.sent;
     arm_watchdog(self);
+  }
+  if (st.unsent_read_ns != 0) {  // everything is written: the audio that waited longest is on its way
+    const auto now =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    st.relay_latency->add(static_cast<double>(now - st.unsent_read_ns) / 1e6);
+    st.unsent_read_ns = 0;
   }
   if (st.stop_requested && !st.stop_sent && st.partial.empty()) {
     st.ws->send_text(R"({"type":"stop_recording"})");
@@ -448,6 +461,7 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
   st.listener = listener;
   st.stream = who.stream_id ? std::to_string(who.stream_id) + " room=" + who.session_slug : "?";
   st.probe = actor_probe(ctx->metrics, "gladia_relay");
+  st.relay_latency = &ctx->metrics->latency("gladia.relay_ms");
   self->monitor(listener);
   self->set_down_handler([self](caf::down_msg&) {
     // The session is gone: nobody is left to deliver to.
@@ -462,6 +476,9 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         auto& s = self->state;
         if (s.stop_requested || s.ph == phase::finished) return;
         hold(self, chunk);
+        // A chunk completed by this audio (a flush's short chunk is timed by the pause, not the server: left out).
+        if (s.unsent_read_ns == 0 && chunk.read_ns != 0 && !chunk.flush && !s.replay.all_sent())
+          s.unsent_read_ns = chunk.read_ns;
         send_pending(self);
       },
       [self](stop_atom) {

@@ -615,6 +615,9 @@ private:
                    rx_.begin() + static_cast<std::ptrdiff_t>(msg_start_));
     frames_hint_ = static_cast<std::uint8_t>(std::clamp<std::size_t>(frames_.size(), 1, 16));
     out.frames = std::move(frames_);
+    out.read_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count();
     frames_ = {};
     head_ = msg_start_;
     caf::anon_send(session_, audio_atom::value, std::move(out));

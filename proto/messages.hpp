@@ -73,6 +73,9 @@ struct audio_chunk {
   // The sizes of the client's frames that make up `pcm`, in order (each one is validated and rate-limited on its
   // own); empty: `pcm` is a single frame.
   std::vector<std::uint32_t> frames;
+  // When the server read the newest bytes of `pcm` (steady clock, ns; 0: not stamped): the relay times each
+  // upstream chunk's wait inside the server from it (gladia.relay_ms in /metrics).
+  std::int64_t read_ns = 0;
 };
 
 // --- STT relay <-> session --------------------------------------------------------------------
@@ -253,7 +256,7 @@ struct db_outcome {
   }
 SW_INSPECT(stream_identity, x.stream_id, x.stream_key, x.session_slug, x.session_id, x.identity, x.user_id, x.name,
            x.track_id)
-SW_INSPECT(audio_chunk, x.pcm, x.flush, x.frames)
+SW_INSPECT(audio_chunk, x.pcm, x.flush, x.frames, x.read_ns)
 SW_INSPECT(stt_transcript, x.utterance_id, x.text, x.is_final, x.language, x.start, x.end)
 SW_INSPECT(stt_status, x.status, x.provider)
 SW_INSPECT(stt_error, x.code, x.message)

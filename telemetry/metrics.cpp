@@ -108,14 +108,14 @@ void metrics::count(const std::string& name, std::uint64_t n) {
 }
 
 void metrics::observe(const std::string& name, double ms) {
-  latency_recorder* r;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto& slot = latency_[name];
-    if (!slot) slot = std::make_unique<latency_recorder>();
-    r = slot.get();
-  }
-  r->add(ms);
+  latency(name).add(ms);
+}
+
+latency_recorder& metrics::latency(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& slot = latency_[name];
+  if (!slot) slot = std::make_unique<latency_recorder>();
+  return *slot;
 }
 
 actor_kind_stats& metrics::actor_kind(const std::string& kind) {

@@ -87,6 +87,8 @@ public:
   std::string failure() const;  // empty while there is none
   void count(const std::string& name, std::uint64_t n = 1);
   void observe(const std::string& name, double ms);
+  // The recorder behind observe(name): it lives as long as this object, so a hot path can keep it.
+  latency_recorder& latency(const std::string& name);
   actor_kind_stats& actor_kind(const std::string& kind);
   // Egress actors publish their room's state; it is erased when the actor ends.
   void set_egress_room(const std::string& slug, egress_room_view v);

@@ -288,6 +288,29 @@ TEST(Gladia, InitIsRetriedOn429) {
   EXPECT_NE(field(m.body, "counters").find("\"gladia.init_failures.429\":2"), std::string::npos) << m.body;
 }
 
+// /metrics times how long audio waits inside the server before its upstream write (gladia.relay_ms): the chunks
+// read while Gladia's init is retried after 1 s (Retry-After) go out a second later, and that wait is recorded;
+// chunks streamed once the upstream is open are recorded too.
+TEST(GladiaMetrics, RelayLatencyIsTheWaitOfAudioInsideTheServer) {
+  fake_gladia fake;
+  fake.fail_inits(1, 429, "1");
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  const auto held = audio(16'000, 5);  // 0.5 s, read while the init waits out its Retry-After
+  stream(*c, held);
+  expect_message(*c, "ready", 10000);
+  const auto paced = audio(16'000, 6);  // 0.5 s more once open, in real time
+  stream(*c, paced, 640, 20ms);
+  c->send_text(R"({"type":"stop"})");
+  EXPECT_EQ(read_all(*c).close_code, 1000);
+  EXPECT_EQ(fake.audio(), held + paced);
+  auto m = sw::net::http_fetch(h->http("/metrics"));
+  auto relay = field(field(m.body, "latency"), "gladia.relay_ms");
+  ASSERT_NE(relay, "<missing>") << m.body;
+  EXPECT_GE(std::stoll(field(relay, "count")), 2) << relay;  // the held chunks at once, then the paced ones
+  EXPECT_GE(std::stod(field(relay, "maxMs")), 900.0) << relay;
+}
+
 TEST(Gladia, WrongKeyIsStttAuthFailedWithoutRetry) {
   fake_gladia fake;
   auto h = gladia_harness(fake, [](sw::config& c) { c.gladia.api_key = "wrong"; });
