@@ -137,9 +137,13 @@ struct gladia_state {
 
 using self_ptr = gladia_relay_actor::stateful_pointer<gladia_state>;
 
-std::int64_t steady_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+std::int64_t steady_ms() {
+  return steady_ns() / 1'000'000;
 }
 
 std::chrono::milliseconds backoff(int attempt) {  // 300 ms * 2^n, capped at 2 s
@@ -198,10 +202,7 @@ void send_pending(self_ptr self) {
     arm_watchdog(self);
   }
   if (st.unsent_read_ns != 0) {  // everything is written: the audio that waited longest is on its way
-    const auto now =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-            .count();
-    st.relay_latency->add(static_cast<double>(now - st.unsent_read_ns) / 1e6);
+    st.relay_latency->add(static_cast<double>(steady_ns() - st.unsent_read_ns) / 1e6);
     st.unsent_read_ns = 0;
   }
   if (st.stop_requested && !st.stop_sent && st.partial.empty()) {

@@ -517,6 +517,7 @@ private:
   void on_binary(std::size_t size) {
     ++st_->stats->frames_in;
     msg_start_ = out_;
+    last_frame_ns_ = steady_ns();  // before it is handed over: the newest audio's read (audio_chunk::read_ns)
     if (batch_bytes_ == 0) {
       hand_over_audio();  // /egress/audio: each frame as it comes, alone
     } else {
@@ -530,7 +531,7 @@ private:
         ws_.next_layer().hold_until(reset_abs_ + (batched_total_ / batch_bytes_ + 1) * batch_bytes_, size);
     }
     if (st_->quiet) {
-      quiet_.last_audio_ns.store(steady_ns(), std::memory_order_relaxed);
+      quiet_.last_audio_ns.store(last_frame_ns_, std::memory_order_relaxed);
       quiet_.pending.store(true, std::memory_order_relaxed);
     }
   }
@@ -615,9 +616,7 @@ private:
                    rx_.begin() + static_cast<std::ptrdiff_t>(msg_start_));
     frames_hint_ = static_cast<std::uint8_t>(std::clamp<std::size_t>(frames_.size(), 1, 16));
     out.frames = std::move(frames_);
-    out.read_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-            .count();
+    out.read_ns = last_frame_ns_;
     frames_ = {};
     head_ = msg_start_;
     caf::anon_send(session_, audio_atom::value, std::move(out));
@@ -699,7 +698,8 @@ private:
   bool finished_ = false;
   asio::steady_timer ping_timer_;
   asio::steady_timer close_timer_;
-  quiet_slot quiet_;  // in st_->quiet while the WebSocket is open
+  quiet_slot quiet_;                // in st_->quiet while the WebSocket is open
+  std::int64_t last_frame_ns_ = 0;  // when the newest binary frame was read (steady clock)
   clock::time_point last_pong_;
   // The reads' completions: the frames of a chunk read at once complete one after another in one handler, not in a
   // round of the scheduler each (drain_executor.hpp)
