@@ -51,7 +51,8 @@ Load
 Upstream (what the server relays to)
   --embedded-upstream PORT  run the fake Gladia in this process on 127.0.0.1:PORT (point the server's
                             GLADIA_API_URL at http://127.0.0.1:PORT, GLADIA_API_KEY=fake-gladia-key)
-  --upstream-stats URL      read the figures of a separate sessions-ws-fake-gladia (e.g. http://127.0.0.1:8089)
+  --upstream-stats URL      read the figures of a separate sessions-ws-fake-gladia (e.g. http://127.0.0.1:8089);
+                            they start afresh as the run starts (POST /reset): one loadgen at a time per fake
 Measurement and output
   --server-pid PID          the server's CPU (user/kernel), RSS, threads, context switches from /proc; RSS growth
                             per participant split into anonymous (heap, stacks: what the server holds) and
@@ -301,6 +302,18 @@ int main(int argc, char** argv) {
   if (fake) {
     s.on_window = [&fake](std::int64_t from, std::int64_t to) { fake->set_window(from, to); };
   } else if (!upstream_stats.empty()) {
+    // Its figures so far are an earlier load's, whose participants were numbered from 0 as these are.
+    try {
+      auto r = sw::net::http_fetch(upstream_stats + "/reset", "POST");
+      if (r.status != 200) {
+        std::cerr << "sessions-ws-loadgen: " << upstream_stats << "/reset answered HTTP " << r.status
+                  << ": is it a sessions-ws-fake-gladia?\n";
+        return 2;
+      }
+    } catch (const std::exception& e) {
+      std::cerr << "sessions-ws-loadgen: --upstream-stats " << upstream_stats << ": " << e.what() << "\n";
+      return 2;
+    }
     s.on_window = [&](std::int64_t from, std::int64_t to) {
       std::lock_guard<std::mutex> lock(window_mu);
       window_calls.emplace_back([url = upstream_stats, from, to] {
@@ -476,8 +489,11 @@ int main(int argc, char** argv) {
   const double server_us_per_frame = window_frames ? server_cpu / static_cast<double>(window_frames) * 1e6 : 0;
   const double tool_cpu = self_end - self_full;
   const double fake_cpu = fake_end - fake_full;  // of tool_cpu: the embedded fake Gladia's threads
-  const std::int64_t lost =
-      have_upstream && !s.egress ? static_cast<std::int64_t>(sent) - static_cast<std::int64_t>(up.frames) : 0;
+  // Frames sent that the upstream never had: a frame it got twice (a relay's replay after a reconnect, of audio whose
+  // acknowledgement was lost) counts once.
+  const std::int64_t lost = have_upstream && !s.egress
+                                ? static_cast<std::int64_t>(sent) - static_cast<std::int64_t>(up.frames - up.duplicates)
+                                : 0;
   const double lag_p99 = lag_judged.quantile_us(0.99);
   const double ticks_per_s = static_cast<double>(sysconf(_SC_CLK_TCK));
   const double steal_server = sw::load::steal_share(steal_full, steal_end, server_cpus, window_s, ticks_per_s);

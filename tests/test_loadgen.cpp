@@ -223,6 +223,68 @@ TEST(Loadgen, ASeparateFakeUpstreamLearnsTheWindowAndReportsBoth) {
   EXPECT_EQ(num(j["relayFrameMs"], "count"), num(j, "framesSent")) << o.out;
   const auto figures = fake.load();
   EXPECT_EQ(figures.relay_frame_steady.count(), static_cast<std::uint64_t>(num(w["relayFrameMs"], "count")));
+  // The finals it sent, each a row the server stores (bench/soak.sh checks the database against it).
+  rapidjson::Document stats;
+  sw::parse_json(stats, sw::net::http_fetch(fake.url() + "/stats").body);
+  EXPECT_GT(figures.finals, 0u);
+  EXPECT_LT(figures.finals, figures.transcripts);
+  EXPECT_EQ(num(stats, "finals"), static_cast<std::int64_t>(figures.finals));
+}
+
+// A separate fake serves one load after another: each run starts its figures afresh (POST /reset), so the second
+// run's participants, numbered from 0 again, are neither the first's duplicates nor added to its frames.
+TEST(Loadgen, ASeparateFakeServesOneRunAfterAnother) {
+  sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
+  auto h = relay_server(fake.url());
+  const std::string args = "--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
+                           " --participants 2 --ramp 20 --duration 1 --upstream-stats " + fake.url();
+  auto first = loadgen(args, "loadgen-first");
+  ASSERT_EQ(first.exit_code, 0) << first.out;
+  auto second = loadgen(args, "loadgen-second");
+  ASSERT_EQ(second.exit_code, 0) << second.out;
+  EXPECT_EQ(num(second.json, "framesUpstream"), num(second.json, "framesSent")) << second.out;
+  EXPECT_EQ(num(second.json, "lost"), 0) << second.out;
+  EXPECT_EQ(fake.load().duplicates, 0u);
+  EXPECT_EQ(fake.load().frames, static_cast<std::uint64_t>(num(second.json, "framesSent")));
+  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
+                       " --participants 1 --upstream-stats http://127.0.0.1:" + std::to_string(h->port),
+                   "loadgen-not-a-fake");
+  EXPECT_EQ(o.exit_code, 2) << "the server is no fake upstream\n" << o.out;
+  EXPECT_NE(o.out.find("/reset answered HTTP"), std::string::npos) << o.out;
+}
+
+// Audio whose acknowledgement never reached the relay is sent again after its reconnect: the upstream then has those
+// frames twice. Each counts once: nothing is lost, and the verdict does not say otherwise.
+TEST(Loadgen, AFrameTheUpstreamGotTwiceIsNotLost) {
+  sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
+  auto h = std::make_unique<sw::test::harness>(
+      [&](sw::config& c) {
+        c.stt_provider = "gladia";
+        c.gladia.api_url = fake.url();
+        c.gladia.api_key = "fake-gladia-key";
+        c.stt_ack_timeout = 500ms;  // the relay gives up on the silent upstream soon
+      },
+      std::nullopt, true);
+  auto run = std::async(std::launch::async, [&] {
+    return loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
+                       " --participants 1 --duration 3 --upstream-stats " + fake.url(),
+                   "loadgen-replayed");
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (fake.load().frames < 10 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);  // polls the figures until the relay's chunks flow
+  fake.withhold_acks(true);            // takes the audio, acknowledges none: the relay reconnects and sends it again
+  while (fake.ws_connections() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  fake.withhold_acks(false);
+  auto o = run.get();
+  ASSERT_GE(fake.ws_connections(), 2) << "the relay reconnected\n" << o.out;
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  const auto f = fake.load();
+  EXPECT_GT(f.duplicates, 0u) << "the replay brought frames the fake had";
+  EXPECT_EQ(f.lost, 0u);
+  EXPECT_EQ(num(o.json, "framesUpstream"), num(o.json, "framesSent") + static_cast<std::int64_t>(f.duplicates));
+  EXPECT_EQ(num(o.json, "lost"), 0) << o.out;
+  EXPECT_EQ(std::string(o.json["verdict"].GetString()).find("lost"), std::string::npos) << o.out;
 }
 
 // The fake shares the loadgen's core: while its thread waits for the CPU, the relay's chunks wait in the kernel. A

@@ -191,10 +191,21 @@ struct fake_gladia::impl {
     std::string extra_header, extra_value;
   };
 
-  // POST /v2/live (and GET /stats, GET /window): the answer.
+  // Figures, tags' sequences and window afresh: a new load begins (its participants are numbered from 0 again).
+  void reset_load_locked() {
+    figures = fake_gladia::load_figures{};
+    next_sequence.clear();
+    window_from = window_to = std::numeric_limits<std::int64_t>::max();
+  }
+
+  // POST /v2/live (and GET /stats, GET /window, POST /reset): the answer.
   http_answer answer_http(const http::request<http::string_body>& req, const std::string& path,
                           const header_list& query) {
     if (req.method() == http::verb::get && path == "/stats") return {200, load_json_locked(), {}, {}};
+    if (req.method() == http::verb::post && path == "/reset") {
+      reset_load_locked();
+      return {200, R"({"reset":true})", {}, {}};
+    }
     if (req.method() == http::verb::get && path == "/window") {
       for (auto& [k, v] : query) {
         char* end = nullptr;
@@ -279,6 +290,7 @@ struct fake_gladia::impl {
   // Utterance `utt` from byte `start` to `end` of the session's audio.
   std::string transcript(const std::string& id, int utt, bool final, std::size_t start, std::size_t end) {
     ++figures.transcripts;
+    if (final) ++figures.finals;
     auto m = msg_head(id, "transcript", 224);
     m += R"("data":{"id":"00_)";
     const auto digits = m.size();
@@ -441,9 +453,10 @@ struct fake_gladia::impl {
            std::to_string(f.untagged_streams) + R"(,"chunks":)" + std::to_string(f.chunks) + R"(,"bytes":)" +
            std::to_string(f.bytes) + R"(,"frames":)" + std::to_string(f.frames) + R"(,"lost":)" +
            std::to_string(f.lost) + R"(,"duplicates":)" + std::to_string(f.duplicates) + R"(,"transcripts":)" +
-           std::to_string(f.transcripts) + R"(,"relayMessageMs":)" + ms(f.relay_message) + R"(,"relayFrameMs":)" +
-           ms(f.relay_frame) + R"(,"relayMessageSteadyMs":)" + ms(f.relay_message_steady) +
-           R"(,"relayFrameSteadyMs":)" + ms(f.relay_frame_steady) + R"(,"readDelayMs":)" + ms(f.read_delay) + "}";
+           std::to_string(f.transcripts) + R"(,"finals":)" + std::to_string(f.finals) + R"(,"relayMessageMs":)" +
+           ms(f.relay_message) + R"(,"relayFrameMs":)" + ms(f.relay_frame) + R"(,"relayMessageSteadyMs":)" +
+           ms(f.relay_message_steady) + R"(,"relayFrameSteadyMs":)" + ms(f.relay_frame_steady) + R"(,"readDelayMs":)" +
+           ms(f.read_delay) + "}";
   }
 };
 
@@ -708,7 +721,7 @@ void fake_gladia::set_window(std::int64_t from_ns, std::int64_t to_ns) {
 
 void fake_gladia::reset_load() {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->figures = load_figures{};
+  impl_->reset_load_locked();
 }
 
 std::string fake_gladia::load_json() const {

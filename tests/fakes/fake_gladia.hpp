@@ -97,6 +97,7 @@ public:
     std::uint64_t lost = 0;         // sequence gaps
     std::uint64_t duplicates = 0;   // a sequence number again, or going back
     std::uint64_t transcripts = 0;  // partials and finals sent
+    std::uint64_t finals = 0;       // of them finals (each is a row the server stores)
     histogram relay_message;        // per upstream message: the frame that completed it, receive - send
     histogram relay_frame;          // every frame
     // Per upstream message: from the kernel's receipt of its last bytes (when the relay latency ends) to the fake's
@@ -107,7 +108,8 @@ public:
     histogram relay_message_steady, relay_frame_steady;
   };
   load_figures load() const;
-  void reset_load();  // starts the figures afresh (after a warm-up)
+  // Starts the figures afresh, with the tags' sequences and the window (a new load; also POST /reset).
+  void reset_load();
   // Frames whose tag says they were sent in [from_ns, to_ns) (CLOCK_MONOTONIC, this machine's) also count in the
   // steady figures; none do until a window is set. Also GET /window?from=NS&to=NS (either may be left out).
   void set_window(std::int64_t from_ns, std::int64_t to_ns);

@@ -2,7 +2,7 @@
 // not run in-process (sessions-ws-loadgen --upstream-stats reads its figures). Acknowledges every chunk with its
 // cumulative byte_range, a partial every --partial-ms and a final every --final-ms of audio per stream, finals after
 // stop_recording; reads the loadgen's frame tags and stamps each transcript with its emit time; GET /stats,
-// GET /window.
+// GET /window, POST /reset.
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -23,7 +23,8 @@ const char* usage =
     "  --tls-cert FILE --tls-key FILE   HTTPS + WSS\n"
     "Point the server at it: GLADIA_API_URL=http://HOST:PORT GLADIA_API_KEY=<key>. GET /stats: its figures.\n"
     "GET /window?from=NS&to=NS: the load's steady window (frames sent then, CLOCK_MONOTONIC ns, also count in\n"
-    "the steady relay figures); sessions-ws-loadgen --upstream-stats sets it.\n"
+    "the steady relay figures); sessions-ws-loadgen --upstream-stats sets it. POST /reset: figures afresh (the\n"
+    "loadgen does it as it starts: one loadgen at a time per fake).\n"
     "Runs until SIGINT or SIGTERM. Exit codes: 0 stopped, 1 cannot listen, 2 bad arguments.\n";
 
 volatile std::sig_atomic_t stop = 0;
