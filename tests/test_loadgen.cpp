@@ -73,14 +73,24 @@ std::int64_t num(const rapidjson::Value& v, const char* k) {
 }
 
 // A server relaying to the Gladia at `url` (the loadgen's embedded fake, or one of the test's own).
-std::unique_ptr<sw::test::harness> relay_server(const std::string& url) {
+// `ack_timeout`, when given: how soon its relays give up on an upstream that acknowledges nothing.
+std::unique_ptr<sw::test::harness> relay_server(const std::string& url, std::chrono::milliseconds ack_timeout = {}) {
   return std::make_unique<sw::test::harness>(
       [&](sw::config& c) {
         c.stt_provider = "gladia";
         c.gladia.api_url = url;
         c.gladia.api_key = "fake-gladia-key";
+        if (ack_timeout.count()) c.stt_ack_timeout = ack_timeout;
       },
       std::nullopt, true);
+}
+
+// A running load: `n` frames have come through the relay to `fake` (false: not within 20 s).
+bool frames_flow(const sw::test::fake_gladia& fake, std::uint64_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (fake.load().frames < n && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);  // polls the figures
+  return fake.load().frames >= n;
 }
 
 // Six participants in two rooms of three, through the Gladia relay to the loadgen's own fake upstream: every frame
@@ -257,23 +267,15 @@ TEST(Loadgen, ASeparateFakeServesOneRunAfterAnother) {
 // frames twice. Each counts once: nothing is lost, and the verdict does not say otherwise.
 TEST(Loadgen, AFrameTheUpstreamGotTwiceIsNotLost) {
   sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
-  auto h = std::make_unique<sw::test::harness>(
-      [&](sw::config& c) {
-        c.stt_provider = "gladia";
-        c.gladia.api_url = fake.url();
-        c.gladia.api_key = "fake-gladia-key";
-        c.stt_ack_timeout = 500ms;  // the relay gives up on the silent upstream soon
-      },
-      std::nullopt, true);
+  auto h = relay_server(fake.url(), 500ms);
   auto run = std::async(std::launch::async, [&] {
     return loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
                        " --participants 1 --duration 3 --upstream-stats " + fake.url(),
                    "loadgen-replayed");
   });
+  ASSERT_TRUE(frames_flow(fake, 10)) << "no audio reached the fake";
+  fake.withhold_acks(true);  // takes the audio, acknowledges none: the relay reconnects and sends it again
   const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (fake.load().frames < 10 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(5ms);  // polls the figures until the relay's chunks flow
-  fake.withhold_acks(true);            // takes the audio, acknowledges none: the relay reconnects and sends it again
   while (fake.ws_connections() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
   fake.withhold_acks(false);
   auto o = run.get();
@@ -300,10 +302,7 @@ TEST(Loadgen, AChunkArrivesWhenTheKernelReceivedItNotWhenTheFakeGotToReadIt) {
                        " --participants 4 --ramp 40 --duration 3 --upstream-stats " + fake.url(),
                    "loadgen-held-fake");
   });
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (fake.load().frames < 50 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(5ms);  // polls the figures until the relay's chunks flow
-  ASSERT_GE(fake.load().frames, 50u) << "no audio reached the fake";
+  ASSERT_TRUE(frames_flow(fake, 50)) << "no audio reached the fake";
   for (int i = 0; i < 5; ++i) {
     fake.hold_threads(90ms);
     std::this_thread::sleep_for(150ms);  // the fault's pattern: held, then free to read
