@@ -58,7 +58,7 @@ void report(self_ptr self, const livekit_answer& a, const std::string& what) {
                       ? "LiveKit answered HTTP " + std::to_string(a.status) + " with a body this service cannot read"
                       : a.error;
   st.ctx->metrics->count("livekit.errors");
-  st.ctx->metrics->error("livekit: room=" + st.slug + ": " + what + ": " + st.last_error);
+  st.ctx->metrics->error("livekit.errors", "livekit: room=" + st.slug + ": " + what + ": " + st.last_error);
   const char* reason = a.status == 401 || a.status == 403 ? "livekit_unauthorized"
                        : a.status == 0                    ? "livekit_unreachable"
                                                           : "livekit_error";
@@ -417,7 +417,8 @@ egress_actor::behavior_type egress(self_ptr self, context_ptr ctx, gateway_actor
           self->delayed_send(self, s.ctx->cfg.stt_drain_timeout + close_grace, timeout_atom::value);
           return;
         }
-        s.ctx->metrics->error("livekit: room=" + s.slug + ": streams still draining at the stop bound");
+        s.ctx->metrics->error("livekit.stop_bound",
+                              "livekit: room=" + s.slug + ": streams still draining at the stop bound");
         for (auto& p : s.stop_waiters) p.deliver(false);
         s.stop_waiters.clear();
         self->quit();

@@ -242,7 +242,8 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
     if (dm.source == s.relay.address() && relay_running(s)) {
       // The relay died without reporting "stopped": the stream has no upstream any more.
       --s.ctx->metrics->active_relays;
-      s.ctx->metrics->error("stt relay ended unexpectedly: stream " + stream_label(s) + ": " + to_string(dm.reason));
+      s.ctx->metrics->error("stt.relay_ended",
+                            "stt relay ended unexpectedly: stream " + stream_label(s) + ": " + to_string(dm.reason));
       send_json(s, json_error_message("internal", "speech-to-text relay failed"));
       s.relay_done = true;
       finish_after_room(self);
@@ -305,7 +306,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         scope probe(self->state.probe, self);
         auto& s = self->state;
         ++s.usage.errors;
-        s.ctx->metrics->error("stt: " + e.code + ": stream " + stream_label(s) + ": " + e.message);
+        s.ctx->metrics->error("stt." + e.code, "stt: " + e.code + ": stream " + stream_label(s) + ": " + e.message);
         send_json(s, json_error_message(e.code, e.message));
       },
       // --- from net/ ---

@@ -244,9 +244,10 @@ void hold(self_ptr self, const audio_chunk& chunk) {
     auto dropped = st.replay.trim_to(limit > st.partial.size() ? limit - st.partial.size() : 0);
     st.ctx->metrics->count("gladia.dropped_bytes", dropped.never_sent);
     st.ctx->metrics->count("gladia.dropped_unacked_bytes", dropped.unacked);
-    st.ctx->metrics->error("gladia: replay buffer full (STT_REPLAY_BUFFER_BYTES), stream " + st.stream + ": dropped " +
-                           std::to_string(dropped.never_sent) + " bytes never sent and " +
-                           std::to_string(dropped.unacked) + " bytes sent but not acknowledged");
+    st.ctx->metrics->error("gladia.dropped_bytes", "gladia: replay buffer full (STT_REPLAY_BUFFER_BYTES), stream " +
+                                                       st.stream + ": dropped " + std::to_string(dropped.never_sent) +
+                                                       " bytes never sent and " + std::to_string(dropped.unacked) +
+                                                       " bytes sent but not acknowledged");
   }
   publish_held(st, static_cast<std::int64_t>(st.replay.bytes + st.partial.size()) - static_cast<std::int64_t>(before));
 }
@@ -319,15 +320,17 @@ void on_init(self_ptr self, upstream_init& r) {
   m.count("gladia.init_failures." + label);
   bool retryable = !r.ok || r.status == 408 || r.status == 429 || r.status >= 500;
   std::string message = r.ok ? "Gladia init failed with HTTP " + std::to_string(r.status) : r.error;
+  std::string request_id;  // Gladia's support asks for it; the log has it, the client does not
   if (r.ok) {
     rapidjson::Document d;
     if (parse_json(d, r.body) && d.IsObject()) {
       if (d.HasMember("message") && d["message"].IsString()) message += ": " + std::string(d["message"].GetString());
       if (d.HasMember("request_id") && d["request_id"].IsString())
-        SW_LOG(st.ctx, warn, "gladia init " << r.status << " request_id=" << d["request_id"].GetString());
+        request_id = " (request_id " + std::string(d["request_id"].GetString()) + ")";
     }
   }
-  m.error("gladia: stream " + st.stream + ": " + message);
+  // One line a second however many streams fail (an outage fails them all), with the number left out.
+  m.error("gladia.init_failures", "gladia: stream " + st.stream + ": " + message + request_id);
   if (!retryable || ++st.attempts >= max_attempts) {
     finish(self, r.ok && r.status == 401 ? "stt_auth_failed" : "stt_unavailable", message);
     return;
@@ -528,8 +531,9 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
           return;
         }
         s.ctx->metrics->count("gladia.ack_timeouts");
-        s.ctx->metrics->error("gladia: stream " + s.stream + ": nothing acknowledged for " +
-                              std::to_string(s.ctx->cfg.stt_ack_timeout.count()) + " ms; reconnecting");
+        s.ctx->metrics->error("gladia.ack_timeouts", "gladia: stream " + s.stream + ": nothing acknowledged for " +
+                                                         std::to_string(s.ctx->cfg.stt_ack_timeout.count()) +
+                                                         " ms; reconnecting");
         if (s.ws) s.ws->abort();  // `closed` (1006) follows: reconnect with backoff, then replay
       },
       [self](connect_atom, std::uint64_t gen) {

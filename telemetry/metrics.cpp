@@ -72,12 +72,16 @@ void metrics::log_line(bool error, const std::string& kind, const std::string& m
   log(error, line);
 }
 
-void metrics::error(const std::string& message) {
+void metrics::error(const std::string& kind, const std::string& message) {
   ++total_errors;
   std::unique_lock<std::mutex> lock(mu_);
   last_error_ = message;
   last_error_ms_ = now_ms();
-  log_line(true, message.substr(0, 24), message, lock);
+  log_line(true, kind, message, lock);
+}
+
+void metrics::error(const std::string& message) {
+  error(message.substr(0, 24), message);
 }
 
 void metrics::note(const std::string& counter, const std::string& message, std::uint64_t n) {

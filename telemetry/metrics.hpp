@@ -81,6 +81,11 @@ public:
   // Logs `message` as a warning at most once a second per `kind`, counting nothing (net/'s counters are its own).
   void log_throttled(const std::string& kind, const std::string& message);
 
+  // Counts an error, keeps it as the last one and logs it, at most once a second per `kind` (named like a counter:
+  // every stream's ack timeout in an upstream's outage is one kind, not one line a stream).
+  void error(const std::string& kind, const std::string& message);
+  // The same, its kind the message's first 24 characters: for messages that start with what failed, not with a
+  // stream's or a room's name.
   void error(const std::string& message);
   // A failure the service cannot run on (see supervisor_actor); the first one is kept.
   void fail(const std::string& why);

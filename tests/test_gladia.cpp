@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -520,6 +521,34 @@ TEST(GladiaStall, AStalledUpstreamIsReconnectedWithinTheAckTimeoutAndNothingIsLo
   EXPECT_TRUE(fake.audio() == pcm) << "got " << fake.audio().size() << " of " << pcm.size() << " bytes";
   EXPECT_EQ(metric(*h, "gladia.ack_timeouts"), 1);
   EXPECT_EQ(fake.ws_connections(), 2);
+}
+
+// An upstream that stops acknowledging times out every stream at once: each is counted and reconnects, and the log
+// has one error line for all of them, not one a stream (an outage with thousands of streams would flood it).
+TEST(GladiaStall, AnOutageOfEveryStreamIsOneErrorLineNotOneAStream) {
+  fake_gladia fake;
+  fake.withhold_acks(true);
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_ack_timeout = 500ms; });
+  auto lines = std::make_shared<std::vector<std::string>>();
+  auto mu = std::make_shared<std::mutex>();
+  h->svc->context().metrics->set_log([lines, mu](bool error, const std::string& line) {
+    std::lock_guard<std::mutex> lock(*mu);
+    if (error && line.find("nothing acknowledged") != std::string::npos) lines->push_back(line);
+  });
+  std::vector<std::unique_ptr<ws_client>> cs;
+  for (int i = 0; i < 8; ++i) {
+    cs.push_back(h->connect("room-" + std::to_string(i), "user-" + std::to_string(i)));
+    expect_message(*cs.back(), "ready");
+  }
+  for (auto& c : cs) stream(*c, audio(3'200, 3));  // a chunk each, never acknowledged
+  ASSERT_TRUE(eventually([&] { return metric(*h, "gladia.ack_timeouts") >= 8; })) << metric(*h, "gladia.ack_timeouts");
+  {
+    std::lock_guard<std::mutex> lock(*mu);
+    EXPECT_EQ(lines->size(), 1u) << "every stream timed out within the bound of one another, well within a second";
+  }
+  fake.withhold_acks(false);
+  for (auto& c : cs) c->send_text(R"({"type":"stop"})");
+  for (auto& c : cs) EXPECT_EQ(read_all(*c, 15s).close_code, 1000);
 }
 
 // A stalled upstream is also found by its silence: unanswered pings close the connection after two ping

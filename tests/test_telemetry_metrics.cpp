@@ -75,6 +75,24 @@ TEST(Metrics, ErrorsAndNotesAreLoggedOncePerSecondPerKind) {
   EXPECT_EQ(m.read().counters.count("audio.rate_limited_frames"), 1u);
 }
 
+// An error about a stream names the stream first, so its message cannot be its kind: an upstream's outage times out
+// every stream at once, and the log has one line for all of them (the next, a second on, says how many it left out).
+TEST(Metrics, ErrorsOfOneKindFromManyStreamsAreOneLine) {
+  sw::metrics m;
+  std::vector<std::pair<bool, std::string>> lines;
+  m.set_log([&](bool error, const std::string& line) { lines.emplace_back(error, line); });
+  for (int i = 0; i < 50; ++i)
+    m.error("gladia.ack_timeouts",
+            "gladia: stream " + std::to_string(i) + " room=r: nothing acknowledged for 10000 ms");
+  m.error("gladia.init_failures", "gladia: stream 50 room=r: Gladia init failed with HTTP 503");
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_TRUE(lines[0].first && lines[1].first);
+  EXPECT_EQ(lines[0].second, "gladia: stream 0 room=r: nothing acknowledged for 10000 ms");
+  EXPECT_EQ(lines[1].second, "gladia: stream 50 room=r: Gladia init failed with HTTP 503");
+  EXPECT_EQ(m.total_errors.load(), 51u) << "each is counted";
+  EXPECT_EQ(m.read().last_error, "gladia: stream 50 room=r: Gladia init failed with HTTP 503");
+}
+
 TEST(Metrics, Iso8601) {
   EXPECT_EQ(sw::iso8601(0), "1970-01-01T00:00:00.000Z");
 }
