@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# A long run against one server process: ROUNDS rounds of sessions-ws-loadgen (N participants in rooms of ROOM,
+# SECONDS s of audio each) through one sessions-ws (SQLite persistence with its journal) and one
+# sessions-ws-fake-gladia. In every STALL_EVERY-th round the fake is stopped (SIGSTOP) for STALL_S s in the middle of
+# the round, longer than the server's ack timeout (STT_ACK_TIMEOUT_MS, 2 000 here): each stream's upstream connection
+# is dropped, reconnected and its unacknowledged audio replayed, while the participants stream on.
+#
+# After each round, once the server is idle (no connection, no relay, the persistence queue empty and every final
+# handed to it in the database), and once its heap was trimmed after that (every MEMORY_TRIM_INTERVAL_MS, 10 s), one
+# line: the round's frames lost; the server's heap in use and anonymous RSS, descriptors, threads and live session
+# actors; the rows the round stored against the finals the fake sent; the reconnects. It fails (exit 1) when a round
+# loses a frame, a participant does not stop cleanly, the server is not idle within IDLE_WAIT s, a final handed to
+# persistence is not stored, a session actor or a descriptor outlives its round, or the rows are not the fake's
+# finals. In a stalled round a final the fake wrote to a connection the server had already dropped is lost with that
+# connection (at most one a reconnect: the server closed it, the fake learns so from its first write); the audio it
+# was about goes again. Memory is for reading: the heap after each round, round after round.
+#   bench/soak.sh [BUILD_DIR (build-release)] [ROUNDS (20)] [N (200)] [SECONDS (60)]
+#   knobs: ROOM (4), STALL_EVERY (4; 0: never), STALL_S (3), IDLE_WAIT (60), SERVER_CPU (0), TOOL_CPU (1)
+# The rounds' reports, the fake's and the server's logs go to bench/results/soak-<time>/ (git-ignored), the table to
+# its summary.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build-release}
+rounds=${2:-20}
+n=${3:-200}
+seconds=${4:-60}
+room=${ROOM:-4} stall_every=${STALL_EVERY:-4} stall_s=${STALL_S:-3} idle_wait=${IDLE_WAIT:-60}
+for b in sessions-ws sessions-ws-loadgen tests/sessions-ws-fake-gladia; do
+  [ -x "$build/$b" ] || { echo "soak: $build/$b is missing (script/bench builds build-release)" >&2; exit 2; }
+done
+command -v sqlite3 >/dev/null || { echo "soak: needs sqlite3 (apt-get install sqlite3)" >&2; exit 2; }
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+port=$(free_port) upstream=$(free_port)
+out=bench/results/soak-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+work=$(mktemp -d)
+server="" fake=""
+cleanup() {
+  [ -z "$fake" ] || kill -CONT "$fake" 2>/dev/null || true
+  kill $server $fake 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+ulimit -n 65536 2>/dev/null || true
+
+taskset -c "${TOOL_CPU:-1}" "$build/tests/sessions-ws-fake-gladia" --port "$upstream" >"$out/fake.log" 2>&1 &
+fake=$!
+PORT=$port HOST=127.0.0.1 TRANSCRIPTION_JWT_SECRET=soak-secret GLADIA_API_URL="http://127.0.0.1:$upstream" \
+  GLADIA_API_KEY=fake-gladia-key DATABASE_URL="sqlite3://db=$work/sessions.db" PERSIST_JOURNAL_DIR="$work/journal" \
+  STT_ACK_TIMEOUT_MS=2000 MAX_STREAMS=100000 MAX_STREAMS_PER_ROOM=100000 LOG_LEVEL=warn \
+  taskset -c "${SERVER_CPU:-0}" "$build/sessions-ws" 2>"$out/server.log" &
+server=$!
+for _ in $(seq 400); do
+  curl -sf "127.0.0.1:$port/health" >/dev/null 2>&1 && curl -sf "127.0.0.1:$upstream/stats" >/dev/null 2>&1 && break
+  sleep 0.05
+done
+
+# The server's state, one line: RSS (anonymous, KiB), descriptors, threads, live session actors, rows in the
+# database, finals handed to persistence, reconnects to the upstream (those three since the start), the fake's finals
+# (since the round's reset), idle (1: nothing in flight and every final handed to persistence stored), the heap's
+# trims so far and what it had allocated at the last (KiB).
+state() {
+  local rss fds threads rows
+  rss=$(awk '/^RssAnon:/ {print $2}' "/proc/$server/status")
+  fds=$(ls "/proc/$server/fd" | wc -l)
+  threads=$(awk '/^Threads:/ {print $2}' "/proc/$server/status")
+  rows=$(sqlite3 -cmd ".timeout 5000" "$work/sessions.db" 'SELECT count(*) FROM "TranscriptSegment"' 2>/dev/null || echo 0)
+  python3 - "$rss" "$fds" "$threads" "$rows" "$(curl -sf "127.0.0.1:$port/metrics")" \
+    "$(curl -sf "127.0.0.1:$upstream/stats")" <<'PY'
+import json, sys
+rss, fds, threads, rows = sys.argv[1:5]
+m, f = json.loads(sys.argv[5]), json.loads(sys.argv[6])
+sessions = m.get("actors", {}).get("session", {}).get("live", 0)
+queued = m["queue"]["totalQueued"]
+idle = (m["activeConnections"] == 0 and m["activeSttRelays"] == 0 and m["queue"]["queueLength"] == 0
+        and int(rows) == queued)
+c = m["counters"]
+print(rss, fds, threads, sessions, rows, queued, c.get("gladia.reconnects", 0), f["finals"], int(idle),
+      c.get("memory.trims", 0), c.get("memory.heap_in_use_bytes", 0) // 1024)
+PY
+}
+
+line() { printf '%-5s %-5s %-5s %-8s %-8s %-4s %-7s %-8s %-6s %-6s %-10s %s\n' "$@" | tee -a "$out/summary.txt"; }
+line round stall lost "heap KiB" "RSS KiB" fds threads sessions rows finals reconnects verdict
+status=0 base_fds="" rows=0 queued=0 reconnects=0
+for r in $(seq 1 "$rounds"); do
+  rows0=$rows queued0=$queued reconnects0=$reconnects stalled=no
+  taskset -c "${TOOL_CPU:-1}" "$build/sessions-ws-loadgen" --url "ws://127.0.0.1:$port" --secret soak-secret \
+    --participants "$n" --room-size "$room" --ramp 200 --duration "$seconds" \
+    --upstream-stats "http://127.0.0.1:$upstream" --server-pid "$server" --quiet --json "$out/round-$r.json" \
+    >"$out/round-$r.txt" 2>&1 &
+  loadgen=$!
+  if [ "$stall_every" -gt 0 ] && [ $((r % stall_every)) -eq 0 ]; then
+    sleep $((seconds / 2))  # the middle of the round: every participant streams
+    kill -STOP "$fake"
+    sleep "$stall_s"
+    kill -CONT "$fake"
+    stalled=yes
+  fi
+  code=0
+  wait "$loadgen" || code=$?
+  read -r lost clean < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["lost"], d["stoppedCleanly"])' \
+    "$out/round-$r.json" 2>/dev/null || echo "? 0") || true
+  end=$((SECONDS + idle_wait))
+  while :; do
+    read -r rss fds threads sessions rows queued reconnects finals idle trims heap < <(state) || true
+    { [ "$idle" = 1 ] || [ $SECONDS -ge $end ]; } && break
+    sleep 0.2
+  done
+  # the heap as the next trim finds it (every MEMORY_TRIM_INTERVAL_MS): what the idle server still holds
+  idle_trims=$trims end=$((SECONDS + 15))
+  while [ "$trims" = "$idle_trims" ] && [ $SECONDS -lt $end ]; do
+    sleep 0.5
+    read -r rss fds threads sessions rows queued reconnects finals idle trims heap < <(state) || true
+  done
+  stored=$((rows - rows0)) handed=$((queued - queued0)) again=$((reconnects - reconnects0))
+  [ -n "$base_fds" ] || base_fds=$fds
+  verdict=ok
+  if [ "$lost" != 0 ]; then verdict="frames lost"
+  elif [ "$clean" != "$n" ]; then verdict="$((n - clean)) not stopped cleanly (loadgen exit $code)"
+  elif [ "$idle" != 1 ]; then verdict="not idle after ${idle_wait} s (stored $stored of $handed finals handed to persistence)"
+  elif [ "$sessions" != 0 ]; then verdict="$sessions session actors left"
+  elif [ "$fds" -gt "$base_fds" ]; then verdict="descriptors $fds, after round 1 $base_fds"
+  elif [ "$stalled" = no ] && [ "$stored" != "$finals" ]; then verdict="stored $stored of the fake's $finals finals"
+  elif [ "$stalled" = yes ] && { [ "$stored" -gt "$finals" ] || [ $((finals - stored)) -gt "$again" ]; }; then
+    verdict="stored $stored of the fake's $finals finals, with $again reconnects"
+  elif [ "$stalled" = yes ] && [ "$stored" != "$finals" ]; then
+    verdict="ok ($((finals - stored)) finals went with dropped connections)"
+  fi
+  case $verdict in ok*) ;; *) status=1 ;; esac
+  line "$r" "$stalled" "$lost" "$heap" "$rss" "$fds" "$threads" "$sessions" "$stored" "$finals" "$again" "$verdict"
+done
+echo "server log: $(grep -c . "$out/server.log" || true) lines, $(grep -c ' error ' "$out/server.log" || true) errors" |
+  tee -a "$out/summary.txt"
+echo "soak: $([ $status = 0 ] && echo passed || echo FAILED); reports in $out" | tee -a "$out/summary.txt"
+exit $status
