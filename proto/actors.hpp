@@ -182,6 +182,13 @@ using memory_trim_actor = caf::typed_actor<
     // memory.heap_in_use_bytes and memory.heap_free_bytes), and again after the interval
     caf::reacts_to<tick_atom>>;
 
+// Writes out, a second after a burst, how many error and warning lines the log's throttle left out (metrics: at most
+// one line a second per kind), so that an outage's count does not wait for the next outage.
+using log_flush_actor = caf::typed_actor<
+    // the counts left out, a line per kind whose last line is a second old (metrics::flush_suppressed); again in a
+    // second
+    caf::reacts_to<tick_atom>>;
+
 // How a session gets its STT relay: a provider spawns one relay per participant stream. `spawn` returns
 // an invalid handle when the provider cannot take the stream (the session then reports the error).
 struct stt_provider {

@@ -18,6 +18,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/gateway.hpp"
+#include "actors/log_flush.hpp"
 #include "actors/memory_trim.hpp"
 #include "actors/persistence.hpp"
 #include "actors/stt_gladia.hpp"
@@ -93,6 +94,7 @@ struct service::impl {
   gateway_actor gw;                        // the gateway actor
   supervisor_actor supervisor;
   memory_trim_actor trim;  // none when MEMORY_TRIM_INTERVAL_MS is 0
+  log_flush_actor log_flush;
   std::shared_ptr<failure_hook> failure = std::make_shared<failure_hook>();
   std::unique_ptr<net::server> srv;
   bool started = false;
@@ -200,6 +202,7 @@ void service::start() {
     throw;
   }
   if (c.memory_trim_interval.count() > 0) d.trim = spawn_memory_trim(*d.sys, d.ctx);
+  d.log_flush = spawn_log_flush(*d.sys, d.ctx);
   d.started = true;
 }
 
@@ -249,6 +252,11 @@ bool service::shutdown() {
   if (d.trim) {
     caf::anon_send_exit(d.trim, caf::exit_reason::user_shutdown);
     d.trim = memory_trim_actor{};
+  }
+  if (d.log_flush) {
+    caf::anon_send_exit(d.log_flush, caf::exit_reason::user_shutdown);
+    d.log_flush = log_flush_actor{};
+    d.ctx->metrics->flush_suppressed(std::numeric_limits<std::int64_t>::max());  // what the last second left out
   }
   if (d.ctx->persistence) {
     // Every stream has ended: flush what is pending within the bound; the rest stays journaled.

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <ctime>
 #include <fstream>
+#include <utility>
+#include <vector>
 
 namespace sw {
 
@@ -67,9 +69,32 @@ void metrics::log_line(bool error, const std::string& kind, const std::string& m
   if (t.suppressed) line += " (and " + std::to_string(t.suppressed) + " more of this kind in the last seconds)";
   t.last_ms = now;
   t.suppressed = 0;
+  t.error = error;
   auto log = log_;
   lock.unlock();
   log(error, line);
+}
+
+void metrics::flush_suppressed(std::int64_t now) {
+  std::vector<std::pair<bool, std::string>> lines;
+  std::function<void(bool, const std::string&)> log;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!log_) return;
+    log = log_;
+    for (auto& [kind, t] : throttles_) {
+      if (t.suppressed == 0 || now - t.last_ms < 1000) continue;
+      lines.emplace_back(t.error, kind + ": " + std::to_string(t.suppressed) +
+                                      " more of this kind in the last seconds, not logged one by one");
+      t.last_ms = now;  // this line is the kind's line of this second
+      t.suppressed = 0;
+    }
+  }
+  for (auto& [error, line] : lines) log(error, line);
+}
+
+void metrics::flush_suppressed() {
+  flush_suppressed(now_ms());
 }
 
 void metrics::error(const std::string& kind, const std::string& message) {

@@ -80,6 +80,10 @@ public:
   void note(const std::string& counter, const std::string& message, std::uint64_t n = 1);
   // Logs `message` as a warning at most once a second per `kind`, counting nothing (net/'s counters are its own).
   void log_throttled(const std::string& kind, const std::string& message);
+  // For every kind whose lines were left out and whose last line is a second old at `now` (now_ms()): a line saying
+  // how many, at the kind's level. Called every second (actors/log_flush.hpp).
+  void flush_suppressed(std::int64_t now);
+  void flush_suppressed();
 
   // Counts an error, keeps it as the last one and logs it, at most once a second per `kind` (named like a counter:
   // every stream's ack timeout in an upstream's outage is one kind, not one line a stream).
@@ -123,6 +127,7 @@ private:
   struct throttle {
     std::int64_t last_ms = 0;
     std::uint64_t suppressed = 0;
+    bool error = false;  // the level of its lines
   };
   std::map<std::string, throttle> throttles_;
   std::int64_t last_error_ms_ = 0;

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "proto/time.hpp"
 #include "telemetry/metrics.hpp"
 
 namespace {
@@ -91,6 +92,29 @@ TEST(Metrics, ErrorsOfOneKindFromManyStreamsAreOneLine) {
   EXPECT_EQ(lines[1].second, "gladia: stream 50 room=r: Gladia init failed with HTTP 503");
   EXPECT_EQ(m.total_errors.load(), 51u) << "each is counted";
   EXPECT_EQ(m.read().last_error, "gladia: stream 50 room=r: Gladia init failed with HTTP 503");
+}
+
+// What the throttle left out is counted a second after its last line, without waiting for the kind's next line
+// (which may come with the next outage, or never): a line per kind, at its level, once.
+TEST(Metrics, WhatTheThrottleLeftOutIsCountedASecondLater) {
+  sw::metrics m;
+  std::vector<std::pair<bool, std::string>> lines;
+  m.set_log([&](bool error, const std::string& line) { lines.emplace_back(error, line); });
+  for (int i = 0; i < 5; ++i) m.error("gladia.ack_timeouts", "gladia: stream " + std::to_string(i) + ": no ack");
+  for (int i = 0; i < 3; ++i) m.note("audio.invalid_frames", "stream 7 room=r: invalid audio frame of 3 bytes");
+  m.error("persistence: the database does not answer");
+  ASSERT_EQ(lines.size(), 3u);
+  const auto now = sw::now_ms();
+  m.flush_suppressed(now);
+  EXPECT_EQ(lines.size(), 3u) << "not within the second of the last line";
+  m.flush_suppressed(now + 1000);
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_FALSE(lines[3].first);
+  EXPECT_EQ(lines[3].second, "audio.invalid_frames: 2 more of this kind in the last seconds, not logged one by one");
+  EXPECT_TRUE(lines[4].first);
+  EXPECT_EQ(lines[4].second, "gladia.ack_timeouts: 4 more of this kind in the last seconds, not logged one by one");
+  m.flush_suppressed(now + 5000);
+  EXPECT_EQ(lines.size(), 5u) << "each count once";
 }
 
 TEST(Metrics, Iso8601) {
