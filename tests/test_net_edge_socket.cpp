@@ -213,6 +213,15 @@ TEST(EdgeSocket, AReadNotesWhenTheKernelReceivedWhatItTook) {
     return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
   };
   std::vector<std::uint8_t> buf(4096);
+  // The kernel turns its receive stamps on for the first socket that asks in a work item of its own, a moment later
+  // (net_enable_timestamp): until then segments arrive unstamped. A byte at a time until one comes stamped.
+  ASSERT_TRUE(p.run_until([&] {
+    asio::write(p.client, asio::buffer(buf.data(), 1));
+    bool read = false;
+    p.server->async_read_some(asio::buffer(buf), [&](boost::system::error_code, std::size_t) { read = true; });
+    p.run_until([&] { return read; });
+    return p.server->receipt_realtime_ns() != 0;
+  })) << "no segment came stamped";
   const auto data = pattern(3000, 6);
   for (int ahead_read = 0; ahead_read < 2; ++ahead_read) {
     const auto before = realtime_ns();
