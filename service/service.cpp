@@ -25,6 +25,7 @@
 #include "actors/stt_local.hpp"
 #include "net/runtime.hpp"
 #include "net/server.hpp"
+#include "proto/time.hpp"
 #include "service/fatal_signal.hpp"
 #include "service/io_scheduler.hpp"
 
@@ -256,7 +257,6 @@ bool service::shutdown() {
   if (d.log_flush) {
     caf::anon_send_exit(d.log_flush, caf::exit_reason::user_shutdown);
     d.log_flush = log_flush_actor{};
-    d.ctx->metrics->flush_suppressed(std::numeric_limits<std::int64_t>::max());  // what the last second left out
   }
   if (d.ctx->persistence) {
     // Every stream has ended: flush what is pending within the bound; the rest stays journaled.
@@ -270,6 +270,8 @@ bool service::shutdown() {
     caf::anon_send_exit(d.ctx->persistence, caf::exit_reason::user_shutdown);
     d.ctx->persistence = persistence_actor{};
   }
+  // What the throttle left out in the last second, the final flush's errors too (nothing logs through it after this).
+  d.ctx->metrics->flush_suppressed(now_ms() + 1000);
   // Every actor should be gone now; never hang the process on one that is not.
   auto settle = clock::now() + std::chrono::seconds(2);
   while (d.sys->registry().running() > 0 && clock::now() < settle)
