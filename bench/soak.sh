@@ -28,7 +28,6 @@ room=${ROOM:-4} stall_every=${STALL_EVERY:-4} stall_s=${STALL_S:-3} idle_wait=${
 for b in sessions-ws sessions-ws-loadgen tests/sessions-ws-fake-gladia; do
   [ -x "$build/$b" ] || { echo "soak: $build/$b is missing (script/bench builds build-release)" >&2; exit 2; }
 done
-command -v sqlite3 >/dev/null || { echo "soak: needs sqlite3 (apt-get install sqlite3)" >&2; exit 2; }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 port=$(free_port) upstream=$(free_port)
 out=bench/results/soak-$(date -u +%Y%m%dT%H%M%SZ)
@@ -62,16 +61,20 @@ done
 # (since the round's reset), idle (1: nothing in flight and every final handed to persistence stored), the heap's
 # trims so far and what it had allocated at the last (KiB).
 state() {
-  local rss fds threads rows
+  local rss fds threads
   rss=$(awk '/^RssAnon:/ {print $2}' "/proc/$server/status")
   fds=$(ls "/proc/$server/fd" | wc -l)
   threads=$(awk '/^Threads:/ {print $2}' "/proc/$server/status")
-  rows=$(sqlite3 -cmd ".timeout 5000" "$work/sessions.db" 'SELECT count(*) FROM "TranscriptSegment"' 2>/dev/null || echo 0)
-  python3 - "$rss" "$fds" "$threads" "$rows" "$(curl -sf "127.0.0.1:$port/metrics")" \
+  python3 - "$rss" "$fds" "$threads" "$work/sessions.db" "$(curl -sf "127.0.0.1:$port/metrics")" \
     "$(curl -sf "127.0.0.1:$upstream/stats")" <<'PY'
-import json, sys
-rss, fds, threads, rows = sys.argv[1:5]
+import json, sqlite3, sys
+rss, fds, threads, db = sys.argv[1:5]
 m, f = json.loads(sys.argv[5]), json.loads(sys.argv[6])
+try:
+    rows = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5).execute(
+        'SELECT count(*) FROM "TranscriptSegment"').fetchone()[0]
+except sqlite3.Error:  # not created yet
+    rows = 0
 sessions = m.get("actors", {}).get("session", {}).get("live", 0)
 queued = m["queue"]["totalQueued"]
 idle = (m["activeConnections"] == 0 and m["activeSttRelays"] == 0 and m["queue"]["queueLength"] == 0
