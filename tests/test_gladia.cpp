@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <future>
-#include <mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -529,13 +528,15 @@ TEST(GladiaStall, AnOutageOfEveryStreamIsOneErrorLineNotOneAStream) {
   fake_gladia fake;
   fake.withhold_acks(true);
   auto h = gladia_harness(fake, [](sw::config& c) { c.stt_ack_timeout = 500ms; });
-  auto lines = std::make_shared<std::vector<std::string>>();
-  auto mu = std::make_shared<std::mutex>();
-  h->svc->context().metrics->set_log([lines, mu](bool error, const std::string& line) {
-    std::lock_guard<std::mutex> lock(*mu);
-    if (error && (line.find("nothing acknowledged") != std::string::npos || line.rfind("gladia.ack_timeouts:", 0) == 0))
-      lines->push_back(line);
-  });
+  auto log = sw::test::capture_log(*h);
+  auto timeout_lines = [&] {  // the error lines about ack timeouts: each stream's, or their count
+    std::vector<std::string> out;
+    for (auto& l : log->lines())
+      if (l.error &&
+          (l.text.find("nothing acknowledged") != std::string::npos || l.text.rfind("gladia.ack_timeouts:", 0) == 0))
+        out.push_back(l.text);
+    return out;
+  };
   std::vector<std::unique_ptr<ws_client>> cs;
   for (int i = 0; i < 8; ++i) {
     cs.push_back(h->connect("room-" + std::to_string(i), "user-" + std::to_string(i)));
@@ -543,18 +544,17 @@ TEST(GladiaStall, AnOutageOfEveryStreamIsOneErrorLineNotOneAStream) {
   }
   for (auto& c : cs) stream(*c, audio(3'200, 3));  // a chunk each, never acknowledged
   ASSERT_TRUE(eventually([&] { return metric(*h, "gladia.ack_timeouts") >= 8; })) << metric(*h, "gladia.ack_timeouts");
-  {
-    std::lock_guard<std::mutex> lock(*mu);
-    EXPECT_EQ(lines->size(), 1u) << "every stream timed out within the bound of one another, well within a second";
-  }
+  EXPECT_EQ(timeout_lines().size(), 1u)
+      << "every stream timed out within the bound of one another, well within a second";
   fake.withhold_acks(false);  // the reconnected streams are acknowledged: no more timeouts
   // how many were left out, a second later, with no other stream timing out then
   EXPECT_TRUE(eventually(
       [&] {
-        std::lock_guard<std::mutex> lock(*mu);
-        return lines->size() >= 2 && (*lines)[1].rfind("gladia.ack_timeouts: ", 0) == 0;
+        const auto lines = timeout_lines();
+        return lines.size() >= 2 && lines[1].rfind("gladia.ack_timeouts: ", 0) == 0;
       },
-      3s));
+      3s))
+      << log->all();
   for (auto& c : cs) c->send_text(R"({"type":"stop"})");
   for (auto& c : cs) EXPECT_EQ(read_all(*c, 15s).close_code, 1000);
 }

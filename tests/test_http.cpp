@@ -123,22 +123,14 @@ std::string upgrade_then(std::uint16_t port, const std::string& token, const std
 TEST(HttpProxies, ForwardedForIsLoggedOnlyFromATrustedProxy) {
   auto logged = [](const std::vector<std::string>& trusted) {
     harness h([&](sw::config& c) { c.trusted_proxies = trusted; });
-    auto lines = std::make_shared<std::vector<std::string>>();
-    auto mu = std::make_shared<std::mutex>();
-    h.svc->context().metrics->set_log([lines, mu](bool, const std::string& line) {
-      std::lock_guard<std::mutex> lock(*mu);
-      lines->push_back(line);
-    });
+    auto log = sw::test::capture_log(h);
     auto refused = upgrade_then(h.port, "bad", {});
     EXPECT_EQ(refused.rfind("HTTP/1.1 401", 0), 0u) << refused;
     // A masked close frame with code 5000: the server answers 1002 and logs the client.
     const std::string close_5000 = {'\x88', '\x82', 0, 0, 0, 0, '\x13', '\x88'};
     auto upgraded = upgrade_then(h.port, harness::token("room", "alice"), close_5000);
     EXPECT_EQ(upgraded.rfind("HTTP/1.1 101", 0), 0u) << upgraded;
-    std::lock_guard<std::mutex> lock(*mu);  // both lines are written before the server answers
-    std::string all;
-    for (auto& l : *lines) all += l + "\n";
-    return all;
+    return log->all();  // both lines are written before the server answers
   };
   auto trusted = logged({"10.0.0.0/8", "127.0.0.0/8"});
   EXPECT_NE(trusted.find("upgrade refused from 203.0.113.7 via 127.0.0.1:"), std::string::npos) << trusted;

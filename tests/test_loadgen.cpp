@@ -85,14 +85,6 @@ std::unique_ptr<sw::test::harness> relay_server(const std::string& url, std::chr
       std::nullopt, true);
 }
 
-// A running load: `n` frames have come through the relay to `fake` (false: not within 20 s).
-bool frames_flow(const sw::test::fake_gladia& fake, std::uint64_t n) {
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (fake.load().frames < n && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(5ms);  // polls the figures
-  return fake.load().frames >= n;
-}
-
 // Six participants in two rooms of three, through the Gladia relay to the loadgen's own fake upstream: every frame
 // sent is found at the upstream, transcripts come back to every member of each room, the verdict is "sustained".
 TEST(Loadgen, AShortRunAgainstTheServerExitsZeroWithACorrectReport) {
@@ -273,10 +265,9 @@ TEST(Loadgen, AFrameTheUpstreamGotTwiceIsNotLost) {
                        " --participants 1 --duration 3 --upstream-stats " + fake.url(),
                    "loadgen-replayed");
   });
-  ASSERT_TRUE(frames_flow(fake, 10)) << "no audio reached the fake";
+  ASSERT_TRUE(sw::test::eventually([&] { return fake.load().frames >= 10; }, 20s)) << "no audio reached the fake";
   fake.withhold_acks(true);  // takes the audio, acknowledges none: the relay reconnects and sends it again
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (fake.ws_connections() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  sw::test::eventually([&] { return fake.ws_connections() >= 2; }, 20s);  // asserted once the run is over
   fake.withhold_acks(false);
   auto o = run.get();
   ASSERT_GE(fake.ws_connections(), 2) << "the relay reconnected\n" << o.out;
@@ -302,7 +293,7 @@ TEST(Loadgen, AChunkArrivesWhenTheKernelReceivedItNotWhenTheFakeGotToReadIt) {
                        " --participants 4 --ramp 40 --duration 3 --upstream-stats " + fake.url(),
                    "loadgen-held-fake");
   });
-  ASSERT_TRUE(frames_flow(fake, 50)) << "no audio reached the fake";
+  ASSERT_TRUE(sw::test::eventually([&] { return fake.load().frames >= 50; }, 20s)) << "no audio reached the fake";
   for (int i = 0; i < 5; ++i) {
     fake.hold_threads(90ms);
     std::this_thread::sleep_for(150ms);  // the fault's pattern: held, then free to read

@@ -225,21 +225,14 @@ TEST(Supervision, AShutdownIsNotAFailure) {
 
 // What the log's throttle left out in the service's last second is counted as it shuts down, not lost with it.
 TEST(Supervision, AShutdownCountsWhatTheLogLeftOut) {
-  auto lines = std::make_shared<std::vector<std::string>>();
-  auto mu = std::make_shared<std::mutex>();
   sw::test::harness h;
-  auto& m = *h.svc->context().metrics;
-  m.set_log([lines, mu](bool, const std::string& line) {
-    std::lock_guard<std::mutex> lock(*mu);
-    lines->push_back(line);
-  });
-  m.error("test.kind", "test: the first of two");
-  m.error("test.kind", "test: the second of two");
+  auto log = sw::test::capture_log(h);
+  h.svc->context().metrics->error("test.kind", "test: the first of two");
+  h.svc->context().metrics->error("test.kind", "test: the second of two");
   EXPECT_TRUE(h.svc->shutdown());
-  std::lock_guard<std::mutex> lock(*mu);
-  ASSERT_EQ(lines->size(), 2u);
-  EXPECT_EQ((*lines)[0], "test: the first of two");
-  EXPECT_EQ((*lines)[1], "test.kind: 1 more of this kind in the last seconds, not logged one by one");
+  EXPECT_EQ(log->all(),
+            "test: the first of two\n"
+            "test.kind: 1 more of this kind in the last seconds, not logged one by one\n");
 }
 
 }  // namespace

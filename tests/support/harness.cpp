@@ -96,6 +96,26 @@ bool eventually(const std::function<bool()>& done, std::chrono::milliseconds lim
   }
 }
 
+std::vector<log_capture::line> log_capture::lines() const {
+  std::lock_guard<std::mutex> lock(mu);
+  return captured;
+}
+
+std::string log_capture::all() const {
+  std::string out;
+  for (auto& l : lines()) out += l.text + "\n";
+  return out;
+}
+
+std::shared_ptr<log_capture> capture_log(const harness& h) {
+  auto c = std::make_shared<log_capture>();
+  h.svc->context().metrics->set_log([c](bool error, const std::string& text) {
+    std::lock_guard<std::mutex> lock(c->mu);
+    c->captured.push_back({error, text});
+  });
+  return c;
+}
+
 long long metric(const harness& h, const std::string& name) {
   auto v = field(field(net::http_fetch(h.http("/metrics")).body, "counters"), name);
   return v.empty() || v.find_first_not_of("0123456789-") != std::string::npos ? -1 : std::stoll(v);

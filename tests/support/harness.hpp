@@ -4,8 +4,10 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "net/client.hpp"
 #include "proto/token.hpp"
@@ -45,6 +47,20 @@ std::uint16_t expect_close(net::ws_client& c, int timeout_ms = 3000, std::string
 // Polls `done` every few milliseconds until it holds (true) or `limit` passes (false): for waiting on an effect
 // that no message announces (a metric, a fake's state), never a fixed sleep.
 bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = std::chrono::seconds(5));
+
+// The service's error and warning lines (its metrics' log) from the moment capture_log is called, in order.
+struct log_capture {
+  struct line {
+    bool error = false;
+    std::string text;
+  };
+  std::vector<line> lines() const;  // a copy, safe while the service logs
+  std::string all() const;          // every line's text, each ending in '\n'
+
+  mutable std::mutex mu;
+  std::vector<line> captured;
+};
+std::shared_ptr<log_capture> capture_log(const harness& h);
 
 // One counter of GET /metrics (JSON), or -1 when it is absent.
 long long metric(const harness& h, const std::string& name);
