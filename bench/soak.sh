@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A long run against one server process: ROUNDS rounds of sessions-ws-loadgen (N participants in rooms of ROOM,
-# SECONDS s of audio each) through one sessions-ws (SQLite persistence with its journal) and one
+# SECONDS s of audio each) through one sessions-ws (persistence with its journal: SQLite in a scratch directory by
+# default, a throwaway PostgreSQL 15 cluster with DB=postgres, or the database at DATABASE_URL) and one
 # sessions-ws-fake-gladia. In every STALL_EVERY-th round the fake is stopped (SIGSTOP) for STALL_S s in the middle of
 # the round, longer than the server's ack timeout (STT_ACK_TIMEOUT_MS, 2 000 here): each stream's upstream connection
 # is dropped, reconnected and its unacknowledged audio replayed, while the participants stream on.
@@ -8,14 +9,17 @@
 # After each round, once the server is idle (no connection, no relay, the persistence queue empty and every final
 # handed to it in the database), and once its heap was trimmed after that (every MEMORY_TRIM_INTERVAL_MS, 10 s), one
 # line: the round's frames lost; the server's heap in use and anonymous RSS, descriptors, threads and live session
-# actors; the rows the round stored against the finals the fake sent; the reconnects. It fails (exit 1) when a round
+# actors; the rows the round stored against the finals the fake sent; the reconnects. Rows are counted from what the
+# database held before round 1, so a database given with DATABASE_URL need not be empty (nothing else may write to
+# its TranscriptSegment table meanwhile). It fails (exit 1) when a round
 # loses a frame, a participant does not stop cleanly, the server is not idle within IDLE_WAIT s, a final handed to
 # persistence is not stored, a session actor or a descriptor outlives its round, or the rows are not the fake's
 # finals. In a stalled round a final the fake wrote to a connection the server had already dropped is lost with that
 # connection (at most one a reconnect: the server closed it, the fake learns so from its first write); the audio it
 # was about goes again. Memory is for reading: the heap after each round, round after round.
 #   bench/soak.sh [BUILD_DIR (build-release)] [ROUNDS (20)] [N (200)] [SECONDS (60)]
-#   knobs: ROOM (4), STALL_EVERY (4; 0: never), STALL_S (3), IDLE_WAIT (60), SERVER_CPU (0), TOOL_CPU (1)
+#   knobs: ROOM (4), STALL_EVERY (4; 0: never), STALL_S (3), IDLE_WAIT (60), SERVER_CPU (0), TOOL_CPU (1),
+#          DB (sqlite; postgres: a throwaway cluster), DATABASE_URL (sqlite3://db=PATH or postgresql://…; overrides DB)
 # The rounds' reports, the fake's and the server's logs go to bench/results/soak-<time>/ (git-ignored), the table to
 # its summary.txt.
 set -euo pipefail
@@ -28,16 +32,30 @@ room=${ROOM:-4} stall_every=${STALL_EVERY:-4} stall_s=${STALL_S:-3} idle_wait=${
 for b in sessions-ws sessions-ws-loadgen tests/sessions-ws-fake-gladia; do
   [ -x "$build/$b" ] || { echo "soak: $build/$b is missing (script/bench builds build-release)" >&2; exit 2; }
 done
+case ${DATABASE_URL:-sqlite3://db=} in
+  sqlite3://db=*|postgresql://*|postgres://*) ;;
+  *) echo "soak: DATABASE_URL must be sqlite3://db=PATH or postgresql://… (rows are counted in it)" >&2; exit 2 ;;
+esac
+case ${DB:-sqlite} in sqlite|postgres) ;; *) echo "soak: DB is sqlite or postgres, not '$DB'" >&2; exit 2 ;; esac
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 port=$(free_port) upstream=$(free_port)
 out=bench/results/soak-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 work=$(mktemp -d)
 server="" fake=""
+stop_pg() { :; }
+db_url=${DATABASE_URL:-}
+if [ -z "$db_url" ]; then
+  case ${DB:-sqlite} in
+    sqlite) db_url="sqlite3://db=$work/sessions.db" ;;
+    postgres) . script/lib/pg.sh && db_url=$PG_URL ;;  # defines stop_pg, called by cleanup below
+  esac
+fi
 cleanup() {
   [ -z "$fake" ] || kill -CONT "$fake" 2>/dev/null || true
   kill $server $fake 2>/dev/null || true
   wait 2>/dev/null || true
+  stop_pg
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -47,17 +65,37 @@ ulimit -n 65536 2>/dev/null || true
 taskset -c "${TOOL_CPU:-1}" "$build/tests/sessions-ws-fake-gladia" --port "$upstream" >"$out/fake.log" 2>&1 &
 fake=$!
 PORT=$port HOST=127.0.0.1 TRANSCRIPTION_JWT_SECRET=soak-secret GLADIA_API_URL="http://127.0.0.1:$upstream" \
-  GLADIA_API_KEY=fake-gladia-key DATABASE_URL="sqlite3://db=$work/sessions.db" PERSIST_JOURNAL_DIR="$work/journal" \
+  GLADIA_API_KEY=fake-gladia-key DATABASE_URL="$db_url" PERSIST_JOURNAL_DIR="$work/journal" \
   STT_ACK_TIMEOUT_MS=2000 MAX_STREAMS=100000 MAX_STREAMS_PER_ROOM=100000 LOG_LEVEL=warn \
   taskset -c "${SERVER_CPU:-0}" "$build/sessions-ws" 2>"$out/server.log" &
 server=$!
+up=no
 for _ in $(seq 400); do
-  curl -sf "127.0.0.1:$port/health" >/dev/null 2>&1 && curl -sf "127.0.0.1:$upstream/stats" >/dev/null 2>&1 && break
+  curl -sf "127.0.0.1:$port/health" >/dev/null 2>&1 && curl -sf "127.0.0.1:$upstream/stats" >/dev/null 2>&1 && up=yes && break
+  kill -0 "$server" 2>/dev/null || break
   sleep 0.05
 done
+[ $up = yes ] || { echo "soak: the server or the fake did not come up; see $out/server.log, $out/fake.log" >&2; exit 1; }
+
+# The rows in the database's TranscriptSegment table (0 before the server's migrations created it).
+rows_in_db() {
+  case $db_url in
+    sqlite3://db=*)
+      python3 - "${db_url#sqlite3://db=}" <<'PY'
+import sqlite3, sys
+try:
+    print(sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=5).execute(
+        'SELECT count(*) FROM "TranscriptSegment"').fetchone()[0])
+except sqlite3.Error:  # not created yet
+    print(0)
+PY
+      ;;
+    *) psql "$db_url" -XAtqc 'SELECT count(*) FROM "TranscriptSegment"' 2>/dev/null || echo 0 ;;
+  esac
+}
 
 # The server's state, one line: RSS (anonymous, KiB), descriptors, threads, live session actors, rows in the
-# database, finals handed to persistence, reconnects to the upstream (those three since the start), the fake's finals
+# database (those before round 1 not counted), finals handed to persistence, reconnects to the upstream (those three since the start), the fake's finals
 # (since the round's reset), idle (1: nothing in flight and every final handed to persistence stored), the heap's
 # trims so far and what it had allocated at the last (KiB).
 state() {
@@ -65,16 +103,11 @@ state() {
   rss=$(awk '/^RssAnon:/ {print $2}' "/proc/$server/status")
   fds=$(ls "/proc/$server/fd" | wc -l)
   threads=$(awk '/^Threads:/ {print $2}' "/proc/$server/status")
-  python3 - "$rss" "$fds" "$threads" "$work/sessions.db" "$(curl -sf "127.0.0.1:$port/metrics")" \
+  python3 - "$rss" "$fds" "$threads" "$(($(rows_in_db) - rows_before))" "$(curl -sf "127.0.0.1:$port/metrics")" \
     "$(curl -sf "127.0.0.1:$upstream/stats")" <<'PY'
-import json, sqlite3, sys
-rss, fds, threads, db = sys.argv[1:5]
+import json, sys
+rss, fds, threads, rows = sys.argv[1:5]
 m, f = json.loads(sys.argv[5]), json.loads(sys.argv[6])
-try:
-    rows = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5).execute(
-        'SELECT count(*) FROM "TranscriptSegment"').fetchone()[0]
-except sqlite3.Error:  # not created yet
-    rows = 0
 sessions = m.get("actors", {}).get("session", {}).get("live", 0)
 queued = m["queue"]["totalQueued"]
 idle = (m["activeConnections"] == 0 and m["activeSttRelays"] == 0 and m["queue"]["queueLength"] == 0
@@ -87,6 +120,9 @@ PY
 
 line() { printf '%-5s %-5s %-5s %-8s %-8s %-4s %-7s %-8s %-6s %-6s %-10s %s\n' "$@" | tee -a "$out/summary.txt"; }
 line round stall lost "heap KiB" "RSS KiB" fds threads sessions rows finals reconnects verdict
+rows_before=$(rows_in_db)
+[ "$rows_before" = 0 ] || echo "soak: the database held $rows_before rows before round 1; counting from there" |
+  tee -a "$out/summary.txt"
 status=0 base_fds="" rows=0 queued=0 reconnects=0
 for r in $(seq 1 "$rounds"); do
   rows0=$rows queued0=$queued reconnects0=$reconnects stalled=no
