@@ -534,7 +534,12 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         s.ctx->metrics->error("gladia.ack_timeouts", "gladia: stream " + s.stream + ": nothing acknowledged for " +
                                                          std::to_string(s.ctx->cfg.stt_ack_timeout.count()) +
                                                          " ms; reconnecting");
-        if (s.ws) s.ws->abort();  // `closed` (1006) follows: reconnect with backoff, then replay
+        // Dropped here and now, not when the I/O threads report the abort: audio arriving in between would send on
+        // the dropped connection and arm the watchdog again, and a busy server counted the same timeout twice.
+        // What the aborted connection still reports belongs to an old generation and is ignored.
+        if (s.ws) s.ws->abort();
+        ++s.generation;
+        on_closed(self, 1006, "no acknowledgment");  // reconnect with backoff, then replay
       },
       [self](connect_atom, std::uint64_t gen) {
         scope t(self->state.probe, self);

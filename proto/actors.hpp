@@ -50,7 +50,8 @@ using gladia_relay_actor = stt_relay_actor::extend<
     caf::reacts_to<init_atom, upstream_init>,
     // an event of the upstream WebSocket (open / text / drained / closed), tagged with its connection generation
     caf::reacts_to<upstream_atom, upstream_event>,
-    // the ack watchdog of a connection generation: nothing acknowledged for STT_ACK_TIMEOUT_MS -> reconnect
+    // the ack watchdog of a connection generation: nothing acknowledged for STT_ACK_TIMEOUT_MS -> drop it at once
+    // (its generation ends: what it still reports is ignored), reconnect
     caf::reacts_to<tick_atom, std::uint64_t>,
     // a backoff timer fired: retry the init POST (init) or reconnect (connect) for that generation
     caf::reacts_to<connect_atom, std::uint64_t>, caf::reacts_to<retry_atom>,

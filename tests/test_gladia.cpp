@@ -8,11 +8,17 @@
 
 #include <algorithm>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <caf/send.hpp>
+#include <caf/typed_event_based_actor.hpp>
 
 #include "actors/stt_gladia.hpp"
+#include "net/runtime.hpp"
 #include "net/upstream.hpp"
 #include "tests/fakes/fake_gladia.hpp"
 #include "tests/support/harness.hpp"
@@ -557,6 +563,84 @@ TEST(GladiaStall, AnOutageOfEveryStreamIsOneErrorLineNotOneAStream) {
       << log->all();
   for (auto& c : cs) c->send_text(R"({"type":"stop"})");
   for (auto& c : cs) EXPECT_EQ(read_all(*c, 15s).close_code, 1000);
+}
+
+// What a relay driven straight from a test reports: the statuses it sends its session.
+struct status_log {
+  std::mutex mu;
+  std::vector<std::string> seen;
+  bool has(const std::string& s) {
+    std::lock_guard<std::mutex> l(mu);
+    return std::find(seen.begin(), seen.end(), s) != seen.end();
+  }
+};
+sw::stt_listener_actor::behavior_type record_statuses(sw::stt_listener_actor::pointer,
+                                                      std::shared_ptr<status_log> log) {
+  return {
+      [](sw::heard_atom, const sw::stt_transcript&) {},
+      [log](sw::status_atom, const sw::stt_status& s) {
+        std::lock_guard<std::mutex> l(log->mu);
+        log->seen.push_back(s.status);
+      },
+      [](sw::error_atom, const sw::stt_error&) {},
+  };
+}
+
+sw::audio_chunk chunk_of(const std::string& pcm) {
+  sw::audio_chunk c;
+  c.pcm.assign(pcm.begin(), pcm.end());
+  return c;
+}
+
+// Audio that reaches the relay while a timed-out connection is being dropped does not time that connection out a
+// second time: one dropped connection, one ack timeout, one reconnect. The relay once left the drop to the I/O
+// threads' report of it; audio in between armed the watchdog again (1 ms, the connection being long overdue) and
+// counted the same timeout twice: a soak of 200 streams against an ASan server counted 205 for 200 reconnects.
+// Here the relay runs on I/O threads of the test's own, which it holds while the audio arrives.
+TEST(GladiaStall, AudioWhileATimedOutConnectionIsDroppedDoesNotTimeItOutAgain) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_ack_timeout = 300ms; });
+  auto io = std::make_shared<sw::net::io_runtime>(1);
+  auto ctx = std::make_shared<const sw::service_context>(h->svc->context());  // the provider holds it weakly
+  auto provider = sw::gladia_provider(ctx, std::make_shared<sw::net::outbound>(io));
+  auto statuses = std::make_shared<status_log>();
+  auto& sys = h->svc->system();
+  auto listener = sys.spawn(record_statuses, statuses);
+  sw::stream_identity who;
+  who.stream_id = 1;
+  who.session_slug = "room";
+  auto relay = provider.spawn(sys, who, listener);
+  ASSERT_TRUE(relay);
+  ASSERT_TRUE(eventually([&] { return statuses->has("ready"); }));
+
+  fake.withhold_acks(true);
+  const auto first = audio(3'200, 7), second = audio(3'200, 8);
+  caf::anon_send(relay, sw::audio_atom::value, chunk_of(first));
+  ASSERT_TRUE(eventually([&] { return fake.audio_bytes() == first.size(); }));
+  std::promise<void> holding, release;
+  auto released = release.get_future().share();
+  boost::asio::post(io->context(), [&holding, released] {
+    holding.set_value();
+    released.wait();
+  });
+  holding.get_future().wait();  // the I/O thread is held: the abort waits, and so does its `closed`
+  ASSERT_TRUE(eventually([&] { return metric(*h, "gladia.ack_timeouts") == 1; }));
+  caf::anon_send(relay, sw::audio_atom::value, chunk_of(second));
+  EXPECT_FALSE(eventually([&] { return metric(*h, "gladia.ack_timeouts") > 1; }, 500ms))
+      << "the same connection timed out twice";
+  fake.withhold_acks(false);
+  release.set_value();
+
+  // the first chunk, never acknowledged, goes again on the new connection, then the second
+  EXPECT_TRUE(eventually([&] { return fake.audio() == first + first + second; }))
+      << "got " << fake.audio().size() << " of " << 2 * first.size() + second.size() << " bytes";
+  caf::anon_send(relay, sw::stop_atom::value);
+  EXPECT_TRUE(eventually([&] { return statuses->has("stopped"); }));
+  EXPECT_EQ(metric(*h, "gladia.ack_timeouts"), 1);
+  EXPECT_EQ(metric(*h, "gladia.reconnects"), 1);
+  EXPECT_EQ(fake.ws_connections(), 2);
+  caf::anon_send_exit(listener, caf::exit_reason::user_shutdown);
+  io->stop();
 }
 
 // A stalled upstream is also found by its silence: unanswered pings close the connection after two ping
