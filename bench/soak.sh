@@ -19,7 +19,9 @@
 # was about goes again. Memory is for reading: the heap after each round, round after round.
 #   bench/soak.sh [BUILD_DIR (build-release)] [ROUNDS (20)] [N (200)] [SECONDS (60)]
 #   knobs: ROOM (4), STALL_EVERY (4; 0: never), STALL_S (3), IDLE_WAIT (60), SERVER_CPU (0), TOOL_CPU (1),
-#          DB (sqlite; postgres: a throwaway cluster), DATABASE_URL (sqlite3://db=PATH or postgresql://…; overrides DB)
+#          DB (sqlite; postgres: a throwaway cluster), DATABASE_URL (sqlite3://db=PATH or postgresql://…; overrides DB),
+#          EGRESS (0; 1: LiveKit egress streams, 48 kHz stereo to /egress/audio, instead of browser participants;
+#          their frames are resampled, so no tag reaches the fake and loss per frame is not measured: the rows are)
 # The rounds' reports, the fake's and the server's logs go to bench/results/soak-<time>/ (git-ignored), the table to
 # its summary.txt.
 set -euo pipefail
@@ -28,6 +30,7 @@ build=${1:-build-release}
 rounds=${2:-20}
 n=${3:-200}
 seconds=${4:-60}
+egress=$([ "${EGRESS:-0}" = 1 ] && echo --egress || true)
 room=${ROOM:-4} stall_every=${STALL_EVERY:-4} stall_s=${STALL_S:-3} idle_wait=${IDLE_WAIT:-60}
 for b in sessions-ws sessions-ws-loadgen tests/sessions-ws-fake-gladia; do
   [ -x "$build/$b" ] || { echo "soak: $build/$b is missing (script/bench builds build-release)" >&2; exit 2; }
@@ -66,7 +69,7 @@ taskset -c "${TOOL_CPU:-1}" "$build/tests/sessions-ws-fake-gladia" --port "$upst
 fake=$!
 PORT=$port HOST=127.0.0.1 TRANSCRIPTION_JWT_SECRET=soak-secret GLADIA_API_URL="http://127.0.0.1:$upstream" \
   GLADIA_API_KEY=fake-gladia-key DATABASE_URL="$db_url" PERSIST_JOURNAL_DIR="$work/journal" \
-  STT_ACK_TIMEOUT_MS=2000 MAX_STREAMS=100000 MAX_STREAMS_PER_ROOM=100000 LOG_LEVEL=warn \
+  SERVICE_API_SECRET=soak-secret STT_ACK_TIMEOUT_MS=2000 MAX_STREAMS=100000 MAX_STREAMS_PER_ROOM=100000 LOG_LEVEL=warn \
   taskset -c "${SERVER_CPU:-0}" "$build/sessions-ws" 2>"$out/server.log" &
 server=$!
 up=no
@@ -130,7 +133,7 @@ for r in $(seq 1 "$rounds"); do
   rows0=$rows queued0=$queued reconnects0=$reconnects timeouts0=$timeouts stalled=no
   taskset -c "${TOOL_CPU:-1}" "$build/sessions-ws-loadgen" --url "ws://127.0.0.1:$port" --secret soak-secret \
     --participants "$n" --room-size "$room" --ramp 200 --duration "$seconds" \
-    --upstream-stats "http://127.0.0.1:$upstream" --server-pid "$server" --quiet --json "$out/round-$r.json" \
+    --upstream-stats "http://127.0.0.1:$upstream" --server-pid "$server" --quiet --json "$out/round-$r.json" $egress \
     >"$out/round-$r.txt" 2>&1 &
   loadgen=$!
   if [ "$stall_every" -gt 0 ] && [ $((r % stall_every)) -eq 0 ]; then
