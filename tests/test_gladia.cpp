@@ -606,6 +606,9 @@ TEST(GladiaStall, AudioWhileATimedOutConnectionIsDroppedDoesNotTimeItOutAgain) {
   auto statuses = std::make_shared<status_log>();
   auto& sys = h->svc->system();
   auto listener = sys.spawn(record_statuses, statuses);
+  // however the test ends: the listener goes (and the relay, which monitors it), so the service can stop
+  std::shared_ptr<void> end(nullptr,
+                            [listener](void*) { caf::anon_send_exit(listener, caf::exit_reason::user_shutdown); });
   sw::stream_identity who;
   who.stream_id = 1;
   who.session_slug = "room";
@@ -639,7 +642,6 @@ TEST(GladiaStall, AudioWhileATimedOutConnectionIsDroppedDoesNotTimeItOutAgain) {
   EXPECT_EQ(metric(*h, "gladia.ack_timeouts"), 1);
   EXPECT_EQ(metric(*h, "gladia.reconnects"), 1);
   EXPECT_EQ(fake.ws_connections(), 2);
-  caf::anon_send_exit(listener, caf::exit_reason::user_shutdown);
   io->stop();
 }
 
