@@ -22,7 +22,10 @@ namespace sw {
 namespace {
 
 constexpr std::size_t chunk_bytes = 3200;  // ~100 ms of PCM16 16 kHz mono per upstream frame
-constexpr int max_attempts = 5;            // per init, and per connection drop
+// Audio handed to the upstream connection and not yet written, at most (whole chunks: one more can pass it). What
+// waits beyond it stays in the replay buffer, the only place a stream's audio is held (STT_REPLAY_BUFFER_BYTES).
+constexpr std::size_t in_flight_bytes = 16 * chunk_bytes;
+constexpr int max_attempts = 5;  // per init, and per connection drop
 
 enum class phase { initializing, connecting, open, waiting, finished };
 
@@ -177,14 +180,16 @@ void arm_watchdog(self_ptr self) {
   self->delayed_send(self, std::max(wait, std::chrono::milliseconds(1)), tick_atom::value, st.generation);
 }
 
-// Sends the next chunks, one write in flight at a time, straight from the replay buffer; then stop_recording
-// once everything is out after a stop.
+// Sends the next chunks straight from the replay buffer, at most in_flight_bytes of them handed to the connection and
+// not yet written (the connection writes what waits in one go: a backlog after a reconnect or on a busy server goes
+// in a few writes, not one round trip through this actor per chunk); then stop_recording once everything is out
+// after a stop.
 void send_pending(self_ptr self) {
   auto& st = self->state;
   if (st.ph != phase::open) return;
   auto& r = st.replay;
   while (!r.all_sent()) {
-    if (st.ws->backlog() > 0) {  // the previous write is still on its way: continue when it is done
+    if (st.ws->backlog() >= in_flight_bytes) {  // enough is on its way: continue when it is written
       if (!st.drain_armed) {
         st.drain_armed = true;
         st.ws->notify_when_drained();

@@ -143,6 +143,23 @@ public:
     write_frame(this->data_opcode(), payload.data(), payload.size(), std::move(done));
   }
 
+  // Several messages of one kind (text or binary) in one write, each a frame of its own with a masking key of its own.
+  // `done(error_code, payload bytes)`.
+  template <class Done>
+  void async_write_many(bool text, const std::shared_ptr<const std::string>* messages, std::size_t count, Done done) {
+    std::size_t size = 0, payload = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      size += ws::client_header_size(messages[i]->size()) + messages[i]->size();
+      payload += messages[i]->size();
+    }
+    std::unique_ptr<std::uint8_t[]> frames(new std::uint8_t[size]);
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < count; ++i)
+      at += ws::write_client_frame(frames.get() + at, text ? ws::opcode::text : ws::opcode::binary, messages[i]->data(),
+                                   messages[i]->size(), mask_key());
+    this->write_owned(std::move(frames), size, payload, std::move(done));
+  }
+
 private:
   std::uint8_t* buffer() {
     if constexpr (bare) {

@@ -70,6 +70,26 @@ public:
       write_frame(op, payload.data(), n, std::move(done));
     }
   }
+  // Several messages of one kind (text or binary) in one write, each a frame of its own, copied into a buffer of the
+  // write's own. `done(error_code, payload bytes)`.
+  template <class Done>
+  void async_write_many(bool text, const std::shared_ptr<const std::string>* messages, std::size_t count, Done done) {
+    std::size_t size = 0, payload = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      size += ws::server_header_size(messages[i]->size()) + messages[i]->size();
+      payload += messages[i]->size();
+    }
+    std::unique_ptr<std::uint8_t[]> frames(new std::uint8_t[size]);
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      const auto n = messages[i]->size();
+      at += ws::write_server_header(frames.get() + at, text ? ws::opcode::text : ws::opcode::binary, n);
+      if (n > 0) std::memcpy(frames.get() + at, messages[i]->data(), n);
+      at += n;
+    }
+    this->write_owned(std::move(frames), size, payload, std::move(done));
+  }
+
   // After the closing handshake (both close frames), the server ends the TCP connection (RFC 6455 §7.1.1): a bare
   // socket sends its FIN and reads (and drops) what still comes until the client's, so that nothing unread turns our
   // close into a reset that could destroy our close frame before the client reads it; TLS sends its close_notify and

@@ -35,10 +35,11 @@ struct ws_events {
 class outbound_ws {
 public:
   virtual ~outbound_ws() = default;
-  // Queued, strictly one write at a time, written from the caller's buffer (kept alive until written).
+  // Queued, strictly one write at a time (what waits goes together in the next), written from the caller's buffer
+  // (kept alive until written).
   virtual void send_binary(std::shared_ptr<const std::string> bytes) = 0;
   virtual void send_text(std::string text) = 0;
-  // Bytes handed to send_* and not yet written: a caller that wants one write in flight sends when it is 0.
+  // Bytes handed to send_* and not yet written: a caller bounds what it hands over by it.
   virtual std::size_t backlog() const = 0;
   // Fires `drained` once, as soon as everything handed over so far has been written (at once if it has).
   virtual void notify_when_drained() = 0;

@@ -645,6 +645,57 @@ TEST(GladiaStall, AudioWhileATimedOutConnectionIsDroppedDoesNotTimeItOutAgain) {
   io->stop();
 }
 
+// Audio that waits for the upstream (on a busy server, after a reconnect) goes in a few writes, not in one round trip
+// through the relay and the I/O thread per chunk: the relay hands the connection up to 16 chunks at once and the
+// connection writes what waits in one system call. A relay that kept one write in flight sent 100 ms of audio per two
+// rounds of a busy I/O thread, fell ever further behind and filled its replay buffer. Here the relay's upstream runs
+// on an I/O thread of the test's own, which is held 200 ms at a time (one round of everything else between two holds).
+TEST(GladiaBusy, ABacklogGoesUpstreamInAFewRoundsOfABusyIoThread) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  auto io = std::make_shared<sw::net::io_runtime>(1);
+  auto ctx = std::make_shared<const sw::service_context>(h->svc->context());
+  auto provider = sw::gladia_provider(ctx, std::make_shared<sw::net::outbound>(io));
+  auto statuses = std::make_shared<status_log>();
+  auto& sys = h->svc->system();
+  auto listener = sys.spawn(record_statuses, statuses);
+  std::shared_ptr<void> end(nullptr,
+                            [listener](void*) { caf::anon_send_exit(listener, caf::exit_reason::user_shutdown); });
+  sw::stream_identity who;
+  who.stream_id = 1;
+  who.session_slug = "room";
+  auto relay = provider.spawn(sys, who, listener);
+  ASSERT_TRUE(relay);
+  ASSERT_TRUE(eventually([&] { return statuses->has("ready"); }));
+
+  struct busy_thread {
+    std::atomic<bool> stop{false};
+    std::atomic<int> rounds{0};
+  };
+  auto busy = std::make_shared<busy_thread>();
+  std::shared_ptr<void> calm(nullptr, [busy](void*) { busy->stop = true; });
+  std::function<void()> hold;
+  hold = [busy, &io, &hold] {
+    if (busy->stop) return;
+    std::this_thread::sleep_for(200ms);
+    ++busy->rounds;
+    boost::asio::post(io->context(), hold);
+  };
+  boost::asio::post(io->context(), hold);
+  ASSERT_TRUE(eventually([&] { return busy->rounds.load() >= 1; }));
+  const int before = busy->rounds;
+  const auto pcm = audio(30 * 3'200, 41);  // 3 s of audio at once: 30 upstream chunks
+  caf::anon_send(relay, sw::audio_atom::value, chunk_of(pcm));
+  ASSERT_TRUE(eventually([&] { return fake.audio_bytes() == pcm.size(); }, 60s))
+      << fake.audio_bytes() << " of " << pcm.size() << " bytes after " << busy->rounds - before << " rounds";
+  EXPECT_LE(busy->rounds - before, 12) << "rounds of the I/O thread for 30 chunks";
+  EXPECT_TRUE(fake.audio() == pcm);
+  busy->stop = true;
+  caf::anon_send(relay, sw::stop_atom::value);
+  EXPECT_TRUE(eventually([&] { return statuses->has("stopped"); }, 10s));
+  io->stop();
+}
+
 // A stalled upstream is also found by its silence: unanswered pings close the connection after two ping
 // intervals, long before the ack timeout.
 TEST(GladiaStall, AnUpstreamThatAnswersNoPingIsReconnected) {
@@ -669,8 +720,8 @@ TEST(GladiaStall, AnUpstreamThatAnswersNoPingIsReconnected) {
   EXPECT_EQ(metric(*h, "gladia.ack_timeouts"), -1) << "the pings found it, not the ack timeout";
 }
 
-// While the upstream is stalled the relay keeps at most STT_REPLAY_BUFFER_BYTES of a stream (one write in flight,
-// from that buffer; nothing queues behind it), dropping whole chunks, counted.
+// While the upstream is stalled the relay keeps at most STT_REPLAY_BUFFER_BYTES of a stream (written from that buffer,
+// at most 16 chunks handed to the connection ahead of their write), dropping whole chunks, counted.
 TEST(GladiaStall, AStalledStreamHoldsAtMostTheReplayBuffer) {
   fake_gladia fake;
   const std::size_t limit = 32'000;
