@@ -1,6 +1,9 @@
 #include "actors/gateway.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <vector>
 
 #include <caf/actor_system.hpp>
 #include <caf/stateful_actor.hpp>
@@ -26,6 +29,50 @@ std::string random_key(std::mt19937_64& rng) {
 void uncount_user(gateway_state& st, const std::string& user) {
   auto u = st.per_user.find(user);
   if (u != st.per_user.end() && --u->second == 0) st.per_user.erase(u);
+}
+
+std::int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// After a stream reports the server behind: upgrades get 503 for this long; and after a shed no other for this long,
+// while the streams kept read what waited.
+constexpr std::int64_t overload_refusal_ms = 5'000;
+constexpr std::int64_t shed_pause_ms = 5'000;
+
+// The server reads audio slower than it comes: the newest tenth of the streams goes (closed 1013; at least one), and
+// after 5 s, while streams still report, the newest tenth of the rest, and so on. The oldest conversations keep a
+// server that keeps up, and the clients shed are told to come back later. (How far over its capacity the server is
+// cannot be told from here: when it reads too slowly the clients' own buffers take what waits. So it goes by steps,
+// each seen through before the next.)
+void handle_behind(self_ptr self, std::uint32_t backlog_ms) {
+  auto& st = self->state;
+  const auto now = steady_ms();
+  st.overloaded_until = now + overload_refusal_ms;
+  if (now < st.next_shed || st.shutting_down) return;
+  std::vector<std::pair<std::uint64_t, gateway_state::stream_entry*>> open;
+  std::uint64_t reporter = 0;
+  auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
+  for (auto& [addr, e] : st.streams) {
+    if (addr == sender) reporter = e.id;
+    if (!e.draining && !e.shed) open.emplace_back(e.id, &e);
+  }
+  if (open.empty()) return;
+  const auto n = open.size();
+  const auto k = (n + 9) / 10;
+  std::partial_sort(open.begin(), open.begin() + static_cast<std::ptrdiff_t>(k), open.end(),
+                    [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (std::size_t i = 0; i < k; ++i) {
+    open[i].second->shed = true;
+    self->send(open[i].second->actor, shed_atom::value);
+  }
+  st.next_shed = now + shed_pause_ms;
+  st.ctx->metrics->count("ws.overload_closes", k);
+  st.ctx->metrics->note("ws.overloads", "the server falls behind reading audio: stream " + std::to_string(reporter) +
+                                            " has " + std::to_string(backlog_ms) + " ms of it unread; closing the " +
+                                            std::to_string(k) + " newest of " + std::to_string(n) +
+                                            " streams with 1013, upgrades refused (503) meanwhile");
 }
 
 void handle_upgrade(self_ptr self, const http_request& req, const upgrade_responder_ptr& responder) {
@@ -58,6 +105,14 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   }
   if (st.shutting_down) {
     responder->reject(json_response(503, json_error_body("shutting_down")));
+    return;
+  }
+  if (steady_ms() < st.overloaded_until) {
+    st.ctx->metrics->note("ws.rejected_overload",
+                          "upgrade refused (the server falls behind reading audio): room=" + claims.session_slug);
+    auto res = json_response(503, json_error_body("overloaded"));
+    res.headers.emplace_back("Retry-After", "5");
+    responder->reject(std::move(res));
     return;
   }
   const auto& cfg = st.ctx->cfg;
@@ -103,7 +158,7 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   }
   ++room_it->second.streams;
   ++st.per_user[claims.user_id];
-  st.streams.emplace(s.address(), gateway_state::stream_entry{s, claims.session_slug, claims.user_id});
+  st.streams.emplace(s.address(), gateway_state::stream_entry{s, claims.session_slug, claims.user_id, who.stream_id});
   st.ctx->metrics->live_streams = static_cast<std::int64_t>(st.streams.size());
   responder->accept(s);
 }
@@ -161,6 +216,10 @@ gateway_actor::behavior_type gateway(self_ptr self, context_ptr ctx) {
         if (it == st.streams.end() || it->second.draining) return;
         it->second.draining = true;
         uncount_user(st, it->second.user);
+      },
+      [=](behind_atom, std::uint32_t backlog_ms) {
+        scope t(self->state.probe, self);
+        handle_behind(self, backlog_ms);
       },
       [=](notice_atom, const std::string& slug, std::string& json) {
         scope t(self->state.probe, self);

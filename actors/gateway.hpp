@@ -22,7 +22,9 @@ struct gateway_state {
     session_actor actor;
     std::string slug;
     std::string user;
+    std::uint64_t id = 0;   // stream_identity::stream_id: the newest streams are shed first
     bool draining = false;  // socket gone, upstream draining: no longer counted in per_user
+    bool shed = false;      // closed 1013 for an overload
   };
   std::unordered_map<std::string, room_entry> rooms;
   std::unordered_map<std::string, std::uint32_t> per_user;
@@ -33,6 +35,8 @@ struct gateway_state {
   std::uint64_t next_stream_id = 1;
   std::mt19937_64 rng{std::random_device{}()};
   bool shutting_down = false;
+  // Overload (behind_atom): upgrades get 503 until overloaded_until; no stream is shed before next_shed (steady ms)
+  std::int64_t overloaded_until = 0, next_shed = 0;
   std::int64_t started_ms = 0;
   actor_probe probe;
 };

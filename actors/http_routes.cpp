@@ -189,6 +189,14 @@ std::string metrics_prometheus(gateway_state& st, const queue_stats& q) {
           static_cast<double>(n.slow_client_closes.load()));
   counter("sessions_ws_heartbeat_timeouts_total", "Clients closed 4408.",
           static_cast<double>(n.heartbeat_timeouts.load()));
+  auto named = [&](const char* key) {
+    auto it = snap.counters.find(key);
+    return it == snap.counters.end() ? 0.0 : static_cast<double>(it->second);
+  };
+  counter("sessions_ws_overload_closes_total", "Streams closed 1013: the server fell behind reading audio.",
+          named("ws.overload_closes"));
+  counter("sessions_ws_overload_rejections_total", "Upgrades refused 503 while the server was behind.",
+          named("ws.rejected_overload"));
   // Rooms are named by clients: a series per room would grow with client input, so Prometheus gets aggregates
   // and the per-room figures stay in the JSON.
   std::uint32_t largest = 0;

@@ -118,6 +118,18 @@ void close_flooding(self_ptr self, const char* counter, const std::string& what)
   stop_relay(self);
 }
 
+// Shed by the gateway because the server cannot keep up: closed 1013 once what was queued for it is out; nothing more
+// of it goes upstream, its upstream drains and its finals are stored, as after a client's close.
+void close_overloaded(self_ptr self) {
+  auto& s = self->state;
+  if (s.close_sent || s.socket_gone) return;
+  SW_LOG(s.ctx, info, "stream " << stream_label(s) << " shed: the server is behind, closed 1013");
+  if (s.sink) s.sink->close(1013, "Server overloaded");
+  s.close_sent = true;
+  s.stop_requested = true;
+  stop_relay(self);
+}
+
 // One text message from the client: within the rate limit, or dropped, or, for a client that keeps flooding, the end
 // of its connection (1008; the upstream drains as after a close).
 bool accept_text(self_ptr self) {
@@ -329,7 +341,11 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         start_relay(self);
         SW_LOG(s.ctx, debug,
                "stream " << s.who.stream_id << " open: room=" << s.who.session_slug << " identity=" << s.who.identity);
-        if (s.shutting_down) stop_relay(self);
+        if (s.shed) {
+          close_overloaded(self);
+        } else if (s.shutting_down) {
+          stop_relay(self);
+        }
       },
       [=](audio_atom, audio_chunk& chunk) {
         scope probe(self->state.probe, self);
@@ -414,6 +430,24 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         stop_relay(self);  // finals still reach the room and the database
         // Still draining the upstream: the user may reconnect at once without this stream counting against it.
         if (relay_running(s) && s.gateway) self->send(s.gateway, leave_atom::value);
+      },
+      [=](behind_atom, std::uint64_t unread) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        if (s.close_sent || s.socket_gone || s.shutting_down) return;
+        // the client's bytes a millisecond of its audio: 16 kHz mono PCM16, or LiveKit's 48 kHz stereo
+        const std::uint64_t per_ms = s.egress ? 192 : 32;
+        self->send(s.gateway, behind_atom::value,
+                   static_cast<std::uint32_t>(std::min<std::uint64_t>(unread / per_ms, UINT32_MAX)));
+      },
+      [=](shed_atom) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        if (s.opened) {
+          close_overloaded(self);
+        } else {
+          s.shed = true;  // the open handler closes it
+        }
       },
       [=](shutdown_atom) {
         scope probe(self->state.probe, self);

@@ -34,6 +34,11 @@ const std::vector<setting_doc>& settings() {
       {"WS_PING_INTERVAL_MS", "15000", "server ping interval"},
       {"WS_PONG_TIMEOUT_MS", "45000", "close 4408 when no pong arrived for this long"},
       {"WS_CLOSE_TIMEOUT_MS", "5000", "a close handshake that takes longer ends the TCP connection"},
+      {"OVERLOAD_BACKLOG_MS", "1000",
+       "this much of a browser's audio waiting unread for a stream at five checks in a row, a second apart, means the "
+       "server cannot keep up: the newest tenth of the streams is closed 1013 (again every 5 s while streams still "
+       "report) "
+       "and upgrades get 503 meanwhile (0: never)"},
       {"MEMORY_TRIM_INTERVAL_MS", "10000", "the heap's free pages go back to the system this often (0: never)"},
       {"HTTP_REQUEST_TIMEOUT_MS", "15000", "TLS handshake + first request, and each response, must finish within"},
       {"HTTP_IDLE_TIMEOUT_MS", "60000", "idle keep-alive HTTP connections are closed after"},
@@ -191,6 +196,7 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
   ms("WS_PING_INTERVAL_MS", c.ws_ping_interval, 10);
   ms("WS_PONG_TIMEOUT_MS", c.ws_pong_timeout, 10);
   ms("WS_CLOSE_TIMEOUT_MS", c.ws_close_timeout, 10);
+  ms("OVERLOAD_BACKLOG_MS", c.overload_backlog, 0);
   ms("MEMORY_TRIM_INTERVAL_MS", c.memory_trim_interval, 0);
   ms("HTTP_REQUEST_TIMEOUT_MS", c.http_request_timeout, 100);
   ms("HTTP_IDLE_TIMEOUT_MS", c.http_idle_timeout, 100);

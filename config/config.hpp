@@ -35,6 +35,8 @@ struct config {
   std::chrono::milliseconds ws_ping_interval{15'000};
   std::chrono::milliseconds ws_pong_timeout{45'000};
   std::chrono::milliseconds ws_close_timeout{5'000};
+  // this much of a browser's audio unread for a stream at five checks in a row: the server is behind; shed (0: never)
+  std::chrono::milliseconds overload_backlog{1'000};
   std::chrono::milliseconds memory_trim_interval{10'000};  // free heap pages go back to the system this often; 0: never
   std::chrono::milliseconds http_request_timeout{15'000};
   std::chrono::milliseconds http_idle_timeout{60'000};

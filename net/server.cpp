@@ -1,5 +1,6 @@
 #include "net/server.hpp"
 
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -509,8 +510,25 @@ private:
       maybe_teardown();
       return;
     }
+    if (st_->opts.backlog_floor_bytes > 0 && last_frame_ns_ >= next_backlog_check_ns_ && !close_requested_)
+      check_backlog();
     do_read();
     if (hold_chunks_) quiet_.held.store(ws_.next_layer().holding(), std::memory_order_relaxed);
+  }
+
+  // Once a second while audio comes: what the kernel holds unread for this socket. A server that keeps up reads
+  // whatever arrives, so little ever waits there (a chunk held back by the low-water mark is far below the floor); one
+  // held up once (a pause of the process) reads the pile away at once. Audio waiting at every check for
+  // behind_checks seconds means the server reads slower than the client sends. (How far behind is not known here: the
+  // kernel's receive buffer, about 64 KiB unless it grew, fills, and the rest waits in the client.)
+  void check_backlog() {
+    const auto now = last_frame_ns_;
+    next_backlog_check_ns_ = now + 1'000'000'000;
+    int n = 0;
+    if (::ioctl(raw_socket(beast::get_lowest_layer(ws_)).native_handle(), FIONREAD, &n) != 0 || n < 0) n = 0;
+    const auto unread = static_cast<std::uint64_t>(n);
+    backlog_checks_ = unread >= st_->opts.backlog_floor_bytes ? std::min(backlog_checks_ + 1, behind_checks) : 0;
+    if (backlog_checks_ == behind_checks) caf::anon_send(session_, behind_atom::value, unread);
   }
 
   // A binary message of `size` bytes, just before out_.
@@ -672,6 +690,7 @@ private:
   std::string client_;  // as logs name it (client_of: behind a trusted proxy, the forwarded address)
   websocket_type ws_;
   ws_writer<websocket_type> writer_;
+  static_assert(writes_many<websocket_type>::value, "a client's backlog of transcripts goes in one write");
   ws::client_frame_reader reader_;
   session_actor session_;
   // Binary frames not yet handed to the session (audio_batch_bytes; 0 for /egress/audio: LiveKit's 48 kHz
@@ -700,6 +719,11 @@ private:
   asio::steady_timer close_timer_;
   quiet_slot quiet_;                // in st_->quiet while the WebSocket is open
   std::int64_t last_frame_ns_ = 0;  // when the newest binary frame was read (steady clock)
+  // check_backlog: when it looks next (steady ns), and how many checks in a row found the floor's worth waiting (at
+  // most behind_checks)
+  static constexpr int behind_checks = 5;
+  std::int64_t next_backlog_check_ns_ = 0;
+  int backlog_checks_ = 0;
   clock::time_point last_pong_;
   // The reads' completions: the frames of a chunk read at once complete one after another in one handler, not in a
   // round of the scheduler each (drain_executor.hpp)

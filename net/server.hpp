@@ -34,6 +34,9 @@ struct server_options {
   std::chrono::milliseconds ping_interval{15'000};
   std::chrono::milliseconds pong_timeout{45'000};
   std::chrono::milliseconds close_timeout{5'000};  // a close handshake that takes longer drops the TCP connection
+  // > 0: once a second while audio comes, a WebSocket looks at what the kernel holds unread for it; this many bytes or
+  // more at five checks in a row, and its session hears (behind_atom) at each further one. 0: never looked at.
+  std::size_t backlog_floor_bytes = 0;
   // > 0: a WebSocket whose binary frames pause for this long tells its session once (quiet_atom), so that audio
   // waiting in a partial upstream chunk can go. One timer for the whole server looks at every open WebSocket's
   // last frame each quarter interval (a pause is reported 1 to 1.25 intervals after the last frame).

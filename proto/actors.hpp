@@ -2,10 +2,11 @@
 // file top to bottom shows the whole message flow:
 //
 //   net (Asio threads) --http/upgrade--> gateway --spawns--> session (one per participant stream)
-//   net --open/audio/text/closed--> session --audio/stop--> STT relay --heard/status/error--> session
+//   net --open/audio/text/closed/behind--> session --audio/stop--> STT relay --heard/status/error--> session
 //   session --join/leave/transcript--> room (one per sessionSlug) --JSON--> every client_sink of the room
 //   session --final/usage--> persistence (SOCI, detached)
 //   gateway --queue--> persistence (figures for /health, /ready, /metrics)
+//   session --behind--> gateway --shed--> the newest sessions (the server cannot read its audio as fast as it comes)
 //   gateway --start/stop/webhook--> egress (one per LiveKit room being transcribed) --Twirp--> LiveKit,
 //     which dials /egress/audio: a session per track, attached to its egress actor; failures --notice--> room
 //   memory trim (detached) --tick--> itself: the heap's free pages back to the system
@@ -70,6 +71,13 @@ using session_actor = stt_listener_actor::extend<
     caf::reacts_to<text_atom, std::string>,
     // the socket is gone (peer close, error, heartbeat timeout, handshake failure)
     caf::reacts_to<closed_atom>,
+    // net/ found OVERLOAD_BACKLOG_MS of a browser's audio or more waiting unread in the kernel (bytes) at five checks
+    // in a row, a second apart, and again at each further one: the server reads slower than the client sends; the
+    // gateway hears it (in ms of this stream's audio)
+    caf::reacts_to<behind_atom, std::uint64_t>,
+    // the gateway sheds this stream to bring an overloaded server back: closed 1013 at once (after what is queued for
+    // it), nothing more read from it goes upstream; the upstream drains and its finals are stored
+    caf::reacts_to<shed_atom>,
     // the server is shutting down: drain the upstream, then close 1001
     caf::reacts_to<shutdown_atom>>;
 
@@ -162,6 +170,10 @@ using gateway_actor = caf::typed_actor<
     caf::reacts_to<upgrade_atom, http_request, upgrade_responder_ptr>,
     // from a session: its socket is gone and it only drains its upstream; it no longer counts against its user
     caf::reacts_to<leave_atom>,
+    // from a session: the server falls behind reading its audio (ms of it unread): the newest tenth of the streams is
+    // shed (at least one), then none for 5 s while the rest catch up; upgrades get 503 until 5 s after the last such
+    // report
+    caf::reacts_to<behind_atom, std::uint32_t>,
     // from an egress actor: a JSON notice (transcription_error) for every client of that room, if it has any
     caf::reacts_to<notice_atom, std::string, std::string>,
     // stop admitting, close every stream with 1001 after draining

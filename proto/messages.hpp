@@ -50,6 +50,8 @@ using start_atom = caf::atom_constant<caf::atom("start")>;
 using webhook_atom = caf::atom_constant<caf::atom("webhook")>;
 using attach_atom = caf::atom_constant<caf::atom("attach")>;
 using reply_atom = caf::atom_constant<caf::atom("reply")>;
+using behind_atom = caf::atom_constant<caf::atom("behind")>;
+using shed_atom = caf::atom_constant<caf::atom("shed")>;
 
 // --- participant stream -----------------------------------------------------------------------
 

@@ -184,6 +184,8 @@ void service::start() {
   o.ping_interval = c.ws_ping_interval;
   o.pong_timeout = c.ws_pong_timeout;
   o.close_timeout = c.ws_close_timeout;
+  // the floor in bytes of browser audio (16 kHz PCM16 mono, 32 bytes a ms); the session judges by its own format
+  o.backlog_floor_bytes = static_cast<std::size_t>(c.overload_backlog.count()) * 32;
   // Any frames (data, continuation, control): twice the audio frames that close a client for flooding (audio_guard);
   // the browser sends about 50 a second.
   o.ws_max_frames_per_second = 8.0 * c.audio_max_frames_per_second;
