@@ -147,17 +147,13 @@ public:
   // `done(error_code, payload bytes)`.
   template <class Done>
   void async_write_many(bool text, const std::shared_ptr<const std::string>* messages, std::size_t count, Done done) {
-    std::size_t size = 0, payload = 0;
-    for (std::size_t i = 0; i < count; ++i) {
-      size += ws::client_header_size(messages[i]->size()) + messages[i]->size();
-      payload += messages[i]->size();
-    }
-    std::unique_ptr<std::uint8_t[]> frames(new std::uint8_t[size]);
-    std::size_t at = 0;
-    for (std::size_t i = 0; i < count; ++i)
-      at += ws::write_client_frame(frames.get() + at, text ? ws::opcode::text : ws::opcode::binary, messages[i]->data(),
-                                   messages[i]->size(), mask_key());
-    this->write_owned(std::move(frames), size, payload, std::move(done));
+    const auto op = text ? ws::opcode::text : ws::opcode::binary;
+    this->write_many(
+        messages, count, ws::client_header_size,
+        [op](std::uint8_t* out, const std::string& m) {
+          return ws::write_client_frame(out, op, m.data(), m.size(), mask_key());
+        },
+        std::move(done));
   }
 
 private:

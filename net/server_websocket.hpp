@@ -74,20 +74,15 @@ public:
   // write's own. `done(error_code, payload bytes)`.
   template <class Done>
   void async_write_many(bool text, const std::shared_ptr<const std::string>* messages, std::size_t count, Done done) {
-    std::size_t size = 0, payload = 0;
-    for (std::size_t i = 0; i < count; ++i) {
-      size += ws::server_header_size(messages[i]->size()) + messages[i]->size();
-      payload += messages[i]->size();
-    }
-    std::unique_ptr<std::uint8_t[]> frames(new std::uint8_t[size]);
-    std::size_t at = 0;
-    for (std::size_t i = 0; i < count; ++i) {
-      const auto n = messages[i]->size();
-      at += ws::write_server_header(frames.get() + at, text ? ws::opcode::text : ws::opcode::binary, n);
-      if (n > 0) std::memcpy(frames.get() + at, messages[i]->data(), n);
-      at += n;
-    }
-    this->write_owned(std::move(frames), size, payload, std::move(done));
+    const auto op = text ? ws::opcode::text : ws::opcode::binary;
+    this->write_many(
+        messages, count, ws::server_header_size,
+        [op](std::uint8_t* out, const std::string& m) {
+          const auto h = ws::write_server_header(out, op, m.size());
+          if (!m.empty()) std::memcpy(out + h, m.data(), m.size());
+          return h + m.size();
+        },
+        std::move(done));
   }
 
   // After the closing handshake (both close frames), the server ends the TCP connection (RFC 6455 §7.1.1): a bare

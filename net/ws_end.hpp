@@ -57,6 +57,21 @@ protected:
 
   ws::opcode data_opcode() const { return text_ ? ws::opcode::text : ws::opcode::binary; }
 
+  // Several messages in one write, into a buffer of the write's own: `frame(out, message)` writes one message's frame
+  // (header_size(its size) + its size bytes) and returns its length. `done(error_code, payload bytes)`.
+  template <class HeaderSize, class Frame, class Done>
+  void write_many(const std::shared_ptr<const std::string>* messages, std::size_t count, HeaderSize header_size,
+                  Frame frame, Done done) {
+    std::size_t size = 0, payload = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      size += header_size(messages[i]->size()) + messages[i]->size();
+      payload += messages[i]->size();
+    }
+    std::unique_ptr<std::uint8_t[]> frames(new std::uint8_t[size]);
+    for (std::size_t i = 0, at = 0; i < count; ++i) at += frame(frames.get() + at, *messages[i]);
+    write_owned(std::move(frames), size, payload, std::move(done));
+  }
+
   // Writes `size` bytes of `frame`, `n` of them its payload; the buffer lives as long as the write.
   // `done(error_code, n or 0)`.
   template <class Done>

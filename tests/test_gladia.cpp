@@ -592,6 +592,32 @@ sw::audio_chunk chunk_of(const std::string& pcm) {
   return c;
 }
 
+// A Gladia relay of the service's driven straight from a test: its session is a status_log, and its upstream connection
+// runs on an I/O thread of the test's own (`io`), which the test can hold.
+struct relay_on_own_io {
+  explicit relay_on_own_io(const sw::test::harness& h)
+      : io(std::make_shared<sw::net::io_runtime>(1)),
+        ctx(std::make_shared<const sw::service_context>(h.svc->context())),  // the provider holds it weakly
+        provider(sw::gladia_provider(ctx, std::make_shared<sw::net::outbound>(io))),
+        statuses(std::make_shared<status_log>()) {
+    auto& sys = h.svc->system();
+    listener = sys.spawn(record_statuses, statuses);
+    sw::stream_identity who;
+    who.stream_id = 1;
+    who.session_slug = "room";
+    relay = provider.spawn(sys, who, listener);
+  }
+  // however the test ends: the listener goes (and the relay, which monitors it), so the service can stop
+  ~relay_on_own_io() { caf::anon_send_exit(listener, caf::exit_reason::user_shutdown); }
+
+  std::shared_ptr<sw::net::io_runtime> io;
+  std::shared_ptr<const sw::service_context> ctx;
+  sw::stt_provider provider;
+  std::shared_ptr<status_log> statuses;
+  sw::stt_listener_actor listener;
+  sw::stt_relay_actor relay;
+};
+
 // Audio that reaches the relay while a timed-out connection is being dropped does not time that connection out a
 // second time: one dropped connection, one ack timeout, one reconnect. The relay once left the drop to the I/O
 // threads' report of it; audio in between armed the watchdog again (1 ms, the connection being long overdue) and
@@ -600,19 +626,10 @@ sw::audio_chunk chunk_of(const std::string& pcm) {
 TEST(GladiaStall, AudioWhileATimedOutConnectionIsDroppedDoesNotTimeItOutAgain) {
   fake_gladia fake;
   auto h = gladia_harness(fake, [](sw::config& c) { c.stt_ack_timeout = 300ms; });
-  auto io = std::make_shared<sw::net::io_runtime>(1);
-  auto ctx = std::make_shared<const sw::service_context>(h->svc->context());  // the provider holds it weakly
-  auto provider = sw::gladia_provider(ctx, std::make_shared<sw::net::outbound>(io));
-  auto statuses = std::make_shared<status_log>();
-  auto& sys = h->svc->system();
-  auto listener = sys.spawn(record_statuses, statuses);
-  // however the test ends: the listener goes (and the relay, which monitors it), so the service can stop
-  std::shared_ptr<void> end(nullptr,
-                            [listener](void*) { caf::anon_send_exit(listener, caf::exit_reason::user_shutdown); });
-  sw::stream_identity who;
-  who.stream_id = 1;
-  who.session_slug = "room";
-  auto relay = provider.spawn(sys, who, listener);
+  relay_on_own_io r(*h);
+  auto& io = r.io;
+  auto& relay = r.relay;
+  auto& statuses = r.statuses;
   ASSERT_TRUE(relay);
   ASSERT_TRUE(eventually([&] { return statuses->has("ready"); }));
 
@@ -653,18 +670,10 @@ TEST(GladiaStall, AudioWhileATimedOutConnectionIsDroppedDoesNotTimeItOutAgain) {
 TEST(GladiaBusy, ABacklogGoesUpstreamInAFewRoundsOfABusyIoThread) {
   fake_gladia fake;
   auto h = gladia_harness(fake);
-  auto io = std::make_shared<sw::net::io_runtime>(1);
-  auto ctx = std::make_shared<const sw::service_context>(h->svc->context());
-  auto provider = sw::gladia_provider(ctx, std::make_shared<sw::net::outbound>(io));
-  auto statuses = std::make_shared<status_log>();
-  auto& sys = h->svc->system();
-  auto listener = sys.spawn(record_statuses, statuses);
-  std::shared_ptr<void> end(nullptr,
-                            [listener](void*) { caf::anon_send_exit(listener, caf::exit_reason::user_shutdown); });
-  sw::stream_identity who;
-  who.stream_id = 1;
-  who.session_slug = "room";
-  auto relay = provider.spawn(sys, who, listener);
+  relay_on_own_io r(*h);
+  auto& io = r.io;
+  auto& relay = r.relay;
+  auto& statuses = r.statuses;
   ASSERT_TRUE(relay);
   ASSERT_TRUE(eventually([&] { return statuses->has("ready"); }));
 

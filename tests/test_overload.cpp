@@ -75,15 +75,21 @@ void hog_until(caf::actor_system& sys, std::function<bool()> done, std::shared_p
   caf::anon_send(a, sw::tick_atom::value, b);
 }
 
-TEST(Overload, AServerBehindReadingShedsItsNewestStream1013AndKeepsTheRest) {
+// The service on one I/O thread, a final for every frame, overload seen at 1 s (32 KiB) of a browser's audio unread.
+std::unique_ptr<harness> one_thread_harness() {
   sw::test::echo_options o;
   o.partials = false;
-  harness h(
+  return std::make_unique<harness>(
       [](sw::config& c) {
         c.io_threads = 1;
-        c.overload_backlog = 1000ms;  // 32 KiB of a browser's audio unread
+        c.overload_backlog = 1000ms;
       },
       sw::test::echo_provider(o));
+}
+
+TEST(Overload, AServerBehindReadingShedsItsNewestStream1013AndKeepsTheRest) {
+  auto hp = one_thread_harness();
+  auto& h = *hp;
   auto log = sw::test::capture_log(h);
   // Four participants, oldest first, each in a room of its own.
   std::vector<std::unique_ptr<ws_client>> clients;
@@ -135,14 +141,8 @@ TEST(Overload, AServerBehindReadingShedsItsNewestStream1013AndKeepsTheRest) {
 // A server held up once (a pause of the process, a burst of other work) finds audio piled up, reads it at once and goes
 // on: nothing is shed for that.
 TEST(Overload, OnePauseOfTheServerShedsNothing) {
-  sw::test::echo_options o;
-  o.partials = false;
-  harness h(
-      [](sw::config& c) {
-        c.io_threads = 1;
-        c.overload_backlog = 1000ms;
-      },
-      sw::test::echo_provider(o));
+  auto hp = one_thread_harness();
+  auto& h = *hp;
   std::vector<std::unique_ptr<ws_client>> clients;
   for (const char* who : {"a", "b"}) {
     clients.push_back(h.connect(std::string("room-") + who, who));
@@ -186,9 +186,8 @@ TEST(Overload, OnePauseOfTheServerShedsNothing) {
 // fell ever further behind its clients (a load test at twice an ASan server's capacity measured transcripts 12 s late
 // at the median), and its pings waited behind them until the heartbeat closed every stream (4408).
 TEST(Overload, ABusyServerWritesEveryTranscriptThatWaitsEachTimeItComesRound) {
-  sw::test::echo_options o;
-  o.partials = false;  // a final for every frame
-  harness h([](sw::config& c) { c.io_threads = 1; }, sw::test::echo_provider(o));
+  auto hp = one_thread_harness();
+  auto& h = *hp;
   auto speaker = h.connect("room", "speaker");
   expect_message(*speaker, "ready");
   auto listener = h.connect("room", "listener");
