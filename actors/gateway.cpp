@@ -52,12 +52,9 @@ void handle_behind(self_ptr self, std::uint32_t backlog_ms) {
   st.overloaded_until = now + overload_refusal_ms;
   if (now < st.next_shed || st.shutting_down) return;
   std::vector<std::pair<std::uint64_t, gateway_state::stream_entry*>> open;
-  std::uint64_t reporter = 0;
-  auto sender = caf::actor_cast<caf::actor_addr>(self->current_sender());
-  for (auto& [addr, e] : st.streams) {
-    if (addr == sender) reporter = e.id;
+  for (auto& [addr, e] : st.streams)
     if (!e.draining && !e.shed) open.emplace_back(e.id, &e);
-  }
+  auto reporter = st.streams.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
   if (open.empty()) return;
   const auto n = open.size();
   const auto k = (n + 9) / 10;
@@ -69,7 +66,8 @@ void handle_behind(self_ptr self, std::uint32_t backlog_ms) {
   }
   st.next_shed = now + shed_pause_ms;
   st.ctx->metrics->count("ws.overload_closes", k);
-  st.ctx->metrics->note("ws.overloads", "the server falls behind reading audio: stream " + std::to_string(reporter) +
+  st.ctx->metrics->note("ws.overloads", "the server falls behind reading audio: stream " +
+                                            std::to_string(reporter == st.streams.end() ? 0 : reporter->second.id) +
                                             " has " + std::to_string(backlog_ms) + " ms of it unread; closing the " +
                                             std::to_string(k) + " newest of " + std::to_string(n) +
                                             " streams with 1013, upgrades refused (503) meanwhile");

@@ -11,12 +11,12 @@
 # line: the round's frames lost; the server's heap in use and anonymous RSS, descriptors, threads and live session
 # actors; the rows the round stored against the finals the fake sent; the reconnects. Rows are counted from what the
 # database held before round 1, so a database given with DATABASE_URL need not be empty (nothing else may write to
-# its TranscriptSegment table meanwhile). It fails (exit 1) when a round
-# loses a frame, a participant does not stop cleanly, the server is not idle within IDLE_WAIT s, a final handed to
-# persistence is not stored, a session actor or a descriptor outlives its round, an ack timeout did not lead to a
-# reconnect (each drops its connection once), or the rows are not the fake's finals. In a stalled round a final the fake wrote to a connection the server had already dropped is lost with that
-# connection (at most one a reconnect: the server closed it, the fake learns so from its first write); the audio it
-# was about goes again. Memory is for reading: the heap after each round, round after round.
+# its TranscriptSegment table meanwhile). It fails (exit 1) when a round loses a frame, a participant does not stop
+# cleanly, the server is not idle within IDLE_WAIT s, a final handed to persistence is not stored, a session actor or a
+# descriptor outlives its round, an ack timeout did not lead to a reconnect (each drops its connection once), or the
+# rows are not the fake's finals. In a stalled round a final the fake wrote to a connection the server had already
+# dropped is lost with that connection (at most one a reconnect: the server closed it, the fake learns so from its first
+# write); the audio it was about goes again. Memory is for reading: the heap after each round, round after round.
 #   bench/soak.sh [BUILD_DIR (build-release)] [ROUNDS (20)] [N (200)] [SECONDS (60)]
 #   knobs: ROOM (4), STALL_EVERY (4; 0: never), STALL_S (3), IDLE_WAIT (60), SERVER_CPU (0), TOOL_CPU (1),
 #          DB (sqlite; postgres: a throwaway cluster), DATABASE_URL (sqlite3://db=PATH or postgresql://…; overrides DB),

@@ -38,7 +38,7 @@ const std::vector<setting_doc>& settings() {
        "this much of a browser's audio waiting unread for a stream at five checks in a row, a second apart, means the "
        "server cannot keep up: the newest tenth of the streams is closed 1013 (again every 5 s while streams still "
        "report) "
-       "and upgrades get 503 meanwhile (0: never)"},
+       "and upgrades get 503 meanwhile (0: never; else at least 500)"},
       {"MEMORY_TRIM_INTERVAL_MS", "10000", "the heap's free pages go back to the system this often (0: never)"},
       {"HTTP_REQUEST_TIMEOUT_MS", "15000", "TLS handshake + first request, and each response, must finish within"},
       {"HTTP_IDLE_TIMEOUT_MS", "60000", "idle keep-alive HTTP connections are closed after"},
@@ -197,6 +197,11 @@ config load_config(const std::function<const char*(const char*)>& lookup, bool d
   ms("WS_PONG_TIMEOUT_MS", c.ws_pong_timeout, 10);
   ms("WS_CLOSE_TIMEOUT_MS", c.ws_close_timeout, 10);
   ms("OVERLOAD_BACKLOG_MS", c.overload_backlog, 0);
+  // A chunk held back in the kernel until its last frame is in (up to ~130 ms of audio) is no backlog: a lower bound
+  // would take a server that keeps up for one that cannot.
+  if (c.overload_backlog.count() != 0 && c.overload_backlog.count() < 500)
+    throw config_error("OVERLOAD_BACKLOG_MS=" + std::to_string(c.overload_backlog.count()) +
+                       " is too low: 0 (never shed) or at least 500");
   ms("MEMORY_TRIM_INTERVAL_MS", c.memory_trim_interval, 0);
   ms("HTTP_REQUEST_TIMEOUT_MS", c.http_request_timeout, 100);
   ms("HTTP_IDLE_TIMEOUT_MS", c.http_idle_timeout, 100);

@@ -690,7 +690,6 @@ private:
   std::string client_;  // as logs name it (client_of: behind a trusted proxy, the forwarded address)
   websocket_type ws_;
   ws_writer<websocket_type> writer_;
-  static_assert(writes_many<websocket_type>::value, "a client's backlog of transcripts goes in one write");
   ws::client_frame_reader reader_;
   session_actor session_;
   // Binary frames not yet handed to the session (audio_batch_bytes; 0 for /egress/audio: LiveKit's 48 kHz

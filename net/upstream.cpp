@@ -400,7 +400,6 @@ private:
   client_options opts_;
   ws_events ev_;
   ws_writer<client_websocket<Stream>> writer_;
-  static_assert(writes_many<client_websocket<Stream>>::value, "a relay's backlog goes in one write");
   asio::steady_timer ping_timer_{ws_.get_executor()};
   asio::steady_timer bound_{ws_.get_executor()};
   std::chrono::steady_clock::time_point last_heard_;  // the peer's last bytes

@@ -13,8 +13,6 @@
 #include <limits>
 #include <memory>
 #include <string>
-#include <type_traits>
-#include <utility>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/circular_buffer.hpp>
@@ -22,19 +20,6 @@
 #include "net/beast_util.hpp"
 
 namespace sw::net {
-
-// An end that can write several queued messages of one kind at once (both of ours: net/server_websocket.hpp and
-// net/client_websocket.hpp).
-struct any_completion {
-  void operator()(beast::error_code, std::size_t) const {}
-};
-template <class WS, class = void>
-struct writes_many : std::false_type {};
-template <class WS>
-struct writes_many<
-    WS, std::void_t<decltype(std::declval<WS&>().async_write_many(
-            bool{}, std::declval<const std::shared_ptr<const std::string>*>(), std::size_t{}, any_completion{}))>>
-    : std::true_type {};
 
 // `close` is never queued: close_when_done() asks for it, and `written` reports it.
 enum class frame_kind : std::uint8_t { text, binary, ping, pong, close };
@@ -46,11 +31,11 @@ struct ws_frame {
   std::size_t size() const { return data && kind <= frame_kind::binary ? data->size() : 0; }
 };
 
-// WS: net/server_websocket.hpp's or net/client_websocket.hpp's (the same calls). Where the end can (writes_many), the
-// messages of one kind (text or binary) waiting at the front of the queue go in one write, at most gather_bytes of them
-// (one larger goes alone): a backlog (a relay's audio after a reconnect, a client's transcripts, on a busy server)
-// goes in one system call and one completion, not one of each per message, so a busy I/O thread writes all that waits
-// each time it comes round. Control frames go alone, in their place.
+// WS: net/server_websocket.hpp's or net/client_websocket.hpp's (the same calls). The messages of one kind (text or
+// binary) waiting at the front of the queue go in one write, at most gather_bytes of them (one larger goes alone): a
+// backlog (a relay's audio after a reconnect, a client's transcripts, on a busy server) goes in one system call and one
+// completion, not one of each per message, so a busy I/O thread writes all that waits each time it comes round. Control
+// frames go alone, in their place.
 template <class WS>
 class ws_writer {
 public:
@@ -64,8 +49,7 @@ public:
   std::size_t queued_frames() const { return queue_.size(); }
   std::size_t in_flight_bytes() const {
     std::size_t n = 0;
-    for (std::size_t i = 0; writing_ && i < std::max<std::size_t>(in_flight_, 1) && i < queue_.size(); ++i)
-      n += queue_[i].size();
+    for (std::size_t i = 0; i < in_flight_ && i < queue_.size(); ++i) n += queue_[i].size();
     return n;
   }
   static constexpr std::size_t gather_bytes = 64 * 1024;
@@ -81,7 +65,7 @@ public:
 
   // Forgets what waits behind the write in flight (never the buffer of that write).
   void drop_waiting() {
-    while (queue_.size() > (writing_ ? std::max<std::size_t>(in_flight_, 1) : 0u)) {
+    while (queue_.size() > in_flight_) {
       bytes_ -= queue_.back().size();
       queue_.pop_back();
     }
@@ -118,6 +102,7 @@ public:
       return;
     }
     writing_ = true;
+    in_flight_ = 1;
     started_ = std::chrono::steady_clock::now();
     arm_timer(write_timeout_);
     const ws_frame& f = queue_.front();
@@ -132,20 +117,18 @@ public:
       }
       return;
     }
-    if constexpr (writes_many<WS>::value) {
-      std::size_t count = 0, bytes = 0;
-      while (count < queue_.size() && count < max_gathered && queue_[count].kind == f.kind &&
-             bytes + queue_[count].size() <= gather_bytes)
-        bytes += queue_[count++].size();
-      if (count > 1) {
-        std::array<std::shared_ptr<const std::string>, max_gathered> messages;
-        for (std::size_t i = 0; i < count; ++i) messages[i] = queue_[i].data;
-        in_flight_ = count;
-        // copied (a client masks them) into a buffer of the write's own: the messages are not needed after this call
-        ws_.async_write_many(f.kind == frame_kind::text, messages.data(), count,
-                             [this, keep](beast::error_code ec, std::size_t) { done(ec, keep); });
-        return;
-      }
+    std::size_t count = 0, bytes = 0;
+    while (count < queue_.size() && count < max_gathered && queue_[count].kind == f.kind &&
+           bytes + queue_[count].size() <= gather_bytes)
+      bytes += queue_[count++].size();
+    if (count > 1) {
+      std::array<std::shared_ptr<const std::string>, max_gathered> messages;
+      for (std::size_t i = 0; i < count; ++i) messages[i] = queue_[i].data;
+      in_flight_ = count;
+      // copied (a client masks them) into a buffer of the write's own: the messages are not needed after this call
+      ws_.async_write_many(f.kind == frame_kind::text, messages.data(), count,
+                           [this, keep](beast::error_code ec, std::size_t) { done(ec, keep); });
+      return;
     }
     ws_.text(f.kind == frame_kind::text);
     // The completion handler holds the buffer: it outlives the queue entry whatever happens to the queue.
@@ -178,7 +161,7 @@ private:
   void done(beast::error_code ec, const std::shared_ptr<void>& keep) {
     writing_ = false;
     if (timed_out_ && !ec) ec = beast::error::timeout;
-    const auto count = std::max<std::size_t>(in_flight_, 1);
+    const auto count = in_flight_;
     in_flight_ = 0;
     if (count == 1) {
       ws_frame f = std::move(queue_.front());
@@ -215,7 +198,7 @@ private:
           std::numeric_limits<std::size_t>::max() / sizeof(ws_frame), 1)};
   std::size_t bytes_ = 0;
   static constexpr std::size_t max_gathered = 32;
-  std::size_t in_flight_ = 0;  // messages of the write in flight when it carries several (0: one, or none)
+  std::size_t in_flight_ = 0;  // queued messages the write in flight carries (0: none, or the close frame)
   std::unique_ptr<websocket::close_reason> close_;  // asked for (a close reason is 130 bytes: none until then)
   std::chrono::steady_clock::time_point started_;   // of the write in flight
   bool writing_ = false, stopped_ = false, close_started_ = false, timed_out_ = false, timer_armed_ = false;

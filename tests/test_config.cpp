@@ -77,6 +77,17 @@ TEST(Config, SttRelayBounds) {
   EXPECT_NE(error_of({{"STT_ACK_TIMEOUT_MS", "0"}}), "");
 }
 
+// Overload is a stream's audio waiting unread; below 500 ms a chunk held in the kernel until it is whole would count.
+TEST(Config, OverloadBacklogIsOffOrAtLeastHalfASecond) {
+  EXPECT_EQ(load({}).overload_backlog.count(), 1000);
+  EXPECT_EQ(load({{"OVERLOAD_BACKLOG_MS", "0"}}).overload_backlog.count(), 0);
+  EXPECT_EQ(load({{"OVERLOAD_BACKLOG_MS", "500"}}).overload_backlog.count(), 500);
+  auto low = error_of({{"OVERLOAD_BACKLOG_MS", "100"}});
+  EXPECT_NE(low.find("OVERLOAD_BACKLOG_MS=100"), std::string::npos) << low;
+  EXPECT_NE(low.find("at least 500"), std::string::npos) << low;
+  EXPECT_NE(error_of({{"OVERLOAD_BACKLOG_MS", "-1"}}).find("OVERLOAD_BACKLOG_MS"), std::string::npos);
+}
+
 TEST(Config, ReadsValues) {
   auto c =
       load({{"PORT", "8080"}, {"MAX_STREAMS_PER_ROOM", "3"}, {"WS_PING_INTERVAL_MS", "100"}, {"HOST", "127.0.0.1"}});

@@ -609,6 +609,9 @@ struct relay_on_own_io {
   }
   // however the test ends: the listener goes (and the relay, which monitors it), so the service can stop
   ~relay_on_own_io() { caf::anon_send_exit(listener, caf::exit_reason::user_shutdown); }
+  bool ready() const {
+    return relay && eventually([&] { return statuses->has("ready"); });
+  }
 
   std::shared_ptr<sw::net::io_runtime> io;
   std::shared_ptr<const sw::service_context> ctx;
@@ -627,11 +630,10 @@ TEST(GladiaStall, AudioWhileATimedOutConnectionIsDroppedDoesNotTimeItOutAgain) {
   fake_gladia fake;
   auto h = gladia_harness(fake, [](sw::config& c) { c.stt_ack_timeout = 300ms; });
   relay_on_own_io r(*h);
+  ASSERT_TRUE(r.ready());
   auto& io = r.io;
   auto& relay = r.relay;
   auto& statuses = r.statuses;
-  ASSERT_TRUE(relay);
-  ASSERT_TRUE(eventually([&] { return statuses->has("ready"); }));
 
   fake.withhold_acks(true);
   const auto first = audio(3'200, 7), second = audio(3'200, 8);
@@ -671,26 +673,30 @@ TEST(GladiaBusy, ABacklogGoesUpstreamInAFewRoundsOfABusyIoThread) {
   fake_gladia fake;
   auto h = gladia_harness(fake);
   relay_on_own_io r(*h);
+  ASSERT_TRUE(r.ready());
   auto& io = r.io;
   auto& relay = r.relay;
   auto& statuses = r.statuses;
-  ASSERT_TRUE(relay);
-  ASSERT_TRUE(eventually([&] { return statuses->has("ready"); }));
 
   struct busy_thread {
     std::atomic<bool> stop{false};
     std::atomic<int> rounds{0};
   };
   auto busy = std::make_shared<busy_thread>();
-  std::shared_ptr<void> calm(nullptr, [busy](void*) { busy->stop = true; });
-  std::function<void()> hold;
-  hold = [busy, &io, &hold] {
-    if (busy->stop) return;
-    std::this_thread::sleep_for(200ms);
-    ++busy->rounds;
-    boost::asio::post(io->context(), hold);
+  std::shared_ptr<void> calm(nullptr, [busy](void*) { busy->stop = true; });  // however the test ends
+  // One hold at a time, each posting the next behind everything else that is ready (it refers to nothing of the
+  // test's stack: it may outlive a failed test until `calm` stops it).
+  struct hold_round {
+    std::shared_ptr<busy_thread> busy;
+    boost::asio::io_context* context;
+    void operator()() const {
+      if (busy->stop) return;
+      std::this_thread::sleep_for(200ms);
+      ++busy->rounds;
+      boost::asio::post(*context, *this);
+    }
   };
-  boost::asio::post(io->context(), hold);
+  boost::asio::post(io->context(), hold_round{busy, &io->context()});
   ASSERT_TRUE(eventually([&] { return busy->rounds.load() >= 1; }));
   const int before = busy->rounds;
   const auto pcm = audio(30 * 3'200, 41);  // 3 s of audio at once: 30 upstream chunks
