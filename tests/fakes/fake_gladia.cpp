@@ -78,9 +78,16 @@ struct session {
   std::size_t chunks_since_final = 0;
   std::size_t bytes_since_partial = 0, bytes_since_final = 0;  // partial_every / final_every
   int utterance = 0;
+  std::size_t utterance_from = 0;  // where the utterance being heard began (bytes): its finals' `start`
+  // Every final made, as its `utterance` object and its text (post_transcript's and GET /v2/live/{id}'s
+  // `utterances`, `full_transcript`), sent or not. At most max_kept_finals.
+  std::vector<std::pair<std::string, std::string>> finals;
   bool stopped = false;
+  int result_polls = 0;  // GET /v2/live/{id} answered so far
   load_tag_reader tags;
 };
+
+constexpr std::size_t max_kept_finals = 10'000;
 
 // Appends a byte offset of 16 kHz PCM16 as seconds with six decimals ("1.500000", like std::to_string(double);
 // below a microsecond truncated), in integers: an ack a chunk and a transcript every 300 ms for thousands of
@@ -126,6 +133,8 @@ struct fake_gladia::impl {
   bool unknown_types = false;
   int next_id = 1;
   bool withhold = false;
+  bool hang_on_stop = false;
+  int processing_polls = 0;
   bool recording = false;
   std::deque<fake_gladia::arrival> arrivals;  // a deque: appending never moves what is recorded
   std::optional<asio::ssl::context> tls;
@@ -217,6 +226,7 @@ struct fake_gladia::impl {
       }
       return {200, R"({"from":)" + std::to_string(window_from) + R"(,"to":)" + std::to_string(window_to) + "}", {}, {}};
     }
+    if (req.method() == http::verb::get && path.rfind("/v2/live/", 0) == 0) return session_result(req, path.substr(9));
     if (req.method() != http::verb::post || path != "/v2/live") return {404, error_body(404, "not found"), {}, {}};
     ++inits;
     bodies.push_back(req.body());
@@ -248,6 +258,24 @@ struct fake_gladia::impl {
         R"({"id":")" + id + R"(","created_at":")" + std::string(now_iso()) + R"(","url":")" + ws_url_for(id) + "\"}",
         {},
         {}};
+  }
+
+  // GET /v2/live/{id}: the session's state, and its result once it is done (after stop_recording; the first
+  // processing_polls answers say "processing" first).
+  http_answer session_result(const http::request<http::string_body>& req, const std::string& id) {
+    auto key = req.find("x-gladia-key");
+    if (key == req.end() || key->value() != opts.api_key) return {401, error_body(401, "gladia key not found"), {}, {}};
+    auto it = sessions.find(id);
+    if (it == sessions.end())
+      return {404, error_body(404, "Item with id " + id + " doesn't exist or has been deleted"), {}, {}};
+    auto& ses = it->second;
+    const bool done = ses.stopped && ses.result_polls++ >= processing_polls;
+    std::string b = R"({"id":")" + id + R"(","request_id":"G-fake0002","version":2,"kind":"live","status":")" +
+                    (done ? "done" : "processing") + R"(","created_at":")" + std::string(now_iso()) + "\"";
+    if (done)
+      b += R"(,"completed_at":")" + std::string(now_iso()) + R"(","result":{"metadata":{"audio_duration":)" +
+           std::to_string(ses.audio.size() / 32000.0) + R"(},"transcription":)" + transcription(ses) + "}";
+    return {200, b + "}", {}, {}};
   }
 
   // A message's start, up to the comma before its own fields; one string grown in place (a message per chunk and
@@ -287,29 +315,52 @@ struct fake_gladia::impl {
     return m;
   }
 
-  // Utterance `utt` from byte `start` to `end` of the session's audio.
-  std::string transcript(const std::string& id, int utt, bool final, std::size_t start, std::size_t end) {
+  // The session's utterance being heard, up to the end of its audio so far; a final ends it (the next one begins
+  // there) and is kept for the session's result.
+  std::string transcript(session& ses, bool final) {
     ++figures.transcripts;
     if (final) ++figures.finals;
-    auto m = msg_head(id, "transcript", 224);
+    auto m = msg_head(ses.id, "transcript", 224);
     m += R"("data":{"id":"00_)";
     const auto digits = m.size();
-    append_int(m, utt);
+    append_int(m, ses.utterance);
     if (const auto n = m.size() - digits; n < 8) m.insert(digits, 8 - n, '0');
     m += R"(","is_final":)";
     m += final ? "true" : "false";
-    m += R"(,"utterance":{"start":)";
-    append_seconds(m, start);
+    m += R"(,"utterance":)";
+    const auto utterance_at = m.size();
+    m += R"({"start":)";
+    append_seconds(m, ses.utterance_from);
     m += R"(,"end":)";
-    append_seconds(m, end);
-    m += R"(,"confidence":0.9,"channel":0,"words":[],"text":"utterance )";
-    append_int(m, utt);
+    append_seconds(m, ses.audio.size());
+    m += R"(,"confidence":0.9,"channel":0,"words":[],"text":")";
+    const auto text_at = m.size();
+    m += "utterance ";
+    append_int(m, ses.utterance);
     if (opts.stamp_texts) {
       m += " @";
       append_int(m, monotonic_ns());
     }
-    m += R"(","language":"en"}}})";
+    const auto text_end = m.size();
+    m += R"(","language":"en"})";
+    if (final) {
+      if (ses.finals.size() < max_kept_finals)
+        ses.finals.emplace_back(m.substr(utterance_at), m.substr(text_at, text_end - text_at));
+      ses.utterance_from = ses.audio.size();
+      ++ses.utterance;
+    }
+    m += "}}";
     return m;
+  }
+
+  // The session's result as post_transcript's `data` and GET /v2/live/{id}'s `result.transcription` have it.
+  static std::string transcription(const session& ses) {
+    std::string full, utterances;
+    for (auto& [u, text] : ses.finals) {
+      full += (full.empty() ? "" : " ") + text;
+      utterances += (utterances.empty() ? "" : ",") + u;
+    }
+    return R"({"full_transcript":")" + full + R"(","languages":["en"],"utterances":[)" + utterances + "]}";
   }
 
   // The relay's upstream message `pcm` arrived at `arrival_ns`: its tags.
@@ -377,16 +428,22 @@ struct fake_gladia::impl {
     }
     std::lock_guard<std::mutex> lock(mu);
     if (!pcm.empty()) {
+      bool take = true, lost = false;
       if (stall_armed && ses.audio.size() + pcm.size() > stall_bytes) {
         stall_armed = false;
         v.stall = true;
         ++stalled;
+        take = false;
       } else if (cut_armed && ses.audio.size() + pcm.size() > cut_bytes) {
         cut_armed = false;  // this frame is never acknowledged: the client must replay it
         v.cut = cut_code;
         v.drop = cut_code == 0;
-        if (cut_ack_lost) ses.audio.append(pcm);  // taken, but the ack never leaves
-      } else {
+        // With ack_lost it is taken and transcribed as any other, but its ack and the transcripts it completes are
+        // lost with the connection (Gladia has them, the client never hears so); otherwise it is lost itself.
+        take = cut_ack_lost;
+        lost = true;
+      }
+      if (take) {
         ++figures.chunks;
         figures.bytes += pcm.size();
         if (opts.read_tags) {
@@ -416,24 +473,29 @@ struct fake_gladia::impl {
           final = ses.chunks_since_final >= opts.final_every_chunks;
           if (final) ses.chunks_since_final = 0;
         }
-        if (partial) v.out.push_back(transcript(id, ses.utterance, false, 0, ses.audio.size()));
-        if (final) v.out.push_back(transcript(id, ses.utterance++, true, 0, ses.audio.size()));
+        if (partial) v.out.push_back(transcript(ses, false));
+        if (final) v.out.push_back(transcript(ses, true));
       }
+      if (lost) v.out.clear();
     }
     if (v.stop) {
       v.out.push_back(msg(id, "stop_recording",
                           R"("acknowledged":true,"error":null,"data":{"recording_duration":)" +
                               std::to_string(ses.audio.size() / 32000.0) + R"(,"recording_left_to_process":0})"));
       if (ses.chunks_since_final > 0) {  // the last utterance is final only after stop_recording
-        v.out.push_back(transcript(id, ses.utterance++, true, 0, ses.audio.size()));
+        v.out.push_back(transcript(ses, true));
         ses.chunks_since_final = 0;
       }
-      v.out.push_back(
-          msg(id, "post_transcript", R"("data":{"full_transcript":"","languages":["en"],"utterances":[]})"));
+      v.out.push_back(msg(id, "post_transcript", R"("data":)" + transcription(ses)));
       v.out.push_back(
           msg(id, "post_final_transcript",
               R"("data":{"metadata":{"audio_duration":)" + std::to_string(ses.audio.size() / 32000.0) + "}}"));
       ses.stopped = true;
+      if (hang_on_stop) {  // the session ends as above, but none of it arrives: the socket stays open, silent
+        v.out.clear();
+        v.stall = true;
+        ++stalled;
+      }
     }
     if (unknown_types && !sent_unknown) {
       v.out.push_back(msg(id, "mystery_event", R"("data":{})"));
@@ -735,6 +797,18 @@ std::uint16_t fake_gladia::port() const {
 std::string fake_gladia::url() const {
   return std::string(impl_->tls ? "https" : "http") + "://" +
          (impl_->opts.host == "127.0.0.1" ? std::string("localhost") : impl_->opts.host) + ":" + std::to_string(port());
+}
+
+void fake_gladia::hang_after_stop(bool on, int processing_polls) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->hang_on_stop = on;
+  impl_->processing_polls = processing_polls;
+}
+
+int fake_gladia::result_requests(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!id.empty()) return impl_->sessions.count(id) ? impl_->sessions.at(id).result_polls : 0;
+  return impl_->sessions.size() == 1 ? impl_->sessions.begin()->second.result_polls : 0;
 }
 
 void fake_gladia::withhold_acks(bool on) {

@@ -51,8 +51,8 @@ public:
   void fail_inits(int times, unsigned status, const std::string& retry_after = {});
   // The next connection that brings its session past `bytes` committed audio bytes drops (no close frame)
   // or closes with `code` (code 0 = abrupt drop). That frame is never acknowledged; with `ack_lost` it was
-  // received and counted first (Gladia has it, the client never hears so), otherwise it is lost with the
-  // connection.
+  // received, counted and transcribed first (Gladia has it and its transcripts, the client never hears of them:
+  // a final it completes is lost in flight), otherwise it is lost with the connection.
   void cut_after(std::size_t bytes, std::uint16_t code = 0, bool ack_lost = false);
   // The next connection that brings its session past `bytes` stops reading (a stalled upstream): it keeps the
   // socket open and neither reads nor writes again. That frame is not taken.
@@ -64,9 +64,14 @@ public:
   void hold_threads(std::chrono::milliseconds d);
   void send_unknown_types(bool on);
   void withhold_acks(bool on);  // audio is taken but never acknowledged
+  // stop_recording ends the session as usual (its last final made, its result ready for GET /v2/live/{id}), but
+  // nothing more is sent for it: the socket stays open and silent. GET then answers "processing" the first
+  // `processing_polls` times.
+  void hang_after_stop(bool on, int processing_polls = 0);
 
   // --- observations ---
   int init_requests() const;
+  int result_requests(const std::string& session_id = {}) const;  // GET /v2/live/{id} of the only/named session
   int ws_connections() const;
   std::vector<std::string> init_bodies() const;
   std::vector<std::string> init_targets() const;
