@@ -409,12 +409,13 @@ egress_actor::behavior_type egress(self_ptr self, context_ptr ctx, gateway_actor
         auto& s = self->state;
         if (!s.forced) {
           // LiveKit has not closed every stopped stream: drain them from this side (their last finals still
-          // reach the room and the database), within the relays' own drain bound.
+          // reach the room and the database), within the relays' own bounds: the drain, and as long again for the
+          // finals that did not come (Gladia's result of the session).
           s.forced = true;
           for (auto& [sid, tr] : s.tracks)
             for (auto& stream : tr.streams) self->send(stream, shutdown_atom::value);
           for (auto& stream : s.orphan_streams) self->send(stream, shutdown_atom::value);
-          self->delayed_send(self, s.ctx->cfg.stt_drain_timeout + close_grace, timeout_atom::value);
+          self->delayed_send(self, 2 * s.ctx->cfg.stt_drain_timeout + close_grace, timeout_atom::value);
           return;
         }
         s.ctx->metrics->error("livekit.stop_bound",

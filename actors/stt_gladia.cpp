@@ -26,8 +26,13 @@ constexpr std::size_t chunk_bytes = 3200;  // ~100 ms of PCM16 16 kHz mono per u
 // waits beyond it stays in the replay buffer, the only place a stream's audio is held (STT_REPLAY_BUFFER_BYTES).
 constexpr std::size_t in_flight_bytes = 16 * chunk_bytes;
 constexpr int max_attempts = 5;  // per init, and per connection drop
+// Stretches of a stream whose finals may have been lost with a connection, kept at most (the oldest goes first).
+constexpr std::size_t max_gaps = 64;
+// After stop, while Gladia's result of the session is not ready yet: asked again this often (within the bound).
+constexpr std::chrono::milliseconds result_poll{500};
 
-enum class phase { initializing, connecting, open, waiting, finished };
+// recovering: the stream ended without every final in hand; GET /v2/live/{id} brings the ones inside the gaps.
+enum class phase { initializing, connecting, open, waiting, recovering, finished };
 
 using shared_chunk = std::shared_ptr<const std::string>;
 
@@ -125,6 +130,17 @@ struct gladia_state {
   int attempts = 0;
   bool stop_requested = false;
   bool stop_sent = false;
+  // Finals Gladia may have sent that never arrived: a connection lost with finals in flight (or an end after stop
+  // without the rest) opens a gap from the end of the last final heard; the first final heard after it closes it at
+  // its start. Gladia's own list of the session's utterances (post_transcript, else GET /v2/live/{id}) then has
+  // them: an utterance whose middle lies inside a gap is delivered. `to` is infinite while the gap is open.
+  struct gap {
+    double from, to;
+  };
+  std::vector<gap> gaps;
+  double last_final_end = -std::numeric_limits<double>::infinity();
+  bool result_seen = false;  // post_transcript arrived: the gaps were filled from it
+  std::int64_t recovery_deadline_ms = 0;
   actor_probe probe;
   // gladia.relay_ms: from the server's read of the audio that completed an upstream chunk to that chunk's write,
   // the longest such wait when several chunks go at once (after a connect, a reconnect or a slow write).
@@ -178,6 +194,118 @@ void arm_watchdog(self_ptr self) {
   st.watchdog_armed = true;
   auto wait = st.ctx->cfg.stt_ack_timeout - std::chrono::milliseconds(steady_ms() - st.outstanding_since);
   self->delayed_send(self, std::max(wait, std::chrono::milliseconds(1)), tick_atom::value, st.generation);
+}
+
+// Finals may have been lost from here on (a connection went with what it carried, or the end never came).
+void open_gap(self_ptr self) {
+  auto& st = self->state;
+  if (!st.gaps.empty() && std::isinf(st.gaps.back().to)) return;  // no final heard since the last one opened
+  if (st.gaps.size() == max_gaps) {
+    st.gaps.erase(st.gaps.begin());
+    st.ctx->metrics->note("gladia.gaps_forgotten", "gladia: stream " + st.stream + ": more than " +
+                                                       std::to_string(max_gaps) +
+                                                       " connections lost; finals lost with the oldest will not be "
+                                                       "looked for");
+  }
+  st.gaps.push_back({st.last_final_end, std::numeric_limits<double>::infinity()});
+}
+
+void heard_final(gladia_state& st, const stt_transcript& t) {
+  if (!st.gaps.empty() && std::isinf(st.gaps.back().to)) st.gaps.back().to = t.start;
+  st.last_final_end = std::max(st.last_final_end, t.end);
+}
+
+// Delivers the session's utterances that lie inside a gap (their finals never arrived), as finals of their own ids.
+void fill_gaps(self_ptr self, const std::vector<stt_transcript>& utterances, const char* from) {
+  auto& st = self->state;
+  std::uint64_t n = 0;
+  for (std::size_t i = 0; i < utterances.size(); ++i) {
+    const double middle = (utterances[i].start + utterances[i].end) / 2;
+    for (auto& g : st.gaps) {
+      if (!(g.from < middle && middle < g.to)) continue;
+      auto t = utterances[i];
+      t.utterance_id = "recovered-" + std::to_string(i);
+      self->send(st.listener, heard_atom::value, std::move(t));
+      ++n;
+      break;
+    }
+  }
+  st.gaps.clear();
+  if (n == 0) return;
+  st.ctx->metrics->note("gladia.recovered_finals",
+                        "gladia: stream " + st.stream + ": " + std::to_string(n) +
+                            " final(s) lost with a connection (or never sent after stop) recovered from " + from,
+                        n);
+}
+
+void fetch_result(self_ptr self);
+
+// The stream is over after stop (post_final_transcript, Gladia's close, or the drain bound): finals still missing
+// are fetched from Gladia's result of the session first, within STT_DRAIN_TIMEOUT_MS more.
+void end_after_stop(self_ptr self, bool tail_missing) {
+  auto& st = self->state;
+  if (tail_missing && !st.result_seen) open_gap(self);
+  if (st.gaps.empty() || st.session_id.empty()) {
+    finish(self);
+    return;
+  }
+  st.ph = phase::recovering;
+  if (st.ws) st.ws->close(1000);
+  st.ws.reset();
+  ++st.generation;  // what that connection still reports is ignored
+  st.recovery_deadline_ms = steady_ms() + st.ctx->cfg.stt_drain_timeout.count();
+  fetch_result(self);
+}
+
+void fetch_result(self_ptr self) {
+  auto& st = self->state;
+  st.ctx->metrics->count("gladia.result_fetches");
+  std::string url = st.ctx->cfg.gladia.api_url;
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  url += "/v2/live/" + net::percent_encode(st.session_id);
+  net::client_options o;
+  o.ca_file = st.ctx->cfg.gladia.ca_file;
+  o.timeout = std::chrono::milliseconds(std::max<std::int64_t>(1, st.recovery_deadline_ms - steady_ms()));
+  gladia_relay_actor me = self;
+  st.out->fetch(url, "GET", {{"x-gladia-key", st.ctx->cfg.gladia.api_key}}, {}, o, [me](net::http_outcome r) {
+    upstream_init i;
+    i.ok = r.ok;
+    i.error = r.error;
+    i.status = r.status;
+    i.body = std::move(r.body);
+    caf::anon_send(me, result_atom::value, std::move(i));
+  });
+}
+
+// Gladia's answer to GET /v2/live/{id}: the missing finals, or (not ready yet) another try within the bound.
+void on_result(self_ptr self, const upstream_init& r) {
+  auto& st = self->state;
+  if (st.ph != phase::recovering) return;
+  std::string problem;
+  bool again = !r.ok || r.status == 408 || r.status == 429 || r.status >= 500;
+  if (r.ok && r.status == 200) {
+    auto result = parse_gladia_result(r.body);
+    if (result.status == "done") {
+      fill_gaps(self, result.utterances, "the session's result (GET /v2/live/{id})");
+      finish(self);
+      return;
+    }
+    again = result.status == "queued" || result.status == "processing";
+    problem = result.status.empty() ? "an answer without a status" : "status " + result.status;
+  } else {
+    problem = r.ok ? "HTTP " + std::to_string(r.status) : r.error;
+  }
+  const auto left = st.recovery_deadline_ms - steady_ms();
+  if (again && left > 0) {
+    self->delayed_send(self, std::min(result_poll, std::chrono::milliseconds(left)), result_atom::value);
+    return;
+  }
+  st.ctx->metrics->count("gladia.recovery_failures");
+  st.ctx->metrics->error("gladia.recovery_failures",
+                         "gladia: stream " + st.stream +
+                             ": finals lost with a connection could not be recovered: " + "GET /v2/live/" +
+                             st.session_id + " gave " + problem + (again ? " until STT_DRAIN_TIMEOUT_MS ran out" : ""));
+  finish(self);
 }
 
 // Sends the next chunks straight from the replay buffer, at most in_flight_bytes of them handed to the connection and
@@ -360,6 +488,7 @@ void on_text(self_ptr self, const std::string& text) {
                             "gladia: stream " + st.stream + ": a message that is not a JSON object with a type");
       return;
     case kind::transcript:
+      if (m.transcript.is_final) heard_final(st, m.transcript);
       self->send(st.listener, heard_atom::value, std::move(m.transcript));
       return;
     case kind::ack: {
@@ -377,8 +506,12 @@ void on_text(self_ptr self, const std::string& text) {
       st.outstanding_since = steady_ms();  // progress: the watchdog counts from here
       return;
     }
-    case kind::post_final:
-      if (st.stop_sent) finish(self);
+    case kind::post_transcript:
+      if (!st.result_seen && !st.gaps.empty()) fill_gaps(self, m.utterances, "post_transcript");
+      st.result_seen = true;
+      return;
+    case kind::post_final:  // every final of the session came before it
+      if (st.stop_sent) end_after_stop(self, false);
       return;
     case kind::known:
       return;
@@ -394,9 +527,9 @@ void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
   st.ws.reset();
   if (st.ph == phase::finished) return;
   if (auto again = st.replay.unacked_sent_bytes()) st.ctx->metrics->count("gladia.replayed_bytes", again);
-  st.replay.rewind();  // what Gladia did not acknowledge goes again on the next connection
-  if (code == 1000 && st.stop_sent) {
-    finish(self);
+  st.replay.rewind();                  // what Gladia did not acknowledge goes again on the next connection
+  if (code == 1000 && st.stop_sent) {  // without post_final_transcript: the last finals may not have come
+    end_after_stop(self, true);
     return;
   }
   if (code == 1000 || code == 1001) {
@@ -410,8 +543,11 @@ void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
            "Gladia closed the stream with " + std::to_string(code) + (reason.empty() ? "" : ": " + reason));
     return;
   }
-  // Retryable: 1002-4399, 4500-9999, network errors (1006).
-  if (st.ph == phase::open) st.attempts = 0;  // a new drop
+  // Retryable: 1002-4399, 4500-9999, network errors (1006). Finals in flight went with the connection.
+  if (st.ph == phase::open) {
+    st.attempts = 0;  // a new drop
+    open_gap(self);
+  }
   if (++st.attempts > max_attempts) {
     finish(self, "stt_unavailable", "Gladia connection lost: " + reason);
     return;
@@ -439,6 +575,7 @@ std::string gladia_init_body(const config::gladia_settings& g) {
       .boolean("receive_speech_events", true)
       .boolean("receive_acknowledgments", true)
       .boolean("receive_errors", true)
+      .boolean("receive_post_processing_events", true)  // post_transcript: every utterance, for lost finals
       .boolean("receive_lifecycle_events", false)
       .close();
   auto body = b.done();
@@ -554,13 +691,21 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         scope t(self->state.probe, self);
         if (self->state.ph == phase::waiting && self->state.session_url.empty()) start_init(self);
       },
+      [self](result_atom, upstream_init& r) {
+        scope t(self->state.probe, self);
+        on_result(self, r);
+      },
+      [self](result_atom) {
+        scope t(self->state.probe, self);
+        if (self->state.ph == phase::recovering) fetch_result(self);
+      },
       [self](timeout_atom) {
         scope t(self->state.probe, self);
-        if (self->state.ph != phase::finished) {
+        if (self->state.ph != phase::finished && self->state.ph != phase::recovering) {
           self->state.ctx->metrics->note(
               "gladia.drain_timeouts",
               "gladia: stream " + self->state.stream + ": no end from Gladia within STT_DRAIN_TIMEOUT_MS after stop");
-          finish(self);
+          end_after_stop(self, true);
         }
       },
   };

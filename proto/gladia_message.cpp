@@ -6,6 +6,26 @@ namespace sw {
 
 namespace {
 
+stt_transcript utterance_of(const rapidjson::Value& u) {
+  stt_transcript t;
+  t.is_final = true;
+  t.text = json_string(u, "text");
+  t.language = json_string(u, "language");
+  t.start = json_number(u, "start");
+  t.end = json_number(u, "end");
+  return t;
+}
+
+// A transcription object's `utterances` (post_transcript's data, GET's result.transcription): objects only.
+std::vector<stt_transcript> utterances_of(const rapidjson::Value& transcription) {
+  std::vector<stt_transcript> out;
+  auto list = transcription.FindMember("utterances");
+  if (list == transcription.MemberEnd() || !list->value.IsArray()) return out;
+  for (auto& u : list->value.GetArray())
+    if (u.IsObject()) out.push_back(utterance_of(u));
+  return out;
+}
+
 gladia_message parse(json_text text) {
   gladia_message m;
   scratch_document doc;
@@ -41,15 +61,33 @@ gladia_message parse(json_text text) {
     m.what = gladia_message::kind::ack;
   } else if (m.type == "post_final_transcript") {
     m.what = gladia_message::kind::post_final;
+  } else if (m.type == "post_transcript") {
+    m.what = gladia_message::kind::post_transcript;
+    if (data) m.utterances = utterances_of(*data);
   } else if (m.type != "speech_start" && m.type != "speech_end" && m.type != "stop_recording" &&
-             m.type != "post_transcript" && m.type != "start_session" && m.type != "start_recording" &&
-             m.type != "end_recording" && m.type != "end_session") {
+             m.type != "start_session" && m.type != "start_recording" && m.type != "end_recording" &&
+             m.type != "end_session") {
     m.what = gladia_message::kind::unknown;
   }
   return m;
 }
 
 }  // namespace
+
+gladia_result parse_gladia_result(std::string_view body) {
+  gladia_result r;
+  scratch_document doc;
+  auto& d = *doc;
+  if (!parse_json(d, body) || !d.IsObject()) return r;
+  r.status = json_string(d, "status");
+  if (r.status.empty()) return r;
+  auto result = d.FindMember("result");
+  if (result == d.MemberEnd() || !result->value.IsObject()) return r;
+  auto transcription = result->value.FindMember("transcription");
+  if (transcription != result->value.MemberEnd() && transcription->value.IsObject())
+    r.utterances = utterances_of(transcription->value);
+  return r;
+}
 
 gladia_message parse_gladia_message(const std::string& text) {
   return parse(text);

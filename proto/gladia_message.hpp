@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "proto/messages.hpp"
 
@@ -11,19 +12,29 @@ namespace sw {
 
 struct gladia_message {
   enum class kind {
-    unparsable,  // not a JSON object with a string "type"
-    transcript,  // a partial or final: `transcript`
-    ack,         // audio_chunk acknowledgment: `ack_start` (byte_range[0], -1 if absent) and `ack_end`
-    post_final,  // post_final_transcript: the end after stop_recording
-    known,       // a type the relay needs nothing from (speech events, lifecycle, post_transcript, ...)
-    unknown,     // any other type (ignored, counted)
+    unparsable,       // not a JSON object with a string "type"
+    transcript,       // a partial or final: `transcript`
+    ack,              // audio_chunk acknowledgment: `ack_start` (byte_range[0], -1 if absent) and `ack_end`
+    post_final,       // post_final_transcript: the end after stop_recording
+    post_transcript,  // post_transcript: the session's every utterance (`utterances`), before post_final_transcript
+    known,            // a type the relay needs nothing from (speech events, lifecycle, ...)
+    unknown,          // any other type (ignored, counted)
   };
   kind what = kind::unparsable;
   std::string type;
   stt_transcript transcript;
   double ack_start = -1;
   double ack_end = -1;
+  std::vector<stt_transcript> utterances;  // post_transcript's, as finals without ids
 };
+
+// GET /v2/live/{id}'s answer (§A1.2): the session's status ("queued" | "processing" | "done" | "error"; empty when
+// the body is not such an answer) and, once done, its every utterance as finals without ids.
+struct gladia_result {
+  std::string status;
+  std::vector<stt_transcript> utterances;
+};
+gladia_result parse_gladia_result(std::string_view body);
 
 // `text` is read up to its terminating NUL, RapidJSON's fastest input (the relay's messages arrive as strings).
 gladia_message parse_gladia_message(const std::string& text);

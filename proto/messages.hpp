@@ -52,6 +52,7 @@ using attach_atom = caf::atom_constant<caf::atom("attach")>;
 using reply_atom = caf::atom_constant<caf::atom("reply")>;
 using behind_atom = caf::atom_constant<caf::atom("behind")>;
 using shed_atom = caf::atom_constant<caf::atom("shed")>;
+using result_atom = caf::atom_constant<caf::atom("result")>;  // an upstream's result of a whole session
 
 // --- participant stream -----------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ TEST(Gladia, InitBodyIsExplicitAndValid) {
   EXPECT_EQ(field(body, "language_config"), R"({"languages":["en","fr"],"code_switching":true})");
   EXPECT_NE(field(body, "messages_config").find("\"receive_acknowledgments\":true"), std::string::npos);
   EXPECT_NE(field(body, "messages_config").find("\"receive_partial_transcripts\":true"), std::string::npos);
+  EXPECT_NE(field(body, "messages_config").find("\"receive_post_processing_events\":true"), std::string::npos);
 }
 
 TEST(Gladia, AudioArrivesByteExactAndStopDrainsEveryFinal) {
@@ -1073,3 +1074,109 @@ TEST_F(GladiaTls, OneTlsContextServesEveryStream) {
 }
 
 }  // namespace
+
+namespace {
+
+std::vector<std::string> texts(const transcript_log& log) {
+  std::vector<std::string> t;
+  for (auto& f : log.finals) t.push_back(field(f, "text"));
+  return t;
+}
+
+// The room's stored transcript as another member reads it (GET /api/sessions/room/transcript).
+std::string stored(const harness& h) {
+  return sw::net::http_fetch(h.http("/api/sessions/room/transcript"), "GET", "",
+                             {{"Authorization", "Bearer " + harness::token("room", "bob")}})
+      .body;
+}
+
+}  // namespace
+
+// Gladia made the final of utterance 0 from the chunk it took last on a connection that then dropped: the final
+// was lost in flight. The relay knows a stretch of the stream went without finals (from the drop to the first final
+// after it) and delivers the utterance that post_transcript lists there, once, to the room and the database.
+TEST(GladiaRecovery, AFinalLostWithItsConnectionComesFromPostTranscript) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  fake.cut_after(28'801, 0, true);  // the tenth chunk ends utterance 0: taken, its final lost with the connection
+  stream(*c, audio(80'000), 640, 1ms);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_GE(fake.ws_connections(), 2);
+  auto heard = texts(log);
+  ASSERT_EQ(heard.size(), 3u) << ::testing::PrintToString(heard);
+  EXPECT_EQ(heard[0], "utterance 1");
+  EXPECT_EQ(heard[1], "utterance 2");
+  EXPECT_EQ(heard[2], "utterance 0") << "recovered, after the others";
+  EXPECT_EQ(field(log.finals[2], "speaker"), "alice");
+  EXPECT_EQ(field(log.finals[2], "start"), "0.0");
+  EXPECT_EQ(field(log.finals[2], "end"), "1.0");
+  EXPECT_EQ(sw::test::metric(*h, "gladia.recovered_finals"), 1);
+  EXPECT_EQ(fake.result_requests(), 0) << "post_transcript had it: no GET";
+  EXPECT_TRUE(eventually([&] { return stored(*h).find("utterance 0") != std::string::npos; })) << stored(*h);
+}
+
+// A drop with no final in flight: the stretch without finals holds no utterance, and nothing comes twice.
+TEST(GladiaRecovery, ADropThatLostNoFinalRecoversNothing) {
+  fake_gladia fake;
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  fake.cut_after(38'401);  // the second chunk of utterance 1: no final in flight
+  auto pcm = audio(80'000, 5);
+  stream(*c, pcm, 640, 1ms);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_EQ(fake.audio(), pcm);
+  EXPECT_EQ(texts(log), (std::vector<std::string>{"utterance 0", "utterance 1", "utterance 2"}));
+  EXPECT_EQ(sw::test::metric(*h, "gladia.reconnects"), 1);
+  EXPECT_LE(sw::test::metric(*h, "gladia.recovered_finals"), 0);
+}
+
+// Gladia takes stop_recording and ends the session, but nothing of the end arrives (the socket stays open and
+// silent): after STT_DRAIN_TIMEOUT_MS the relay asks GET /v2/live/{id}, again while it says "processing", and
+// delivers the last final from the result before "stopped".
+TEST(GladiaRecovery, AnEndThatNeverArrivesIsFetchedFromTheSessionsResult) {
+  fake_gladia fake;
+  fake.hang_after_stop(true, 2);
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_drain_timeout = 1500ms; });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  stream(*c, audio(48'000));  // 1.5 s: a final at 1 s, the last one only after stop_recording
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_EQ(texts(log), (std::vector<std::string>{"utterance 0", "utterance 1"}));
+  ASSERT_FALSE(log.statuses.empty());
+  EXPECT_EQ(log.statuses.back(), "stopped");
+  EXPECT_EQ(fake.result_requests(), 3) << "two 'processing' answers, then 'done'";
+  EXPECT_EQ(sw::test::metric(*h, "gladia.recovered_finals"), 1);
+  EXPECT_TRUE(eventually([&] { return stored(*h).find("utterance 1") != std::string::npos; })) << stored(*h);
+}
+
+// A result that is not ready within the bound: the stream ends all the same (bounded), with an error line.
+TEST(GladiaRecovery, AResultNeverReadyEndsTheStreamWithinTheBoundAndSaysSo) {
+  fake_gladia fake;
+  fake.hang_after_stop(true, 1'000'000);
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_drain_timeout = 1000ms; });
+  auto lines = sw::test::capture_log(*h);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  stream(*c, audio(48'000));
+  c->send_text(R"({"type":"stop"})");
+  const auto stopped_at = std::chrono::steady_clock::now();
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped_at, 6s) << "the drain bound, then the fetch's";
+  EXPECT_EQ(texts(log), (std::vector<std::string>{"utterance 0"}));
+  EXPECT_GE(fake.result_requests(), 2);
+  EXPECT_EQ(sw::test::metric(*h, "gladia.recovery_failures"), 1);
+  EXPECT_NE(lines->all().find("could not be recovered: GET /v2/live/fake-1 gave status processing until "
+                              "STT_DRAIN_TIMEOUT_MS ran out"),
+            std::string::npos)
+      << lines->all();
+}

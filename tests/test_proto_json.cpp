@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "proto/gladia_message.hpp"
 #include "proto/journal_line.hpp"
 #include "proto/json.hpp"
 #include "proto/rapidjson.hpp"
@@ -149,3 +150,28 @@ TEST(Json, AScratchDocumentTakesGladiasMessagesWithoutTheHeap) {
 }
 
 }  // namespace
+
+// Gladia's list of a session's utterances, from post_transcript and from GET /v2/live/{id}: finals with their times;
+// anything else in the list is skipped, and a result without a status is no result.
+TEST(Json, GladiasUtteranceListsReadAsFinals) {
+  auto m = sw::parse_gladia_message(std::string(
+      R"({"type":"post_transcript","data":{"utterances":[{"start":1.5,"end":2.25,"text":"hi","language":"en"},7,)"
+      R"({"start":"x","end":3,"text":"there"}]}})"));
+  EXPECT_EQ(m.what, sw::gladia_message::kind::post_transcript);
+  ASSERT_EQ(m.utterances.size(), 2u);
+  EXPECT_TRUE(m.utterances[0].is_final);
+  EXPECT_EQ(m.utterances[0].text, "hi");
+  EXPECT_EQ(m.utterances[0].start, 1.5);
+  EXPECT_EQ(m.utterances[0].end, 2.25);
+  EXPECT_EQ(m.utterances[1].start, 0) << "a time that is not a number reads as 0";
+  EXPECT_EQ(m.utterances[1].end, 3);
+  auto done = sw::parse_gladia_result(
+      R"({"id":"s","status":"done","result":{"transcription":{"utterances":[{"start":0,"end":1,"text":"a"}]}}})");
+  EXPECT_EQ(done.status, "done");
+  ASSERT_EQ(done.utterances.size(), 1u);
+  EXPECT_EQ(done.utterances[0].text, "a");
+  EXPECT_EQ(sw::parse_gladia_result(R"({"status":"processing","result":null})").status, "processing");
+  EXPECT_TRUE(
+      sw::parse_gladia_result(R"({"result":{"transcription":{"utterances":[{"text":"a"}]}}})").utterances.empty());
+  EXPECT_TRUE(sw::parse_gladia_result("not json").status.empty());
+}
