@@ -139,7 +139,7 @@ struct gladia_state {
   };
   std::vector<gap> gaps;
   double last_final_end = -std::numeric_limits<double>::infinity();
-  bool result_seen = false;  // post_transcript arrived: the gaps were filled from it
+  bool result_seen = false;  // post_transcript arrived: every final up to the end came before it
   std::int64_t recovery_deadline_ms = 0;
   actor_probe probe;
   // gladia.relay_ms: from the server's read of the audio that completed an upstream chunk to that chunk's write,
@@ -211,7 +211,9 @@ void open_gap(self_ptr self) {
 }
 
 void heard_final(gladia_state& st, const stt_transcript& t) {
-  if (!st.gaps.empty() && std::isinf(st.gaps.back().to)) st.gaps.back().to = t.start;
+  // A final from before the gap (Gladia saying one again after the reconnect) leaves it open.
+  if (!st.gaps.empty() && std::isinf(st.gaps.back().to) && (t.start + t.end) / 2 > st.gaps.back().from)
+    st.gaps.back().to = t.start;
   st.last_final_end = std::max(st.last_final_end, t.end);
 }
 
@@ -303,7 +305,8 @@ void on_result(self_ptr self, const upstream_init& r) {
   st.ctx->metrics->count("gladia.recovery_failures");
   st.ctx->metrics->error("gladia.recovery_failures",
                          "gladia: stream " + st.stream +
-                             ": finals lost with a connection could not be recovered: " + "GET /v2/live/" +
+                             ": finals that may be missing (lost with a connection, or not sent after stop) could "
+                             "not be recovered: GET /v2/live/" +
                              st.session_id + " gave " + problem + (again ? " until STT_DRAIN_TIMEOUT_MS ran out" : ""));
   finish(self);
 }
@@ -507,7 +510,7 @@ void on_text(self_ptr self, const std::string& text) {
       return;
     }
     case kind::post_transcript:
-      if (!st.result_seen && !st.gaps.empty()) fill_gaps(self, m.utterances, "post_transcript");
+      if (!st.gaps.empty()) fill_gaps(self, m.utterances, "post_transcript");
       st.result_seen = true;
       return;
     case kind::post_final:  // every final of the session came before it
