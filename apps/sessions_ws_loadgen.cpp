@@ -72,7 +72,8 @@ Relay latency: from a frame's send (its tag) to the moment the fake's kernel rec
 completes it (SO_TIMESTAMPNS; a message read together with the next one of its stream counts at the next one's
 time). How late the fake then read it is the "upstream read delay", the tool's own queueing, reported apart.
 Fan-out latency: from the fake's emit time in a transcript's text to the kernel's receipt of it at the
-participant's socket.
+participant's socket. Finals the server recovered after an upstream connection went with them (utteranceId
+"...-recovered-<n>") are counted apart ("finals recovered", JSON recoveredFinals), not in fan-out.
 Sustain rule (the verdict): every participant connected, no frame lost, no errors (all over the whole run); relay
 p99 <= 20 ms in the steady window; the tool's schedule lag p99 in the steady window <= 5 ms, otherwise the run is
 "tool-bound" and says nothing about the server. On a VM the hypervisor may take CPU time from the guest ("steal" in
@@ -400,7 +401,7 @@ int main(int argc, char** argv) {
 
   // --- the figures ---
   int connected = 0, clean = 0, rejected = 0, unexpected = 0, failed = 0;
-  std::uint64_t sent = 0, partials = 0, finals = 0, min_finals = ~0ULL, max_finals = 0;
+  std::uint64_t sent = 0, partials = 0, finals = 0, recovered = 0, min_finals = ~0ULL, max_finals = 0;
   std::map<std::string, int> closes, rejections, failures;
   std::map<std::string, std::uint64_t> codes;
   for (auto& p : result.participants) {
@@ -409,6 +410,7 @@ int main(int argc, char** argv) {
     sent += p.frames_sent;
     partials += p.partials;
     finals += p.finals;
+    recovered += p.recovered;
     if (p.connected) {
       min_finals = std::min<std::uint64_t>(min_finals, p.finals);
       max_finals = std::max<std::uint64_t>(max_finals, p.finals);
@@ -558,6 +560,8 @@ int main(int argc, char** argv) {
   row("transcripts received", std::to_string(partials) + " partials, " + std::to_string(finals) +
                                   " finals (finals per stream " + std::to_string(min_finals) + ".." +
                                   std::to_string(max_finals) + ")");
+  if (recovered)
+    row("finals recovered", std::to_string(recovered) + " (lost with an upstream connection; not in fan-out)");
   for (auto& [k, n] : rejections) row("rejected with HTTP", k + " x" + std::to_string(n));
   for (auto& [k, n] : closes) row("unexpected close", k + " x" + std::to_string(n));
   for (auto& [k, n] : failures) row("failure", k + " x" + std::to_string(n));
@@ -636,7 +640,8 @@ int main(int argc, char** argv) {
         << ",\"fromNs\":" << (have_window ? window_from : 0) << ",\"toNs\":" << (have_window ? window_to : 0)
         << ",\"lagMs\":" << q(lag_judged) << ",\"relayMs\":" << lq(relay_judged)
         << ",\"relayFrameMs\":" << lq(relay_frame_judged) << ",\"fanoutMs\":" << q(fanout_judged) << "}"
-        << ",\"partials\":" << partials << ",\"finals\":" << finals << ",\"errorCodes\":{";
+        << ",\"partials\":" << partials << ",\"finals\":" << finals << ",\"recoveredFinals\":" << recovered
+        << ",\"errorCodes\":{";
     bool first = true;
     for (auto& [k, n] : codes) {
       out << (first ? "" : ",") << "\"" << k << "\":" << n;

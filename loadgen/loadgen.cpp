@@ -431,8 +431,13 @@ private:
   void on_text(const std::string& m) {
     const auto type = value_of(m, "type");
     if (type == "transcript_partial" || type == "transcript_final") {
-      ++(type == "transcript_final" ? result.finals : result.partials);
+      const bool final = type == "transcript_final";
+      ++(final ? result.finals : result.partials);
       ++live_.transcripts;
+      if (final && value_of(m, "utteranceId").find("-recovered-") != std::string::npos) {
+        ++result.recovered;
+        return;
+      }
       auto text = value_of(m, "text");
       if (auto p = text.rfind(" @"); p != std::string::npos) {
         const auto stamp = std::strtoll(text.c_str() + p + 2, nullptr, 10);

@@ -55,6 +55,9 @@ struct participant_result {
   std::string failure;            // a network failure or timeout, in words
   std::uint64_t frames_sent = 0;
   std::uint64_t partials = 0, finals = 0;
+  // Of the finals, those the server recovered after its upstream connection was lost with them in flight
+  // (`utteranceId` "…-recovered-<n>"): their stamp is when the upstream first sent them, so no fan-out figure.
+  std::uint64_t recovered = 0;
   std::map<std::string, std::uint64_t> error_codes;  // `error` / `warning` messages by code
   double connect_ms = 0;
 };

@@ -280,6 +280,26 @@ TEST(Loadgen, AFrameTheUpstreamGotTwiceIsNotLost) {
   EXPECT_EQ(std::string(o.json["verdict"].GetString()).find("lost"), std::string::npos) << o.out;
 }
 
+// A final the server recovered at the end (lost in flight with its upstream connection, then delivered from
+// post_transcript) was stamped when the upstream first sent it, seconds before: it is counted apart, not as fan-out.
+TEST(Loadgen, ARecoveredFinalIsCountedApartNotAsFanOut) {
+  sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
+  // The participant's first final completes at 57 600 bytes (session 1's finals are staggered by 6 400): that chunk is
+  // taken and its final lost with the connection.
+  fake.cut_after(57'599, 0, true);
+  auto h = relay_server(fake.url());
+  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
+                       " --participants 1 --duration 4 --upstream-stats " + fake.url(),
+                   "loadgen-recovered");
+  ASSERT_GE(fake.ws_connections(), 2) << "the connection was cut\n" << o.out;
+  const auto& j = o.json;
+  ASSERT_TRUE(j.IsObject()) << o.out;
+  EXPECT_EQ(num(j, "recoveredFinals"), 1) << o.out;
+  EXPECT_NE(o.out.find("finals recovered"), std::string::npos) << o.out;
+  EXPECT_EQ(num(j["fanoutMs"], "count"), num(j, "partials") + num(j, "finals") - 1) << "all but the recovered one";
+  EXPECT_LT(j["fanoutMs"]["max"].GetDouble(), 1000) << o.out;
+}
+
 // The fake shares the loadgen's core: while its thread waits for the CPU, the relay's chunks wait in the kernel. A
 // chunk arrives when the kernel received it, so the relay latency does not hold the tool's queueing: with the fake's
 // thread held for 90 ms five times (less than a stream's 100 ms between chunks, so each read takes one chunk of a
