@@ -80,7 +80,8 @@ struct session {
   int utterance = 0;
   std::size_t utterance_from = 0;  // where the utterance being heard began (bytes): its finals' `start`
   // Every final made, as its `utterance` object and its text (post_transcript's and GET /v2/live/{id}'s
-  // `utterances`, `full_transcript`), sent or not. At most max_kept_finals.
+  // `utterances`, `full_transcript`), sent or not. At most max_kept_finals; for load (keep_audio off) only until the
+  // session's post_transcript is sent.
   std::vector<std::pair<std::string, std::string>> finals;
   bool stopped = false;
   int result_polls = 0;  // GET /v2/live/{id} answered so far
@@ -495,6 +496,8 @@ struct fake_gladia::impl {
         v.out.clear();
         v.stall = true;
         ++stalled;
+      } else if (!opts.keep_audio) {  // for load: sessions are never erased, their finals need not stay
+        ses.finals = {};
       }
     }
     if (unknown_types && !sent_unknown) {
