@@ -261,8 +261,8 @@ struct fake_gladia::impl {
         {}};
   }
 
-  // GET /v2/live/{id}: the session's state, and its result once it is done (after stop_recording; the first
-  // processing_polls answers say "processing" first).
+  // GET /v2/live/{id}: the session's state, and its result once it is done: after stop_recording, and not to the
+  // first processing_polls requests (those say "processing").
   http_answer session_result(const http::request<http::string_body>& req, const std::string& id) {
     auto key = req.find("x-gladia-key");
     if (key == req.end() || key->value() != opts.api_key) return {401, error_body(401, "gladia key not found"), {}, {}};
@@ -270,7 +270,8 @@ struct fake_gladia::impl {
     if (it == sessions.end())
       return {404, error_body(404, "Item with id " + id + " doesn't exist or has been deleted"), {}, {}};
     auto& ses = it->second;
-    const bool done = ses.stopped && ses.result_polls++ >= processing_polls;
+    ++ses.result_polls;  // every GET counts (result_requests)
+    const bool done = ses.stopped && ses.result_polls > processing_polls;
     std::string b = R"({"id":")" + id + R"(","request_id":"G-fake0002","version":2,"kind":"live","status":")" +
                     (done ? "done" : "processing") + R"(","created_at":")" + std::string(now_iso()) + "\"";
     if (done)

@@ -65,8 +65,8 @@ public:
   void send_unknown_types(bool on);
   void withhold_acks(bool on);  // audio is taken but never acknowledged
   // stop_recording ends the session as usual (its last final made, its result ready for GET /v2/live/{id}), but
-  // nothing more is sent for it: the socket stays open and silent. GET then answers "processing" the first
-  // `processing_polls` times.
+  // nothing more is sent for it: the socket stays open and silent. GET /v2/live/{id} answers "processing" to its
+  // first `processing_polls` requests (and to any before stop_recording).
   void hang_after_stop(bool on, int processing_polls = 0);
 
   // --- observations ---
