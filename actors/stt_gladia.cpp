@@ -169,6 +169,25 @@ std::chrono::milliseconds backoff(int attempt) {  // 300 ms * 2^n, capped at 2 s
   return std::chrono::milliseconds(std::min<long>(2000, 300L << std::min(attempt, 10)));
 }
 
+// GLADIA_API_URL (without its trailing slashes) + `path`.
+std::string api_url(const config::gladia_settings& g, const std::string& path) {
+  std::string url = g.api_url;
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url + path;
+}
+
+// An answer of Gladia's REST API (or the network's failure), as the relay gets it.
+upstream_init answer_of(net::http_outcome r) {
+  upstream_init i;
+  i.ok = r.ok;
+  i.error = std::move(r.error);
+  i.status = r.status;
+  i.body = std::move(r.body);
+  for (auto& [k, v] : r.headers)
+    if (k == "retry-after") i.retry_after = v;
+  return i;
+}
+
 void status(self_ptr self, const char* s) {
   self->send(self->state.listener, status_atom::value, stt_status{s, "gladia"});
 }
@@ -262,21 +281,13 @@ void end_after_stop(self_ptr self, bool tail_missing) {
 void fetch_result(self_ptr self) {
   auto& st = self->state;
   st.ctx->metrics->count("gladia.result_fetches");
-  std::string url = st.ctx->cfg.gladia.api_url;
-  while (!url.empty() && url.back() == '/') url.pop_back();
-  url += "/v2/live/" + net::percent_encode(st.session_id);
+  const auto url = api_url(st.ctx->cfg.gladia, "/v2/live/" + net::percent_encode(st.session_id));
   net::client_options o;
   o.ca_file = st.ctx->cfg.gladia.ca_file;
   o.timeout = std::chrono::milliseconds(std::max<std::int64_t>(1, st.recovery_deadline_ms - steady_ms()));
   gladia_relay_actor me = self;
-  st.out->fetch(url, "GET", {{"x-gladia-key", st.ctx->cfg.gladia.api_key}}, {}, o, [me](net::http_outcome r) {
-    upstream_init i;
-    i.ok = r.ok;
-    i.error = r.error;
-    i.status = r.status;
-    i.body = std::move(r.body);
-    caf::anon_send(me, result_atom::value, std::move(i));
-  });
+  st.out->fetch(url, "GET", {{"x-gladia-key", st.ctx->cfg.gladia.api_key}}, {}, o,
+                [me](net::http_outcome r) { caf::anon_send(me, result_atom::value, answer_of(std::move(r))); });
 }
 
 // Gladia's answer to GET /v2/live/{id}: the missing finals, or (not ready yet) another try within the bound.
@@ -414,25 +425,14 @@ void start_init(self_ptr self) {
   auto& st = self->state;
   st.ph = phase::initializing;
   const auto& g = st.ctx->cfg.gladia;
-  std::string url = g.api_url;
-  while (!url.empty() && url.back() == '/') url.pop_back();
-  url += "/v2/live";
+  auto url = api_url(g, "/v2/live");
   if (!g.region.empty()) url += "?region=" + net::percent_encode(g.region);
   gladia_relay_actor me = self;
   net::client_options o;
   o.ca_file = g.ca_file;
   o.timeout = std::chrono::milliseconds(10'000);
   st.out->fetch(url, "POST", {{"x-gladia-key", g.api_key}, {"Content-Type", "application/json"}}, gladia_init_body(g),
-                o, [me](net::http_outcome r) {
-                  upstream_init i;
-                  i.ok = r.ok;
-                  i.error = r.error;
-                  i.status = r.status;
-                  i.body = std::move(r.body);
-                  for (auto& [k, v] : r.headers)
-                    if (k == "retry-after") i.retry_after = v;
-                  caf::anon_send(me, init_atom::value, std::move(i));
-                });
+                o, [me](net::http_outcome r) { caf::anon_send(me, init_atom::value, answer_of(std::move(r))); });
 }
 
 void on_init(self_ptr self, upstream_init& r) {
