@@ -103,6 +103,7 @@ std::string metrics_json(gateway_state& st, const queue_stats& q) {
   counters["net.frames_out"] = n.frames_out.load();
   counters["net.socket_reads"] = n.socket_reads.load();
   counters["net.held_audio_releases"] = n.held_audio_releases.load();
+  counters["net.ends_found_at_pause"] = n.ends_found_at_pause.load();
   counters["ws.partials_skipped"] = n.partials_skipped.load();
   counters["ws.slow_client_closes"] = n.slow_client_closes.load();
   counters["ws.heartbeat_timeouts_total"] = n.heartbeat_timeouts.load();

@@ -12,7 +12,10 @@
 // nothing was left, and whatever arrives later raises a new edge (bytes that come while the receive holds the socket
 // wait in its backlog and wake epoll when it lets go). One `recvmsg` per frame, no `epoll_ctl`. The one exception is
 // TCP urgent data (MSG_OOB): Linux ends a receive at the urgent mark, so a client that sends it stalls its own stream
-// until its next packet. No WebSocket client sends it, and no one else is affected.
+// until its next packet. No WebSocket client sends it, and no one else is affected. The other exception is the end of
+// the stream: a FIN that came with the last bytes (before the read took them) raises no edge after that short read,
+// and a read reports the end only once nothing is left. So the end goes unseen until something else wakes the socket;
+// the server looks for it at each pause in a client's audio (server.cpp, probe_end).
 //
 // A read may also take bytes beyond the caller's buffer (async_read_some_ahead): the same `recvmsg` scatters the rest
 // of what the kernel holds into a scratch buffer of the thread's, and what landed there is kept (allocated at its size)

@@ -111,6 +111,11 @@ struct quiet_slot {
 // ends: a little jitter would release every few dozen chunks early, flushing a part-chunk upstream for nothing. So a
 // held connection gets a quarter interval more: its pause is reported one and a quarter to one and a half intervals
 // after its last read (which was no later than its last frame's arrival).
+//
+// Without a provider that waits for pauses (audio_quiet 0) the watch still runs, at end_probe_interval, only to look
+// for a client's end at each pause (ws_session::probe_end).
+constexpr std::chrono::milliseconds end_probe_interval{500};
+
 class quiet_watch : public std::enable_shared_from_this<quiet_watch> {
 public:
   quiet_watch(asio::io_context& io, std::chrono::milliseconds quiet)
@@ -177,8 +182,9 @@ struct shared_state {
   gateway_actor handler;
   std::shared_ptr<net_stats> stats;
   std::optional<ssl::context> tls;
-  std::vector<trusted_network> trusted;  // opts.trusted_proxies, parsed
-  std::shared_ptr<quiet_watch> quiet;    // when opts.audio_quiet > 0
+  std::vector<trusted_network> trusted;         // opts.trusted_proxies, parsed
+  std::shared_ptr<quiet_watch> quiet;           // always: pauses (opts.audio_quiet > 0) and ends found at a pause
+  std::chrono::milliseconds quiet_interval{0};  // the watch's: opts.audio_quiet, else end_probe_interval
 };
 
 // How logs name the client of a request: its socket's peer, or, when that peer is a trusted proxy, the address at
@@ -306,7 +312,11 @@ public:
     asio::post(ws_.get_executor(), [self = this->shared_from_this()] {
       if (self->finished_) return;
       const auto since = steady_ns() - self->quiet_.last_audio_ns.load();
-      if (since < std::chrono::nanoseconds(self->st_->opts.audio_quiet).count()) return;  // audio came meanwhile
+      if (since < std::chrono::nanoseconds(self->st_->quiet_interval).count()) return;  // audio came meanwhile
+      if (self->st_->opts.audio_quiet.count() == 0) {  // nobody waits for pauses: only the end is looked for
+        self->probe_end();
+        return;
+      }
       auto& layer = self->ws_.next_layer();
       if (layer.holding()) {
         const std::size_t waiting = layer.queued();
@@ -380,7 +390,7 @@ private:
     }
     opened_ = true;
     // A provider that takes audio in chunks: each chunk may wait in the kernel until its last frame is in.
-    hold_chunks_ = batch_bytes_ > 0 && st_->quiet && ws_.next_layer().track_audio();
+    hold_chunks_ = batch_bytes_ > 0 && st_->opts.audio_quiet.count() > 0 && ws_.next_layer().track_audio();
     ++st_->stats->websockets;
     last_pong_ = clock::now();
     caf::anon_send(session_, open_atom::value, make_sink());
@@ -405,6 +415,22 @@ private:
     quiet_.held.store(false, std::memory_order_relaxed);
     ws_.next_layer().hold_until(0, 0);
     caf::anon_send(session_, quiet_atom::value);
+    probe_end();
+  }
+
+  // A client's end of the stream (TCP FIN) that came together with its last bytes is not seen by the read that took
+  // them: edge_socket.hpp's read reports the socket exhausted when it comes back short, and the end raises no edge of
+  // its own after that. Nothing would notice until the next ping's write fails (WS_PING_INTERVAL_MS), or its pong never
+  // comes. So at each pause one peek asks the kernel: nothing queued and the end reached -> the reading side is shut,
+  // which wakes the read in flight (or the next one) with the end, as if it had seen it itself.
+  void probe_end() {
+    if (finished_ || close_requested_) return;
+    auto& sock = raw_socket(beast::get_lowest_layer(ws_));
+    char c;
+    if (::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT) != 0) return;  // bytes, nothing yet, or an error
+    ++st_->stats->ends_found_at_pause;
+    beast::error_code ignored;
+    sock.shutdown(tcp::socket::shutdown_receive, ignored);
   }
 
   // More frames than the budget (pings and empty continuation frames included, which no other handler sees): closed
@@ -1042,8 +1068,9 @@ server::server(server_options opts, gateway_actor handler, std::shared_ptr<net_s
   impl_->st->opts = std::move(opts);
   impl_->st->trusted = parse_trusted(impl_->st->opts.trusted_proxies);
   impl_->st->handler = std::move(handler);
-  if (impl_->st->opts.audio_quiet.count() > 0)
-    impl_->st->quiet = std::make_shared<quiet_watch>(impl_->io->context(), impl_->st->opts.audio_quiet);
+  impl_->st->quiet_interval =
+      impl_->st->opts.audio_quiet.count() > 0 ? impl_->st->opts.audio_quiet : end_probe_interval;
+  impl_->st->quiet = std::make_shared<quiet_watch>(impl_->io->context(), impl_->st->quiet_interval);
   impl_->st->stats = stats ? std::move(stats) : std::make_shared<net_stats>();
 }
 

@@ -18,6 +18,7 @@ struct net_stats {
   std::atomic<std::uint64_t> frames_out{0};
   std::atomic<std::uint64_t> socket_reads{0};         // reads of WebSocket client sockets that returned bytes
   std::atomic<std::uint64_t> held_audio_releases{0};  // chunks held in the kernel, released by the pause watch
+  std::atomic<std::uint64_t> ends_found_at_pause{0};  // clients' TCP ends that came with their last bytes (server.cpp)
   std::atomic<std::uint64_t> partials_skipped{0};
   std::atomic<std::uint64_t> slow_client_closes{0};
   std::atomic<std::uint64_t> heartbeat_timeouts{0};

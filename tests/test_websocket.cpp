@@ -2,6 +2,7 @@
 // heartbeat and shutdown, through a real WebSocket client.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -642,6 +643,53 @@ TEST(WebSocket, WhileTheStreamsDrainReadyIs503AndNewStreamsAreRefused) {
   EXPECT_NE(refusal.find("shutting_down"), std::string::npos) << refusal;
   EXPECT_FALSE(closed_before) << "the open stream was closed before its drain";
   EXPECT_EQ(code, 1001);
+}
+
+// A client whose TCP end (FIN) comes in one segment with its last frames, and no close frame: the read that takes the
+// frames comes back short, which reports the socket exhausted (net/edge_socket.hpp), and the end raises no edge of its
+// own. The server finds it at the pause that follows (a peek), not at the next ping 15 s later: with a provider that
+// does not batch (/egress/audio, the offline recognizer), and with one that does (pauses watched at
+// STT_CHUNK_FLUSH_MS, chunks held in the kernel).
+TEST(WebSocket, AClientsEndThatCameWithItsLastFramesIsSeenAtThePause) {
+  for (std::size_t batch : {std::size_t{0}, std::size_t{3200}}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    auto provider = sw::test::echo_provider();
+    provider.batch_bytes = batch;
+    harness h({}, provider);
+    const int fd = connect_and_upgrade(h.port, harness::token("r", "alice"));
+    ASSERT_GE(fd, 0);
+    std::string in;
+    char buf[4096];
+    while (in.find("\r\n\r\n") == std::string::npos) {
+      const auto n = ::recv(fd, buf, sizeof buf, 0);
+      ASSERT_GT(n, 0);
+      in.append(buf, static_cast<std::size_t>(n));
+    }
+    ASSERT_EQ(in.rfind("HTTP/1.1 101", 0), 0u) << in;
+    // Corked: the frames wait in the kernel, and the FIN of the shutdown goes out in the same segment.
+    const int on = 1;
+    ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
+    std::vector<std::uint8_t> frames(5 * sw::ws::client_header_size(640) + 5 * 640);
+    std::size_t at = 0;
+    const auto audio = pcm(640);
+    for (int i = 0; i < 5; ++i)
+      at += sw::ws::write_client_frame(frames.data() + at, sw::ws::opcode::binary, audio.data(), audio.size(),
+                                       0x01020304u + static_cast<std::uint32_t>(i));
+    ASSERT_EQ(::send(fd, frames.data(), at, MSG_NOSIGNAL), static_cast<ssize_t>(at));
+    ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+    // Well within the ping interval (15 s): the pause comes 0.1 s (batching) or 0.5 s after the last frame.
+    EXPECT_TRUE(sw::test::eventually(
+        [&] {
+          auto m = sw::net::http_fetch(h.http("/metrics")).body;
+          return field(m, "actors").find("\"session\":{\"live\":0") != std::string::npos;
+        },
+        5s));
+    // Holding chunks, each read moves the socket's SO_RCVLOWAT, which wakes it again: the end may be seen before.
+    if (batch == 0) {
+      EXPECT_EQ(sw::test::metric(h, "net.ends_found_at_pause"), 1);
+    }
+    ::close(fd);
+  }
 }
 
 TEST(WebSocket, ClientCloseEndsTheStreamAndItsRoom) {
