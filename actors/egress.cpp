@@ -295,13 +295,36 @@ void reconcile(self_ptr self) {
        });
 }
 
-void forget_stream(self_ptr self, const caf::actor_addr& who) {
+// A stream ended. One that ended for a fault (`fault`: this service closed it, or it broke) while its egress runs
+// unasked to stop leaves that egress without a stream: LiveKit fails such an egress, but may keep it ACTIVE
+// (livekit/egress#143), and its egress_ended may never come. So it is stopped and forgotten here, and the next
+// reconciliation starts a new one if the track is still published: RECONCILE_INTERVAL_MS later, a backoff for a
+// server that shed the stream because it was behind. A stream its peer closed (EOS) is LiveKit's own end: its
+// egress_ended (or the reconciliation) tells.
+void forget_stream(self_ptr self, const caf::actor_addr& who, bool fault) {
   auto& st = self->state;
   auto drop = [&](std::vector<session_actor>& v) {
-    v.erase(std::remove_if(v.begin(), v.end(), [&](const session_actor& s) { return s.address() == who; }), v.end());
+    auto end = std::remove_if(v.begin(), v.end(), [&](const session_actor& s) { return s.address() == who; });
+    const bool found = end != v.end();
+    v.erase(end, v.end());
+    return found;
   };
-  for (auto& [sid, t] : st.tracks) drop(t.streams);
+  std::string lost;  // the track whose last stream ended for a fault
+  for (auto& [sid, t] : st.tracks)
+    if (drop(t.streams) && fault && t.streams.empty()) lost = sid;
   drop(st.orphan_streams);
+  if (auto it = st.tracks.find(lost); !lost.empty() && it != st.tracks.end() && !st.stopping) {
+    auto& t = it->second;
+    if (!t.egress_id.empty() && !t.stop_sent) {
+      SW_LOG(st.ctx, warn,
+             "livekit: room=" << st.slug << " the stream of egress " << t.egress_id << " (track " << lost
+                              << ") ended for a fault; stopping that egress, the next reconciliation starts another");
+      st.ctx->metrics->count("livekit.egress_replaced");
+      stop_egress(self, lost);
+      t.egress_id.clear();
+      t.stop_sent = false;
+    }
+  }
   publish(self);
   finish_if_drained(self);
 }
@@ -315,7 +338,7 @@ egress_actor::behavior_type egress(self_ptr self, context_ptr ctx, gateway_actor
   st.slug = std::move(slug);
   st.room_mode = ctx->cfg.livekit.egress_mode == "room";
   st.probe = actor_probe(ctx->metrics, "egress");
-  self->set_down_handler([=](caf::down_msg& dm) { forget_stream(self, dm.source); });
+  self->set_down_handler([=](caf::down_msg& dm) { forget_stream(self, dm.source, is_stream_fault(dm.reason)); });
   self->attach_functor([m = ctx->metrics, slug = st.slug] { m->erase_egress_room(slug); });
   publish(self);
   using scope = probe_scope<std::remove_pointer_t<self_ptr>>;

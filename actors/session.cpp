@@ -68,7 +68,14 @@ void maybe_finish(self_ptr self) {
     st.usage.ended_ms = now_ms();
     self->send(st.ctx->persistence, usage_atom::value, st.usage);
   }
-  self->quit();
+  // Closed by net/ (heartbeat, slow reader, frame flood, protocol error) or broken: neither the client's close nor one
+  // this actor asked for.
+  const bool broken = st.socket_gone && !st.peer_closed && !st.close_sent && !st.shutting_down;
+  if (st.fault || broken) {
+    self->quit(stream_fault());
+  } else {
+    self->quit();
+  }
 }
 
 // The last finals travel through the room: report "stopped" (and maybe close) only once the room has
@@ -114,6 +121,7 @@ void close_flooding(self_ptr self, const char* counter, const std::string& what)
   s.ctx->metrics->note(counter, "stream " + stream_label(s) + ": " + what + ", closed 1008");
   if (s.sink) s.sink->close(1008, "Too many messages");
   s.close_sent = true;
+  s.fault = true;
   s.stop_requested = true;  // what the client sends until the socket closes is not taken
   stop_relay(self);
 }
@@ -126,6 +134,7 @@ void close_overloaded(self_ptr self) {
   SW_LOG(s.ctx, info, "stream " << stream_label(s) << " shed: the server is behind, closed 1013");
   if (s.sink) s.sink->close(1013, "Server overloaded");
   s.close_sent = true;
+  s.fault = true;
   s.stop_requested = true;
   stop_relay(self);
 }
@@ -421,10 +430,11 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
           send_json(s, json_warning("unknown_message", "unknown message type: " + m.type));
         }
       },
-      [=](closed_atom) {
+      [=](closed_atom, bool by_peer) {
         scope probe(self->state.probe, self);
         auto& s = self->state;
         s.socket_gone = true;
+        s.peer_closed = by_peer;
         s.sink.reset();
         if (s.room) self->send(s.room, leave_atom::value, s.who.stream_id);
         stop_relay(self);  // finals still reach the room and the database

@@ -48,7 +48,9 @@ struct session_state {
   bool stop_requested = false;
   bool shutting_down = false;
   bool close_sent = false;
-  bool shed = false;  // the gateway shed it (overload): closed 1013, once open
+  bool peer_closed = false;  // the client closed the socket itself (its close frame first)
+  bool fault = false;        // closed by this service for a fault (shed, flood): ends with stream_fault()
+  bool shed = false;         // the gateway shed it (overload): closed 1013, once open
   bool finishing = false;
   std::int64_t started_ms = 0;
   std::int64_t last_rate_warning_ms = 0;

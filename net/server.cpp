@@ -301,7 +301,8 @@ public:
   ~ws_session() {
     if (st_->quiet) st_->quiet->remove(quiet_);
     st_->stats->read_buffer_bytes -= static_cast<std::int64_t>(rx_.capacity());
-    if (opened_ && !finished_) caf::anon_send(session_, closed_atom::value);  // never a session left waiting
+    if (opened_ && !finished_)
+      caf::anon_send(session_, closed_atom::value, peer_closed_);  // never a session left waiting
   }
 
   // From the pause watch: on the connection's own executor, the session hears of the pause (once per pause). While a
@@ -385,7 +386,7 @@ public:
 private:
   void on_accept(beast::error_code ec) {
     if (ec) {
-      caf::anon_send(session_, closed_atom::value);
+      caf::anon_send(session_, closed_atom::value, false);
       return;
     }
     opened_ = true;
@@ -602,6 +603,8 @@ private:
       note(*st_, "ws.protocol_errors",
            "client " + client_ + " broke the WebSocket protocol (" + e.data + "): closed " + std::to_string(code));
       reason = e.reason;
+    } else if (!close_requested_) {
+      peer_closed_ = true;  // the client's own close, not its answer to ours
     }
     if (close_requested_) return;
     close_requested_ = true;
@@ -689,7 +692,7 @@ private:
     writer_.stop();  // a write in flight keeps its own buffer until it completes
     if (opened_) --st_->stats->websockets;
     hand_over_audio();
-    caf::anon_send(session_, closed_atom::value);
+    caf::anon_send(session_, closed_atom::value, peer_closed_);
   }
 
   void arm_ping() {
@@ -738,6 +741,7 @@ private:
   bool pong_waiting_ = false;     // a pong is queued or being written
   bool close_requested_ = false;  // our close frame is queued (or the client's close is being answered)
   bool close_sent_ = false;       // ... and written
+  bool peer_closed_ = false;      // the client closed first (a close frame before any close of ours)
   bool torn_down_ = false;        // the teardown has begun
   bool finished_ = false;
   asio::steady_timer ping_timer_;

@@ -21,6 +21,8 @@
 #include <functional>
 
 #include <caf/actor_system.hpp>
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
@@ -73,8 +75,10 @@ using session_actor = stt_listener_actor::extend<
     caf::reacts_to<quiet_atom>,
     // one text frame from the client: JSON control message (ping, stop, active_speaker)
     caf::reacts_to<text_atom, std::string>,
-    // the socket is gone (peer close, error, heartbeat timeout, handshake failure)
-    caf::reacts_to<closed_atom>,
+    // the socket is gone (peer close, error, heartbeat timeout, handshake failure); true: the peer closed it (its
+    // close frame came before any of ours). A stream that ended otherwise, and not by a stop or a shutdown of ours
+    // (the service closed it for a fault, or it broke), ends its actor with stream_fault(): see below
+    caf::reacts_to<closed_atom, bool>,
     // net/ found OVERLOAD_BACKLOG_MS of a browser's audio or more waiting unread in the kernel (bytes) at five checks
     // in a row, a second apart, and again at each further one: the server reads slower than the client sends; the
     // gateway hears it (in ms of this stream's audio)
@@ -84,6 +88,17 @@ using session_actor = stt_listener_actor::extend<
     caf::reacts_to<shed_atom>,
     // the server is shutting down: drain the upstream, then close 1001
     caf::reacts_to<shutdown_atom>>;
+
+// The exit reason of a session whose stream ended for a fault: this service closed it (shed 1013, flood 1008, a slow
+// reader 4409, the heartbeat 4408, a protocol error) or its connection broke without a close frame. Its monitors
+// learn it from the down message: the egress actor replaces an egress whose stream ended so (LiveKit may keep it
+// ACTIVE without a stream: livekit/egress#143). Every other end is normal.
+inline caf::error stream_fault() {
+  return caf::error(1, caf::atom("sw_stream"));
+}
+inline bool is_stream_fault(const caf::error& e) {
+  return e && e.category() == caf::atom("sw_stream") && e.code() == 1;  // CAF 0.17: none has no category to read
+}
 
 // The active speaker of one room (played by the room actor): a bounded timeline of who said they spoke when.
 using active_speaker_actor = caf::typed_actor<
@@ -157,7 +172,9 @@ using egress_actor = caf::typed_actor<
     // a verified webhook about this room: track_published / track_unpublished / participant_left / egress_ended /
     // room_finished
     caf::reacts_to<webhook_atom, livekit_webhook>,
-    // LiveKit dialled /egress/audio for this track: the session of that stream (monitored)
+    // LiveKit dialled /egress/audio for this track: the session of that stream (monitored; the last stream of a
+    // track that ends with stream_fault(), while its egress runs unasked to stop: the egress is stopped and forgotten,
+    // and the next reconciliation starts a new one if the track is still published)
     caf::reacts_to<attach_atom, std::string, session_actor>,
     // a Twirp call of this actor answered (from an I/O thread)
     caf::reacts_to<reply_atom, livekit_answer>,

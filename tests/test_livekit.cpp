@@ -342,6 +342,7 @@ TEST(LiveKitRoom, ReconciliationRepairsLostWebhooks) {
   r.lk->end_egress_silently(first);
   ASSERT_TRUE(eventually([&] { return r.of_track("TR_A").size() == 2 && r.streaming("TR_A"); }, 10s));
   EXPECT_GE(sw::test::metric(*r.h, "livekit.reconciled_missing"), 1);
+  EXPECT_LE(sw::test::metric(*r.h, "livekit.egress_replaced"), 0) << "LiveKit's own end (EOS) is no fault";
   // An orphan: a second egress of alice's track to this service (an earlier run's), unknown to the service.
   sw::token_claims earlier{"r", "alice", "", "vs-0", "Alice", 0, "TR_A"};
   auto base = "ws://127.0.0.1:" + std::to_string(r.h->port) + "/egress/audio?token=" +
@@ -362,6 +363,46 @@ TEST(LiveKitRoom, ReconciliationRepairsLostWebhooks) {
       10s));
   EXPECT_GE(sw::test::metric(*r.h, "livekit.reconciled_orphans"), 1);
   EXPECT_EQ(r.lk->active_egresses("r"), 2u) << "alice's and bob's";
+}
+
+// A stream the service closes for a fault (here a flood: LiveKit sending far faster than real time) leaves LiveKit's
+// egress without a stream, and LiveKit may keep reporting it ACTIVE (livekit/egress#143): the service stops that
+// egress and the next reconciliation starts a new one for the track, still published. A stream LiveKit ends itself
+// (EOS) is not replaced so: ReconciliationRepairsLostWebhooks.
+TEST(LiveKitRoom, AnEgressWhoseStreamTheServiceClosedIsReplaced) {
+  fake_livekit::options o;
+  o.pace = 40;
+  livekit_room r(o, [](sw::config& c) {
+    c.livekit.reconcile_interval = 1000ms;
+    c.audio_max_frames_per_second = 50;
+  });
+  r.lk->keep_active_when_closed(true);
+  r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(1, 440));
+  ASSERT_EQ(r.start("r").status, 200u);
+  ASSERT_TRUE(eventually([&] { return !r.of_track("TR_A").empty() && r.of_track("TR_A")[0].closed; }, 20s));
+  auto first = r.of_track("TR_A")[0];
+  EXPECT_EQ(first.close_code, 1008) << "closed by the service, for the flood";
+  ASSERT_TRUE(
+      eventually([&] { return r.of_track("TR_A").size() >= 2 && r.of_track("TR_A")[1].upgrade_status == 101; }, 20s))
+      << "a new egress for the track";
+  EXPECT_EQ(r.of_track("TR_A")[0].status, "EGRESS_COMPLETE") << "the first one stopped, not left ACTIVE";
+  EXPECT_GE(sw::test::metric(*r.h, "livekit.egress_replaced"), 1);
+  EXPECT_LE(sw::test::metric(*r.h, "livekit.reconciled_missing"), 0) << "LiveKit kept it ACTIVE (-1: never counted)";
+}
+
+// The same for a stream whose connection broke (no close frame: a crashed egress, a network cut).
+TEST(LiveKitRoom, AnEgressWhoseStreamBrokeIsReplaced) {
+  livekit_room r({}, [](sw::config& c) { c.livekit.reconcile_interval = 1000ms; });
+  r.lk->keep_active_when_closed(true);
+  r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(1, 440));
+  ASSERT_EQ(r.start("r").status, 200u);
+  ASSERT_TRUE(eventually([&] { return r.streaming("TR_A"); }, 10s));
+  r.lk->break_egress_stream(r.of_track("TR_A")[0].egress_id);
+  // Seen at the pause after its last frames (net/server.cpp probe_end), not at the next ping (15 s).
+  ASSERT_TRUE(eventually([&] { return r.of_track("TR_A").size() == 2 && r.streaming("TR_A"); }, 10s));
+  EXPECT_EQ(r.of_track("TR_A")[0].close_code, 0) << "no close frame either way";
+  EXPECT_EQ(r.of_track("TR_A")[0].status, "EGRESS_COMPLETE");
+  EXPECT_EQ(sw::test::metric(*r.h, "livekit.egress_replaced"), 1);
 }
 
 // LiveKit answering 500, refusing the credentials, timing out or not listening at all: the room's clients get a

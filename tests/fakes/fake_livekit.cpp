@@ -94,6 +94,7 @@ struct egress_run {
   std::string pcm;
   std::string participant;  // identity, empty for the room mix
   std::atomic<bool> stop{false};
+  std::atomic<bool> drop{false};     // break the connection: TCP closed without a close frame
   std::atomic<int> mute_change{-1};  // -1 none; 0/1: send {"muted":false|true}
   std::thread thread;
 };
@@ -117,6 +118,7 @@ struct fake_livekit::impl {
   };
   std::map<std::string, failure> failures;
   std::map<std::string, bool> stalled;
+  bool keep_active = false;  // keep_active_when_closed
   std::vector<std::string> refused;
   int next_id = 1;
 
@@ -283,6 +285,11 @@ struct fake_livekit::impl {
       watch.expires_after(std::chrono::milliseconds(20));
       watch.async_wait([&](beast::error_code e) {
         if (e || done) return;
+        if (run->drop) {
+          beast::error_code ignored;
+          beast::get_lowest_layer(ws).socket().close(ignored);  // the reader and any write fail: done
+          return;
+        }
         if ((run->stop || !running) && !writing) finish();
         if (!done) watcher();
       });
@@ -304,7 +311,13 @@ struct fake_livekit::impl {
     io.run_for(std::chrono::milliseconds(200));  // the aborted operations end before what they refer to
     std::lock_guard<std::mutex> lock(mu);
     run->rec.closed = true;
-    if (run->rec.status == "EGRESS_ACTIVE" || run->rec.status == "EGRESS_ENDING") run->rec.status = "EGRESS_COMPLETE";
+    if (run->rec.status == "EGRESS_ENDING" || (run->rec.status == "EGRESS_ACTIVE" && closing)) {
+      run->rec.status = "EGRESS_COMPLETE";
+    } else if (run->rec.status == "EGRESS_ACTIVE" && !keep_active) {
+      // The service closed the stream (or it broke) while the egress ran: its writes fail, the egress fails
+      // ("Unavailable"), without a webhook here (the tests send theirs). With keep_active: livekit/egress#143.
+      run->rec.status = "EGRESS_FAILED";
+    }
   }
 
   std::shared_ptr<egress_run> start_run(const std::string& room, const std::string& track, const std::string& url,
@@ -494,6 +507,10 @@ struct fake_livekit::impl {
         if (r->rec.egress_id != id) continue;
         if (r->rec.status != "EGRESS_STARTING" && r->rec.status != "EGRESS_ACTIVE")
           return error("failed_precondition", "egress with status " + r->rec.status + " cannot be stopped");
+        if (r->rec.closed) {  // kept ACTIVE without a stream (keep_active_when_closed): nothing left to end
+          r->rec.status = "EGRESS_COMPLETE";
+          return {200, egress_body(r->rec)};
+        }
         r->rec.status = "EGRESS_ENDING";
         r->stop = true;
         return {200, egress_body(r->rec)};
@@ -684,6 +701,17 @@ void fake_livekit::fail(const std::string& method, int times, unsigned status, c
 void fake_livekit::stall(const std::string& method, bool on) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->stalled[method] = on;
+}
+
+void fake_livekit::keep_active_when_closed(bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->keep_active = on;
+}
+
+void fake_livekit::break_egress_stream(const std::string& egress_id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (auto& r : impl_->runs)
+    if (r->rec.egress_id == egress_id) r->drop = true;
 }
 
 void fake_livekit::end_egress_silently(const std::string& egress_id) {

@@ -65,6 +65,11 @@ public:
   void stall(const std::string& method, bool on);
   // The egress ends at LiveKit without a word: no webhook, its stream closes (a lost egress_ended).
   void end_egress_silently(const std::string& egress_id);
+  // The egress's connection breaks: its socket is closed without a close frame (a crashed egress, a network cut).
+  void break_egress_stream(const std::string& egress_id);
+  // An egress whose stream the service closes (or that breaks) stays EGRESS_ACTIVE in ListEgress, until stopped
+  // (livekit/egress#143). Off (the default): it becomes EGRESS_FAILED, as LiveKit's failed write makes it.
+  void keep_active_when_closed(bool on);
 
   // --- webhooks ---
   // POSTs `body` to the webhook_url signed as LiveKit does; `wrong_secret` signs with another secret, `tamper`

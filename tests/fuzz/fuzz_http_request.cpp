@@ -57,7 +57,7 @@ struct answer_once final : sw::http_responder, sw::upgrade_responder {
     promise.set_value(std::move(res));
   }
   void accept(sw::session_actor session) override {
-    caf::anon_send(session, sw::closed_atom::value);  // no socket behind it: the stream ends at once
+    caf::anon_send(session, sw::closed_atom::value, false);  // no socket behind it: the stream ends at once
     sw::http_response r;
     r.status = 101;
     r.close = true;  // the connection is a WebSocket now: no further HTTP request on it
