@@ -651,44 +651,51 @@ TEST(WebSocket, WhileTheStreamsDrainReadyIs503AndNewStreamsAreRefused) {
 // does not batch (/egress/audio, the offline recognizer), and with one that does (pauses watched at
 // STT_CHUNK_FLUSH_MS, chunks held in the kernel).
 TEST(WebSocket, AClientsEndThatCameWithItsLastFramesIsSeenAtThePause) {
+  // A read that starts late can find the end itself (about one time in six here): four clients at once, so that
+  // without the peek some end is all but surely missed.
+  constexpr int clients = 4;
   for (std::size_t batch : {std::size_t{0}, std::size_t{3200}}) {
     SCOPED_TRACE("batch " + std::to_string(batch));
     auto provider = sw::test::echo_provider();
     provider.batch_bytes = batch;
     harness h({}, provider);
-    const int fd = connect_and_upgrade(h.port, harness::token("r", "alice"));
-    ASSERT_GE(fd, 0);
-    std::string in;
-    char buf[4096];
-    while (in.find("\r\n\r\n") == std::string::npos) {
-      const auto n = ::recv(fd, buf, sizeof buf, 0);
-      ASSERT_GT(n, 0);
-      in.append(buf, static_cast<std::size_t>(n));
+    std::vector<int> fds;
+    for (int c = 0; c < clients; ++c) {
+      const int fd = connect_and_upgrade(h.port, harness::token("r", "alice-" + std::to_string(c)));
+      ASSERT_GE(fd, 0);
+      fds.push_back(fd);
+      std::string in;
+      char buf[4096];
+      while (in.find("\r\n\r\n") == std::string::npos) {
+        const auto n = ::recv(fd, buf, sizeof buf, 0);
+        ASSERT_GT(n, 0);
+        in.append(buf, static_cast<std::size_t>(n));
+      }
+      ASSERT_EQ(in.rfind("HTTP/1.1 101", 0), 0u) << in;
     }
-    ASSERT_EQ(in.rfind("HTTP/1.1 101", 0), 0u) << in;
-    // Corked: the frames wait in the kernel, and the FIN of the shutdown goes out in the same segment.
-    const int on = 1;
-    ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
     std::vector<std::uint8_t> frames(5 * sw::ws::client_header_size(640) + 5 * 640);
     std::size_t at = 0;
     const auto audio = pcm(640);
     for (int i = 0; i < 5; ++i)
       at += sw::ws::write_client_frame(frames.data() + at, sw::ws::opcode::binary, audio.data(), audio.size(),
                                        0x01020304u + static_cast<std::uint32_t>(i));
-    ASSERT_EQ(::send(fd, frames.data(), at, MSG_NOSIGNAL), static_cast<ssize_t>(at));
-    ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
-    // Well within the ping interval (15 s): the pause comes 0.1 s (batching) or 0.5 s after the last frame.
+    for (const int fd : fds) {
+      // Corked: the frames wait in the kernel, and the FIN of the shutdown goes out in the same segment.
+      const int on = 1;
+      ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
+      ASSERT_EQ(::send(fd, frames.data(), at, MSG_NOSIGNAL), static_cast<ssize_t>(at));
+      ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+    }
+    // Well within the ping interval (15 s): the pause comes 0.1 s (batching) or 0.5 s after the last frame. Mostly
+    // the peek finds the end (net.ends_found_at_pause); holding chunks, each read also moves the socket's
+    // SO_RCVLOWAT, which wakes it again.
     EXPECT_TRUE(sw::test::eventually(
         [&] {
           auto m = sw::net::http_fetch(h.http("/metrics")).body;
           return field(m, "actors").find("\"session\":{\"live\":0") != std::string::npos;
         },
         5s));
-    // Holding chunks, each read moves the socket's SO_RCVLOWAT, which wakes it again: the end may be seen before.
-    if (batch == 0) {
-      EXPECT_EQ(sw::test::metric(h, "net.ends_found_at_pause"), 1);
-    }
-    ::close(fd);
+    for (const int fd : fds) ::close(fd);
   }
 }
 
