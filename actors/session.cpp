@@ -57,6 +57,19 @@ bool relay_running(const session_state& st) {
 void maybe_finish(self_ptr self) {
   auto& st = self->state;
   if (relay_running(st) || st.finishing) return;
+  // An egress stream whose transcription failed for good (Gladia gone for longer than its reconnects, the relay
+  // died): closed 1013, and its egress actor has LiveKit start another one, with a new upstream, at the next
+  // reconciliation. A browser keeps hearing the room instead (it was told). Not for a refused key: another would be
+  // refused too.
+  if (st.egress && !st.socket_gone && !st.close_sent && !st.stop_requested && !st.shutting_down &&
+      !st.stt_failure.empty() && st.stt_failure != "stt_auth_failed") {
+    SW_LOG(st.ctx, warn,
+           "stream " << stream_label(st) << ": speech-to-text failed for good (" << st.stt_failure
+                     << "): egress stream closed 1013, for its egress to be replaced");
+    if (st.sink) st.sink->close(1013, "Speech-to-text unavailable");
+    st.close_sent = true;
+    st.fault = true;
+  }
   if (!st.socket_gone && !st.close_sent) {
     if (!st.stop_requested && !st.shutting_down) return;  // keep listening to the room
     if (st.sink) st.sink->close(st.shutting_down ? 1001 : 1000, st.shutting_down ? "Server shutting down" : "");
@@ -266,6 +279,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
       s.ctx->metrics->error("stt.relay_ended",
                             "stt relay ended unexpectedly: stream " + stream_label(s) + ": " + to_string(dm.reason));
       send_json(s, json_error_message("internal", "speech-to-text relay failed"));
+      s.stt_failure = "internal";
       s.relay_done = true;
       finish_after_room(self);
     }
@@ -327,6 +341,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         scope probe(self->state.probe, self);
         auto& s = self->state;
         ++s.usage.errors;
+        s.stt_failure = e.code;  // a "stopped" follows
         s.ctx->metrics->error("stt." + e.code, "stt: " + e.code + ": stream " + stream_label(s) + ": " + e.message);
         send_json(s, json_error_message(e.code, e.message));
       },

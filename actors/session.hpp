@@ -50,6 +50,7 @@ struct session_state {
   bool close_sent = false;
   bool peer_closed = false;  // the client closed the socket itself (its close frame first)
   bool fault = false;        // closed by this service for a fault (shed, flood): ends with stream_fault()
+  std::string stt_failure;   // the code of the relay's failure for good (stt_error), if it failed
   bool shed = false;         // the gateway shed it (overload): closed 1013, once open
   bool finishing = false;
   std::int64_t started_ms = 0;

@@ -15,6 +15,7 @@
 #include "apps/audio_file.hpp"
 #include "proto/livekit.hpp"
 #include "proto/time.hpp"
+#include "tests/fakes/fake_gladia.hpp"
 #include "tests/fakes/fake_livekit.hpp"
 #include "tests/support/harness.hpp"
 #include "tests/support/librivox.hpp"
@@ -403,6 +404,46 @@ TEST(LiveKitRoom, AnEgressWhoseStreamBrokeIsReplaced) {
   EXPECT_EQ(r.of_track("TR_A")[0].close_code, 0) << "no close frame either way";
   EXPECT_EQ(r.of_track("TR_A")[0].status, "EGRESS_COMPLETE");
   EXPECT_EQ(sw::test::metric(*r.h, "livekit.egress_replaced"), 1);
+}
+
+// Gladia ends the session mid-stream (1001, going away: a failure for good, not reconnected). A browser is told and
+// keeps hearing its room; an egress stream has nobody to tell, so it is closed 1013 and its egress replaced at the next
+// reconciliation, with a new Gladia session. A refused key (401 at init) closes nothing: another egress would be
+// refused too.
+TEST(LiveKitRoom, AnEgressWhoseTranscriptionFailedForGoodIsReplaced) {
+  for (bool refused : {false, true}) {
+    SCOPED_TRACE(refused ? "key refused" : "Gladia went away");
+    sw::test::fake_gladia gladia;
+    livekit_room r(
+        {},
+        [&](sw::config& c) {
+          c.livekit.reconcile_interval = 1000ms;
+          c.stt_provider = "gladia";
+          c.gladia.api_url = gladia.url();
+          c.gladia.api_key = "fake-gladia-key";
+        },
+        std::nullopt, true);
+    if (refused) {
+      gladia.fail_inits(1000, 401);
+    } else {
+      gladia.cut_after(64'000, 1001);  // 2 s of the stream's 16 kHz audio
+    }
+    r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(3, 440));
+    ASSERT_EQ(r.start("r").status, 200u);
+    if (refused) {
+      ASSERT_TRUE(eventually([&] { return r.lk->calls("ListEgress") >= 3; }, 10s)) << "two reconciliations";
+      EXPECT_EQ(r.of_track("TR_A").size(), 1u);
+      EXPECT_TRUE(r.streaming("TR_A")) << "left open";
+      EXPECT_EQ(gladia.init_requests(), 1);
+      EXPECT_LE(sw::test::metric(*r.h, "livekit.egress_replaced"), 0);
+      continue;
+    }
+    ASSERT_TRUE(eventually([&] { return !r.of_track("TR_A").empty() && r.of_track("TR_A")[0].closed; }, 10s));
+    EXPECT_EQ(r.of_track("TR_A")[0].close_code, 1013);
+    ASSERT_TRUE(eventually([&] { return r.of_track("TR_A").size() == 2 && r.streaming("TR_A"); }, 10s));
+    EXPECT_TRUE(eventually([&] { return gladia.init_requests() == 2 && gladia.ws_connections() == 2; }));
+    EXPECT_EQ(sw::test::metric(*r.h, "livekit.egress_replaced"), 1);
+  }
 }
 
 // LiveKit answering 500, refusing the credentials, timing out or not listening at all: the room's clients get a
