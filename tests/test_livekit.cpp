@@ -371,24 +371,30 @@ TEST(LiveKitRoom, ReconciliationRepairsLostWebhooks) {
 // egress and the next reconciliation starts a new one for the track, still published. A stream LiveKit ends itself
 // (EOS) is not replaced so: ReconciliationRepairsLostWebhooks.
 TEST(LiveKitRoom, AnEgressWhoseStreamTheServiceClosedIsReplaced) {
-  fake_livekit::options o;
-  o.pace = 40;
-  livekit_room r(o, [](sw::config& c) {
-    c.livekit.reconcile_interval = 1000ms;
-    c.audio_max_frames_per_second = 50;
-  });
-  r.lk->keep_active_when_closed(true);
-  r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(1, 440));
-  ASSERT_EQ(r.start("r").status, 200u);
-  ASSERT_TRUE(eventually([&] { return !r.of_track("TR_A").empty() && r.of_track("TR_A")[0].closed; }, 20s));
-  auto first = r.of_track("TR_A")[0];
-  EXPECT_EQ(first.close_code, 1008) << "closed by the service, for the flood";
-  ASSERT_TRUE(
-      eventually([&] { return r.of_track("TR_A").size() >= 2 && r.of_track("TR_A")[1].upgrade_status == 101; }, 20s))
-      << "a new egress for the track";
-  EXPECT_EQ(r.of_track("TR_A")[0].status, "EGRESS_COMPLETE") << "the first one stopped, not left ACTIVE";
-  EXPECT_GE(sw::test::metric(*r.h, "livekit.egress_replaced"), 1);
-  EXPECT_LE(sw::test::metric(*r.h, "livekit.reconciled_missing"), 0) << "LiveKit kept it ACTIVE (-1: never counted)";
+  for (bool room : {false, true}) {  // a track's egress, and the room mix's (LIVEKIT_EGRESS_MODE room)
+    SCOPED_TRACE(room ? "room" : "track");
+    fake_livekit::options o;
+    o.pace = 40;
+    livekit_room r(o, [&](sw::config& c) {
+      c.livekit.reconcile_interval = 1000ms;
+      c.audio_max_frames_per_second = 50;
+      if (room) c.livekit.egress_mode = "room";
+    });
+    r.lk->keep_active_when_closed(true);
+    r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(1, 440));
+    r.lk->set_room_audio(stereo_tone(1, 440));
+    const std::string track = room ? "" : "TR_A";  // the fake's record of a mix has no track
+    ASSERT_EQ(r.start("r").status, 200u);
+    ASSERT_TRUE(eventually([&] { return !r.of_track(track).empty() && r.of_track(track)[0].closed; }, 20s));
+    EXPECT_EQ(r.of_track(track)[0].room_mix, room);
+    EXPECT_EQ(r.of_track(track)[0].close_code, 1008) << "closed by the service, for the flood";
+    ASSERT_TRUE(
+        eventually([&] { return r.of_track(track).size() >= 2 && r.of_track(track)[1].upgrade_status == 101; }, 20s))
+        << "a new egress";
+    EXPECT_EQ(r.of_track(track)[0].status, "EGRESS_COMPLETE") << "the first one stopped, not left ACTIVE";
+    EXPECT_GE(sw::test::metric(*r.h, "livekit.egress_replaced"), 1);
+    EXPECT_LE(sw::test::metric(*r.h, "livekit.reconciled_missing"), 0) << "LiveKit kept it ACTIVE (-1: never counted)";
+  }
 }
 
 // The same for a stream whose connection broke (no close frame: a crashed egress, a network cut).
