@@ -6,7 +6,8 @@
 //   RoomService/ListParticipants, Egress/StartTrackEgress, Egress/StartEgress, Egress/StopEgress, Egress/ListEgress.
 // - Egress (§A2.4): each started egress dials its websocket_url with `Content-Type: audio/x-raw` and streams S16LE
 //   48 kHz stereo in irregular frame sizes, paced, pings, sends {"muted":…} on mute changes, and ends with a close
-//   frame without status (stopped, or its participant left).
+//   frame without status (stopped, or its participant left). A stream the service closes (or that breaks) fails its
+//   egress, as LiveKit's failed write does (or leaves it ACTIVE: keep_active_when_closed).
 // - Webhooks (§A2.6): signed like LiveKit's (raw JWT, sha256 claim of the body), sent to `webhook_url`.
 // HTTP on 127.0.0.1, a thread per connection and per egress (a test tool, not a load tool).
 #pragma once
