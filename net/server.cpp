@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -428,7 +429,10 @@ private:
     if (finished_ || close_requested_) return;
     auto& sock = raw_socket(beast::get_lowest_layer(ws_));
     char c;
-    if (::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT) != 0) return;  // bytes, nothing yet, or an error
+    const auto r = ::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r > 0) return;  // bytes wait: the read takes them
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;  // nothing yet: still there
+    // The end (0), or the connection failed (a reset: the peek took its error, so the read would not see it either).
     ++st_->stats->ends_found_at_pause;
     beast::error_code ignored;
     sock.shutdown(tcp::socket::shutdown_receive, ignored);
