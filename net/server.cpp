@@ -124,6 +124,9 @@ public:
         tick_(std::max<clock::duration>(quiet / 4, std::chrono::milliseconds(1))),
         timer_(io) {}
 
+  // A pause: this long without a frame (the held connections' quarter more aside).
+  std::int64_t interval_ns() const { return quiet_ns_; }
+
   void add(quiet_slot& s) {
     std::lock_guard<std::mutex> lock(mu_);
     s.index = slots_.size();
@@ -183,9 +186,10 @@ struct shared_state {
   gateway_actor handler;
   std::shared_ptr<net_stats> stats;
   std::optional<ssl::context> tls;
-  std::vector<trusted_network> trusted;         // opts.trusted_proxies, parsed
-  std::shared_ptr<quiet_watch> quiet;           // always: pauses (opts.audio_quiet > 0) and ends found at a pause
-  std::chrono::milliseconds quiet_interval{0};  // the watch's: opts.audio_quiet, else end_probe_interval
+  std::vector<trusted_network> trusted;  // opts.trusted_proxies, parsed
+  // Every open WebSocket's pauses: at opts.audio_quiet for a provider that waits for them, else at end_probe_interval
+  // only to find a client's end.
+  std::shared_ptr<quiet_watch> quiet;
 };
 
 // How logs name the client of a request: its socket's peer, or, when that peer is a trusted proxy, the address at
@@ -300,7 +304,7 @@ public:
         drain_(ws_.get_executor(), this) {}
 
   ~ws_session() {
-    if (st_->quiet) st_->quiet->remove(quiet_);
+    st_->quiet->remove(quiet_);
     st_->stats->read_buffer_bytes -= static_cast<std::int64_t>(rx_.capacity());
     if (opened_ && !finished_)
       caf::anon_send(session_, closed_atom::value, peer_closed_);  // never a session left waiting
@@ -314,8 +318,8 @@ public:
     asio::post(ws_.get_executor(), [self = this->shared_from_this()] {
       if (self->finished_) return;
       const auto since = steady_ns() - self->quiet_.last_audio_ns.load();
-      if (since < std::chrono::nanoseconds(self->st_->quiet_interval).count()) return;  // audio came meanwhile
-      if (self->st_->opts.audio_quiet.count() == 0) {  // nobody waits for pauses: only the end is looked for
+      if (since < self->st_->quiet->interval_ns()) return;  // audio came meanwhile
+      if (self->st_->opts.audio_quiet.count() == 0) {       // nobody waits for pauses: only the end is looked for
         self->probe_end();
         return;
       }
@@ -397,10 +401,8 @@ private:
     last_pong_ = clock::now();
     caf::anon_send(session_, open_atom::value, make_sink());
     arm_ping();
-    if (st_->quiet) {
-      quiet_.owner = this->weak_from_this();
-      st_->quiet->add(quiet_);
-    }
+    quiet_.owner = this->weak_from_this();
+    st_->quiet->add(quiet_);
     do_read();
   }
 
@@ -579,10 +581,8 @@ private:
       if (hold_chunks_ && !close_requested_)
         ws_.next_layer().hold_until(reset_abs_ + (batched_total_ / batch_bytes_ + 1) * batch_bytes_, size);
     }
-    if (st_->quiet) {
-      quiet_.last_audio_ns.store(last_frame_ns_, std::memory_order_relaxed);
-      quiet_.pending.store(true, std::memory_order_relaxed);
-    }
+    quiet_.last_audio_ns.store(last_frame_ns_, std::memory_order_relaxed);
+    quiet_.pending.store(true, std::memory_order_relaxed);
   }
 
   // A ping is answered with a pong carrying its payload. While one pong waits to be written, later pings are not
@@ -692,7 +692,7 @@ private:
     finished_ = true;
     ping_timer_.cancel();
     close_timer_.cancel();
-    if (st_->quiet) st_->quiet->remove(quiet_);
+    st_->quiet->remove(quiet_);
     writer_.stop();  // a write in flight keeps its own buffer until it completes
     if (opened_) --st_->stats->websockets;
     hand_over_audio();
@@ -1076,9 +1076,8 @@ server::server(server_options opts, gateway_actor handler, std::shared_ptr<net_s
   impl_->st->opts = std::move(opts);
   impl_->st->trusted = parse_trusted(impl_->st->opts.trusted_proxies);
   impl_->st->handler = std::move(handler);
-  impl_->st->quiet_interval =
-      impl_->st->opts.audio_quiet.count() > 0 ? impl_->st->opts.audio_quiet : end_probe_interval;
-  impl_->st->quiet = std::make_shared<quiet_watch>(impl_->io->context(), impl_->st->quiet_interval);
+  impl_->st->quiet = std::make_shared<quiet_watch>(
+      impl_->io->context(), impl_->st->opts.audio_quiet.count() > 0 ? impl_->st->opts.audio_quiet : end_probe_interval);
   impl_->st->stats = stats ? std::move(stats) : std::make_shared<net_stats>();
 }
 

@@ -91,9 +91,9 @@ using session_actor = stt_listener_actor::extend<
 
 // The exit reason of a session whose stream ended for a fault: this service closed it (shed 1013, flood 1008, a slow
 // reader 4409, the heartbeat 4408, a protocol error; an egress stream whose speech-to-text failed for good, 1013) or
-// its connection broke without a close frame. Its monitors
-// learn it from the down message: the egress actor replaces an egress whose stream ended so (LiveKit may keep it
-// ACTIVE without a stream: livekit/egress#143). Every other end is normal.
+// its connection broke without a close frame. Its monitors learn it from the down message: the egress actor replaces
+// an egress whose stream ended so (LiveKit may keep it ACTIVE without a stream: livekit/egress#143). Every other end
+// is normal.
 inline caf::error stream_fault() {
   return caf::error(1, caf::atom("sw_stream"));
 }
