@@ -30,8 +30,13 @@ constexpr int max_attempts = 5;  // per init, and per connection drop
 constexpr std::size_t max_gaps = 64;
 // After stop, while Gladia's result of the session is not ready yet: asked again this often (within the bound).
 constexpr std::chrono::milliseconds result_poll{500};
+constexpr double bytes_per_second = 32'000;  // PCM16 16 kHz mono
+// Gladia ending a session that took less audio than this counts towards giving up (max_attempts such ends in a row):
+// a session ended at its 3-hour limit goes on in a new one, a Gladia that ends every session at once does not loop.
+constexpr std::uint64_t short_session_bytes = 60 * 32'000;
 
-// recovering: the stream ended without every final in hand; GET /v2/live/{id} brings the ones inside the gaps.
+// recovering: the stream is over (stop, or a failure for good), and finals are still being fetched from a session's
+// result (GET /v2/live/{id}); "stopped" waits for them.
 enum class phase { initializing, connecting, open, waiting, recovering, finished };
 
 using shared_chunk = std::shared_ptr<const std::string>;
@@ -46,7 +51,8 @@ struct replay_buffer {
   boost::circular_buffer_space_optimized<shared_chunk> chunks{
       boost::circular_buffer_space_optimized<shared_chunk>::capacity_type(
           std::numeric_limits<std::size_t>::max() / sizeof(shared_chunk), 1)};
-  std::size_t bytes = 0;  // held, front_acked included
+  std::size_t bytes = 0;     // held, front_acked included
+  std::uint64_t popped = 0;  // bytes gone from the front (acknowledged, or dropped): the stream's position of it
   std::size_t sent = 0;
   std::size_t front_acked = 0;
   std::size_t dropped_in_flight = 0;  // sent on this connection, dropped before Gladia acknowledged them
@@ -61,8 +67,12 @@ struct replay_buffer {
     bytes += c->size();
     chunks.push_back(std::move(c));
   }
+  // The stream's position (bytes from its start) of the first byte Gladia has not acknowledged: where the next
+  // connection starts.
+  std::uint64_t position() const { return popped + front_acked; }
   void pop_front() {
     bytes -= chunks.front()->size();
+    popped += chunks.front()->size();
     chunks.pop_front();
     front_acked = 0;
   }
@@ -109,6 +119,22 @@ struct replay_buffer {
   }
 };
 
+// A stretch of the stream (seconds from its start) whose finals may have been lost: a connection lost with finals in
+// flight (or an end without the rest) opens one from the end of the last final heard; the first final heard after it
+// closes it at its start. `to` is infinite while it is open.
+struct gap {
+  double from, to;
+};
+
+// A Gladia session whose finals may be missing: its result (GET /v2/live/{id}) has them, asked for until the deadline.
+struct recovery {
+  std::string session_id;
+  std::string prefix;  // its utterance ids' prefix
+  double offset = 0;   // where it began in the stream (s): its times are from there
+  std::vector<gap> gaps;
+  std::int64_t deadline_ms = 0;  // steady
+};
+
 struct gladia_state {
   static inline const char* name = "gladia_relay";
   context_ptr ctx;
@@ -117,7 +143,15 @@ struct gladia_state {
   phase ph = phase::initializing;
   std::string session_url;
   std::string session_id;
-  std::string stream;  // "<stream id> room=<slug>", for log lines
+  // Gladia can end a session mid-stream (1000/1001: its 3-hour limit): the stream goes on in a new one. Each new
+  // session's times start from 0 again and its utterance ids repeat: they are moved by `offset` (seconds of the
+  // stream before its first byte, set when it first opens) and prefixed "s<n>-" from the second session on.
+  int session_number = 1;
+  std::string id_prefix;
+  double offset = 0;
+  bool offset_set = false;
+  int short_sessions = 0;  // sessions in a row that Gladia ended within short_session_bytes of audio
+  std::string stream;      // "<stream id> room=<slug>", for log lines
   replay_buffer replay;
   std::string partial;         // audio of the chunk being filled (less than chunk_bytes)
   std::uint64_t acked_to = 0;  // Gladia's running total of acknowledged bytes (byte_range[1] of the last ack)
@@ -130,17 +164,15 @@ struct gladia_state {
   int attempts = 0;
   bool stop_requested = false;
   bool stop_sent = false;
-  // Finals Gladia may have sent that never arrived: a connection lost with finals in flight (or an end after stop
-  // without the rest) opens a gap from the end of the last final heard; the first final heard after it closes it at
-  // its start. Gladia's own list of the session's utterances (post_transcript, else GET /v2/live/{id}) then has
-  // them: an utterance whose middle lies inside a gap is delivered. `to` is infinite while the gap is open.
-  struct gap {
-    double from, to;
-  };
+  // Finals of the current session Gladia may have sent that never arrived (see gap). Gladia's own list of the
+  // session's utterances (post_transcript, else GET /v2/live/{id}) then has them: an utterance whose middle lies
+  // inside a gap is delivered.
   std::vector<gap> gaps;
-  double last_final_end = -std::numeric_limits<double>::infinity();
+  double last_final_end = -std::numeric_limits<double>::infinity();  // in the stream's time
   bool result_seen = false;  // post_transcript arrived: every final up to the end came before it
-  std::int64_t recovery_deadline_ms = 0;
+  // Sessions whose results are being fetched: an ended one's at once, the current one's after stop. "stopped" waits
+  // for them (phase recovering).
+  std::vector<recovery> recoveries;
   actor_probe probe;
   // gladia.relay_ms: from the server's read of the audio that completed an upstream chunk to that chunk's write,
   // the longest such wait when several chunks go at once (after a connect, a reconnect or a slow write).
@@ -196,13 +228,21 @@ void publish_held(gladia_state& st, std::int64_t delta) {
   st.ctx->metrics->stt_buffered_bytes += delta;
 }
 
-// Ends the relay: error (if any), then "stopped", then exit.
+// Ends the relay: error (if any), then, once the results of sessions being fetched are in, "stopped", then exit.
 void finish(self_ptr self, const std::string& code = {}, const std::string& message = {}) {
   auto& st = self->state;
   if (st.ph == phase::finished) return;
-  st.ph = phase::finished;
   if (!code.empty()) self->send(st.listener, error_atom::value, stt_error{code, message});
-  if (st.ws) st.ws->close(1000);
+  if (st.ws) {
+    st.ws->close(1000);
+    st.ws.reset();
+    ++st.generation;  // what that connection still reports is ignored
+  }
+  if (!st.recoveries.empty()) {  // on_result comes back here when the last is in
+    st.ph = phase::recovering;
+    return;
+  }
+  st.ph = phase::finished;
   status(self, "stopped");
   self->quit();
 }
@@ -236,90 +276,108 @@ void heard_final(gladia_state& st, const stt_transcript& t) {
   st.last_final_end = std::max(st.last_final_end, t.end);
 }
 
-// Delivers the session's utterances that lie inside a gap (their finals never arrived), as finals of their own ids.
-void fill_gaps(self_ptr self, const std::vector<stt_transcript>& utterances, const char* from) {
+// Delivers a session's utterances that lie inside one of its gaps (their finals never arrived), as finals of their
+// own ids. The utterances' times are the session's, from `offset` in the stream.
+void fill_gaps(self_ptr self, const std::vector<stt_transcript>& utterances, const std::vector<gap>& gaps,
+               double offset, const std::string& prefix, const char* from) {
   auto& st = self->state;
   std::uint64_t n = 0;
   for (std::size_t i = 0; i < utterances.size(); ++i) {
-    const double middle = (utterances[i].start + utterances[i].end) / 2;
-    for (auto& g : st.gaps) {
+    const double middle = offset + (utterances[i].start + utterances[i].end) / 2;
+    for (auto& g : gaps) {
       if (!(g.from < middle && middle < g.to)) continue;
       auto t = utterances[i];
-      t.utterance_id = "recovered-" + std::to_string(i);
+      t.utterance_id = prefix + "recovered-" + std::to_string(i);
+      t.start += offset;
+      t.end += offset;
       self->send(st.listener, heard_atom::value, std::move(t));
       ++n;
       break;
     }
   }
-  st.gaps.clear();
   if (n == 0) return;
   st.ctx->metrics->note("gladia.recovered_finals",
                         "gladia: stream " + st.stream + ": " + std::to_string(n) +
-                            " final(s) lost with a connection (or never sent after stop) recovered from " + from,
+                            " final(s) lost with a connection (or never sent at the session's end) recovered from " +
+                            from,
                         n);
 }
 
-void fetch_result(self_ptr self);
+void fetch_result(self_ptr self, const recovery& r);
+
+// The current session is over, or being left (it ended mid-stream) with its acknowledged audio ending `upto` seconds
+// into the stream: finals still missing are fetched from its result, within STT_DRAIN_TIMEOUT_MS.
+void set_aside(self_ptr self, double upto) {
+  auto& st = self->state;
+  if (st.gaps.empty()) return;
+  auto gaps = std::move(st.gaps);
+  st.gaps.clear();
+  if (st.session_id.empty()) return;  // nowhere to ask
+  if (std::isinf(gaps.back().to)) gaps.back().to = upto;
+  st.recoveries.push_back(
+      {st.session_id, st.id_prefix, st.offset, std::move(gaps), steady_ms() + st.ctx->cfg.stt_drain_timeout.count()});
+  fetch_result(self, st.recoveries.back());
+}
 
 // The stream is over after stop (post_final_transcript, Gladia's close, or the drain bound): finals still missing
-// are fetched from Gladia's result of the session first, within STT_DRAIN_TIMEOUT_MS more.
+// are fetched from Gladia's result of the session first.
 void end_after_stop(self_ptr self, bool tail_missing) {
   auto& st = self->state;
   if (tail_missing && !st.result_seen) open_gap(self);
-  if (st.gaps.empty() || st.session_id.empty()) {
-    finish(self);
-    return;
-  }
-  st.ph = phase::recovering;
-  if (st.ws) st.ws->close(1000);
-  st.ws.reset();
-  ++st.generation;  // what that connection still reports is ignored
-  st.recovery_deadline_ms = steady_ms() + st.ctx->cfg.stt_drain_timeout.count();
-  fetch_result(self);
+  set_aside(self, std::numeric_limits<double>::infinity());
+  finish(self);
 }
 
-void fetch_result(self_ptr self) {
+void fetch_result(self_ptr self, const recovery& rec) {
   auto& st = self->state;
   st.ctx->metrics->count("gladia.result_fetches");
-  const auto url = api_url(st.ctx->cfg.gladia, "/v2/live/" + net::percent_encode(st.session_id));
+  const auto url = api_url(st.ctx->cfg.gladia, "/v2/live/" + net::percent_encode(rec.session_id));
   net::client_options o;
   o.ca_file = st.ctx->cfg.gladia.ca_file;
-  o.timeout = std::chrono::milliseconds(std::max<std::int64_t>(1, st.recovery_deadline_ms - steady_ms()));
+  o.timeout = std::chrono::milliseconds(std::max<std::int64_t>(1, rec.deadline_ms - steady_ms()));
   gladia_relay_actor me = self;
   st.out->fetch(url, "GET", {{"x-gladia-key", st.ctx->cfg.gladia.api_key}}, {}, o,
-                [me](net::http_outcome r) { caf::anon_send(me, result_atom::value, answer_of(std::move(r))); });
+                [me, id = rec.session_id](net::http_outcome r) {
+                  caf::anon_send(me, result_atom::value, id, answer_of(std::move(r)));
+                });
 }
 
 // Gladia's answer to GET /v2/live/{id}: the missing finals, or (not ready yet) another try within the bound.
-void on_result(self_ptr self, const upstream_init& r) {
+void on_result(self_ptr self, const std::string& id, const upstream_init& r) {
   auto& st = self->state;
-  if (st.ph != phase::recovering) return;
+  auto it = std::find_if(st.recoveries.begin(), st.recoveries.end(),
+                         [&](const recovery& rec) { return rec.session_id == id; });
+  if (it == st.recoveries.end()) return;
   std::string problem;
   bool again = !r.ok || r.status == 408 || r.status == 429 || r.status >= 500;
+  bool done = false;
   if (r.ok && r.status == 200) {
     auto result = parse_gladia_result(r.body);
     if (result.status == "done") {
-      fill_gaps(self, result.utterances, "the session's result (GET /v2/live/{id})");
-      finish(self);
-      return;
+      fill_gaps(self, result.utterances, it->gaps, it->offset, it->prefix, "the session's result (GET /v2/live/{id})");
+      done = true;
+    } else {
+      again = result.status == "queued" || result.status == "processing";
+      problem = result.status.empty() ? "an answer without a status" : "status " + result.status;
     }
-    again = result.status == "queued" || result.status == "processing";
-    problem = result.status.empty() ? "an answer without a status" : "status " + result.status;
   } else {
     problem = r.ok ? "HTTP " + std::to_string(r.status) : r.error;
   }
-  const auto left = st.recovery_deadline_ms - steady_ms();
-  if (again && left > 0) {
-    self->delayed_send(self, std::min(result_poll, std::chrono::milliseconds(left)), result_atom::value);
-    return;
+  if (!done) {
+    const auto left = it->deadline_ms - steady_ms();
+    if (again && left > 0) {
+      self->delayed_send(self, std::min(result_poll, std::chrono::milliseconds(left)), result_atom::value, id);
+      return;
+    }
+    st.ctx->metrics->count("gladia.recovery_failures");
+    st.ctx->metrics->error("gladia.recovery_failures",
+                           "gladia: stream " + st.stream +
+                               ": finals that may be missing (lost with a connection, or not sent at the session's "
+                               "end) could not be recovered: GET /v2/live/" +
+                               id + " gave " + problem + (again ? " until STT_DRAIN_TIMEOUT_MS ran out" : ""));
   }
-  st.ctx->metrics->count("gladia.recovery_failures");
-  st.ctx->metrics->error("gladia.recovery_failures",
-                         "gladia: stream " + st.stream +
-                             ": finals that may be missing (lost with a connection, or not sent after stop) could "
-                             "not be recovered: GET /v2/live/" +
-                             st.session_id + " gave " + problem + (again ? " until STT_DRAIN_TIMEOUT_MS ran out" : ""));
-  finish(self);
+  st.recoveries.erase(it);
+  if (st.ph == phase::recovering && st.recoveries.empty()) finish(self);
 }
 
 // Sends the next chunks straight from the replay buffer, at most in_flight_bytes of them handed to the connection and
@@ -491,6 +549,9 @@ void on_text(self_ptr self, const std::string& text) {
                             "gladia: stream " + st.stream + ": a message that is not a JSON object with a type");
       return;
     case kind::transcript:
+      m.transcript.start += st.offset;
+      m.transcript.end += st.offset;
+      if (!st.id_prefix.empty()) m.transcript.utterance_id.insert(0, st.id_prefix);
       if (m.transcript.is_final) heard_final(st, m.transcript);
       self->send(st.listener, heard_atom::value, std::move(m.transcript));
       return;
@@ -510,7 +571,8 @@ void on_text(self_ptr self, const std::string& text) {
       return;
     }
     case kind::post_transcript:
-      if (!st.gaps.empty()) fill_gaps(self, m.utterances, "post_transcript");
+      fill_gaps(self, m.utterances, st.gaps, st.offset, st.id_prefix, "post_transcript");
+      st.gaps.clear();
       st.result_seen = true;
       return;
     case kind::post_final:  // every final of the session came before it
@@ -525,18 +587,59 @@ void on_text(self_ptr self, const std::string& text) {
   }
 }
 
+// Bytes of audio as seconds, to the tenth ("10800.0").
+std::string seconds(std::uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(bytes) / bytes_per_second);
+  return buf;
+}
+
+// Gladia ended the session before stop (1000/1001: its 3-hour limit, or it went away): the stream goes on in a new
+// session, the audio it did not acknowledge first. Finals of the old one lost with its end come from its result.
+void renew(self_ptr self, std::uint16_t code, const std::string& reason) {
+  auto& st = self->state;
+  const auto what = "Gladia ended session " + st.session_id + " (" + std::to_string(code) +
+                    (reason.empty() ? "" : " " + reason) + ") after " + seconds(st.acked_to) + " s of audio";
+  st.short_sessions = st.acked_to < short_session_bytes ? st.short_sessions + 1 : 0;
+  if (!st.result_seen) open_gap(self);
+  set_aside(self, static_cast<double>(st.replay.position()) / bytes_per_second);
+  if (st.short_sessions >= max_attempts) {
+    finish(self, "stt_unavailable",
+           "Gladia ended " + std::to_string(st.short_sessions) +
+               " sessions in a row, each within a minute of audio (the last: " + what + ")");
+    return;
+  }
+  st.ctx->metrics->note("gladia.sessions_renewed",
+                        "gladia: stream " + st.stream + ": " + what + "; going on in a new session");
+  ++st.session_number;
+  st.id_prefix = "s" + std::to_string(st.session_number) + "-";
+  st.session_url.clear();
+  st.session_id.clear();
+  st.offset_set = false;
+  st.acked_to = 0;  // the new session counts from 0
+  st.result_seen = false;
+  st.attempts = 0;
+  status(self, "connecting");
+  if (st.short_sessions < 2) {  // a session at its limit, or one going away: the next at once
+    start_init(self);
+    return;
+  }
+  st.ph = phase::waiting;  // sessions ending one after another: the same backoff as a failed init's
+  self->delayed_send(self, backoff(st.short_sessions - 2), retry_atom::value);
+}
+
 void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
   auto& st = self->state;
   st.ws.reset();
-  if (st.ph == phase::finished) return;
+  if (st.ph == phase::finished || st.ph == phase::recovering) return;
   if (auto again = st.replay.unacked_sent_bytes()) st.ctx->metrics->count("gladia.replayed_bytes", again);
-  st.replay.rewind();                  // what Gladia did not acknowledge goes again on the next connection
-  if (code == 1000 && st.stop_sent) {  // without post_final_transcript: the last finals may not have come
-    end_after_stop(self, true);
+  st.replay.rewind();  // what Gladia did not acknowledge goes again on the next connection
+  if ((code == 1000 || code == 1001) && st.stop_sent) {  // without post_final_transcript: the last finals may not
+    end_after_stop(self, true);                          // have come
     return;
   }
   if (code == 1000 || code == 1001) {
-    finish(self, "stt_unavailable", "Gladia ended the session (" + std::to_string(code) + ")");
+    renew(self, code, reason);
     return;
   }
   if (code >= 4400 && code <= 4499) {
@@ -623,7 +726,7 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
       [self](audio_atom, audio_chunk& chunk) {
         scope t(self->state.probe, self);
         auto& s = self->state;
-        if (s.stop_requested || s.ph == phase::finished) return;
+        if (s.stop_requested || s.ph == phase::finished || s.ph == phase::recovering) return;
         hold(self, chunk);
         // A chunk completed by this audio (a flush's short chunk is timed by the pause, not the server: left out).
         if (s.unsent_read_ns == 0 && chunk.read_ns != 0 && !chunk.flush && !s.replay.all_sent())
@@ -648,6 +751,10 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         if (e.generation != s.generation) return;  // an old connection
         if (e.kind == "open") {
           s.ph = phase::open;
+          if (!s.offset_set) {  // a session's first connection: its time 0 is the first byte it gets
+            s.offset = static_cast<double>(s.replay.position()) / bytes_per_second;
+            s.offset_set = true;
+          }
           s.replay.rewind();  // replay everything not acknowledged, first
           s.stop_sent = false;
           s.watchdog_armed = false;  // a check armed for an earlier connection is ignored
@@ -694,13 +801,15 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         scope t(self->state.probe, self);
         if (self->state.ph == phase::waiting && self->state.session_url.empty()) start_init(self);
       },
-      [self](result_atom, upstream_init& r) {
+      [self](result_atom, const std::string& id, upstream_init& r) {
         scope t(self->state.probe, self);
-        on_result(self, r);
+        on_result(self, id, r);
       },
-      [self](result_atom) {
+      [self](result_atom, const std::string& id) {
         scope t(self->state.probe, self);
-        if (self->state.ph == phase::recovering) fetch_result(self);
+        auto& rs = self->state.recoveries;
+        auto it = std::find_if(rs.begin(), rs.end(), [&](const recovery& rec) { return rec.session_id == id; });
+        if (it != rs.end()) fetch_result(self, *it);
       },
       [self](timeout_atom) {
         scope t(self->state.probe, self);

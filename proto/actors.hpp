@@ -60,10 +60,11 @@ using gladia_relay_actor = stt_relay_actor::extend<
     caf::reacts_to<connect_atom, std::uint64_t>, caf::reacts_to<retry_atom>,
     // the drain bound after stop_recording ran out: the missing finals are fetched (below), then "stopped"
     caf::reacts_to<timeout_atom>,
-    // GET /v2/live/{id} answered: the session's utterances whose finals were lost with a connection (or never came
-    // after stop) are delivered, then "stopped"; not ready yet -> asked again (the timer below) within
-    // STT_DRAIN_TIMEOUT_MS
-    caf::reacts_to<result_atom, upstream_init>, caf::reacts_to<result_atom>>;
+    // GET /v2/live/{id} of a session answered (the current one after stop, or one Gladia ended mid-stream, whose
+    // stream goes on in a new session): its utterances whose finals were lost with a connection (or never came at
+    // its end) are delivered, then "stopped" once none is left to fetch; not ready yet -> asked again (the timer
+    // below) within STT_DRAIN_TIMEOUT_MS
+    caf::reacts_to<result_atom, std::string, upstream_init>, caf::reacts_to<result_atom, std::string>>;
 
 // The actor of one participant stream (spawned by the gateway actor per accepted token).
 using session_actor = stt_listener_actor::extend<

@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <future>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -1164,4 +1166,141 @@ TEST(GladiaRecovery, AResultNeverReadyEndsTheStreamWithinTheBoundAndSaysSo) {
                               "STT_DRAIN_TIMEOUT_MS ran out"),
             std::string::npos)
       << lines->all();
+}
+
+namespace {
+
+struct heard_final {
+  std::string id, text, start, end;
+};
+
+// The finals as (utterance id, text, start, end), in the stream's order (by start).
+std::vector<heard_final> by_start(const transcript_log& log) {
+  std::vector<heard_final> v;
+  for (auto& f : log.finals)
+    v.push_back({field(f, "utteranceId"), field(f, "text"), field(f, "start"), field(f, "end")});
+  std::stable_sort(v.begin(), v.end(),
+                   [](const heard_final& a, const heard_final& b) { return std::stod(a.start) < std::stod(b.start); });
+  return v;
+}
+
+// The room's stored finals of the stream whose final has utterance id `one_id` ("<stream key>-<upstream id>").
+std::size_t stored_finals(const harness& h, const std::string& one_id) {
+  const auto s = stored(h);
+  const auto what = "\"utteranceId\":\"" + one_id.substr(0, one_id.find('-') + 1);
+  std::size_t n = 0;
+  for (auto at = s.find(what); at != std::string::npos; at = s.find(what, at + what.size())) ++n;
+  return n;
+}
+
+}  // namespace
+
+// Gladia ends a session itself mid-stream (close 1000: a live session lasts at most 3 hours). The stream goes on in
+// a new session, the audio the old one did not acknowledge first: nothing lost, nothing repeated. The new session's
+// times start again from 0 and its utterance ids repeat the old one's: the relay moves the times to the stream's and
+// prefixes the ids, so the room and the database get five distinct finals in order, not two overwritten ones.
+TEST(GladiaSessionEnd, AStreamGoesOnInANewSessionWhenGladiaEndsOne) {
+  fake_gladia fake;
+  fake.end_session_after(48'000);  // 1.5 s
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  auto pcm = audio(128'000, 5);  // 4 s
+  stream(*c, pcm, 640, 1ms);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  EXPECT_EQ(fake.audio_bytes("fake-1"), 48'000u);
+  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
+  EXPECT_TRUE(fake.stopped("fake-2"));
+  EXPECT_EQ(std::count(log.statuses.begin(), log.statuses.end(), "connecting"), 1) << "again for the new session";
+  auto finals = by_start(log);
+  ASSERT_EQ(finals.size(), 5u) << ::testing::PrintToString(texts(log));
+  const std::vector<std::array<const char*, 3>> want = {{"utterance 0", "0.0", "1.0"},
+                                                        {"utterance 1", "1.0", "1.5"},  // made final at the end
+                                                        {"utterance 0", "1.5", "2.5"},  // the new session's
+                                                        {"utterance 1", "2.5", "3.5"},
+                                                        {"utterance 2", "3.5", "4.0"}};
+  std::set<std::string> ids;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(finals[i].text, want[i][0]);
+    EXPECT_EQ(finals[i].start, want[i][1]);
+    EXPECT_EQ(finals[i].end, want[i][2]);
+    ids.insert(finals[i].id);
+    EXPECT_EQ(finals[i].id.find("-s2-") != std::string::npos, i >= 2) << finals[i].id;
+  }
+  EXPECT_EQ(ids.size(), 5u) << "every final has an id of its own";
+  EXPECT_EQ(sw::test::metric(*h, "gladia.sessions_renewed"), 1);
+  EXPECT_LE(sw::test::metric(*h, "gladia.result_fetches"), 0) << "post_transcript said every final had come";
+  EXPECT_TRUE(eventually([&] { return stored_finals(*h, finals[0].id) == 5; })) << stored(*h);
+}
+
+// The same end without its results (the connection closes 1000 before the last final is sent): that final is fetched
+// from the ended session's result at once, while the stream goes on in the new session.
+TEST(GladiaSessionEnd, AFinalLostWithTheSessionsEndComesFromItsResult) {
+  fake_gladia fake;
+  fake.end_session_after(48'000, 1, false);
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  auto pcm = audio(128'000, 6);
+  stream(*c, pcm, 640, 1ms);
+  // Recovered before the stream ends, not with its end.
+  transcript_log log;
+  std::string recovered;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (recovered.empty() && std::chrono::steady_clock::now() < deadline) {
+    auto m = c->read(1s);
+    if (m.kind == ws_client::message::text && field(m.data, "type") == "transcript_final") {
+      log.finals.push_back(m.data);
+      if (field(m.data, "utteranceId").find("recovered-") != std::string::npos) recovered = m.data;
+    }
+  }
+  ASSERT_FALSE(recovered.empty());
+  EXPECT_EQ(field(recovered, "utteranceId").find("s2-"), std::string::npos) << "the first session's";
+  c->send_text(R"({"type":"stop"})");
+  auto rest = read_all(*c, 15s);
+  EXPECT_EQ(rest.close_code, 1000);
+  EXPECT_TRUE(rest.errors.empty());
+  log.finals.insert(log.finals.end(), rest.finals.begin(), rest.finals.end());
+  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
+  auto finals = by_start(log);
+  ASSERT_EQ(finals.size(), 5u) << ::testing::PrintToString(texts(log));
+  const std::vector<std::array<const char*, 3>> want = {{"utterance 0", "0.0", "1.0"},
+                                                        {"utterance 1", "1.0", "1.5"},  // recovered
+                                                        {"utterance 0", "1.5", "2.5"},
+                                                        {"utterance 1", "2.5", "3.5"},
+                                                        {"utterance 2", "3.5", "4.0"}};
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(finals[i].text, want[i][0]);
+    EXPECT_EQ(finals[i].start, want[i][1]);
+    EXPECT_EQ(finals[i].end, want[i][2]);
+  }
+  EXPECT_NE(finals[1].id.find("recovered-1"), std::string::npos) << finals[1].id;
+  EXPECT_EQ(sw::test::metric(*h, "gladia.recovered_finals"), 1);
+  EXPECT_EQ(fake.result_requests("fake-1"), 1);
+  EXPECT_EQ(fake.result_requests("fake-2"), 0);
+  EXPECT_TRUE(eventually([&] { return stored_finals(*h, finals[0].id) == 5; })) << stored(*h);
+}
+
+// A Gladia that ends every session within a minute of audio is not asked for new ones forever: after five in a row
+// (the later ones after the init's backoff) the stream's transcription fails for good, as the client is told.
+TEST(GladiaSessionEnd, SessionsEndedOneAfterAnotherEndInStttUnavailable) {
+  fake_gladia fake;
+  fake.end_session_after(6'400, 1000);
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  stream(*c, audio(64'000), 640, 1ms);
+  auto e = expect_message(*c, "\"error\"", 15000);
+  EXPECT_EQ(field(e, "code"), "stt_unavailable");
+  EXPECT_NE(field(e, "message").find("Gladia ended 5 sessions in a row"), std::string::npos) << e;
+  expect_message(*c, "stopped");
+  EXPECT_EQ(fake.init_requests(), 5);
+  EXPECT_EQ(sw::test::metric(*h, "gladia.sessions_renewed"), 4);
+  EXPECT_TRUE(c->is_open());
 }

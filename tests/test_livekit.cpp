@@ -412,10 +412,10 @@ TEST(LiveKitRoom, AnEgressWhoseStreamBrokeIsReplaced) {
   EXPECT_EQ(sw::test::metric(*r.h, "livekit.egress_replaced"), 1);
 }
 
-// Gladia ends the session mid-stream (1001, going away: a failure for good, not reconnected). A browser is told and
-// keeps hearing its room; an egress stream has nobody to tell, so it is closed 1013 and its egress replaced at the next
-// reconciliation, with a new Gladia session. A refused key (401 at init) closes nothing: another egress would be
-// refused too.
+// Gladia ends the session mid-stream (1000), and the new session the relay asks for is refused five times (503): a
+// failure for good. A browser is told and keeps hearing its room; an egress stream has nobody to tell, so it is closed
+// 1013 and its egress replaced at the next reconciliation, with a new Gladia session. A refused key (401 at init)
+// closes nothing: another egress would be refused too.
 TEST(LiveKitRoom, AnEgressWhoseTranscriptionFailedForGoodIsReplaced) {
   for (bool refused : {false, true}) {
     SCOPED_TRACE(refused ? "key refused" : "Gladia went away");
@@ -432,10 +432,14 @@ TEST(LiveKitRoom, AnEgressWhoseTranscriptionFailedForGoodIsReplaced) {
     if (refused) {
       gladia.fail_inits(1000, 401);
     } else {
-      gladia.cut_after(64'000, 1001);  // 2 s of the stream's 16 kHz audio
+      gladia.end_session_after(64'000);  // 2 s of the stream's 16 kHz audio
     }
     r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(3, 440));
     ASSERT_EQ(r.start("r").status, 200u);
+    if (!refused) {
+      ASSERT_TRUE(eventually([&] { return gladia.ws_connections() == 1; }, 10s));
+      gladia.fail_inits(5, 503, "0");  // the session that would follow it: refused for good
+    }
     if (refused) {
       ASSERT_TRUE(eventually([&] { return r.lk->calls("ListEgress") >= 3; }, 10s)) << "two reconciliations";
       EXPECT_EQ(r.of_track("TR_A").size(), 1u);
@@ -447,7 +451,8 @@ TEST(LiveKitRoom, AnEgressWhoseTranscriptionFailedForGoodIsReplaced) {
     ASSERT_TRUE(eventually([&] { return !r.of_track("TR_A").empty() && r.of_track("TR_A")[0].closed; }, 10s));
     EXPECT_EQ(r.of_track("TR_A")[0].close_code, 1013);
     ASSERT_TRUE(eventually([&] { return r.of_track("TR_A").size() == 2 && r.streaming("TR_A"); }, 10s));
-    EXPECT_TRUE(eventually([&] { return gladia.init_requests() == 2 && gladia.ws_connections() == 2; }));
+    EXPECT_TRUE(eventually([&] { return gladia.init_requests() == 7 && gladia.ws_connections() == 2; }))
+        << gladia.init_requests() << " inits, " << gladia.ws_connections() << " connections";
     EXPECT_EQ(sw::test::metric(*r.h, "livekit.egress_replaced"), 1);
   }
 }

@@ -127,6 +127,9 @@ struct fake_gladia::impl {
   bool cut_armed = false;
   std::uint16_t cut_code = 0;
   bool cut_ack_lost = false;
+  std::size_t end_bytes = 0;
+  int end_sessions = 0;
+  bool end_with_results = true;
   std::size_t stall_bytes = 0;
   bool stall_armed = false;
   int stalled = 0;
@@ -430,12 +433,16 @@ struct fake_gladia::impl {
     }
     std::lock_guard<std::mutex> lock(mu);
     if (!pcm.empty()) {
-      bool take = true, lost = false;
+      bool take = true, lost = false, ended = false;
       if (stall_armed && ses.audio.size() + pcm.size() > stall_bytes) {
         stall_armed = false;
         v.stall = true;
         ++stalled;
         take = false;
+      } else if (end_sessions > 0 && !ses.stopped && ses.audio.size() + pcm.size() > end_bytes) {
+        --end_sessions;  // the session is over (its limit): this frame is not taken, it goes to the next session
+        take = false;
+        ended = true;
       } else if (cut_armed && ses.audio.size() + pcm.size() > cut_bytes) {
         cut_armed = false;  // this frame is never acknowledged: the client must replay it
         v.cut = cut_code;
@@ -479,20 +486,18 @@ struct fake_gladia::impl {
         if (final) v.out.push_back(transcript(ses, true));
       }
       if (lost) v.out.clear();
+      if (ended) {  // as after stop_recording, without its ack; without results nothing of it is sent
+        end_session(ses, v);
+        if (!end_with_results) v.out.clear();
+        v.stop = true;  // closes 1000 after what is sent
+        return v;
+      }
     }
     if (v.stop) {
       v.out.push_back(msg(id, "stop_recording",
                           R"("acknowledged":true,"error":null,"data":{"recording_duration":)" +
                               std::to_string(ses.audio.size() / 32000.0) + R"(,"recording_left_to_process":0})"));
-      if (ses.chunks_since_final > 0) {  // the last utterance is final only after stop_recording
-        v.out.push_back(transcript(ses, true));
-        ses.chunks_since_final = 0;
-      }
-      v.out.push_back(msg(id, "post_transcript", R"("data":)" + transcription(ses)));
-      v.out.push_back(
-          msg(id, "post_final_transcript",
-              R"("data":{"metadata":{"audio_duration":)" + std::to_string(ses.audio.size() / 32000.0) + "}}"));
-      ses.stopped = true;
+      end_session(ses, v);
       if (hang_on_stop) {  // the session ends as above, but none of it arrives: the socket stays open, silent
         v.out.clear();
         v.stall = true;
@@ -506,6 +511,19 @@ struct fake_gladia::impl {
       sent_unknown = true;
     }
     return v;
+  }
+
+  // The session is over: its last utterance is made final, then post_transcript and post_final_transcript.
+  void end_session(session& ses, verdict& v) {
+    if (ses.chunks_since_final > 0) {  // the last utterance is final only at the end
+      v.out.push_back(transcript(ses, true));
+      ses.chunks_since_final = 0;
+    }
+    v.out.push_back(msg(ses.id, "post_transcript", R"("data":)" + transcription(ses)));
+    v.out.push_back(
+        msg(ses.id, "post_final_transcript",
+            R"("data":{"metadata":{"audio_duration":)" + std::to_string(ses.audio.size() / 32000.0) + "}}"));
+    ses.stopped = true;
   }
 
   std::string load_json_locked() const {
@@ -843,6 +861,13 @@ void fake_gladia::fail_inits(int times, unsigned status, const std::string& retr
   impl_->fail_times = times;
   impl_->fail_status = status;
   impl_->retry_after = retry_after;
+}
+
+void fake_gladia::end_session_after(std::size_t bytes, int sessions, bool with_results) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->end_bytes = bytes;
+  impl_->end_sessions = sessions;
+  impl_->end_with_results = with_results;
 }
 
 void fake_gladia::cut_after(std::size_t bytes, std::uint16_t code, bool ack_lost) {

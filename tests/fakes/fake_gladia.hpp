@@ -54,6 +54,12 @@ public:
   // received, counted and transcribed first (Gladia has it and its transcripts, the client never hears of them:
   // a final it completes is lost in flight), otherwise it is lost with the connection.
   void cut_after(std::size_t bytes, std::uint16_t code = 0, bool ack_lost = false);
+  // Gladia ends a session itself (its 3-hour limit): the next `sessions` sessions each end when a frame would bring
+  // them past `bytes` of audio. That frame is not taken (nor acknowledged); the session's last utterance is made final
+  // and, `with_results`, sent with post_transcript and post_final_transcript, then the connection closes 1000;
+  // without, it closes 1000 at once (those finals are lost in flight). Either way its result is ready for
+  // GET /v2/live/{id}.
+  void end_session_after(std::size_t bytes, int sessions = 1, bool with_results = true);
   // The next connection that brings its session past `bytes` stops reading (a stalled upstream): it keeps the
   // socket open and neither reads nor writes again. That frame is not taken.
   void stall_after(std::size_t bytes);
