@@ -51,6 +51,8 @@ Load
 Upstream (what the server relays to)
   --embedded-upstream PORT  run the fake Gladia in this process on 127.0.0.1:PORT (point the server's
                             GLADIA_API_URL at http://127.0.0.1:PORT, GLADIA_API_KEY=fake-gladia-key)
+  --upstream-session-limit MS  the embedded fake ends each Gladia session when its audio would pass MS (Gladia
+                            ends a live session at 3 hours): the server must go on in a new one, losing nothing
   --upstream-stats URL      read the figures of a separate sessions-ws-fake-gladia (e.g. http://127.0.0.1:8089);
                             they start afresh as the run starts (POST /reset): one loadgen at a time per fake
 Measurement and output
@@ -198,6 +200,7 @@ int main(int argc, char** argv) {
   if (const char* e = std::getenv("TRANSCRIPTION_JWT_SECRET")) s.secret = e;
   std::string url = "ws://127.0.0.1:3001", json_file, tokens_file, wav, upstream_stats;
   int embedded_port = 0, server_pid = 0;
+  std::chrono::milliseconds session_limit{0};
   bool quiet = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -234,6 +237,8 @@ int main(int argc, char** argv) {
       s.floor = true;
     } else if (a == "--embedded-upstream") {
       embedded_port = static_cast<int>(number(a, next(), 1, 65'535));
+    } else if (a == "--upstream-session-limit") {
+      session_limit = std::chrono::milliseconds(number(a, next(), 100, 86'400'000));
     } else if (a == "--upstream-stats") {
       upstream_stats = next();
     } else if (a == "--server-pid") {
@@ -264,6 +269,7 @@ int main(int argc, char** argv) {
     s.host = hostport.substr(0, colon);
     s.port = static_cast<std::uint16_t>(number("--url port", hostport.substr(colon + 1), 1, 65'535));
   }
+  if (session_limit.count() > 0 && !embedded_port) bad("--upstream-session-limit is for --embedded-upstream");
   if (!tokens_file.empty()) {
     std::ifstream in(tokens_file);
     if (!in) bad("cannot read " + tokens_file);
@@ -284,6 +290,7 @@ int main(int argc, char** argv) {
   if (embedded_port) {
     auto o = sw::test::fake_gladia::load_options();
     o.port = static_cast<std::uint16_t>(embedded_port);
+    o.session_limit = session_limit;
     // Same priority as the tool's own threads. The relay latency ends when the kernel received a chunk, so the fake's
     // own queueing on this core shows apart (upstream read delay); its acks still leave when it gets to them, as a
     // slow upstream's would. A saturated tool core shows as schedule lag (verdict "tool-bound").

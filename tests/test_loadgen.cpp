@@ -280,6 +280,26 @@ TEST(Loadgen, AFrameTheUpstreamGotTwiceIsNotLost) {
   EXPECT_EQ(std::string(o.json["verdict"].GetString()).find("lost"), std::string::npos) << o.out;
 }
 
+// The upstream ends every Gladia session after 1 s of its audio (Gladia's 3-hour limit, shortened): each stream goes
+// on in a new session twice, and the run is as clean as one without: every frame found once behind the relay, in
+// order, no error.
+TEST(Loadgen, SessionsTheUpstreamEndsGoOnInNewOnesWithNothingLost) {
+  const auto upstream = free_port();
+  auto h = relay_server("http://127.0.0.1:" + std::to_string(upstream));
+  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
+                       " --participants 4 --room-size 2 --duration 3 --upstream-session-limit 1000"
+                       " --embedded-upstream " +
+                       std::to_string(upstream),
+                   "loadgen-session-limit");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  const auto& j = o.json;
+  ASSERT_TRUE(j.IsObject()) << o.out;
+  EXPECT_EQ(num(j, "stoppedCleanly"), 4);
+  EXPECT_EQ(num(j, "framesUpstream"), num(j, "framesSent")) << "each frame once";
+  EXPECT_EQ(num(j, "lost"), 0);
+  EXPECT_GE(sw::test::metric(*h, "gladia.sessions_renewed"), 8) << o.out;
+}
+
 // A final the server recovered at the end (lost in flight with its upstream connection, then delivered from
 // post_transcript) was stamped when the upstream first sent it, seconds before: it is counted apart, not as fan-out.
 TEST(Loadgen, ARecoveredFinalIsCountedApartNotAsFanOut) {
@@ -405,6 +425,7 @@ TEST(Loadgen, BadArgumentsExitTwo) {
   EXPECT_EQ(loadgen("--url http://x --secret s", "loadgen-bad2").exit_code, 2);
   EXPECT_EQ(loadgen("--frame-ms 5 --secret s", "loadgen-bad3").exit_code, 2);
   EXPECT_EQ(loadgen("--sndbuf 10 --secret s", "loadgen-bad4").exit_code, 2);
+  EXPECT_EQ(loadgen("--upstream-session-limit 1000 --secret s", "loadgen-bad5").exit_code, 2) << "no embedded fake";
 }
 
 // The frames due in a tick go to the kernel in one io_uring submission, and what a full socket does not take from it is

@@ -433,15 +433,22 @@ struct fake_gladia::impl {
     }
     std::lock_guard<std::mutex> lock(mu);
     if (!pcm.empty()) {
-      bool take = true, lost = false, ended = false;
+      bool take = true, lost = false, ended = false, results = true;
+      const auto after = ses.audio.size() + pcm.size();
+      const bool scripted_end = end_sessions > 0 && after > end_bytes;
+      const bool limit_end =
+          opts.session_limit.count() > 0 && after > static_cast<std::size_t>(opts.session_limit.count()) * 32;
       if (stall_armed && ses.audio.size() + pcm.size() > stall_bytes) {
         stall_armed = false;
         v.stall = true;
         ++stalled;
         take = false;
-      } else if (end_sessions > 0 && !ses.stopped && ses.audio.size() + pcm.size() > end_bytes) {
-        --end_sessions;  // the session is over (its limit): this frame is not taken, it goes to the next session
-        take = false;
+      } else if (!ses.stopped && (scripted_end || limit_end)) {
+        if (scripted_end) {
+          --end_sessions;
+          results = end_with_results;
+        }
+        take = false;  // the session is over (its limit): this frame is not taken, it goes to the next session
         ended = true;
       } else if (cut_armed && ses.audio.size() + pcm.size() > cut_bytes) {
         cut_armed = false;  // this frame is never acknowledged: the client must replay it
@@ -488,7 +495,7 @@ struct fake_gladia::impl {
       if (lost) v.out.clear();
       if (ended) {  // as after stop_recording, without its ack; without results nothing of it is sent
         end_session(ses, v);
-        if (!end_with_results) v.out.clear();
+        if (!results) v.out.clear();
         v.stop = true;  // closes 1000 after what is sent
         return v;
       }

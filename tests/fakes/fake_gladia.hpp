@@ -36,6 +36,9 @@ public:
     bool keep_audio = true;                      // false: audio is counted, not kept (thousands of streams for minutes)
     bool stamp_texts = false;  // each transcript's text ends with " @<CLOCK_MONOTONIC ns>" of its sending
     bool read_tags = false;    // read the loadgen's frame tags: relay latency and loss (load())
+    // >0: every session ends when its audio would pass this much, as with end_session_after (with its results):
+    // Gladia's 3-hour limit of a live session, shortened
+    std::chrono::milliseconds session_limit{0};
   };
   // The options for load (the loadgen's embedded upstream, sessions-ws-fake-gladia): a partial every 300 ms and a
   // final every 2 s of audio per stream, staggered; audio counted, not kept; texts stamped; tags read.

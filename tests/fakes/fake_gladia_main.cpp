@@ -20,6 +20,8 @@ const char* usage =
     "  --partial-ms MS   a partial per MS of audio per stream (default 300)\n"
     "  --final-ms MS     a final per MS of audio per stream (default 2000)\n"
     "  --threads N       I/O threads (default 1)\n"
+    "  --session-limit-ms MS   end each session when its audio would pass MS (Gladia ends a live session at 3 h):\n"
+    "                    the server must go on in a new one (default: never)\n"
     "  --tls-cert FILE --tls-key FILE   HTTPS + WSS\n"
     "Point the server at it: GLADIA_API_URL=http://HOST:PORT GLADIA_API_KEY=<key>. GET /stats: its figures.\n"
     "GET /window?from=NS&to=NS: the load's steady window (frames sent then, CLOCK_MONOTONIC ns, also count in\n"
@@ -66,6 +68,8 @@ int main(int argc, char** argv) {
       o.partial_every = std::chrono::milliseconds(number(a, next(), 10, 60'000));
     } else if (a == "--final-ms") {
       o.final_every = std::chrono::milliseconds(number(a, next(), 10, 600'000));
+    } else if (a == "--session-limit-ms") {
+      o.session_limit = std::chrono::milliseconds(number(a, next(), 100, 86'400'000));
     } else if (a == "--threads") {
       o.threads = static_cast<int>(number(a, next(), 1, 64));
     } else if (a == "--tls-cert") {
