@@ -21,7 +21,11 @@
 #   knobs: ROOM (4), STALL_EVERY (4; 0: never), STALL_S (3), IDLE_WAIT (60), SERVER_CPU (0), TOOL_CPU (1),
 #          DB (sqlite; postgres: a throwaway cluster), DATABASE_URL (sqlite3://db=PATH or postgresql://…; overrides DB),
 #          EGRESS (0; 1: LiveKit egress streams, 48 kHz stereo to /egress/audio, instead of browser participants;
-#          their frames are resampled, so no tag reaches the fake and loss per frame is not measured: the rows are)
+#          their frames are resampled, so no tag reaches the fake and loss per frame is not measured: the rows are),
+#          SESSION_LIMIT_MS (0: never; else the fake ends each Gladia session when its audio would pass that much, as
+#          Gladia does at 3 hours: every stream goes on in new sessions, column "renewed"; five sessions in a row
+#          shorter than a minute end a stream's transcription, as they would with Gladia: below 60 000, keep SECONDS
+#          under 5 × the limit)
 # The rounds' reports, the fake's and the server's logs go to bench/results/soak-<time>/ (git-ignored), the table to
 # its summary.txt.
 set -euo pipefail
@@ -65,7 +69,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 ulimit -n 65536 2>/dev/null || true
 
-taskset -c "${TOOL_CPU:-1}" "$build/tests/sessions-ws-fake-gladia" --port "$upstream" >"$out/fake.log" 2>&1 &
+taskset -c "${TOOL_CPU:-1}" "$build/tests/sessions-ws-fake-gladia" --port "$upstream" \
+  $([ "${SESSION_LIMIT_MS:-0}" -gt 0 ] && echo --session-limit-ms "$SESSION_LIMIT_MS") >"$out/fake.log" 2>&1 &
 fake=$!
 PORT=$port HOST=127.0.0.1 TRANSCRIPTION_JWT_SECRET=soak-secret GLADIA_API_URL="http://127.0.0.1:$upstream" \
   GLADIA_API_KEY=fake-gladia-key DATABASE_URL="$db_url" PERSIST_JOURNAL_DIR="$work/journal" \
@@ -101,7 +106,7 @@ PY
 # database (those before round 1 not counted), finals handed to persistence, reconnects to the upstream, ack
 # timeouts, finals recovered after a lost connection (those five since the start), the fake's finals
 # (since the round's reset), idle (1: nothing in flight and every final handed to persistence stored), the heap's
-# trims so far and what it had allocated at the last (KiB).
+# trims so far and what it had allocated at the last (KiB), sessions renewed (since the start).
 state() {
   local rss fds threads
   rss=$(awk '/^RssAnon:/ {print $2}' "/proc/$server/status")
@@ -119,18 +124,21 @@ idle = (m["activeConnections"] == 0 and m["activeSttRelays"] == 0 and m["queue"]
 c = m["counters"]
 print(rss, fds, threads, sessions, rows, queued, c.get("gladia.reconnects", 0), c.get("gladia.ack_timeouts", 0),
       c.get("gladia.recovered_finals", 0), f["finals"], int(idle),
-      c.get("memory.trims", 0), c.get("memory.heap_in_use_bytes", 0) // 1024)
+      c.get("memory.trims", 0), c.get("memory.heap_in_use_bytes", 0) // 1024, c.get("gladia.sessions_renewed", 0))
 PY
 }
 
-line() { printf '%-5s %-5s %-5s %-8s %-8s %-4s %-7s %-8s %-6s %-6s %-10s %-8s %-9s %s\n' "$@" | tee -a "$out/summary.txt"; }
-line round stall lost "heap KiB" "RSS KiB" fds threads sessions rows finals reconnects timeouts recovered verdict
+line() {
+  printf '%-5s %-5s %-5s %-8s %-8s %-4s %-7s %-8s %-6s %-6s %-10s %-8s %-9s %-7s %s\n' "$@" | tee -a "$out/summary.txt"
+}
+line round stall lost "heap KiB" "RSS KiB" fds threads sessions rows finals reconnects timeouts recovered renewed verdict
 rows_before=$(rows_in_db)
 [ "$rows_before" = 0 ] || echo "soak: the database held $rows_before rows before round 1; counting from there" |
   tee -a "$out/summary.txt"
-status=0 base_fds="" rows=0 queued=0 reconnects=0 timeouts=0 recovered=0
+status=0 base_fds="" rows=0 queued=0 reconnects=0 timeouts=0 recovered=0 renewed=0
 for r in $(seq 1 "$rounds"); do
-  rows0=$rows queued0=$queued reconnects0=$reconnects timeouts0=$timeouts recovered0=$recovered stalled=no
+  rows0=$rows queued0=$queued reconnects0=$reconnects timeouts0=$timeouts recovered0=$recovered renewed0=$renewed
+  stalled=no
   taskset -c "${TOOL_CPU:-1}" "$build/sessions-ws-loadgen" --url "ws://127.0.0.1:$port" --secret soak-secret \
     --participants "$n" --room-size "$room" --ramp 200 --duration "$seconds" \
     --upstream-stats "http://127.0.0.1:$upstream" --server-pid "$server" --quiet --json "$out/round-$r.json" $egress \
@@ -149,7 +157,8 @@ for r in $(seq 1 "$rounds"); do
     "$out/round-$r.json" 2>/dev/null || echo "? 0") || true
   end=$((SECONDS + idle_wait))
   while :; do
-    read -r rss fds threads sessions rows queued reconnects timeouts recovered finals idle trims heap < <(state) || true
+    read -r rss fds threads sessions rows queued reconnects timeouts recovered finals idle trims heap renewed < <(state) ||
+      true
     { [ "$idle" = 1 ] || [ $SECONDS -ge $end ]; } && break
     sleep 0.2
   done
@@ -157,10 +166,11 @@ for r in $(seq 1 "$rounds"); do
   idle_trims=$trims end=$((SECONDS + 15))
   while [ "$trims" = "$idle_trims" ] && [ $SECONDS -lt $end ]; do
     sleep 0.5
-    read -r rss fds threads sessions rows queued reconnects timeouts recovered finals idle trims heap < <(state) || true
+    read -r rss fds threads sessions rows queued reconnects timeouts recovered finals idle trims heap renewed < <(state) ||
+      true
   done
   stored=$((rows - rows0)) handed=$((queued - queued0)) again=$((reconnects - reconnects0))
-  timed_out=$((timeouts - timeouts0)) recovered_now=$((recovered - recovered0))
+  timed_out=$((timeouts - timeouts0)) recovered_now=$((recovered - recovered0)) renewed_now=$((renewed - renewed0))
   [ -n "$base_fds" ] || base_fds=$fds
   verdict=ok
   if [ "$lost" != 0 ]; then verdict="frames lost"
@@ -170,10 +180,12 @@ for r in $(seq 1 "$rounds"); do
   elif [ "$fds" -gt "$base_fds" ]; then verdict="descriptors $fds, after round 1 $base_fds"
   elif [ "$timed_out" -gt "$again" ]; then verdict="$timed_out ack timeouts, $again reconnects"
   elif [ "$stored" != "$finals" ]; then verdict="stored $stored of the fake's $finals finals"
+  elif [ "${SESSION_LIMIT_MS:-0}" -gt 0 ] && [ "$seconds" -ge $((SESSION_LIMIT_MS / 1000 + 1)) ] &&
+    [ "$renewed_now" -lt "$n" ]; then verdict="$renewed_now sessions renewed for $n streams"
   fi
   case $verdict in ok*) ;; *) status=1 ;; esac
   line "$r" "$stalled" "$lost" "$heap" "$rss" "$fds" "$threads" "$sessions" "$stored" "$finals" "$again" "$timed_out" \
-    "$recovered_now" "$verdict"
+    "$recovered_now" "$renewed_now" "$verdict"
 done
 echo "server log: $(grep -c . "$out/server.log" || true) lines, $(grep -c ' error ' "$out/server.log" || true) errors" |
   tee -a "$out/summary.txt"
