@@ -1145,6 +1145,24 @@ TEST(GladiaRecovery, AnEndThatNeverArrivesIsFetchedFromTheSessionsResult) {
   EXPECT_TRUE(eventually([&] { return stored(*h).find("utterance 1") != std::string::npos; })) << stored(*h);
 }
 
+// Gladia goes away (1001) right after stop_recording, none of the session's end sent: the stream is over all the same
+// (no new session for it), and its last final comes from the session's result.
+TEST(GladiaRecovery, GoingAwayAfterStopEndsTheStreamWithTheFinalsFromTheResult) {
+  fake_gladia fake;
+  fake.close_after_stop(1001);
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  stream(*c, audio(48'000));  // a final at 1 s, the last one only after stop_recording
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  EXPECT_EQ(texts(log), (std::vector<std::string>{"utterance 0", "utterance 1"}));
+  EXPECT_EQ(fake.init_requests(), 1);
+  EXPECT_EQ(fake.result_requests(), 1);
+}
+
 // A result that is not ready within the bound: the stream ends all the same (bounded), with an error line.
 TEST(GladiaRecovery, AResultNeverReadyEndsTheStreamWithinTheBoundAndSaysSo) {
   fake_gladia fake;

@@ -138,6 +138,7 @@ struct fake_gladia::impl {
   int next_id = 1;
   bool withhold = false;
   bool hang_on_stop = false;
+  std::uint16_t stop_close_code = 0;
   int processing_polls = 0;
   bool recording = false;
   std::deque<fake_gladia::arrival> arrivals;  // a deque: appending never moves what is recorded
@@ -505,7 +506,10 @@ struct fake_gladia::impl {
                           R"("acknowledged":true,"error":null,"data":{"recording_duration":)" +
                               std::to_string(ses.audio.size() / 32000.0) + R"(,"recording_left_to_process":0})"));
       end_session(ses, v);
-      if (hang_on_stop) {  // the session ends as above, but none of it arrives: the socket stays open, silent
+      if (stop_close_code) {  // the session ends as above, but the connection closes with this code instead
+        v.out.clear();
+        v.cut = stop_close_code;
+      } else if (hang_on_stop) {  // the session ends as above, but none of it arrives: the socket stays open, silent
         v.out.clear();
         v.stall = true;
         ++stalled;
@@ -826,6 +830,11 @@ std::uint16_t fake_gladia::port() const {
 std::string fake_gladia::url() const {
   return std::string(impl_->tls ? "https" : "http") + "://" +
          (impl_->opts.host == "127.0.0.1" ? std::string("localhost") : impl_->opts.host) + ":" + std::to_string(port());
+}
+
+void fake_gladia::close_after_stop(std::uint16_t code) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->stop_close_code = code;
 }
 
 void fake_gladia::hang_after_stop(bool on, int processing_polls) {

@@ -77,6 +77,9 @@ public:
   // nothing more is sent for it: the socket stays open and silent. GET /v2/live/{id} answers "processing" to its
   // first `processing_polls` requests (and to any before stop_recording).
   void hang_after_stop(bool on, int processing_polls = 0);
+  // stop_recording ends the session as usual, but nothing of the end is sent: the connection closes with `code` at
+  // once (0: as usual).
+  void close_after_stop(std::uint16_t code);
 
   // --- observations ---
   int init_requests() const;
