@@ -164,6 +164,7 @@ struct gladia_state {
   int attempts = 0;
   bool stop_requested = false;
   bool stop_sent = false;
+  bool stop_taken = false;  // Gladia acknowledged this connection's stop_recording: it has read all audio before it
   // Finals of the current session Gladia may have sent that never arrived (see gap). Gladia's own list of the
   // session's utterances (post_transcript, else GET /v2/live/{id}) then has them: an utterance whose middle lies
   // inside a gap is delivered.
@@ -304,6 +305,12 @@ void fill_gaps(self_ptr self, const std::vector<stt_transcript>& utterances, con
 }
 
 void fetch_result(self_ptr self, const recovery& r);
+
+// After stop_recording: Gladia has all the stream's audio (it read the stop, which came after it, or acknowledged every
+// byte). Not so when it ended the session at its limit before it read them: then an end is no end of the stream.
+bool gladia_took_all(const gladia_state& st) {
+  return st.stop_taken || st.replay.chunks.empty();
+}
 
 // The current session is over, or being left (it ended mid-stream) with its acknowledged audio ending `upto` seconds
 // into the stream: finals still missing are fetched from its result, within STT_DRAIN_TIMEOUT_MS.
@@ -575,8 +582,11 @@ void on_text(self_ptr self, const std::string& text) {
       st.gaps.clear();
       st.result_seen = true;
       return;
+    case kind::stop_ack:
+      if (m.acknowledged) st.stop_taken = true;
+      return;
     case kind::post_final:  // every final of the session came before it
-      if (st.stop_sent) end_after_stop(self, false);
+      if (st.stop_sent && gladia_took_all(st)) end_after_stop(self, false);
       return;
     case kind::known:
       return;
@@ -634,8 +644,11 @@ void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
   if (st.ph == phase::finished || st.ph == phase::recovering) return;
   if (auto again = st.replay.unacked_sent_bytes()) st.ctx->metrics->count("gladia.replayed_bytes", again);
   st.replay.rewind();  // what Gladia did not acknowledge goes again on the next connection
-  if ((code == 1000 || code == 1001) && st.stop_sent) {  // without post_final_transcript: the last finals may not
-    end_after_stop(self, true);                          // have come
+  // After stop_recording: the end (without post_final_transcript the last finals may not have come). Unless Gladia
+  // ended the session before it read the stop (its limit came with the last audio): audio it did not take is left,
+  // and goes to a new session, with the stop.
+  if ((code == 1000 || code == 1001) && st.stop_sent && gladia_took_all(st)) {
+    end_after_stop(self, true);
     return;
   }
   if (code == 1000 || code == 1001) {
@@ -757,6 +770,7 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
           }
           s.replay.rewind();  // replay everything not acknowledged, first
           s.stop_sent = false;
+          s.stop_taken = false;
           s.watchdog_armed = false;  // a check armed for an earlier connection is ignored
           status(self, "ready");
           send_pending(self);

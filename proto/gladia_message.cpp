@@ -59,14 +59,17 @@ gladia_message parse(json_text text) {
     m.ack_end = r[1].GetDouble();
     if (r[0].IsNumber() && std::isfinite(r[0].GetDouble())) m.ack_start = r[0].GetDouble();
     m.what = gladia_message::kind::ack;
+  } else if (m.type == "stop_recording") {
+    m.what = gladia_message::kind::stop_ack;
+    auto ack = d.FindMember("acknowledged");
+    m.acknowledged = ack != d.MemberEnd() && ack->value.IsBool() && ack->value.GetBool();
   } else if (m.type == "post_final_transcript") {
     m.what = gladia_message::kind::post_final;
   } else if (m.type == "post_transcript") {
     m.what = gladia_message::kind::post_transcript;
     if (data) m.utterances = utterances_of(*data);
-  } else if (m.type != "speech_start" && m.type != "speech_end" && m.type != "stop_recording" &&
-             m.type != "start_session" && m.type != "start_recording" && m.type != "end_recording" &&
-             m.type != "end_session") {
+  } else if (m.type != "speech_start" && m.type != "speech_end" && m.type != "start_session" &&
+             m.type != "start_recording" && m.type != "end_recording" && m.type != "end_session") {
     m.what = gladia_message::kind::unknown;
   }
   return m;

@@ -17,6 +17,7 @@ struct gladia_message {
     ack,              // audio_chunk acknowledgment: `ack_start` (byte_range[0], -1 if absent) and `ack_end`
     post_final,       // post_final_transcript: the end after stop_recording
     post_transcript,  // post_transcript: the session's every utterance (`utterances`), before post_final_transcript
+    stop_ack,         // stop_recording's acknowledgment: `acknowledged` (false: refused, e.g. already stopped)
     known,            // a type the relay needs nothing from (speech events, lifecycle, ...)
     unknown,          // any other type (ignored, counted)
   };
@@ -25,6 +26,7 @@ struct gladia_message {
   stt_transcript transcript;
   double ack_start = -1;
   double ack_end = -1;
+  bool acknowledged = false;
   std::vector<stt_transcript> utterances;  // post_transcript's, as finals without ids
 };
 

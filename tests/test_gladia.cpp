@@ -1305,6 +1305,30 @@ TEST(GladiaSessionEnd, AFinalLostWithTheSessionsEndComesFromItsResult) {
   EXPECT_TRUE(eventually([&] { return stored_finals(*h, finals[0].id) == 5; })) << stored(*h);
 }
 
+// The session's limit comes with the stream's last audio, after which the relay sent stop_recording at once: Gladia
+// ends the session (1000) without taking that audio or reading the stop. That is no end of the stream: the audio it
+// did not take goes to a new session, with the stop, and its final comes too.
+TEST(GladiaSessionEnd, ALimitThatCameWithTheLastAudioBeforeTheStopStillGetsItTranscribed) {
+  fake_gladia fake;
+  fake.end_session_after(48'000);
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  auto pcm = audio(51'200, 9);  // 1.6 s: the last 0.1 s past the limit
+  stream(*c, pcm);              // sent at once, with the stop: all of it goes up with stop_recording behind it
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
+  EXPECT_TRUE(fake.stopped("fake-2"));
+  auto finals = by_start(log);
+  ASSERT_EQ(finals.size(), 3u) << ::testing::PrintToString(texts(log));
+  EXPECT_EQ(finals[2].text, "utterance 0");
+  EXPECT_EQ(finals[2].start, "1.5");
+  EXPECT_EQ(finals[2].end, "1.6");
+}
+
 // A Gladia that ends every session within a minute of audio is not asked for new ones forever: after five in a row
 // (the later ones after the init's backoff) the stream's transcription fails for good, as the client is told.
 TEST(GladiaSessionEnd, SessionsEndedOneAfterAnotherEndInStttUnavailable) {

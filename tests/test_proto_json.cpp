@@ -175,3 +175,16 @@ TEST(Json, GladiasUtteranceListsReadAsFinals) {
       sw::parse_gladia_result(R"({"result":{"transcription":{"utterances":[{"text":"a"}]}}})").utterances.empty());
   EXPECT_TRUE(sw::parse_gladia_result("not json").status.empty());
 }
+
+// stop_recording's acknowledgment: accepted, or refused (as Gladia does for a recording already stopped).
+TEST(Json, GladiasStopAcknowledgmentSaysWhetherItWasTaken) {
+  auto taken = sw::parse_gladia_message(std::string(
+      R"({"type":"stop_recording","session_id":"s","acknowledged":true,"error":null,"data":{"recording_duration":1.5}})"));
+  EXPECT_EQ(taken.what, sw::gladia_message::kind::stop_ack);
+  EXPECT_TRUE(taken.acknowledged);
+  auto refused = sw::parse_gladia_message(std::string(
+      R"({"type":"stop_recording","acknowledged":false,"error":{"status_code":409,"message":"Recording already stopped"}})"));
+  EXPECT_EQ(refused.what, sw::gladia_message::kind::stop_ack);
+  EXPECT_FALSE(refused.acknowledged);
+  EXPECT_FALSE(sw::parse_gladia_message(std::string(R"({"type":"stop_recording","acknowledged":"yes"})")).acknowledged);
+}
