@@ -457,6 +457,35 @@ TEST(LiveKitRoom, AnEgressWhoseTranscriptionFailedForGoodIsReplaced) {
   }
 }
 
+// Gladia ends the session of an egress stream mid-stream (its 3-hour limit, here after 1 s): the stream goes on in a
+// new Gladia session, and the egress is left as it is. The room hears the new session's transcripts.
+TEST(LiveKitRoom, AnEgressWhoseGladiaSessionEndedGoesOnInANewOne) {
+  sw::test::fake_gladia gladia;
+  gladia.end_session_after(32'000);
+  livekit_room r(
+      {},
+      [&](sw::config& c) {
+        c.livekit.reconcile_interval = 1000ms;
+        c.stt_provider = "gladia";
+        c.gladia.api_url = gladia.url();
+        c.gladia.api_key = "fake-gladia-key";
+      },
+      std::nullopt, true);
+  auto viewer = r.h->connect("r", "carol");
+  expect_message(*viewer, "ready");
+  r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(3, 440));
+  ASSERT_EQ(r.start("r").status, 200u);
+  auto heard = expect_message(*viewer, "-s2-", 10000);  // a transcript of the second session
+  EXPECT_EQ(field(heard, "speaker"), "alice") << heard;
+  EXPECT_GE(std::stod(field(heard, "start")), 1.0) << "the stream's time, not the new session's";
+  EXPECT_EQ(gladia.init_requests(), 3) << "the viewer's own stream's, and the egress stream's two";
+  EXPECT_EQ(sw::test::metric(*r.h, "gladia.sessions_renewed"), 1);
+  ASSERT_TRUE(eventually([&] { return r.lk->calls("ListEgress") >= 2; }, 10s)) << "a reconciliation";
+  EXPECT_EQ(r.of_track("TR_A").size(), 1u) << "not replaced";
+  EXPECT_TRUE(r.streaming("TR_A"));
+  EXPECT_LE(sw::test::metric(*r.h, "livekit.egress_replaced"), 0);
+}
+
 // LiveKit answering 500, refusing the credentials, timing out or not listening at all: the room's clients get a
 // transcription_error with the reason, and it is counted and shown in /metrics.
 TEST(LiveKitRoom, FailuresReachTheRoomsClientsAndMetrics) {
