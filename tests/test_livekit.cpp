@@ -412,6 +412,19 @@ TEST(LiveKitRoom, AnEgressWhoseStreamBrokeIsReplaced) {
   EXPECT_EQ(sw::test::metric(*r.h, "livekit.egress_replaced"), 1);
 }
 
+// The service relaying egress streams to the fake Gladia `gladia`, reconciling every second.
+std::unique_ptr<livekit_room> gladia_livekit_room(const sw::test::fake_gladia& gladia) {
+  return std::make_unique<livekit_room>(
+      fake_livekit::options{},
+      [&](sw::config& c) {
+        c.livekit.reconcile_interval = 1000ms;
+        c.stt_provider = "gladia";
+        c.gladia.api_url = gladia.url();
+        c.gladia.api_key = "fake-gladia-key";
+      },
+      std::nullopt, true);
+}
+
 // Gladia ends the session mid-stream (1000), and the new session the relay asks for is refused five times (503): a
 // failure for good. A browser is told and keeps hearing its room; an egress stream has nobody to tell, so it is closed
 // 1013 and its egress replaced at the next reconciliation, with a new Gladia session. A refused key (401 at init)
@@ -420,15 +433,8 @@ TEST(LiveKitRoom, AnEgressWhoseTranscriptionFailedForGoodIsReplaced) {
   for (bool refused : {false, true}) {
     SCOPED_TRACE(refused ? "key refused" : "Gladia went away");
     sw::test::fake_gladia gladia;
-    livekit_room r(
-        {},
-        [&](sw::config& c) {
-          c.livekit.reconcile_interval = 1000ms;
-          c.stt_provider = "gladia";
-          c.gladia.api_url = gladia.url();
-          c.gladia.api_key = "fake-gladia-key";
-        },
-        std::nullopt, true);
+    auto room = gladia_livekit_room(gladia);
+    auto& r = *room;
     if (refused) {
       gladia.fail_inits(1000, 401);
     } else {
@@ -462,15 +468,8 @@ TEST(LiveKitRoom, AnEgressWhoseTranscriptionFailedForGoodIsReplaced) {
 TEST(LiveKitRoom, AnEgressWhoseGladiaSessionEndedGoesOnInANewOne) {
   sw::test::fake_gladia gladia;
   gladia.end_session_after(32'000);
-  livekit_room r(
-      {},
-      [&](sw::config& c) {
-        c.livekit.reconcile_interval = 1000ms;
-        c.stt_provider = "gladia";
-        c.gladia.api_url = gladia.url();
-        c.gladia.api_key = "fake-gladia-key";
-      },
-      std::nullopt, true);
+  auto room = gladia_livekit_room(gladia);
+  auto& r = *room;
   auto viewer = r.h->connect("r", "carol");
   expect_message(*viewer, "ready");
   r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(3, 440));
