@@ -30,10 +30,10 @@ constexpr int max_attempts = 5;  // per init, and per connection drop
 constexpr std::size_t max_gaps = 64;
 // After stop, while Gladia's result of the session is not ready yet: asked again this often (within the bound).
 constexpr std::chrono::milliseconds result_poll{500};
-constexpr double bytes_per_second = 32'000;  // PCM16 16 kHz mono
+constexpr std::uint64_t bytes_per_second = 32'000;  // PCM16 16 kHz mono
 // Gladia ending a session that took less audio than this counts towards giving up (max_attempts such ends in a row):
 // a session ended at its 3-hour limit goes on in a new one, a Gladia that ends every session at once does not loop.
-constexpr std::uint64_t short_session_bytes = 60 * 32'000;
+constexpr std::uint64_t short_session_bytes = 60 * bytes_per_second;
 
 // recovering: the stream is over (stop, or a failure for good), and finals are still being fetched from a session's
 // result (GET /v2/live/{id}); "stopped" waits for them.
@@ -198,6 +198,11 @@ std::int64_t steady_ms() {
   return steady_ns() / 1'000'000;
 }
 
+// A stream position (bytes from its start) in seconds.
+double seconds_of(std::uint64_t bytes) {
+  return static_cast<double>(bytes) / static_cast<double>(bytes_per_second);
+}
+
 std::chrono::milliseconds backoff(int attempt) {  // 300 ms * 2^n, capped at 2 s
   return std::chrono::milliseconds(std::min<long>(2000, 300L << std::min(attempt, 10)));
 }
@@ -306,6 +311,12 @@ void fill_gaps(self_ptr self, const std::vector<stt_transcript>& utterances, con
 
 void fetch_result(self_ptr self, const recovery& r);
 
+// The recovery of the session `id` under way, or end().
+std::vector<recovery>::iterator recovery_of(gladia_state& st, const std::string& id) {
+  return std::find_if(st.recoveries.begin(), st.recoveries.end(),
+                      [&](const recovery& rec) { return rec.session_id == id; });
+}
+
 // After stop_recording: Gladia has all the stream's audio (it read the stop, which came after it, or acknowledged every
 // byte). Not so when it ended the session at its limit before it read them: then an end is no end of the stream.
 bool gladia_took_all(const gladia_state& st) {
@@ -352,8 +363,7 @@ void fetch_result(self_ptr self, const recovery& rec) {
 // Gladia's answer to GET /v2/live/{id}: the missing finals, or (not ready yet) another try within the bound.
 void on_result(self_ptr self, const std::string& id, const upstream_init& r) {
   auto& st = self->state;
-  auto it = std::find_if(st.recoveries.begin(), st.recoveries.end(),
-                         [&](const recovery& rec) { return rec.session_id == id; });
+  auto it = recovery_of(st, id);
   if (it == st.recoveries.end()) return;
   std::string problem;
   bool again = !r.ok || r.status == 408 || r.status == 429 || r.status >= 500;
@@ -600,7 +610,7 @@ void on_text(self_ptr self, const std::string& text) {
 // Bytes of audio as seconds, to the tenth ("10800.0").
 std::string seconds(std::uint64_t bytes) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(bytes) / bytes_per_second);
+  std::snprintf(buf, sizeof buf, "%.1f", seconds_of(bytes));
   return buf;
 }
 
@@ -612,7 +622,7 @@ void renew(self_ptr self, std::uint16_t code, const std::string& reason) {
                     (reason.empty() ? "" : " " + reason) + ") after " + seconds(st.acked_to) + " s of audio";
   st.short_sessions = st.acked_to < short_session_bytes ? st.short_sessions + 1 : 0;
   if (!st.result_seen) open_gap(self);
-  set_aside(self, static_cast<double>(st.replay.position()) / bytes_per_second);
+  set_aside(self, seconds_of(st.replay.position()));
   if (st.short_sessions >= max_attempts) {
     finish(self, "stt_unavailable",
            "Gladia ended " + std::to_string(st.short_sessions) +
@@ -765,7 +775,7 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         if (e.kind == "open") {
           s.ph = phase::open;
           if (!s.offset_set) {  // a session's first connection: its time 0 is the first byte it gets
-            s.offset = static_cast<double>(s.replay.position()) / bytes_per_second;
+            s.offset = seconds_of(s.replay.position());
             s.offset_set = true;
           }
           s.replay.rewind();  // replay everything not acknowledged, first
@@ -821,9 +831,8 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
       },
       [self](result_atom, const std::string& id) {
         scope t(self->state.probe, self);
-        auto& rs = self->state.recoveries;
-        auto it = std::find_if(rs.begin(), rs.end(), [&](const recovery& rec) { return rec.session_id == id; });
-        if (it != rs.end()) fetch_result(self, *it);
+        auto it = recovery_of(self->state, id);
+        if (it != self->state.recoveries.end()) fetch_result(self, *it);
       },
       [self](timeout_atom) {
         scope t(self->state.probe, self);
