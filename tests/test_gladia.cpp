@@ -1329,6 +1329,23 @@ TEST(GladiaSessionEnd, ALimitThatCameWithTheLastAudioBeforeTheStopStillGetsItTra
   EXPECT_EQ(finals[2].end, "1.6");
 }
 
+// Gladia acknowledged stop_recording but none of the audio (acknowledgments of audio are off or lost): it has read the
+// audio all the same (the stop came after it), so its end is the stream's end, not a reason for a new session.
+TEST(GladiaSessionEnd, AnEndAfterTheStopWasAcknowledgedEndsTheStreamThoughNoAudioWas) {
+  fake_gladia fake;
+  fake.withhold_acks(true);
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  stream(*c, audio(48'000, 4));
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  EXPECT_EQ(texts(log), (std::vector<std::string>{"utterance 0", "utterance 1"}));
+  EXPECT_EQ(fake.init_requests(), 1);
+  EXPECT_LE(sw::test::metric(*h, "gladia.sessions_renewed"), 0);
+}
+
 // A Gladia that ends every session within a minute of audio is not asked for new ones forever: after five in a row
 // (the later ones after the init's backoff) the stream's transcription fails for good, as the client is told.
 TEST(GladiaSessionEnd, SessionsEndedOneAfterAnotherEndInStttUnavailable) {
@@ -1337,10 +1354,13 @@ TEST(GladiaSessionEnd, SessionsEndedOneAfterAnotherEndInStttUnavailable) {
   auto h = gladia_harness(fake);
   auto c = h->connect("room", "alice");
   expect_message(*c, "ready");
+  const auto began = std::chrono::steady_clock::now();
   stream(*c, audio(64'000), 640, 1ms);
   auto e = expect_message(*c, "\"error\"", 15000);
   EXPECT_EQ(field(e, "code"), "stt_unavailable");
   EXPECT_NE(field(e, "message").find("Gladia ended 5 sessions in a row"), std::string::npos) << e;
+  // The third, fourth and fifth sessions were asked for after 0.3, 0.6 and 1.2 s (a lower bound: no timing race).
+  EXPECT_GE(std::chrono::steady_clock::now() - began, 2100ms);
   expect_message(*c, "stopped");
   EXPECT_EQ(fake.init_requests(), 5);
   EXPECT_EQ(sw::test::metric(*h, "gladia.sessions_renewed"), 4);
