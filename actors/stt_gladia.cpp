@@ -614,23 +614,22 @@ std::string seconds(std::uint64_t bytes) {
   return buf;
 }
 
-// Gladia ended the session before stop (1000/1001: its 3-hour limit, or it went away): the stream goes on in a new
-// session, the audio it did not acknowledge first. Finals of the old one lost with its end come from its result.
-void renew(self_ptr self, std::uint16_t code, const std::string& reason) {
+// The stream's session is over before stop: Gladia ended it (1000/1001: its 3-hour limit, or it went away), or it
+// was lost (no connection to its url got through in max_attempts retries: the host that ran it went away). The stream
+// goes on in a new session, the audio the old one did not acknowledge first. Finals of the old one lost with it come
+// from its result. `what` says what happened, for the log; `metric` counts it.
+void renew(self_ptr self, const std::string& what, const char* metric) {
   auto& st = self->state;
-  const auto what = "Gladia ended session " + st.session_id + " (" + std::to_string(code) +
-                    (reason.empty() ? "" : " " + reason) + ") after " + seconds(st.acked_to) + " s of audio";
   st.short_sessions = st.acked_to < short_session_bytes ? st.short_sessions + 1 : 0;
-  if (!st.result_seen) open_gap(self);
+  if (!st.result_seen && st.offset_set) open_gap(self);
   set_aside(self, seconds_of(st.replay.position()));
   if (st.short_sessions >= max_attempts) {
     finish(self, "stt_unavailable",
-           "Gladia ended " + std::to_string(st.short_sessions) +
+           "Gladia ended or lost " + std::to_string(st.short_sessions) +
                " sessions in a row, each within a minute of audio (the last: " + what + ")");
     return;
   }
-  st.ctx->metrics->note("gladia.sessions_renewed",
-                        "gladia: stream " + st.stream + ": " + what + "; going on in a new session");
+  st.ctx->metrics->note(metric, "gladia: stream " + st.stream + ": " + what + "; going on in a new session");
   ++st.session_number;
   st.id_prefix = "s" + std::to_string(st.session_number) + "-";
   st.session_url.clear();
@@ -662,7 +661,10 @@ void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
     return;
   }
   if (code == 1000 || code == 1001) {
-    renew(self, code, reason);
+    renew(self,
+          "Gladia ended session " + st.session_id + " (" + std::to_string(code) + (reason.empty() ? "" : " " + reason) +
+              ") after " + seconds(st.acked_to) + " s of audio",
+          "gladia.sessions_renewed");
     return;
   }
   if (code >= 4400 && code <= 4499) {
@@ -678,7 +680,11 @@ void on_closed(self_ptr self, std::uint16_t code, const std::string& reason) {
     open_gap(self);
   }
   if (++st.attempts > max_attempts) {
-    finish(self, "stt_unavailable", "Gladia connection lost: " + reason);
+    renew(self,
+          "no connection to session " + st.session_id + " got through (" + std::to_string(max_attempts) +
+              " retries, the last: " + (reason.empty() ? std::to_string(code) : reason) + ") after " +
+              seconds(st.acked_to) + " s of audio",
+          "gladia.sessions_lost");
     return;
   }
   st.ctx->metrics->note("gladia.reconnects", "gladia: stream " + st.stream + ": reconnecting after " +

@@ -1,7 +1,7 @@
 // The Gladia live v2 relay: one per participant stream (shared/spec/stt-upstream.md). Audio is buffered while the
 // upstream connects, kept until Gladia acknowledges it, replayed after a reconnect to the same session URL (or, when
-// Gladia ends the session mid-stream, at its 3-hour limit, to a new session), and `stop` waits for Gladia's last
-// finals. Within STT_REPLAY_BUFFER_BYTES nothing is lost; beyond it (an outage
+// Gladia ends the session mid-stream, at its 3-hour limit, or no reconnect to it gets through, to a new session), and
+// `stop` waits for Gladia's last finals. Within STT_REPLAY_BUFFER_BYTES nothing is lost; beyond it (an outage
 // longer than the buffer holds) the oldest whole chunks go, counted and logged, never silently.
 #pragma once
 

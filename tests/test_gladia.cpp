@@ -1358,11 +1358,54 @@ TEST(GladiaSessionEnd, SessionsEndedOneAfterAnotherEndInStttUnavailable) {
   stream(*c, audio(64'000), 640, 1ms);
   auto e = expect_message(*c, "\"error\"", 15000);
   EXPECT_EQ(field(e, "code"), "stt_unavailable");
-  EXPECT_NE(field(e, "message").find("Gladia ended 5 sessions in a row"), std::string::npos) << e;
+  EXPECT_NE(field(e, "message").find("Gladia ended or lost 5 sessions in a row"), std::string::npos) << e;
   // The third, fourth and fifth sessions were asked for after 0.3, 0.6 and 1.2 s (a lower bound: no timing race).
   EXPECT_GE(std::chrono::steady_clock::now() - began, 2100ms);
   expect_message(*c, "stopped");
   EXPECT_EQ(fake.init_requests(), 5);
   EXPECT_EQ(sw::test::metric(*h, "gladia.sessions_renewed"), 4);
   EXPECT_TRUE(c->is_open());
+}
+
+// The host that ran a stream's Gladia session went away: the connection drops and no reconnect to the session's url
+// gets through. After its retries the stream goes on in a new session, the audio the lost one did not acknowledge
+// first. The final lost with the connection comes from the lost session's result; the client sees no error.
+TEST(GladiaSessionLost, AStreamWhoseSessionCannotBeReachedAgainGoesOnInANewOne) {
+  fake_gladia fake;
+  fake.lose_session_after(48'000);  // 1.5 s
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  auto pcm = audio(128'000, 7);  // 4 s
+  stream(*c, pcm, 640, 1ms);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 30s);  // five reconnects first: 0.3 + 0.6 + 1.2 + 2 + 2 s of backoff
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  EXPECT_EQ(fake.audio_bytes("fake-1"), 48'000u);
+  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
+  EXPECT_TRUE(fake.stopped("fake-2"));
+  EXPECT_EQ(std::count(log.statuses.begin(), log.statuses.end(), "connecting"), 1) << "through the retries";
+  auto finals = by_start(log);
+  ASSERT_EQ(finals.size(), 5u) << ::testing::PrintToString(texts(log));
+  const std::vector<std::array<const char*, 3>> want = {{"utterance 0", "0.0", "1.0"},
+                                                        {"utterance 1", "1.0", "1.5"},  // recovered
+                                                        {"utterance 0", "1.5", "2.5"},  // the new session's
+                                                        {"utterance 1", "2.5", "3.5"},
+                                                        {"utterance 2", "3.5", "4.0"}};
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(finals[i].text, want[i][0]);
+    EXPECT_EQ(finals[i].start, want[i][1]);
+    EXPECT_EQ(finals[i].end, want[i][2]);
+    EXPECT_EQ(finals[i].id.find("-s2-") != std::string::npos, i >= 2) << finals[i].id;
+  }
+  EXPECT_NE(finals[1].id.find("recovered-1"), std::string::npos) << finals[1].id;
+  EXPECT_EQ(sw::test::metric(*h, "gladia.reconnects"), 5);
+  EXPECT_EQ(sw::test::metric(*h, "gladia.sessions_lost"), 1);
+  EXPECT_LE(sw::test::metric(*h, "gladia.sessions_renewed"), 0);
+  EXPECT_EQ(fake.result_requests("fake-1"), 1);
+  EXPECT_EQ(fake.result_requests("fake-2"), 0);
+  EXPECT_TRUE(eventually([&] { return stored_finals(*h, finals[0].id) == 5; })) << stored(*h);
 }

@@ -84,6 +84,7 @@ struct session {
   // session's post_transcript is sent.
   std::vector<std::pair<std::string, std::string>> finals;
   bool stopped = false;
+  bool gone = false;     // lost (lose_session_after): its url refuses every connection
   int result_polls = 0;  // GET /v2/live/{id} answered so far
   load_tag_reader tags;
 };
@@ -127,6 +128,8 @@ struct fake_gladia::impl {
   bool cut_armed = false;
   std::uint16_t cut_code = 0;
   bool cut_ack_lost = false;
+  std::size_t lose_bytes = 0;
+  bool lose_armed = false;
   std::size_t end_bytes = 0;
   int end_sessions = 0;
   bool end_with_results = true;
@@ -451,6 +454,13 @@ struct fake_gladia::impl {
         }
         take = false;  // the session is over (its limit): this frame is not taken, it goes to the next session
         ended = true;
+      } else if (!ses.stopped && lose_armed && after > lose_bytes) {
+        lose_armed = false;  // the session is lost: its last utterance made final into its result, none of it sent
+        end_session(ses, v);
+        v.out.clear();
+        v.drop = true;
+        ses.gone = true;
+        return v;
       } else if (cut_armed && ses.audio.size() + pcm.size() > cut_bytes) {
         cut_armed = false;  // this frame is never acknowledged: the client must replay it
         v.cut = cut_code;
@@ -597,7 +607,7 @@ private:
       {
         std::lock_guard<std::mutex> lock(f_->mu);
         auto it = f_->sessions.find(id);
-        if (path == "/v2/live" && it != f_->sessions.end()) {
+        if (path == "/v2/live" && it != f_->sessions.end() && !it->second.gone) {
           ses_ = &it->second;
           ++f_->connections;
           ++f_->figures.streams;
@@ -892,6 +902,12 @@ void fake_gladia::cut_after(std::size_t bytes, std::uint16_t code, bool ack_lost
   impl_->cut_bytes = bytes;
   impl_->cut_code = code;
   impl_->cut_ack_lost = ack_lost;
+}
+
+void fake_gladia::lose_session_after(std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->lose_armed = true;
+  impl_->lose_bytes = bytes;
 }
 
 void fake_gladia::stall_after(std::size_t bytes) {
