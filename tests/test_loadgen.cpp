@@ -300,6 +300,26 @@ TEST(Loadgen, SessionsTheUpstreamEndsGoOnInNewOnesWithNothingLost) {
   EXPECT_GE(sw::test::metric(*h, "gladia.sessions_renewed"), 8) << o.out;
 }
 
+// Every stream's Gladia session is lost after 1 s of its audio (the host that ran it went away: the connection drops
+// and no reconnect to its url gets through). Each stream goes on in a new session after its retries, and the run is
+// as clean as one without: every frame found once behind the relay, in order, no error.
+TEST(Loadgen, StreamsWhoseSessionsAreLostGoOnInNewOnesWithNothingLost) {
+  sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
+  fake.lose_session_after(32'000, 4);
+  auto h = relay_server(fake.url());
+  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
+                       " --participants 4 --room-size 2 --duration 3 --upstream-stats " + fake.url(),
+                   "loadgen-lost-sessions");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  const auto& j = o.json;
+  ASSERT_TRUE(j.IsObject()) << o.out;
+  EXPECT_EQ(num(j, "stoppedCleanly"), 4);
+  EXPECT_EQ(num(j, "framesUpstream"), num(j, "framesSent")) << "each frame once";
+  EXPECT_EQ(num(j, "lost"), 0);
+  EXPECT_EQ(sw::test::metric(*h, "gladia.sessions_lost"), 4) << o.out;
+  EXPECT_EQ(fake.sessions(), 8u);
+}
+
 // A final the server recovered at the end (lost in flight with its upstream connection, then delivered from
 // post_transcript) was stamped when the upstream first sent it, seconds before: it is counted apart, not as fan-out.
 TEST(Loadgen, ARecoveredFinalIsCountedApartNotAsFanOut) {

@@ -129,7 +129,7 @@ struct fake_gladia::impl {
   std::uint16_t cut_code = 0;
   bool cut_ack_lost = false;
   std::size_t lose_bytes = 0;
-  bool lose_armed = false;
+  int lose_sessions = 0;
   std::size_t end_bytes = 0;
   int end_sessions = 0;
   bool end_with_results = true;
@@ -454,8 +454,8 @@ struct fake_gladia::impl {
         }
         take = false;  // the session is over (its limit): this frame is not taken, it goes to the next session
         ended = true;
-      } else if (!ses.stopped && lose_armed && after > lose_bytes) {
-        lose_armed = false;  // the session is lost: its last utterance made final into its result, none of it sent
+      } else if (!ses.stopped && lose_sessions > 0 && after > lose_bytes) {
+        --lose_sessions;  // the session is lost: its last utterance made final into its result, none of it sent
         end_session(ses, v);
         v.out.clear();
         v.drop = true;
@@ -904,9 +904,9 @@ void fake_gladia::cut_after(std::size_t bytes, std::uint16_t code, bool ack_lost
   impl_->cut_ack_lost = ack_lost;
 }
 
-void fake_gladia::lose_session_after(std::size_t bytes) {
+void fake_gladia::lose_session_after(std::size_t bytes, int sessions) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->lose_armed = true;
+  impl_->lose_sessions = sessions;
   impl_->lose_bytes = bytes;
 }
 

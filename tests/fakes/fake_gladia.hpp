@@ -63,11 +63,11 @@ public:
   // without, it closes 1000 at once (those finals are lost in flight). Either way its result is ready for
   // GET /v2/live/{id}.
   void end_session_after(std::size_t bytes, int sessions = 1, bool with_results = true);
-  // A session is lost (the Gladia host that ran it went away): the next connection that brings its session past
-  // `bytes` drops (no close frame), that frame not taken, and its url refuses every connection from then on (401, as
-  // an expired token). The session's last utterance is made final, but that final is lost in flight; its result is
-  // ready for GET /v2/live/{id}.
-  void lose_session_after(std::size_t bytes);
+  // Sessions are lost (the Gladia host that ran them went away): the next `sessions` sessions each lose their
+  // connection (no close frame) when a frame would bring them past `bytes`, that frame not taken, and their url refuses
+  // every connection from then on (401, as an expired token). The session's last utterance is made final, but that
+  // final is lost in flight; its result is ready for GET /v2/live/{id}.
+  void lose_session_after(std::size_t bytes, int sessions = 1);
   // The next connection that brings its session past `bytes` stops reading (a stalled upstream): it keeps the
   // socket open and neither reads nor writes again. That frame is not taken.
   void stall_after(std::size_t bytes);
