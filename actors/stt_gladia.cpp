@@ -34,6 +34,11 @@ constexpr std::uint64_t bytes_per_second = 32'000;  // PCM16 16 kHz mono
 // Gladia ending a session that took less audio than this counts towards giving up (max_attempts such ends in a row):
 // a session ended at its 3-hour limit goes on in a new one, a Gladia that ends every session at once does not loop.
 constexpr std::uint64_t short_session_bytes = 60 * bytes_per_second;
+// Audio outstanding and nothing acknowledged for this long (Gladia acknowledges within milliseconds): the connection
+// is asked once whether Gladia ended it unseen (a TCP end that came with its last message wakes no read:
+// net/edge_socket.hpp). Without it, a Gladia gone while the relay has nothing more to send (the stream's audio all
+// sent, a muted participant) was found only by the ack watchdog (STT_ACK_TIMEOUT_MS) or the ping.
+constexpr std::chrono::milliseconds end_probe_after{1000};
 
 // recovering: the stream is over (stop, or a failure for good), and finals are still being fetched from a session's
 // result (GET /v2/live/{id}); "stopped" waits for them.
@@ -161,10 +166,14 @@ struct gladia_state {
   // Ack watchdog: since when the oldest unacknowledged chunk has waited (steady ms), and whether a check is armed.
   std::int64_t outstanding_since = 0;
   bool watchdog_armed = false;
+  bool end_probed = false;  // the connection was asked for an unseen end since the last progress
   int attempts = 0;
   bool stop_requested = false;
   bool stop_sent = false;
   bool stop_taken = false;  // Gladia acknowledged this connection's stop_recording: it has read all audio before it
+  // The session whose drain bound (STT_DRAIN_TIMEOUT_MS from its first stop_recording) runs: a session that ends or is
+  // lost after the stop leaves the rest of the stream to a new one, which gets a bound of its own.
+  int drain_session = 0;
   // Finals of the current session Gladia may have sent that never arrived (see gap). Gladia's own list of the
   // session's utterances (post_transcript, else GET /v2/live/{id}) then has them: an utterance whose middle lies
   // inside a gap is delivered.
@@ -257,7 +266,9 @@ void arm_watchdog(self_ptr self) {
   auto& st = self->state;
   if (st.watchdog_armed) return;
   st.watchdog_armed = true;
-  auto wait = st.ctx->cfg.stt_ack_timeout - std::chrono::milliseconds(steady_ms() - st.outstanding_since);
+  const auto next =
+      st.end_probed ? st.ctx->cfg.stt_ack_timeout : std::min(st.ctx->cfg.stt_ack_timeout, end_probe_after);
+  auto wait = next - std::chrono::milliseconds(steady_ms() - st.outstanding_since);
   self->delayed_send(self, std::max(wait, std::chrono::milliseconds(1)), tick_atom::value, st.generation);
 }
 
@@ -323,8 +334,9 @@ bool gladia_took_all(const gladia_state& st) {
   return st.stop_taken || st.replay.chunks.empty();
 }
 
-// The current session is over, or being left (it ended mid-stream) with its acknowledged audio ending `upto` seconds
-// into the stream: finals still missing are fetched from its result, within STT_DRAIN_TIMEOUT_MS.
+// The current session is over, or being left (it ended mid-stream, or was lost) with its acknowledged audio ending
+// `upto` seconds into the stream as its own times count (see renew): finals still missing are fetched from its result,
+// within STT_DRAIN_TIMEOUT_MS.
 void set_aside(self_ptr self, double upto) {
   auto& st = self->state;
   if (st.gaps.empty()) return;
@@ -413,7 +425,10 @@ void send_pending(self_ptr self) {
       }
       return;
     }
-    if (r.sent == 0) st.outstanding_since = steady_ms();
+    if (r.sent == 0) {
+      st.outstanding_since = steady_ms();
+      st.end_probed = false;
+    }
     const auto& c = r.chunks[r.sent];
     if (r.sent == 0 && r.front_acked > 0) {  // an ack ended inside it: the rest only
       st.ws->send_binary(std::make_shared<const std::string>(c->substr(r.front_acked)));
@@ -430,7 +445,10 @@ void send_pending(self_ptr self) {
   if (st.stop_requested && !st.stop_sent && st.partial.empty()) {
     st.ws->send_text(R"({"type":"stop_recording"})");
     st.stop_sent = true;
-    self->delayed_send(self, st.ctx->cfg.stt_drain_timeout, timeout_atom::value);
+    if (st.drain_session != st.session_number) {
+      st.drain_session = st.session_number;
+      self->delayed_send(self, st.ctx->cfg.stt_drain_timeout, timeout_atom::value, st.session_number);
+    }
   }
 }
 
@@ -585,6 +603,7 @@ void on_text(self_ptr self, const std::string& text) {
       st.acked_to = static_cast<std::uint64_t>(end);
       publish_held(st, static_cast<std::int64_t>(st.replay.bytes) - static_cast<std::int64_t>(before));
       st.outstanding_since = steady_ms();  // progress: the watchdog counts from here
+      st.end_probed = false;
       return;
     }
     case kind::post_transcript:
@@ -622,7 +641,10 @@ void renew(self_ptr self, const std::string& what, const char* metric) {
   auto& st = self->state;
   st.short_sessions = st.acked_to < short_session_bytes ? st.short_sessions + 1 : 0;
   if (!st.result_seen && st.offset_set) open_gap(self);
-  set_aside(self, seconds_of(st.replay.position()));
+  // The end of what it acknowledged, as its times count: by Gladia's own running total, which holds any audio it got
+  // twice (taken before a drop that lost its ack, then replayed), not by the stream's position, which is behind by
+  // that much. Its utterances beyond that come from audio the new session gets again.
+  set_aside(self, st.offset + seconds_of(st.acked_to));
   if (st.short_sessions >= max_attempts) {
     finish(self, "stt_unavailable",
            "Gladia ended or lost " + std::to_string(st.short_sessions) +
@@ -788,6 +810,7 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
           s.stop_sent = false;
           s.stop_taken = false;
           s.watchdog_armed = false;  // a check armed for an earlier connection is ignored
+          s.end_probed = false;
           status(self, "ready");
           send_pending(self);
         } else if (e.kind == "drained") {
@@ -808,7 +831,12 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         if (gen != s.generation || s.ph != phase::open) return;
         s.watchdog_armed = false;
         if (s.replay.sent == 0 && s.replay.dropped_in_flight == 0) return;  // nothing outstanding
-        if (steady_ms() - s.outstanding_since < s.ctx->cfg.stt_ack_timeout.count()) {
+        const auto waited = steady_ms() - s.outstanding_since;
+        if (waited < s.ctx->cfg.stt_ack_timeout.count()) {
+          if (waited >= end_probe_after.count() && !s.end_probed) {
+            s.end_probed = true;
+            s.ws->probe_end();
+          }
           arm_watchdog(self);
           return;
         }
@@ -840,9 +868,10 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         auto it = recovery_of(self->state, id);
         if (it != self->state.recoveries.end()) fetch_result(self, *it);
       },
-      [self](timeout_atom) {
+      [self](timeout_atom, int session) {
         scope t(self->state.probe, self);
-        if (self->state.ph != phase::finished && self->state.ph != phase::recovering) {
+        if (session == self->state.session_number && self->state.ph != phase::finished &&
+            self->state.ph != phase::recovering) {
           self->state.ctx->metrics->note(
               "gladia.drain_timeouts",
               "gladia: stream " + self->state.stream + ": no end from Gladia within STT_DRAIN_TIMEOUT_MS after stop");

@@ -37,11 +37,13 @@
 #include <memory>
 #include <utility>
 
+#include <sys/socket.h>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/websocket/teardown.hpp>
 #include <boost/version.hpp>
+#include <cerrno>
 
 #if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && BOOST_VERSION == 108100
 #define SW_EDGE_SOCKET 1
@@ -340,6 +342,20 @@ inline void teardown(boost::beast::role_type role, ahead_socket& s, boost::syste
 template <class Handler>
 void async_teardown(boost::beast::role_type role, ahead_socket& s, Handler&& handler) {
   async_teardown(role, static_cast<edge_socket&>(s), std::forward<Handler>(handler));
+}
+
+// The end of the stream that came with the last bytes a read took raises no edge (above), so the read in flight waits
+// on: one peek asks the kernel. Nothing queued and the end reached, or the connection failed (a reset: the peek took
+// its error, so the read would not see it either) -> the reading side is shut, which wakes the read in flight (or the
+// next one) with the end, as if it had seen it itself; true then. Bytes queued, or nothing yet: false.
+inline bool wake_on_unseen_end(boost::asio::ip::tcp::socket& sock) {
+  char c;
+  const auto r = ::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (r > 0) return false;  // bytes wait: the read takes them
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;  // still there
+  boost::system::error_code ignored;
+  sock.shutdown(boost::asio::ip::tcp::socket::shutdown_receive, ignored);
+  return true;
 }
 
 }  // namespace sw::net

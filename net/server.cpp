@@ -425,19 +425,10 @@ private:
   // A client's end of the stream (TCP FIN) that came together with its last bytes is not seen by the read that took
   // them: edge_socket.hpp's read reports the socket exhausted when it comes back short, and the end raises no edge of
   // its own after that. Nothing would notice until the next ping's write fails (WS_PING_INTERVAL_MS), or its pong never
-  // comes. So at each pause one peek asks the kernel: nothing queued and the end reached -> the reading side is shut,
-  // which wakes the read in flight (or the next one) with the end, as if it had seen it itself.
+  // comes. So at each pause one peek asks the kernel (wake_on_unseen_end).
   void probe_end() {
     if (finished_ || close_requested_) return;
-    auto& sock = raw_socket(beast::get_lowest_layer(ws_));
-    char c;
-    const auto r = ::recv(sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (r > 0) return;  // bytes wait: the read takes them
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;  // nothing yet: still there
-    // The end (0), or the connection failed (a reset: the peek took its error, so the read would not see it either).
-    ++st_->stats->ends_found_at_pause;
-    beast::error_code ignored;
-    sock.shutdown(tcp::socket::shutdown_receive, ignored);
+    if (wake_on_unseen_end(raw_socket(beast::get_lowest_layer(ws_)))) ++st_->stats->ends_found_at_pause;
   }
 
   // More frames than the budget (pings and empty continuation frames included, which no other handler sees): closed

@@ -219,6 +219,13 @@ public:
     });
   }
 
+  void probe_end() override {
+    auto self = this->shared_from_this();
+    asio::post(ws_.get_executor(), [self] {
+      if (self->open_ && !self->finished_) wake_on_unseen_end(raw_socket(beast::get_lowest_layer(self->ws_)));
+    });
+  }
+
   void close(std::uint16_t code) override {
     auto self = this->shared_from_this();
     asio::post(ws_.get_executor(), [self, code] {
@@ -415,6 +422,7 @@ public:
   void send_binary(std::shared_ptr<const std::string>) override {}
   std::size_t backlog() const override { return 0; }
   void notify_when_drained() override {}
+  void probe_end() override {}
   void send_text(std::string) override {}
   void close(std::uint16_t) override {}
   void abort() override {}

@@ -43,6 +43,10 @@ public:
   virtual std::size_t backlog() const = 0;
   // Fires `drained` once, as soon as everything handed over so far has been written (at once if it has).
   virtual void notify_when_drained() = 0;
+  // Looks once whether the peer ended the stream unseen: a TCP end that came with its last bytes wakes no read
+  // (edge_socket.hpp). If it did, `closed` reports it (1006) as if the read had seen it. For an owner that waits for
+  // an answer that does not come.
+  virtual void probe_end() = 0;
   virtual void close(std::uint16_t code) = 0;  // close handshake, bounded by the timeout
   virtual void abort() = 0;                    // drop the TCP connection; `closed` reports 1006
 };

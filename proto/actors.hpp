@@ -53,13 +53,15 @@ using gladia_relay_actor = stt_relay_actor::extend<
     caf::reacts_to<init_atom, upstream_init>,
     // an event of the upstream WebSocket (open / text / drained / closed), tagged with its connection generation
     caf::reacts_to<upstream_atom, upstream_event>,
-    // the ack watchdog of a connection generation: nothing acknowledged for STT_ACK_TIMEOUT_MS -> drop it at once
-    // (its generation ends: what it still reports is ignored), reconnect
+    // the ack watchdog of a connection generation: nothing acknowledged for a second -> ask the connection whether
+    // Gladia ended it unseen (then it reports closed); for STT_ACK_TIMEOUT_MS -> drop it at once (its generation ends:
+    // what it still reports is ignored), reconnect
     caf::reacts_to<tick_atom, std::uint64_t>,
     // a backoff timer fired: retry the init POST (init) or reconnect (connect) for that generation
     caf::reacts_to<connect_atom, std::uint64_t>, caf::reacts_to<retry_atom>,
-    // the drain bound after stop_recording ran out: the missing finals are fetched (below), then "stopped"
-    caf::reacts_to<timeout_atom>,
+    // the drain bound of a session (from its first stop_recording) ran out: the missing finals are fetched (below),
+    // then "stopped"; ignored once the stream went on in a new session (the number is the session's), which has its own
+    caf::reacts_to<timeout_atom, int>,
     // GET /v2/live/{id} of a session answered (the current one after stop, or one Gladia ended mid-stream, whose
     // stream goes on in a new session): its utterances whose finals were lost with a connection (or never came at
     // its end) are delivered, then "stopped" once none is left to fetch; not ready yet -> asked again (the timer

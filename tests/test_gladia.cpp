@@ -462,6 +462,30 @@ TEST_F(GladiaTls, WrongCaFailsWithAClearError) {
 
 namespace {
 
+// Gladia's connection ends (a TCP FIN, no close frame) in the same segment as its last acknowledgment, while the relay
+// has nothing more to send (the stream's audio all sent, some of it not acknowledged). The read that takes the
+// acknowledgment does not see the end, and no other read comes: after a second without an acknowledgment the relay asks
+// the connection, finds the end, reconnects and replays. Not the ack watchdog (30 s here), nor the ping (15 s).
+TEST(GladiaFaults, AnEndThatCameWithTheLastAcknowledgmentIsFoundWithinASecond) {
+  fake_gladia fake;
+  fake.end_with_ack_after(16'000);  // the fifth chunk acknowledged, the end with it
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_ack_timeout = 30'000ms; });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  auto pcm = audio(32'000, 4);  // 1 s, sent at once
+  stream(*c, pcm);
+  const auto sent = std::chrono::steady_clock::now();
+  ASSERT_TRUE(sw::test::eventually([&] { return fake.ws_connections() >= 2; }, 5s)) << "the end went unseen";
+  EXPECT_LT(std::chrono::steady_clock::now() - sent, 3s);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  EXPECT_EQ(fake.audio(), pcm) << "the five chunks not acknowledged went again";
+  EXPECT_EQ(sw::test::metric(*h, "gladia.reconnects"), 1);
+  EXPECT_LE(sw::test::metric(*h, "gladia.ack_timeouts"), 0);
+}
+
 TEST(GladiaFaults, DelayedAcksAndADropStillLoseNothing) {
   fake_gladia fake;
   fake.delay_acks(std::chrono::milliseconds(15));  // more audio in flight, unacknowledged, when the drop comes
@@ -1202,6 +1226,30 @@ std::vector<heard_final> by_start(const transcript_log& log) {
   return v;
 }
 
+// A 4 s stream whose first Gladia session went at 1.5 s, the rest in a second one (the fake makes a final a second of
+// a session's audio, and its last at its end): five finals in the stream's order and times, the second session's
+// with "-s2-" in their ids, every id its own.
+void expect_finals_of_two_sessions(const std::vector<heard_final>& finals) {
+  std::vector<std::string> heard;
+  for (auto& f : finals) heard.push_back(f.text + " " + f.start + "-" + f.end);
+  ASSERT_EQ(finals.size(), 5u) << ::testing::PrintToString(heard);
+  const std::vector<std::array<const char*, 3>> want = {{"utterance 0", "0.0", "1.0"},
+                                                        {"utterance 1", "1.0", "1.5"},  // at the first one's end
+                                                        {"utterance 0", "1.5", "2.5"},  // the new session's
+                                                        {"utterance 1", "2.5", "3.5"},
+                                                        {"utterance 2", "3.5", "4.0"}};
+  std::set<std::string> ids;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(finals[i].text, want[i][0]);
+    EXPECT_EQ(finals[i].start, want[i][1]);
+    EXPECT_EQ(finals[i].end, want[i][2]);
+    ids.insert(finals[i].id);
+    EXPECT_EQ(finals[i].id.find("-s2-") != std::string::npos, i >= 2) << finals[i].id;
+  }
+  EXPECT_EQ(ids.size(), 5u) << "every final has an id of its own";
+}
+
 // The room's stored finals of the stream whose final has utterance id `one_id` ("<stream key>-<upstream id>").
 std::size_t stored_finals(const harness& h, const std::string& one_id) {
   const auto s = stored(h);
@@ -1235,22 +1283,8 @@ TEST(GladiaSessionEnd, AStreamGoesOnInANewSessionWhenGladiaEndsOne) {
   EXPECT_TRUE(fake.stopped("fake-2"));
   EXPECT_EQ(std::count(log.statuses.begin(), log.statuses.end(), "connecting"), 1) << "again for the new session";
   auto finals = by_start(log);
-  ASSERT_EQ(finals.size(), 5u) << ::testing::PrintToString(texts(log));
-  const std::vector<std::array<const char*, 3>> want = {{"utterance 0", "0.0", "1.0"},
-                                                        {"utterance 1", "1.0", "1.5"},  // made final at the end
-                                                        {"utterance 0", "1.5", "2.5"},  // the new session's
-                                                        {"utterance 1", "2.5", "3.5"},
-                                                        {"utterance 2", "3.5", "4.0"}};
-  std::set<std::string> ids;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    SCOPED_TRACE(i);
-    EXPECT_EQ(finals[i].text, want[i][0]);
-    EXPECT_EQ(finals[i].start, want[i][1]);
-    EXPECT_EQ(finals[i].end, want[i][2]);
-    ids.insert(finals[i].id);
-    EXPECT_EQ(finals[i].id.find("-s2-") != std::string::npos, i >= 2) << finals[i].id;
-  }
-  EXPECT_EQ(ids.size(), 5u) << "every final has an id of its own";
+  expect_finals_of_two_sessions(finals);
+  if (HasFatalFailure()) return;
   EXPECT_EQ(sw::test::metric(*h, "gladia.sessions_renewed"), 1);
   EXPECT_LE(sw::test::metric(*h, "gladia.result_fetches"), 0) << "post_transcript said every final had come";
   EXPECT_TRUE(eventually([&] { return stored_finals(*h, finals[0].id) == 5; })) << stored(*h);
@@ -1286,18 +1320,8 @@ TEST(GladiaSessionEnd, AFinalLostWithTheSessionsEndComesFromItsResult) {
   log.finals.insert(log.finals.end(), rest.finals.begin(), rest.finals.end());
   EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
   auto finals = by_start(log);
-  ASSERT_EQ(finals.size(), 5u) << ::testing::PrintToString(texts(log));
-  const std::vector<std::array<const char*, 3>> want = {{"utterance 0", "0.0", "1.0"},
-                                                        {"utterance 1", "1.0", "1.5"},  // recovered
-                                                        {"utterance 0", "1.5", "2.5"},
-                                                        {"utterance 1", "2.5", "3.5"},
-                                                        {"utterance 2", "3.5", "4.0"}};
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    SCOPED_TRACE(i);
-    EXPECT_EQ(finals[i].text, want[i][0]);
-    EXPECT_EQ(finals[i].start, want[i][1]);
-    EXPECT_EQ(finals[i].end, want[i][2]);
-  }
+  expect_finals_of_two_sessions(finals);
+  if (HasFatalFailure()) return;
   EXPECT_NE(finals[1].id.find("recovered-1"), std::string::npos) << finals[1].id;
   EXPECT_EQ(sw::test::metric(*h, "gladia.recovered_finals"), 1);
   EXPECT_EQ(fake.result_requests("fake-1"), 1);
@@ -1327,6 +1351,32 @@ TEST(GladiaSessionEnd, ALimitThatCameWithTheLastAudioBeforeTheStopStillGetsItTra
   EXPECT_EQ(finals[2].text, "utterance 0");
   EXPECT_EQ(finals[2].start, "1.5");
   EXPECT_EQ(finals[2].end, "1.6");
+}
+
+// The same end after the stop, with the new session slow to come (its init answered 503 "retry after 6 s"): the first
+// session's drain bound (5 s here) runs out meanwhile. It is that session's, not the stream's: the new one gets a
+// bound of its own, and the last 0.1 s still gets its final.
+TEST(GladiaSessionEnd, ANewSessionAfterTheStopHasADrainBoundOfItsOwn) {
+  fake_gladia fake;
+  fake.end_session_after(48'000);
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  fake.fail_inits(1, 503, "6");  // the next init: the new session's
+  auto pcm = audio(51'200, 9);
+  stream(*c, pcm);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 20s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
+  EXPECT_TRUE(fake.stopped("fake-2"));
+  auto finals = by_start(log);
+  ASSERT_EQ(finals.size(), 3u) << ::testing::PrintToString(texts(log));
+  EXPECT_EQ(finals[2].start, "1.5");
+  EXPECT_EQ(finals[2].end, "1.6");
+  EXPECT_LE(sw::test::metric(*h, "gladia.drain_timeouts"), 0);
 }
 
 // Gladia acknowledged stop_recording but none of the audio (acknowledgments of audio are off or lost): it has read the
@@ -1367,6 +1417,37 @@ TEST(GladiaSessionEnd, SessionsEndedOneAfterAnotherEndInStttUnavailable) {
   EXPECT_TRUE(c->is_open());
 }
 
+// A session that got audio twice (taken before a drop that lost its ack, then replayed) counts its times that much
+// ahead of the stream. When it is lost, the final lost with it lies past the stream's position of its acknowledged
+// audio, but within its own count of it: it is recovered all the same.
+TEST(GladiaSessionLost, AFinalLostWithASessionThatGotAudioTwiceIsRecovered) {
+  fake_gladia fake;
+  fake.cut_after(9'600, 0, true);   // the fourth chunk taken, its ack lost with the connection: it is sent again
+  fake.lose_session_after(35'200);  // the session's eleven chunks (the stream's ten) taken; lost with the twelfth
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  auto pcm = audio(64'000, 3);  // 2 s
+  stream(*c, pcm, 640, 1ms);
+  // The stop once the relay retries the lost session (the cut's reconnect, then the loss's first): it goes to the new
+  // session, whose drain bound is its own.
+  ASSERT_TRUE(eventually([&] { return sw::test::metric(*h, "gladia.reconnects") >= 2; }, 10s));
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 30s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  EXPECT_EQ(fake.audio_bytes("fake-1"), 35'200u);
+  auto finals = by_start(log);
+  std::vector<std::string> heard;
+  for (auto& f : finals) heard.push_back(f.text + " " + f.start + "-" + f.end + " " + f.id);
+  ASSERT_EQ(finals.size(), 3u) << ::testing::PrintToString(heard);
+  EXPECT_EQ(finals[1].text, "utterance 1");  // the lost session's last, 1.0-1.1 s by its count (1.0 s of the stream)
+  EXPECT_NE(finals[1].id.find("recovered-1"), std::string::npos) << finals[1].id;
+  EXPECT_NE(finals[2].id.find("-s2-"), std::string::npos) << finals[2].id;
+  EXPECT_EQ(sw::test::metric(*h, "gladia.recovered_finals"), 1);
+}
+
 // The host that ran a stream's Gladia session went away: the connection drops and no reconnect to the session's url
 // gets through. After its retries the stream goes on in a new session, the audio the lost one did not acknowledge
 // first. The final lost with the connection comes from the lost session's result; the client sees no error.
@@ -1388,19 +1469,8 @@ TEST(GladiaSessionLost, AStreamWhoseSessionCannotBeReachedAgainGoesOnInANewOne) 
   EXPECT_TRUE(fake.stopped("fake-2"));
   EXPECT_EQ(std::count(log.statuses.begin(), log.statuses.end(), "connecting"), 1) << "through the retries";
   auto finals = by_start(log);
-  ASSERT_EQ(finals.size(), 5u) << ::testing::PrintToString(texts(log));
-  const std::vector<std::array<const char*, 3>> want = {{"utterance 0", "0.0", "1.0"},
-                                                        {"utterance 1", "1.0", "1.5"},  // recovered
-                                                        {"utterance 0", "1.5", "2.5"},  // the new session's
-                                                        {"utterance 1", "2.5", "3.5"},
-                                                        {"utterance 2", "3.5", "4.0"}};
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    SCOPED_TRACE(i);
-    EXPECT_EQ(finals[i].text, want[i][0]);
-    EXPECT_EQ(finals[i].start, want[i][1]);
-    EXPECT_EQ(finals[i].end, want[i][2]);
-    EXPECT_EQ(finals[i].id.find("-s2-") != std::string::npos, i >= 2) << finals[i].id;
-  }
+  expect_finals_of_two_sessions(finals);
+  if (HasFatalFailure()) return;
   EXPECT_NE(finals[1].id.find("recovered-1"), std::string::npos) << finals[1].id;
   EXPECT_EQ(sw::test::metric(*h, "gladia.reconnects"), 5);
   EXPECT_EQ(sw::test::metric(*h, "gladia.sessions_lost"), 1);

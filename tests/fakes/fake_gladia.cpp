@@ -15,8 +15,11 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
@@ -128,6 +131,8 @@ struct fake_gladia::impl {
   bool cut_armed = false;
   std::uint16_t cut_code = 0;
   bool cut_ack_lost = false;
+  std::size_t fin_bytes = 0;
+  bool fin_armed = false;
   std::size_t lose_bytes = 0;
   int lose_sessions = 0;
   std::size_t end_bytes = 0;
@@ -400,6 +405,7 @@ struct fake_gladia::impl {
     std::vector<std::string> out;
     std::uint16_t cut = 0;
     bool drop = false, stall = false, stop = false, skip = false;
+    bool fin = false;  // what is sent, then the connection's end (FIN) in the same segment; nothing read after
   };
 
   // `ses` is the connection's session (found once, when it connected: sessions are never erased, and an
@@ -442,6 +448,9 @@ struct fake_gladia::impl {
       const bool scripted_end = end_sessions > 0 && after > end_bytes;
       const bool limit_end =
           opts.session_limit.count() > 0 && after > static_cast<std::size_t>(opts.session_limit.count()) * 32;
+      const bool scripted_loss = lose_sessions > 0 && after > lose_bytes;
+      const bool limit_loss =
+          opts.lose_after.count() > 0 && after > static_cast<std::size_t>(opts.lose_after.count()) * 32;
       if (stall_armed && ses.audio.size() + pcm.size() > stall_bytes) {
         stall_armed = false;
         v.stall = true;
@@ -454,13 +463,17 @@ struct fake_gladia::impl {
         }
         take = false;  // the session is over (its limit): this frame is not taken, it goes to the next session
         ended = true;
-      } else if (!ses.stopped && lose_sessions > 0 && after > lose_bytes) {
-        --lose_sessions;  // the session is lost: its last utterance made final into its result, none of it sent
+      } else if (!ses.stopped && (scripted_loss || limit_loss)) {
+        if (scripted_loss) --lose_sessions;
+        // The session is lost: its last utterance made final into its result, none of it sent.
         end_session(ses, v);
         v.out.clear();
         v.drop = true;
         ses.gone = true;
         return v;
+      } else if (fin_armed && after > fin_bytes) {
+        fin_armed = false;  // taken and acknowledged as any other; the end leaves with the acknowledgment
+        v.fin = true;
       } else if (cut_armed && ses.audio.size() + pcm.size() > cut_bytes) {
         cut_armed = false;  // this frame is never acknowledged: the client must replay it
         v.cut = cut_code;
@@ -692,6 +705,12 @@ private:
     out_ = std::move(v.out);
     next_out_ = 0;
     stop_ = v.stop;
+    if (v.fin) {  // corked: what is written waits in the kernel, and leaves with the FIN when the sending side shuts
+      fin_ = true;
+      int on = 1;
+      ::setsockopt(net::raw_socket(beast::get_lowest_layer(ws_)).native_handle(), IPPROTO_TCP, TCP_CORK, &on,
+                   sizeof on);
+    }
     std::chrono::milliseconds delay;
     {
       std::lock_guard<std::mutex> lock(f_->mu);
@@ -712,6 +731,11 @@ private:
         ws_.async_close(websocket::close_code::normal, [self](beast::error_code ec) {
           if (!ec) self->drain();
         });
+      } else if (fin_) {  // the end, with what was written; the socket stays open, unread, until the fake ends
+        beast::error_code ignored;
+        net::raw_socket(beast::get_lowest_layer(ws_)).shutdown(tcp::socket::shutdown_send, ignored);
+        std::lock_guard<std::mutex> lock(f_->mu);
+        f_->stalled_conns.push_back(self);
       } else {
         read();
       }
@@ -745,6 +769,7 @@ private:
   std::vector<std::string> out_;
   std::size_t next_out_ = 0;
   bool stop_ = false;
+  bool fin_ = false;
 };
 
 void accept_next(fake_gladia::impl* f) {
@@ -902,6 +927,12 @@ void fake_gladia::cut_after(std::size_t bytes, std::uint16_t code, bool ack_lost
   impl_->cut_bytes = bytes;
   impl_->cut_code = code;
   impl_->cut_ack_lost = ack_lost;
+}
+
+void fake_gladia::end_with_ack_after(std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->fin_armed = true;
+  impl_->fin_bytes = bytes;
 }
 
 void fake_gladia::lose_session_after(std::size_t bytes, int sessions) {

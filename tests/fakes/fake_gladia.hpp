@@ -39,6 +39,9 @@ public:
     // >0: every session ends when its audio would pass this much, as with end_session_after (with its results):
     // Gladia's 3-hour limit of a live session, shortened
     std::chrono::milliseconds session_limit{0};
+    // >0: every session is lost when its audio would pass this much, as with lose_session_after (a Gladia host that
+    // went away: no reconnect to the session's url gets through)
+    std::chrono::milliseconds lose_after{0};
   };
   // The options for load (the loadgen's embedded upstream, sessions-ws-fake-gladia): a partial every 300 ms and a
   // final every 2 s of audio per stream, staggered; audio counted, not kept; texts stamped; tags read.
@@ -63,6 +66,11 @@ public:
   // without, it closes 1000 at once (those finals are lost in flight). Either way its result is ready for
   // GET /v2/live/{id}.
   void end_session_after(std::size_t bytes, int sessions = 1, bool with_results = true);
+  // The next connection that brings its session past `bytes` takes that frame and acknowledges it, and the
+  // connection's end (a TCP FIN, no close frame) leaves with that acknowledgment, in one segment: a reader that takes
+  // the acknowledgment has seen the last of the connection. The socket stays open, and the fake reads no more of it.
+  // The session goes on: a reconnect to its url works.
+  void end_with_ack_after(std::size_t bytes);
   // Sessions are lost (the Gladia host that ran them went away): the next `sessions` sessions each lose their
   // connection (no close frame) when a frame would bring them past `bytes`, that frame not taken, and their url refuses
   // every connection from then on (401, as an expired token). The session's last utterance is made final, but that
