@@ -53,6 +53,8 @@ Upstream (what the server relays to)
                             GLADIA_API_URL at http://127.0.0.1:PORT, GLADIA_API_KEY=fake-gladia-key)
   --upstream-session-limit MS  the embedded fake ends each Gladia session when its audio would pass MS (Gladia
                             ends a live session at 3 hours): the server must go on in a new one, losing nothing
+  --upstream-lose-after MS  the embedded fake loses each Gladia session when its audio would pass MS (the host that
+                            ran it went away: no reconnect gets through): the server must go on in a new one
   --upstream-stats URL      read the figures of a separate sessions-ws-fake-gladia (e.g. http://127.0.0.1:8089);
                             they start afresh as the run starts (POST /reset): one loadgen at a time per fake
 Measurement and output
@@ -201,6 +203,7 @@ int main(int argc, char** argv) {
   std::string url = "ws://127.0.0.1:3001", json_file, tokens_file, wav, upstream_stats;
   int embedded_port = 0, server_pid = 0;
   std::chrono::milliseconds session_limit{0};
+  std::chrono::milliseconds lose_after{0};
   bool quiet = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -239,6 +242,8 @@ int main(int argc, char** argv) {
       embedded_port = static_cast<int>(number(a, next(), 1, 65'535));
     } else if (a == "--upstream-session-limit") {
       session_limit = std::chrono::milliseconds(number(a, next(), 100, 86'400'000));
+    } else if (a == "--upstream-lose-after") {
+      lose_after = std::chrono::milliseconds(number(a, next(), 100, 86'400'000));
     } else if (a == "--upstream-stats") {
       upstream_stats = next();
     } else if (a == "--server-pid") {
@@ -270,6 +275,7 @@ int main(int argc, char** argv) {
     s.port = static_cast<std::uint16_t>(number("--url port", hostport.substr(colon + 1), 1, 65'535));
   }
   if (session_limit.count() > 0 && !embedded_port) bad("--upstream-session-limit is for --embedded-upstream");
+  if (lose_after.count() > 0 && !embedded_port) bad("--upstream-lose-after is for --embedded-upstream");
   if (!tokens_file.empty()) {
     std::ifstream in(tokens_file);
     if (!in) bad("cannot read " + tokens_file);
@@ -291,6 +297,7 @@ int main(int argc, char** argv) {
     auto o = sw::test::fake_gladia::load_options();
     o.port = static_cast<std::uint16_t>(embedded_port);
     o.session_limit = session_limit;
+    o.lose_after = lose_after;
     // Same priority as the tool's own threads. The relay latency ends when the kernel received a chunk, so the fake's
     // own queueing on this core shows apart (upstream read delay); its acks still leave when it gets to them, as a
     // slow upstream's would. A saturated tool core shows as schedule lag (verdict "tool-bound").

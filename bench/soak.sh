@@ -25,7 +25,11 @@
 #          SESSION_LIMIT_MS (0: never; else the fake ends each Gladia session when its audio would pass that much, as
 #          Gladia does at 3 hours: every stream goes on in new sessions, column "renewed"; five sessions in a row
 #          shorter than a minute end a stream's transcription, as they would with Gladia: below 60 000, keep SECONDS
-#          under 5 × the limit)
+#          under 5 × the limit),
+#          LOSE_AFTER_MS (0: never; else the fake loses each Gladia session when its audio would pass that much, as
+#          when the host that ran it goes away: its connection drops and no reconnect to its url gets through, so each
+#          stream goes on in new sessions after 5 retries (about 6 s); they count in column "renewed", and the same
+#          rule of five short sessions holds)
 # The rounds' reports, the fake's and the server's logs go to bench/results/soak-<time>/ (git-ignored), the table to
 # its summary.txt.
 set -euo pipefail
@@ -70,7 +74,8 @@ trap 'exit 130' INT TERM
 ulimit -n 65536 2>/dev/null || true
 
 taskset -c "${TOOL_CPU:-1}" "$build/tests/sessions-ws-fake-gladia" --port "$upstream" \
-  $([ "${SESSION_LIMIT_MS:-0}" -gt 0 ] && echo --session-limit-ms "$SESSION_LIMIT_MS") >"$out/fake.log" 2>&1 &
+  $([ "${SESSION_LIMIT_MS:-0}" -gt 0 ] && echo --session-limit-ms "$SESSION_LIMIT_MS") \
+  $([ "${LOSE_AFTER_MS:-0}" -gt 0 ] && echo --lose-after-ms "$LOSE_AFTER_MS") >"$out/fake.log" 2>&1 &
 fake=$!
 PORT=$port HOST=127.0.0.1 TRANSCRIPTION_JWT_SECRET=soak-secret GLADIA_API_URL="http://127.0.0.1:$upstream" \
   GLADIA_API_KEY=fake-gladia-key DATABASE_URL="$db_url" PERSIST_JOURNAL_DIR="$work/journal" \
@@ -106,7 +111,7 @@ PY
 # database (those before round 1 not counted), finals handed to persistence, reconnects to the upstream, ack
 # timeouts, finals recovered after a lost connection (those five since the start), the fake's finals
 # (since the round's reset), idle (1: nothing in flight and every final handed to persistence stored), the heap's
-# trims so far and what it had allocated at the last (KiB), sessions renewed (since the start).
+# trims so far and what it had allocated at the last (KiB), sessions renewed, ended or lost (since the start).
 state() {
   local rss fds threads
   rss=$(awk '/^RssAnon:/ {print $2}' "/proc/$server/status")
@@ -124,7 +129,8 @@ idle = (m["activeConnections"] == 0 and m["activeSttRelays"] == 0 and m["queue"]
 c = m["counters"]
 print(rss, fds, threads, sessions, rows, queued, c.get("gladia.reconnects", 0), c.get("gladia.ack_timeouts", 0),
       c.get("gladia.recovered_finals", 0), f["finals"], int(idle),
-      c.get("memory.trims", 0), c.get("memory.heap_in_use_bytes", 0) // 1024, c.get("gladia.sessions_renewed", 0))
+      c.get("memory.trims", 0), c.get("memory.heap_in_use_bytes", 0) // 1024,
+      c.get("gladia.sessions_renewed", 0) + c.get("gladia.sessions_lost", 0))
 PY
 }
 
@@ -182,6 +188,8 @@ for r in $(seq 1 "$rounds"); do
   elif [ "$stored" != "$finals" ]; then verdict="stored $stored of the fake's $finals finals"
   elif [ "${SESSION_LIMIT_MS:-0}" -gt 0 ] && [ "$seconds" -ge $((SESSION_LIMIT_MS / 1000 + 1)) ] &&
     [ "$renewed_now" -lt "$n" ]; then verdict="$renewed_now sessions renewed for $n streams"
+  elif [ "${LOSE_AFTER_MS:-0}" -gt 0 ] && [ "$seconds" -ge $((LOSE_AFTER_MS / 1000 + 1)) ] &&
+    [ "$renewed_now" -lt "$n" ]; then verdict="$renewed_now sessions renewed after a loss for $n streams"
   fi
   case $verdict in ok*) ;; *) status=1 ;; esac
   line "$r" "$stalled" "$lost" "$heap" "$rss" "$fds" "$threads" "$sessions" "$stored" "$finals" "$again" "$timed_out" \

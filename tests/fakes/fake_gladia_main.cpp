@@ -22,6 +22,9 @@ const char* usage =
     "  --threads N       I/O threads (default 1)\n"
     "  --session-limit-ms MS   end each session when its audio would pass MS (Gladia ends a live session at 3 h):\n"
     "                    the server must go on in a new one (default: never)\n"
+    "  --lose-after-ms MS   lose each session when its audio would pass MS (its host went away): the connection\n"
+    "                    drops and the session's url refuses every reconnect; the server must go on in a new one\n"
+    "                    (default: never)\n"
     "  --tls-cert FILE --tls-key FILE   HTTPS + WSS\n"
     "Point the server at it: GLADIA_API_URL=http://HOST:PORT GLADIA_API_KEY=<key>. GET /stats: its figures.\n"
     "GET /window?from=NS&to=NS: the load's steady window (frames sent then, CLOCK_MONOTONIC ns, also count in\n"
@@ -70,6 +73,8 @@ int main(int argc, char** argv) {
       o.final_every = std::chrono::milliseconds(number(a, next(), 10, 600'000));
     } else if (a == "--session-limit-ms") {
       o.session_limit = std::chrono::milliseconds(number(a, next(), 100, 86'400'000));
+    } else if (a == "--lose-after-ms") {
+      o.lose_after = std::chrono::milliseconds(number(a, next(), 100, 86'400'000));
     } else if (a == "--threads") {
       o.threads = static_cast<int>(number(a, next(), 1, 64));
     } else if (a == "--tls-cert") {
