@@ -408,11 +408,12 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         hand_over(self, std::move(chunk));
       },
       [=](quiet_atom) {
-        // The client's audio paused: what waits in a partial chunk (here or in the relay) goes now.
+        // The client's audio paused: what waits in a partial chunk (here or in the relay) goes now, and the relay
+        // hears of the pause even when nothing waits (with audio outstanding, it looks for an unseen end of its
+        // upstream connection a second later).
         scope probe(self->state.probe, self);
         auto& s = self->state;
-        if (relay_running(s) && s.ctx->stt.batch_bytes > 0 && s.since_flush % s.ctx->stt.batch_bytes != 0)
-          flush_audio(self, true);
+        if (relay_running(s) && s.ctx->stt.batch_bytes > 0) flush_audio(self, true);
       },
       [=](text_atom, const std::string& text) {
         scope probe(self->state.probe, self);

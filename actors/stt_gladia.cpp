@@ -34,10 +34,11 @@ constexpr std::uint64_t bytes_per_second = 32'000;  // PCM16 16 kHz mono
 // Gladia ending a session that took less audio than this counts towards giving up (max_attempts such ends in a row):
 // a session ended at its 3-hour limit goes on in a new one, a Gladia that ends every session at once does not loop.
 constexpr std::uint64_t short_session_bytes = 60 * bytes_per_second;
-// Audio outstanding and nothing acknowledged for this long (Gladia acknowledges within milliseconds): the connection
-// is asked once whether Gladia ended it unseen (a TCP end that came with its last message wakes no read:
-// net/edge_socket.hpp). Without it, a Gladia gone while the relay has nothing more to send (the stream's audio all
-// sent, a muted participant) was found only by the ack watchdog (STT_ACK_TIMEOUT_MS) or the ping.
+// The client's audio paused with audio outstanding, and nothing acknowledged for this long since (Gladia acknowledges
+// within milliseconds): the connection is asked once whether Gladia ended it unseen (a TCP end that came with its last
+// message wakes no read: net/edge_socket.hpp). While audio flows, the next write finds a connection that is gone; with
+// nothing more to send (the stream's audio all sent, a muted participant) only the ack watchdog (STT_ACK_TIMEOUT_MS)
+// or the ping would. Armed at pauses, not by a timer per stream a second: CAF's clock wakes a thread for each.
 constexpr std::chrono::milliseconds end_probe_after{1000};
 
 // recovering: the stream is over (stop, or a failure for good), and finals are still being fetched from a session's
@@ -166,7 +167,10 @@ struct gladia_state {
   // Ack watchdog: since when the oldest unacknowledged chunk has waited (steady ms), and whether a check is armed.
   std::int64_t outstanding_since = 0;
   bool watchdog_armed = false;
-  bool end_probed = false;  // the connection was asked for an unseen end since the last progress
+  // The client's audio paused (or stopped): nothing new to send, so only the end probe (end_probe_after) would find
+  // an unseen end of the connection. It is armed whenever audio goes out meanwhile (a replay after a reconnect too).
+  bool paused = false;
+  bool probe_armed = false;
   int attempts = 0;
   bool stop_requested = false;
   bool stop_sent = false;
@@ -262,13 +266,24 @@ void finish(self_ptr self, const std::string& code = {}, const std::string& mess
   self->quit();
 }
 
+// Audio sent on this connection that Gladia has not acknowledged yet.
+bool outstanding(const gladia_state& st) {
+  return st.replay.sent > 0 || st.replay.dropped_in_flight > 0;
+}
+
+// The client's audio paused, audio outstanding: the end probe looks a second later (end_probe_after).
+void arm_end_probe(self_ptr self, std::chrono::milliseconds after = end_probe_after) {
+  auto& st = self->state;
+  if (st.probe_armed || !st.paused || st.ph != phase::open || !outstanding(st)) return;
+  st.probe_armed = true;
+  self->delayed_send(self, after, quiet_atom::value, st.generation);
+}
+
 void arm_watchdog(self_ptr self) {
   auto& st = self->state;
   if (st.watchdog_armed) return;
   st.watchdog_armed = true;
-  const auto next =
-      st.end_probed ? st.ctx->cfg.stt_ack_timeout : std::min(st.ctx->cfg.stt_ack_timeout, end_probe_after);
-  auto wait = next - std::chrono::milliseconds(steady_ms() - st.outstanding_since);
+  auto wait = st.ctx->cfg.stt_ack_timeout - std::chrono::milliseconds(steady_ms() - st.outstanding_since);
   self->delayed_send(self, std::max(wait, std::chrono::milliseconds(1)), tick_atom::value, st.generation);
 }
 
@@ -425,10 +440,7 @@ void send_pending(self_ptr self) {
       }
       return;
     }
-    if (r.sent == 0) {
-      st.outstanding_since = steady_ms();
-      st.end_probed = false;
-    }
+    if (r.sent == 0) st.outstanding_since = steady_ms();
     const auto& c = r.chunks[r.sent];
     if (r.sent == 0 && r.front_acked > 0) {  // an ack ended inside it: the rest only
       st.ws->send_binary(std::make_shared<const std::string>(c->substr(r.front_acked)));
@@ -450,6 +462,7 @@ void send_pending(self_ptr self) {
       self->delayed_send(self, st.ctx->cfg.stt_drain_timeout, timeout_atom::value, st.session_number);
     }
   }
+  arm_end_probe(self);  // the client paused: nothing more goes out to find a connection that is gone
 }
 
 // Moves the partial chunk into the replay buffer (a short chunk), e.g. when the audio paused or stopped.
@@ -603,7 +616,6 @@ void on_text(self_ptr self, const std::string& text) {
       st.acked_to = static_cast<std::uint64_t>(end);
       publish_held(st, static_cast<std::int64_t>(st.replay.bytes) - static_cast<std::int64_t>(before));
       st.outstanding_since = steady_ms();  // progress: the watchdog counts from here
-      st.end_probed = false;
       return;
     }
     case kind::post_transcript:
@@ -778,6 +790,8 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         scope t(self->state.probe, self);
         auto& s = self->state;
         if (s.stop_requested || s.ph == phase::finished || s.ph == phase::recovering) return;
+        if (!chunk.pcm.empty()) s.paused = false;
+        if (chunk.flush) s.paused = true;
         hold(self, chunk);
         // A chunk completed by this audio (a flush's short chunk is timed by the pause, not the server: left out).
         if (s.unsent_read_ns == 0 && chunk.read_ns != 0 && !chunk.flush && !s.replay.all_sent())
@@ -789,6 +803,7 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         auto& s = self->state;
         if (s.stop_requested) return;
         s.stop_requested = true;
+        s.paused = true;
         seal_partial(s);
         send_pending(self);  // sends the tail and stop_recording once open
       },
@@ -810,7 +825,7 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
           s.stop_sent = false;
           s.stop_taken = false;
           s.watchdog_armed = false;  // a check armed for an earlier connection is ignored
-          s.end_probed = false;
+          s.probe_armed = false;
           status(self, "ready");
           send_pending(self);
         } else if (e.kind == "drained") {
@@ -830,13 +845,8 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         auto& s = self->state;
         if (gen != s.generation || s.ph != phase::open) return;
         s.watchdog_armed = false;
-        if (s.replay.sent == 0 && s.replay.dropped_in_flight == 0) return;  // nothing outstanding
-        const auto waited = steady_ms() - s.outstanding_since;
-        if (waited < s.ctx->cfg.stt_ack_timeout.count()) {
-          if (waited >= end_probe_after.count() && !s.end_probed) {
-            s.end_probed = true;
-            s.ws->probe_end();
-          }
+        if (!outstanding(s)) return;
+        if (steady_ms() - s.outstanding_since < s.ctx->cfg.stt_ack_timeout.count()) {
           arm_watchdog(self);
           return;
         }
@@ -850,6 +860,21 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         if (s.ws) s.ws->abort();
         ++s.generation;
         on_closed(self, 1006, "no acknowledgment");  // reconnect with backoff, then replay
+      },
+      [self](quiet_atom, std::uint64_t gen) {
+        // The end probe, a second after a pause of the client's audio: audio still outstanding, nothing acknowledged
+        // for a second and no audio since -> ask the connection whether Gladia ended it unseen.
+        scope t(self->state.probe, self);
+        auto& s = self->state;
+        s.probe_armed = false;
+        // Audio again: its writes find a connection that is gone.
+        if (gen != s.generation || !s.paused || s.ph != phase::open || !outstanding(s)) return;
+        const auto waited = std::chrono::milliseconds(steady_ms() - s.outstanding_since);
+        if (waited >= end_probe_after) {
+          s.ws->probe_end();
+        } else {  // acknowledged within the second: look again a second after that
+          arm_end_probe(self, end_probe_after - waited);
+        }
       },
       [self](connect_atom, std::uint64_t gen) {
         scope t(self->state.probe, self);

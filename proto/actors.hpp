@@ -53,10 +53,13 @@ using gladia_relay_actor = stt_relay_actor::extend<
     caf::reacts_to<init_atom, upstream_init>,
     // an event of the upstream WebSocket (open / text / drained / closed), tagged with its connection generation
     caf::reacts_to<upstream_atom, upstream_event>,
-    // the ack watchdog of a connection generation: nothing acknowledged for a second -> ask the connection whether
-    // Gladia ended it unseen (then it reports closed); for STT_ACK_TIMEOUT_MS -> drop it at once (its generation ends:
-    // what it still reports is ignored), reconnect
+    // the ack watchdog of a connection generation: nothing acknowledged for STT_ACK_TIMEOUT_MS -> drop it at once
+    // (its generation ends: what it still reports is ignored), reconnect
     caf::reacts_to<tick_atom, std::uint64_t>,
+    // the end probe of a connection generation, a second after the client's audio paused: audio outstanding, nothing
+    // acknowledged for a second and no audio since -> ask the connection whether Gladia ended it unseen (a TCP end
+    // with its last message wakes no read); it then reports closed
+    caf::reacts_to<quiet_atom, std::uint64_t>,
     // a backoff timer fired: retry the init POST (init) or reconnect (connect) for that generation
     caf::reacts_to<connect_atom, std::uint64_t>, caf::reacts_to<retry_atom>,
     // the drain bound of a session (from its first stop_recording) ran out: the missing finals are fetched (below),

@@ -464,9 +464,10 @@ namespace {
 
 // Gladia's connection ends (a TCP FIN, no close frame) in the same segment as its last acknowledgment, while the relay
 // has nothing more to send (the stream's audio all sent, some of it not acknowledged). The read that takes the
-// acknowledgment does not see the end, and no other read comes: after a second without an acknowledgment the relay asks
-// the connection, finds the end, reconnects and replays. Not the ack watchdog (30 s here), nor the ping (15 s).
-TEST(GladiaFaults, AnEndThatCameWithTheLastAcknowledgmentIsFoundWithinASecond) {
+// acknowledgment does not see the end, and no other read comes: a second into the client's pause without an
+// acknowledgment, the relay asks the connection, finds the end, reconnects and replays. Not the ack watchdog (30 s
+// here), nor the ping (15 s).
+TEST(GladiaFaults, AnEndThatCameWithTheLastAcknowledgmentIsFoundASecondIntoAPause) {
   fake_gladia fake;
   fake.end_with_ack_after(16'000);  // the fifth chunk acknowledged, the end with it
   auto h = gladia_harness(fake, [](sw::config& c) { c.stt_ack_timeout = 30'000ms; });
