@@ -130,6 +130,10 @@ struct replay_buffer {
 // closes it at its start. `to` is infinite while it is open.
 struct gap {
   double from, to;
+  // `to` is where a session left (ended or lost) had its audio acknowledged: an utterance of it that begins before
+  // counts, though its middle be later. The audio from there goes to the new session, but what began before would be
+  // nobody's (Gladia may have taken audio whose acknowledgment never came: read before the connection's reset).
+  bool session_left = false;
 };
 
 // A Gladia session whose finals may be missing: its result (GET /v2/live/{id}) has them, asked for until the deadline.
@@ -317,7 +321,7 @@ void fill_gaps(self_ptr self, const std::vector<stt_transcript>& utterances, con
   for (std::size_t i = 0; i < utterances.size(); ++i) {
     const double middle = offset + (utterances[i].start + utterances[i].end) / 2;
     for (auto& g : gaps) {
-      if (!(g.from < middle && middle < g.to)) continue;
+      if (!(g.from < middle && (g.session_left ? offset + utterances[i].start < g.to : middle < g.to))) continue;
       auto t = utterances[i];
       t.utterance_id = prefix + "recovered-" + std::to_string(i);
       t.start += offset;
@@ -358,7 +362,10 @@ void set_aside(self_ptr self, double upto) {
   auto gaps = std::move(st.gaps);
   st.gaps.clear();
   if (st.session_id.empty()) return;  // nowhere to ask
-  if (std::isinf(gaps.back().to)) gaps.back().to = upto;
+  if (std::isinf(gaps.back().to) && !std::isinf(upto)) {
+    gaps.back().to = upto;
+    gaps.back().session_left = true;
+  }
   st.recoveries.push_back(
       {st.session_id, st.id_prefix, st.offset, std::move(gaps), steady_ms() + st.ctx->cfg.stt_drain_timeout.count()});
   fetch_result(self, st.recoveries.back());

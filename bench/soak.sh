@@ -175,6 +175,8 @@ for r in $(seq 1 "$rounds"); do
     read -r rss fds threads sessions rows queued reconnects timeouts recovered finals idle trims heap renewed < <(state) ||
       true
   done
+  curl -sf "127.0.0.1:$port/metrics" >"$out/metrics-$r.json" || true  # the server's figures after the round
+  curl -sf "127.0.0.1:$upstream/stats" >"$out/fake-$r.json" || true
   stored=$((rows - rows0)) handed=$((queued - queued0)) again=$((reconnects - reconnects0))
   timed_out=$((timeouts - timeouts0)) recovered_now=$((recovered - recovered0)) renewed_now=$((renewed - renewed0))
   [ -n "$base_fds" ] || base_fds=$fds

@@ -1449,6 +1449,37 @@ TEST(GladiaSessionLost, AFinalLostWithASessionThatGotAudioTwiceIsRecovered) {
   EXPECT_EQ(sw::test::metric(*h, "gladia.recovered_finals"), 1);
 }
 
+// Gladia read the frame its session was lost with (the acknowledgment went with the connection): the session's last
+// utterance, 1.0-1.2 s, runs past the audio the relay saw acknowledged (1.1 s). The new session gets the stream from
+// 1.1 s, so the part from 1.0 s would be nobody's: the lost session's utterance is delivered, though its middle lies at
+// the acknowledged end.
+TEST(GladiaSessionLost, AnUtteranceBegunBeforeTheLastAcknowledgedAudioIsRecovered) {
+  fake_gladia fake;
+  fake.lose_session_after(35'200, 1, true);  // eleven chunks acknowledged; the twelfth taken, then the session lost
+  auto h = gladia_harness(fake);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  auto pcm = audio(64'000, 5);  // 2 s
+  stream(*c, pcm, 640, 1ms);
+  // The stop once the relay retries: it goes to the new session (before, the lost one's drain bound would end it).
+  ASSERT_TRUE(eventually([&] { return sw::test::metric(*h, "gladia.reconnects") >= 1; }, 10s));
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 30s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  EXPECT_EQ(fake.audio_bytes("fake-1"), 38'400u);
+  auto finals = by_start(log);
+  std::vector<std::string> heard;
+  for (auto& f : finals) heard.push_back(f.text + " " + f.start + "-" + f.end + " " + f.id);
+  ASSERT_EQ(finals.size(), 3u) << ::testing::PrintToString(heard);
+  EXPECT_EQ(finals[1].start, "1.0");
+  EXPECT_EQ(finals[1].end, "1.2");
+  EXPECT_NE(finals[1].id.find("recovered-1"), std::string::npos) << finals[1].id;
+  EXPECT_EQ(finals[2].start, "1.1") << "the new session's, from the acknowledged end";
+  EXPECT_NE(finals[2].id.find("-s2-"), std::string::npos) << finals[2].id;
+}
+
 // The host that ran a stream's Gladia session went away: the connection drops and no reconnect to the session's url
 // gets through. After its retries the stream goes on in a new session, the audio the lost one did not acknowledge
 // first. The final lost with the connection comes from the lost session's result; the client sees no error.

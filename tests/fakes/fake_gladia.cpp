@@ -135,6 +135,7 @@ struct fake_gladia::impl {
   bool fin_armed = false;
   std::size_t lose_bytes = 0;
   int lose_sessions = 0;
+  bool lose_takes_frame = false;
   std::size_t end_bytes = 0;
   int end_sessions = 0;
   bool end_with_results = true;
@@ -442,6 +443,10 @@ struct fake_gladia::impl {
       }
     }
     std::lock_guard<std::mutex> lock(mu);
+    if (ses.gone) {  // its host went away: what any of its connections still brings (read before a reset) is not taken
+      v.drop = true;
+      return v;
+    }
     if (!pcm.empty()) {
       bool take = true, lost = false, ended = false, results = true;
       const auto after = ses.audio.size() + pcm.size();
@@ -466,6 +471,10 @@ struct fake_gladia::impl {
       } else if (!ses.stopped && (scripted_loss || limit_loss)) {
         if (scripted_loss) --lose_sessions;
         // The session is lost: its last utterance made final into its result, none of it sent.
+        if (scripted_loss && lose_takes_frame) {  // that frame taken first (its acknowledgment lost with the rest)
+          ses.audio.append(pcm);
+          ++ses.chunks_since_final;
+        }
         end_session(ses, v);
         v.out.clear();
         v.drop = true;
@@ -935,8 +944,9 @@ void fake_gladia::end_with_ack_after(std::size_t bytes) {
   impl_->fin_bytes = bytes;
 }
 
-void fake_gladia::lose_session_after(std::size_t bytes, int sessions) {
+void fake_gladia::lose_session_after(std::size_t bytes, int sessions, bool takes_frame) {
   std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->lose_takes_frame = takes_frame;
   impl_->lose_sessions = sessions;
   impl_->lose_bytes = bytes;
 }

@@ -74,8 +74,9 @@ public:
   // Sessions are lost (the Gladia host that ran them went away): the next `sessions` sessions each lose their
   // connection (no close frame) when a frame would bring them past `bytes`, that frame not taken, and their url refuses
   // every connection from then on (401, as an expired token). The session's last utterance is made final, but that
-  // final is lost in flight; its result is ready for GET /v2/live/{id}.
-  void lose_session_after(std::size_t bytes, int sessions = 1);
+  // final is lost in flight; its result is ready for GET /v2/live/{id}. With `takes_frame`, that frame is taken (and
+  // in the last final) first, its acknowledgment lost with the connection: Gladia read it before the end.
+  void lose_session_after(std::size_t bytes, int sessions = 1, bool takes_frame = false);
   // The next connection that brings its session past `bytes` stops reading (a stalled upstream): it keeps the
   // socket open and neither reads nor writes again. That frame is not taken.
   void stall_after(std::size_t bytes);
