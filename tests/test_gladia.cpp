@@ -1227,13 +1227,18 @@ std::vector<heard_final> by_start(const transcript_log& log) {
   return v;
 }
 
+// The finals as "text start-end id", for a failure's message.
+std::string described(const std::vector<heard_final>& finals) {
+  std::vector<std::string> v;
+  for (auto& f : finals) v.push_back(f.text + " " + f.start + "-" + f.end + " " + f.id);
+  return ::testing::PrintToString(v);
+}
+
 // A 4 s stream whose first Gladia session went at 1.5 s, the rest in a second one (the fake makes a final a second of
 // a session's audio, and its last at its end): five finals in the stream's order and times, the second session's
 // with "-s2-" in their ids, every id its own.
 void expect_finals_of_two_sessions(const std::vector<heard_final>& finals) {
-  std::vector<std::string> heard;
-  for (auto& f : finals) heard.push_back(f.text + " " + f.start + "-" + f.end);
-  ASSERT_EQ(finals.size(), 5u) << ::testing::PrintToString(heard);
+  ASSERT_EQ(finals.size(), 5u) << described(finals);
   const std::vector<std::array<const char*, 3>> want = {{"utterance 0", "0.0", "1.0"},
                                                         {"utterance 1", "1.0", "1.5"},  // at the first one's end
                                                         {"utterance 0", "1.5", "2.5"},  // the new session's
@@ -1249,6 +1254,20 @@ void expect_finals_of_two_sessions(const std::vector<heard_final>& finals) {
     EXPECT_EQ(finals[i].id.find("-s2-") != std::string::npos, i >= 2) << finals[i].id;
   }
   EXPECT_EQ(ids.size(), 5u) << "every final has an id of its own";
+}
+
+// Once the relay has made `reconnects` tries (a lost session's retries under way: the stop then goes to the new
+// session, with a drain bound of its own), the client stops; the stream ends cleanly, in two Gladia sessions. Its
+// finals, by start.
+std::vector<heard_final> stop_once_retrying(const harness& h, ws_client& c, const fake_gladia& fake,
+                                            long long reconnects) {
+  EXPECT_TRUE(eventually([&] { return sw::test::metric(h, "gladia.reconnects") >= reconnects; }, 10s));
+  c.send_text(R"({"type":"stop"})");
+  auto log = read_all(c, 30s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  EXPECT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  return by_start(log);
 }
 
 // The room's stored finals of the stream whose final has utterance id `one_id` ("<stream key>-<upstream id>").
@@ -1430,19 +1449,9 @@ TEST(GladiaSessionLost, AFinalLostWithASessionThatGotAudioTwiceIsRecovered) {
   expect_message(*c, "ready");
   auto pcm = audio(64'000, 3);  // 2 s
   stream(*c, pcm, 640, 1ms);
-  // The stop once the relay retries the lost session (the cut's reconnect, then the loss's first): it goes to the new
-  // session, whose drain bound is its own.
-  ASSERT_TRUE(eventually([&] { return sw::test::metric(*h, "gladia.reconnects") >= 2; }, 10s));
-  c->send_text(R"({"type":"stop"})");
-  auto log = read_all(*c, 30s);
-  EXPECT_EQ(log.close_code, 1000);
-  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
-  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  auto finals = stop_once_retrying(*h, *c, fake, 2);  // the cut's reconnect, then the loss's first
   EXPECT_EQ(fake.audio_bytes("fake-1"), 35'200u);
-  auto finals = by_start(log);
-  std::vector<std::string> heard;
-  for (auto& f : finals) heard.push_back(f.text + " " + f.start + "-" + f.end + " " + f.id);
-  ASSERT_EQ(finals.size(), 3u) << ::testing::PrintToString(heard);
+  ASSERT_EQ(finals.size(), 3u) << described(finals);
   EXPECT_EQ(finals[1].text, "utterance 1");  // the lost session's last, 1.0-1.1 s by its count (1.0 s of the stream)
   EXPECT_NE(finals[1].id.find("recovered-1"), std::string::npos) << finals[1].id;
   EXPECT_NE(finals[2].id.find("-s2-"), std::string::npos) << finals[2].id;
@@ -1461,18 +1470,9 @@ TEST(GladiaSessionLost, AnUtteranceBegunBeforeTheLastAcknowledgedAudioIsRecovere
   expect_message(*c, "ready");
   auto pcm = audio(64'000, 5);  // 2 s
   stream(*c, pcm, 640, 1ms);
-  // The stop once the relay retries: it goes to the new session (before, the lost one's drain bound would end it).
-  ASSERT_TRUE(eventually([&] { return sw::test::metric(*h, "gladia.reconnects") >= 1; }, 10s));
-  c->send_text(R"({"type":"stop"})");
-  auto log = read_all(*c, 30s);
-  EXPECT_EQ(log.close_code, 1000);
-  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
-  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  auto finals = stop_once_retrying(*h, *c, fake, 1);
   EXPECT_EQ(fake.audio_bytes("fake-1"), 38'400u);
-  auto finals = by_start(log);
-  std::vector<std::string> heard;
-  for (auto& f : finals) heard.push_back(f.text + " " + f.start + "-" + f.end + " " + f.id);
-  ASSERT_EQ(finals.size(), 3u) << ::testing::PrintToString(heard);
+  ASSERT_EQ(finals.size(), 3u) << described(finals);
   EXPECT_EQ(finals[1].start, "1.0");
   EXPECT_EQ(finals[1].end, "1.2");
   EXPECT_NE(finals[1].id.find("recovered-1"), std::string::npos) << finals[1].id;
