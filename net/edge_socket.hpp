@@ -15,8 +15,8 @@
 // until its next packet. No WebSocket client sends it, and no one else is affected. The other exception is the end of
 // the stream: a FIN that came with the last bytes (before the read took them) raises no edge after that short read,
 // and a read reports the end only once nothing is left. So the end goes unseen until something else wakes the socket;
-// the server looks for it at each pause in a client's audio (server.cpp, probe_end), the Gladia relay after a second
-// without an acknowledgment (outbound_ws::probe_end); both by wake_on_unseen_end, below.
+// the server looks for it at each pause in a client's audio (server.cpp, probe_end), the Gladia relay when nothing is
+// acknowledged for a second into such a pause (outbound_ws::probe_end); both by wake_on_unseen_end, below.
 //
 // A read may also take bytes beyond the caller's buffer (async_read_some_ahead): the same `recvmsg` scatters the rest
 // of what the kernel holds into a scratch buffer of the thread's, and what landed there is kept (allocated at its size)

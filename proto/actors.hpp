@@ -77,7 +77,8 @@ using session_actor = stt_listener_actor::extend<
     caf::reacts_to<open_atom, client_sink_ptr>,
     // one binary frame from the client: validated, rate-limited, relayed
     caf::reacts_to<audio_atom, audio_chunk>,
-    // the client's audio paused for STT_CHUNK_FLUSH_MS (net/ times it): hand what waits to the relay, flush set
+    // the client's audio paused for STT_CHUNK_FLUSH_MS (net/ times it): hand what waits (maybe nothing) to the relay,
+    // flush set: it sends what waits in its partial chunk, and knows the client paused
     caf::reacts_to<quiet_atom>,
     // one text frame from the client: JSON control message (ping, stop, active_speaker)
     caf::reacts_to<text_atom, std::string>,
