@@ -1352,22 +1352,28 @@ TEST(GladiaSessionEnd, AFinalLostWithTheSessionsEndComesFromItsResult) {
 // The session's limit comes with the stream's last audio, after which the relay sent stop_recording at once: Gladia
 // ends the session (1000) without taking that audio or reading the stop. That is no end of the stream: the audio it
 // did not take goes to a new session, with the stop, and its final comes too.
+// 1.6 s sent at once with the stop, the session's limit at 1.5 s: the stream ends cleanly in two sessions, which
+// together took exactly the audio sent, the second stopped. Its finals, by start.
+std::vector<heard_final> limit_with_the_last_audio(const fake_gladia& fake, ws_client& c) {
+  auto pcm = audio(51'200, 9);  // 1.6 s: the last 0.1 s past the limit
+  stream(c, pcm);               // sent at once, with the stop: all of it goes up with stop_recording behind it
+  c.send_text(R"({"type":"stop"})");
+  auto log = read_all(c, 20s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  EXPECT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
+  EXPECT_TRUE(fake.stopped("fake-2"));
+  return by_start(log);
+}
+
 TEST(GladiaSessionEnd, ALimitThatCameWithTheLastAudioBeforeTheStopStillGetsItTranscribed) {
   fake_gladia fake;
   fake.end_session_after(48'000);
   auto h = gladia_harness(fake);
   auto c = h->connect("room", "alice");
-  auto pcm = audio(51'200, 9);  // 1.6 s: the last 0.1 s past the limit
-  stream(*c, pcm);              // sent at once, with the stop: all of it goes up with stop_recording behind it
-  c->send_text(R"({"type":"stop"})");
-  auto log = read_all(*c, 15s);
-  EXPECT_EQ(log.close_code, 1000);
-  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
-  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
-  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
-  EXPECT_TRUE(fake.stopped("fake-2"));
-  auto finals = by_start(log);
-  ASSERT_EQ(finals.size(), 3u) << ::testing::PrintToString(texts(log));
+  auto finals = limit_with_the_last_audio(fake, *c);
+  ASSERT_EQ(finals.size(), 3u) << described(finals);
   EXPECT_EQ(finals[2].text, "utterance 0");
   EXPECT_EQ(finals[2].start, "1.5");
   EXPECT_EQ(finals[2].end, "1.6");
@@ -1383,17 +1389,8 @@ TEST(GladiaSessionEnd, ANewSessionAfterTheStopHasADrainBoundOfItsOwn) {
   auto c = h->connect("room", "alice");
   expect_message(*c, "ready");
   fake.fail_inits(1, 503, "6");  // the next init: the new session's
-  auto pcm = audio(51'200, 9);
-  stream(*c, pcm);
-  c->send_text(R"({"type":"stop"})");
-  auto log = read_all(*c, 20s);
-  EXPECT_EQ(log.close_code, 1000);
-  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
-  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
-  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
-  EXPECT_TRUE(fake.stopped("fake-2"));
-  auto finals = by_start(log);
-  ASSERT_EQ(finals.size(), 3u) << ::testing::PrintToString(texts(log));
+  auto finals = limit_with_the_last_audio(fake, *c);
+  ASSERT_EQ(finals.size(), 3u) << described(finals);
   EXPECT_EQ(finals[2].start, "1.5");
   EXPECT_EQ(finals[2].end, "1.6");
   EXPECT_LE(sw::test::metric(*h, "gladia.drain_timeouts"), 0);

@@ -72,6 +72,16 @@ std::int64_t num(const rapidjson::Value& v, const char* k) {
   return v.IsObject() && v.HasMember(k) && v[k].IsNumber() ? static_cast<std::int64_t>(v[k].GetDouble()) : -1;
 }
 
+// A run whose participants all stopped cleanly, every frame found once behind the relay and none lost.
+void expect_every_frame_once(const outcome& o, std::int64_t participants) {
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  const auto& j = o.json;
+  ASSERT_TRUE(j.IsObject()) << o.out;
+  EXPECT_EQ(num(j, "stoppedCleanly"), participants);
+  EXPECT_EQ(num(j, "framesUpstream"), num(j, "framesSent")) << "each frame once";
+  EXPECT_EQ(num(j, "lost"), 0);
+}
+
 // A server relaying to the Gladia at `url` (the loadgen's embedded fake, or one of the test's own).
 // `ack_timeout`, when given: how soon its relays give up on an upstream that acknowledges nothing.
 std::unique_ptr<sw::test::harness> relay_server(const std::string& url, std::chrono::milliseconds ack_timeout = {}) {
@@ -291,33 +301,26 @@ TEST(Loadgen, SessionsTheUpstreamEndsGoOnInNewOnesWithNothingLost) {
                        " --embedded-upstream " +
                        std::to_string(upstream),
                    "loadgen-session-limit");
-  ASSERT_EQ(o.exit_code, 0) << o.out;
-  const auto& j = o.json;
-  ASSERT_TRUE(j.IsObject()) << o.out;
-  EXPECT_EQ(num(j, "stoppedCleanly"), 4);
-  EXPECT_EQ(num(j, "framesUpstream"), num(j, "framesSent")) << "each frame once";
-  EXPECT_EQ(num(j, "lost"), 0);
+  expect_every_frame_once(o, 4);
   EXPECT_GE(sw::test::metric(*h, "gladia.sessions_renewed"), 8) << o.out;
 }
 
-// Every stream's Gladia session is lost after 1 s of its audio (the host that ran it went away: the connection drops
-// and no reconnect to its url gets through). Each stream goes on in a new session after its retries, and the run is
-// as clean as one without: every frame found once behind the relay, in order, no error.
+// The upstream loses every Gladia session after 2 s of its audio (the host that ran it went away: the connection
+// drops and no reconnect to its url gets through). Each stream goes on in a new session after its retries (which
+// outlast the rest of its 3 s, so the new one is not lost again), and the run is as clean as one without: every frame
+// found once behind the relay, in order, no error.
 TEST(Loadgen, StreamsWhoseSessionsAreLostGoOnInNewOnesWithNothingLost) {
-  sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
-  fake.lose_session_after(32'000, 4);
+  auto opts = sw::test::fake_gladia::load_options();
+  opts.lose_after = std::chrono::milliseconds(2000);  // as --upstream-lose-after 2000
+  sw::test::fake_gladia fake(opts);
   auto h = relay_server(fake.url());
   auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
                        " --participants 4 --room-size 2 --duration 3 --upstream-stats " + fake.url(),
                    "loadgen-lost-sessions");
-  ASSERT_EQ(o.exit_code, 0) << o.out;
-  const auto& j = o.json;
-  ASSERT_TRUE(j.IsObject()) << o.out;
-  EXPECT_EQ(num(j, "stoppedCleanly"), 4);
-  EXPECT_EQ(num(j, "framesUpstream"), num(j, "framesSent")) << "each frame once";
-  EXPECT_EQ(num(j, "lost"), 0);
+  expect_every_frame_once(o, 4);
   EXPECT_EQ(sw::test::metric(*h, "gladia.sessions_lost"), 4) << o.out;
   EXPECT_EQ(fake.sessions(), 8u);
+  EXPECT_EQ(sw::test::metric(*h, "gladia.reconnects"), 20) << "five retries each, then a new session";
 }
 
 // A final the server recovered at the end (lost in flight with its upstream connection, then delivered from
@@ -446,6 +449,9 @@ TEST(Loadgen, BadArgumentsExitTwo) {
   EXPECT_EQ(loadgen("--frame-ms 5 --secret s", "loadgen-bad3").exit_code, 2);
   EXPECT_EQ(loadgen("--sndbuf 10 --secret s", "loadgen-bad4").exit_code, 2);
   EXPECT_EQ(loadgen("--upstream-session-limit 1000 --secret s", "loadgen-bad5").exit_code, 2) << "no embedded fake";
+  EXPECT_EQ(loadgen("--upstream-lose-after 1000 --secret s", "loadgen-bad6").exit_code, 2) << "no embedded fake";
+  EXPECT_EQ(loadgen("--upstream-lose-after 50 --embedded-upstream 1 --secret s", "loadgen-bad7").exit_code, 2)
+      << "below 100 ms";
 }
 
 // The frames due in a tick go to the kernel in one io_uring submission, and what a full socket does not take from it is
