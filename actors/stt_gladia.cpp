@@ -182,6 +182,9 @@ struct gladia_state {
   // The session whose drain bound (STT_DRAIN_TIMEOUT_MS from its first stop_recording) runs: a session that ends or is
   // lost after the stop leaves the rest of the stream to a new one, which gets a bound of its own.
   int drain_session = 0;
+  // The session whose bound ran out while its connection was gone, with audio Gladia may not have: its bound starts
+  // again with the stop on the next connection (or a new session gets its own), once.
+  int drain_extended = 0;
   // Finals of the current session Gladia may have sent that never arrived (see gap). Gladia's own list of the
   // session's utterances (post_transcript, else GET /v2/live/{id}) then has them: an utterance whose middle lies
   // inside a gap is delivered.
@@ -902,13 +905,25 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
       },
       [self](timeout_atom, int session) {
         scope t(self->state.probe, self);
-        if (session == self->state.session_number && self->state.ph != phase::finished &&
-            self->state.ph != phase::recovering) {
-          self->state.ctx->metrics->note(
-              "gladia.drain_timeouts",
-              "gladia: stream " + self->state.stream + ": no end from Gladia within STT_DRAIN_TIMEOUT_MS after stop");
-          end_after_stop(self, true);
+        auto& s = self->state;
+        if (session != s.session_number || s.ph == phase::finished || s.ph == phase::recovering) return;
+        // The connection went after the stop, with audio Gladia may not have (it acknowledged neither that audio nor
+        // the stop), and the reconnects are under way: ending here would leave that audio untranscribed. They go on
+        // (bounded: max_attempts); the stop on the next connection starts the bound again, or a new session (this
+        // one lost) gets its own. Once a session: a second time, the stream ends wherever it is.
+        if (s.ph != phase::open && !gladia_took_all(s) && s.drain_extended != s.session_number) {
+          s.drain_extended = s.session_number;
+          s.drain_session = 0;
+          s.ctx->metrics->note("gladia.drain_extended",
+                               "gladia: stream " + s.stream +
+                                   ": STT_DRAIN_TIMEOUT_MS ran out while reconnecting, with audio not acknowledged; "
+                                   "the bound starts again with the stop on the next connection");
+          return;
         }
+        s.ctx->metrics->note(
+            "gladia.drain_timeouts",
+            "gladia: stream " + s.stream + ": no end from Gladia within STT_DRAIN_TIMEOUT_MS after stop");
+        end_after_stop(self, true);
       },
   };
 }

@@ -1477,6 +1477,38 @@ TEST(GladiaSessionLost, AnUtteranceBegunBeforeTheLastAcknowledgedAudioIsRecovere
   EXPECT_NE(finals[2].id.find("-s2-"), std::string::npos) << finals[2].id;
 }
 
+// The host that ran the session went away after the stop, before it took the last 0.5 s (it read them, took nothing,
+// and the connection dropped at the stop). The reconnects to its url (about 6 s) outlast the drain bound (1 s here):
+// the bound waits for them, once, and the audio Gladia never had goes to a new session, with the stop. Ending at the
+// bound would leave it untranscribed.
+TEST(GladiaSessionLost, ASessionLostAfterTheStopLeavesItsUntakenAudioToANewOne) {
+  fake_gladia fake;
+  fake.lose_session_at_stop_after(48'000);  // 1.5 s taken; the rest read, not taken
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_drain_timeout = 1000ms; });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  auto pcm = audio(64'000, 11);  // 2 s
+  stream(*c, pcm, 640, 1ms);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 30s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
+  EXPECT_TRUE(fake.stopped("fake-2"));
+  auto finals = by_start(log);
+  ASSERT_EQ(finals.size(), 3u) << described(finals);
+  EXPECT_EQ(finals[1].start, "1.0");  // the lost session's last, made final into its result only
+  EXPECT_EQ(finals[1].end, "1.5");
+  EXPECT_NE(finals[1].id.find("recovered-1"), std::string::npos) << finals[1].id;
+  EXPECT_EQ(finals[2].start, "1.5");
+  EXPECT_EQ(finals[2].end, "2.0");
+  EXPECT_NE(finals[2].id.find("-s2-"), std::string::npos) << finals[2].id;
+  EXPECT_EQ(sw::test::metric(*h, "gladia.sessions_lost"), 1);
+  EXPECT_EQ(sw::test::metric(*h, "gladia.drain_extended"), 1);
+  EXPECT_LE(sw::test::metric(*h, "gladia.drain_timeouts"), 0);
+}
+
 // The host that ran a stream's Gladia session went away: the connection drops and no reconnect to the session's url
 // gets through. After its retries the stream goes on in a new session, the audio the lost one did not acknowledge
 // first. The final lost with the connection comes from the lost session's result; the client sees no error.

@@ -88,6 +88,7 @@ struct session {
   std::vector<std::pair<std::string, std::string>> finals;
   bool stopped = false;
   bool gone = false;     // lost (lose_session_after): its url refuses every connection
+  bool frozen = false;   // takes no more audio, and is lost at stop_recording (lose_session_at_stop_after)
   int result_polls = 0;  // GET /v2/live/{id} answered so far
   load_tag_reader tags;
 };
@@ -136,6 +137,8 @@ struct fake_gladia::impl {
   std::size_t lose_bytes = 0;
   int lose_sessions = 0;
   bool lose_takes_frame = false;
+  std::size_t freeze_bytes = 0;
+  bool freeze_armed = false;
   std::size_t end_bytes = 0;
   int end_sessions = 0;
   bool end_with_results = true;
@@ -445,6 +448,16 @@ struct fake_gladia::impl {
     std::lock_guard<std::mutex> lock(mu);
     if (ses.gone) {  // its host went away: what any of its connections still brings (read before a reset) is not taken
       v.drop = true;
+      return v;
+    }
+    if (ses.frozen || (freeze_armed && !pcm.empty() && ses.audio.size() + pcm.size() > freeze_bytes)) {
+      freeze_armed = false;
+      ses.frozen = true;
+      if (!v.stop) return v;  // audio read, nothing of it taken, nothing said
+      end_session(ses, v);    // the stop: the session is lost before it reads it
+      v.out.clear();
+      v.drop = true;
+      ses.gone = true;
       return v;
     }
     if (!pcm.empty()) {
@@ -949,6 +962,12 @@ void fake_gladia::lose_session_after(std::size_t bytes, int sessions, bool takes
   impl_->lose_takes_frame = takes_frame;
   impl_->lose_sessions = sessions;
   impl_->lose_bytes = bytes;
+}
+
+void fake_gladia::lose_session_at_stop_after(std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->freeze_armed = true;
+  impl_->freeze_bytes = bytes;
 }
 
 void fake_gladia::stall_after(std::size_t bytes) {

@@ -77,6 +77,11 @@ public:
   // final is lost in flight; its result is ready for GET /v2/live/{id}. With `takes_frame`, that frame is taken (and
   // in the last final) first, its acknowledgment lost with the connection: Gladia read it before the end.
   void lose_session_after(std::size_t bytes, int sessions = 1, bool takes_frame = false);
+  // A session lost after the stop, with audio it never took: the next session to get past `bytes` takes no more audio
+  // from there (what arrives is read, neither taken nor acknowledged nor transcribed: its host stopped working), and
+  // is lost when stop_recording arrives, unread (the connection drops; its url refuses every connection from then on,
+  // as with lose_session_after). Its last utterance is made final into its result, none of it sent.
+  void lose_session_at_stop_after(std::size_t bytes);
   // The next connection that brings its session past `bytes` stops reading (a stalled upstream): it keeps the
   // socket open and neither reads nor writes again. That frame is not taken.
   void stall_after(std::size_t bytes);
