@@ -178,6 +178,7 @@ struct gladia_state {
   int attempts = 0;
   bool stop_requested = false;
   bool stop_sent = false;
+  std::int64_t stop_sent_at = 0;  // steady ms
   bool stop_taken = false;  // Gladia acknowledged this connection's stop_recording: it has read all audio before it
   // The session whose drain bound (STT_DRAIN_TIMEOUT_MS from its first stop_recording) runs: a session that ends or is
   // lost after the stop leaves the rest of the stream to a new one, which gets a bound of its own.
@@ -278,10 +279,21 @@ bool outstanding(const gladia_state& st) {
   return st.replay.sent > 0 || st.replay.dropped_in_flight > 0;
 }
 
-// The client's audio paused, audio outstanding: the end probe looks a second later (end_probe_after).
+// What the connection still owes: acknowledgments of audio sent on it, or, after stop_recording, Gladia's end.
+bool awaited(const gladia_state& st) {
+  return outstanding(st) || st.stop_sent;
+}
+
+// When the connection last owed something without a word from Gladia: the oldest unacknowledged audio's wait (from the
+// last acknowledgment), else the stop's.
+std::int64_t awaited_since(const gladia_state& st) {
+  return outstanding(st) ? st.outstanding_since : std::max(st.outstanding_since, st.stop_sent_at);
+}
+
+// The client's audio paused (or stopped), something awaited: the end probe looks a second later (end_probe_after).
 void arm_end_probe(self_ptr self, std::chrono::milliseconds after = end_probe_after) {
   auto& st = self->state;
-  if (st.probe_armed || !st.paused || st.ph != phase::open || !outstanding(st)) return;
+  if (st.probe_armed || !st.paused || st.ph != phase::open || !awaited(st)) return;
   st.probe_armed = true;
   self->delayed_send(self, after, quiet_atom::value, st.generation);
 }
@@ -467,6 +479,7 @@ void send_pending(self_ptr self) {
   if (st.stop_requested && !st.stop_sent && st.partial.empty()) {
     st.ws->send_text(R"({"type":"stop_recording"})");
     st.stop_sent = true;
+    st.stop_sent_at = steady_ms();
     if (st.drain_session != st.session_number) {
       st.drain_session = st.session_number;
       self->delayed_send(self, st.ctx->cfg.stt_drain_timeout, timeout_atom::value, st.session_number);
@@ -872,14 +885,15 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         on_closed(self, 1006, "no acknowledgment");  // reconnect with backoff, then replay
       },
       [self](quiet_atom, std::uint64_t gen) {
-        // The end probe, a second after a pause of the client's audio: audio still outstanding, nothing acknowledged
-        // for a second and no audio since -> ask the connection whether Gladia ended it unseen.
+        // The end probe, a second after a pause of the client's audio (or its stop): audio still outstanding and
+        // nothing acknowledged for a second, or Gladia's end awaited a second after the stop, and no audio since ->
+        // ask the connection whether Gladia ended it unseen.
         scope t(self->state.probe, self);
         auto& s = self->state;
         s.probe_armed = false;
         // Audio again: its writes find a connection that is gone.
-        if (gen != s.generation || !s.paused || s.ph != phase::open || !outstanding(s)) return;
-        const auto waited = std::chrono::milliseconds(steady_ms() - s.outstanding_since);
+        if (gen != s.generation || !s.paused || s.ph != phase::open || !awaited(s)) return;
+        const auto waited = std::chrono::milliseconds(steady_ms() - awaited_since(s));
         if (waited >= end_probe_after) {
           s.ws->probe_end();
         } else {  // acknowledged within the second: look again a second after that

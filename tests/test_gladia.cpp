@@ -487,6 +487,31 @@ TEST(GladiaFaults, AnEndThatCameWithTheLastAcknowledgmentIsFoundASecondIntoAPaus
   EXPECT_LE(sw::test::metric(*h, "gladia.ack_timeouts"), 0);
 }
 
+// The same end with the stream's last chunk, every byte acknowledged and the stop sent: the relay awaits only Gladia's
+// end, which came unseen. A second after the stop it asks the connection, finds the end, reconnects and sends the stop
+// again: the stream ends then, not at the drain bound (30 s here).
+TEST(GladiaFaults, AnEndThatCameWithTheLastAcknowledgmentIsFoundASecondAfterTheStop) {
+  fake_gladia fake;
+  fake.end_with_ack_after(28'800);  // the tenth and last chunk acknowledged, the end with it
+  auto h = gladia_harness(fake, [](sw::config& c) {
+    c.stt_ack_timeout = 30'000ms;
+    c.stt_drain_timeout = 30'000ms;
+  });
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  auto pcm = audio(32'000, 6);  // 1 s, sent at once
+  stream(*c, pcm);
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 15s);
+  EXPECT_EQ(log.close_code, 1000) << "the end went unseen";
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  EXPECT_EQ(fake.audio(), pcm);
+  EXPECT_EQ(texts(log), (std::vector<std::string>{"utterance 0"}));
+  EXPECT_EQ(fake.ws_connections(), 2);
+  EXPECT_TRUE(fake.stopped());
+  EXPECT_LE(sw::test::metric(*h, "gladia.drain_timeouts"), 0);
+}
+
 TEST(GladiaFaults, DelayedAcksAndADropStillLoseNothing) {
   fake_gladia fake;
   fake.delay_acks(std::chrono::milliseconds(15));  // more audio in flight, unacknowledged, when the drop comes
