@@ -56,14 +56,17 @@ using gladia_relay_actor = stt_relay_actor::extend<
     // the ack watchdog of a connection generation: nothing acknowledged for STT_ACK_TIMEOUT_MS -> drop it at once
     // (its generation ends: what it still reports is ignored), reconnect
     caf::reacts_to<tick_atom, std::uint64_t>,
-    // the end probe of a connection generation, a second after the client's audio paused: audio outstanding, nothing
-    // acknowledged for a second and no audio since -> ask the connection whether Gladia ended it unseen (a TCP end
-    // with its last message wakes no read); it then reports closed
+    // the end probe of a connection generation, a second after the client's audio paused (or stopped): audio
+    // outstanding and nothing acknowledged for a second, or Gladia's end awaited a second after stop_recording, and
+    // no audio since -> ask the connection whether Gladia ended it unseen (a TCP end with its last message wakes no
+    // read); it then reports closed
     caf::reacts_to<quiet_atom, std::uint64_t>,
     // a backoff timer fired: retry the init POST (init) or reconnect (connect) for that generation
     caf::reacts_to<connect_atom, std::uint64_t>, caf::reacts_to<retry_atom>,
     // the drain bound of a session (from its first stop_recording) ran out: the missing finals are fetched (below),
-    // then "stopped"; ignored once the stream went on in a new session (the number is the session's), which has its own
+    // then "stopped"; ignored once the stream went on in a new session (the number is the session's), which has its
+    // own; while reconnecting with audio Gladia has not acknowledged (nor the stop), once a session: the reconnects go
+    // on, and the bound starts again with the stop on the next connection
     caf::reacts_to<timeout_atom, int>,
     // GET /v2/live/{id} of a session answered (the current one after stop, or one Gladia ended mid-stream, whose
     // stream goes on in a new session): its utterances whose finals were lost with a connection (or never came at
