@@ -1281,18 +1281,28 @@ void expect_finals_of_two_sessions(const std::vector<heard_final>& finals) {
   EXPECT_EQ(ids.size(), 5u) << "every final has an id of its own";
 }
 
+// The client stops: the stream ends cleanly, in two Gladia sessions (the second stopped), which together took exactly
+// `pcm` when that is given. What the client heard.
+transcript_log stop_in_two_sessions(const fake_gladia& fake, ws_client& c, const std::string& pcm = {}) {
+  c.send_text(R"({"type":"stop"})");
+  auto log = read_all(c, 30s);
+  EXPECT_EQ(log.close_code, 1000);
+  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
+  EXPECT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  EXPECT_TRUE(fake.stopped("fake-2"));
+  if (!pcm.empty()) {
+    EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
+  }
+  return log;
+}
+
 // Once the relay has made `reconnects` tries (a lost session's retries under way: the stop then goes to the new
 // session, with a drain bound of its own), the client stops; the stream ends cleanly, in two Gladia sessions. Its
 // finals, by start.
 std::vector<heard_final> stop_once_retrying(const harness& h, ws_client& c, const fake_gladia& fake,
                                             long long reconnects) {
   EXPECT_TRUE(eventually([&] { return sw::test::metric(h, "gladia.reconnects") >= reconnects; }, 10s));
-  c.send_text(R"({"type":"stop"})");
-  auto log = read_all(c, 30s);
-  EXPECT_EQ(log.close_code, 1000);
-  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
-  EXPECT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
-  return by_start(log);
+  return by_start(stop_in_two_sessions(fake, c));
 }
 
 // The room's stored finals of the stream whose final has utterance id `one_id` ("<stream key>-<upstream id>").
@@ -1318,14 +1328,8 @@ TEST(GladiaSessionEnd, AStreamGoesOnInANewSessionWhenGladiaEndsOne) {
   expect_message(*c, "ready");
   auto pcm = audio(128'000, 5);  // 4 s
   stream(*c, pcm, 640, 1ms);
-  c->send_text(R"({"type":"stop"})");
-  auto log = read_all(*c, 15s);
-  EXPECT_EQ(log.close_code, 1000);
-  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
-  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  auto log = stop_in_two_sessions(fake, *c, pcm);
   EXPECT_EQ(fake.audio_bytes("fake-1"), 48'000u);
-  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
-  EXPECT_TRUE(fake.stopped("fake-2"));
   EXPECT_EQ(std::count(log.statuses.begin(), log.statuses.end(), "connecting"), 1) << "again for the new session";
   auto finals = by_start(log);
   expect_finals_of_two_sessions(finals);
@@ -1382,14 +1386,7 @@ TEST(GladiaSessionEnd, AFinalLostWithTheSessionsEndComesFromItsResult) {
 std::vector<heard_final> limit_with_the_last_audio(const fake_gladia& fake, ws_client& c) {
   auto pcm = audio(51'200, 9);  // 1.6 s: the last 0.1 s past the limit
   stream(c, pcm);               // sent at once, with the stop: all of it goes up with stop_recording behind it
-  c.send_text(R"({"type":"stop"})");
-  auto log = read_all(c, 20s);
-  EXPECT_EQ(log.close_code, 1000);
-  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
-  EXPECT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
-  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
-  EXPECT_TRUE(fake.stopped("fake-2"));
-  return by_start(log);
+  return by_start(stop_in_two_sessions(fake, c, pcm));
 }
 
 TEST(GladiaSessionEnd, ALimitThatCameWithTheLastAudioBeforeTheStopStillGetsItTranscribed) {
@@ -1514,14 +1511,7 @@ TEST(GladiaSessionLost, ASessionLostAfterTheStopLeavesItsUntakenAudioToANewOne) 
   expect_message(*c, "ready");
   auto pcm = audio(64'000, 11);  // 2 s
   stream(*c, pcm, 640, 1ms);
-  c->send_text(R"({"type":"stop"})");
-  auto log = read_all(*c, 30s);
-  EXPECT_EQ(log.close_code, 1000);
-  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
-  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
-  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
-  EXPECT_TRUE(fake.stopped("fake-2"));
-  auto finals = by_start(log);
+  auto finals = by_start(stop_in_two_sessions(fake, *c, pcm));
   ASSERT_EQ(finals.size(), 3u) << described(finals);
   EXPECT_EQ(finals[1].start, "1.0");  // the lost session's last, made final into its result only
   EXPECT_EQ(finals[1].end, "1.5");
@@ -1545,14 +1535,8 @@ TEST(GladiaSessionLost, AStreamWhoseSessionCannotBeReachedAgainGoesOnInANewOne) 
   expect_message(*c, "ready");
   auto pcm = audio(128'000, 7);  // 4 s
   stream(*c, pcm, 640, 1ms);
-  c->send_text(R"({"type":"stop"})");
-  auto log = read_all(*c, 30s);  // five reconnects first: 0.3 + 0.6 + 1.2 + 2 + 2 s of backoff
-  EXPECT_EQ(log.close_code, 1000);
-  EXPECT_TRUE(log.errors.empty()) << ::testing::PrintToString(log.errors);
-  ASSERT_EQ(fake.session_ids(), (std::vector<std::string>{"fake-1", "fake-2"}));
+  auto log = stop_in_two_sessions(fake, *c, pcm);  // five reconnects first: 0.3 + 0.6 + 1.2 + 2 + 2 s of backoff
   EXPECT_EQ(fake.audio_bytes("fake-1"), 48'000u);
-  EXPECT_EQ(fake.audio("fake-1") + fake.audio("fake-2"), pcm);
-  EXPECT_TRUE(fake.stopped("fake-2"));
   EXPECT_EQ(std::count(log.statuses.begin(), log.statuses.end(), "connecting"), 1) << "through the retries";
   auto finals = by_start(log);
   expect_finals_of_two_sessions(finals);
