@@ -13,9 +13,12 @@
 # database held before round 1, so a database given with DATABASE_URL need not be empty (nothing else may write to
 # its TranscriptSegment table meanwhile). It fails (exit 1) when a round loses a frame, a participant does not stop
 # cleanly, the server is not idle within IDLE_WAIT s, a final handed to persistence is not stored, a session actor or a
-# descriptor outlives its round, an ack timeout did not lead to a reconnect (each drops its connection once), or the
-# rows are not the fake's finals, stalled rounds included: a final the fake wrote to a connection the server had
-# already dropped is recovered from the session's post_transcript (column "recovered"). Memory is for reading: the
+# descriptor outlives its round, an ack timeout did not lead to a reconnect (each drops its connection once), a stream
+# of the round has no final for some moment of its audio (see covered, below), or the rows are not the fake's finals,
+# stalled rounds included: a final the fake wrote to a connection the server had already dropped is recovered from the
+# session's post_transcript (column "recovered"). Only where sessions were left mid-stream (column "renewed") may the
+# rows be fewer, every stream covered: the fake counts a lost session's last final of audio the next one took again.
+# Memory is for reading: the
 # heap after each round, round after round.
 #   bench/soak.sh [BUILD_DIR (build-release)] [ROUNDS (20)] [N (200)] [SECONDS (60)]
 #   knobs: ROOM (4), STALL_EVERY (4; 0: never), STALL_S (3), IDLE_WAIT (60), SERVER_CPU (0), TOOL_CPU (1),
@@ -107,6 +110,53 @@ PY
   esac
 }
 
+# Whether every stream first seen since the last call has a final for every moment of its audio, one line: the number
+# of such streams, then "ok" or the first stream that has not (a stretch with no final, or finals ending short of the
+# SECONDS s the stream sent). A stream's finals are its rows whose utteranceId begins with its key; their times are
+# the stream's start plus the upstream's (ms): one final ends where the next begins, a recovered one may overlap.
+# This, not a count, is what says no transcript was lost: the fake counts each final it makes, and a Gladia session
+# lost just after audio it took whose acknowledgment never reached the relay makes a last final of audio the next
+# session takes (and transcribes) again.
+covered() {
+  python3 - "$db_url" "$seconds" "$work/checked" <<'PY'
+import collections, datetime, os, subprocess, sys
+url, seconds, checked_file = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+q = 'SELECT "utteranceId", "startedAt", "endedAt" FROM "TranscriptSegment"'
+if url.startswith("sqlite3://db="):
+    import sqlite3
+    db = sqlite3.connect(f"file:{url[len('sqlite3://db='):]}?mode=ro", uri=True, timeout=5)
+    when = lambda t: datetime.datetime.fromisoformat(t).timestamp()
+    rows = [(u, when(a), when(b)) for u, a, b in db.execute(q)]
+else:
+    out = subprocess.run(["psql", url, "-XAtq", "-F", "|", "-c", q.replace('"startedAt", "endedAt"',
+                         'extract(epoch from "startedAt"), extract(epoch from "endedAt")')],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [(u, float(a), float(b)) for u, a, b in (l.split("|") for l in out.splitlines() if l)]
+checked = set(open(checked_file).read().split()) if os.path.exists(checked_file) else set()
+streams = collections.defaultdict(list)
+for u, a, b in rows:
+    key = u.split("-", 1)[0]
+    if key not in checked:
+        streams[key].append((a, b))
+problem = "ok"
+for key, finals in sorted(streams.items()):
+    finals.sort()
+    first, end = finals[0][0], finals[0][1]
+    for a, b in finals[1:]:
+        if a > end + 0.002:
+            problem = f"stream {key}: no final for {end - first:.3f}-{a - first:.3f} s"
+            break
+        end = max(end, b)
+    if problem == "ok" and end - first < seconds - 0.03:
+        problem = f"stream {key}: finals end at {end - first:.3f} s of {seconds:g}"
+    if problem != "ok":
+        break
+with open(checked_file, "a") as f:
+    f.write("".join(k + "\n" for k in streams))
+print(len(streams), problem)
+PY
+}
+
 # The server's state, one line: RSS (anonymous, KiB), descriptors, threads, live session actors, rows in the
 # database (those before round 1 not counted), finals handed to persistence, reconnects to the upstream, ack
 # timeouts, finals recovered after a lost connection (those five since the start), the fake's finals
@@ -177,6 +227,7 @@ for r in $(seq 1 "$rounds"); do
   done
   curl -sf "127.0.0.1:$port/metrics" >"$out/metrics-$r.json" || true  # the server's figures after the round
   curl -sf "127.0.0.1:$upstream/stats" >"$out/fake-$r.json" || true
+  read -r streams coverage < <(covered || echo "0 the database could not be read") || true
   stored=$((rows - rows0)) handed=$((queued - queued0)) again=$((reconnects - reconnects0))
   timed_out=$((timeouts - timeouts0)) recovered_now=$((recovered - recovered0)) renewed_now=$((renewed - renewed0))
   [ -n "$base_fds" ] || base_fds=$fds
@@ -187,7 +238,12 @@ for r in $(seq 1 "$rounds"); do
   elif [ "$sessions" != 0 ]; then verdict="$sessions session actors left"
   elif [ "$fds" -gt "$base_fds" ]; then verdict="descriptors $fds, after round 1 $base_fds"
   elif [ "$timed_out" -gt "$again" ]; then verdict="$timed_out ack timeouts, $again reconnects"
-  elif [ "$stored" != "$finals" ]; then verdict="stored $stored of the fake's $finals finals"
+  elif [ "$coverage" != ok ]; then verdict="$coverage"
+  elif [ "$streams" != "$n" ]; then verdict="finals of $streams streams, for $n participants"
+  elif [ "$stored" -gt "$finals" ] || { [ "$stored" != "$finals" ] && [ "$renewed_now" = 0 ]; }; then
+    verdict="stored $stored of the fake's $finals finals"
+  elif [ "$stored" != "$finals" ]; then
+    verdict="ok: every stream has a final for all of its audio; $((finals - stored)) fewer rows than the fake's finals"
   elif [ "${SESSION_LIMIT_MS:-0}" -gt 0 ] && [ "$seconds" -ge $((SESSION_LIMIT_MS / 1000 + 1)) ] &&
     [ "$renewed_now" -lt "$n" ]; then verdict="$renewed_now sessions renewed for $n streams"
   elif [ "${LOSE_AFTER_MS:-0}" -gt 0 ] && [ "$seconds" -ge $((LOSE_AFTER_MS / 1000 + 1)) ] &&
