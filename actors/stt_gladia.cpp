@@ -143,6 +143,9 @@ struct recovery {
   double offset = 0;   // where it began in the stream (s): its times are from there
   std::vector<gap> gaps;
   std::int64_t deadline_ms = 0;  // steady
+  // Gladia's last answer that was not the result ("status processing", "HTTP 503"), for the log: a request cut short
+  // by the deadline says less than the answers before it.
+  std::string last_answer;
 };
 
 struct gladia_state {
@@ -381,8 +384,12 @@ void set_aside(self_ptr self, double upto) {
     gaps.back().to = upto;
     gaps.back().session_left = true;
   }
-  st.recoveries.push_back(
-      {st.session_id, st.id_prefix, st.offset, std::move(gaps), steady_ms() + st.ctx->cfg.stt_drain_timeout.count()});
+  st.recoveries.push_back({st.session_id,
+                           st.id_prefix,
+                           st.offset,
+                           std::move(gaps),
+                           steady_ms() + st.ctx->cfg.stt_drain_timeout.count(),
+                           {}});
   fetch_result(self, st.recoveries.back());
 }
 
@@ -432,15 +439,23 @@ void on_result(self_ptr self, const std::string& id, const upstream_init& r) {
   if (!done) {
     const auto left = it->deadline_ms - steady_ms();
     if (again && left > 0) {
+      if (r.ok) it->last_answer = problem;
       self->delayed_send(self, std::min(result_poll, std::chrono::milliseconds(left)), result_atom::value, id);
       return;
+    }
+    std::string until = again ? " until STT_DRAIN_TIMEOUT_MS ran out" : "";
+    // The last request failed on the network as the bound ran out (its own timeout is what was left of it): Gladia's
+    // answer before says more.
+    if (!r.ok && again && !it->last_answer.empty()) {
+      until += " (the last request: " + problem + ")";
+      problem = it->last_answer;
     }
     st.ctx->metrics->count("gladia.recovery_failures");
     st.ctx->metrics->error("gladia.recovery_failures",
                            "gladia: stream " + st.stream +
                                ": finals that may be missing (lost with a connection, or not sent at the session's "
                                "end) could not be recovered: GET /v2/live/" +
-                               id + " gave " + problem + (again ? " until STT_DRAIN_TIMEOUT_MS ran out" : ""));
+                               id + " gave " + problem + until);
   }
   st.recoveries.erase(it);
   if (st.ph == phase::recovering && st.recoveries.empty()) finish(self);
