@@ -18,8 +18,7 @@
 # stalled rounds included: a final the fake wrote to a connection the server had already dropped is recovered from the
 # session's post_transcript (column "recovered"). Only where sessions were left mid-stream (column "renewed") may the
 # rows be fewer, every stream covered: the fake counts a lost session's last final of audio the next one took again.
-# Memory is for reading: the
-# heap after each round, round after round.
+# Memory is for reading: the heap after each round, round after round.
 #   bench/soak.sh [BUILD_DIR (build-release)] [ROUNDS (20)] [N (200)] [SECONDS (60)]
 #   knobs: ROOM (4), STALL_EVERY (4; 0: never), STALL_S (3), IDLE_WAIT (60), SERVER_CPU (0), TOOL_CPU (1),
 #          DB (sqlite; postgres: a throwaway cluster), DATABASE_URL (sqlite3://db=PATH or postgresql://…; overrides DB),
