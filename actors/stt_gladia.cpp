@@ -949,9 +949,17 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
                                    "the bound starts again with the stop on the next connection");
           return;
         }
-        s.ctx->metrics->note(
-            "gladia.drain_timeouts",
-            "gladia: stream " + s.stream + ": no end from Gladia within STT_DRAIN_TIMEOUT_MS after stop");
+        // Audio Gladia acknowledged neither by itself nor by reading the stop after it: unless its result has it (an
+        // acknowledgment lost in flight), it goes untranscribed. Counted, and said.
+        const auto unacked = gladia_took_all(s) ? 0 : s.replay.bytes - s.replay.front_acked;
+        if (unacked > 0) s.ctx->metrics->count("gladia.unacknowledged_end_bytes", unacked);
+        s.ctx->metrics->note("gladia.drain_timeouts",
+                             "gladia: stream " + s.stream +
+                                 ": no end from Gladia within STT_DRAIN_TIMEOUT_MS after stop" +
+                                 (unacked > 0 ? "; its last " + seconds(unacked) +
+                                                    " s of audio were never acknowledged (untranscribed unless the "
+                                                    "session's result has them)"
+                                              : ""));
         end_after_stop(self, true);
       },
   };

@@ -66,7 +66,8 @@ using gladia_relay_actor = stt_relay_actor::extend<
     // the drain bound of a session (from its first stop_recording) ran out: the missing finals are fetched (below),
     // then "stopped"; ignored once the stream went on in a new session (the number is the session's), which has its
     // own; while reconnecting with audio Gladia has not acknowledged (nor the stop), once a session: the reconnects go
-    // on, and the bound starts again with the stop on the next connection
+    // on, and the bound starts again with the stop on the next connection; the second time the stream ends there,
+    // audio Gladia never acknowledged counted (gladia.unacknowledged_end_bytes)
     caf::reacts_to<timeout_atom, int>,
     // GET /v2/live/{id} of a session answered (the current one after stop, or one Gladia ended mid-stream, whose
     // stream goes on in a new session): its utterances whose finals were lost with a connection (or never came at

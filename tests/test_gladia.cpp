@@ -1524,6 +1524,34 @@ TEST(GladiaSessionLost, ASessionLostAfterTheStopLeavesItsUntakenAudioToANewOne) 
   EXPECT_LE(sw::test::metric(*h, "gladia.drain_timeouts"), 0);
 }
 
+// Every connection to the session drops at the stop, and its url refuses connections for 1.5 s after each drop: the
+// drain bound (1 s) runs out while the relay is reconnecting, each time. It waits for the reconnects once; the second
+// time the stream ends there, from the session's result (the audio the session never took goes untranscribed). Waiting
+// each time would never end: every reconnect gets through, and drops at its stop.
+TEST(GladiaSessionLost, TheDrainBoundWaitsForReconnectsOnceASession) {
+  fake_gladia fake;
+  fake.drop_every_stop_after(48'000, 1500ms);  // 1.5 s taken; the rest read, not taken
+  auto h = gladia_harness(fake, [](sw::config& c) { c.stt_drain_timeout = 1000ms; });
+  auto lines = sw::test::capture_log(*h);
+  auto c = h->connect("room", "alice");
+  expect_message(*c, "ready");
+  stream(*c, audio(64'000, 11), 640, 1ms);  // 2 s
+  c->send_text(R"({"type":"stop"})");
+  auto log = read_all(*c, 20s);
+  EXPECT_EQ(log.close_code, 1000);
+  auto finals = by_start(log);
+  ASSERT_EQ(finals.size(), 2u) << described(finals);
+  EXPECT_EQ(finals[1].start, "1.0");  // the session's last, made final into its result only
+  EXPECT_EQ(finals[1].end, "1.5");
+  EXPECT_NE(finals[1].id.find("recovered-1"), std::string::npos) << finals[1].id;
+  EXPECT_EQ(fake.session_ids(), std::vector<std::string>{"fake-1"});
+  EXPECT_GE(fake.ws_connections(), 2) << "the first, and the reconnect that got through after the first bound";
+  EXPECT_EQ(sw::test::metric(*h, "gladia.drain_extended"), 1);
+  EXPECT_EQ(sw::test::metric(*h, "gladia.drain_timeouts"), 1);
+  EXPECT_EQ(sw::test::metric(*h, "gladia.unacknowledged_end_bytes"), 16'000) << "the last 0.5 s";
+  EXPECT_NE(lines->all().find("its last 0.5 s of audio were never acknowledged"), std::string::npos) << lines->all();
+}
+
 // The host that ran a stream's Gladia session went away: the connection drops and no reconnect to the session's url
 // gets through. After its retries the stream goes on in a new session, the audio the lost one did not acknowledge
 // first. The final lost with the connection comes from the lost session's result; the client sees no error.

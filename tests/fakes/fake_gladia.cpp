@@ -87,8 +87,11 @@ struct session {
   // session's post_transcript is sent.
   std::vector<std::pair<std::string, std::string>> finals;
   bool stopped = false;
-  bool gone = false;     // lost (lose_session_after): its url refuses every connection
-  bool frozen = false;   // takes no more audio, and is lost at stop_recording (lose_session_at_stop_after)
+  bool gone = false;    // lost (lose_session_after): its url refuses every connection
+  bool frozen = false;  // takes no more audio, and is lost at stop_recording (lose_session_at_stop_after)
+  // frozen, drop_every_stop_after: >0, each stop drops the connection and the url refuses connections this long
+  std::chrono::milliseconds refuse_for{0};
+  std::chrono::steady_clock::time_point refuse_until;
   int result_polls = 0;  // GET /v2/live/{id} answered so far
   load_tag_reader tags;
 };
@@ -139,6 +142,7 @@ struct fake_gladia::impl {
   bool lose_takes_frame = false;
   std::size_t freeze_bytes = 0;
   bool freeze_armed = false;
+  std::chrono::milliseconds freeze_refuse_for{0};
   std::size_t end_bytes = 0;
   int end_sessions = 0;
   bool end_with_results = true;
@@ -451,13 +455,18 @@ struct fake_gladia::impl {
       return v;
     }
     if (ses.frozen || (freeze_armed && !pcm.empty() && ses.audio.size() + pcm.size() > freeze_bytes)) {
+      if (!ses.frozen) ses.refuse_for = freeze_refuse_for;
       freeze_armed = false;
       ses.frozen = true;
-      if (!v.stop) return v;  // audio read, nothing of it taken, nothing said
-      end_session(ses, v);    // the stop: the session is lost before it reads it
+      if (!v.stop) return v;                  // audio read, nothing of it taken, nothing said
+      if (!ses.stopped) end_session(ses, v);  // the stop: the session is lost before it reads it
       v.out.clear();
       v.drop = true;
-      ses.gone = true;
+      if (ses.refuse_for.count() > 0) {  // drop_every_stop_after: gone for a while
+        ses.refuse_until = std::chrono::steady_clock::now() + ses.refuse_for;
+      } else {
+        ses.gone = true;
+      }
       return v;
     }
     if (!pcm.empty()) {
@@ -642,7 +651,8 @@ private:
       {
         std::lock_guard<std::mutex> lock(f_->mu);
         auto it = f_->sessions.find(id);
-        if (path == "/v2/live" && it != f_->sessions.end() && !it->second.gone) {
+        if (path == "/v2/live" && it != f_->sessions.end() && !it->second.gone &&
+            std::chrono::steady_clock::now() >= it->second.refuse_until) {
           ses_ = &it->second;
           ++f_->connections;
           ++f_->figures.streams;
@@ -965,9 +975,14 @@ void fake_gladia::lose_session_after(std::size_t bytes, int sessions, bool takes
 }
 
 void fake_gladia::lose_session_at_stop_after(std::size_t bytes) {
+  drop_every_stop_after(bytes, std::chrono::milliseconds(0));
+}
+
+void fake_gladia::drop_every_stop_after(std::size_t bytes, std::chrono::milliseconds refuse_for) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->freeze_armed = true;
   impl_->freeze_bytes = bytes;
+  impl_->freeze_refuse_for = refuse_for;
 }
 
 void fake_gladia::stall_after(std::size_t bytes) {

@@ -82,6 +82,10 @@ public:
   // is lost when stop_recording arrives, unread (the connection drops; its url refuses every connection from then on,
   // as with lose_session_after). Its last utterance is made final into its result, none of it sent.
   void lose_session_at_stop_after(std::size_t bytes);
+  // A session whose every connection drops at the stop: as lose_session_at_stop_after, but the url refuses
+  // connections (401) only for `refuse_for` after each drop, then takes them again, and the next stop_recording drops
+  // that connection too. Its result is ready for GET /v2/live/{id} from the first drop.
+  void drop_every_stop_after(std::size_t bytes, std::chrono::milliseconds refuse_for);
   // The next connection that brings its session past `bytes` stops reading (a stalled upstream): it keeps the
   // socket open and neither reads nor writes again. That frame is not taken.
   void stall_after(std::size_t bytes);
