@@ -87,9 +87,10 @@ struct session {
   // session's post_transcript is sent.
   std::vector<std::pair<std::string, std::string>> finals;
   bool stopped = false;
-  bool gone = false;    // lost (lose_session_after): its url refuses every connection
-  bool frozen = false;  // takes no more audio, and is lost at stop_recording (lose_session_at_stop_after)
-  // frozen, drop_every_stop_after: >0, each stop drops the connection and the url refuses connections this long
+  bool gone = false;  // lost (lose_session_after): its url refuses every connection
+  // Takes no more audio; stop_recording drops its connection, unread (lose_session_at_stop_after,
+  // drop_every_stop_after), and its url then refuses connections: for good, or for refuse_for when that is set.
+  bool frozen = false;
   std::chrono::milliseconds refuse_for{0};
   std::chrono::steady_clock::time_point refuse_until;
   int result_polls = 0;  // GET /v2/live/{id} answered so far
