@@ -69,6 +69,7 @@ struct replay_buffer {
     for (std::size_t i = 0; i < sent; ++i) n += chunks[i]->size();
     return n - (sent ? front_acked : 0);
   }
+  std::size_t unacked_bytes() const { return bytes - front_acked; }  // sent or not
   void push(shared_chunk c) {
     bytes += c->size();
     chunks.push_back(std::move(c));
@@ -951,13 +952,13 @@ gladia_relay_actor::behavior_type gladia_relay(self_ptr self, context_ptr ctx, s
         }
         // Audio Gladia acknowledged neither by itself nor by reading the stop after it: unless its result has it (an
         // acknowledgment lost in flight), it goes untranscribed. Counted, and said.
-        const auto unacked = gladia_took_all(s) ? 0 : s.replay.bytes - s.replay.front_acked;
+        const auto unacked = gladia_took_all(s) ? 0 : s.replay.unacked_bytes();
         if (unacked > 0) s.ctx->metrics->count("gladia.unacknowledged_end_bytes", unacked);
         s.ctx->metrics->note("gladia.drain_timeouts",
                              "gladia: stream " + s.stream +
                                  ": no end from Gladia within STT_DRAIN_TIMEOUT_MS after stop" +
-                                 (unacked > 0 ? "; its last " + seconds(unacked) +
-                                                    " s of audio were never acknowledged (untranscribed unless the "
+                                 (unacked > 0 ? "; its last " + std::to_string(unacked / 32) +
+                                                    " ms of audio were never acknowledged (untranscribed unless the "
                                                     "session's result has them)"
                                               : ""));
         end_after_stop(self, true);
