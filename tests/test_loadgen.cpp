@@ -347,7 +347,9 @@ TEST(Loadgen, ARecoveredFinalIsCountedApartNotAsFanOut) {
 // chunk arrives when the kernel received it, so the relay latency does not hold the tool's queueing: with the fake's
 // thread held for 90 ms five times (less than a stream's 100 ms between chunks, so each read takes one chunk of a
 // stream), the fake read chunks tens of ms late, and the relay latency of the frames that completed them stays the
-// server's own.
+// server's own. Counted from the fake's read, the chunk read latest would have a relay latency of its read delay plus
+// the server's: above the largest read delay. The server's own stays below it, though under a loaded ASan run it
+// reached 65 ms once (against a read delay of 76 ms), so the check is no tighter than that.
 TEST(Loadgen, AChunkArrivesWhenTheKernelReceivedItNotWhenTheFakeGotToReadIt) {
   sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
   auto h = relay_server(fake.url());
@@ -369,7 +371,7 @@ TEST(Loadgen, AChunkArrivesWhenTheKernelReceivedItNotWhenTheFakeGotToReadIt) {
   EXPECT_GE(f.read_delay.max_us(), 30'000) << "the holds delayed the fake's reads\n" << o.out;
   // In the steady window, where the holds were (the whole run's maximum is a stop's flush of a partial chunk).
   ASSERT_GT(f.relay_message_steady.count(), 0u) << o.out;
-  EXPECT_LT(f.relay_message_steady.max_us(), f.read_delay.max_us() / 2) << "a hold counted as relay latency\n" << o.out;
+  EXPECT_LT(f.relay_message_steady.max_us(), f.read_delay.max_us()) << "a hold counted as relay latency\n" << o.out;
   EXPECT_NE(o.out.find("upstream read delay"), std::string::npos) << o.out;
   EXPECT_GT(num(o.json["upstreamReadDelayMs"], "count"), 0) << o.out;
 }
