@@ -289,9 +289,17 @@ __attribute__((noinline)) int recurse_forever(int depth) {
 }
 
 // In a death test's child: the service with the handlers installed, then a stack overflow on one of its threads.
+// Its database and journal go where the test (its parent) removes them: the child never gets to.
+std::filesystem::path overflow_dir(pid_t test_process) {
+  return std::filesystem::temp_directory_path() / ("sw-overflow-" + std::to_string(test_process));
+}
+
 [[noreturn]] void overflow_on_a_service_thread(bool detached) {
   sw::install_fatal_signal_handlers();
-  sw::test::harness h;
+  sw::test::harness h([](sw::config& c) {
+    c.sqlite_path = (overflow_dir(::getppid()) / "sessions.db").string();
+    c.persist_journal_dir = (overflow_dir(::getppid()) / "journal").string();
+  });
   auto work = [] { recurse_forever(0); };
   if (detached)
     h.svc->system().spawn<caf::detached>(work);
@@ -314,6 +322,8 @@ TEST(Process, AStackOverflowOnAnActorThreadIsLogged) {
               "sessions-ws: fatal SIGSEGV \\(signal 11\\); backtrace:");
   EXPECT_EXIT(overflow_on_a_service_thread(true), testing::KilledBySignal(SIGSEGV),
               "sessions-ws: fatal SIGSEGV \\(signal 11\\); backtrace:");
+  std::error_code ec;
+  std::filesystem::remove_all(overflow_dir(::getpid()), ec);
 #endif
 }
 

@@ -308,6 +308,8 @@ def main():
     p.add_argument('--case', required=True, choices=['speak', 'expired', 'restart', 'tls'])
     a = p.parse_args()
     workdir = tempfile.mkdtemp(prefix='sw-browser-')
+    # Chromium's own temporary files (its profile lock's socket directory) go there too, and so are removed with it.
+    os.environ['TMPDIR'] = workdir
     tls = None
     if a.case == 'tls':
         tls = (os.path.join(workdir, 'cert.pem'), os.path.join(workdir, 'key.pem'))

@@ -39,7 +39,12 @@ sw::service& service() {
     cfg.jwt_secret = "fuzz-secret-0123456789";
     cfg.service_api_secret = "fuzz-service-secret";
     cfg.log_level = "error";
-    auto dir = std::filesystem::temp_directory_path() / ("sw-fuzz-http-" + std::to_string(::getpid()));
+    static const auto dir = std::filesystem::temp_directory_path() / ("sw-fuzz-http-" + std::to_string(::getpid()));
+    // Removed at exit(); a crash (a finding) keeps it for a look.
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    });
     cfg.sqlite_path = (dir / "sessions.db").string();
     cfg.persist_journal_dir = (dir / "journal").string();
     auto* s = new sw::service(cfg, std::optional<sw::stt_provider>(sw::stt_provider{}));

@@ -5,9 +5,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+
+#include <gtest/gtest.h>
 
 #include "proto/rapidjson.hpp"
 
@@ -42,6 +45,15 @@ harness::harness(const std::function<void(config&)>& tweak, std::optional<stt_pr
 
 harness::~harness() {
   svc->shutdown();
+  svc.reset();  // the database and the journal are closed
+  // A passing test leaves nothing behind (script/test runs thousands of harnesses); a failing one keeps its
+  // database and journal for a look.
+  if (::testing::Test::HasFailure()) {
+    std::fprintf(stderr, "kept for a look: %s\n", data_dir.c_str());
+  } else {
+    std::error_code ec;
+    std::filesystem::remove_all(data_dir, ec);
+  }
 }
 
 std::string harness::http(const std::string& path) const {

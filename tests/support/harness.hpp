@@ -32,7 +32,7 @@ struct harness {
                                           const std::string& extra_query = {}, const std::string& sub = {}) const;
 
   config cfg;
-  std::string data_dir;  // this harness's SQLite file and journal (left in the temporary directory for a look)
+  std::string data_dir;  // this harness's SQLite file and journal (removed at the end unless the test failed)
   std::unique_ptr<service> svc;
   std::uint16_t port = 0;
   std::string scheme_http = "http", scheme_ws = "ws";
