@@ -1,6 +1,7 @@
 // sessions-ws-token: mints a transcription token (HS256) like the web app does, for development and tests; with
 // --demo-link, prints the browser page's link that carries it.
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
@@ -26,6 +27,21 @@ std::string url_encode(const std::string& s) {
   return out;
 }
 
+[[noreturn]] void bad(const std::string& what) {
+  std::cerr << "sessions-ws-token: " << what << " (see --help)\n";
+  std::exit(2);
+}
+
+// Seconds from now to the token's expiry: a whole number from 1 to ten years, nothing after it.
+long parse_ttl(const std::string& v) {
+  constexpr long max_ttl = 10L * 365 * 24 * 3600;
+  long ttl = 0;
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ttl);
+  if (v.empty() || ec != std::errc() || end != v.data() + v.size() || ttl < 1 || ttl > max_ttl)
+    bad("--ttl needs a whole number of seconds from 1 to " + std::to_string(max_ttl) + " (ten years), not '" + v + "'");
+  return ttl;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -39,10 +55,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "sessions-ws-token: " << a << " needs a value\n";
-        std::exit(2);
-      }
+      if (i + 1 >= argc) bad(a + " needs a value");
       return argv[++i];
     };
     if (a == "--secret")
@@ -58,14 +71,14 @@ int main(int argc, char** argv) {
     else if (a == "--session-id")
       c.session_id = next();
     else if (a == "--ttl")
-      ttl = std::atol(next().c_str());
+      ttl = parse_ttl(next());
     else if (a == "--demo-link")
       link = true;
     else if (a == "--base-url")
       base = next();
     else if (a == "--help") {
       std::cout << "Usage: sessions-ws-token --room SLUG --identity ID [--name NAME] [--sub USER] [--session-id ID]\n"
-                   "                         [--ttl SECONDS (default 3600)]\n"
+                   "                         [--ttl SECONDS (default 3600; at most ten years)]\n"
                    "                         [--secret S (default: $TRANSCRIPTION_JWT_SECRET)]\n"
                    "                         [--demo-link [--base-url URL (default http://localhost:3001)]]\n"
                    "Prints the token; with --demo-link, the browser page's link instead:\n"
@@ -73,22 +86,21 @@ int main(int argc, char** argv) {
                    "Exit codes: 0 printed, 2 bad arguments.\n";
       return 0;
     } else {
-      std::cerr << "sessions-ws-token: unknown argument '" << a << "'\n";
-      return 2;
+      bad("unknown argument '" + a + "'");
     }
   }
-  if (secret.empty() || c.session_slug.empty() || c.identity.empty() || ttl <= 0) {
-    std::cerr << "sessions-ws-token: --room, --identity, a positive --ttl and a secret are required (see --help)\n";
-    return 2;
-  }
+  const char* missing = c.session_slug.empty() ? "--room is required"
+                        : c.identity.empty()   ? "--identity is required"
+                        : secret.empty()       ? "a secret is required: --secret or TRANSCRIPTION_JWT_SECRET"
+                                               : nullptr;
+  if (missing) bad(missing);
   const auto token = sw::mint_token(c, secret, static_cast<std::int64_t>(std::time(nullptr)) + ttl);
   if (!link) {
     std::cout << token << "\n";
     return 0;
   }
   if (base.rfind("http://", 0) != 0 && base.rfind("https://", 0) != 0) {
-    std::cerr << "sessions-ws-token: --base-url must start with http:// or https://\n";
-    return 2;
+    bad("--base-url must start with http:// or https://");
   }
   while (!base.empty() && base.back() == '/') base.pop_back();
   std::cout << base << "/demo?room=" << url_encode(c.session_slug)
