@@ -586,7 +586,11 @@ void on_init(self_ptr self, upstream_init& r) {
   auto& m = *st.ctx->metrics;
   if (r.ok && r.status == 201) {
     rapidjson::Document d;
-    if (parse_json(d, r.body) && d.IsObject() && d.HasMember("url") && d["url"].IsString()) {
+    const bool has_url = parse_json(d, r.body) && d.IsObject() && d.HasMember("url") && d["url"].IsString();
+    // A url that is no ws(s) url is not connected to (nor retried: it would only open more sessions), nor shown:
+    // it carries the session's token.
+    const auto u = has_url ? net::parse_url(d["url"].GetString()) : std::nullopt;
+    if (u && (u->scheme == "ws" || u->scheme == "wss")) {
       st.session_url = d["url"].GetString();
       if (d.HasMember("id") && d["id"].IsString()) st.session_id = d["id"].GetString();
       st.attempts = 0;
@@ -594,7 +598,9 @@ void on_init(self_ptr self, upstream_init& r) {
       return;
     }
     m.count("gladia.init_failures.bad_response");
-    finish(self, "stt_unavailable", "Gladia answered 201 without a session url");
+    finish(self, "stt_unavailable",
+           has_url ? "Gladia answered 201 with a session url that is no ws(s) url"
+                   : "Gladia answered 201 without a session url");
     return;
   }
   std::string label = r.ok ? std::to_string(r.status) : "network";

@@ -109,6 +109,11 @@ int main(int argc, char** argv) {
               << usage;
     return 2;
   }
+  if (auto u = sw::net::parse_url(url); !u || (u->scheme != "ws" && u->scheme != "wss")) {
+    std::cerr << "sessions-ws-stream: --url needs a ws:// or wss:// URL, not '" << sw::net::shown_url(url) << "'\n"
+              << usage;
+    return 2;
+  }
   std::vector<std::int16_t> pcm;
   try {
     if (!file.empty()) pcm = sw::load_audio(file);

@@ -157,7 +157,7 @@ http_result do_fetch(asio::io_context& ioc, Stream& stream, const url& u, const 
 http_result http_fetch(const std::string& address, const std::string& method, const std::string& body,
                        const header_list& headers, const client_options& opts) {
   auto u = parse_url(address);
-  if (!u) throw std::runtime_error("not an http(s) URL: " + address);
+  if (!u) throw std::runtime_error("not an http(s) URL: " + shown_url(address));
   asio::io_context ioc;
   beast::tcp_stream tcp_stream(ioc);
   connect_tcp(ioc, tcp_stream, *u, opts);
@@ -274,7 +274,7 @@ ws_client::~ws_client() = default;
 
 std::unique_ptr<ws_client> ws_client::connect(const std::string& address, const client_options& opts) {
   auto u = parse_url(address);
-  if (!u) throw std::runtime_error("not a ws(s) URL: " + address);
+  if (!u) throw std::runtime_error("not a ws(s) URL: " + shown_url(address));
   std::unique_ptr<ws_client> c(new ws_client);
   auto& d = *c->impl_;
   d.opts = opts;

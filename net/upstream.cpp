@@ -486,7 +486,7 @@ void outbound::fetch(const std::string& address, const std::string& method, head
       done(out);
     });
   };
-  if (!u) return fail("not an http(s) URL: " + address);
+  if (!u) return fail("not an http(s) URL: " + shown_url(address));
   http::request<http::string_body> req(http::string_to_verb(method), u->target, 11);
   req.set(http::field::host, u->host);
   req.set(http::field::user_agent, "sessions-ws");
@@ -514,7 +514,7 @@ std::shared_ptr<outbound_ws> outbound::connect_ws(const std::string& address, co
     });
     return std::make_shared<failed_ws>();
   };
-  if (!u) return fail("not a ws(s) URL: " + address);
+  if (!u) return fail("not a ws(s) URL: " + shown_url(address));
   if (u->secure()) {
     std::string error;
     auto ctx = impl_->tls_context(opts.ca_file, error);

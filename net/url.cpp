@@ -123,4 +123,10 @@ std::optional<url> parse_url(std::string_view text) {
   return u;
 }
 
+std::string shown_url(std::string_view address) {
+  const auto cut = address.find_first_of("?#");
+  if (cut == std::string_view::npos) return std::string(address);
+  return std::string(address.substr(0, cut)) + "?…";
+}
+
 }  // namespace sw::net

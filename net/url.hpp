@@ -28,6 +28,9 @@ bool split_target(std::string_view target, std::string& path, header_list& query
 // Percent-decodes; '+' becomes ' ' when form is true. nullopt on a bad escape.
 std::optional<std::string> percent_decode(std::string_view in, bool form);
 
+// An address as error messages show it: without its query or fragment (they may carry a token), "?…" in their place.
+std::string shown_url(std::string_view address);
+
 // Percent-encodes everything but unreserved characters.
 std::string percent_encode(std::string_view in);
 

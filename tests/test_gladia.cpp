@@ -349,6 +349,26 @@ TEST(Gladia, BadRequestIsNotRetried) {
   EXPECT_EQ(fake.init_requests(), 1);
 }
 
+// A 201 whose session url is no WebSocket url (a broken or hostile upstream) ends the stream at once, as one without
+// a url does: retrying it would only open more sessions. The url carries the session's token: it is shown to nobody.
+TEST(Gladia, ASessionUrlThatIsNoWebSocketUrlIsNeitherRetriedNorShown) {
+  fake_gladia fake;
+  fake.answer_inits_with_url("https://localhost:1/v2/live?token=tok-leaked");
+  auto h = gladia_harness(fake);
+  auto log = sw::test::capture_log(*h);
+  auto c = h->connect("room", "alice");
+  auto e = expect_message(*c, "\"error\"", 5000);
+  EXPECT_EQ(field(e, "code"), "stt_unavailable");
+  EXPECT_NE(field(e, "message").find("session url"), std::string::npos) << e;
+  EXPECT_EQ(e.find("tok-leaked"), std::string::npos) << e;
+  EXPECT_EQ(field(expect_message(*c, "stopped"), "status"), "stopped");
+  EXPECT_EQ(fake.init_requests(), 1);
+  EXPECT_EQ(fake.ws_connections(), 0);
+  EXPECT_EQ(sw::test::metric(*h, "gladia.init_failures.bad_response"), 1);
+  EXPECT_NE(log->all().find("session url"), std::string::npos) << log->all();
+  EXPECT_EQ(log->all().find("tok-leaked"), std::string::npos) << log->all();
+}
+
 TEST(Gladia, TwoParticipantsGetDistinctUtteranceIds) {
   fake_gladia fake;
   auto h = gladia_harness(fake);

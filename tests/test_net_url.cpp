@@ -49,4 +49,12 @@ TEST(Url, PercentEncodeRoundTrips) {
   EXPECT_EQ(sw::net::percent_decode(sw::net::percent_encode(s), false), s);
 }
 
+// Error messages show an address without what may carry a token.
+TEST(Url, ShownUrlLeavesOutTheQueryAndFragment) {
+  EXPECT_EQ(sw::net::shown_url("wss://api.gladia.io/v2/live?token=secret"), "wss://api.gladia.io/v2/live?…");
+  EXPECT_EQ(sw::net::shown_url("http://h/demo#token=secret"), "http://h/demo?…");
+  EXPECT_EQ(sw::net::shown_url("ws://h:3001"), "ws://h:3001");
+  EXPECT_EQ(sw::net::shown_url(""), "");
+}
+
 }  // namespace

@@ -130,6 +130,7 @@ struct fake_gladia::impl {
   std::unordered_map<std::string, session> sessions;  // by id: thousands, looked up for every chunk
   std::vector<std::string> bodies, targets;
   int inits = 0, connections = 0, fail_times = 0;
+  std::string init_url;  // answer_inits_with_url
   unsigned fail_status = 0;
   std::string retry_after;
   std::size_t cut_bytes = 0;
@@ -275,11 +276,11 @@ struct fake_gladia::impl {
     if (opts.stagger_finals && opts.final_every.count() > 0)
       ses.bytes_since_final =
           static_cast<std::size_t>(n * 6'400) % static_cast<std::size_t>(opts.final_every.count() * 32);
-    return {
-        201,
-        R"({"id":")" + id + R"(","created_at":")" + std::string(now_iso()) + R"(","url":")" + ws_url_for(id) + "\"}",
-        {},
-        {}};
+    return {201,
+            R"({"id":")" + id + R"(","created_at":")" + std::string(now_iso()) + R"(","url":")" +
+                (init_url.empty() ? ws_url_for(id) : init_url) + "\"}",
+            {},
+            {}};
   }
 
   // GET /v2/live/{id}: the session's state, and its result once it is done: after stop_recording, and not to the
@@ -945,6 +946,11 @@ void fake_gladia::fail_inits(int times, unsigned status, const std::string& retr
   impl_->fail_times = times;
   impl_->fail_status = status;
   impl_->retry_after = retry_after;
+}
+
+void fake_gladia::answer_inits_with_url(const std::string& url) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->init_url = url;
 }
 
 void fake_gladia::end_session_after(std::size_t bytes, int sessions, bool with_results) {

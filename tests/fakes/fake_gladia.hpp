@@ -55,6 +55,8 @@ public:
 
   // --- faults (apply to what comes next) ---
   void fail_inits(int times, unsigned status, const std::string& retry_after = {});
+  // Every init from now on answers 201 with this as the session's url (a broken or hostile upstream); empty: its own.
+  void answer_inits_with_url(const std::string& url);
   // The next connection that brings its session past `bytes` committed audio bytes drops (no close frame)
   // or closes with `code` (code 0 = abrupt drop). That frame is never acknowledged; with `ack_lost` it was
   // received, counted and transcribed first (Gladia has it and its transcripts, the client never hears of them:
