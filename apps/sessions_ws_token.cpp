@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   std::string secret;
   bool link = false;
   std::string base = "http://localhost:3001";
+  bool base_given = false;
   long ttl = 3600;
   const char* env = std::getenv("TRANSCRIPTION_JWT_SECRET");
   if (env) secret = env;
@@ -74,9 +75,10 @@ int main(int argc, char** argv) {
       ttl = parse_ttl(next());
     else if (a == "--demo-link")
       link = true;
-    else if (a == "--base-url")
+    else if (a == "--base-url") {
       base = next();
-    else if (a == "--help") {
+      base_given = true;
+    } else if (a == "--help") {
       std::cout << "Usage: sessions-ws-token --room SLUG --identity ID [--name NAME] [--sub USER] [--session-id ID]\n"
                    "                         [--ttl SECONDS (default 3600; at most ten years)]\n"
                    "                         [--secret S (default: $TRANSCRIPTION_JWT_SECRET)]\n"
@@ -94,6 +96,7 @@ int main(int argc, char** argv) {
                         : secret.empty()       ? "a secret is required: --secret or TRANSCRIPTION_JWT_SECRET"
                                                : nullptr;
   if (missing) bad(missing);
+  if (base_given && !link) bad("--base-url is for --demo-link's page link; a token alone has no URL");
   const auto token = sw::mint_token(c, secret, static_cast<std::int64_t>(std::time(nullptr)) + ttl);
   if (!link) {
     std::cout << token << "\n";

@@ -50,7 +50,8 @@ TEST(TokenCli, MintsATokenTheServiceAcceptsWithTheAskedLifetime) {
   EXPECT_TRUE(sw::verify_token(from_env.out, "from-env").claims);
 }
 
-// Each mistake is named; a lifetime with trailing garbage, out of range or overflowing is refused, not read in part.
+// Each mistake is named (an option that would do nothing too); a lifetime with trailing garbage, out of range or
+// overflowing is refused, not read in part.
 TEST(TokenCli, EachBadArgumentIsNamedWithExitCodeTwo) {
   const std::string ok = "--secret s --room r --identity i";
   const std::pair<std::string, std::string> cases[] = {
@@ -66,6 +67,7 @@ TEST(TokenCli, EachBadArgumentIsNamedWithExitCodeTwo) {
       {ok + " --ttl", "--ttl needs a value"},
       {ok + " --bogus", "unknown argument '--bogus'"},
       {ok + " --demo-link --base-url ftp://x", "--base-url must start with http:// or https://"},
+      {ok + " --base-url http://x", "--base-url is for --demo-link"},
   };
   for (const auto& [args, says] : cases) {
     auto r = token_cli(args);
