@@ -30,6 +30,25 @@ const char* usage =
     "  --ca FILE        CA file for wss://\n"
     "Exit codes: 0 done, 1 connection or protocol failure, 2 bad arguments or unreadable audio.\n";
 
+// What goes to the terminal: the room's texts and names as they are, but every control character (C0, DEL, C1:
+// an escape sequence could retitle, clear or rewrite the terminal) as U+FFFD. The server sends valid UTF-8.
+std::string printable(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    const bool c1 = b == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
+                    static_cast<unsigned char>(s[i + 1]) <= 0x9f;
+    if (b < 0x20 || b == 0x7f || c1) {
+      out += "\xef\xbf\xbd";
+      if (c1) ++i;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
 struct printer {
   bool tty = ::isatty(1);
   bool partial_shown = false;
@@ -38,7 +57,9 @@ struct printer {
     rapidjson::Document d;
     if (!sw::parse_json(d, json) || !d.IsObject() || !d.HasMember("type") || !d["type"].IsString()) return;
     std::string type = d["type"].GetString();
-    auto str = [&](const char* k) { return d.HasMember(k) && d[k].IsString() ? std::string(d[k].GetString()) : ""; };
+    auto str = [&](const char* k) {
+      return d.HasMember(k) && d[k].IsString() ? printable(std::string(d[k].GetString(), d[k].GetStringLength())) : "";
+    };
     if (type == "transcript_partial") {
       if (tty) {
         std::cout << "\r\033[K… " << str("text") << std::flush;
@@ -139,7 +160,8 @@ int main(int argc, char** argv) {
       auto m = ws->read(std::chrono::milliseconds(200));
       if (m.kind == sw::net::ws_client::message::text) out.on(m.data);
       if (m.kind == sw::net::ws_client::message::closed) {
-        std::cerr << "sessions-ws-stream: closed by the server (" << m.close_code << " " << m.close_reason << ")\n";
+        std::cerr << "sessions-ws-stream: closed by the server (" << m.close_code << " " << printable(m.close_reason)
+                  << ")\n";
         return m.close_code == 1000 || m.close_code == 1001 ? 0 : 1;
       }
     }
@@ -156,7 +178,8 @@ int main(int argc, char** argv) {
           continue;
         }
         if (m.kind == sw::net::ws_client::message::closed) {
-          std::cerr << "sessions-ws-stream: closed by the server (" << m.close_code << " " << m.close_reason << ")\n";
+          std::cerr << "sessions-ws-stream: closed by the server (" << m.close_code << " " << printable(m.close_reason)
+                    << ")\n";
           return 1;
         }
         break;
@@ -177,7 +200,7 @@ int main(int argc, char** argv) {
       }
     }
   } catch (const sw::net::upgrade_rejected& e) {
-    std::cerr << "sessions-ws-stream: rejected with HTTP " << e.status << ": " << e.body << "\n";
+    std::cerr << "sessions-ws-stream: rejected with HTTP " << e.status << ": " << printable(e.body) << "\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "sessions-ws-stream: " << e.what() << "\n";

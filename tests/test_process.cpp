@@ -328,3 +328,40 @@ TEST(Process, AStackOverflowOnAnActorThreadIsLogged) {
 }
 
 }  // namespace
+
+namespace {
+
+// sessions-ws-stream --watch prints what the room says to a terminal. A participant's display name comes from its
+// token and reaches every viewer as it is: control characters in it (an escape sequence that retitles, clears or
+// rewrites the viewer's terminal) are printed as U+FFFD, never passed to the terminal.
+TEST(StreamCli, AViewerPrintsTheRoomsFinalsWithoutTheControlCharactersOfANameOrText) {
+  auto h = std::make_unique<sw::test::harness>();
+  const std::string cmd = std::string(SESSIONS_WS_STREAM_BIN) +
+                          " --watch 0 --url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " +
+                          sw::test::secret + " --room room --identity viewer 2>&1";
+  FILE* viewer = popen(cmd.c_str(), "r");
+  ASSERT_TRUE(viewer);
+  std::string out;
+  char buf[512];
+  while (out.find("stt ready") == std::string::npos && fgets(buf, sizeof buf, viewer)) out += buf;
+  ASSERT_NE(out.find("stt ready"), std::string::npos) << out;
+  const std::string name = "Eve\x1b]0;pwned\x07\x1b[2J\x7f\xc2\x9b";
+  auto eve = sw::net::ws_client::connect(h->ws(sw::test::harness::token("room", "eve", {}, name)));
+  sw::test::expect_message(*eve, "ready");
+  std::vector<std::uint8_t> frame(640, 1);
+  eve->send_binary(frame.data(), frame.size());
+  sw::test::expect_message(*eve, "transcript_final");
+  eve.reset();
+  h.reset();  // the server closes the viewer (1001): it ends
+  while (fgets(buf, sizeof buf, viewer)) out += buf;
+  const int status = pclose(viewer);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("[Eve\xef\xbf\xbd]0;pwned\xef\xbf\xbd\xef\xbf\xbd[2J\xef\xbf\xbd\xef\xbf\xbd] chunk 1 640B"),
+            std::string::npos)
+      << out;
+  for (char c : std::string("\x1b\x07\x7f"))
+    EXPECT_EQ(out.find(c), std::string::npos) << static_cast<int>(c) << " in " << out;
+  EXPECT_EQ(out.find("\xc2\x9b"), std::string::npos) << out;
+}
+
+}  // namespace
