@@ -20,6 +20,11 @@ private:
   std::mutex mu_;
 };
 
+// A line as the log writes it: one event, one line. Control characters (C0, DEL, C1) are escaped (\n, \t, \x1b,
+// \u009b), so that nothing a line quotes (a room or a name from a token, a peer's reason) can end it, forge another
+// or reach an operator's terminal as an escape sequence.
+std::string one_line(const std::string& line);
+
 // SW_LOG(ctx, warn, "x=" << x): formats only when the level is enabled; `ctx->log` is the logger.
 #define SW_LOG(ctx, lvl, expr)                                     \
   do {                                                             \
