@@ -611,9 +611,11 @@ void on_init(self_ptr self, upstream_init& r) {
   if (r.ok) {
     rapidjson::Document d;
     if (parse_json(d, r.body) && d.IsObject()) {
-      if (d.HasMember("message") && d["message"].IsString()) message += ": " + std::string(d["message"].GetString());
+      if (d.HasMember("message") && d["message"].IsString())
+        message += ": " + excerpt({d["message"].GetString(), d["message"].GetStringLength()});
       if (d.HasMember("request_id") && d["request_id"].IsString())
-        request_id = " (request_id " + std::string(d["request_id"].GetString()) + ")";
+        request_id =
+            " (request_id " + excerpt({d["request_id"].GetString(), d["request_id"].GetStringLength()}, 64) + ")";
     }
   }
   // One line a second however many streams fail (an outage fails them all), with the number left out.

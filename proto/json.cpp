@@ -50,6 +50,13 @@ std::string repaired(std::string_view s) {
 
 }  // namespace
 
+std::string excerpt(std::string_view text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  std::size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;  // not inside a character
+  return std::string(text.substr(0, cut)) + "…";
+}
+
 bool is_utf8(std::string_view s) {
   if (!needs_repair(s)) return true;
   for (std::size_t i = 0; i < s.size();) {

@@ -17,6 +17,10 @@ std::string valid_utf8(std::string_view s);
 // Whether the text is well-formed UTF-8 already (valid_utf8 would return it unchanged).
 bool is_utf8(std::string_view s);
 
+// A peer's text (an upstream's error message, say) as the service quotes it in a log line or a message: at most
+// `max_bytes` of it, cut at a character boundary, with "…" where it was cut. An upstream's body may be megabytes.
+std::string excerpt(std::string_view text, std::size_t max_bytes = 300);
+
 // Builds one JSON object (nested objects via open/close). Keys are literals.
 class json_builder {
 public:

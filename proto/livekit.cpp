@@ -5,6 +5,7 @@
 #include <openssl/sha.h>
 #include <jwt/jwt.hpp>
 
+#include "proto/json.hpp"
 #include "proto/rapidjson.hpp"
 #include "proto/token.hpp"
 
@@ -136,7 +137,7 @@ std::string livekit_error_message(unsigned http_status, std::string_view body) {
   const std::string status = "HTTP " + std::to_string(http_status);
   rapidjson::Document d;
   if (!parse_json(d, body) || !d.IsObject()) return "LiveKit answered " + status;
-  auto code = text(d, "code", "code"), msg = text(d, "msg", "msg");
+  auto code = excerpt(text(d, "code", "code"), 64), msg = excerpt(text(d, "msg", "msg"));
   if (code.empty()) return "LiveKit answered " + status;
   return "LiveKit " + code + (msg.empty() ? "" : ": " + msg) + " (" + status + ")";
 }

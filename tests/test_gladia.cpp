@@ -369,6 +369,21 @@ TEST(Gladia, ASessionUrlThatIsNoWebSocketUrlIsNeitherRetriedNorShown) {
   EXPECT_EQ(log->all().find("tok-leaked"), std::string::npos) << log->all();
 }
 
+// Gladia's error message is quoted, but not whole: a body of megabytes would otherwise reach the client and the log.
+TEST(Gladia, AnInitErrorsMessageIsQuotedInPart) {
+  fake_gladia fake;
+  fake.fail_inits(1, 400, {}, std::string(100'000, 'x'));
+  auto h = gladia_harness(fake);
+  auto log = sw::test::capture_log(*h);
+  auto c = h->connect("room", "alice");
+  const auto message = field(expect_message(*c, "\"error\"", 5000), "message");
+  EXPECT_EQ(message, "Gladia init failed with HTTP 400: " + std::string(300, 'x') + "…");
+  EXPECT_EQ(field(expect_message(*c, "stopped"), "status"), "stopped");
+  ASSERT_TRUE(sw::test::eventually([&] { return log->all().find(std::string(300, 'x') + "…") != std::string::npos; }))
+      << log->all().size();
+  EXPECT_LT(log->all().size(), 2'000u);
+}
+
 TEST(Gladia, TwoParticipantsGetDistinctUtteranceIds) {
   fake_gladia fake;
   auto h = gladia_harness(fake);

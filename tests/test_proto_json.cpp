@@ -149,6 +149,16 @@ TEST(Json, AScratchDocumentTakesGladiasMessagesWithoutTheHeap) {
   EXPECT_FALSE(sw::parse_json(*deep, std::string(200'000, '['))) << "the depth bound holds for it too";
 }
 
+// A peer's text is quoted in part, never cut inside a character.
+TEST(Json, AnExcerptIsCutAtACharacterBoundary) {
+  EXPECT_EQ(sw::excerpt("short", 300), "short");
+  EXPECT_EQ(sw::excerpt(std::string(301, 'a'), 300), std::string(300, 'a') + "…");
+  EXPECT_EQ(sw::excerpt("ab\xc3\xa9", 3), "ab…");                  // é would be cut in two
+  EXPECT_EQ(sw::excerpt("ab\xe2\x82\xac\xe2\x82\xac", 4), "ab…");  // so would €
+  EXPECT_EQ(sw::excerpt("ab\xe2\x82\xac\xe2\x82\xac", 5), "ab\xe2\x82\xac…");
+  EXPECT_EQ(sw::excerpt("abc", 0), "…");
+}
+
 }  // namespace
 
 // Gladia's list of a session's utterances, from post_transcript and from GET /v2/live/{id}: finals with their times;

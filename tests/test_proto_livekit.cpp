@@ -95,6 +95,10 @@ TEST(LiveKit, TwirpErrorsBecomeMessages) {
   EXPECT_EQ(sw::livekit_error_message(401, R"({"code":"unauthenticated","msg":"permissions denied","meta":{}})"),
             "LiveKit unauthenticated: permissions denied (HTTP 401)");
   EXPECT_EQ(sw::livekit_error_message(502, "<html>bad gateway</html>"), "LiveKit answered HTTP 502");
+  // A message of any length is quoted in part: it goes to a log line and to the room.
+  const auto long_one = sw::livekit_error_message(
+      500, R"({"code":")" + std::string(1000, 'c') + R"(","msg":")" + std::string(100'000, 'm') + R"("})");
+  EXPECT_EQ(long_one, "LiveKit " + std::string(64, 'c') + "…: " + std::string(300, 'm') + "… (HTTP 500)");
 }
 
 // §A2.6: the raw JWT (no Bearer), HS256 with the API secret, iss = the API key, sha256 = base64 of SHA-256 of the

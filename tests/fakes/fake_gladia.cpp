@@ -133,6 +133,7 @@ struct fake_gladia::impl {
   std::string init_url;  // answer_inits_with_url
   unsigned fail_status = 0;
   std::string retry_after;
+  std::string fail_message;
   std::size_t cut_bytes = 0;
   bool cut_armed = false;
   std::uint16_t cut_code = 0;
@@ -258,8 +259,8 @@ struct fake_gladia::impl {
     if (key == req.end() || key->value() != opts.api_key) return {401, error_body(401, "gladia key not found"), {}, {}};
     if (fail_times > 0) {
       --fail_times;
-      if (retry_after.empty()) return {fail_status, error_body(fail_status, "scripted failure"), {}, {}};
-      return {fail_status, error_body(fail_status, "scripted failure"), "Retry-After", retry_after};
+      if (retry_after.empty()) return {fail_status, error_body(fail_status, fail_message), {}, {}};
+      return {fail_status, error_body(fail_status, fail_message), "Retry-After", retry_after};
     }
     for (auto& [k, v] : query)
       if (k == "region" && v != "us-west" && v != "eu-west")
@@ -941,10 +942,11 @@ std::vector<std::string> fake_gladia::session_ids() const {
   return ids;
 }
 
-void fake_gladia::fail_inits(int times, unsigned status, const std::string& retry_after) {
+void fake_gladia::fail_inits(int times, unsigned status, const std::string& retry_after, const std::string& message) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->fail_times = times;
   impl_->fail_status = status;
+  impl_->fail_message = message;
   impl_->retry_after = retry_after;
 }
 

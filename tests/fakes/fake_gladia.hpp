@@ -54,7 +54,9 @@ public:
   std::uint16_t port() const;
 
   // --- faults (apply to what comes next) ---
-  void fail_inits(int times, unsigned status, const std::string& retry_after = {});
+  // The next `times` inits answer `status` with Gladia's error body, its message `message`.
+  void fail_inits(int times, unsigned status, const std::string& retry_after = {},
+                  const std::string& message = "scripted failure");
   // Every init from now on answers 201 with this as the session's url (a broken or hostile upstream); empty: its own.
   void answer_inits_with_url(const std::string& url);
   // The next connection that brings its session past `bytes` committed audio bytes drops (no close frame)
