@@ -14,6 +14,7 @@
 #include "apps/audio_file.hpp"
 #include "net/client.hpp"
 #include "net/url.hpp"
+#include "proto/json.hpp"
 #include "proto/rapidjson.hpp"
 #include "proto/token.hpp"
 
@@ -36,12 +37,9 @@ std::string printable(const std::string& s) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size(); ++i) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    const bool c1 = b == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
-                    static_cast<unsigned char>(s[i + 1]) <= 0x9f;
-    if (b < 0x20 || b == 0x7f || c1) {
+    if (const auto n = sw::control_at(s, i)) {
       out += "\xef\xbf\xbd";
-      if (c1) ++i;
+      i += n - 1;
     } else {
       out += s[i];
     }

@@ -50,6 +50,15 @@ std::string repaired(std::string_view s) {
 
 }  // namespace
 
+std::size_t control_at(std::string_view s, std::size_t i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  if (b < 0x20 || b == 0x7f) return 1;
+  if (b == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) <= 0x9f &&
+      static_cast<unsigned char>(s[i + 1]) >= 0x80)
+    return 2;
+  return 0;
+}
+
 std::string excerpt(std::string_view text, std::size_t max_bytes) {
   if (text.size() <= max_bytes) return std::string(text);
   std::size_t cut = max_bytes;

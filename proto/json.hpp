@@ -17,6 +17,10 @@ std::string valid_utf8(std::string_view s);
 // Whether the text is well-formed UTF-8 already (valid_utf8 would return it unchanged).
 bool is_utf8(std::string_view s);
 
+// A control character at s[i] (C0, DEL, or C1 in UTF-8: C2 80..C2 9F): its length in bytes, else 0. What a line of
+// the log or a terminal shows must not hold one: it can end a line or start an escape sequence.
+std::size_t control_at(std::string_view s, std::size_t i);
+
 // A peer's text (an upstream's error message, say) as the service quotes it in a log line or a message: at most
 // `max_bytes` of it, cut at a character boundary, with "…" where it was cut. An upstream's body may be megabytes.
 std::string excerpt(std::string_view text, std::size_t max_bytes = 300);
