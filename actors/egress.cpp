@@ -405,7 +405,7 @@ egress_actor::behavior_type egress(self_ptr self, context_ptr ctx, gateway_actor
         if (it == s.tracks.end() || s.stopping) {
           // An egress this actor does not run (an earlier run's, or one being stopped): it drains like the others.
           s.orphan_streams.push_back(stream);
-          if (s.stopping) self->send(stream, shutdown_atom::value);
+          if (s.stopping) self->send(stream, stop_atom::value);
         } else {
           it->second.streams.push_back(stream);
         }
@@ -436,8 +436,8 @@ egress_actor::behavior_type egress(self_ptr self, context_ptr ctx, gateway_actor
           // finals that did not come (Gladia's result of the session).
           s.forced = true;
           for (auto& [sid, tr] : s.tracks)
-            for (auto& stream : tr.streams) self->send(stream, shutdown_atom::value);
-          for (auto& stream : s.orphan_streams) self->send(stream, shutdown_atom::value);
+            for (auto& stream : tr.streams) self->send(stream, stop_atom::value);
+          for (auto& stream : s.orphan_streams) self->send(stream, stop_atom::value);
           self->delayed_send(self, 2 * s.ctx->cfg.stt_drain_timeout + close_grace, timeout_atom::value);
           return;
         }

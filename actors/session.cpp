@@ -367,7 +367,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
                "stream " << s.who.stream_id << " open: room=" << s.who.session_slug << " identity=" << s.who.identity);
         if (s.shed) {
           close_overloaded(self);
-        } else if (s.shutting_down) {
+        } else if (s.shutting_down || s.stop_requested) {
           stop_relay(self);
         }
       },
@@ -479,6 +479,14 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         scope probe(self->state.probe, self);
         auto& s = self->state;
         s.shutting_down = true;
+        if (s.opened) stop_relay(self);
+        // not yet open: the open handler stops at once
+      },
+      [=](stop_atom) {
+        scope probe(self->state.probe, self);
+        auto& s = self->state;
+        if (s.stop_requested) return;
+        s.stop_requested = true;
         if (s.opened) stop_relay(self);
         // not yet open: the open handler stops at once
       },

@@ -98,7 +98,10 @@ using session_actor = stt_listener_actor::extend<
     // it), nothing more read from it goes upstream; the upstream drains and its finals are stored
     caf::reacts_to<shed_atom>,
     // the server is shutting down: drain the upstream, then close 1001
-    caf::reacts_to<shutdown_atom>>;
+    caf::reacts_to<shutdown_atom>,
+    // an egress stream whose room's transcription stopped, which LiveKit has not ended: as a client's stop (drain the
+    // upstream, then close 1000)
+    caf::reacts_to<stop_atom>>;
 
 // The exit reason of a session whose stream ended for a fault: this service closed it (shed 1013, flood 1008, a slow
 // reader 4409, the heartbeat 4408, a protocol error; an egress stream whose speech-to-text failed for good, 1013) or

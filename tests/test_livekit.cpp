@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <functional>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -167,6 +169,106 @@ TEST(LiveKitRoom, ConcurrentStartsMakeOneEgressPerAudioTrackAndStopEndsThem) {
   }
   EXPECT_EQ(field(http_fetch(r.h->http("/metrics")).body, "activeSttRelays"), "0") << "both streams drained";
   EXPECT_EQ(http_fetch(r.h->http("/metrics")).body.find(R"("egress":{"r")"), std::string::npos);
+}
+
+// The finals a viewer of the room gets until `until` holds or `limit` passes, by speaker.
+std::map<std::string, int> finals_by_speaker(ws_client& viewer,
+                                             const std::function<bool(const std::map<std::string, int>&)>& until,
+                                             std::chrono::milliseconds limit) {
+  std::map<std::string, int> got;
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!until(got) && std::chrono::steady_clock::now() < end) {
+    auto m = viewer.read(std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()));
+    if (m.kind != ws_client::message::text) break;
+    if (field(m.data, "type") == "transcript_final") ++got[field(m.data, "speakerId")];
+  }
+  return got;
+}
+
+// LiveKit does not carry out the stop: StopEgress is never answered and the egresses go on streaming. After its grace
+// (5 s) the service ends the streams itself; they drain, their finals reach the room and the database, and the stop
+// answers without reaching its bound.
+TEST(LiveKitRoom, StreamsLiveKitDoesNotEndAfterTheStopAreEndedFromThisSide) {
+  sw::test::echo_options eo;
+  eo.drain = 300ms;  // the last finals come a little after the stop
+  eo.final_delay = 200ms;
+  livekit_room r(
+      {}, [](sw::config& c) { c.livekit.timeout = 1000ms; }, sw::test::echo_provider(eo));
+  auto lines = sw::test::capture_log(*r.h);
+  r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(1, 440));
+  r.lk->publish("r", "bob", "Bob", "TR_B", stereo_tone(1, 660));
+  auto viewer = r.h->connect("r", "carol");
+  expect_message(*viewer, "ready");
+  ASSERT_EQ(r.start("r").status, 200u);
+  ASSERT_TRUE(eventually([&] { return r.streaming("TR_A") && r.streaming("TR_B"); }, 10s));
+  auto both = [](const std::map<std::string, int>& got) { return got.count("alice") && got.count("bob"); };
+  ASSERT_TRUE(both(finals_by_speaker(*viewer, both, 10s))) << "both streams reach the room";
+
+  r.lk->stall("StopEgress", true);
+  auto stopped = r.stop();
+  EXPECT_EQ(stopped.status, 200u);
+  EXPECT_EQ(stopped.body, R"({"success":true,"sessionId":"vs-1"})");
+  EXPECT_EQ(r.lk->calls("StopEgress"), 2);
+  EXPECT_EQ(field(http_fetch(r.h->http("/metrics")).body, "activeSttRelays"), "1")
+      << "the stop answered after both egress streams drained: only the viewer's relay is left";
+  // The fake books a stream's end on its own thread, after the close handshake: maybe just after the answer.
+  EXPECT_TRUE(eventually([&] {
+    for (auto& e : r.lk->egresses())
+      if (!e.closed) return false;
+    return true;
+  })) << "the service closed the streams LiveKit did not end";
+  for (auto& e : r.lk->egresses()) EXPECT_EQ(e.close_code, 1000) << e.egress_id << ": a stop's close, not a shutdown's";
+  EXPECT_EQ(lines->all().find("stop bound"), std::string::npos) << lines->all();
+  EXPECT_NE(lines->all().find("stopping egress"), std::string::npos) << "the unanswered StopEgress is an error";
+  r.lk->stall("StopEgress", false);
+  // Every chunk each stream relayed has its final in the room's transcript.
+  auto t = http_fetch(r.h->http("/api/sessions/r/transcript"), "GET", {},
+                      {{"Authorization", "Bearer " + r.h->cfg.service_api_secret}});
+  EXPECT_EQ(t.status, 200u);
+  EXPECT_NE(t.body.find(R"("speakerId":"alice")"), std::string::npos) << t.body;
+  EXPECT_NE(t.body.find(R"("speakerId":"bob")"), std::string::npos) << t.body;
+}
+
+// A stream still draining at the stop's bound (LiveKit's 5 s, then 2 x STT_DRAIN_TIMEOUT_MS + 5 s): the stop answers
+// as usual and says so in an error line; the stream goes on to its end on its own, its finals still delivered and
+// stored.
+TEST(LiveKitRoom, AStreamStillDrainingAtTheStopBoundEndsOnItsOwnAfterTheAnswer) {
+  sw::test::echo_options eo;
+  eo.final_delay = 12s;  // finals come 12 s after their audio: after the bound (11 s after the stop)
+  eo.drain = 13s;
+  livekit_room r(
+      {},
+      [](sw::config& c) {
+        c.stt_drain_timeout = 500ms;
+        c.shutdown_timeout = 1000ms;  // the viewer's stream drains as long: not waited for at the end
+      },
+      sw::test::echo_provider(eo));
+  auto lines = sw::test::capture_log(*r.h);
+  r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(1, 440));
+  auto viewer = r.h->connect("r", "carol");
+  expect_message(*viewer, "ready");
+  ASSERT_EQ(r.start("r").status, 200u);
+  ASSERT_TRUE(
+      eventually([&] { return r.of_track("TR_A").size() == 1 && r.of_track("TR_A")[0].bytes_sent > 192'000; }, 10s));
+
+  auto stopped = r.stop();
+  EXPECT_EQ(stopped.status, 200u);
+  EXPECT_EQ(stopped.body, R"({"success":true,"sessionId":"vs-1"})");
+  EXPECT_NE(lines->all().find("livekit: room=r: streams still draining at the stop bound"), std::string::npos)
+      << lines->all();
+  EXPECT_EQ(field(http_fetch(r.h->http("/metrics")).body, "activeSttRelays"), "2") << "the stream still drains";
+  auto alice = [](const std::map<std::string, int>& got) { return got.count("alice") > 0; };
+  EXPECT_TRUE(alice(finals_by_speaker(*viewer, alice, 10s))) << "its finals reach the room after the answer";
+  ASSERT_TRUE(eventually([&] { return field(http_fetch(r.h->http("/metrics")).body, "activeSttRelays") == "1"; }, 10s))
+      << "it ended on its own";
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto t = http_fetch(r.h->http("/api/sessions/r/transcript"), "GET", {},
+                            {{"Authorization", "Bearer " + r.h->cfg.service_api_secret}});
+        return t.status == 200 && t.body.find(R"("speakerId":"alice")") != std::string::npos;
+      },
+      5s))
+      << "and they are stored";
 }
 
 // --- end to end: two participants, two LibriVox recordings, the offline recognizer ---------------------------------

@@ -1,5 +1,7 @@
 #include "tests/support/echo_relay.hpp"
 
+#include <chrono>
+
 #include <caf/actor_system.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
@@ -14,6 +16,7 @@ struct echo_state {
   echo_options opts;
   std::uint64_t n = 0;
   double seconds = 0;
+  std::chrono::steady_clock::time_point drain_end;  // while draining, "stopped" comes then
 };
 
 stt_relay_actor::behavior_type echo_relay(stt_relay_actor::stateful_pointer<echo_state> self,
@@ -51,12 +54,15 @@ stt_relay_actor::behavior_type echo_relay(stt_relay_actor::stateful_pointer<echo
           self->send(s.listener, heard_atom::value, stt_transcript{id, final_text, true, "en", start, s.seconds});
       },
       [=](stop_atom) {
-        if (self->state.opts.drain.count() > 0) {  // drains: "stopped" only after the delay
-          auto delay = self->state.opts.drain;
-          self->state.opts.drain = std::chrono::milliseconds(0);
-          self->delayed_send(self, delay, stop_atom::value);
+        auto& s = self->state;
+        if (s.opts.drain.count() > 0) {  // drains: "stopped" only after the delay
+          s.drain_end = std::chrono::steady_clock::now() + s.opts.drain;
+          self->delayed_send(self, s.opts.drain, stop_atom::value);
+          s.opts.drain = std::chrono::milliseconds(0);
           return;
         }
+        // a stop again while draining (as real relays, it changes nothing); the delayed one ends it
+        if (std::chrono::steady_clock::now() < s.drain_end) return;
         self->send(self->state.listener, status_atom::value, stt_status{"stopped", "echo"});
         self->quit();
       },
