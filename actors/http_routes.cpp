@@ -1,5 +1,7 @@
 // The HTTP routes of the client protocol (shared/spec/client-protocol.md, "HTTP").
 #include <algorithm>
+#include <charconv>
+#include <optional>
 #include <sstream>
 
 #include <caf/stateful_actor.hpp>
@@ -303,7 +305,17 @@ void active_speaker(self_ptr self, const http_request& req, const http_responder
   responder->respond(json_response(200, R"({"success":true})"));
 }
 
-// GET /api/sessions/{slug}/transcript: Bearer transcription token of that room, or the service secret.
+// A whole number from `min` to `max` written in decimal digits only, or nothing.
+std::optional<std::uint64_t> whole_number(const std::string& text, std::uint64_t min, std::uint64_t max) {
+  std::uint64_t v = 0;
+  const char* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, v);
+  if (text.empty() || ec != std::errc() || p != end || v < min || v > max) return std::nullopt;
+  return v;
+}
+
+// GET /api/sessions/{slug}/transcript[?offset=N][&limit=N]: Bearer transcription token of that room, or the service
+// secret. A page of at most transcript_page_max segments; "nextOffset" when the room has more.
 void stored_transcript(self_ptr self, const std::string& slug, const http_request& req,
                        const http_responder_ptr& responder) {
   auto& st = self->state;
@@ -312,13 +324,30 @@ void stored_transcript(self_ptr self, const std::string& slug, const http_reques
     std::string token = h && h->rfind("Bearer ", 0) == 0 ? h->substr(7) : std::string{};
     if (!token_admits(st, token, slug, responder)) return;
   }
+  transcript_query q;
+  q.slug = slug;
+  constexpr std::uint64_t max_offset = 1'000'000'000'000;
+  auto bad = [&](const std::string& message) {
+    responder->respond(json_response(400, json_builder().str("error", "invalid_query").str("message", message).done()));
+  };
+  if (auto v = req.query_param("offset")) {
+    auto n = whole_number(*v, 0, max_offset);
+    if (!n) return bad("offset must be a whole number from 0 to " + std::to_string(max_offset));
+    q.offset = *n;
+  }
+  if (auto v = req.query_param("limit")) {
+    auto n = whole_number(*v, 1, transcript_page_max);
+    if (!n) return bad("limit must be a whole number from 1 to " + std::to_string(transcript_page_max));
+    q.limit = static_cast<std::uint32_t>(*n);
+  }
   if (!st.ctx->persistence) {
     responder->respond(json_response(503, json_error_body("persistence_disabled")));
     return;
   }
-  self->request(st.ctx->persistence, std::chrono::seconds(10), history_atom::value, slug)
+  const auto next = q.offset + q.limit;
+  self->request(st.ctx->persistence, std::chrono::seconds(10), history_atom::value, std::move(q))
       .then(
-          [responder, slug](const transcript_result& r) {
+          [responder, slug, next](const transcript_result& r) {
             if (!r.error.empty()) {
               responder->respond(json_response(
                   503, json_builder().str("error", "database_unavailable").str("message", r.error).done()));
@@ -345,7 +374,9 @@ void stored_transcript(self_ptr self, const std::string& slug, const http_reques
                           .str("endedAt", g.ended_at)
                           .done();
             }
-            body += "]}";
+            body += ']';
+            if (r.more) body += ",\"nextOffset\":" + std::to_string(next);
+            body += '}';
             responder->respond(json_response(200, std::move(body)));
           },
           [responder](caf::error&) {

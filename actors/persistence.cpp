@@ -105,7 +105,7 @@ database_actor::behavior_type database(db_self self, context_ptr ctx) {
         out.ok = true;
         return out;
       },
-      [self](history_atom, const std::string& slug) -> transcript_result {
+      [self](history_atom, const transcript_query& q) -> transcript_result {
         scope t(self->state.probe, self);
         transcript_result r;
         db_outcome out;
@@ -114,7 +114,7 @@ database_actor::behavior_type database(db_self self, context_ptr ctx) {
           return r;
         }
         try {
-          r.segments = self->state.repo->transcript(slug, r.found);
+          r.segments = self->state.repo->transcript(q.slug, q.offset, q.limit, r.found, r.more);
         } catch (const std::exception& e) {
           failed(self, out, e.what());
           r.error = out.error;
@@ -512,7 +512,7 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
               ping(self);
               return rp;
             },
-            [self](history_atom, const std::string& slug) -> caf::typed_response_promise<transcript_result> {
+            [self](history_atom, transcript_query& q) -> caf::typed_response_promise<transcript_result> {
               scope t(self->state.probe, self);
               auto rp = self->make_response_promise<transcript_result>();
               auto& s = self->state;
@@ -523,7 +523,7 @@ persistence_actor spawn_persistence(caf::actor_system& sys, context_ptr ctx) {
                 return rp;
               }
               ++s.reads;
-              self->request(s.db, caf::infinite, history_atom::value, slug)
+              self->request(s.db, caf::infinite, history_atom::value, std::move(q))
                   .then(
                       [self, rp](transcript_result& r) mutable {
                         --self->state.reads;

@@ -147,8 +147,9 @@ using persistence_actor = caf::typed_actor<
     caf::reacts_to<usage_atom, usage_record>,
     // queue figures and database health for /health, /ready and /metrics
     caf::replies_to<queue_atom>::with<queue_stats>,
-    // the stored finals of a room, for GET /api/sessions/{slug}/transcript
-    caf::replies_to<history_atom, std::string>::with<transcript_result>,
+    // a page of the stored finals of a room, for GET /api/sessions/{slug}/transcript (at most 16 reads wait for the
+    // database; more are answered with an error at once)
+    caf::replies_to<history_atom, transcript_query>::with<transcript_result>,
     // timer: fsync the journal, flush a batch, retry after a failure
     caf::reacts_to<tick_atom>,
     // timer: a database check or the shutdown bound took too long; answer with what is known
@@ -161,8 +162,8 @@ using persistence_actor = caf::typed_actor<
 using database_actor = caf::typed_actor<
     // write a batch of finals (one transaction) and then usage rows; answers what got written
     caf::replies_to<write_atom, db_batch>::with<db_outcome>,
-    // the stored finals of a room
-    caf::replies_to<history_atom, std::string>::with<transcript_result>,
+    // a page of the stored finals of a room
+    caf::replies_to<history_atom, transcript_query>::with<transcript_result>,
     // is the database reachable (opens and migrates it when it is not open yet)
     caf::replies_to<ping_atom>::with<db_outcome>>;
 

@@ -204,9 +204,21 @@ struct transcript_segment {
   std::string utterance_id, speaker_id, speaker_name, text, language, started_at, ended_at;
 };
 
-// The stored transcript of a room: found=false for an unknown room, error set when the database failed.
+// A page of a room's stored transcript: its finals from `offset` on (in the order of start), at most `limit` of them.
+// A page is bounded so that a room with a very long history (a slug reused for months) costs a request no more than
+// transcript_page_max segments of memory and database time.
+constexpr std::uint32_t transcript_page_max = 20'000;
+struct transcript_query {
+  std::string slug;
+  std::uint64_t offset = 0;
+  std::uint32_t limit = transcript_page_max;
+};
+
+// The stored transcript of a room: found=false for an unknown room, error set when the database failed; more: the
+// room has finals after this page.
 struct transcript_result {
   bool found = false;
+  bool more = false;
   std::string error;
   std::vector<transcript_segment> segments;
 };
@@ -276,7 +288,8 @@ SW_INSPECT(usage_record, x.session_slug, x.session_id, x.identity, x.started_ms,
            x.transcripts, x.finals, x.partials, x.errors)
 SW_INSPECT(transcript_segment, x.utterance_id, x.speaker_id, x.speaker_name, x.text, x.language, x.started_at,
            x.ended_at)
-SW_INSPECT(transcript_result, x.found, x.error, x.segments)
+SW_INSPECT(transcript_query, x.slug, x.offset, x.limit)
+SW_INSPECT(transcript_result, x.found, x.more, x.error, x.segments)
 SW_INSPECT(db_batch, x.finals, x.usage)
 SW_INSPECT(db_outcome, x.ok, x.finals_written, x.unknown, x.refused, x.usage, x.error, x.backend, x.batch_ms)
 SW_INSPECT(queue_stats, x.queue_length, x.total_queued, x.total_flushed, x.total_errors, x.last_flush_ms, x.last_error,

@@ -1,7 +1,9 @@
 #include "storage/repository.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <ctime>
 #include <filesystem>
 
@@ -370,19 +372,28 @@ bool repository::write_usage(const usage_record& u, double cost_per_minute) {
   }
 }
 
-std::vector<stored_segment> repository::transcript(const std::string& slug, bool& found) {
+std::vector<stored_segment> repository::transcript(const std::string& slug, std::uint64_t offset, std::uint32_t limit,
+                                                   bool& found, bool& more) {
   std::vector<stored_segment> out;
+  more = false;
   try {
     found = !session_id_for(slug, false).empty();
-    if (!found) return out;
+    if (!found || limit == 0) return out;
+    // one more than asked: whether the room has finals after this page
+    const long long rows = static_cast<long long>(limit) + 1,
+                    skip = static_cast<long long>(std::min<std::uint64_t>(offset, INT64_MAX));
     soci::rowset<soci::row> rs = (sql_->prepare << R"(SELECT s."utteranceId", COALESCE(p."identity", ''),
         COALESCE(p."name", ''), s."text", COALESCE(s."language", ''), CAST(s."startedAt" AS TEXT),
         COALESCE(CAST(s."endedAt" AS TEXT), '')
         FROM "TranscriptSegment" s JOIN "VideoSession" v ON v."id" = s."videoSessionId"
         LEFT JOIN "Participant" p ON p."id" = s."participantId"
-        WHERE v."slug" = :slug ORDER BY s."startedAt", s."createdAt", s."utteranceId")",
-                                  soci::use(slug));
+        WHERE v."slug" = :slug ORDER BY s."startedAt", s."createdAt", s."utteranceId" LIMIT :n OFFSET :o)",
+                                  soci::use(slug), soci::use(rows), soci::use(skip));
     for (auto& r : rs) {
+      if (out.size() == limit) {
+        more = true;
+        break;
+      }
       stored_segment s;
       s.utterance_id = r.get<std::string>(0);
       s.speaker_id = r.get<std::string>(1);

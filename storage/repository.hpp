@@ -42,8 +42,10 @@ public:
   std::vector<std::size_t> write_batch(const std::vector<final_record>& rows);
   // Writes one usage row; false (nothing written) when a web-app database does not know its room.
   bool write_usage(const usage_record& u, double cost_per_minute);
-  // Stored finals of a room ordered by start; nullopt-like: found=false when the room is unknown.
-  std::vector<stored_segment> transcript(const std::string& slug, bool& found);
+  // Stored finals of a room ordered by start, at most `limit` from `offset` on; found=false when the room is unknown,
+  // more=true when it has finals after these.
+  std::vector<stored_segment> transcript(const std::string& slug, std::uint64_t offset, std::uint32_t limit,
+                                         bool& found, bool& more);
   bool ping();
 
 private:

@@ -203,16 +203,48 @@ TEST_P(Storage, TranscriptIsOrderedByStart) {
   auto r = open();
   r->write_batch(
       {final_of("room", "u2", "second", "bob", "Bob", 5), final_of("room", "u1", "first", "alice", "Alice", 1)});
-  bool found = false;
-  auto t = r->transcript("room", found);
+  bool found = false, more = true;
+  auto t = r->transcript("room", 0, sw::transcript_page_max, found, more);
   ASSERT_TRUE(found);
+  EXPECT_FALSE(more);
   ASSERT_EQ(t.size(), 2u);
   EXPECT_EQ(t[0].text, "first");
   EXPECT_EQ(t[0].speaker_name, "Alice");
   EXPECT_EQ(t[1].speaker_id, "bob");
   EXPECT_EQ(t[0].started_at, "2026-09-21T14:13:21.000Z");
-  r->transcript("nowhere", found);
+  r->transcript("nowhere", 0, sw::transcript_page_max, found, more);
   EXPECT_FALSE(found);
+}
+
+// A room's transcript comes in pages: each holds at most what was asked, says whether more follow, and the pages
+// together hold every final once, in the order of start.
+TEST_P(Storage, TranscriptPagesHoldEveryFinalOnceInOrder) {
+  auto r = open();
+  std::vector<sw::final_record> rows;
+  for (int i = 0; i < 25; ++i)  // written out of order
+    rows.push_back(final_of("room", "u" + std::to_string(i), "t" + std::to_string(i), "alice", "Alice", (i * 7) % 25));
+  r->write_batch(rows);
+  std::vector<std::string> texts;
+  bool found = false, more = true;
+  std::uint64_t offset = 0;
+  int pages = 0;
+  while (more) {
+    auto page = r->transcript("room", offset, 10, found, more);
+    ASSERT_TRUE(found);
+    ASSERT_LE(page.size(), 10u);
+    ASSERT_EQ(more, offset + 10 < 25) << offset;
+    for (auto& s : page) texts.push_back(s.started_at);
+    offset += page.size();
+    ASSERT_LT(++pages, 10);
+  }
+  EXPECT_EQ(pages, 3);
+  ASSERT_EQ(texts.size(), 25u);
+  EXPECT_TRUE(std::is_sorted(texts.begin(), texts.end()));
+  EXPECT_EQ(std::set<std::string>(texts.begin(), texts.end()).size(), 25u) << "each final once";
+  EXPECT_TRUE(r->transcript("room", 25, 10, found, more).empty());
+  EXPECT_TRUE(found);
+  EXPECT_FALSE(more);
+  EXPECT_TRUE(r->transcript("room", 1'000'000'000'000, 10, found, more).empty());
 }
 
 TEST_P(Storage, MigrationsAreVersionedAndIdempotent) {
@@ -507,6 +539,52 @@ TEST_P(Persist, AStreamLeavesItsFinalsAndOneUsageRow) {
   EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptSegment")"), 5);
   EXPECT_EQ(db->count(R"(SELECT count(*) FROM "TranscriptionUsage")"), 1);
   EXPECT_EQ(db->count(R"(SELECT "finalTranscripts" FROM "TranscriptionUsage")"), 5);
+}
+
+// GET /api/sessions/{slug}/transcript in pages (?offset, ?limit): "nextOffset" while more follow; a query that is no
+// page is refused with 400 and says why.
+TEST_P(Persist, TheStoredTranscriptComesInPages) {
+  sw::test::harness h([&](sw::config& c) { configure(c, *db); });
+  auto c = h.connect("room", "alice");
+  sw::test::expect_message(*c, "ready");
+  std::vector<std::uint8_t> f(640, 0);
+  for (int i = 0; i < 5; ++i) c->send_binary(f.data(), f.size());
+  c->send_text(R"({"type":"stop"})");
+  EXPECT_EQ(sw::test::expect_close(*c, 5000), 1000);
+  auto get = [&](const std::string& query) {
+    return sw::net::http_fetch(h.http("/api/sessions/room/transcript" + query), "GET", "",
+                               {{"Authorization", "Bearer service-secret"}});
+  };
+  ASSERT_TRUE(sw::test::eventually([&] { return get("").body.find("chunk 5 640B") != std::string::npos; }));
+  auto whole = get("");
+  EXPECT_EQ(whole.body.find("nextOffset"), std::string::npos) << "one page holds it all: " << whole.body;
+  auto first = get("?limit=2");
+  EXPECT_EQ(first.status, 200u);
+  EXPECT_NE(first.body.find(R"("text":"chunk 1 640B")"), std::string::npos) << first.body;
+  EXPECT_NE(first.body.find(R"("text":"chunk 2 640B")"), std::string::npos) << first.body;
+  EXPECT_EQ(first.body.find("chunk 3"), std::string::npos) << first.body;
+  EXPECT_EQ(field(first.body, "nextOffset"), "2");
+  auto second = get("?offset=2&limit=2");
+  EXPECT_NE(second.body.find("chunk 3 640B"), std::string::npos) << second.body;
+  EXPECT_NE(second.body.find("chunk 4 640B"), std::string::npos) << second.body;
+  EXPECT_EQ(field(second.body, "nextOffset"), "4");
+  auto last = get("?offset=4&limit=2");
+  EXPECT_NE(last.body.find("chunk 5 640B"), std::string::npos) << last.body;
+  EXPECT_EQ(last.body.find("nextOffset"), std::string::npos) << last.body;
+  auto past = get("?offset=9");
+  EXPECT_EQ(past.status, 200u);
+  EXPECT_EQ(past.body, R"({"sessionSlug":"room","segments":[]})");
+  for (const char* q : {"?limit=0", "?limit=20001", "?limit=abc", "?limit=", "?limit=2x", "?offset=-1", "?offset=1e3",
+                        "?offset=99999999999999999999", "?offset=1000000000001"}) {
+    auto bad = get(q);
+    EXPECT_EQ(bad.status, 400u) << q << ": " << bad.body;
+    EXPECT_EQ(field(bad.body, "error"), "invalid_query") << q;
+    EXPECT_NE(field(bad.body, "message").find(std::string(q).substr(1, 5)), std::string::npos) << bad.body;
+  }
+  EXPECT_EQ(get("?limit=20000").status, 200u);
+  auto unknown = sw::net::http_fetch(h.http("/api/sessions/nope/transcript?limit=abc"), "GET", "",
+                                     {{"Authorization", "Bearer " + sw::test::harness::token("room", "bob")}});
+  EXPECT_EQ(unknown.status, 403u) << "who asks is checked first";
 }
 
 TEST_P(Persist, JournaledFinalsAreReplayedAtStartExactlyOnce) {

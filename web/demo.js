@@ -197,7 +197,7 @@
   async function checkToken() {
     let res;
     try {
-      res = await fetch(`/api/sessions/${encodeURIComponent(room)}/transcript`, {
+      res = await fetch(`/api/sessions/${encodeURIComponent(room)}/transcript?limit=1`, {
         headers: { Authorization: `Bearer ${token}` },
         cache: 'no-store',
       });
