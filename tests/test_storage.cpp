@@ -509,15 +509,20 @@ void configure(sw::config& c, const fresh_db& db) {
   c.persist_journal_dir = db.dir + "/journal";
 }
 
+// alice streams five chunks of 640 bytes to "room" and stops: five finals ("chunk <n> 640B"), one usage row.
+void stream_five_chunks(const sw::test::harness& h) {
+  auto c = h.connect("room", "alice");
+  sw::test::expect_message(*c, "ready");
+  std::vector<std::uint8_t> f(640, 0);
+  for (int i = 0; i < 5; ++i) c->send_binary(f.data(), f.size());
+  c->send_text(R"({"type":"stop"})");
+  EXPECT_EQ(sw::test::expect_close(*c, 5000), 1000);
+}
+
 TEST_P(Persist, AStreamLeavesItsFinalsAndOneUsageRow) {
   {
     sw::test::harness h([&](sw::config& c) { configure(c, *db); });
-    auto c = h.connect("room", "alice");
-    sw::test::expect_message(*c, "ready");
-    std::vector<std::uint8_t> f(640, 0);
-    for (int i = 0; i < 5; ++i) c->send_binary(f.data(), f.size());
-    c->send_text(R"({"type":"stop"})");
-    EXPECT_EQ(sw::test::expect_close(*c, 5000), 1000);
+    stream_five_chunks(h);
     for (int i = 0; i < 200 && db->count_or_none(R"(SELECT count(*) FROM "TranscriptionUsage")") < 1; ++i)
       std::this_thread::sleep_for(10ms);
     auto t = sw::net::http_fetch(h.http("/api/sessions/room/transcript"), "GET", "",
@@ -545,12 +550,7 @@ TEST_P(Persist, AStreamLeavesItsFinalsAndOneUsageRow) {
 // page is refused with 400 and says why.
 TEST_P(Persist, TheStoredTranscriptComesInPages) {
   sw::test::harness h([&](sw::config& c) { configure(c, *db); });
-  auto c = h.connect("room", "alice");
-  sw::test::expect_message(*c, "ready");
-  std::vector<std::uint8_t> f(640, 0);
-  for (int i = 0; i < 5; ++i) c->send_binary(f.data(), f.size());
-  c->send_text(R"({"type":"stop"})");
-  EXPECT_EQ(sw::test::expect_close(*c, 5000), 1000);
+  stream_five_chunks(h);
   auto get = [&](const std::string& query) {
     return sw::net::http_fetch(h.http("/api/sessions/room/transcript" + query), "GET", "",
                                {{"Authorization", "Bearer service-secret"}});
