@@ -55,7 +55,7 @@ stt_relay_actor::behavior_type echo_relay(stt_relay_actor::stateful_pointer<echo
       },
       [=](stop_atom) {
         auto& s = self->state;
-        if (s.opts.drain.count() > 0) {  // drains: "stopped" only after the delay
+        if (s.opts.drain.count() > 0 && (s.n > 0 || s.opts.drain_without_audio)) {  // "stopped" only after the delay
           s.drain_end = std::chrono::steady_clock::now() + s.opts.drain;
           self->delayed_send(self, s.opts.drain, stop_atom::value);
           s.opts.drain = std::chrono::milliseconds(0);

@@ -28,6 +28,7 @@ struct echo_options {
   bool duplicate_finals = false;             // emit every final twice (dedup tests)
   std::string fail_code;                     // non-empty: report this error at start and stop
   std::chrono::milliseconds drain{0};        // after stop, "stopped" comes this much later (an upstream's last finals)
+  bool drain_without_audio = true;           // false: a relay that got no audio stops at once (nothing to drain)
   std::chrono::milliseconds final_delay{0};  // each final comes this much after its audio (keep drain above it)
   std::shared_ptr<audio_capture> capture;    // set: the audio is kept there
 };
