@@ -23,6 +23,8 @@
 #include "loadgen/loadgen.hpp"
 #include "loadgen/verdict.hpp"
 #include "net/client.hpp"
+#include "net/tls_client.hpp"
+#include "net/url.hpp"
 #include "proto/rapidjson.hpp"
 #include "tests/fakes/fake_gladia.hpp"
 
@@ -32,7 +34,9 @@ const char* usage = R"(Usage: sessions-ws-loadgen [options]
 Simulated participants stream to a sessions-ws server and the run is reported.
 
 Target and identities
-  --url ws://HOST:PORT      the server (default ws://127.0.0.1:3001; plain ws only)
+  --url ws://HOST[:PORT]    the server (default ws://127.0.0.1:3001); wss://HOST[:PORT] for TLS (port 443 when
+                            not given), the server's certificate verified for HOST against the system's CAs
+  --ca-file FILE            with wss: trust the CAs in FILE (PEM) instead of the system's
   --secret S                mints the tokens: TRANSCRIPTION_JWT_SECRET (default: from the environment), or
                             SERVICE_API_SECRET with --egress
   --tokens FILE             tokens to use instead, one per line (reused round robin)
@@ -216,6 +220,8 @@ int main(int argc, char** argv) {
       return 0;
     } else if (a == "--url") {
       url = next();
+    } else if (a == "--ca-file") {
+      s.ca_file = next();
     } else if (a == "--secret") {
       s.secret = next();
     } else if (a == "--tokens") {
@@ -265,15 +271,20 @@ int main(int argc, char** argv) {
     }
   }
   {
-    const std::string prefix = "ws://";
-    if (url.rfind(prefix, 0) != 0) bad("--url must be ws://HOST:PORT (wss is not supported by this tool)");
-    auto hostport = url.substr(prefix.size());
-    while (!hostport.empty() && hostport.back() == '/') hostport.pop_back();
-    auto colon = hostport.rfind(':');
-    if (colon == std::string::npos) bad("--url needs a port: ws://HOST:PORT");
-    s.host = hostport.substr(0, colon);
-    s.port = static_cast<std::uint16_t>(number("--url port", hostport.substr(colon + 1), 1, 65'535));
+    auto u = sw::net::parse_url(url);
+    if (!u || (u->scheme != "ws" && u->scheme != "wss"))
+      bad("--url must be ws://HOST[:PORT] or wss://HOST[:PORT], not " + sw::net::shown_url(url));
+    if (u->target != "/") bad("--url takes no path: the tool connects to /api/realtime/transcribe (or /egress/audio)");
+    s.host = u->host;
+    s.port = u->port;
+    s.tls = u->secure();
   }
+  if (!s.ca_file.empty()) {
+    if (!s.tls) bad("--ca-file is for a wss:// --url");
+    std::string error;
+    if (!sw::net::client_tls_context(s.ca_file, error)) bad(error);
+  }
+  if (s.tls && s.floor) bad("--floor is for a ws:// --url (the bare receiver speaks no TLS)");
   if (session_limit.count() > 0 && !embedded_port) bad("--upstream-session-limit is for --embedded-upstream");
   if (lose_after.count() > 0 && !embedded_port) bad("--upstream-lose-after is for --embedded-upstream");
   if (!tokens_file.empty()) {
@@ -623,11 +634,11 @@ int main(int argc, char** argv) {
   if (fake)
     row("of it the embedded fake Gladia",
         std::to_string(fake_cpu) + " s = " + std::to_string(fake_cpu / window_s) + " cores");
-  row("tool's sends", result.io_uring
-                          ? std::to_string(result.batched_frames) + " frames in " +
-                                std::to_string(result.batch_submissions) + " io_uring submissions"
-                          : std::string(s.batch_sends ? "a sendmsg per frame (io_uring refused by the kernel)"
-                                                      : "a sendmsg per frame (--no-io-uring)"));
+  row("tool's sends", s.tls             ? std::string("a TLS write per frame (wss)")
+                      : result.io_uring ? std::to_string(result.batched_frames) + " frames in " +
+                                              std::to_string(result.batch_submissions) + " io_uring submissions"
+                      : s.batch_sends ? std::string("a sendmsg per frame (io_uring refused by the kernel)")
+                                      : std::string("a sendmsg per frame (--no-io-uring)"));
   row("frames not taken whole at once", std::to_string(result.not_taken_whole) + " (their rest went later)");
   row("verdict", verdict);
 
@@ -678,9 +689,10 @@ int main(int argc, char** argv) {
         << ",\"toolCores\":" << tool_cpu / window_s;
     if (fake) out << ",\"fakeCpuS\":" << fake_cpu << ",\"fakeCores\":" << fake_cpu / window_s;
     out << ",\"steal\":{\"server\":" << steal_server << ",\"tool\":" << steal_tool << "}";
-    out << ",\"toolSends\":{\"ioUring\":" << (result.io_uring ? "true" : "false")
-        << ",\"submissions\":" << result.batch_submissions << ",\"batchedFrames\":" << result.batched_frames
-        << ",\"notTakenWhole\":" << result.not_taken_whole << "},\"verdict\":\"" << verdict << "\"}\n";
+    out << ",\"toolSends\":{\"tls\":" << (s.tls ? "true" : "false")
+        << ",\"ioUring\":" << (result.io_uring ? "true" : "false") << ",\"submissions\":" << result.batch_submissions
+        << ",\"batchedFrames\":" << result.batched_frames << ",\"notTakenWhole\":" << result.not_taken_whole
+        << "},\"verdict\":\"" << verdict << "\"}\n";
   }
   return connected == s.participants && clean == s.participants && !rejected && !unexpected && !failed ? 0 : 1;
 }

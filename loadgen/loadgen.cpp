@@ -23,6 +23,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
@@ -33,6 +34,7 @@
 #include <caf/stateful_actor.hpp>
 
 #include "net/edge_socket.hpp"
+#include "net/tls_client.hpp"
 #include "proto/load_tag.hpp"
 #include "proto/token.hpp"
 
@@ -229,6 +231,9 @@ public:
 
   int sndbuf_ = 0;       // SO_SNDBUF (0: the kernel's)
   bool egress_ = false;  // a LiveKit egress connection: it ends with a close without status, not `stop`
+  // wss: the context (verifying) and the name the server's certificate must carry (set before start())
+  std::shared_ptr<asio::ssl::context> tls_context_;
+  std::string tls_name_;
 
   // The participant actor this connection reports to (set before start()).
   void set_owner(caf::actor owner) { owner_ = std::move(owner); }
@@ -243,14 +248,15 @@ public:
         self->sock_.stamp_receipts();  // fan-out ends when the kernel received a transcript (read_at_ns_)
         if (self->sndbuf_ > 0) self->sock_.set_option(asio::socket_base::send_buffer_size(self->sndbuf_));
         self->sock_.non_blocking(true);  // frames are written at once when the socket takes them
-        self->request_ = "GET " + self->target_ + " HTTP/1.1\r\nHost: " + self->host_ +
-                         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
-                         "bG9hZGdlbi1jbGllbnQxMg==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-        asio::async_write(self->sock_, asio::buffer(self->request_),
-                          [self](const boost::system::error_code& ec2, std::size_t) {
-                            if (ec2) return self->fail("handshake: " + ec2.message());
-                            self->read_head();
-                          });
+        if (!self->tls_context_) return self->upgrade();
+        self->tls_ = std::make_unique<tls_stream>(self->sock_, *self->tls_context_);
+        if (!SSL_set_tlsext_host_name(self->tls_->native_handle(), self->tls_name_.c_str()))
+          return self->fail("TLS: cannot set the SNI host name " + self->tls_name_);
+        self->tls_->set_verify_callback(asio::ssl::host_name_verification(self->tls_name_));
+        self->tls_->async_handshake(asio::ssl::stream_base::client, [self](const boost::system::error_code& ec2) {
+          if (ec2) return self->fail("TLS handshake: " + ec2.message());
+          self->upgrade();
+        });
       });
     });
   }
@@ -319,9 +325,39 @@ public:
   }
 
 private:
-  void read_head() {
+  using tls_stream = asio::ssl::stream<tcp::socket&>;
+
+  // Calls f with what this connection reads and writes through: the TLS stream, or the socket itself.
+  template <class F>
+  void with_stream(F&& f) {
+    if (tls_) {
+      f(*tls_);
+    } else {
+      f(sock_);
+    }
+  }
+
+  void upgrade() {
+    request_ = "GET " + target_ + " HTTP/1.1\r\nHost: " + host_ +
+               "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "
+               "bG9hZGdlbi1jbGllbnQxMg==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     auto self = shared_from_this();
-    asio::async_read_until(sock_, head_, "\r\n\r\n", [self](const boost::system::error_code& ec, std::size_t n) {
+    with_stream([&](auto& stream) {
+      asio::async_write(stream, asio::buffer(request_), [self](const boost::system::error_code& ec, std::size_t) {
+        if (ec) return self->fail("handshake: " + ec.message());
+        self->read_head();
+      });
+    });
+  }
+
+  void read_head() {
+    with_stream([&](auto& stream) { read_head(stream); });
+  }
+
+  template <class Stream>
+  void read_head(Stream& stream) {
+    auto self = shared_from_this();
+    asio::async_read_until(stream, head_, "\r\n\r\n", [self](const boost::system::error_code& ec, std::size_t n) {
       if (ec) return self->fail("handshake: " + ec.message());
       std::string head(asio::buffers_begin(self->head_.data()), asio::buffers_begin(self->head_.data()) + n);
       self->head_.consume(n);
@@ -352,27 +388,34 @@ private:
       result.rejected_body.assign(asio::buffers_begin(head_.data()), asio::buffers_begin(head_.data()) + length);
       return finish(0, false);
     }
-    asio::async_read(sock_, head_, asio::transfer_exactly(length - have),
-                     [self, length](const boost::system::error_code&, std::size_t) {
-                       auto& b = self->head_;
-                       self->result.rejected_body.assign(asio::buffers_begin(b.data()),
-                                                         asio::buffers_begin(b.data()) + std::min(length, b.size()));
-                       self->finish(0, false);
-                     });
+    with_stream([&](auto& stream) {
+      asio::async_read(stream, head_, asio::transfer_exactly(length - have),
+                       [self, length](const boost::system::error_code&, std::size_t) {
+                         auto& b = self->head_;
+                         self->result.rejected_body.assign(asio::buffers_begin(b.data()),
+                                                           asio::buffers_begin(b.data()) + std::min(length, b.size()));
+                         self->finish(0, false);
+                       });
+    });
   }
 
   void read() {
+    with_stream([&](auto& stream) { read(stream); });
+  }
+
+  template <class Stream>
+  void read(Stream& stream) {
     auto self = shared_from_this();
-    sock_.async_read_some(asio::buffer(rbuf_), [self](const boost::system::error_code& ec, std::size_t n) {
+    stream.async_read_some(asio::buffer(rbuf_), [self](const boost::system::error_code& ec, std::size_t n) {
       if (ec) {
         if (!self->closed_) self->finish(1006, true, "connection lost: " + ec.message());
         return;
       }
       self->in_.append(self->rbuf_, n);
       // When the kernel received what this read took (the last of it), not when this lane got to it: the lane's
-      // queueing on the tool's core is not the server's fan-out latency.
+      // queueing on the tool's core is not the server's fan-out latency. Through TLS: when it was decrypted.
       const auto now = monotonic_ns();
-      const auto received = self->sock_.receipt_realtime_ns();
+      const auto received = self->tls_ ? 0 : self->sock_.receipt_realtime_ns();
       self->read_at_ns_ = received ? monotonic_of_realtime_ns(received) : now;
       if (received) self->lane_.read_delay.add_ns(std::max<std::int64_t>(0, now - self->read_at_ns_));
       self->parse();
@@ -502,7 +545,7 @@ private:
       ++live_.frames_sent;
       iov_[0] = {hdr_, 8 + load_tag::size};
       iov_[1] = {const_cast<char*>(a.masked.data() + k * f + load_tag::size), f - load_tag::size};
-      if (lane_.batching) {
+      if (lane_.batching && !tls_) {
         msg_ = {};
         msg_.msg_iov = iov_;
         msg_.msg_iovlen = 2;
@@ -512,7 +555,7 @@ private:
         }
       }
       if (!send(frame_buffers(), false)) {
-        if (writing_) ++lane_.not_taken_whole;
+        if (writing_ && !tls_) ++lane_.not_taken_whole;
         return;
       }
     }
@@ -534,6 +577,10 @@ private:
   // False when the caller must stop (writing in the background, or failed).
   template <class Buffers>
   bool send(const Buffers& bufs, bool closing) {
+    if (tls_) {  // encrypted and written asynchronously, one record at a time
+      keep_rest(bufs, 0, closing);
+      return false;
+    }
     boost::system::error_code ec;
     const std::size_t total = asio::buffer_size(bufs);
     std::size_t n = sock_.write_some(bufs, ec);
@@ -573,11 +620,14 @@ private:
     }
     writing_ = true;
     auto self = shared_from_this();
-    asio::async_write(sock_, asio::buffer(pending_), [self, closing](const boost::system::error_code& e, std::size_t) {
-      self->writing_ = false;
-      if (e) return;
-      if (closing) return self->close_socket_soon();
-      self->pump();
+    with_stream([&](auto& stream) {
+      asio::async_write(stream, asio::buffer(pending_),
+                        [self, closing](const boost::system::error_code& e, std::size_t) {
+                          self->writing_ = false;
+                          if (e) return;
+                          if (closing) return self->close_socket_soon();
+                          self->pump();
+                        });
     });
   }
 
@@ -619,7 +669,8 @@ private:
   // Reads to the edge: a read that comes back short waits for epoll, not for a second recvmsg that finds nothing
   // (Asio's reactor tries every read once before it waits; a transcript a read, that was two recvmsg each).
   net::edge_socket sock_;
-  std::int64_t read_at_ns_ = 0;  // when the bytes of the latest read arrived (CLOCK_MONOTONIC)
+  std::unique_ptr<tls_stream> tls_;  // wss: over sock_
+  std::int64_t read_at_ns_ = 0;      // when the bytes of the latest read arrived (CLOCK_MONOTONIC)
   asio::steady_timer timer_;
   tcp::endpoint ep_;
   std::string target_, host_, request_;
@@ -815,6 +866,12 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
       p->io.run();
     });
   }
+  std::shared_ptr<asio::ssl::context> tls;
+  if (s.tls) {
+    std::string error;
+    tls = net::client_tls_context(s.ca_file, error);
+    if (!tls) throw std::runtime_error(error);
+  }
   caf::actor_system_config cfg;
   cfg.set("scheduler.max-threads", static_cast<std::size_t>(std::max(1, s.actor_threads)));
   caf::actor_system sys{cfg};
@@ -864,6 +921,8 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
                                             static_cast<std::uint32_t>(i), s.frame, live);
     c->egress_ = s.egress;
     c->sndbuf_ = s.sndbuf;
+    c->tls_context_ = tls;
+    c->tls_name_ = s.host;
     sys.spawn(participant, c, caf::actor_cast<caf::actor>(driver), &s, &live);
   }
   const auto deadline = clock_type::now() + s.duration + s.stop_timeout + std::chrono::seconds(60);
@@ -895,7 +954,7 @@ run_result run(const settings& s, live_figures& live, const std::function<void()
     out.batched_frames += l->batched_frames;
     out.not_taken_whole += l->not_taken_whole;
   }
-  out.io_uring = std::all_of(lanes.begin(), lanes.end(), [](const auto& l) { return l->ring.on(); });
+  out.io_uring = !s.tls && std::all_of(lanes.begin(), lanes.end(), [](const auto& l) { return l->ring.on(); });
   return out;
 }
 

@@ -20,6 +20,11 @@ namespace sw::load {
 struct settings {
   std::string host = "127.0.0.1";
   std::uint16_t port = 3001;
+  // wss: TLS to the server, verified (its certificate and host name, with SNI) against the system's CA store or
+  // `ca_file` instead. Each frame is then encrypted and written on its own (no io_uring batch), and a transcript
+  // counts as arrived when the tool decrypted it (no kernel receipt time through TLS).
+  bool tls = false;
+  std::string ca_file;
   int participants = 10;
   int room_size = 1;
   double ramp_per_s = 200;  // new connections per second

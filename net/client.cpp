@@ -14,6 +14,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 
 #include "net/beast_util.hpp"
+#include "net/tls_client.hpp"
 #include "net/url.hpp"
 
 namespace sw::net {
@@ -51,16 +52,10 @@ bool run_until(asio::io_context& ioc, Done done, std::chrono::milliseconds timeo
   throw std::runtime_error(what + ": " + ec.message());
 }
 
-ssl::context make_tls_context(const client_options& opts) {
-  ssl::context ctx(ssl::context::tls_client);
-  ctx.set_verify_mode(ssl::verify_peer);
-  if (opts.ca_file.empty()) {
-    ctx.set_default_verify_paths();
-  } else {
-    beast::error_code ec;
-    ctx.load_verify_file(opts.ca_file, ec);
-    if (ec) fail("cannot load CA file " + opts.ca_file, ec);
-  }
+std::shared_ptr<ssl::context> make_tls_context(const client_options& opts) {
+  std::string error;
+  auto ctx = client_tls_context(opts.ca_file, error);
+  if (!ctx) throw std::runtime_error(error);
   return ctx;
 }
 
@@ -163,7 +158,7 @@ http_result http_fetch(const std::string& address, const std::string& method, co
   connect_tcp(ioc, tcp_stream, *u, opts);
   if (!u->secure()) return do_fetch(ioc, tcp_stream, *u, method, body, headers, opts);
   auto ctx = make_tls_context(opts);
-  beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp_stream), ctx);
+  beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp_stream), *ctx);
   tls_handshake(ioc, stream, *u, opts);
   return do_fetch(ioc, stream, *u, method, body, headers, opts);
 }
@@ -210,7 +205,7 @@ std::string raw_exchange(const std::string& host, std::uint16_t port, const std:
 
 struct ws_client::impl {
   asio::io_context ioc;
-  std::optional<ssl::context> tls;
+  std::shared_ptr<ssl::context> tls;
   std::optional<websocket::stream<beast::tcp_stream>> plain;
   std::optional<websocket::stream<beast::ssl_stream<beast::tcp_stream>>> secure;
   client_options opts;
@@ -281,7 +276,7 @@ std::unique_ptr<ws_client> ws_client::connect(const std::string& address, const 
   beast::tcp_stream tcp_stream(d.ioc);
   connect_tcp(d.ioc, tcp_stream, *u, opts);
   if (u->secure()) {
-    d.tls.emplace(make_tls_context(opts));
+    d.tls = make_tls_context(opts);
     beast::ssl_stream<beast::tcp_stream> s(std::move(tcp_stream), *d.tls);
     tls_handshake(d.ioc, s, *u, opts);
     d.secure.emplace(std::move(s));

@@ -22,6 +22,7 @@
 #include "net/client_websocket.hpp"
 #include "net/edge_socket.hpp"
 #include "net/runtime.hpp"
+#include "net/tls_client.hpp"
 #include "net/url.hpp"
 #include "net/ws_writer.hpp"
 
@@ -443,18 +444,8 @@ struct outbound::impl {
   std::shared_ptr<ssl::context> tls_context(const std::string& ca_file, std::string& error) {
     std::lock_guard<std::mutex> lock(tls_mu);
     if (auto it = tls_contexts.find(ca_file); it != tls_contexts.end()) return it->second;
-    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-    ctx->set_verify_mode(ssl::verify_peer);
-    beast::error_code ec;
-    if (ca_file.empty()) {
-      ctx->set_default_verify_paths(ec);
-    } else {
-      ctx->load_verify_file(ca_file, ec);
-    }
-    if (ec) {  // not kept: the file may be mended
-      error = "cannot load CA " + (ca_file.empty() ? std::string("store") : ca_file) + ": " + ec.message();
-      return nullptr;
-    }
+    auto ctx = client_tls_context(ca_file, error);
+    if (!ctx) return nullptr;  // not kept: the file may be mended
     tls_contexts.emplace(ca_file, ctx);
     return ctx;
   }

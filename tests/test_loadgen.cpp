@@ -26,6 +26,7 @@
 #include "proto/rapidjson.hpp"
 #include "tests/fakes/fake_gladia.hpp"
 #include "tests/support/harness.hpp"
+#include "tests/support/pki.hpp"
 
 namespace {
 
@@ -445,6 +446,41 @@ TEST(Loadgen, EgressConnectionsStreamToEgressAudio) {
   EXPECT_NEAR(static_cast<double>(capture->take().size()), sent_bytes / 6, 256);
 }
 
+// wss: the tool reaches a server behind TLS as browsers do, verifying its certificate for the host name against the
+// CA it is given; every frame still reaches the upstream once, and every transcript comes back. A certificate the tool
+// cannot verify (the system's store, or another CA) fails every connection at its handshake, and the run says so.
+TEST(Loadgen, AWssRunVerifiesTheServerAndLosesNothing) {
+  sw::test::test_pki pki;
+  ASSERT_TRUE(pki.ok) << "openssl could not create the test PKI";
+  const auto upstream = free_port();
+  sw::test::harness h(
+      [&](sw::config& c) {
+        c.stt_provider = "gladia";
+        c.gladia.api_url = "http://127.0.0.1:" + std::to_string(upstream);
+        c.gladia.api_key = "fake-gladia-key";
+        c.tls_cert_file = pki.file("server.pem");
+        c.tls_key_file = pki.file("server.key");
+      },
+      std::nullopt, true);
+  const std::string run = "--url wss://localhost:" + std::to_string(h.port) + " --secret " + sw::test::secret +
+                          " --participants 4 --room-size 2 --duration 2 --embedded-upstream " +
+                          std::to_string(upstream);
+  auto o = loadgen(run + " --ca-file " + pki.file("ca.pem"), "loadgen-wss");
+  expect_every_frame_once(o, 4);
+  EXPECT_NEAR(static_cast<double>(num(o.json, "framesSent")), 4 * 2 * 50, 4 * 3) << "2 s of 20 ms frames each";
+  EXPECT_GE(num(o.json, "finals"), 4 * 2) << "a final per 2 s and one at the stop, seen by both members of a room";
+  EXPECT_EQ(num(o.json["fanoutMs"], "count"), num(o.json, "partials") + num(o.json, "finals"));
+  EXPECT_TRUE(o.json["toolSends"]["tls"].GetBool());
+  EXPECT_NE(o.out.find("a TLS write per frame (wss)"), std::string::npos) << o.out;
+  for (const auto& [name, args] : {std::pair<std::string, std::string>{"loadgen-wss-system-cas", run},
+                                   {"loadgen-wss-other-ca", run + " --ca-file " + pki.file("other-ca.pem")}}) {
+    auto refused = loadgen(args, name);
+    EXPECT_EQ(refused.exit_code, 1) << refused.out;
+    EXPECT_EQ(num(refused.json, "connected"), 0) << refused.out;
+    EXPECT_NE(refused.out.find("TLS handshake: certificate verify failed"), std::string::npos) << refused.out;
+  }
+}
+
 TEST(Loadgen, BadArgumentsExitTwo) {
   EXPECT_EQ(loadgen("--participants zero", "loadgen-bad").exit_code, 2);
   EXPECT_EQ(loadgen("--url http://x --secret s", "loadgen-bad2").exit_code, 2);
@@ -454,6 +490,13 @@ TEST(Loadgen, BadArgumentsExitTwo) {
   EXPECT_EQ(loadgen("--upstream-lose-after 1000 --secret s", "loadgen-bad6").exit_code, 2) << "no embedded fake";
   EXPECT_EQ(loadgen("--upstream-lose-after 50 --embedded-upstream 1 --secret s", "loadgen-bad7").exit_code, 2)
       << "below 100 ms";
+  EXPECT_EQ(loadgen("--url ws://127.0.0.1:1/api --secret s", "loadgen-bad8").exit_code, 2) << "a path";
+  EXPECT_EQ(loadgen("--url ws://127.0.0.1:1 --ca-file /etc/hostname --secret s", "loadgen-bad9").exit_code, 2)
+      << "a CA for plain ws";
+  auto no_ca = loadgen("--url wss://localhost:1 --ca-file /nonexistent.pem --secret s", "loadgen-bad10");
+  EXPECT_EQ(no_ca.exit_code, 2);
+  EXPECT_NE(no_ca.out.find("cannot load CA /nonexistent.pem"), std::string::npos) << no_ca.out;
+  EXPECT_EQ(loadgen("--url wss://localhost:1 --floor --secret s", "loadgen-bad11").exit_code, 2) << "no TLS there";
 }
 
 // The frames due in a tick go to the kernel in one io_uring submission, and what a full socket does not take from it is
