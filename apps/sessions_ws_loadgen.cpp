@@ -36,7 +36,7 @@ Simulated participants stream to a sessions-ws server and the run is reported.
 Target and identities
   --url ws://HOST[:PORT]    the server (default ws://127.0.0.1:3001); wss://HOST[:PORT] for TLS (port 443 when
                             not given), the server's certificate verified for HOST against the system's CAs
-  --ca-file FILE            with wss: trust the CAs in FILE (PEM) instead of the system's
+  --ca FILE                 with wss: trust the CAs in FILE (PEM) instead of the system's (as sessions-ws-stream)
   --secret S                mints the tokens: TRANSCRIPTION_JWT_SECRET (default: from the environment), or
                             SERVICE_API_SECRET with --egress
   --tokens FILE             tokens to use instead, one per line (reused round robin)
@@ -220,7 +220,7 @@ int main(int argc, char** argv) {
       return 0;
     } else if (a == "--url") {
       url = next();
-    } else if (a == "--ca-file") {
+    } else if (a == "--ca") {
       s.ca_file = next();
     } else if (a == "--secret") {
       s.secret = next();
@@ -280,7 +280,7 @@ int main(int argc, char** argv) {
     s.tls = u->secure();
   }
   if (!s.ca_file.empty()) {
-    if (!s.tls) bad("--ca-file is for a wss:// --url");
+    if (!s.tls) bad("--ca is for a wss:// --url");
     std::string error;
     if (!sw::net::client_tls_context(s.ca_file, error)) bad(error);
   }

@@ -465,7 +465,7 @@ TEST(Loadgen, AWssRunVerifiesTheServerAndLosesNothing) {
   const std::string run = "--url wss://localhost:" + std::to_string(h.port) + " --secret " + sw::test::secret +
                           " --participants 4 --room-size 2 --duration 2 --embedded-upstream " +
                           std::to_string(upstream);
-  auto o = loadgen(run + " --ca-file " + pki.file("ca.pem"), "loadgen-wss");
+  auto o = loadgen(run + " --ca " + pki.file("ca.pem"), "loadgen-wss");
   expect_every_frame_once(o, 4);
   EXPECT_NEAR(static_cast<double>(num(o.json, "framesSent")), 4 * 2 * 50, 4 * 3) << "2 s of 20 ms frames each";
   EXPECT_GE(num(o.json, "finals"), 4 * 2) << "a final per 2 s and one at the stop, seen by both members of a room";
@@ -473,7 +473,7 @@ TEST(Loadgen, AWssRunVerifiesTheServerAndLosesNothing) {
   EXPECT_TRUE(o.json["toolSends"]["tls"].GetBool());
   EXPECT_NE(o.out.find("a TLS write per frame (wss)"), std::string::npos) << o.out;
   for (const auto& [name, args] : {std::pair<std::string, std::string>{"loadgen-wss-system-cas", run},
-                                   {"loadgen-wss-other-ca", run + " --ca-file " + pki.file("other-ca.pem")}}) {
+                                   {"loadgen-wss-other-ca", run + " --ca " + pki.file("other-ca.pem")}}) {
     auto refused = loadgen(args, name);
     EXPECT_EQ(refused.exit_code, 1) << refused.out;
     EXPECT_EQ(num(refused.json, "connected"), 0) << refused.out;
@@ -491,9 +491,9 @@ TEST(Loadgen, BadArgumentsExitTwo) {
   EXPECT_EQ(loadgen("--upstream-lose-after 50 --embedded-upstream 1 --secret s", "loadgen-bad7").exit_code, 2)
       << "below 100 ms";
   EXPECT_EQ(loadgen("--url ws://127.0.0.1:1/api --secret s", "loadgen-bad8").exit_code, 2) << "a path";
-  EXPECT_EQ(loadgen("--url ws://127.0.0.1:1 --ca-file /etc/hostname --secret s", "loadgen-bad9").exit_code, 2)
+  EXPECT_EQ(loadgen("--url ws://127.0.0.1:1 --ca /etc/hostname --secret s", "loadgen-bad9").exit_code, 2)
       << "a CA for plain ws";
-  auto no_ca = loadgen("--url wss://localhost:1 --ca-file /nonexistent.pem --secret s", "loadgen-bad10");
+  auto no_ca = loadgen("--url wss://localhost:1 --ca /nonexistent.pem --secret s", "loadgen-bad10");
   EXPECT_EQ(no_ca.exit_code, 2);
   EXPECT_NE(no_ca.out.find("cannot load CA /nonexistent.pem"), std::string::npos) << no_ca.out;
   EXPECT_EQ(loadgen("--url wss://localhost:1 --floor --secret s", "loadgen-bad11").exit_code, 2) << "no TLS there";
