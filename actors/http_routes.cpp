@@ -1,7 +1,5 @@
 // The HTTP routes of the client protocol (shared/spec/client-protocol.md, "HTTP").
 #include <algorithm>
-#include <charconv>
-#include <optional>
 #include <sstream>
 
 #include <caf/stateful_actor.hpp>
@@ -10,6 +8,7 @@
 #include "actors/egress.hpp"
 #include "actors/gateway.hpp"
 #include "proto/json.hpp"
+#include "proto/number.hpp"
 #include "proto/token.hpp"
 #include "web/assets.hpp"
 
@@ -303,15 +302,6 @@ void active_speaker(self_ptr self, const http_request& req, const http_responder
   if (auto room = st.rooms.find(slug); room != st.rooms.end())
     self->send(room->second.actor, speaker_atom::value, std::move(u));
   responder->respond(json_response(200, R"({"success":true})"));
-}
-
-// A whole number from `min` to `max` written in decimal digits only, or nothing.
-std::optional<std::uint64_t> whole_number(const std::string& text, std::uint64_t min, std::uint64_t max) {
-  std::uint64_t v = 0;
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (text.empty() || ec != std::errc() || p != end || v < min || v > max) return std::nullopt;
-  return v;
 }
 
 // GET /api/sessions/{slug}/transcript[?offset=N][&limit=N]: Bearer transcription token of that room, or the service

@@ -238,6 +238,15 @@ void stop_relay(self_ptr self) {
   maybe_finish(self);
 }
 
+// The end of the stream's audio (the client's {"type":"stop"}, or the egress actor's stop): the upstream drains, then
+// close 1000. Not yet open: the open handler stops at once.
+void request_stop(self_ptr self) {
+  auto& st = self->state;
+  if (st.stop_requested) return;
+  st.stop_requested = true;
+  if (st.opened) stop_relay(self);
+}
+
 void start_relay(self_ptr self) {
   auto& st = self->state;
   st.provider = st.ctx->stt.name.empty() ? "none" : st.ctx->stt.name;
@@ -432,10 +441,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
         } else if (m.type == "ping") {
           send_json(s, json_builder().str("type", "pong").num("ts", now_ms()).done());
         } else if (m.type == "stop") {
-          if (!s.stop_requested) {
-            s.stop_requested = true;
-            stop_relay(self);
-          }
+          request_stop(self);
         } else if (m.type == "active_speaker") {
           active_speaker_update u;
           u.identity = m.identity.empty() ? s.who.identity : m.identity;
@@ -484,11 +490,7 @@ session_actor::behavior_type session(self_ptr self, context_ptr ctx, stream_iden
       },
       [=](stop_atom) {
         scope probe(self->state.probe, self);
-        auto& s = self->state;
-        if (s.stop_requested) return;
-        s.stop_requested = true;
-        if (s.opened) stop_relay(self);
-        // not yet open: the open handler stops at once
+        request_stop(self);
       },
   };
 }

@@ -1,12 +1,12 @@
 // sessions-ws-token: mints a transcription token (HS256) like the web app does, for development and tests; with
 // --demo-link, prints the browser page's link that carries it.
 #include <cctype>
-#include <charconv>
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
 #include <string>
 
+#include "proto/number.hpp"
 #include "proto/token.hpp"
 
 namespace {
@@ -35,11 +35,10 @@ std::string url_encode(const std::string& s) {
 // Seconds from now to the token's expiry: a whole number from 1 to ten years, nothing after it.
 long parse_ttl(const std::string& v) {
   constexpr long max_ttl = 10L * 365 * 24 * 3600;
-  long ttl = 0;
-  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ttl);
-  if (v.empty() || ec != std::errc() || end != v.data() + v.size() || ttl < 1 || ttl > max_ttl)
+  const auto ttl = sw::whole_number(v, 1, max_ttl);
+  if (!ttl)
     bad("--ttl needs a whole number of seconds from 1 to " + std::to_string(max_ttl) + " (ten years), not '" + v + "'");
-  return ttl;
+  return static_cast<long>(*ttl);
 }
 
 }  // namespace

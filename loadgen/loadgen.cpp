@@ -245,7 +245,8 @@ public:
       self->sock_.async_connect(self->ep_, [self](const boost::system::error_code& ec) {
         if (ec) return self->fail("connect: " + ec.message());
         self->sock_.set_option(tcp::no_delay(true));
-        self->sock_.stamp_receipts();  // fan-out ends when the kernel received a transcript (read_at_ns_)
+        // fan-out ends when the kernel received a transcript (read_at_ns_); through TLS, when it was decrypted
+        if (!self->tls_context_) self->sock_.stamp_receipts();
         if (self->sndbuf_ > 0) self->sock_.set_option(asio::socket_base::send_buffer_size(self->sndbuf_));
         self->sock_.non_blocking(true);  // frames are written at once when the socket takes them
         if (!self->tls_context_) return self->upgrade();
@@ -577,7 +578,8 @@ private:
   // False when the caller must stop (writing in the background, or failed).
   template <class Buffers>
   bool send(const Buffers& bufs, bool closing) {
-    if (tls_) {  // encrypted and written asynchronously, one record at a time
+    if (tls_) {  // copied whole and written asynchronously: Asio's TLS stream makes a record of each buffer it is
+                 // given, so the frame's header and audio given apart would be two records, each with its own overhead
       keep_rest(bufs, 0, closing);
       return false;
     }
