@@ -632,9 +632,17 @@ public:
     }
   }
 
-  void stamp_receipts() { ws_.next_layer().stamp_receipts(); }
+  void stamp_receipts() { socket().stamp_receipts(); }
 
 private:
+  net::ahead_socket& socket() {
+    if constexpr (std::is_same_v<Stream, net::ahead_socket>) {
+      return ws_.next_layer();
+    } else {
+      return ws_.next_layer().next_layer();
+    }
+  }
+
   void read_request() {
     auto self = this->shared_from_this();
     http::async_read(ws_.next_layer(), buf_, req_, [self](beast::error_code ec, std::size_t) {
@@ -705,9 +713,8 @@ private:
   void on_message() {
     const auto data = buf_.data();  // a flat buffer: one piece
     std::int64_t received_ns = 0;   // the fake's own read time, unless the kernel's receive time is known
-    if constexpr (std::is_same_v<Stream, net::ahead_socket>) {
-      if (const auto real = ws_.next_layer().receipt_realtime_ns()) received_ns = monotonic_of_realtime_ns(real);
-    }
+    // Over TLS: the receipt of the last segment of the read that brought the message's records (never earlier).
+    if (const auto real = socket().receipt_realtime_ns()) received_ns = monotonic_of_realtime_ns(real);
     auto v = f_->on_message(*ses_, {static_cast<const char*>(data.data()), data.size()}, ws_.got_binary(),
                             sent_unknown_, received_ns);
     buf_.consume(buf_.size());
@@ -816,12 +823,15 @@ void accept_next(fake_gladia::impl* f) {
     if (!ec) {
       beast::error_code ignored;
       s.set_option(tcp::no_delay(true), ignored);  // acks and transcripts leave at once, as Gladia's do
+      // Each chunk of the relay's in one `recvmsg` (net/edge_socket.hpp), as the server reads its clients. For load,
+      // a chunk arrives when the kernel received it (its read notes that), not when this thread got to read it (or,
+      // over TLS, to decrypt it): the fake shares its core with the loadgen, whose queueing is not the relay's latency.
       if (f->tls) {
-        std::make_shared<conn<beast::ssl_stream<beast::tcp_stream>>>(f, std::move(s), *f->tls)->start();
+        auto c =
+            std::make_shared<conn<beast::ssl_stream<net::ahead_socket>>>(f, net::ahead_socket(std::move(s)), *f->tls);
+        if (f->opts.read_tags) c->stamp_receipts();
+        c->start();
       } else {
-        // Each chunk of the relay's in one `recvmsg` (net/edge_socket.hpp), as the server reads its clients. For load,
-        // a chunk arrives when the kernel received it (its read notes that), not when this thread got to read it:
-        // the fake shares its core with the loadgen, whose queueing is not the relay's latency.
         auto c = std::make_shared<conn<net::ahead_socket>>(f, std::move(s));
         if (f->opts.read_tags) c->stamp_receipts();
         c->start();
