@@ -72,8 +72,10 @@ Measurement and output
                             tool's own writes wait, as a client on a congested link does)
   --no-io-uring             a sendmsg per frame; by default the frames due in each 1 ms tick go to the kernel
                             in one io_uring submission (where the kernel allows io_uring; else a sendmsg each)
-Steady window: from the moment every participant is connected to a frame before the first stop. The server's
-CPU, the tool's schedule lag, relay and fan-out latency are judged over it (the ramp-up's handshakes and the
+Steady window: from the moment every participant is connected and its STT ready (its first stt_status "ready":
+the server's upstream connection is open; --egress streams are sent no status, so connected is enough) to a frame
+before the first stop. The server's CPU, the tool's schedule lag, relay and fan-out latency are judged over it (the
+ramp-up's handshakes, ours and the server's toward the upstream with the audio that waited for them, and the
 wind-down's stops are bursts the load itself does not have); the whole run's are reported beside. A separate fake
 upstream (--upstream-stats) learns the window by GET /window.
 Relay latency: from a frame's send (its tag) to the moment the fake's kernel received the upstream message that
@@ -558,11 +560,12 @@ int main(int argc, char** argv) {
                                     : 0;
   if (have_window) {
     char b[96];
-    std::snprintf(b, sizeof b, "%.2f s (every participant connected, to a frame before the first stop)",
+    std::snprintf(b, sizeof b,
+                  "%.2f s (every participant connected and its STT ready, to a frame before the first stop)",
                   window_seconds);
     row("steady window", b);
   } else {
-    row("steady window", "none (not every participant connected): figures of the whole run");
+    row("steady window", "none (not every participant connected with its STT ready): figures of the whole run");
   }
   row("schedule lag p50 / p99 / max",
       three(lag_judged) + (have_window ? " (whole run " + three(result.lag) + ")" : ""));

@@ -52,6 +52,7 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 using opened_atom = caf::atom_constant<caf::atom("lg_open")>;
 using closed_atom = caf::atom_constant<caf::atom("lg_closed")>;
+using ready_atom = caf::atom_constant<caf::atom("lg_ready")>;
 using stop_atom = caf::atom_constant<caf::atom("lg_stop")>;
 using timeout_atom = caf::atom_constant<caf::atom("lg_tmout")>;
 using done_atom = caf::atom_constant<caf::atom("lg_done")>;
@@ -492,7 +493,12 @@ private:
         }
       }
     } else if (type == "stt_status") {
-      if (value_of(m, "status") == "stopped" && stop_sent_) got_stopped_ = true;
+      const auto status = value_of(m, "status");
+      if (status == "stopped" && stop_sent_) got_stopped_ = true;
+      if (status == "ready" && !ready_seen_) {  // the first: this participant's upstream is open
+        ready_seen_ = true;
+        caf::anon_send(owner_, ready_atom::value);
+      }
     } else if (type == "error" || type == "warning") {
       ++result.error_codes[type + ":" + value_of(m, "code")];
       ++live_.errors;
@@ -680,6 +686,7 @@ private:
   std::uint32_t id_;
   std::chrono::milliseconds period_;
   caf::actor owner_;
+  bool ready_seen_ = false;  // an `stt_status: ready` came
   live_figures& live_;
   asio::streambuf head_;
   char rbuf_[8192];
@@ -753,10 +760,10 @@ struct participant_state {
   caf::actor driver;
 };
 
-// The steady window opens when the last participant has connected and closes at the first stop or close; both are
-// told to the upstream (settings::on_window).
-void open_window(const settings& s, live_figures& live) {
-  if (++live.ever_connected != s.participants) return;
+// The steady window opens when the last participant has become live (connected, and its STT ready where the server
+// says so: live_figures) and closes at the first stop or close; both are told to the upstream (settings::on_window).
+void became_live(const settings& s, live_figures& live) {
+  if (++live.ever_live != s.participants) return;
   std::int64_t none = live_figures::never;
   const auto now = monotonic_ns();
   if (live.window_from.compare_exchange_strong(none, now) && s.on_window) s.on_window(now, live_figures::never);
@@ -767,7 +774,7 @@ void open_window(const settings& s, live_figures& live) {
 // ends a frame period before.
 void close_window(const settings& s, live_figures& live, bool stopping) {
   const auto from = live.window_from.load();
-  if (from == live_figures::never) return;  // never opened: not every participant connected
+  if (from == live_figures::never) return;  // never opened: not every participant became live
   std::int64_t none = live_figures::never;
   const auto to = std::max(from, monotonic_ns() - (stopping ? std::chrono::nanoseconds(s.frame).count() : 0));
   if (live.window_to.compare_exchange_strong(none, to) && s.on_window) s.on_window(from, to);
@@ -785,10 +792,12 @@ caf::behavior participant(caf::stateful_actor<participant_state>* self, std::sha
       [=](opened_atom) {
         --live->connecting;
         ++live->connected;
-        open_window(*s, *live);
+        // an egress stream and a bare receiver are sent no status: connected is live
+        if (s->egress || s->floor) became_live(*s, *live);
         self->state.c->begin_streaming();
         self->delayed_send(self, s->duration, stop_atom::value);
       },
+      [=](ready_atom) { became_live(*s, *live); },
       [=](stop_atom) {
         close_window(*s, *live, true);
         if (s->floor) {

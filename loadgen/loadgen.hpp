@@ -43,7 +43,7 @@ struct settings {
   // allows io_uring; false, or no io_uring: a sendmsg per frame.
   bool batch_sends = true;
   int sndbuf = 0;  // SO_SNDBUF of each connection (0: the kernel's, which on loopback grows to megabytes)
-  // Called when the steady window opens (every participant connected: from_ns, to_ns = INT64_MAX) and when it
+  // Called when the steady window opens (every participant live, live_figures: from_ns, to_ns = INT64_MAX) and when it
   // closes (the first participant stops or is closed: from_ns, to_ns), in CLOCK_MONOTONIC nanoseconds, from an
   // actor thread. The relay's figures for the window come from the upstream, which learns the window this way.
   std::function<void(std::int64_t from_ns, std::int64_t to_ns)> on_window;
@@ -71,12 +71,14 @@ struct participant_result {
 struct live_figures {
   static constexpr std::int64_t never = INT64_MAX;
   std::atomic<int> connecting{0}, connected{0}, finished{0}, failed{0};
-  std::atomic<int> ever_connected{0};
+  std::atomic<int> ever_live{0};  // participants that were once connected with their STT ready
   std::atomic<std::uint64_t> frames_sent{0}, transcripts{0}, errors{0};
-  // The steady window in CLOCK_MONOTONIC nanoseconds: from the moment every participant is connected to a frame
-  // period before the first stop (or to the first close, whichever comes first). Its figures are those of the load
-  // itself; the ramp-up (a burst of handshakes) and the wind-down (a burst of stops and drains) are reported beside
-  // them.
+  // The steady window in CLOCK_MONOTONIC nanoseconds: from the moment every participant is connected and its STT is
+  // ready (its first `stt_status: ready`: the server's upstream connection is open; an egress stream or a bare
+  // receiver sends nothing, so connected is enough there) to a frame period before the first stop (or to the first
+  // close, whichever comes first). Its figures are those of the load itself; the ramp-up (a burst of handshakes, here
+  // and toward the upstream, with the audio that waited for them) and the wind-down (a burst of stops and drains) are
+  // reported beside them.
   std::atomic<std::int64_t> window_from{never}, window_to{never};
   bool in_window(std::int64_t ns) const {
     return ns >= window_from.load(std::memory_order_relaxed) && ns < window_to.load(std::memory_order_relaxed);

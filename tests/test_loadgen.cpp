@@ -245,6 +245,34 @@ TEST(Loadgen, ASeparateFakeUpstreamLearnsTheWindowAndReportsBoth) {
   EXPECT_EQ(num(stats, "finals"), static_cast<std::int64_t>(figures.finals));
 }
 
+// A participant whose upstream opens late (its Gladia init answered 503 with Retry-After 1, so the server's relay
+// tries again a second later) streams meanwhile, and the server holds that audio until the upstream is open. The
+// steady window opens when every participant's STT is ready (its first stt_status "ready"), not at the last connect:
+// the audio that waited for the upstream is the ramp-up's, in the whole run's figures and not in the window's.
+TEST(Loadgen, TheSteadyWindowOpensWhenEveryUpstreamIsReady) {
+  sw::test::fake_gladia fake(sw::test::fake_gladia::load_options());
+  fake.fail_inits(1, 503, "1");
+  auto h = relay_server(fake.url());
+  auto o = loadgen("--url ws://127.0.0.1:" + std::to_string(h->port) + " --secret " + sw::test::secret +
+                       " --participants 4 --ramp 20 --duration 3 --upstream-stats " + fake.url(),
+                   "loadgen-late-upstream");
+  ASSERT_EQ(o.exit_code, 0) << o.out;
+  EXPECT_EQ(fake.init_requests(), 5) << "one init answered 503, then tried again";
+  auto& j = o.json;
+  EXPECT_EQ(num(j, "framesUpstream"), num(j, "framesSent")) << "the held audio went, none lost\n" << o.out;
+  EXPECT_EQ(num(j, "lost"), 0) << o.out;
+  // the whole run has the audio that waited about a second for the upstream
+  EXPECT_GE(ms_of(j["relayFrameMs"], "max"), 700) << o.out;
+  // the window began once that upstream was open: about 1.8 s of the 3, not the 2.85 s from the last connect
+  auto& w = j["steady"];
+  ASSERT_TRUE(w.IsObject() && w["window"].GetBool()) << o.out;
+  EXPECT_LT(ms_of(w, "seconds"), 2.3) << o.out;
+  EXPECT_GT(ms_of(w, "seconds"), 1.0) << o.out;
+  EXPECT_GT(num(w["relayFrameMs"], "count"), 0) << o.out;
+  EXPECT_LT(ms_of(w["relayFrameMs"], "max"), 250) << "no frame that waited for the upstream\n" << o.out;
+  EXPECT_NE(o.out.find("every participant connected and its STT ready"), std::string::npos) << o.out;
+}
+
 // A separate fake serves one load after another: each run starts its figures afresh (POST /reset), so the second
 // run's participants, numbered from 0 again, are neither the first's duplicates nor added to its frames.
 TEST(Loadgen, ASeparateFakeServesOneRunAfterAnother) {
