@@ -23,6 +23,7 @@
 #include "net/edge_socket.hpp"
 #include "net/runtime.hpp"
 #include "net/tls_client.hpp"
+#include "net/tls_stream.hpp"
 #include "net/url.hpp"
 #include "net/ws_writer.hpp"
 
@@ -32,9 +33,10 @@ namespace {
 
 // The upstream WebSocket's transports: a bare socket that reads to the edge (a short read marks it empty, so each
 // message the peer sends costs one recvmsg, not a second that finds nothing: net/edge_socket.hpp), with TLS over it
-// for wss. Its bounds are timers of our own and Beast's WebSocket timeouts, not Beast's basic_stream.
+// for wss (net/tls_stream.hpp: OpenSSL through a BIO of ours, not Asio's ssl::stream and its buffers). Its bounds
+// are timers of our own, not Beast's basic_stream.
 using edge_plain = edge_socket;
-using edge_tls = beast::ssl_stream<edge_socket>;
+using edge_tls = edge_tls_stream;
 
 template <class Stream>
 struct is_tls : std::false_type {};
@@ -81,7 +83,13 @@ void open_transport(std::shared_ptr<Self> self, Stream& stream, tcp::resolver& r
               if (ec) return finish("cannot connect to " + u.host + ":" + std::to_string(u.port) + ": " + ec.message());
               beast::error_code ignored;
               raw_socket(beast::get_lowest_layer(stream)).set_option(tcp::no_delay(true), ignored);
-              if constexpr (is_tls<Stream>::value) {
+              if constexpr (std::is_same_v<Stream, edge_tls_stream>) {
+                if (!stream.expect_host(u.host)) return finish("cannot check the TLS peer's name " + u.host);
+                stream.async_handshake([self, u, finish](beast::error_code ec) {
+                  if (ec) return finish("TLS handshake with " + u.host + " failed: " + ec.message());
+                  finish(std::string{});
+                });
+              } else if constexpr (is_tls<Stream>::value) {
                 if (!SSL_set_tlsext_host_name(stream.native_handle(), u.host.c_str()))
                   return finish("cannot set SNI host name " + u.host);
                 stream.set_verify_callback(ssl::host_name_verification(u.host));
