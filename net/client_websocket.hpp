@@ -4,7 +4,7 @@
 // as large as the largest message so far, and its state: about 7 KiB a connection. Here a frame is masked into a
 // buffer of its own that lives as long as its write. A bare socket reads into 128 bytes of the connection's, and what
 // the kernel holds beyond them lands in a buffer of its exact size (edge_socket's read-ahead), freed once read; over
-// TLS a connection holds a read buffer of 1 KiB (a larger message takes more reads; TLS itself holds far more).
+// TLS (net/tls_stream.hpp) a connection holds a read buffer of 1 KiB (a larger message takes more reads).
 //
 // The caller owns the order of writes, as net/ws_writer.hpp does: one write at a time (async_write, async_ping,
 // async_pong, async_close), the next in the completion of the previous. Reads: `next()` returns the next event from
