@@ -150,9 +150,12 @@ void handle_upgrade(self_ptr self, const http_request& req, const upgrade_respon
   bool legacy = format && *format == "legacy";
   auto s = self->spawn<caf::linked>(session, st.ctx, who, legacy, room_it->second.actor, gateway_actor{self});
   self->monitor(s);
-  if (egress) {
-    if (auto e = st.egress_rooms.find(claims.session_slug); e != st.egress_rooms.end())
+  if (egress) {  // to the room's running egress actor, else to a stopping one (which stops the stream)
+    if (auto e = st.egress_rooms.find(claims.session_slug); e != st.egress_rooms.end()) {
       self->send(e->second, attach_atom::value, claims.track_id, s);
+    } else if (auto d = st.stopping_egress_rooms.find(claims.session_slug); d != st.stopping_egress_rooms.end()) {
+      self->send(d->second, attach_atom::value, claims.track_id, s);
+    }
   }
   ++room_it->second.streams;
   ++st.per_user[claims.user_id];

@@ -32,6 +32,9 @@ struct gateway_state {
   // LiveKit room transcription: the egress actor of each room being transcribed, and the web app's session ids
   std::unordered_map<std::string, egress_actor> egress_rooms;    // by sessionSlug
   std::unordered_map<std::string, std::string> egress_sessions;  // sessionId -> sessionSlug
+  // A stopped run's egress actor until its stop is answered: an egress stream of that room that dials in meanwhile
+  // (LiveKit started it just before the stop and did not end it) is attached to it, which stops it.
+  std::unordered_map<std::string, egress_actor> stopping_egress_rooms;  // by sessionSlug
   std::uint64_t next_stream_id = 1;
   std::mt19937_64 rng{std::random_device{}()};
   bool shutting_down = false;

@@ -412,11 +412,25 @@ void room_transcription(self_ptr self, bool start, const http_request& req, cons
       return;
     }
     auto e = room->second;
+    const std::string room_slug = slug->second;
     // A start after this stop begins a new run (a new egress actor), while this one drains.
     st.egress_rooms.erase(room);
     st.egress_sessions.erase(slug);
+    st.stopping_egress_rooms[room_slug] = e;
+    auto stopped = [self, e, room_slug] {
+      auto& rooms = self->state.stopping_egress_rooms;
+      if (auto it = rooms.find(room_slug); it != rooms.end() && it->second == e) rooms.erase(it);
+    };
     self->request(e, caf::infinite, stop_atom::value)
-        .then([done](bool drained) { done(drained); }, [done](caf::error&) { done(false); });
+        .then(
+            [done, stopped](bool drained) {
+              stopped();
+              done(drained);
+            },
+            [done, stopped](caf::error&) {
+              stopped();
+              done(false);
+            });
     return;
   }
   auto id = body.get("sessionId"), slug = body.get("sessionSlug");

@@ -190,7 +190,8 @@ using egress_actor = caf::typed_actor<
     caf::reacts_to<webhook_atom, livekit_webhook>,
     // LiveKit dialled /egress/audio for this track: the session of that stream (monitored; the last stream of a
     // track that ends with stream_fault(), while its egress runs unasked to stop: the egress is stopped and forgotten,
-    // and the next reconciliation starts a new one if the track is still published)
+    // and the next reconciliation starts a new one if the track is still published); while stopping (a stream of the
+    // room that dialled in after the stop, until the stop is answered): stopped at once, as LiveKit would not
     caf::reacts_to<attach_atom, std::string, session_actor>,
     // a Twirp call of this actor answered (from an I/O thread)
     caf::reacts_to<reply_atom, livekit_answer>,

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <ctime>
 #include <functional>
+#include <future>
 #include <iterator>
 #include <map>
 #include <sstream>
@@ -17,6 +18,7 @@
 #include "apps/audio_file.hpp"
 #include "proto/livekit.hpp"
 #include "proto/time.hpp"
+#include "proto/token.hpp"
 #include "tests/fakes/fake_gladia.hpp"
 #include "tests/fakes/fake_livekit.hpp"
 #include "tests/support/harness.hpp"
@@ -227,6 +229,53 @@ TEST(LiveKitRoom, StreamsLiveKitDoesNotEndAfterTheStopAreEndedFromThisSide) {
   EXPECT_EQ(t.status, 200u);
   EXPECT_NE(t.body.find(R"("speakerId":"alice")"), std::string::npos) << t.body;
   EXPECT_NE(t.body.find(R"("speakerId":"bob")"), std::string::npos) << t.body;
+}
+
+// An egress stream that dials in while the room stops (LiveKit started it just before the stop, did not end it, and its
+// WebSocket came late) is no egress this service will run: it is ended from this side at once, as a stream that stops
+// (close 1000 once its upstream drained what it took before the stop), not left to run unattached. Before, the stopped
+// run was no longer found for the room: the stream ran on, transcribed, until LiveKit ended it.
+TEST(LiveKitRoom, AStreamThatDialsInWhileTheRoomStopsIsStoppedAtOnce) {
+  sw::test::echo_options eo;
+  eo.drain = 300ms;
+  eo.final_delay = 200ms;
+  livekit_room r(
+      {}, [](sw::config& c) { c.livekit.timeout = 1000ms; }, sw::test::echo_provider(eo));
+  r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(1, 440));
+  auto viewer = r.h->connect("r", "carol");
+  expect_message(*viewer, "ready");
+  ASSERT_EQ(r.start("r").status, 200u);
+  ASSERT_TRUE(eventually([&] { return r.streaming("TR_A"); }, 10s));
+  r.lk->stall("StopEgress", true);  // the room stays stopping for LiveKit's grace
+  auto stopped = std::async(std::launch::async, [&] { return r.stop(); });
+  ASSERT_TRUE(eventually([&] {
+    return http_fetch(r.h->http("/metrics")).body.find(R"("egress":{"r":{"mode":"track","state":"stopping")") !=
+           std::string::npos;
+  }));
+  sw::token_claims c;
+  c.session_slug = "r";
+  c.identity = "dave";
+  c.name = "Dave";
+  c.track_id = "TR_LATE";
+  const auto token =
+      sw::mint_token(c, r.h->cfg.service_api_secret, static_cast<std::int64_t>(std::time(nullptr)) + 600);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto late = ws_client::connect("ws://127.0.0.1:" + std::to_string(r.h->port) + "/egress/audio?token=" + token);
+  const auto pcm = stereo_tone(0.5, 550);
+  late->send_binary(pcm.data(), pcm.size());
+  ws_client::message m;
+  do {
+    m = late->read(10s);
+  } while (m.kind == ws_client::message::text || m.kind == ws_client::message::binary);
+  const auto ended_after = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(m.kind, ws_client::message::closed);
+  EXPECT_EQ(m.close_code, 1000) << m.close_reason;
+  EXPECT_LT(ended_after, 3s) << "ended from this side at once, not after the stop's grace of 5 s";
+  auto answer = stopped.get();
+  EXPECT_EQ(answer.status, 200u);
+  EXPECT_EQ(answer.body, R"({"success":true,"sessionId":"vs-1"})");
+  r.lk->stall("StopEgress", false);
+  EXPECT_EQ(field(http_fetch(r.h->http("/metrics")).body, "activeSttRelays"), "1") << "only the viewer's relay is left";
 }
 
 // A stream still draining at the stop's bound (LiveKit's 5 s, then 2 x STT_DRAIN_TIMEOUT_MS + 5 s): the stop answers
