@@ -393,6 +393,7 @@ TEST(UpstreamWebSocketTls, APeersKeyUpdateIsAnsweredAndTheConnectionGoesOn) {
     ws.close(websocket::close_code::normal, ec);
   });
   outcome o;
+  sw::net::outbound out;  // before the connection, which must go first (its timers belong to the runtime)
   std::shared_ptr<sw::net::outbound_ws> conn;
   std::promise<void> have_conn;
   auto have = have_conn.get_future().share();
@@ -400,7 +401,6 @@ TEST(UpstreamWebSocketTls, APeersKeyUpdateIsAnsweredAndTheConnectionGoesOn) {
     have.wait();
     conn->send_text("answer to " + t);
   };
-  sw::net::outbound out;
   conn = out.connect_ws(p.url(), trusting(pki), o.events());
   have_conn.set_value();
   auto [code, reason] = o.wait_closed();
