@@ -97,6 +97,22 @@ private:
     sock_.async_read_some_ahead(b, ahead_, std::forward<Self>(self));
   }
 
+  // An operation's next step once its OpenSSL call and what that call wrote are dealt with: a socket read for more
+  // input (not `done`), else its outcome: posted when nothing went asynchronous yet (never delivered inside the
+  // initiating call), delivered otherwise. `at` is the operation's own, inside `self`.
+  template <class Self, class... Outcome>
+  void read_or_finish(Self& self, step& at, bool done, const Outcome&... outcome) {
+    if (!done) {
+      at = step::reading;
+      return read_socket(std::move(self));
+    }
+    if (at == step::start) {
+      at = step::posted;
+      return boost::asio::post(std::move(self));
+    }
+    self.complete(outcome...);
+  }
+
   template <class Buffers>
   static boost::asio::mutable_buffer first_mutable(const Buffers& buffers) {
     for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers); ++it)
@@ -110,9 +126,8 @@ private:
     return {};
   }
 
-  // The handshake and the read share their shape: an OpenSSL call (`attempt`: true once it has its outcome, in
-  // `result`/`n`); what it wrote goes out first; then, if it wants input, a socket read and the call again. An outcome
-  // reached before anything went asynchronous is posted, never delivered inside the initiating call.
+  // The handshake and the read share their shape: an OpenSSL call (`done` once it has its outcome); what it wrote goes
+  // out first; then, if it wants input, a socket read and the call again (read_or_finish).
   struct handshake_op {
     explicit handshake_op(edge_tls_stream* stream) : s(stream) {}
     edge_tls_stream* s;
@@ -143,15 +158,7 @@ private:
         at = step::writing;
         return s->send_out(std::move(self));
       }
-      if (!done) {
-        at = step::reading;
-        return s->read_socket(std::move(self));
-      }
-      if (at == step::start) {
-        at = step::posted;
-        return boost::asio::post(std::move(self));
-      }
-      self.complete(result);
+      s->read_or_finish(self, at, done, result);
     }
   };
 
@@ -189,15 +196,7 @@ private:
         at = step::writing;
         return s->send_out(std::move(self));
       }
-      if (!done) {
-        at = step::reading;
-        return s->read_socket(std::move(self));
-      }
-      if (at == step::start) {
-        at = step::posted;
-        return boost::asio::post(std::move(self));
-      }
-      self.complete(result, got);
+      s->read_or_finish(self, at, done, result, got);
     }
   };
 
@@ -239,11 +238,7 @@ private:
         }
       }
       if (result) taken = 0;
-      if (at == step::start) {
-        at = step::posted;
-        return boost::asio::post(std::move(self));
-      }
-      self.complete(result, taken);
+      s->read_or_finish(self, at, true, result, taken);
     }
   };
 

@@ -283,8 +283,9 @@ namespace {
 class tls_peer {
 public:
   using tls = asio::ssl::stream<tcp::socket&>;
-  tls_peer(const sw::test::test_pki& pki, std::function<void(tls&, tcp::socket&)> serve)
+  tls_peer(const sw::test::test_pki& pki, std::function<void(tls&, tcp::socket&)> serve, bool tls12 = false)
       : ctx_(asio::ssl::context::tls_server), acc_(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+    if (tls12) ctx_.set_options(asio::ssl::context::no_tlsv1_3);  // a TLS 1.2 server, which may renegotiate
     ctx_.use_certificate_chain_file(pki.file("server.pem"));
     ctx_.use_private_key_file(pki.file("server.key"), asio::ssl::context::pem);
     thread_ = std::thread([this, serve = std::move(serve)] {
@@ -442,4 +443,40 @@ TEST(UpstreamWebSocketTls, TheEndOfTheTlsStreamIsReported) {
     EXPECT_NE(reason.find(notify ? "End of file" : "stream truncated"), std::string::npos) << notify << ": " << reason;
     conn.reset();  // the socket closes: the peer's wait for it ends
   }
+}
+
+// A TLS 1.2 peer asks for a renegotiation (HelloRequest) while the client only reads. The client refuses it
+// (SSL_OP_NO_RENEGOTIATION) with a no_renegotiation alert, written by OpenSSL during the read: the read sends it at
+// once, so the peer learns of the refusal (and ends the connection with a fatal alert) without waiting for the
+// client's next write, which here never comes.
+TEST(UpstreamWebSocketTls, WhatOpenSSLWritesDuringAReadGoesOutAtOnce) {
+  sw::test::test_pki pki;
+  ASSERT_TRUE(pki.ok);
+  std::promise<std::string> peer_saw;
+  tls_peer p(
+      pki,
+      [&](tls_peer::tls& t, tcp::socket&) {
+        websocket::stream<tls_peer::tls&> ws(t);
+        ws.accept();
+        beast::error_code ec;
+        if (SSL_renegotiate(t.native_handle()) != 1) {
+          peer_saw.set_value("SSL_renegotiate failed");
+          return;
+        }
+        t.handshake(asio::ssl::stream_base::server, ec);  // sends the HelloRequest
+        beast::flat_buffer b;
+        if (!ec) ws.read(b, ec);  // the client's answer: its refusal
+        peer_saw.set_value(ec ? ec.message() : "a message");
+      },
+      true);
+  outcome o;
+  sw::net::outbound out;
+  auto conn = out.connect_ws(p.url(), trusting(pki), o.events());
+  auto saw = peer_saw.get_future();
+  const bool answered = saw.wait_for(5s) == std::future_status::ready;
+  if (!answered) conn->abort();  // lets the peer's read end
+  ASSERT_TRUE(answered) << "the refusal waited for a write that never came";
+  EXPECT_NE(saw.get().find("no renegotiation"), std::string::npos);
+  auto [code, reason] = o.wait_closed();
+  EXPECT_EQ(code, 1006) << reason;
 }
