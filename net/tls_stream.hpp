@@ -154,7 +154,8 @@ private:
         result = s->write_error_;
         done = true;
       }
-      if (!s->out_.empty() && !result) {
+      // what OpenSSL wrote goes first, a failure's alert too (the peer learns why: an unknown CA, a bad name)
+      if (!s->out_.empty() && !s->write_error_) {
         at = step::writing;
         return s->send_out(std::move(self));
       }

@@ -294,13 +294,17 @@ public:
       tls t(s, ctx_);
       beast::error_code ec;
       t.handshake(asio::ssl::stream_base::server, ec);
+      handshake_.set_value(ec ? ec.message() : std::string());
       if (!ec) serve(t, s);
     });
   }
   ~tls_peer() { thread_.join(); }
+  // Empty: the handshake completed; else how it failed, as the peer saw it.
+  std::future<std::string> handshake() { return handshake_.get_future(); }
   std::string url() const { return "wss://localhost:" + std::to_string(acc_.local_endpoint().port()) + "/v2/live"; }
 
 private:
+  std::promise<std::string> handshake_;
   asio::io_context io_;
   asio::ssl::context ctx_;
   tcp::acceptor acc_;
@@ -479,4 +483,23 @@ TEST(UpstreamWebSocketTls, WhatOpenSSLWritesDuringAReadGoesOutAtOnce) {
   EXPECT_NE(saw.get().find("no renegotiation"), std::string::npos);
   auto [code, reason] = o.wait_closed();
   EXPECT_EQ(code, 1006) << reason;
+}
+
+// A certificate the client does not trust: the handshake fails with "certificate verify failed", and the client's alert
+// reaches the peer first, so its side says why (unknown CA) rather than only that the connection ended.
+TEST(UpstreamWebSocketTls, AFailedVerificationIsReportedAndToldToThePeer) {
+  sw::test::test_pki pki;
+  ASSERT_TRUE(pki.ok);
+  tls_peer p(pki, [](tls_peer::tls&, tcp::socket&) {});
+  auto peer_saw = p.handshake();
+  outcome o;
+  sw::net::outbound out;
+  auto opts = trusting(pki);
+  opts.ca_file = pki.file("other-ca.pem");
+  auto conn = out.connect_ws(p.url(), opts, o.events());
+  auto [code, reason] = o.wait_closed();
+  EXPECT_EQ(code, 1006);
+  EXPECT_NE(reason.find("certificate verify failed"), std::string::npos) << reason;
+  ASSERT_EQ(peer_saw.wait_for(5s), std::future_status::ready);
+  EXPECT_NE(peer_saw.get().find("unknown ca"), std::string::npos) << "the client's alert reached the peer";
 }
