@@ -86,7 +86,8 @@ participant's socket. Finals the server recovered after an upstream connection w
 "...-recovered-<n>") are counted apart ("finals recovered", JSON recoveredFinals), not in fan-out.
 Sustain rule (the verdict): every participant connected, no frame lost, no errors (all over the whole run); relay
 p99 <= 20 ms in the steady window; the tool's schedule lag p99 in the steady window <= 5 ms, otherwise the run is
-"tool-bound" and says nothing about the server. On a VM the hypervisor may take CPU time from the guest ("steal" in
+"tool-bound" and says nothing about the server; so is a run whose relay p99 broke while the fake upstream read late
+(its read delay p99 in the window over 5 ms: a fake that falls behind makes the server's sends wait for it). On a VM the hypervisor may take CPU time from the guest ("steal" in
 /proc/stat): a run that missed its timing (tool-bound, or relay p99 alone over 20 ms) while more than 5 % of the
 server's CPUs' time (--server-pid's affinity) or of the tool's was stolen is "machine-bound" and says nothing about
 either. Frames lost, errors and participants not connected are never excused.
@@ -467,7 +468,7 @@ int main(int argc, char** argv) {
   auto of = [](const sw::histogram& h) {
     return latency{h.quantile_us(0.5) / 1000, h.quantile_us(0.99) / 1000, h.max_us() / 1000, h.count()};
   };
-  latency relay, relay_frame, relay_steady, relay_frame_steady, read_delay;
+  latency relay, relay_frame, relay_steady, relay_frame_steady, read_delay, read_delay_steady;
   if (fake) {
     up = fake->load();
     have_upstream = true;
@@ -476,6 +477,7 @@ int main(int argc, char** argv) {
     relay_steady = of(up.relay_message_steady);
     relay_frame_steady = of(up.relay_frame_steady);
     read_delay = of(up.read_delay);
+    read_delay_steady = of(up.read_delay_steady);
   } else if (!upstream_stats.empty()) {
     try {
       auto r = sw::net::http_fetch(upstream_stats + "/stats");
@@ -497,6 +499,7 @@ int main(int argc, char** argv) {
         read("relayMessageSteadyMs", relay_steady);
         read("relayFrameSteadyMs", relay_frame_steady);
         read("readDelayMs", read_delay);
+        read("readDelaySteadyMs", read_delay_steady);
       } else {
         std::cerr << "sessions-ws-loadgen: " << upstream_stats << "/stats answered HTTP " << r.status << "\n";
       }
@@ -512,6 +515,7 @@ int main(int argc, char** argv) {
   const sw::histogram& fanout_judged = have_window ? result.fanout_steady : result.fanout;
   const latency relay_judged = have_window && relay_steady.count ? relay_steady : relay;
   const latency relay_frame_judged = have_window && relay_frame_steady.count ? relay_frame_steady : relay_frame;
+  const latency read_delay_judged = have_window && read_delay_steady.count ? read_delay_steady : read_delay;
   const double window_s = std::max(1e-9, std::chrono::duration<double>(t_end - t_full).count());
   const std::uint64_t window_frames = frames_end - frames_full;
   const double server_cpu = (at_end.user_s + at_end.kernel_s) - (at_full.user_s + at_full.kernel_s);
@@ -534,6 +538,7 @@ int main(int argc, char** argv) {
   judged.errors = rejected || unexpected || failed || !codes.empty();
   judged.have_upstream = have_upstream;
   judged.relay_p99_ms = relay_judged.p99;
+  judged.upstream_read_delay_p99_ms = read_delay_judged.p99;
   judged.lag_p99_ms = lag_p99 / 1000.0;
   judged.steal_server = steal_server;
   judged.steal_tool = steal_tool;
@@ -578,7 +583,9 @@ int main(int argc, char** argv) {
     row("relay p50 / p99 / max (every frame)",
         three_ms(relay_frame_judged) + (have_window ? " (whole run " + three_ms(relay_frame) + ")" : ""));
     if (read_delay.count)  // the relay latency ends at the kernel's receipt; this is the upstream's own queueing
-      row("upstream read delay p50 / p99 / max", three_ms(read_delay) + " (whole run)");
+      row("upstream read delay p50 / p99 / max",
+          read_delay_steady.count ? three_ms(read_delay_steady) + " (whole run " + three_ms(read_delay) + ")"
+                                  : three_ms(read_delay) + " (whole run)");
     if (up.untagged_streams) row("streams without readable tags", std::to_string(up.untagged_streams));
   }
   row("fan-out p50 / p99 / max",
@@ -662,8 +669,8 @@ int main(int argc, char** argv) {
         << ",\"failures\":" << failed << ",\"framesSent\":" << sent << ",\"framesUpstream\":" << up.frames
         << ",\"lost\":" << lost << ",\"connectMs\":" << q(result.connect) << ",\"lagMs\":" << q(result.lag)
         << ",\"relayMs\":" << lq(relay) << ",\"relayFrameMs\":" << lq(relay_frame)
-        << ",\"upstreamReadDelayMs\":" << lq(read_delay) << ",\"fanoutMs\":" << q(result.fanout)
-        << ",\"participantReadDelayMs\":" << q(result.read_delay)
+        << ",\"upstreamReadDelayMs\":" << lq(read_delay) << ",\"upstreamReadDelaySteadyMs\":" << lq(read_delay_steady)
+        << ",\"fanoutMs\":" << q(result.fanout) << ",\"participantReadDelayMs\":" << q(result.read_delay)
         << ",\"steady\":{\"window\":" << (have_window ? "true" : "false") << ",\"seconds\":" << window_seconds
         << ",\"fromNs\":" << (have_window ? window_from : 0) << ",\"toNs\":" << (have_window ? window_to : 0)
         << ",\"lagMs\":" << q(lag_judged) << ",\"relayMs\":" << lq(relay_judged)

@@ -62,11 +62,16 @@ std::string judge(const run_figures& f) {
   if (f.lost != 0) broken.push_back(std::to_string(f.lost) + " frames lost"), timing_only = false;
   if (f.have_upstream && f.relay_p99_ms > 20) broken.push_back("relay p99 above 20 ms");
   if (f.errors) broken.push_back("errors"), timing_only = false;
-  const bool tool_bound = f.lag_p99_ms > 5;
+  // The relay's timing alone broke, while the fake upstream read late: its own doing (nothing lost or failed is).
+  const bool upstream_behind =
+      timing_only && f.have_upstream && f.relay_p99_ms > 20 && f.upstream_read_delay_p99_ms > 5 && f.lag_p99_ms <= 5;
+  const bool tool_bound = f.lag_p99_ms > 5 || upstream_behind;
   const double steal = std::max(f.steal_server, f.steal_tool);
   if (steal > max_steal && timing_only && (tool_bound || !broken.empty()))
     return "machine-bound (the hypervisor took " + fixed(f.steal_server * 100, 0) + " % of the server's CPU time and " +
            fixed(f.steal_tool * 100, 0) + " % of the tool's)";
+  if (upstream_behind)
+    return "tool-bound (the fake upstream read late: read delay p99 " + fixed(f.upstream_read_delay_p99_ms, 2) + " ms)";
   if (tool_bound) return "tool-bound (schedule lag p99 " + fixed(f.lag_p99_ms, 2) + " ms)";
   if (broken.empty()) return "sustained";
   std::string verdict = "not sustained:";

@@ -32,11 +32,14 @@ struct run_figures {
   bool errors = false;
   bool have_upstream = false;
   double relay_p99_ms = 0;                  // the upstream's relay p99 (when have_upstream)
+  double upstream_read_delay_p99_ms = 0;    // how late the fake upstream read what its kernel received, p99
   double lag_p99_ms = 0;                    // the tool's own schedule lag p99
   double steal_server = 0, steal_tool = 0;  // shares of their CPUs' time (steal_share)
 };
 
-// "sustained"; "not sustained: <what broke>; ..."; "tool-bound (...)" when the tool's schedule lag p99 is over 5 ms;
+// "sustained"; "not sustained: <what broke>; ..."; "tool-bound (...)" when the tool's schedule lag p99 is over 5 ms,
+// or when the relay p99 over 20 ms is all that broke while the fake upstream read late (its read delay p99 over 5 ms:
+// a fake that falls behind fills its socket's buffers, and the server's sends wait for it);
 // "machine-bound (...)" when a run that missed its timing (tool-bound, or relay p99 over 20 ms and nothing else
 // broken) lost more than max_steal of its CPUs' time to the hypervisor. Frames lost, errors and participants that
 // never connected are never excused: they make a run "not sustained" whatever the machine did.

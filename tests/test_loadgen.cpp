@@ -427,6 +427,9 @@ void expect_chunks_counted_from_the_kernel(bool tls) {
   EXPECT_LT(f.relay_message_steady.max_us(), f.read_delay.max_us()) << "a hold counted as relay latency\n" << o.out;
   EXPECT_NE(o.out.find("upstream read delay"), std::string::npos) << o.out;
   EXPECT_GT(num(o.json["upstreamReadDelayMs"], "count"), 0) << o.out;
+  EXPECT_GT(num(o.json["upstreamReadDelaySteadyMs"], "count"), 0) << "the window's part, which the verdict judges";
+  EXPECT_EQ(static_cast<std::uint64_t>(num(o.json["upstreamReadDelaySteadyMs"], "count")),
+            fake.load().read_delay_steady.count());
 }
 
 TEST(Loadgen, AChunkArrivesWhenTheKernelReceivedItNotWhenTheFakeGotToReadIt) {

@@ -74,6 +74,24 @@ TEST(LoadgenVerdict, TheSustainRule) {
   EXPECT_EQ(sw::load::judge(f), "tool-bound (schedule lag p99 7.50 ms)");
 }
 
+// A fake upstream that falls behind its reads (here 1.8 s late at p99: it shares a core, and TLS to it costs it more
+// than the load) fills its socket buffers, and the server's sends wait for it: the relay's latency is the tool's. Only
+// the relay's timing is excused so; a slow fake with a good relay p99 is sustained, and a loss is never excused.
+TEST(LoadgenVerdict, ARelayThatBrokeWhileTheFakeUpstreamReadLateIsToolBound) {
+  auto f = clean();
+  f.relay_p99_ms = 30'000;
+  f.upstream_read_delay_p99_ms = 1'800;
+  EXPECT_EQ(sw::load::judge(f), "tool-bound (the fake upstream read late: read delay p99 1800.00 ms)");
+  f.upstream_read_delay_p99_ms = 5;  // at the bound, not over it
+  EXPECT_EQ(sw::load::judge(f), "not sustained: relay p99 above 20 ms");
+  f = clean();
+  f.upstream_read_delay_p99_ms = 40;
+  EXPECT_EQ(sw::load::judge(f), "sustained") << "the relay kept its time";
+  f.relay_p99_ms = 30;
+  f.lost = 2;
+  EXPECT_EQ(sw::load::judge(f), "not sustained: 2 frames lost; relay p99 above 20 ms");
+}
+
 TEST(LoadgenVerdict, MissedTimingUnderStealIsMachineBound) {
   auto f = clean();
   f.relay_p99_ms = 40;

@@ -522,7 +522,11 @@ struct fake_gladia::impl {
         figures.bytes += pcm.size();
         if (opts.read_tags) {
           read_tags(ses, pcm, arrived_ns);
-          if (received_ns) figures.read_delay.add_ns(std::max<std::int64_t>(0, read_ns - received_ns));
+          if (received_ns) {
+            const auto delay = std::max<std::int64_t>(0, read_ns - received_ns);
+            figures.read_delay.add_ns(delay);
+            if (received_ns >= window_from && received_ns < window_to) figures.read_delay_steady.add_ns(delay);
+          }
         }
         auto start = ses.audio.size();
         const auto size = pcm.size();
@@ -608,7 +612,7 @@ struct fake_gladia::impl {
            std::to_string(f.transcripts) + R"(,"finals":)" + std::to_string(f.finals) + R"(,"relayMessageMs":)" +
            ms(f.relay_message) + R"(,"relayFrameMs":)" + ms(f.relay_frame) + R"(,"relayMessageSteadyMs":)" +
            ms(f.relay_message_steady) + R"(,"relayFrameSteadyMs":)" + ms(f.relay_frame_steady) + R"(,"readDelayMs":)" +
-           ms(f.read_delay) + "}";
+           ms(f.read_delay) + R"(,"readDelaySteadyMs":)" + ms(f.read_delay_steady) + "}";
   }
 };
 

@@ -150,6 +150,7 @@ public:
     // The same for the frames sent within the window (set_window): the load's steady part, without its ramp-up
     // and wind-down.
     histogram relay_message_steady, relay_frame_steady;
+    histogram read_delay_steady;  // of the messages the kernel received within the window
   };
   load_figures load() const;
   // Starts the figures afresh, with the tags' sequences and the window (a new load; also POST /reset).
