@@ -38,7 +38,6 @@ namespace sw::net {
 class edge_tls_stream {
 public:
   using executor_type = edge_socket::executor_type;
-  using next_layer_type = edge_socket;
 
   // A client end (not yet connected: next_layer() connects it) with the context's settings and verification.
   edge_tls_stream(const executor_type& ex, boost::asio::ssl::context& ctx);
@@ -48,7 +47,6 @@ public:
 
   executor_type get_executor() noexcept { return sock_.get_executor(); }
   edge_socket& next_layer() noexcept { return sock_; }
-  SSL* native_handle() noexcept { return ssl_; }
 
   // The peer's certificate must name `host` (a DNS name, with SNI; or an IP address); false if OpenSSL refuses it.
   bool expect_host(const std::string& host);
@@ -113,16 +111,11 @@ private:
     self.complete(outcome...);
   }
 
-  template <class Buffers>
-  static boost::asio::mutable_buffer first_mutable(const Buffers& buffers) {
+  // The first non-empty buffer of a sequence (Buffer: mutable_buffer or const_buffer), or an empty one.
+  template <class Buffer, class Buffers>
+  static Buffer first_nonempty(const Buffers& buffers) {
     for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers); ++it)
-      if (boost::asio::mutable_buffer b = *it; b.size() > 0) return b;
-    return {};
-  }
-  template <class Buffers>
-  static boost::asio::const_buffer first_const(const Buffers& buffers) {
-    for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers); ++it)
-      if (boost::asio::const_buffer b = *it; b.size() > 0) return b;
+      if (Buffer b = *it; b.size() > 0) return b;
     return {};
   }
 
@@ -179,7 +172,7 @@ private:
       if (at == step::reading) s->filled(ec, n);
       if (at == step::writing) s->wire_done(ec);
       if (!done) {
-        const auto b = first_mutable(buffers);
+        const auto b = first_nonempty<boost::asio::mutable_buffer>(buffers);
         std::size_t k = 0;
         ERR_clear_error();
         if (b.size() == 0) {
@@ -215,7 +208,7 @@ private:
       if (at == step::posted) return self.complete(result, taken);
       if (at == step::writing) s->wire_done(ec);
       if (at == step::start && !s->write_error_) {
-        const auto b = first_const(buffers);
+        const auto b = first_nonempty<boost::asio::const_buffer>(buffers);
         std::size_t k = 0;
         ERR_clear_error();
         if (b.size() > 0) {

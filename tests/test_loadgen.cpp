@@ -503,6 +503,9 @@ TEST(Loadgen, EgressConnectionsStreamToEgressAudio) {
   ASSERT_EQ(o.exit_code, 0) << o.out;
   EXPECT_EQ(num(o.json, "connected"), 2);
   EXPECT_EQ(num(o.json, "stoppedCleanly"), 2);
+  // an egress stream is sent no stt_status: connected, it is live, and the steady window opens
+  ASSERT_TRUE(o.json.HasMember("steady") && o.json["steady"].IsObject()) << o.out;
+  EXPECT_TRUE(o.json["steady"]["window"].GetBool()) << o.out;
   const auto sent_bytes = static_cast<double>(num(o.json, "framesSent")) * 3'840;
   ASSERT_TRUE(sw::test::eventually(
       [&] { return sw::test::field(sw::net::http_fetch(h.http("/metrics")).body, "activeSttRelays") == "0"; }));
