@@ -39,6 +39,7 @@
 #include "net/http_codec.hpp"
 #include "net/runtime.hpp"
 #include "net/server_websocket.hpp"
+#include "net/tls_stream.hpp"
 #include "net/url.hpp"
 #include "net/ws_writer.hpp"
 #include "proto/ws_frame.hpp"
@@ -257,20 +258,14 @@ void make_room_to_close(tcp::socket& s, std::size_t in_flight) {
   if (request <= wmem_max) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &request, sizeof request);
 }
 
-void graceful_shutdown(plain_stream& s) {
-  beast::error_code ec;
-  s.socket().shutdown(tcp::socket::shutdown_send, ec);
-}
-
-template <class Self>
-void graceful_shutdown(tls_stream& s, std::shared_ptr<Self> self, std::chrono::milliseconds bound) {
-  beast::get_lowest_layer(s).expires_after(bound);
-  s.async_shutdown([self](beast::error_code) {});
-}
+// A TLS connection on the server's port: OpenSSL over the bare socket (net/tls_stream.hpp), from the handshake on.
+// Asio's ssl::stream held about 70 KiB of buffers for the life of every connection; this holds its SSL object and
+// little else between records. Its HTTP requests are timed by the session (http_session::expire_after).
+using server_tls = edge_tls_stream;
 
 // What a WebSocket runs on after the upgrade: a plain connection's bare socket (the WebSocket keeps its own timeouts,
 // so Beast's timed stream would only add a timer check to every read and write), read to epoll's edge (one `recvmsg`
-// a frame, not two: edge_socket.hpp); a TLS connection its Beast stream.
+// a frame, not two: edge_socket.hpp); a TLS connection its stream, as it is.
 template <class Stream>
 struct ws_transport {
   using type = Stream;
@@ -339,8 +334,6 @@ public:
 
   void run(http::request<http::string_body> req, session_actor session) {
     session_ = std::move(session);
-    if constexpr (!std::is_same_v<typename ws_transport<Stream>::type, edge_socket>)
-      beast::get_lowest_layer(ws_).expires_never();  // the WebSocket has its own timeouts
     ws_.next_layer().count_reads(&st_->stats->socket_reads);
     if (st_->opts.ws_max_frames_per_second > 0) {
       ws_.next_layer().limit_frames(st_->opts.ws_max_frames_per_second, [this] {
@@ -830,24 +823,29 @@ private:
 // One HTTP/1.1 connection (keep-alive), plain or TLS.
 template <class Stream>
 class http_session : public std::enable_shared_from_this<http_session<Stream>> {
+  static constexpr bool tls = std::is_same_v<Stream, server_tls>;
+
 public:
   http_session(std::shared_ptr<shared_state> st, Stream&& stream, beast::flat_buffer&& buffer, token_ptr token)
-      : st_(std::move(st)), token_(std::move(token)), stream_(std::move(stream)), buffer_(std::move(buffer)) {}
+      : st_(std::move(st)),
+        token_(std::move(token)),
+        stream_(std::move(stream)),
+        buffer_(std::move(buffer)),
+        deadline_(stream_.get_executor()) {}
 
   void run() {
-    if constexpr (std::is_same_v<Stream, tls_stream>) {
-      beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
-      stream_.async_handshake(ssl::stream_base::server, buffer_.data(),
-                              [self = this->shared_from_this()](beast::error_code ec, std::size_t used) {
-                                if (ec) {
-                                  ++self->st_->stats->tls_handshake_failures;
-                                  note(*self->st_, "net.tls_handshake_failures",
-                                       "TLS handshake with " + peer_of(self->stream_) + " failed: " + ec.message());
-                                  return;
-                                }
-                                self->buffer_.consume(used);
-                                self->do_read();
-                              });
+    if constexpr (tls) {
+      expire_after(st_->opts.request_timeout);
+      stream_.async_handshake([self = this->shared_from_this()](beast::error_code ec) {
+        if (ec) {
+          ++self->st_->stats->tls_handshake_failures;
+          note(*self->st_, "net.tls_handshake_failures",
+               "TLS handshake with " + peer_of(self->stream_) + " failed: " +
+                   (self->expired_ ? std::string("no handshake within HTTP_REQUEST_TIMEOUT_MS") : ec.message()));
+          return;
+        }
+        self->do_read();
+      });
     } else {
       do_read();
     }
@@ -859,7 +857,7 @@ public:
     auto res = std::make_shared<beast_response>(
         render_response(std::move(r), version_, keep_alive_, head_, st_->opts.cors_origin));
     const bool keep = res->keep_alive();
-    beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
+    expire_after(st_->opts.request_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
       if (ec) return;
       if (keep) {
@@ -871,6 +869,8 @@ public:
   }
 
   void start_websocket(session_actor session) {
+    upgraded_ = true;
+    deadline_.cancel();  // the WebSocket has its own timeouts
     // LiveKit's 48 kHz stereo frames go one by one to the session's resampler; a participant's are batched.
     const bool egress = upgrade_req_.target().starts_with("/egress/");
     auto ws = std::make_shared<ws_session<Stream>>(st_, std::move(stream_), token_, std::move(client_), !egress);
@@ -881,7 +881,7 @@ private:
   void do_read() {
     parser_.emplace();
     limit_parser(*parser_, st_->opts.body_limit);
-    beast::get_lowest_layer(stream_).expires_after(first_ ? st_->opts.request_timeout : st_->opts.idle_timeout);
+    expire_after(first_ ? st_->opts.request_timeout : st_->opts.idle_timeout);
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&http_session::on_read, this->shared_from_this()));
   }
@@ -910,7 +910,7 @@ private:
     auto& req = parser_->get();
     version_ = req.version();
     keep_alive_ = req.keep_alive();
-    auto in = decide_request(req, std::is_same_v<Stream, tls_stream>);
+    auto in = decide_request(req, std::is_same_v<Stream, server_tls>);
     head_ = in.head;
     if (in.kind == inbound_request::refused) {
       ++st_->stats->bad_requests;
@@ -921,11 +921,11 @@ private:
     }
     auto& out = in.request;
     beast::error_code ignored;
-    auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ignored);
+    auto ep = raw_socket(beast::get_lowest_layer(stream_)).remote_endpoint(ignored);
     if (!ignored) out.remote = client_of(*st_, ep, out);
     client_ = out.remote;
     // The responder answers 503 if the actor goes away without answering; the request timeout bounds the rest.
-    beast::get_lowest_layer(stream_).expires_after(st_->opts.request_timeout);
+    expire_after(st_->opts.request_timeout);
     if (in.kind == inbound_request::upgrade) {
       upgrade_req_ = parser_->release();
       caf::anon_send(
@@ -937,11 +937,34 @@ private:
     }
   }
 
+  // The connection ends: over TLS our close_notify first (bounded by the close timeout), then our FIN.
   void do_eof() {
-    if constexpr (std::is_same_v<Stream, tls_stream>) {
-      graceful_shutdown(stream_, this->shared_from_this(), st_->opts.close_timeout);
+    if constexpr (tls) {
+      expire_after(st_->opts.close_timeout);
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) { self->shutdown_send(); });
     } else {
-      graceful_shutdown(stream_);
+      shutdown_send();
+    }
+  }
+  void shutdown_send() {
+    beast::error_code ignored;
+    raw_socket(beast::get_lowest_layer(stream_)).shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  // The time the connection has for what it does now (a handshake, a request, an answer, an idle keep-alive): Beast's
+  // timed stream for a plain connection; over TLS our timer, which closes the socket (what is in flight fails).
+  void expire_after(std::chrono::milliseconds d) {
+    if constexpr (tls) {
+      deadline_.expires_after(d);
+      deadline_.async_wait([w = this->weak_from_this()](beast::error_code ec) {
+        auto self = w.lock();
+        if (ec || !self || self->upgraded_) return;
+        self->expired_ = true;
+        beast::error_code ignored;
+        raw_socket(beast::get_lowest_layer(self->stream_)).close(ignored);
+      });
+    } else {
+      beast::get_lowest_layer(stream_).expires_after(d);
     }
   }
 
@@ -956,6 +979,9 @@ private:
   bool keep_alive_ = true;
   bool head_ = false;  // the request being answered is a HEAD
   bool first_ = true;
+  bool upgraded_ = false;        // the stream is the WebSocket's now
+  bool expired_ = false;         // the deadline closed the socket
+  asio::steady_timer deadline_;  // TLS only (expire_after)
 };
 
 // Sniffs the first bytes: TLS ClientHello or plain HTTP, on the same port.
@@ -979,9 +1005,9 @@ private:
   void on_detect(beast::error_code ec, bool is_tls) {
     if (ec) return;
     if (is_tls) {
-      std::make_shared<http_session<tls_stream>>(st_, tls_stream(std::move(stream_), *st_->tls), std::move(buffer_),
-                                                 token_)
-          ->run();
+      // What found the ClientHello is its start: the handshake reads it first.
+      server_tls tls(edge_socket(stream_.release_socket()), *st_->tls, buffer_.data());
+      std::make_shared<http_session<server_tls>>(st_, std::move(tls), beast::flat_buffer(), token_)->run();
     } else {
       std::make_shared<http_session<plain_stream>>(st_, std::move(stream_), std::move(buffer_), token_)->run();
     }

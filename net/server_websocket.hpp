@@ -85,11 +85,11 @@ public:
         std::move(done));
   }
 
-  // After the closing handshake (both close frames), the server ends the TCP connection (RFC 6455 §7.1.1): a bare
-  // socket sends its FIN and reads (and drops) what still comes until the client's, so that nothing unread turns our
-  // close into a reset that could destroy our close frame before the client reads it; TLS sends its close_notify and
-  // waits for the client's. Then the socket is closed and `done()` runs. No read of the caller's may be in flight.
-  // Unbounded: the caller's timer bounds it (closing the socket ends it).
+  // After the closing handshake (both close frames), the server ends the TCP connection (RFC 6455 §7.1.1): it sends
+  // its FIN (over TLS its close_notify first) and reads (and drops) what still comes until the client's, so that
+  // nothing unread turns our close into a reset that could destroy our close frame before the client reads it. Then
+  // the socket is closed and `done()` runs. No read or write of the caller's may be in flight. Unbounded: the caller's
+  // timer bounds it (closing the socket ends it).
   template <class Done>
   void async_teardown(Done done) {
     auto& socket = raw_socket(beast::get_lowest_layer(stream_));
@@ -99,19 +99,26 @@ public:
       done();
     };
     if constexpr (bare) {
-      beast::error_code ignored;
-      socket.shutdown(tcp::socket::shutdown_send, ignored);
-      drain(std::make_unique<std::array<std::uint8_t, 256>>(), std::move(finish));
+      end_tcp(std::move(finish));
     } else {
-      stream_.next_layer().async_shutdown([finish = std::move(finish)](beast::error_code) mutable { finish(); });
+      stream_.next_layer().async_shutdown(
+          [this, finish = std::move(finish)](beast::error_code) mutable { end_tcp(std::move(finish)); });
     }
   }
 
 private:
   template <class Done>
+  void end_tcp(Done done) {
+    beast::error_code ignored;
+    raw_socket(beast::get_lowest_layer(stream_)).shutdown(tcp::socket::shutdown_send, ignored);
+    drain(std::make_unique<std::array<std::uint8_t, 256>>(), std::move(done));
+  }
+
+  // The socket's bytes (over TLS, the records: the client's close_notify among them) read and dropped to its end.
+  template <class Done>
   void drain(std::unique_ptr<std::array<std::uint8_t, 256>> scratch, Done done) {
     auto b = asio::buffer(*scratch);
-    stream_.next_layer().async_read_some(
+    beast::get_lowest_layer(stream_).async_read_some(
         b, [this, scratch = std::move(scratch), done = std::move(done)](beast::error_code ec, std::size_t) mutable {
           if (ec) return done();
           drain(std::move(scratch), std::move(done));

@@ -63,6 +63,43 @@ struct tls_bio {
 };
 
 edge_tls_stream::edge_tls_stream(const executor_type& ex, boost::asio::ssl::context& ctx) : sock_(ex), wire_free_(ex) {
+  init(ctx);
+  SSL_set_connect_state(ssl_);
+}
+
+edge_tls_stream::edge_tls_stream(edge_socket&& socket, boost::asio::ssl::context& ctx,
+                                 boost::asio::const_buffer already_read)
+    : sock_(std::move(socket)), wire_free_(sock_.get_executor()) {
+  init(ctx);
+  SSL_set_accept_state(ssl_);
+  if (const auto n = already_read.size(); n > 0) {
+    ahead_.data.reset(new std::uint8_t[n]);
+    std::memcpy(ahead_.data.get(), already_read.data(), n);
+    ahead_.size = n;
+    ahead_.at = 0;
+  }
+}
+
+edge_tls_stream::edge_tls_stream(edge_tls_stream&& o) noexcept
+    : sock_(std::move(o.sock_)),
+      ssl_(o.ssl_),
+      head_(o.head_),
+      head_size_(o.head_size_),
+      head_at_(o.head_at_),
+      ahead_(std::move(o.ahead_)),
+      out_(std::move(o.out_)),
+      wire_(std::move(o.wire_)),
+      wire_busy_(o.wire_busy_),
+      eof_(o.eof_),
+      read_error_(o.read_error_),
+      write_error_(o.write_error_),
+      wire_free_(std::move(o.wire_free_)) {
+  o.ssl_ = nullptr;
+  o.ahead_.size = o.ahead_.at = 0;
+  if (ssl_) BIO_set_data(SSL_get_rbio(ssl_), this);  // the BIO finds its stream here now
+}
+
+void edge_tls_stream::init(boost::asio::ssl::context& ctx) {
   ssl_ = SSL_new(ctx.native_handle());
   BIO* bio = ssl_ ? BIO_new(tls_bio::method()) : nullptr;
   if (!bio) {
@@ -73,7 +110,6 @@ edge_tls_stream::edge_tls_stream(const executor_type& ex, boost::asio::ssl::cont
   SSL_set_bio(ssl_, bio, bio);  // one BIO both ways: the SSL object owns it
   SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
   SSL_set_options(ssl_, SSL_OP_NO_RENEGOTIATION);
-  SSL_set_connect_state(ssl_);
 }
 
 edge_tls_stream::~edge_tls_stream() {

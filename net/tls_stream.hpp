@@ -1,4 +1,5 @@
-// Internal to net/: TLS (OpenSSL) straight over an edge_socket, for the upstream WebSocket to Gladia.
+// Internal to net/: TLS (OpenSSL) straight over an edge_socket: the client end of the upstream WebSocket to Gladia,
+// and the server end of every TLS connection on the server's port (HTTPS and wss).
 //
 // Asio's ssl::stream holds, for the life of a connection, two record buffers of 17 KiB of its own and a BIO pair
 // whose two buffers take 17 KiB each once used, besides OpenSSL's own record buffers: with 500 relays, a participant
@@ -41,9 +42,15 @@ public:
 
   // A client end (not yet connected: next_layer() connects it) with the context's settings and verification.
   edge_tls_stream(const executor_type& ex, boost::asio::ssl::context& ctx);
+  // A server end on an accepted socket, whose first bytes (`already_read`: what found the ClientHello) were taken
+  // from it already; the handshake reads them first.
+  edge_tls_stream(edge_socket&& socket, boost::asio::ssl::context& ctx, boost::asio::const_buffer already_read);
+  // Only with no operation in flight (an HTTP connection's stream becomes its WebSocket's).
+  edge_tls_stream(edge_tls_stream&& other) noexcept;
   ~edge_tls_stream();
   edge_tls_stream(const edge_tls_stream&) = delete;
   edge_tls_stream& operator=(const edge_tls_stream&) = delete;
+  edge_tls_stream& operator=(edge_tls_stream&&) = delete;
 
   executor_type get_executor() noexcept { return sock_.get_executor(); }
   edge_socket& next_layer() noexcept { return sock_; }
@@ -51,7 +58,7 @@ public:
   // The peer's certificate must name `host` (a DNS name, with SNI; or an IP address); false if OpenSSL refuses it.
   bool expect_host(const std::string& host);
 
-  // The client's handshake: `void(error_code)`.
+  // The handshake (the client's or the server's, as constructed): `void(error_code)`.
   template <class Token>
   auto async_handshake(Token&& token) {
     return boost::asio::async_compose<Token, void(boost::system::error_code)>(handshake_op(this), token, sock_);
@@ -70,8 +77,16 @@ public:
         write_op<Buffers>(this, buffers), token, sock_);
   }
 
+  // Our close_notify, written: `void(error_code)`. The peer's is not waited for (the caller ends the TCP connection
+  // and reads what still comes, or closes). No read or write may be in flight.
+  template <class Token>
+  auto async_shutdown(Token&& token) {
+    return boost::asio::async_compose<Token, void(boost::system::error_code)>(shutdown_op(this), token, sock_);
+  }
+
 private:
   friend struct tls_bio;
+  void init(boost::asio::ssl::context& ctx);
   enum class step : std::uint8_t { start, reading, writing, waiting, posted };
 
   // What the BIO has for OpenSSL: copied out (0: nothing yet, or the end).
@@ -233,6 +248,31 @@ private:
       }
       if (result) taken = 0;
       s->read_or_finish(self, at, true, result, taken);
+    }
+  };
+
+  struct shutdown_op {
+    explicit shutdown_op(edge_tls_stream* stream) : s(stream) {}
+    edge_tls_stream* s;
+    step at = step::start;
+    boost::system::error_code result;
+
+    template <class Self>
+    void operator()(Self& self, boost::system::error_code ec = {}, std::size_t = 0) {
+      if (at == step::posted) return self.complete(result);
+      if (at == step::writing) {
+        s->wire_done(ec);
+        return self.complete(s->write_error_);
+      }
+      ERR_clear_error();
+      // 1: the peer's close_notify came already; 0: ours is written (into out_); else the connection failed before
+      if (const int r = SSL_shutdown(s->ssl_); r < 0) result = s->failure(SSL_get_error(s->ssl_, r));
+      if (!result && s->write_error_) result = s->write_error_;
+      if (!result && !s->out_.empty() && !s->wire_busy_) {
+        at = step::writing;
+        return s->send_out(std::move(self));
+      }
+      s->read_or_finish(self, at, true, result);
     }
   };
 

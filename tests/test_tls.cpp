@@ -1,9 +1,23 @@
 // TLS and plain on the same port, with a test CA generated at test time.
+#include <sys/socket.h>
+
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include <gtest/gtest.h>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 
 #include "tests/support/harness.hpp"
 #include "tests/support/pki.hpp"
@@ -14,6 +28,73 @@ using sw::test::expect_message;
 using sw::test::field;
 using sw::test::harness;
 using sw::test::test_pki;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+// After `limit`, shuts the socket down both ways unless dismissed first: a blocking read waiting for a server that
+// never answers then ends (Asio's blocking reads wait in poll(), which SO_RCVTIMEO does not bound).
+class watchdog {
+public:
+  watchdog(int fd, std::chrono::seconds limit)
+      : t_([this, fd, limit] {
+          std::unique_lock<std::mutex> lock(mu_);
+          if (!cv_.wait_for(lock, limit, [this] { return dismissed_; })) ::shutdown(fd, SHUT_RDWR);
+        }) {}
+  ~watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      dismissed_ = true;
+    }
+    cv_.notify_all();
+    t_.join();
+  }
+
+private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool dismissed_ = false;
+  std::thread t_;
+};
+
+// A blocking TLS connection of Asio's own (not our client code) to the harness, trusting the test CA; it is shut
+// down after 10 s (a server that never answers fails the test, it does not hang it).
+struct tls_connection {
+  asio::io_context io;
+  asio::ssl::context ctx{asio::ssl::context::tls_client};
+  beast::ssl_stream<tcp::socket> stream{io, ctx};
+  std::optional<watchdog> guard;
+
+  tls_connection(std::uint16_t port, const std::string& ca_file) {
+    ctx.load_verify_file(ca_file);
+    stream.set_verify_mode(asio::ssl::verify_peer);
+    SSL_set_tlsext_host_name(stream.native_handle(), "localhost");
+    stream.next_layer().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    guard.emplace(stream.next_layer().native_handle(), std::chrono::seconds(10));
+    stream.handshake(asio::ssl::stream_base::client);
+  }
+
+  http::response<http::string_body> get(const std::string& target, bool keep_alive = true) {
+    http::request<http::empty_body> req(http::verb::get, target, 11);
+    req.set(http::field::host, "localhost");
+    req.keep_alive(keep_alive);
+    http::write(stream, req);
+    http::response<http::string_body> res;
+    http::read(stream, buffer, res);
+    return res;
+  }
+
+  // What the next read finds: the server's close_notify is `eof`; a TCP end without it `stream_truncated`.
+  beast::error_code next_read() {
+    char c;
+    beast::error_code ec;
+    stream.read_some(asio::buffer(&c, 1), ec);
+    return ec;
+  }
+
+  beast::flat_buffer buffer;
+};
 
 class Tls : public ::testing::Test {
 protected:
@@ -98,6 +179,90 @@ TEST_F(Tls, HostNameIsVerified) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("certificate verify failed"), std::string::npos) << e.what();
   }
+}
+
+// One TLS connection: requests, then the upgrade on the same connection (the stream that served them becomes the
+// WebSocket's), audio and transcripts over it, and the closing handshake ends with the server's close_notify.
+TEST_F(Tls, RequestsThenAWebSocketOnOneConnectionEndWithTheServersCloseNotify) {
+  tls_connection c(h->port, pki->file("ca.pem"));
+  EXPECT_EQ(c.get("/health").result_int(), 200u);
+  EXPECT_EQ(c.get("/health").result_int(), 200u);
+  beast::websocket::stream<beast::ssl_stream<tcp::socket>&> ws(c.stream);
+  ws.handshake("localhost", "/api/realtime/transcribe?token=" + harness::token("room", "alice"));
+  auto read_text = [&](const std::string& needle) {
+    for (int i = 0; i < 20; ++i) {
+      beast::flat_buffer b;
+      ws.read(b);
+      auto text = beast::buffers_to_string(b.data());
+      if (text.find(needle) != std::string::npos) return text;
+    }
+    return std::string();
+  };
+  EXPECT_NE(read_text("ready"), "");
+  // a frame larger than a TLS record (16 KiB): read from several records, handed over whole
+  std::vector<std::uint8_t> frame(40'000, 0);
+  ws.binary(true);
+  ws.write(asio::buffer(frame));
+  EXPECT_EQ(field(read_text("transcript_final"), "speaker"), "alice");
+  // Beast's close reads our close frame, then its teardown sends its close_notify and waits for ours: without it the
+  // close fails (stream_truncated).
+  beast::error_code ec;
+  ws.close(beast::websocket::close_code::normal, ec);
+  EXPECT_FALSE(ec) << ec.message();
+}
+
+// A request that asks to close gets its answer, then the server's close_notify and FIN: the client can tell that
+// the answer is whole (RFC 8446 §6.1), not cut.
+TEST_F(Tls, ARequestThatClosesTheConnectionIsFollowedByCloseNotify) {
+  tls_connection c(h->port, pki->file("ca.pem"));
+  auto res = c.get("/health", false);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(c.next_read(), asio::error::eof);
+}
+
+// The HTTP timeouts hold over TLS too: an idle keep-alive connection is closed after HTTP_IDLE_TIMEOUT_MS.
+TEST(TlsTimeouts, AnIdleKeepAliveConnectionIsClosed) {
+  test_pki pki;
+  ASSERT_TRUE(pki.ok);
+  harness h([&](sw::config& c) {
+    c.tls_cert_file = pki.file("server.pem");
+    c.tls_key_file = pki.file("server.key");
+    c.http_idle_timeout = std::chrono::milliseconds(200);
+  });
+  tls_connection c(h.port, pki.file("ca.pem"));
+  EXPECT_EQ(c.get("/health").result_int(), 200u);
+  const auto start = std::chrono::steady_clock::now();
+  const auto ec = c.next_read();
+  EXPECT_TRUE(ec == asio::ssl::error::stream_truncated || ec == asio::error::eof) << ec.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3000));
+}
+
+// A ClientHello that never completes (its record announces more than comes) is cut at HTTP_REQUEST_TIMEOUT_MS, and
+// the log says why.
+TEST(TlsTimeouts, AStalledHandshakeIsCutAtTheRequestTimeout) {
+  test_pki pki;
+  ASSERT_TRUE(pki.ok);
+  harness h([&](sw::config& c) {
+    c.tls_cert_file = pki.file("server.pem");
+    c.tls_key_file = pki.file("server.key");
+    c.http_request_timeout = std::chrono::milliseconds(300);
+  });
+  auto log = sw::test::capture_log(h);
+  asio::io_context io;
+  tcp::socket s(io);
+  s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), h.port));
+  watchdog guard(s.native_handle(), std::chrono::seconds(10));
+  // a handshake record of 512 bytes, a ClientHello of 508, of which only the first bytes come
+  const std::uint8_t start_of_hello[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03};
+  asio::write(s, asio::buffer(start_of_hello));
+  const auto start = std::chrono::steady_clock::now();
+  char c;
+  beast::error_code ec;
+  s.read_some(asio::buffer(&c, 1), ec);
+  EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3000));
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "net.tls_handshake_failures") == 1; }));
+  EXPECT_NE(log->all().find("no handshake within HTTP_REQUEST_TIMEOUT_MS"), std::string::npos) << log->all();
 }
 
 TEST(TlsConfig, MissingCertificateIsAClearStartError) {
