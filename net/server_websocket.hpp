@@ -115,8 +115,12 @@ private:
   }
 
   // The socket's bytes (over TLS, the records: the client's close_notify among them) read and dropped to its end.
+  // An end that came with the last bytes read (a client that sends its close, or its close_notify, and its FIN at once)
+  // raises no edge of its own, and the read would wait for the close timer: each read first asks the kernel
+  // (wake_on_unseen_end, edge_socket.hpp).
   template <class Done>
   void drain(std::unique_ptr<std::array<std::uint8_t, 256>> scratch, Done done) {
+    wake_on_unseen_end(raw_socket(beast::get_lowest_layer(stream_)));
     auto b = asio::buffer(*scratch);
     beast::get_lowest_layer(stream_).async_read_some(
         b, [this, scratch = std::move(scratch), done = std::move(done)](beast::error_code ec, std::size_t) mutable {

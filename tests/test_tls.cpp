@@ -1,10 +1,13 @@
 // TLS and plain on the same port, with a test CA generated at test time.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -12,6 +15,7 @@
 #include <gtest/gtest.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -19,6 +23,7 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include "actors/context.hpp"
 #include "tests/support/harness.hpp"
 #include "tests/support/pki.hpp"
 
@@ -32,6 +37,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
 
 // After `limit`, shuts the socket down both ways unless dismissed first: a blocking read waiting for a server that
 // never answers then ends (Asio's blocking reads wait in poll(), which SO_RCVTIMEO does not bound).
@@ -102,11 +108,17 @@ protected:
   static void TearDownTestSuite() { delete pki; }
   void SetUp() override {
     ASSERT_TRUE(pki->ok) << "openssl could not create the test PKI";
-    h = std::make_unique<harness>([](sw::config& c) {
+    restart([](sw::config&) {});
+    trusted.ca_file = pki->file("ca.pem");
+  }
+  // A new service with TLS and `tweak`'s settings.
+  void restart(const std::function<void(sw::config&)>& tweak) {
+    h.reset();
+    h = std::make_unique<harness>([&](sw::config& c) {
       c.tls_cert_file = pki->file("server.pem");
       c.tls_key_file = pki->file("server.key");
+      tweak(c);
     });
-    trusted.ca_file = pki->file("ca.pem");
   }
   static test_pki* pki;
   std::unique_ptr<harness> h;
@@ -209,6 +221,35 @@ TEST_F(Tls, RequestsThenAWebSocketOnOneConnectionEndWithTheServersCloseNotify) {
   beast::error_code ec;
   ws.close(beast::websocket::close_code::normal, ec);
   EXPECT_FALSE(ec) << ec.message();
+  // The client's close_notify and its FIN, often together: the server finds the end at once, not at the close timer.
+  c.stream.next_layer().close();
+  EXPECT_TRUE(sw::test::eventually([&] { return h->svc->context().net->websockets.load() == 0; }, 2s));
+}
+
+// The client's close_notify and FIN in one segment, in answer to the server's (after the closing handshake, the
+// server's close_notify and FIN go first): the read that takes the close_notify does not see the end, which raises no
+// edge of its own after it. The server must still find it at once, not at WS_CLOSE_TIMEOUT_MS.
+TEST_F(Tls, AClientsCloseNotifyWithItsFinEndsTheWebSocketAtOnce) {
+  restart([](sw::config& c) { c.ws_close_timeout = 60s; });
+  tls_connection c(h->port, pki->file("ca.pem"));
+  beast::websocket::stream<beast::ssl_stream<tcp::socket>&> ws(c.stream);
+  ws.handshake("localhost", "/api/realtime/transcribe?token=" + harness::token("room", "alice"));
+  ASSERT_TRUE(sw::test::eventually([&] { return h->svc->context().net->websockets.load() == 1; }));
+  // our close frame (1000, masked) by hand; then everything to the server's close_notify
+  const std::uint8_t close_frame[] = {0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2};
+  asio::write(c.stream, asio::buffer(close_frame));
+  std::string got;
+  beast::error_code ec;
+  asio::read(c.stream, asio::dynamic_buffer(got), ec);
+  EXPECT_EQ(ec, asio::error::eof) << ec.message();  // the server's close_notify
+  ASSERT_GE(got.size(), 4u);
+  EXPECT_EQ(static_cast<std::uint8_t>(got[got.size() - 4]), 0x88);  // its close frame, last: 1000
+  const int fd = c.stream.next_layer().native_handle();
+  const int cork = 1;  // our close_notify waits in our kernel and leaves with the FIN
+  ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &cork, sizeof cork);
+  c.stream.shutdown(ec);
+  ::shutdown(fd, SHUT_WR);
+  EXPECT_TRUE(sw::test::eventually([&] { return h->svc->context().net->websockets.load() == 0; }, 2s));
 }
 
 // A request that asks to close gets its answer, then the server's close_notify and FIN: the client can tell that
@@ -221,15 +262,9 @@ TEST_F(Tls, ARequestThatClosesTheConnectionIsFollowedByCloseNotify) {
 }
 
 // The HTTP timeouts hold over TLS too: an idle keep-alive connection is closed after HTTP_IDLE_TIMEOUT_MS.
-TEST(TlsTimeouts, AnIdleKeepAliveConnectionIsClosed) {
-  test_pki pki;
-  ASSERT_TRUE(pki.ok);
-  harness h([&](sw::config& c) {
-    c.tls_cert_file = pki.file("server.pem");
-    c.tls_key_file = pki.file("server.key");
-    c.http_idle_timeout = std::chrono::milliseconds(200);
-  });
-  tls_connection c(h.port, pki.file("ca.pem"));
+TEST_F(Tls, AnIdleKeepAliveConnectionIsClosed) {
+  restart([](sw::config& c) { c.http_idle_timeout = std::chrono::milliseconds(200); });
+  tls_connection c(h->port, pki->file("ca.pem"));
   EXPECT_EQ(c.get("/health").result_int(), 200u);
   const auto start = std::chrono::steady_clock::now();
   const auto ec = c.next_read();
@@ -239,18 +274,12 @@ TEST(TlsTimeouts, AnIdleKeepAliveConnectionIsClosed) {
 
 // A ClientHello that never completes (its record announces more than comes) is cut at HTTP_REQUEST_TIMEOUT_MS, and
 // the log says why.
-TEST(TlsTimeouts, AStalledHandshakeIsCutAtTheRequestTimeout) {
-  test_pki pki;
-  ASSERT_TRUE(pki.ok);
-  harness h([&](sw::config& c) {
-    c.tls_cert_file = pki.file("server.pem");
-    c.tls_key_file = pki.file("server.key");
-    c.http_request_timeout = std::chrono::milliseconds(300);
-  });
-  auto log = sw::test::capture_log(h);
+TEST_F(Tls, AStalledHandshakeIsCutAtTheRequestTimeout) {
+  restart([](sw::config& c) { c.http_request_timeout = std::chrono::milliseconds(300); });
+  auto log = sw::test::capture_log(*h);
   asio::io_context io;
   tcp::socket s(io);
-  s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), h.port));
+  s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), h->port));
   watchdog guard(s.native_handle(), std::chrono::seconds(10));
   // a handshake record of 512 bytes, a ClientHello of 508, of which only the first bytes come
   const std::uint8_t start_of_hello[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03};
@@ -261,7 +290,7 @@ TEST(TlsTimeouts, AStalledHandshakeIsCutAtTheRequestTimeout) {
   s.read_some(asio::buffer(&c, 1), ec);
   EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3000));
-  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "net.tls_handshake_failures") == 1; }));
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(*h, "net.tls_handshake_failures") == 1; }));
   EXPECT_NE(log->all().find("no handshake within HTTP_REQUEST_TIMEOUT_MS"), std::string::npos) << log->all();
 }
 
