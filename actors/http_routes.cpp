@@ -111,6 +111,8 @@ std::string metrics_json(gateway_state& st, const queue_stats& q) {
   counters["ws.frame_floods"] = n.frame_floods.load();
   counters["ws.protocol_errors"] = n.protocol_errors.load();
   counters["net.tls_handshake_failures"] = n.tls_handshake_failures.load();
+  counters["net.tls_reloads"] = n.tls_reloads.load();
+  counters["net.tls_reload_failures"] = n.tls_reload_failures.load();
   counters["net.bad_requests"] = n.bad_requests.load();
   counters["net.bodies_too_large"] = n.bodies_too_large.load();
   counters["net.accept_errors"] = n.accept_errors.load();

@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // a renewed TLS certificate: loaded for new connections
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
@@ -82,7 +83,20 @@ int main(int argc, char** argv) {
             << svc.port() << " (stt provider: " << (svc.context().stt.name.empty() ? "none" : svc.context().stt.name)
             << ")" << std::endl;
   int sig = 0;
-  sigwait(&signals, &sig);
+  for (;;) {
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP || failed) break;
+    try {
+      if (svc.reload_tls()) {
+        std::cerr << "sessions-ws: SIGHUP: TLS certificate and key loaded again from " << cfg.tls_cert_file << ", "
+                  << cfg.tls_key_file << " (new connections get them; open ones keep theirs)" << std::endl;
+      } else {
+        std::cerr << "sessions-ws: SIGHUP: no TLS configured, nothing to reload" << std::endl;
+      }
+    } catch (const std::exception&) {
+      // logged by the server with its reason (net.tls_reload_failures); the certificate in use serves on
+    }
+  }
   std::cerr << "sessions-ws: "
             << (failed           ? "failure"
                 : sig == SIGTERM ? "SIGTERM"

@@ -334,6 +334,9 @@ std::string usage_text() {
     for (std::size_t i = std::string_view(s.name).size(); i < width + 2; ++i) out << ' ';
     out << s.meaning << " [default: " << (*s.default_value ? s.default_value : "unset") << "]\n";
   }
+  out << "\nSignals: SIGTERM or SIGINT drains every stream and exits; SIGHUP loads TLS_CERT_FILE and TLS_KEY_FILE "
+         "again\n"
+         "for new connections (open ones keep theirs; files that do not load leave the pair in use).\n";
   out << "\nExit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on bad configuration.\n";
   return out.str();
 }

@@ -17,6 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <boost/asio/ip/network_v4.hpp>
 #include <boost/asio/ip/network_v6.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -186,7 +189,14 @@ struct shared_state {
   server_options opts;
   gateway_actor handler;
   std::shared_ptr<net_stats> stats;
-  std::optional<ssl::context> tls;
+  // The TLS settings and certificate new connections get (none: no TLS); replaced whole by server::reload_tls. A
+  // connection's SSL object holds its own reference to the OpenSSL context it began with.
+  std::shared_ptr<ssl::context> tls_current() const {
+    std::lock_guard<std::mutex> lock(tls_mu);
+    return tls;
+  }
+  std::shared_ptr<ssl::context> tls;
+  mutable std::mutex tls_mu;
   std::vector<trusted_network> trusted;  // opts.trusted_proxies, parsed
   // Every open WebSocket's pauses: at opts.audio_quiet for a provider that waits for them, else at end_probe_interval
   // only to find a client's end.
@@ -991,7 +1001,7 @@ public:
       : st_(std::move(st)), token_(std::make_shared<connection_token>(st_->stats)), stream_(std::move(socket)) {}
 
   void run() {
-    if (!st_->tls) {
+    if (!st_->tls_current()) {
       std::make_shared<http_session<plain_stream>>(st_, std::move(stream_), std::move(buffer_), token_)->run();
       return;
     }
@@ -1006,7 +1016,7 @@ private:
     if (ec) return;
     if (is_tls) {
       // What found the ClientHello is its start: the handshake reads it first.
-      server_tls tls(edge_socket(stream_.release_socket()), *st_->tls, buffer_.data());
+      server_tls tls(edge_socket(stream_.release_socket()), *st_->tls_current(), buffer_.data());
       std::make_shared<http_session<server_tls>>(st_, std::move(tls), beast::flat_buffer(), token_)->run();
     } else {
       std::make_shared<http_session<plain_stream>>(st_, std::move(stream_), std::move(buffer_), token_)->run();
@@ -1102,21 +1112,37 @@ server::~server() {
   stop_accepting();
 }
 
+namespace {
+// The server's TLS context: TLS 1.2 and later, the certificate chain and its key from the configured files.
+std::shared_ptr<ssl::context> load_tls(const server_options& opts) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  try {
+    ctx->use_certificate_chain_file(opts.tls_cert_file);
+    ctx->use_private_key_file(opts.tls_key_file, ssl::context::pem);
+    // A key of another type than the certificate's (EC for an RSA certificate) loads without complaint into a slot of
+    // its own, and every handshake would fail: checked here.
+    if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+      ERR_clear_error();
+      throw std::runtime_error("the key is not the certificate's");
+    }
+  } catch (const std::exception& e) {
+    throw std::runtime_error("cannot load TLS certificate/key (" + opts.tls_cert_file + ", " + opts.tls_key_file +
+                             "): " + e.what());
+  }
+  return ctx;
+}
+}  // namespace
+
 void server::start() {
   auto& st = *impl_->st;
   if (!st.opts.tls_cert_file.empty() || !st.opts.tls_key_file.empty()) {
     if (st.opts.tls_cert_file.empty() || st.opts.tls_key_file.empty())
       throw std::runtime_error("TLS needs both TLS_CERT_FILE and TLS_KEY_FILE");
-    st.tls.emplace(ssl::context::tls_server);
-    st.tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                        ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-    try {
-      st.tls->use_certificate_chain_file(st.opts.tls_cert_file);
-      st.tls->use_private_key_file(st.opts.tls_key_file, ssl::context::pem);
-    } catch (const std::exception& e) {
-      throw std::runtime_error("cannot load TLS certificate/key (" + st.opts.tls_cert_file + ", " +
-                               st.opts.tls_key_file + "): " + e.what());
-    }
+    auto ctx = load_tls(st.opts);
+    std::lock_guard<std::mutex> lock(st.tls_mu);
+    st.tls = std::move(ctx);
   }
   beast::error_code ec;
   auto address = asio::ip::make_address(st.opts.host, ec);
@@ -1136,7 +1162,26 @@ std::uint16_t server::port() const {
 }
 
 bool server::tls() const {
-  return impl_->st->tls.has_value();
+  return impl_->st->tls_current() != nullptr;
+}
+
+bool server::reload_tls() {
+  auto& st = *impl_->st;
+  if (!st.tls_current()) return false;
+  std::shared_ptr<ssl::context> fresh;
+  try {
+    fresh = load_tls(st.opts);
+  } catch (const std::exception& e) {
+    ++st.stats->tls_reload_failures;
+    note(st, "net.tls_reload_failures", std::string(e.what()) + "; the certificate in use serves on");
+    throw;
+  }
+  {
+    std::lock_guard<std::mutex> lock(st.tls_mu);
+    st.tls.swap(fresh);
+  }
+  ++st.stats->tls_reloads;
+  return true;  // the old context goes with the last connection that began with it (`fresh` holds it until here)
 }
 
 void server::stop_accepting() {

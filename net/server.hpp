@@ -67,6 +67,10 @@ public:
   // The bound port (useful with port 0).
   std::uint16_t port() const;
   bool tls() const;
+  // Loads TLS_CERT_FILE and TLS_KEY_FILE again (a renewed certificate): connections from now on get the new pair, open
+  // ones keep theirs. False when TLS is not configured. Throws std::runtime_error when the files do not load (or the
+  // key does not match the certificate); the pair in use then serves on. Safe from any thread.
+  bool reload_tls();
   // Stops accepting new connections; open ones keep running.
   void stop_accepting();
   // Stops accepting and waits up to `bound` for every connection to end; true if they all did. Connections

@@ -25,6 +25,8 @@ struct net_stats {
   std::atomic<std::uint64_t> protocol_errors{0};  // clients closed 1002/1007/1009 for breaking RFC 6455
   std::atomic<std::uint64_t> frame_floods{0};     // clients closed 1008 for more WebSocket frames than the budget
   std::atomic<std::uint64_t> tls_handshake_failures{0};
+  std::atomic<std::uint64_t> tls_reloads{0};          // certificate and key loaded again (server::reload_tls)
+  std::atomic<std::uint64_t> tls_reload_failures{0};  // ... refused: the files did not load, the old pair serves on
   std::atomic<std::uint64_t> bad_requests{0};
   std::atomic<std::uint64_t> bodies_too_large{0};
   std::atomic<std::uint64_t> accept_errors{0};     // e.g. out of file descriptors: accepting pauses 100 ms

@@ -215,6 +215,9 @@ std::uint16_t service::port() const {
 bool service::tls() const {
   return impl_->srv && impl_->srv->tls();
 }
+bool service::reload_tls() {
+  return impl_->srv && impl_->srv->reload_tls();
+}
 const service_context& service::context() const {
   return *impl_->ctx;
 }

@@ -27,6 +27,9 @@ public:
   void start();
   std::uint16_t port() const;
   bool tls() const;
+  // Loads the TLS certificate and key again for new connections (net::server::reload_tls): false without TLS,
+  // std::runtime_error when they do not load (the pair in use serves on).
+  bool reload_tls();
   // Stops admitting, drains every stream (close 1001) within cfg.shutdown_timeout, stops the I/O.
   // Returns false when the bound was hit before every stream ended.
   bool shutdown();

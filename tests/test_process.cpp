@@ -11,7 +11,9 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <future>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -23,6 +25,7 @@
 
 #include "service/fatal_signal.hpp"
 #include "tests/support/harness.hpp"
+#include "tests/support/pki.hpp"
 
 namespace {
 
@@ -94,6 +97,63 @@ namespace {
 
 // The embedded defaults, as `script/server` runs them: offline STT and a SQLite file under ./data. After a
 // finished stream and a SIGTERM, the file holds the stream's transcript and one usage row.
+// SIGHUP loads the TLS certificate and key again (a renewal: certbot's deploy hook, `systemctl reload`): new
+// connections get the new pair, the process goes on; files that do not load leave the pair in use serving, and the
+// log says why. SIGTERM still ends it with 0.
+TEST(Process, SighupLoadsARenewedCertificate) {
+  sw::test::test_pki pki;
+  ASSERT_TRUE(pki.ok);
+  const auto cert = (pki.dir / "live-cert.pem").string(), key = (pki.dir / "live-key.pem").string();
+  auto install = [&](const char* c, const char* k) {
+    std::filesystem::copy_file(pki.file(c), cert, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::copy_file(pki.file(k), key, std::filesystem::copy_options::overwrite_existing);
+  };
+  install("server.pem", "server.key");
+  const auto log_file = (pki.dir / "stderr.log").string();
+  int port = free_port();
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    service_env(port);
+    setenv("TLS_CERT_FILE", cert.c_str(), 1);
+    setenv("TLS_KEY_FILE", key.c_str(), 1);
+    if (!freopen(log_file.c_str(), "w", stderr)) _exit(126);
+    execl(SESSIONS_WS_BIN, SESSIONS_WS_BIN, static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const std::string base = "https://localhost:" + std::to_string(port) + "/health";
+  sw::net::client_options first, renewed;
+  first.ca_file = pki.file("ca.pem");
+  renewed.ca_file = pki.file("other-ca.pem");
+  auto serves = [&](const sw::net::client_options& trust) {
+    try {
+      return sw::net::http_fetch(base, "GET", "", {}, trust).status == 200;
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
+  auto logged = [&](const std::string& needle) {
+    std::ifstream in(log_file);
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return all.find(needle) != std::string::npos;
+  };
+  ASSERT_TRUE(sw::test::eventually([&] { return serves(first); }));
+  install("server2.pem", "server2.key");
+  kill(pid, SIGHUP);
+  EXPECT_TRUE(sw::test::eventually([&] { return serves(renewed); }));
+  EXPECT_TRUE(logged("SIGHUP: TLS certificate and key loaded again"));
+  EXPECT_FALSE(serves(first));
+  std::ofstream(key, std::ios::trunc) << "not a key\n";
+  kill(pid, SIGHUP);
+  EXPECT_TRUE(sw::test::eventually([&] { return logged("cannot load TLS certificate/key"); }));
+  EXPECT_TRUE(serves(renewed));
+  kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
 TEST(Process, DefaultsLeaveAReadableSqliteFileWithTheTranscript) {
   auto dir = std::filesystem::temp_directory_path() / ("sw-defaults-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);

@@ -294,6 +294,82 @@ TEST_F(Tls, AStalledHandshakeIsCutAtTheRequestTimeout) {
   EXPECT_NE(log->all().find("no handshake within HTTP_REQUEST_TIMEOUT_MS"), std::string::npos) << log->all();
 }
 
+// A renewed certificate (here from another CA, so that clients can tell which one they got) is loaded again while the
+// service runs: new connections get it, an open stream keeps its connection and goes on. Files that do not load are
+// refused, counted and logged, and the pair in use serves on.
+TEST_F(Tls, AReloadedCertificateServesNewConnectionsWhileOpenOnesGoOn) {
+  namespace fs = std::filesystem;
+  const fs::path dir = pki->dir / ("reload-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()));
+  fs::create_directories(dir);
+  const auto cert = (dir / "cert.pem").string(), key = (dir / "key.pem").string();
+  auto install = [&](const char* c, const char* k) {
+    fs::copy_file(pki->file(c), cert, fs::copy_options::overwrite_existing);
+    fs::copy_file(pki->file(k), key, fs::copy_options::overwrite_existing);
+  };
+  install("server.pem", "server.key");
+  restart([&](sw::config& c) {
+    c.tls_cert_file = cert;
+    c.tls_key_file = key;
+  });
+  auto log = sw::test::capture_log(*h);
+  sw::net::client_options renewed;
+  renewed.ca_file = pki->file("other-ca.pem");
+  auto open = sw::net::ws_client::connect(
+      base("wss") + "/api/realtime/transcribe?token=" + harness::token("room", "alice"), trusted);
+  expect_message(*open, "ready");
+
+  install("server2.pem", "server2.key");
+  ASSERT_TRUE(h->svc->reload_tls());
+  EXPECT_EQ(sw::net::http_fetch(base("https") + "/health", "GET", "", {}, renewed).status, 200u);
+  EXPECT_THROW(sw::net::http_fetch(base("https") + "/health", "GET", "", {}, trusted), std::runtime_error);
+  std::vector<std::uint8_t> f(640, 0);
+  open->send_binary(f.data(), f.size());
+  EXPECT_EQ(field(expect_message(*open, "transcript_final"), "speaker"), "alice");
+
+  // a key that is not the certificate's, then one that is no key at all: refused, the renewed pair serves on
+  install("server.pem", "server2.key");
+  EXPECT_THROW(h->svc->reload_tls(), std::runtime_error);
+  std::ofstream(key, std::ios::trunc) << "not a key\n";
+  try {
+    h->svc->reload_tls();
+    FAIL() << "a broken key was loaded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(sw::net::http_fetch(base("https") + "/health", "GET", "", {}, renewed).status, 200u);
+  const auto metrics = sw::net::http_fetch(base("https") + "/metrics", "GET", "", {}, renewed).body;
+  EXPECT_NE(metrics.find("\"net.tls_reloads\":1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\"net.tls_reload_failures\":2"), std::string::npos) << metrics;
+  EXPECT_NE(log->all().find("cannot load TLS certificate/key"), std::string::npos) << log->all();
+  open->close();
+}
+
+TEST(TlsConfig, AReloadWithoutTlsDoesNothing) {
+  harness h;
+  EXPECT_FALSE(h.svc->reload_tls());
+  EXPECT_FALSE(h.svc->tls());
+}
+
+// An EC key beside an RSA certificate loads without complaint from OpenSSL into a slot of its own; every handshake
+// would then fail. The start refuses it.
+TEST(TlsConfig, AKeyThatIsNotTheCertificatesIsAClearStartError) {
+  test_pki pki;
+  ASSERT_TRUE(pki.ok);
+  sw::config c;
+  c.host = "127.0.0.1";
+  c.port = 0;
+  c.jwt_secret = "x";
+  c.tls_cert_file = pki.file("server.pem");
+  c.tls_key_file = pki.file("server2.key");
+  sw::service s(c);
+  try {
+    s.start();
+    FAIL() << "started with a key that is not the certificate's";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("the key is not the certificate's"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TlsConfig, MissingCertificateIsAClearStartError) {
   sw::config c;
   c.host = "127.0.0.1";
