@@ -54,6 +54,7 @@ public:
 
   executor_type get_executor() noexcept { return sock_.get_executor(); }
   edge_socket& next_layer() noexcept { return sock_; }
+  SSL* native_handle() noexcept { return ssl_; }
 
   // The peer's certificate must name `host` (a DNS name, with SNI; or an IP address); false if OpenSSL refuses it.
   bool expect_host(const std::string& host);

@@ -85,6 +85,7 @@ void open_transport(std::shared_ptr<Self> self, Stream& stream, tcp::resolver& r
               raw_socket(beast::get_lowest_layer(stream)).set_option(tcp::no_delay(true), ignored);
               if constexpr (std::is_same_v<Stream, edge_tls_stream>) {
                 if (!stream.expect_host(u.host)) return finish("cannot check the TLS peer's name " + u.host);
+                resume_tls_session(stream.native_handle(), u.host);
                 stream.async_handshake([self, u, finish](beast::error_code ec) {
                   if (ec) return finish("TLS handshake with " + u.host + " failed: " + ec.message());
                   finish(std::string{});
@@ -93,6 +94,7 @@ void open_transport(std::shared_ptr<Self> self, Stream& stream, tcp::resolver& r
                 if (!SSL_set_tlsext_host_name(stream.native_handle(), u.host.c_str()))
                   return finish("cannot set SNI host name " + u.host);
                 stream.set_verify_callback(ssl::host_name_verification(u.host));
+                resume_tls_session(stream.native_handle(), u.host);
                 stream.async_handshake(ssl::stream_base::client, [self, u, finish](beast::error_code ec) {
                   if (ec) return finish("TLS handshake with " + u.host + " failed: " + ec.message());
                   finish(std::string{});
@@ -454,6 +456,7 @@ struct outbound::impl {
     if (auto it = tls_contexts.find(ca_file); it != tls_contexts.end()) return it->second;
     auto ctx = client_tls_context(ca_file, error);
     if (!ctx) return nullptr;  // not kept: the file may be mended
+    keep_tls_sessions(*ctx);   // a stream's HTTPS init and `wss`, and every reconnect, go to the same few hosts
     tls_contexts.emplace(ca_file, ctx);
     return ctx;
   }

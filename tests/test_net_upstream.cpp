@@ -19,6 +19,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
@@ -502,4 +503,88 @@ TEST(UpstreamWebSocketTls, AFailedVerificationIsReportedAndToldToThePeer) {
   EXPECT_NE(reason.find("certificate verify failed"), std::string::npos) << reason;
   ASSERT_EQ(peer_saw.wait_for(5s), std::future_status::ready);
   EXPECT_NE(peer_saw.get().find("unknown ca"), std::string::npos) << "the client's alert reached the peer";
+}
+
+namespace {
+
+// A TLS server on a thread of its own that takes `count` connections one after another and tells, for each, whether
+// its handshake resumed a session it had given before (OpenSSL's default server: session tickets on). The first
+// `https` of them get one HTTP answer; the rest are WebSockets it accepts and closes 1000.
+class resuming_peer {
+public:
+  resuming_peer(const sw::test::test_pki& pki, int count, int https)
+      : ctx_(asio::ssl::context::tls_server), acc_(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+    ctx_.use_certificate_chain_file(pki.file("server.pem"));
+    ctx_.use_private_key_file(pki.file("server.key"), asio::ssl::context::pem);
+    thread_ = std::thread([this, count, https] {
+      std::vector<bool> reused;
+      for (int i = 0; i < count; ++i) {
+        tcp::socket s(io_);
+        acc_.accept(s);
+        asio::ssl::stream<tcp::socket&> t(s, ctx_);
+        beast::error_code ec;
+        t.handshake(asio::ssl::stream_base::server, ec);
+        if (ec) break;
+        reused.push_back(SSL_session_reused(t.native_handle()) == 1);
+        if (i < https) {
+          beast::flat_buffer b;
+          beast::http::request<beast::http::string_body> req;
+          beast::http::read(t, b, req, ec);
+          beast::http::response<beast::http::string_body> res(beast::http::status::ok, 11, "ok");
+          res.keep_alive(false);
+          res.prepare_payload();
+          if (!ec) beast::http::write(t, res, ec);
+          t.shutdown(ec);
+        } else {
+          websocket::stream<asio::ssl::stream<tcp::socket&>&> ws(t);
+          ws.accept(ec);
+          if (!ec) ws.close(websocket::close_code::normal, ec);
+        }
+      }
+      reused_.set_value(std::move(reused));
+    });
+  }
+  ~resuming_peer() { thread_.join(); }
+  std::future<std::vector<bool>> reused() { return reused_.get_future(); }
+  std::string base() const { return "localhost:" + std::to_string(acc_.local_endpoint().port()); }
+
+private:
+  std::promise<std::vector<bool>> reused_;
+  asio::io_context io_;
+  asio::ssl::context ctx_;
+  tcp::acceptor acc_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+// The relay's connections to a host resume the session it gave before (TLS 1.3 tickets, each used once): a stream's
+// HTTPS init and its `wss`, and every reconnect, cost the host one full handshake, not one each (no certificate
+// chain to send and check, no signature).
+TEST(UpstreamTlsResumption, TheNextConnectionsToAHostResumeItsSession) {
+  sw::test::test_pki pki;
+  ASSERT_TRUE(pki.ok);
+  resuming_peer p(pki, 4, 2);
+  sw::net::outbound out;
+  auto fetch = [&] {
+    std::promise<sw::net::http_outcome> got;
+    out.fetch("https://" + p.base() + "/v2/live", "GET", {}, "", trusting(pki),
+              [&](sw::net::http_outcome o) { got.set_value(std::move(o)); });
+    auto f = got.get_future();
+    EXPECT_EQ(f.wait_for(5s), std::future_status::ready);
+    auto o = f.get();
+    EXPECT_TRUE(o.ok) << o.error;
+    EXPECT_EQ(o.body, "ok");
+  };
+  fetch();
+  fetch();
+  for (int i = 0; i < 2; ++i) {
+    outcome o;
+    auto conn = out.connect_ws("wss://" + p.base() + "/v2/live", trusting(pki), o.events());
+    auto [code, reason] = o.wait_closed();
+    EXPECT_EQ(code, 1000) << reason;
+  }
+  auto f = p.reused();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(f.get(), (std::vector<bool>{false, true, true, true}));
 }
