@@ -473,8 +473,13 @@ TEST(Loadgen, ATranscriptArrivesWhenTheKernelReceivedItNotWhenTheLoadgenGotToRea
   ASSERT_EQ(o.exit_code, 0) << o.out;
   auto& delay = o.json["participantReadDelayMs"];
   EXPECT_GE(num(delay, "max"), 30) << "the stops delayed the loadgen's reads\n" << o.out;
-  EXPECT_LT(o.json["fanoutMs"]["max"].GetDouble(), delay["max"].GetDouble() / 2) << "a stop counted as fan-out\n"
-                                                                                 << o.out;
+  // In the steady window, where the stops are and which the verdict judges. The whole run also holds the streams' ends,
+  // where the final a stop makes can come right behind a partial: a stop that falls there has one read take both, the
+  // first stamped with the second's receipt (CI's ASan run once saw 46.5 ms there, 4.7 ms in the window).
+  ASSERT_TRUE(o.json["steady"]["window"].GetBool()) << o.out;
+  EXPECT_LT(o.json["steady"]["fanoutMs"]["max"].GetDouble(), delay["max"].GetDouble() / 2)
+      << "a stop counted as fan-out\n"
+      << o.out;
 }
 
 TEST(Loadgen, RefusedTokensShowAs401sAndFailTheRun) {
