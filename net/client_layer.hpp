@@ -171,6 +171,19 @@ public:
     tracking_ = false;
   }
 
+  // Bytes the client sent behind its upgrade request, before our answer (read with the request): the first reads take
+  // them, counted as if read from the socket now. RFC 6455 §4.1 asks a client to wait for the answer; Node's `ws`,
+  // which the old service ran, keeps what came early, and so do we. Before the first read only.
+  void preload(const std::uint8_t* bytes, std::size_t n) {
+    if (n == 0) return;
+    ahead_.data.reset(new std::uint8_t[n]);
+    std::memcpy(ahead_.data.get(), bytes, n);
+    ahead_.size = n;
+    ahead_.at = 0;
+    bytes_read_ += n;
+    charge(counter_.count(bytes, n));
+  }
+
   template <class Buffers, class Token>
   auto async_read_some(const Buffers& buffers, Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
@@ -196,12 +209,11 @@ public:
 private:
   template <class Buffers, class Handler>
   void read(const Buffers& b, Handler&& handler) {
-    if constexpr (std::is_base_of_v<edge_socket, Next>) {
-      if (ahead_.available() > 0) {
-        // What the last read took beyond the buffer it was given (counted then): no socket read.
-        ahead_.serve(b, std::forward<Handler>(handler), next_.get_executor());
-        return;
-      }
+    if (ahead_.available() > 0) {
+      // What the last read took beyond the buffer it was given, or what came with the upgrade (counted then): no
+      // socket read.
+      ahead_.serve(b, std::forward<Handler>(handler), next_.get_executor());
+      return;
     }
     if (tracking_) before_read();
     auto ex = boost::asio::get_associated_executor(handler, next_.get_executor());
@@ -260,6 +272,11 @@ private:
       bytes_read_ += ahead_.available();
       frames += counter_.count(ahead_.data.get() + ahead_.at, ahead_.available());
     }
+    charge(frames);
+  }
+
+  // `frames` more came: from the budget.
+  void charge(std::uint64_t frames) {
     if (frames == 0 || !budget_) return;
     budget_->spend(static_cast<double>(frames), clock::now());
     if (budget_->tokens() < 0 && on_excess_) {
@@ -275,7 +292,7 @@ private:
   std::function<void()> on_excess_;
   boost::asio::steady_timer pace_;
   std::atomic<std::uint64_t>* reads_ = nullptr;
-  read_ahead ahead_;  // bytes a read took beyond the buffer it was given (plain sockets holding chunks)
+  read_ahead ahead_;  // bytes a read took beyond the buffer it was given (plain sockets holding chunks), or preloaded
   std::uint64_t bytes_read_ = 0;
   // holding chunks in the kernel
   bool tracking_ = false;

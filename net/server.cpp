@@ -340,7 +340,8 @@ public:
     });
   }
 
-  void run(http::request<http::string_body> req, session_actor session) {
+  // `early`: what the client sent behind its upgrade request (client_layer::preload).
+  void run(http::request<http::string_body> req, session_actor session, asio::const_buffer early) {
     session_ = std::move(session);
     ws_.next_layer().count_reads(&st_->stats->socket_reads);
     if (st_->opts.ws_max_frames_per_second > 0) {
@@ -348,6 +349,7 @@ public:
         asio::post(ws_.get_executor(), [self = this->shared_from_this()] { self->on_frame_flood(); });
       });
     }
+    ws_.next_layer().preload(static_cast<const std::uint8_t*>(early.data()), early.size());
     const auto key = req[http::field::sec_websocket_key];
     ws_.async_accept(std::string_view(key.data(), key.size()),
                      beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
@@ -882,7 +884,7 @@ public:
     // LiveKit's 48 kHz stereo frames go one by one to the session's resampler; a participant's are batched.
     const bool egress = upgrade_req_.target().starts_with("/egress/");
     auto ws = std::make_shared<ws_session<Stream>>(st_, std::move(stream_), token_, std::move(client_), !egress);
-    ws->run(std::move(upgrade_req_), std::move(session));
+    ws->run(std::move(upgrade_req_), std::move(session), buffer_.data());
   }
 
 private:

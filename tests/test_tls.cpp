@@ -252,6 +252,32 @@ TEST_F(Tls, AClientsCloseNotifyWithItsFinEndsTheWebSocketAtOnce) {
   EXPECT_TRUE(sw::test::eventually([&] { return h->svc->context().net->websockets.load() == 0; }, 2s));
 }
 
+// Over TLS as over plain TCP (WebSocket.MessagesSentWithTheUpgradeRequestAreRead): a message the client sent behind
+// its upgrade request, before our answer, is read. Here both are in one TLS record.
+TEST_F(Tls, AMessageSentWithTheUpgradeRequestIsRead) {
+  tls_connection c(h->port, pki->file("ca.pem"));
+  std::string bytes = "GET /api/realtime/transcribe?token=" + harness::token("room", "alice") +
+                      " HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  const std::string ping = R"({"type":"ping"})";
+  const char key[4] = {1, 2, 3, 4};
+  bytes += static_cast<char>(0x81);
+  bytes += static_cast<char>(0x80 | ping.size());
+  bytes.append(key, 4);
+  for (std::size_t i = 0; i < ping.size(); ++i) bytes += static_cast<char>(ping[i] ^ key[i % 4]);
+  asio::write(c.stream, asio::buffer(bytes));
+  std::string got;
+  while (got.find("pong") == std::string::npos) {
+    char buf[4096];
+    beast::error_code ec;
+    const auto n = c.stream.read_some(asio::buffer(buf), ec);
+    if (ec) break;
+    got.append(buf, n);
+  }
+  EXPECT_EQ(got.rfind("HTTP/1.1 101", 0), 0u);
+  EXPECT_NE(got.find(R"("type":"pong")"), std::string::npos) << got;
+}
+
 // A request that asks to close gets its answer, then the server's close_notify and FIN: the client can tell that
 // the answer is whole (RFC 8446 §6.1), not cut.
 TEST_F(Tls, ARequestThatClosesTheConnectionIsFollowedByCloseNotify) {

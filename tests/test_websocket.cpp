@@ -206,7 +206,8 @@ TEST(WebSocket, AClientFloodingTinyAudioFramesIsWarnedThenClosed1008) {
 }
 
 // A bare TCP connection to the server on loopback that has sent its WebSocket upgrade for `token`; -1 if none.
-int connect_and_upgrade(std::uint16_t port, const std::string& token) {
+// `early`: sent in the same write as the upgrade request, before the server's answer.
+int connect_and_upgrade(std::uint16_t port, const std::string& token, const std::string& early = "") {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -218,7 +219,8 @@ int connect_and_upgrade(std::uint16_t port, const std::string& token) {
   }
   const std::string upgrade = "GET /api/realtime/transcribe?token=" + token +
                               " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+                              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" +
+                              early;
   ::send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL);
   return fd;
 }
@@ -342,9 +344,9 @@ std::string client_frame(unsigned op, const std::string& payload, bool fin = tru
   return f;
 }
 
-// A client on a bare socket: upgrades, sends `bytes` in one write, then reads the server's frames up to its close
-// frame and what follows it; once a text frame holding `wait_for` has come, it sends `then`. `eof`: the server ended
-// the TCP connection after its close frame, before we closed ours.
+// A client on a bare socket: upgrades (`early` behind its request, in the same write), sends `bytes` in one write, then
+// reads the server's frames up to its close frame and what follows it; once a text frame holding `wait_for` has come,
+// it sends `then`. `eof`: the server ended the TCP connection after its close frame, before we closed ours.
 struct exchange {
   std::vector<server_frame> frames;
   bool eof = false;
@@ -354,9 +356,9 @@ struct exchange {
   std::string close_reason() const { return frames.empty() ? "" : frames.back().close_reason(); }
 };
 exchange send_raw(std::uint16_t port, const std::string& token, const std::string& bytes,
-                  const std::string& wait_for = "", const std::string& then = "") {
+                  const std::string& wait_for = "", const std::string& then = "", const std::string& early = "") {
   exchange out;
-  const int fd = connect_and_upgrade(port, token);
+  const int fd = connect_and_upgrade(port, token, early);
   if (fd < 0) return out;
   std::string in;
   bool upgraded = false, closed = false;
@@ -446,6 +448,32 @@ TEST(WebSocket, AFragmentedMessageWithAPingBetweenItsFragmentsArrivesWhole) {
   EXPECT_TRUE(answered) << "the fragmented {\"type\":\"ping\"} is read whole";
   EXPECT_EQ(x.close_code(), 4000);
   EXPECT_TRUE(x.eof);
+  EXPECT_EQ(sw::test::metric(h, "ws.protocol_errors"), 0);
+}
+
+// A client may send its first messages behind its upgrade request, before our answer: RFC 6455 §4.1 asks it to wait,
+// but Node's `ws`, which the old service ran, reads what came early, and so do we. Here a ping, an audio frame and the
+// start of a text frame come with the request, and the rest of that frame after the answer: each is read, the audio
+// relayed, and nothing is taken for a broken frame.
+TEST(WebSocket, MessagesSentWithTheUpgradeRequestAreRead) {
+  harness h([](sw::config& c) { c.ws_close_timeout = 60s; });
+  const std::string dance = client_frame(0x1, R"({"type":"dance"})");
+  const auto audio = pcm(640);
+  const std::string early = client_frame(0x1, R"({"type":"ping"})") +
+                            client_frame(0x2, std::string(audio.begin(), audio.end())) + dance.substr(0, 5);
+  auto x = send_raw(h.port, harness::token("room", "alice"), dance.substr(5), "chunk 1 640B",
+                    client_frame(0x8, sw::ws::close_payload(4000, "bye")), early);
+  bool pong = false, warned = false, transcribed = false;
+  for (const auto& f : x.frames) {
+    if (f.op != 0x1) continue;
+    if (field(f.payload, "type") == "pong") pong = true;
+    if (field(f.payload, "code") == "unknown_message") warned = true;
+    if (field(f.payload, "type") == "transcript_final") transcribed = field(f.payload, "text") == "chunk 1 640B";
+  }
+  EXPECT_TRUE(pong) << "the ping that came with the request is answered";
+  EXPECT_TRUE(warned) << "the message split across the answer is read whole";
+  EXPECT_TRUE(transcribed) << "the audio that came with the request is relayed";
+  EXPECT_EQ(x.close_code(), 4000);
   EXPECT_EQ(sw::test::metric(h, "ws.protocol_errors"), 0);
 }
 
