@@ -65,11 +65,13 @@ const char* handshake_problem(const beast_request& req) {
 
 void limit_parser(request_parser& p, std::size_t body_limit) {
   p.body_limit(body_limit);
-  p.header_limit(16 * 1024);
+  p.header_limit(header_limit);
 }
 
 std::optional<http_response> parse_failure_response(const beast::error_code& ec) {
   if (ec == http::error::body_limit) return error_response(413, "payload_too_large");
+  // The request line and the headers together over header_limit (a long URL counts): RFC 6585 §5, as Node answers.
+  if (ec == http::error::header_limit) return error_response(431, "header_fields_too_large");
   if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
       ec != http::error::partial_message && ec != http::error::end_of_stream)
     return error_response(400, "bad_request");

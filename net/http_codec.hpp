@@ -15,11 +15,15 @@ using request_parser = http::request_parser<http::string_body>;
 using beast_request = http::request<http::string_body>;
 using beast_response = http::response<http::string_body>;
 
-// The limits every request is read with: bodies above `body_limit` are refused 413, heads above 16 KiB 400.
+// What a request's line and headers may take together (Node's default too).
+constexpr std::uint32_t header_limit = 16 * 1024;
+
+// The limits every request is read with: bodies above `body_limit` are refused 413, heads above header_limit 431.
 void limit_parser(request_parser& p, std::size_t body_limit);
 
 // The answer to a request the parser refused (`ec` from reading), or nothing when there is none to give (the
-// connection ended, timed out or broke mid-request): 413 for a body over the limit, 400 for a malformed request.
+// connection ended, timed out or broke mid-request): 413 for a body over the limit, 431 for a head over its limit,
+// 400 for a malformed request.
 std::optional<http_response> parse_failure_response(const beast::error_code& ec);
 
 // One request, decided: for the gateway actor (a plain request or a WebSocket upgrade), or answered by net/ itself

@@ -267,6 +267,22 @@ TEST_F(Http, BodyOver64KiBIs413) {
   EXPECT_EQ(r.status, 400u);
 }
 
+// A request's line and headers may take 16 KiB together; past that the answer says so (431, as Node gives), whether a
+// header or the URL is long, and the connection closes.
+TEST_F(Http, AHeadOver16KiBIs431) {
+  auto r = http_fetch(h.http("/health"), "GET", "", {{"X-Padding", std::string(16 * 1024, 'x')}});
+  EXPECT_EQ(r.status, 431u);
+  EXPECT_EQ(field(r.body, "error"), "header_fields_too_large");
+  ASSERT_TRUE(r.header("connection"));
+  EXPECT_EQ(*r.header("connection"), "close");
+  expect_cors(r);
+  r = http_fetch(h.http("/health?pad=" + std::string(16 * 1024, 'x')));
+  EXPECT_EQ(r.status, 431u);
+  // under the limit, the same request is served
+  EXPECT_EQ(http_fetch(h.http("/health"), "GET", "", {{"X-Padding", std::string(15 * 1024, 'x')}}).status, 200u);
+  EXPECT_TRUE(sw::test::eventually([&] { return sw::test::metric(h, "net.bad_requests") == 2; }));
+}
+
 TEST_F(Http, WebSocketPathWithoutUpgradeIs426) {
   for (auto method : {"GET", "POST", "PUT"}) {
     auto r = http_fetch(h.http("/api/realtime/transcribe?token=x"), method);
