@@ -139,6 +139,19 @@ beast_response render_response(http_response r, unsigned version, bool keep_aliv
   return res;
 }
 
+expectation expectation_of(const beast_request& req) {
+  if (req.version() < 11) return expectation::none;
+  auto range = req.base().equal_range(http::field::expect);
+  if (range.first == range.second) return expectation::none;
+  for (auto it = range.first; it != range.second; ++it) {
+    const auto v = it->value();
+    const auto b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
+    if (b == beast::string_view::npos || !beast::iequals(v.substr(b, e - b + 1), "100-continue"))
+      return expectation::unmet;
+  }
+  return expectation::send_continue;
+}
+
 http_response error_response(unsigned status, const char* code) {
   auto r = json_response(status, std::string("{\"error\":\"") + code + "\"}");
   r.close = true;

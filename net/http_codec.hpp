@@ -37,6 +37,13 @@ struct inbound_request {
 };
 inbound_request decide_request(beast_request& req, bool tls);
 
+// What a request's head asks before its body is sent (RFC 9110 §10.1.1), once the head is read: nothing, a
+// "100 Continue" first (`Expect: 100-continue`: curl and others wait a second for it before sending a body; Node
+// answers it at once, and so do we), or an expectation this server cannot meet (any other `Expect`: refused 417,
+// as Node does). An HTTP/1.0 request is never given an interim answer; its Expect is ignored.
+enum class expectation { none, send_continue, unmet };
+expectation expectation_of(const beast_request& req);
+
 // The response as written: Server, CORS and Content-Type headers, keep-alive or close, HEAD without a body.
 beast_response render_response(http_response r, unsigned version, bool keep_alive, bool head,
                                const std::string& cors_origin);

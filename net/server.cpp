@@ -892,6 +892,41 @@ private:
     parser_.emplace();
     limit_parser(*parser_, st_->opts.body_limit);
     expire_after(first_ ? st_->opts.request_timeout : st_->opts.idle_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&http_session::on_header, this->shared_from_this()));
+  }
+
+  // The head is in (the deadline set above bounds the body too). A client that waits for "100 Continue" before its
+  // body gets it first; an expectation we cannot meet is refused 417 (expectation_of).
+  void on_header(beast::error_code ec, std::size_t n) {
+    if (ec || parser_->is_done()) {
+      on_read(ec, n);
+      return;
+    }
+    switch (expectation_of(parser_->get())) {
+      case expectation::unmet:
+        version_ = parser_->get().version();
+        head_ = false;
+        ++st_->stats->bad_requests;
+        note(*st_, "net.bad_requests", "bad request from " + peer_of(stream_) + ": an Expect other than 100-continue");
+        keep_alive_ = false;  // its body may follow: never read it
+        write_reply(error_response(417, "expectation_failed"));
+        return;
+      case expectation::send_continue: {
+        static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        asio::async_write(stream_, asio::buffer(continue_line, sizeof continue_line - 1),
+                          [self = this->shared_from_this()](beast::error_code e, std::size_t) {
+                            if (!e) self->read_body();
+                          });
+        return;
+      }
+      case expectation::none:
+        read_body();
+        return;
+    }
+  }
+
+  void read_body() {
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&http_session::on_read, this->shared_from_this()));
   }
