@@ -468,7 +468,8 @@ TEST(WebSocket, MessagesSentWithTheUpgradeRequestAreRead) {
     if (f.op != 0x1) continue;
     if (field(f.payload, "type") == "pong") pong = true;
     if (field(f.payload, "code") == "unknown_message") warned = true;
-    if (field(f.payload, "type") == "transcript_final") transcribed = field(f.payload, "text") == "chunk 1 640B";
+    if (field(f.payload, "text") == "chunk 1 640B")
+      transcribed = true;  // its partial (the close goes at once) or final
   }
   EXPECT_TRUE(pong) << "the ping that came with the request is answered";
   EXPECT_TRUE(warned) << "the message split across the answer is read whole";
