@@ -91,11 +91,16 @@ void stop_egress(self_ptr self, const std::string& sid) {
 }
 
 // The track is gone (unpublished, its participant left, its egress ended): stop its egress, forget it; its stream
-// drains on its own.
+// drains on its own. While its start is in flight, LiveKit may have started the egress already (its id comes with the
+// answer): the track is kept, marked, until the answer, which ends it then.
 void end_track(self_ptr self, const std::string& sid) {
   auto& st = self->state;
   auto it = st.tracks.find(sid);
   if (it == st.tracks.end()) return;
+  if (it->second.starting) {
+    it->second.gone = true;
+    return;
+  }
   stop_egress(self, sid);
   for (auto& s : it->second.streams) st.orphan_streams.push_back(s);
   st.tracks.erase(it);
@@ -122,18 +127,26 @@ void start_track(self_ptr self, const std::string& sid, const std::string& ident
        livekit_grant{true, false, {}}, [self, sid, mix](const livekit_answer& a) {
          auto& s = self->state;
          auto it = s.tracks.find(sid);
-         if (it == s.tracks.end()) return;  // ended meanwhile (cannot happen while starting; kept safe)
+         if (it == s.tracks.end()) return;  // a track is kept while starting (end_track); kept safe
          it->second.starting = false;
          std::optional<livekit_egress> e;
          if (a.ok) e = parse_livekit_egress(a.body);
          if (!e) {
            report(self, a, mix ? "starting the room's audio egress" : "starting the egress of track " + sid);
+           if (it->second.gone) end_track(self, sid);
            finish_if_drained(self);
            return;  // retried by the next reconciliation (or start)
          }
          it->second.egress_id = e->egress_id;
          SW_LOG(s.ctx, info, "livekit: room=" << s.slug << " egress " << e->egress_id << " started for track " << sid);
-         if (s.stopping) stop_egress(self, sid);
+         if (it->second.gone) {
+           SW_LOG(s.ctx, info,
+                  "livekit: room=" << s.slug << " track " << sid << " went while its egress started: stopping "
+                                   << e->egress_id);
+           end_track(self, sid);
+         } else if (s.stopping) {
+           stop_egress(self, sid);
+         }
          publish(self);
          finish_if_drained(self);
        });

@@ -30,6 +30,7 @@ struct egress_state {
     std::string identity, name;
     std::string egress_id;               // empty while its start call is in flight (or after it failed)
     bool starting = false;               // StartTrackEgress / StartEgress in flight
+    bool gone = false;                   // the track went while starting: stopped and forgotten once it answers
     bool stop_sent = false;              // StopEgress sent
     std::vector<session_actor> streams;  // attached /egress/audio sessions (normally one)
   };

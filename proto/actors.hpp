@@ -186,7 +186,7 @@ using egress_actor = caf::typed_actor<
     // delivered its last final (false: the drain bound ran out)
     caf::replies_to<stop_atom>::with<bool>,
     // a verified webhook about this room: track_published / track_unpublished / participant_left / egress_ended /
-    // room_finished
+    // room_finished (a track that goes while its egress starts is stopped when the start answers)
     caf::reacts_to<webhook_atom, livekit_webhook>,
     // LiveKit dialled /egress/audio for this track: the session of that stream (monitored; the last stream of a
     // track that ends with stream_fault(), while its egress runs unasked to stop: the egress is stopped and forgotten,

@@ -477,6 +477,29 @@ TEST(LiveKitRoom, SignedWebhooksStartAndStopTracksAndNothingElseDoes) {
   EXPECT_GE(sw::test::metric(*r.h, "livekit.webhooks_refused"), 4);
 }
 
+// A participant who leaves while their track's egress is starting (LiveKit has started it, its answer is still on its
+// way): the egress is stopped once the answer comes, not left streaming (and transcribed) until the next
+// reconciliation finds it an orphan (RECONCILE_INTERVAL_MS, 30 s).
+TEST(LiveKitRoom, AnEgressWhoseTrackWentWhileItStartedIsStoppedWhenTheStartAnswers) {
+  livekit_room r({}, [](sw::config& c) { c.livekit.timeout = 20s; });
+  r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(1, 440));
+  ASSERT_EQ(r.start("r").status, 200u);
+  ASSERT_TRUE(eventually([&] { return r.streaming("TR_A"); }, 10s));
+  r.lk->publish("r", "bob", "Bob", "TR_B", stereo_tone(1, 660));
+  r.lk->publish("r", "carol", "Carol", "TR_C", stereo_tone(1, 550));
+  r.lk->hold_answers("StartTrackEgress", true);
+  EXPECT_EQ(r.lk->send_webhook(fake_livekit::webhook_body("track_published", "r", "bob", "TR_B")), 200u);
+  ASSERT_TRUE(eventually([&] { return r.streaming("TR_B"); }, 10s)) << "LiveKit started it";
+  EXPECT_EQ(r.lk->send_webhook(fake_livekit::webhook_body("participant_left", "r", "bob")), 200u);
+  // carol's start is asked for after bob's leaving was taken in (the room's actor takes webhooks in order)
+  EXPECT_EQ(r.lk->send_webhook(fake_livekit::webhook_body("track_published", "r", "carol", "TR_C")), 200u);
+  ASSERT_TRUE(eventually([&] { return r.lk->calls("StartTrackEgress") == 3; }, 10s));
+  r.lk->hold_answers("StartTrackEgress", false);
+  EXPECT_TRUE(eventually([&] { return r.of_track("TR_B")[0].status == "EGRESS_COMPLETE"; }, 10s));
+  EXPECT_TRUE(eventually([&] { return r.streaming("TR_C"); }, 10s));
+  EXPECT_TRUE(r.streaming("TR_A"));
+}
+
 // Webhooks can be lost: reconciliation starts the egress of a track published without a word, restarts an egress
 // that ended without a word, and stops an egress to this service that no track of it runs.
 TEST(LiveKitRoom, ReconciliationRepairsLostWebhooks) {

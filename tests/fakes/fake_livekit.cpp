@@ -118,7 +118,8 @@ struct fake_livekit::impl {
   };
   std::map<std::string, failure> failures;
   std::map<std::string, bool> stalled;
-  bool keep_active = false;  // keep_active_when_closed
+  std::map<std::string, bool> held;  // hold_answers
+  bool keep_active = false;          // keep_active_when_closed
   std::vector<std::string> refused;
   int next_id = 1;
 
@@ -571,6 +572,11 @@ struct fake_livekit::impl {
         while (running) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a server that never answers
         return;
       }
+      auto held_now = [&] {
+        std::lock_guard<std::mutex> lock(mu);
+        return held[method];
+      };
+      while (running && held_now()) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // done, not answered
     }
     http::response<http::string_body> res(static_cast<http::status>(a.status), req.version());
     res.set(http::field::content_type, "application/json");
@@ -701,6 +707,11 @@ void fake_livekit::fail(const std::string& method, int times, unsigned status, c
 void fake_livekit::stall(const std::string& method, bool on) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->stalled[method] = on;
+}
+
+void fake_livekit::hold_answers(const std::string& method, bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->held[method] = on;
 }
 
 void fake_livekit::keep_active_when_closed(bool on) {

@@ -64,6 +64,9 @@ public:
   void fail(const std::string& method, int times, unsigned status, const std::string& code, const std::string& msg);
   // Calls of `method` are read and never answered while on (the caller's timeout has to end them).
   void stall(const std::string& method, bool on);
+  // Calls of `method` are carried out at once (an egress starts) but answered only once this is off again: a slow
+  // answer, or one still on its way.
+  void hold_answers(const std::string& method, bool on);
   // The egress ends at LiveKit without a word: no webhook, its stream closes (a lost egress_ended).
   void end_egress_silently(const std::string& egress_id);
   // The egress's connection breaks: its socket is closed without a close frame (a crashed egress, a network cut).
