@@ -260,13 +260,19 @@ void reconcile(self_ptr self) {
          }
          // Egresses to this service's /egress/audio in this room that no track of ours knows: orphans (a lost
          // egress_ended, an earlier run); stopped.
-         std::set<std::string> ours;
-         for (auto& [sid, t] : s.tracks) ours.insert(t.egress_id);
+         // An egress whose start has not been answered yet is listed before this actor knows its id: it is known
+         // by its track (the room mix has none).
+         std::set<std::string> ours, starting;
+         for (auto& [sid, t] : s.tracks) {
+           ours.insert(t.egress_id);
+           if (t.starting) starting.insert(sid);
+         }
          auto base = s.ctx->cfg.livekit.public_base_url;
          while (!base.empty() && base.back() == '/') base.pop_back();
          for (auto& e : *list) {
            if (!e.active() || ours.count(e.egress_id)) continue;
            if (e.websocket_url.rfind(base + "/egress/audio", 0) != 0) continue;  // not ours: not our business
+           if (starting.count(e.track_id.empty() ? room_mix_track : e.track_id)) continue;
            SW_LOG(s.ctx, warn, "livekit: room=" << s.slug << " stopping orphan egress " << e.egress_id);
            s.ctx->metrics->count("livekit.reconciled_orphans");
            auto id = e.egress_id;

@@ -500,6 +500,32 @@ TEST(LiveKitRoom, AnEgressWhoseTrackWentWhileItStartedIsStoppedWhenTheStartAnswe
   EXPECT_TRUE(r.streaming("TR_A"));
 }
 
+// LiveKit may list an egress before it has answered its start (ListEgress and StartTrackEgress run side by side):
+// reconciliation does not take it for an orphan and stop it (it knows it by its track), and it streams on once the
+// start answers.
+TEST(LiveKitRoom, AnEgressListedBeforeItsStartAnswersIsNotTakenForAnOrphan) {
+  livekit_room r({}, [](sw::config& c) {
+    c.livekit.timeout = 20s;
+    c.livekit.reconcile_interval = 200ms;
+  });
+  r.lk->publish("r", "alice", "Alice", "TR_A", stereo_tone(1, 440));
+  ASSERT_EQ(r.start("r").status, 200u);
+  ASSERT_TRUE(eventually([&] { return r.streaming("TR_A"); }, 10s));
+  r.lk->publish("r", "bob", "Bob", "TR_B", stereo_tone(1, 660));
+  r.lk->hold_answers("StartTrackEgress", true);
+  EXPECT_EQ(r.lk->send_webhook(fake_livekit::webhook_body("track_published", "r", "bob", "TR_B")), 200u);
+  ASSERT_TRUE(eventually([&] { return r.streaming("TR_B"); }, 10s)) << "LiveKit started it";
+  // a reconciliation asks for the list only once the one before has ended: two more, and one has seen TR_B's egress
+  const int lists = r.lk->calls("ListEgress");
+  ASSERT_TRUE(eventually([&] { return r.lk->calls("ListEgress") >= lists + 2; }, 10s));
+  r.lk->hold_answers("StartTrackEgress", false);
+  // and one more after the answer
+  EXPECT_TRUE(eventually([&] { return r.lk->calls("ListEgress") >= lists + 4; }, 10s));
+  EXPECT_EQ(r.lk->calls("StopEgress"), 0) << "an egress being started was stopped as an orphan";
+  EXPECT_LE(sw::test::metric(*r.h, "livekit.reconciled_orphans"), 0);  // -1: never counted
+  EXPECT_TRUE(r.streaming("TR_B"));
+}
+
 // Webhooks can be lost: reconciliation starts the egress of a track published without a word, restarts an egress
 // that ended without a word, and stops an egress to this service that no track of it runs.
 TEST(LiveKitRoom, ReconciliationRepairsLostWebhooks) {
