@@ -982,18 +982,32 @@ private:
     }
   }
 
-  // The connection ends: over TLS our close_notify first (bounded by the close timeout), then our FIN.
+  // The connection ends: over TLS our close_notify first, then our FIN; then what the client still sends is read and
+  // dropped until its end, all within the close timeout. A client may still be sending (the body of a request refused
+  // from its head, 413 or 417): a socket closed with unread bytes resets the connection, and such a client fails on
+  // its next write ("broken pipe") without reading the answer it was given.
   void do_eof() {
+    expire_after(st_->opts.close_timeout);
     if constexpr (tls) {
-      expire_after(st_->opts.close_timeout);
-      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) { self->shutdown_send(); });
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) { self->linger(); });
     } else {
-      shutdown_send();
+      linger();
     }
   }
-  void shutdown_send() {
+  void linger() {
     beast::error_code ignored;
     raw_socket(beast::get_lowest_layer(stream_)).shutdown(tcp::socket::shutdown_send, ignored);
+    drain(std::make_unique<std::array<std::uint8_t, 16384>>());
+  }
+  void drain(std::unique_ptr<std::array<std::uint8_t, 16384>> scratch) {
+    // An end that came with the last bytes read raises no edge on the TLS stream's socket (edge_socket.hpp); a plain
+    // connection's read tries the socket before it waits.
+    if constexpr (tls) wake_on_unseen_end(raw_socket(beast::get_lowest_layer(stream_)));
+    auto b = asio::buffer(*scratch);
+    beast::get_lowest_layer(stream_).async_read_some(
+        b, [self = this->shared_from_this(), scratch = std::move(scratch)](beast::error_code ec, std::size_t) mutable {
+          if (!ec) self->drain(std::move(scratch));
+        });
   }
 
   // The time the connection has for what it does now (a handshake, a request, an answer, an idle keep-alive): Beast's

@@ -272,7 +272,16 @@ public:
     if (fd_ >= 0) ::close(fd_);
   }
   bool connected() const { return connected_; }
-  void send(const std::string& bytes) { ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+  // False when the connection failed (errno says how).
+  bool send(const std::string& bytes) {
+    for (std::size_t at = 0; at < bytes.size();) {
+      const auto n = ::send(fd_, bytes.data() + at, bytes.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      at += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+  void shutdown_write() { ::shutdown(fd_, SHUT_WR); }
   // What the server sends until `needle` has come (up to it and what came with it), or until it closes or is silent
   // for 5 s.
   std::string read_until(const std::string& needle) {
@@ -337,6 +346,24 @@ TEST_F(Http, ExpectationsTheServerWillNotMeetAreAnsweredAtOnce) {
     auto answer = c.read_until("}");
     EXPECT_EQ(answer.rfind("HTTP/1.0 400 ", 0), 0u) << answer;
   }
+}
+
+// A client still sending the body of a request refused from its head gets the answer, and can finish sending: the
+// server reads and drops what comes until the client's end (within WS_CLOSE_TIMEOUT_MS). Closed at once, the socket
+// would reset the connection, and the client's next write would fail ("broken pipe": curl then reports that, not the
+// 413, one time in three here).
+TEST_F(Http, AClientStillSendingARefusedBodyCanFinishAndIsNotReset) {
+  raw_connection c(h.port);
+  ASSERT_TRUE(c.send("POST /api/active-speaker HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n"));
+  auto answer = c.read_until("}");
+  EXPECT_EQ(answer.rfind("HTTP/1.1 413 ", 0), 0u) << answer;
+  EXPECT_EQ(c.read_until("\n"), "") << "the server's end of its side follows its answer";
+  const std::string piece(64 * 1024, 'x');
+  for (int i = 0; i < 32; ++i) ASSERT_TRUE(c.send(piece)) << "piece " << i << ": " << std::strerror(errno);
+  c.shutdown_write();
+  // the server's side of the connection ends at the client's end, not at the close timer (5 s)
+  EXPECT_TRUE(
+      sw::test::eventually([&] { return h.svc->context().net->connections.load() == 0; }, std::chrono::seconds(2)));
 }
 
 TEST_F(Http, BodyOver64KiBIs413) {
