@@ -304,8 +304,9 @@ private:
   std::string in_;
 };
 
-// A client that asks for "100 Continue" before sending its body (curl does for bodies over 1 KiB, and waits a second
-// for it otherwise) gets it at once, then the answer to the whole request; the connection serves on.
+// A client that asks for "100 Continue" before sending its body (curl's --header "Expect: 100-continue", or on its
+// own for large bodies; it waits a second for the 100 otherwise) gets it at once, then the answer to the whole
+// request; the connection serves on.
 TEST_F(Http, AClientThatExpects100ContinueGetsItBeforeItSendsItsBody) {
   raw_connection c(h.port);
   ASSERT_TRUE(c.connected());
