@@ -907,10 +907,7 @@ private:
       case expectation::unmet:
         version_ = parser_->get().version();
         head_ = false;
-        ++st_->stats->bad_requests;
-        note(*st_, "net.bad_requests", "bad request from " + peer_of(stream_) + ": an Expect other than 100-continue");
-        keep_alive_ = false;  // its body may follow: never read it
-        write_reply(error_response(417, "expectation_failed"));
+        refuse("an Expect other than 100-continue", error_response(417, "expectation_failed"));  // body unread
         return;
       case expectation::send_continue: {
         static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -943,12 +940,11 @@ private:
       if (answer->status == 413) {
         ++st_->stats->bodies_too_large;
         note(*st_, "net.bodies_too_large", "request body from " + peer_of(stream_) + " over the limit: 413");
+        keep_alive_ = false;
+        write_reply(std::move(*answer));
       } else {
-        ++st_->stats->bad_requests;
-        note(*st_, "net.bad_requests", "bad request from " + peer_of(stream_) + ": " + ec.message());
+        refuse(ec.message(), std::move(*answer));
       }
-      keep_alive_ = false;
-      write_reply(std::move(*answer));
       return;
     }
     ++st_->stats->http_requests;
@@ -958,10 +954,7 @@ private:
     auto in = decide_request(req, std::is_same_v<Stream, server_tls>);
     head_ = in.head;
     if (in.kind == inbound_request::refused) {
-      ++st_->stats->bad_requests;
-      note(*st_, "net.bad_requests", std::string("bad request from ") + peer_of(stream_) + ": " + in.problem);
-      keep_alive_ = false;  // what follows in the buffer may be a smuggled request: never read it
-      write_reply(std::move(in.answer));
+      refuse(in.problem, std::move(in.answer));  // what follows in the buffer may be a smuggled request
       return;
     }
     auto& out = in.request;
@@ -982,6 +975,15 @@ private:
     }
   }
 
+  // A bad request: counted, logged with `problem`, answered, and the connection closes (what follows it is never read
+  // as a request).
+  void refuse(const std::string& problem, http_response answer) {
+    ++st_->stats->bad_requests;
+    note(*st_, "net.bad_requests", "bad request from " + peer_of(stream_) + ": " + problem);
+    keep_alive_ = false;
+    write_reply(std::move(answer));
+  }
+
   // The connection ends: over TLS our close_notify first, then our FIN; then what the client still sends is read and
   // dropped until its end, all within the close timeout. A client may still be sending (the body of a request refused
   // from its head, 413 or 417): a socket closed with unread bytes resets the connection, and such a client fails on
@@ -994,20 +996,9 @@ private:
       linger();
     }
   }
+  // A refused body may be megabytes: read 16 KiB at a time.
   void linger() {
-    beast::error_code ignored;
-    raw_socket(beast::get_lowest_layer(stream_)).shutdown(tcp::socket::shutdown_send, ignored);
-    drain(std::make_unique<std::array<std::uint8_t, 16384>>());
-  }
-  void drain(std::unique_ptr<std::array<std::uint8_t, 16384>> scratch) {
-    // An end that came with the last bytes read raises no edge on the TLS stream's socket (edge_socket.hpp); a plain
-    // connection's read tries the socket before it waits.
-    if constexpr (tls) wake_on_unseen_end(raw_socket(beast::get_lowest_layer(stream_)));
-    auto b = asio::buffer(*scratch);
-    beast::get_lowest_layer(stream_).async_read_some(
-        b, [self = this->shared_from_this(), scratch = std::move(scratch)](beast::error_code ec, std::size_t) mutable {
-          if (!ec) self->drain(std::move(scratch));
-        });
+    end_tcp_after<16384>(beast::get_lowest_layer(stream_), [self = this->shared_from_this()] {});
   }
 
   // The time the connection has for what it does now (a handshake, a request, an answer, an idle keep-alive): Beast's

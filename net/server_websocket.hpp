@@ -30,6 +30,30 @@
 
 namespace sw::net {
 
+// Reads and drops what the peer still sends (over TLS, the records: its close_notify among them) until its end or an
+// error, then `done()`. An end that came with the last bytes read (a client that sends its close, or its close_notify,
+// and its FIN at once) raises no edge of its own on an edge socket, and the read would wait for the close timer: each
+// read first asks the kernel (wake_on_unseen_end, edge_socket.hpp). `lowest` lives as long as `done` (its owner's).
+template <std::size_t N, class Lowest, class Done>
+void drop_to_end(Lowest& lowest, std::unique_ptr<std::array<std::uint8_t, N>> scratch, Done done) {
+  wake_on_unseen_end(raw_socket(lowest));
+  auto b = asio::buffer(*scratch);
+  lowest.async_read_some(
+      b, [&lowest, scratch = std::move(scratch), done = std::move(done)](beast::error_code ec, std::size_t) mutable {
+        if (ec) return done();
+        drop_to_end(lowest, std::move(scratch), std::move(done));
+      });
+}
+
+// Our side of a TCP connection ends (FIN); what the peer still sends is dropped to its end (drop_to_end, `N` bytes a
+// read), then `done()`.
+template <std::size_t N, class Lowest, class Done>
+void end_tcp_after(Lowest& lowest, Done done) {
+  beast::error_code ignored;
+  raw_socket(lowest).shutdown(tcp::socket::shutdown_send, ignored);
+  drop_to_end(lowest, std::make_unique<std::array<std::uint8_t, N>>(), std::move(done));
+}
+
 template <class Stream>
 class server_websocket : public ws_end<server_websocket<Stream>, Stream> {
   using base = ws_end<server_websocket<Stream>, Stream>;
@@ -99,36 +123,15 @@ public:
       done();
     };
     if constexpr (bare) {
-      end_tcp(std::move(finish));
+      end_tcp_after<256>(beast::get_lowest_layer(stream_), std::move(finish));
     } else {
-      stream_.next_layer().async_shutdown(
-          [this, finish = std::move(finish)](beast::error_code) mutable { end_tcp(std::move(finish)); });
+      stream_.next_layer().async_shutdown([this, finish = std::move(finish)](beast::error_code) mutable {
+        end_tcp_after<256>(beast::get_lowest_layer(stream_), std::move(finish));
+      });
     }
   }
 
 private:
-  template <class Done>
-  void end_tcp(Done done) {
-    beast::error_code ignored;
-    raw_socket(beast::get_lowest_layer(stream_)).shutdown(tcp::socket::shutdown_send, ignored);
-    drain(std::make_unique<std::array<std::uint8_t, 256>>(), std::move(done));
-  }
-
-  // The socket's bytes (over TLS, the records: the client's close_notify among them) read and dropped to its end.
-  // An end that came with the last bytes read (a client that sends its close, or its close_notify, and its FIN at once)
-  // raises no edge of its own, and the read would wait for the close timer: each read first asks the kernel
-  // (wake_on_unseen_end, edge_socket.hpp).
-  template <class Done>
-  void drain(std::unique_ptr<std::array<std::uint8_t, 256>> scratch, Done done) {
-    wake_on_unseen_end(raw_socket(beast::get_lowest_layer(stream_)));
-    auto b = asio::buffer(*scratch);
-    beast::get_lowest_layer(stream_).async_read_some(
-        b, [this, scratch = std::move(scratch), done = std::move(done)](beast::error_code ec, std::size_t) mutable {
-          if (ec) return done();
-          drain(std::move(scratch), std::move(done));
-        });
-  }
-
   // The frame whole in a buffer of its own, which lives as long as its write.
   template <class Done>
   void write_frame(ws::opcode op, const void* data, std::size_t n, Done done) {
