@@ -1,6 +1,8 @@
 #include "net/http_codec.hpp"
 
+#include <cctype>
 #include <cstring>
+#include <vector>
 
 #include "net/url.hpp"
 
@@ -45,8 +47,13 @@ std::string origin_form(beast::string_view target) {
   return t[rest] == '/' ? t.substr(rest) : "/" + t.substr(rest);
 }
 
+bool is_tchar(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+}
+
 // A WebSocket opening handshake this service cannot accept, or nothing: GET, one Sec-WebSocket-Key that is the
-// base64 of 16 bytes, version 13 ("version" when only the version is wrong).
+// base64 of 16 bytes, subprotocols (if any) a list of distinct tokens, version 13 ("version" when only the version
+// is wrong).
 const char* handshake_problem(const beast_request& req) {
   if (req.method() != http::verb::get) return "not a GET";
   if (req.base().count(http::field::sec_websocket_key) != 1) return "Sec-WebSocket-Key missing or repeated";
@@ -57,11 +64,39 @@ const char* handshake_problem(const beast_request& req) {
     if (alphabet.find(key[i]) == beast::string_view::npos) return "Sec-WebSocket-Key is not base64";
   // the 22nd character carries only 2 bits of the 16th byte: its low 4 bits must be 0
   if (alphabet.find(key[21]) % 16 != 0) return "Sec-WebSocket-Key is not a 16-byte nonce";
+  std::string first;
+  if (!subprotocol_of(req, first)) return "Sec-WebSocket-Protocol is not a list of distinct tokens";
   if (req.base()[http::field::sec_websocket_version] != "13") return "version";
   return nullptr;
 }
 
 }  // namespace
+
+bool subprotocol_of(const beast_request& req, std::string& first) {
+  first.clear();
+  std::vector<std::string> seen;
+  for (auto& f : req.base()) {
+    if (f.name() != http::field::sec_websocket_protocol) continue;
+    const auto v = f.value();
+    std::size_t i = 0;
+    for (;;) {  // one element: OWS token OWS, then a comma or the end
+      while (i < v.size() && (v[i] == ' ' || v[i] == '\t')) ++i;
+      const auto start = i;
+      while (i < v.size() && is_tchar(v[i])) ++i;
+      if (i == start) return false;  // an empty element, or a character no token has
+      std::string token(v.substr(start, i - start));
+      while (i < v.size() && (v[i] == ' ' || v[i] == '\t')) ++i;
+      for (auto& s : seen)
+        if (s == token) return false;
+      seen.push_back(std::move(token));
+      if (i == v.size()) break;
+      if (v[i] != ',') return false;
+      ++i;
+    }
+  }
+  if (!seen.empty()) first = std::move(seen.front());
+  return true;
+}
 
 void limit_parser(request_parser& p, std::size_t body_limit) {
   p.body_limit(body_limit);

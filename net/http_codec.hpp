@@ -37,6 +37,12 @@ struct inbound_request {
 };
 inbound_request decide_request(beast_request& req, bool tls);
 
+// The subprotocol a WebSocket upgrade is answered with (RFC 6455 §4.2.2): the first the client lists in its
+// Sec-WebSocket-Protocol fields, as Node's `ws` picks by default (a browser that asks for one fails the connection
+// unless one comes back); empty when it lists none. False when the lists are not comma-separated distinct tokens
+// (RFC 6455 §4.1), which is refused 400 as `ws` does.
+bool subprotocol_of(const beast_request& req, std::string& first);
+
 // What a request's head asks before its body is sent (RFC 9110 §10.1.1), once the head is read: nothing, a
 // "100 Continue" first (`Expect: 100-continue`: curl and others wait a second for it before sending a body; Node
 // answers it at once, and so do we), or an expectation this server cannot meet (any other `Expect`: refused 417,

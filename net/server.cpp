@@ -351,7 +351,9 @@ public:
     }
     ws_.next_layer().preload(static_cast<const std::uint8_t*>(early.data()), early.size());
     const auto key = req[http::field::sec_websocket_key];
-    ws_.async_accept(std::string_view(key.data(), key.size()),
+    std::string subprotocol;
+    subprotocol_of(req, subprotocol);  // valid: checked before the upgrade was decided
+    ws_.async_accept(std::string_view(key.data(), key.size()), subprotocol,
                      beast::bind_front_handler(&ws_session::on_accept, this->shared_from_this()));
   }
 

@@ -67,12 +67,14 @@ public:
   using base::base;
 
   // The answer to an opening handshake (RFC 6455 §4.2.2) already checked (net/http_codec.cpp's handshake_problem):
-  // 101 with the accept for its key. `done(error_code)`.
+  // 101 with the accept for its key, and the subprotocol chosen (none when empty). `done(error_code)`.
   template <class Done>
-  void async_accept(std::string_view key, Done done) {
+  void async_accept(std::string_view key, std::string_view subprotocol, Done done) {
     auto res = std::make_unique<std::string>(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-        ws::accept_key(key) + "\r\nServer: sessions-ws\r\n\r\n");
+        ws::accept_key(key) + "\r\n");
+    if (!subprotocol.empty()) *res += "Sec-WebSocket-Protocol: " + std::string(subprotocol) + "\r\n";
+    *res += "Server: sessions-ws\r\n\r\n";
     auto b = asio::buffer(*res);
     asio::async_write(
         stream_, b,

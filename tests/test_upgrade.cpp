@@ -1,4 +1,11 @@
 // Every upgrade rejection is a complete HTTP response, read by a real WebSocket client.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <ctime>
 
 #include <gtest/gtest.h>
@@ -178,6 +185,66 @@ TEST(Upgrade, ABadHandshakeIsACompleteJsonRefusal) {
   EXPECT_NE(old.find("unsupported_websocket_version"), std::string::npos) << old;
   auto good = ask("dGhlIHNhbXBsZSBub25jZQ==", "13");
   EXPECT_EQ(good.rfind("HTTP/1.1 101", 0), 0u) << good;
+}
+
+}  // namespace
+
+namespace {
+
+// The server's answer to an upgrade request with `extra` header lines: a 101's head (the connection stays open), or
+// all of a refusal (the server closes after it).
+std::string upgrade_answer_head(std::uint16_t port, const std::string& target, const std::string& extra) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return "connect failed";
+  }
+  const std::string req = "GET " + target +
+                          " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+                          extra + "\r\n";
+  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string in;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  auto upgraded = [&] { return in.rfind("HTTP/1.1 101", 0) == 0 && in.find("\r\n\r\n") != std::string::npos; };
+  while (std::chrono::steady_clock::now() < deadline && !upgraded()) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return in;
+}
+
+// A client may ask for subprotocols (RFC 6455 §4.1); a browser that does fails the connection unless the 101 names
+// one of them. Node's `ws`, which the old service ran, answers with the first it was offered, and so do we; a list
+// that is not of distinct tokens is refused 400, as `ws` refuses it.
+TEST(Upgrade, TheFirstSubprotocolOfferedIsAccepted) {
+  harness h;
+  const std::string target = "/api/realtime/transcribe?token=" + harness::token("room", "alice");
+  auto accepted = [&](const std::string& extra) {
+    auto head = upgrade_answer_head(h.port, target, extra);
+    EXPECT_EQ(head.rfind("HTTP/1.1 101", 0), 0u) << extra << head;
+    const auto at = head.find("Sec-WebSocket-Protocol: ");
+    if (at == std::string::npos) return std::string("(none)");
+    return head.substr(at + 24, head.find("\r\n", at) - at - 24);
+  };
+  EXPECT_EQ(accepted(""), "(none)");
+  EXPECT_EQ(accepted("Sec-WebSocket-Protocol: chat\r\n"), "chat");
+  EXPECT_EQ(accepted("Sec-WebSocket-Protocol: v2.sessions-ws ,\tchat\r\n"), "v2.sessions-ws");
+  EXPECT_EQ(accepted("Sec-WebSocket-Protocol: one\r\nSec-WebSocket-Protocol: two, three\r\n"), "one");
+  for (std::string bad : {"a,,b", "a, a", "one\r\nSec-WebSocket-Protocol: one", "a b", "a;b", ",", "a,", "\"a\""}) {
+    auto head = upgrade_answer_head(h.port, target, "Sec-WebSocket-Protocol: " + bad + "\r\n");
+    EXPECT_EQ(head.rfind("HTTP/1.1 400", 0), 0u) << bad << head;
+    EXPECT_NE(head.find("bad_websocket_handshake"), std::string::npos) << bad << head;
+  }
 }
 
 }  // namespace

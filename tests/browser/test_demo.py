@@ -11,8 +11,10 @@ sessions-ws on the offline recognizer, with a LibriVox recording as the micropho
   expired  a page whose token has expired says so in words (the server's 401 reason) and does not retry
   restart  a connected page shows the 1001 message when the server stops, and reconnects when it is back
   tls      over https:// (the service's own TLS, a throwaway certificate) the page streams over wss://
+  subprotocol  a socket opened asking for subprotocols (new WebSocket(url, [...])) opens with the first one asked
+           for, as Node's ws answered, and is sent `connected` (Chromium fails the connection if the server names none)
 
-Usage: test_demo.py --build DIR --artifacts DIR --case speak|expired|restart|tls
+Usage: test_demo.py --build DIR --artifacts DIR --case speak|expired|restart|tls|subprotocol
 Every wait is for an event on the page or the server (polled), bounded; none is a bare sleep.
 """
 import argparse
@@ -301,11 +303,39 @@ def case_tls(build, server, artifacts, workdir):
         page.quit()
 
 
+def case_subprotocol(build, server, artifacts, workdir):
+    page = browser()
+    try:
+        page.get(f'http://localhost:{server.port}/demo')  # a page of the server's origin; the probe is its own socket
+        token = mint('demo', 'frank', 'Frank', time.time() + 600)
+        page.execute_script("""
+            window.probe = [];
+            const ws = new WebSocket(arguments[0], ['sessions-ws.v1', 'chat']);
+            ws.onopen = () => window.probe.push('open:' + ws.protocol);
+            ws.onmessage = (e) => window.probe.push('message:' + JSON.parse(e.data).type);
+            ws.onerror = () => window.probe.push('error');
+            ws.onclose = (e) => window.probe.push('close:' + e.code);
+        """, f'ws://localhost:{server.port}/api/realtime/transcribe?token={token}')
+
+        def settled():
+            events = page.execute_script('return window.probe')
+            ended = any(e == 'error' or e.startswith('close') for e in events)
+            return events if 'message:connected' in events or ended else None
+        events = wait_for('the socket to open and be sent connected, or to fail', settled, 20)
+        print('events:', events)
+        if events[0] != 'open:sessions-ws.v1':
+            fail(f'the socket did not open with the first subprotocol asked for: {events}')
+        if 'message:connected' not in events:
+            fail(f'the socket was not sent connected: {events}')
+    finally:
+        page.quit()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('--build', required=True)
     p.add_argument('--artifacts', required=True)
-    p.add_argument('--case', required=True, choices=['speak', 'expired', 'restart', 'tls'])
+    p.add_argument('--case', required=True, choices=['speak', 'expired', 'restart', 'tls', 'subprotocol'])
     a = p.parse_args()
     workdir = tempfile.mkdtemp(prefix='sw-browser-')
     # Chromium's own temporary files (its profile lock's socket directory) go there too, and so are removed with it.
@@ -319,7 +349,8 @@ def main():
     server = Server(a.build, free_port(), workdir, tls)
     server.start()
     try:
-        {'speak': case_speak, 'expired': case_expired, 'restart': case_restart, 'tls': case_tls}[a.case](
+        {'speak': case_speak, 'expired': case_expired, 'restart': case_restart, 'tls': case_tls,
+         'subprotocol': case_subprotocol}[a.case](
             a.build, server, a.artifacts, workdir)
     finally:
         server.stop()
