@@ -51,19 +51,36 @@ bool is_tchar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
 }
 
-// A WebSocket opening handshake this service cannot accept, or nothing: GET, one Sec-WebSocket-Key that is the
-// base64 of 16 bytes, subprotocols (if any) a list of distinct tokens, version 13 ("version" when only the version
+// Whether any of the request's `name` fields lists `token` (a comma-separated list, case-insensitive). A list may
+// come in several lines (RFC 9110 §5.3: `Connection: keep-alive` then `Connection: Upgrade`, as Node joins them);
+// Beast's own check reads the first line only.
+bool lists(const beast_request& req, http::field name, const char* token) {
+  for (auto& f : req.base())
+    if (f.name() == name && http::token_list{f.value()}.exists(token)) return true;
+  return false;
+}
+
+// A WebSocket opening handshake (RFC 6455 §4.1): an HTTP/1.1 GET whose Connection lists "upgrade" and whose Upgrade
+// lists "websocket".
+bool is_upgrade(const beast_request& req) {
+  return req.version() >= 11 && req.method() == http::verb::get && lists(req, http::field::connection, "upgrade") &&
+         lists(req, http::field::upgrade, "websocket");
+}
+
+// A WebSocket opening handshake this service cannot accept, or nothing: GET, one Sec-WebSocket-Key of 22 base64
+// characters and "==", subprotocols (if any) a list of distinct tokens, version 13 ("version" when only the version
 // is wrong).
 const char* handshake_problem(const beast_request& req) {
   if (req.method() != http::verb::get) return "not a GET";
   if (req.base().count(http::field::sec_websocket_key) != 1) return "Sec-WebSocket-Key missing or repeated";
   auto key = req.base()[http::field::sec_websocket_key];
+  // 22 base64 characters and "==", as Node's `ws` checks it: the 22nd character's low 4 bits (beyond the 16th
+  // byte) are not required to be 0, since clients that draw 22 random characters instead of encoding 16 random
+  // bytes worked with the old service. The key is only hashed into the accept, never decoded.
   if (key.size() != 24 || key.substr(22) != "==") return "Sec-WebSocket-Key is not a 16-byte nonce";
   static const beast::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   for (std::size_t i = 0; i < 22; ++i)
     if (alphabet.find(key[i]) == beast::string_view::npos) return "Sec-WebSocket-Key is not base64";
-  // the 22nd character carries only 2 bits of the 16th byte: its low 4 bits must be 0
-  if (alphabet.find(key[21]) % 16 != 0) return "Sec-WebSocket-Key is not a 16-byte nonce";
   std::string first;
   if (!subprotocol_of(req, first)) return "Sec-WebSocket-Protocol is not a list of distinct tokens";
   if (req.base()[http::field::sec_websocket_version] != "13") return "version";
@@ -71,6 +88,11 @@ const char* handshake_problem(const beast_request& req) {
 }
 
 }  // namespace
+
+bool keeps_alive(const beast_request& req) {
+  if (req.version() >= 11) return !lists(req, http::field::connection, "close");
+  return lists(req, http::field::connection, "keep-alive");
+}
 
 bool subprotocol_of(const beast_request& req, std::string& first) {
   first.clear();
@@ -134,7 +156,7 @@ inbound_request decide_request(beast_request& req, bool tls) {
     return refuse("bad request target", error_response(400, "bad_request"));
   }
   out.headers = lower_headers(req.base());
-  if (websocket::is_upgrade(req)) {
+  if (is_upgrade(req)) {
     // What Beast would refuse in its own words (a bare response): refused here as every other rejection is, a
     // complete JSON answer with CORS that closes the connection. RFC 6455 §4.2.1.
     if (auto problem = handshake_problem(req)) {

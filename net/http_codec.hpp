@@ -37,6 +37,10 @@ struct inbound_request {
 };
 inbound_request decide_request(beast_request& req, bool tls);
 
+// Whether the client keeps the connection open after this request (RFC 9112 §9.3): HTTP/1.1 unless a Connection
+// line lists "close", HTTP/1.0 only when one lists "keep-alive". Every Connection line counts, not only the first.
+bool keeps_alive(const beast_request& req);
+
 // The subprotocol a WebSocket upgrade is answered with (RFC 6455 §4.2.2): the first the client lists in its
 // Sec-WebSocket-Protocol fields, as Node's `ws` picks by default (a browser that asks for one fails the connection
 // unless one comes back); empty when it lists none. False when the lists are not comma-separated distinct tokens

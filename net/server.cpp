@@ -952,7 +952,7 @@ private:
     ++st_->stats->http_requests;
     auto& req = parser_->get();
     version_ = req.version();
-    keep_alive_ = req.keep_alive();
+    keep_alive_ = keeps_alive(req);
     auto in = decide_request(req, std::is_same_v<Stream, server_tls>);
     head_ = in.head;
     if (in.kind == inbound_request::refused) {

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "proto/ws_frame.hpp"
 #include "tests/support/harness.hpp"
 
 namespace {
@@ -172,7 +173,7 @@ TEST(Upgrade, ABadHandshakeIsACompleteJsonRefusal) {
     return sw::net::raw_exchange("127.0.0.1", h.port, req, std::chrono::milliseconds(3000));
   };
   for (std::string key : {std::string(), std::string("short"), std::string("dGhlIHNhbXBsZSBub25jZQ"),
-                          std::string("dGhlIHNhbXBsZSBub25jZR=="), std::string("dGhlIHNhbXBsZSBub25j*Q==")}) {
+                          std::string("dGhlIHNhbXBsZSBub25jZQ=A"), std::string("dGhlIHNhbXBsZSBub25j*Q==")}) {
     auto raw = ask(key, "13");
     EXPECT_EQ(raw.rfind("HTTP/1.1 400", 0), 0u) << key << raw;
     EXPECT_NE(raw.find("bad_websocket_handshake"), std::string::npos) << raw;
@@ -191,9 +192,12 @@ TEST(Upgrade, ABadHandshakeIsACompleteJsonRefusal) {
 
 namespace {
 
-// The server's answer to an upgrade request with `extra` header lines: a 101's head (the connection stays open), or
-// all of a refusal (the server closes after it).
-std::string upgrade_answer_head(std::uint16_t port, const std::string& target, const std::string& extra) {
+// The server's answer to an upgrade request with `head_lines` (its Connection and key) and `extra` header lines: a
+// 101's head (the connection stays open), or all of a refusal and "<end>" if the server then ended the connection.
+std::string upgrade_answer_head(std::uint16_t port, const std::string& target, const std::string& extra,
+                                const std::string& head_lines =
+                                    "Connection: Upgrade\r\n"
+                                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n") {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -203,10 +207,8 @@ std::string upgrade_answer_head(std::uint16_t port, const std::string& target, c
     ::close(fd);
     return "connect failed";
   }
-  const std::string req = "GET " + target +
-                          " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
-                          extra + "\r\n";
+  const std::string req = "GET " + target + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" + head_lines +
+                          "Sec-WebSocket-Version: 13\r\n" + extra + "\r\n";
   ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
   std::string in;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
@@ -216,6 +218,7 @@ std::string upgrade_answer_head(std::uint16_t port, const std::string& target, c
     if (::poll(&p, 1, 100) <= 0) continue;
     char buf[4096];
     const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0) in += "<end>";
     if (n <= 0) break;
     in.append(buf, static_cast<std::size_t>(n));
   }
@@ -245,6 +248,32 @@ TEST(Upgrade, TheFirstSubprotocolOfferedIsAccepted) {
     EXPECT_EQ(head.rfind("HTTP/1.1 400", 0), 0u) << bad << head;
     EXPECT_NE(head.find("bad_websocket_handshake"), std::string::npos) << bad << head;
   }
+}
+
+// Handshakes Node's `ws` took are taken: a Connection list in two lines (RFC 9110 §5.3; Node joins them, where
+// Beast's check read the first line only and answered 426), and a key of 22 random base64 characters whose last one
+// has bits past the 16th byte (`ws` checks only the alphabet and the "=="; the accept hashes the key as sent).
+TEST(Upgrade, HandshakesNodesWsTookAreTaken) {
+  harness h;
+  const std::string target = "/api/realtime/transcribe?token=" + harness::token("room", "alice");
+  const std::string key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+  for (std::string lines :
+       {"Connection: keep-alive\r\nConnection: Upgrade\r\n" + key, "Connection:\r\nConnection: Upgrade\r\n" + key,
+        "Connection: keep-alive\r\nConnection: foo, Upgrade\r\n" + key}) {
+    auto head = upgrade_answer_head(h.port, target, "", lines);
+    EXPECT_EQ(head.rfind("HTTP/1.1 101", 0), 0u) << lines << head;
+  }
+  for (std::string nonce : {"AAAAAAAAAAAAAAAAAAAAAR==", "dGhlIHNhbXBsZSBub25jZR==", "zzzzzzzzzzzzzzzzzzzzz/=="}) {
+    auto head = upgrade_answer_head(h.port, target, "", "Connection: Upgrade\r\nSec-WebSocket-Key: " + nonce + "\r\n");
+    EXPECT_EQ(head.rfind("HTTP/1.1 101", 0), 0u) << nonce << head;
+    EXPECT_NE(head.find("Sec-WebSocket-Accept: " + sw::ws::accept_key(nonce) + "\r\n"), std::string::npos) << head;
+  }
+  // A Connection list in two lines that asks for no upgrade is a plain request (426 on this path), and a "close" in
+  // its second line is heeded: the server ends the connection after its answer.
+  auto plain = upgrade_answer_head(h.port, target, "", "Connection: keep-alive\r\nConnection: close\r\n" + key);
+  EXPECT_EQ(plain.rfind("HTTP/1.1 426", 0), 0u) << plain;
+  EXPECT_NE(plain.find("Connection: close\r\n"), std::string::npos) << plain;
+  EXPECT_EQ(plain.substr(plain.size() - 5), "<end>") << plain;
 }
 
 }  // namespace
