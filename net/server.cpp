@@ -592,8 +592,9 @@ private:
   }
 
   // The client's close frame, or a violation of the protocol: the reading has ended. A close is answered with the
-  // client's code (1000 for none), as RFC 6455 §5.5.1 asks; a violation fails the connection with the code the reader
-  // gives (1002, 1007, 1009). Our own close, if one was asked for already, is the answer. Then the teardown.
+  // client's code and reason (1000 for none), as RFC 6455 §5.5.1 asks and Node's `ws` answers; a violation fails the
+  // connection with the code the reader gives (1002, 1007, 1009). Our own close, if one was asked for already, is the
+  // answer. Then the teardown.
   void on_closing(const ws::client_frame_reader::event& e) {
     hand_over_audio();
     std::uint16_t code = e.code == 1005 ? 1000 : e.code;
@@ -605,6 +606,7 @@ private:
       reason = e.reason;
     } else if (!close_requested_) {
       peer_closed_ = true;  // the client's own close, not its answer to ours
+      reason = e.data;
     }
     if (close_requested_) return;
     close_requested_ = true;

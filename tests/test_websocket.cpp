@@ -431,8 +431,8 @@ TEST(WebSocket, AClientBreakingTheProtocolIsClosedWithItsCode) {
 }
 
 // A message may come in fragments with control frames between them (RFC 6455 §5.4): the ping is answered with its
-// payload and the message arrives whole. A close is answered with the client's code, and the server ends the TCP
-// connection after it.
+// payload and the message arrives whole. A close is answered with the client's code and reason, and the server ends
+// the TCP connection after it.
 TEST(WebSocket, AFragmentedMessageWithAPingBetweenItsFragmentsArrivesWhole) {
   harness h([](sw::config& c) { c.ws_close_timeout = 60s; });
   const std::string bytes = client_frame(0x1, R"({"type")", false) + client_frame(0x9, "hi") +
@@ -447,6 +447,7 @@ TEST(WebSocket, AFragmentedMessageWithAPingBetweenItsFragmentsArrivesWhole) {
   EXPECT_TRUE(pong) << "the ping between the fragments is answered with its payload";
   EXPECT_TRUE(answered) << "the fragmented {\"type\":\"ping\"} is read whole";
   EXPECT_EQ(x.close_code(), 4000);
+  EXPECT_EQ(x.close_reason(), "bye") << "the client's reason comes back with its code, as Node's ws answered";
   EXPECT_TRUE(x.eof);
   EXPECT_EQ(sw::test::metric(h, "ws.protocol_errors"), 0);
 }
