@@ -84,21 +84,26 @@ inline std::int64_t steady_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count();
 }
 
-// What the pause watch tells a connection: its audio paused (called from the watch's timer, on any I/O thread).
+// What the pause watch tells a connection (called from the watch's timer, on any I/O thread): its audio paused, or
+// nothing more came for the quiet interval after bytes that were no audio (a text message, a control frame, part of a
+// frame), where no audio pause will come to look for an end that came with them.
 class quiet_target {
 public:
   virtual void audio_paused() = 0;
+  virtual void reads_paused() = 0;
 
 protected:
   ~quiet_target() = default;
 };
 
-// A connection's entry in the pause watch. The connection writes it on every binary frame (two relaxed stores);
-// the watch reads it.
+// A connection's entry in the pause watch. The connection writes it on every binary frame (two relaxed stores), and
+// after a read that took no audio (two more); the watch reads it.
 struct quiet_slot {
   std::atomic<std::int64_t> last_audio_ns{0};  // steady clock
   std::atomic<bool> pending{false};            // audio came since the session last heard of a pause
   std::atomic<bool> held{false};               // a chunk may wait in the kernel (client_layer.hpp): see quiet_watch
+  std::atomic<std::int64_t> last_other_ns{0};  // steady clock: the last read that took bytes but no audio
+  std::atomic<bool> other_pending{false};      // such a read came since the connection last looked for its end
   std::weak_ptr<quiet_target> owner;
   std::size_t index = 0;  // in the watch's list
 };
@@ -157,21 +162,32 @@ private:
 
   void sweep() {
     const auto now = steady_ns();
-    std::vector<std::weak_ptr<quiet_target>> paused;
+    std::vector<std::weak_ptr<quiet_target>> paused, idle;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (auto* s : slots_) {
-        if (!s->pending.load(std::memory_order_relaxed)) continue;
-        const auto quiet = quiet_ns_ + (s->held.load(std::memory_order_relaxed) ? quiet_ns_ / 4 : 0);
-        if (now - s->last_audio_ns.load(std::memory_order_relaxed) < quiet) continue;
-        s->pending.store(false, std::memory_order_relaxed);
-        paused.push_back(s->owner);
+        if (s->pending.load(std::memory_order_relaxed)) {
+          const auto quiet = quiet_ns_ + (s->held.load(std::memory_order_relaxed) ? quiet_ns_ / 4 : 0);
+          if (now - s->last_audio_ns.load(std::memory_order_relaxed) >= quiet) {
+            s->pending.store(false, std::memory_order_relaxed);
+            s->other_pending.store(false, std::memory_order_relaxed);  // the audio pause looks for the end too
+            paused.push_back(s->owner);
+            continue;
+          }
+        }
+        if (s->other_pending.load(std::memory_order_relaxed) &&
+            now - s->last_other_ns.load(std::memory_order_relaxed) >= quiet_ns_) {
+          s->other_pending.store(false, std::memory_order_relaxed);
+          idle.push_back(s->owner);
+        }
       }
       armed_ = !slots_.empty();
       if (armed_) arm();
     }
     for (auto& w : paused)
       if (auto t = w.lock()) t->audio_paused();
+    for (auto& w : idle)
+      if (auto t = w.lock()) t->reads_paused();
   }
 
   const std::int64_t quiet_ns_;
@@ -427,10 +443,21 @@ private:
     probe_end();
   }
 
+  // From the pause watch: nothing came for the quiet interval after a read that took no audio. The end is looked for
+  // as at an audio pause.
+  void reads_paused() override {
+    asio::post(ws_.get_executor(), [self = this->shared_from_this()] {
+      if (steady_ns() - self->quiet_.last_other_ns.load() < self->st_->quiet->interval_ns()) return;  // more came
+      self->probe_end();
+    });
+  }
+
   // A client's end of the stream (TCP FIN) that came together with its last bytes is not seen by the read that took
   // them: edge_socket.hpp's read reports the socket exhausted when it comes back short, and the end raises no edge of
   // its own after that. Nothing would notice until the next ping's write fails (WS_PING_INTERVAL_MS), or its pong never
-  // comes. So at each pause one peek asks the kernel (wake_on_unseen_end).
+  // comes (a client that closed only its sending side still takes the ping). So at each pause one peek asks the kernel
+  // (wake_on_unseen_end): a pause in the audio, or the quiet interval after any other bytes (a listener's text
+  // message, a control frame, part of a frame).
   void probe_end() {
     if (finished_ || close_requested_) return;
     if (wake_on_unseen_end(raw_socket(beast::get_lowest_layer(ws_)))) ++st_->stats->ends_found_at_pause;
@@ -503,12 +530,14 @@ private:
     }
     filled_ += n;
     using kind = ws::client_frame_reader::kind;
+    bool audio = false;
     for (;;) {
       auto e = reader_.next(rx_.data(), scan_, filled_, out_);
       if (e.what == kind::more) break;
       switch (e.what) {
         case kind::binary:
           on_binary(e.size);
+          audio = true;
           break;
         case kind::text:
           ++st_->stats->frames_in;
@@ -532,6 +561,12 @@ private:
       if (reader_.ended()) break;
     }
     if (scan_ == filled_) scan_ = filled_ = out_;  // all parsed: the room the headers took is free again
+    if (!audio) {  // the pause watch looks for an end that came with these bytes (probe_end)
+      quiet_.last_other_ns.store(steady_ns(), std::memory_order_relaxed);
+      quiet_.other_pending.store(true, std::memory_order_relaxed);
+    } else if (quiet_.other_pending.load(std::memory_order_relaxed)) {  // audio again: its pause looks for the end
+      quiet_.other_pending.store(false, std::memory_order_relaxed);
+    }
     if (reader_.ended()) {
       // No more reads: what comes after the client's close frame (or a violation) is dropped by the teardown.
       hand_over_audio();

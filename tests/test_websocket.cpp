@@ -740,6 +740,59 @@ TEST(WebSocket, AClientsEndThatCameWithItsLastFramesIsSeenAtThePause) {
   }
 }
 
+// The same for a client that sends no audio (a listener): its end comes with a text message, a control frame, or
+// part of a frame. No audio pause follows to look for it; the quiet interval after the read does (before, such a
+// client stayed until the next ping, and one that closed only its sending side until its pong timeout, 45 s).
+TEST(WebSocket, AClientsEndThatCameWithItsLastBytesOtherThanAudioIsSeen) {
+  constexpr int clients = 4;
+  const std::string text = client_frame(0x1, R"({"type":"ping"})");
+  const struct {
+    const char* what;
+    std::string bytes;
+  } lasts[] = {{"a text message", text}, {"a ping", client_frame(0x9, "hi")}, {"part of a frame", text.substr(0, 5)}};
+  for (std::size_t batch : {std::size_t{0}, std::size_t{3200}}) {
+    auto provider = sw::test::echo_provider();
+    provider.batch_bytes = batch;
+    harness h({}, provider);
+    for (const auto& last : lasts) {
+      SCOPED_TRACE("batch " + std::to_string(batch) + ", " + last.what);
+      std::vector<int> fds;
+      for (int c = 0; c < clients; ++c) {
+        const int fd = connect_and_upgrade(h.port, harness::token("r", "carol-" + std::to_string(c)));
+        ASSERT_GE(fd, 0);
+        fds.push_back(fd);
+        std::string in;
+        char buf[4096];
+        while (in.find("\r\n\r\n") == std::string::npos) {
+          const auto n = ::recv(fd, buf, sizeof buf, 0);
+          ASSERT_GT(n, 0);
+          in.append(buf, static_cast<std::size_t>(n));
+        }
+        ASSERT_EQ(in.rfind("HTTP/1.1 101", 0), 0u) << in;
+      }
+      ASSERT_TRUE(sw::test::eventually([&] {
+        auto m = sw::net::http_fetch(h.http("/metrics")).body;
+        return field(m, "actors").find("\"session\":{\"live\":" + std::to_string(clients)) != std::string::npos;
+      }));
+      for (const int fd : fds) {  // corked: the bytes and the FIN of the shutdown go out in one segment
+        const int on = 1;
+        ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
+        ASSERT_EQ(::send(fd, last.bytes.data(), last.bytes.size(), MSG_NOSIGNAL),
+                  static_cast<ssize_t>(last.bytes.size()));
+        ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+      }
+      // Well within the ping interval (15 s): 0.1 s (batching) or 0.5 s after the bytes.
+      EXPECT_TRUE(sw::test::eventually(
+          [&] {
+            auto m = sw::net::http_fetch(h.http("/metrics")).body;
+            return field(m, "actors").find("\"session\":{\"live\":0") != std::string::npos;
+          },
+          5s));
+      for (const int fd : fds) ::close(fd);
+    }
+  }
+}
+
 TEST(WebSocket, ClientCloseEndsTheStreamAndItsRoom) {
   harness h;
   {
