@@ -48,7 +48,8 @@ std::string accept_key(std::string_view key);
 // Reads what a server sends, frame by frame, from bytes given in pieces of any size. Control frames come whole
 // (never fragmented, at most 125 bytes); data messages may come in fragments and are put together, up to a maximum
 // size. A violation ends the reading with the close code RFC 6455 gives it: 1002 (a masked frame, reserved bits, an
-// unknown opcode, a continuation out of place, a length not in its shortest form, a bad close frame), 1007 (a text
+// unknown opcode, a continuation out of place, a 64-bit length with its top bit set, a control frame's length not in
+// 7 bits, a bad close frame), 1007 (a text
 // message or close reason that is not UTF-8), 1009 (a message over the maximum).
 class server_frame_reader {
 public:

@@ -452,6 +452,33 @@ TEST(WebSocket, AFragmentedMessageWithAPingBetweenItsFragmentsArrivesWhole) {
   EXPECT_EQ(sw::test::metric(h, "ws.protocol_errors"), 0);
 }
 
+// A client that writes every frame's length in 64 bits (or 16), not in the shortest form RFC 6455 asks senders for,
+// worked with Node's `ws`, which takes any form: its audio is relayed and its messages read, with no protocol error.
+TEST(WebSocket, FrameLengthsInALongerFormThanNeededAreTaken) {
+  harness h([](sw::config& c) { c.ws_close_timeout = 60s; });
+  auto long_form = [](unsigned op, const std::string& payload) {
+    std::string f = client_frame(op, payload);
+    const std::size_t head = f.size() - 4 - payload.size();  // the masking key and payload follow the length
+    std::string len(1, static_cast<char>(0x80 | 127));
+    for (int shift = 56; shift >= 0; shift -= 8) len += static_cast<char>((payload.size() >> shift) & 0xFF);
+    return f.substr(0, 1) + len + f.substr(head);
+  };
+  const auto audio = pcm(640);
+  auto x = send_raw(h.port, harness::token("room", "alice"),
+                    long_form(0x2, std::string(audio.begin(), audio.end())) + long_form(0x1, R"({"type":"ping"})"),
+                    "chunk 1 640B", client_frame(0x8, sw::ws::close_payload(4000, "bye")));
+  bool pong = false, transcribed = false;
+  for (const auto& f : x.frames) {
+    if (f.op != 0x1) continue;
+    if (field(f.payload, "type") == "pong") pong = true;
+    if (field(f.payload, "text") == "chunk 1 640B") transcribed = true;
+  }
+  EXPECT_TRUE(transcribed) << "the audio frame with a 64-bit length is relayed";
+  EXPECT_TRUE(pong) << "the ping message with a 64-bit length is read";
+  EXPECT_EQ(x.close_code(), 4000);
+  EXPECT_EQ(sw::test::metric(h, "ws.protocol_errors"), 0);
+}
+
 // A client may send its first messages behind its upgrade request, before our answer: RFC 6455 §4.1 asks it to wait,
 // but Node's `ws`, which the old service ran, reads what came early, and so do we. Here a ping, an audio frame and the
 // start of a text frame come with the request, and the rest of that frame after the answer: each is read, the audio
