@@ -918,12 +918,8 @@ TEST(GladiaFlush, AfterAPauseTheNextChunkGoesWithItsLastFrame) {
 struct raw_client {
   int fd = -1;
   raw_client(std::uint16_t port, const std::string& token) {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("connect");
+    fd = sw::test::connect_loopback(port);
+    if (fd < 0) throw std::runtime_error("connect");
     int on = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     write("GET /api/realtime/transcribe?token=" + token +

@@ -89,15 +89,11 @@ TEST_F(Http, TheDemoPageIsServedWithItsPoliciesAndRevalidatedByETag) {
 // Through a blocking socket: the upgrade (with X-Forwarded-For), then, once the answer is in, `after` (if any);
 // returns everything read until the server closes.
 std::string upgrade_then(std::uint16_t port, const std::string& token, const std::string& after) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{3, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const int fd = sw::test::connect_loopback(port);
   std::string answer;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+  if (fd >= 0) {
+    timeval tv{3, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     const std::string upgrade = "GET /api/realtime/transcribe?token=" + token +
                                 " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -112,8 +108,8 @@ std::string upgrade_then(std::uint16_t port, const std::string& token, const std
         sent = true;
       }
     }
+    ::close(fd);
   }
-  ::close(fd);
   return answer;
 }
 
@@ -259,12 +255,8 @@ TEST_F(Http, WrongMethodIs405WithAllow) {
 // A bare TCP connection to the harness, as a client that writes a request in steps would use it.
 class raw_connection {
 public:
-  explicit raw_connection(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = fd_ >= 0 && ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  explicit raw_connection(std::uint16_t port) : fd_(sw::test::connect_loopback(port)) {
+    connected_ = fd_ >= 0;
     timeval tv{5, 0};
     if (connected_) ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   }

@@ -198,15 +198,8 @@ std::string upgrade_answer_head(std::uint16_t port, const std::string& target, c
                                 const std::string& head_lines =
                                     "Connection: Upgrade\r\n"
                                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n") {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return "connect failed";
-  }
+  const int fd = sw::test::connect_loopback(port);
+  if (fd < 0) return "connect failed";
   const std::string req = "GET " + target + " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" + head_lines +
                           "Sec-WebSocket-Version: 13\r\n" + extra + "\r\n";
   ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);

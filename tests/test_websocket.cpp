@@ -208,21 +208,44 @@ TEST(WebSocket, AClientFloodingTinyAudioFramesIsWarnedThenClosed1008) {
 // A bare TCP connection to the server on loopback that has sent its WebSocket upgrade for `token`; -1 if none.
 // `early`: sent in the same write as the upgrade request, before the server's answer.
 int connect_and_upgrade(std::uint16_t port, const std::string& token, const std::string& early = "") {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
+  const int fd = sw::test::connect_loopback(port);
+  if (fd < 0) return -1;
   const std::string upgrade = "GET /api/realtime/transcribe?token=" + token +
                               " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n" +
                               early;
   ::send(fd, upgrade.data(), upgrade.size(), MSG_NOSIGNAL);
   return fd;
+}
+
+// connect_and_upgrade, and the server's 101 read (-1 when it did not come; a failure).
+int upgraded_client(std::uint16_t port, const std::string& token) {
+  const int fd = connect_and_upgrade(port, token);
+  if (fd < 0) return -1;
+  std::string in;
+  char buf[4096];
+  while (in.find("\r\n\r\n") == std::string::npos) {
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    in.append(buf, static_cast<std::size_t>(n));
+  }
+  if (in.rfind("HTTP/1.1 101", 0) == 0) return fd;
+  ADD_FAILURE() << "not upgraded: " << in;
+  ::close(fd);
+  return -1;
+}
+
+// `n` bytes, and the FIN of a shutdown in the same segment (corked): a client's last bytes and its end, together.
+bool send_then_end(int fd, const void* bytes, std::size_t n) {
+  const int on = 1;
+  return ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0 &&
+         ::send(fd, bytes, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n) && ::shutdown(fd, SHUT_WR) == 0;
+}
+
+// Whether GET /metrics counts `n` live session actors.
+bool sessions_live(const harness& h, int n) {
+  auto m = sw::net::http_fetch(h.http("/metrics")).body;
+  return field(m, "actors").find("\"session\":{\"live\":" + std::to_string(n) + ",") != std::string::npos;
 }
 
 // A frame the server sent (unmasked; none longer than 64 KiB in these tests).
@@ -719,17 +742,9 @@ TEST(WebSocket, AClientsEndThatCameWithItsLastFramesIsSeenAtThePause) {
     harness h({}, provider);
     std::vector<int> fds;
     for (int c = 0; c < clients; ++c) {
-      const int fd = connect_and_upgrade(h.port, harness::token("r", "alice-" + std::to_string(c)));
+      const int fd = upgraded_client(h.port, harness::token("r", "alice-" + std::to_string(c)));
       ASSERT_GE(fd, 0);
       fds.push_back(fd);
-      std::string in;
-      char buf[4096];
-      while (in.find("\r\n\r\n") == std::string::npos) {
-        const auto n = ::recv(fd, buf, sizeof buf, 0);
-        ASSERT_GT(n, 0);
-        in.append(buf, static_cast<std::size_t>(n));
-      }
-      ASSERT_EQ(in.rfind("HTTP/1.1 101", 0), 0u) << in;
     }
     std::vector<std::uint8_t> frames(5 * sw::ws::client_header_size(640) + 5 * 640);
     std::size_t at = 0;
@@ -747,21 +762,12 @@ TEST(WebSocket, AClientsEndThatCameWithItsLastFramesIsSeenAtThePause) {
         fd = -1;
         continue;
       }
-      // Corked: the frames wait in the kernel, and the FIN of the shutdown goes out in the same segment.
-      const int on = 1;
-      ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
-      ASSERT_EQ(::send(fd, frames.data(), at, MSG_NOSIGNAL), static_cast<ssize_t>(at));
-      ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+      ASSERT_TRUE(send_then_end(fd, frames.data(), at));
     }
     // Well within the ping interval (15 s): the pause comes 0.1 s (batching) or 0.5 s after the last frame. Mostly
     // the peek finds the end (net.ends_found_at_pause); holding chunks, each read also moves the socket's
     // SO_RCVLOWAT, which wakes it again.
-    EXPECT_TRUE(sw::test::eventually(
-        [&] {
-          auto m = sw::net::http_fetch(h.http("/metrics")).body;
-          return field(m, "actors").find("\"session\":{\"live\":0") != std::string::npos;
-        },
-        5s));
+    EXPECT_TRUE(sw::test::eventually([&] { return sessions_live(h, 0); }, 5s));
     for (const int fd : fds)
       if (fd >= 0) ::close(fd);
   }
@@ -785,36 +791,14 @@ TEST(WebSocket, AClientsEndThatCameWithItsLastBytesOtherThanAudioIsSeen) {
       SCOPED_TRACE("batch " + std::to_string(batch) + ", " + last.what);
       std::vector<int> fds;
       for (int c = 0; c < clients; ++c) {
-        const int fd = connect_and_upgrade(h.port, harness::token("r", "carol-" + std::to_string(c)));
+        const int fd = upgraded_client(h.port, harness::token("r", "carol-" + std::to_string(c)));
         ASSERT_GE(fd, 0);
         fds.push_back(fd);
-        std::string in;
-        char buf[4096];
-        while (in.find("\r\n\r\n") == std::string::npos) {
-          const auto n = ::recv(fd, buf, sizeof buf, 0);
-          ASSERT_GT(n, 0);
-          in.append(buf, static_cast<std::size_t>(n));
-        }
-        ASSERT_EQ(in.rfind("HTTP/1.1 101", 0), 0u) << in;
       }
-      ASSERT_TRUE(sw::test::eventually([&] {
-        auto m = sw::net::http_fetch(h.http("/metrics")).body;
-        return field(m, "actors").find("\"session\":{\"live\":" + std::to_string(clients)) != std::string::npos;
-      }));
-      for (const int fd : fds) {  // corked: the bytes and the FIN of the shutdown go out in one segment
-        const int on = 1;
-        ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
-        ASSERT_EQ(::send(fd, last.bytes.data(), last.bytes.size(), MSG_NOSIGNAL),
-                  static_cast<ssize_t>(last.bytes.size()));
-        ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
-      }
+      ASSERT_TRUE(sw::test::eventually([&] { return sessions_live(h, clients); }));
+      for (const int fd : fds) ASSERT_TRUE(send_then_end(fd, last.bytes.data(), last.bytes.size()));
       // Well within the ping interval (15 s): 0.1 s (batching) or 0.5 s after the bytes.
-      EXPECT_TRUE(sw::test::eventually(
-          [&] {
-            auto m = sw::net::http_fetch(h.http("/metrics")).body;
-            return field(m, "actors").find("\"session\":{\"live\":0") != std::string::npos;
-          },
-          5s));
+      EXPECT_TRUE(sw::test::eventually([&] { return sessions_live(h, 0); }, 5s));
       for (const int fd : fds) ::close(fd);
     }
   }

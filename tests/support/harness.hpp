@@ -62,6 +62,9 @@ struct log_capture {
 };
 std::shared_ptr<log_capture> capture_log(const harness& h);
 
+// A bare TCP socket connected to 127.0.0.1:`port` (blocking), or -1 when it could not connect (errno says why).
+int connect_loopback(std::uint16_t port);
+
 // One counter of GET /metrics (JSON), or -1 when it is absent.
 long long metric(const harness& h, const std::string& name);
 
