@@ -883,6 +883,7 @@ public:
         deadline_(stream_.get_executor()) {}
 
   void run() {
+    if constexpr (!tls) beast::get_lowest_layer(stream_).expires_never();  // the detector's; ours is deadline_
     if constexpr (tls) {
       expire_after(st_->opts.request_timeout);
       stream_.async_handshake([self = this->shared_from_this()](beast::error_code ec) {
@@ -906,6 +907,7 @@ public:
     auto res = std::make_shared<beast_response>(
         render_response(std::move(r), version_, keep_alive_, head_, st_->opts.cors_origin));
     const bool keep = res->keep_alive();
+    reading_ = false;  // an answer before the request was read whole (417) goes out under the same bound as any
     expire_after(st_->opts.request_timeout);
     http::async_write(stream_, *res, [self = this->shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
       if (ec) return;
@@ -930,6 +932,7 @@ private:
   void do_read() {
     parser_.emplace();
     limit_parser(*parser_, st_->opts.body_limit);
+    reading_ = true;
     expire_after(first_ ? st_->opts.request_timeout : st_->opts.idle_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&http_session::on_header, this->shared_from_this()));
@@ -969,6 +972,12 @@ private:
 
   void on_read(beast::error_code ec, std::size_t) {
     first_ = false;
+    reading_ = false;
+    const bool timed_out = std::exchange(answer_timeout_, false);
+    if (ec && timed_out) {  // part of a request came, not all of it in time: RFC 9110 §15.5.9, as Node answers
+      refuse("no complete request within its timeout", error_response(408, "request_timeout"));
+      return;
+    }
     if (ec == http::error::end_of_stream) {
       do_eof();
       return;
@@ -1040,21 +1049,27 @@ private:
     end_tcp_after<16384>(beast::get_lowest_layer(stream_), [self = this->shared_from_this()] {});
   }
 
-  // The time the connection has for what it does now (a handshake, a request, an answer, an idle keep-alive): Beast's
-  // timed stream for a plain connection; over TLS our timer, which closes the socket (what is in flight fails).
+  // The time the connection has for what it does now (a handshake, a request, an answer, an idle keep-alive). When
+  // it runs out, the socket is closed (what is in flight fails), unless part of a request has come on a plain
+  // connection: then the read is cancelled and the client told 408 (on_read), as Node tells it. A connection that sent
+  // nothing is closed without a word (an idle keep-alive, RFC 9112 §9.6).
   void expire_after(std::chrono::milliseconds d) {
-    if constexpr (tls) {
-      deadline_.expires_after(d);
-      deadline_.async_wait([w = this->weak_from_this()](beast::error_code ec) {
-        auto self = w.lock();
-        if (ec || !self || self->upgraded_) return;
-        self->expired_ = true;
-        beast::error_code ignored;
-        raw_socket(beast::get_lowest_layer(self->stream_)).close(ignored);
-      });
-    } else {
-      beast::get_lowest_layer(stream_).expires_after(d);
-    }
+    deadline_.expires_after(d);
+    deadline_.async_wait([w = this->weak_from_this()](beast::error_code ec) {
+      auto self = w.lock();
+      if (ec || !self || self->upgraded_) return;
+      self->expired_ = true;
+      beast::error_code ignored;
+      auto& socket = raw_socket(beast::get_lowest_layer(self->stream_));
+      if constexpr (!tls) {  // over TLS a write after the cancelled read broke the record layer: closed as before
+        if (self->reading_ && (self->buffer_.size() > 0 || (self->parser_ && self->parser_->got_some()))) {
+          self->answer_timeout_ = true;
+          socket.cancel(ignored);
+          return;
+        }
+      }
+      socket.close(ignored);
+    });
   }
 
   std::shared_ptr<shared_state> st_;
@@ -1069,8 +1084,10 @@ private:
   bool head_ = false;  // the request being answered is a HEAD
   bool first_ = true;
   bool upgraded_ = false;        // the stream is the WebSocket's now
-  bool expired_ = false;         // the deadline closed the socket
-  asio::steady_timer deadline_;  // TLS only (expire_after)
+  bool expired_ = false;         // the deadline ran out (and closed the socket, or cancelled a request's read)
+  bool reading_ = false;         // a request is being read (do_read to on_read)
+  bool answer_timeout_ = false;  // the deadline cancelled the read of a request begun: answered 408
+  asio::steady_timer deadline_;  // expire_after
 };
 
 // Sniffs the first bytes: TLS ClientHello or plain HTTP, on the same port.

@@ -533,6 +533,33 @@ TEST(HttpConfig, SilentConnectionIsClosedAfterTheRequestTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3000));
 }
 
+// A client that sends part of a request and no more is told 408 when the time for it runs out (RFC 9110 §15.5.9, as
+// Node answers), then the connection closes: a head cut short, a body cut short, and the second request of a
+// keep-alive connection cut short (after the first was answered). One that sends nothing is closed without a word
+// (SilentConnectionIsClosedAfterTheRequestTimeout).
+TEST(HttpConfig, ARequestThatStopsHalfwayIsAnswered408) {
+  harness h([](sw::config& c) {
+    c.http_request_timeout = std::chrono::milliseconds(300);
+    c.http_idle_timeout = std::chrono::milliseconds(300);
+  });
+  auto log = sw::test::capture_log(h);
+  for (const std::string partial : {"GET /health HTTP/1.1\r\nHost: x\r\n",
+                                    "POST /api/active-speaker HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{\"a\"",
+                                    "GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /hea"}) {
+    const auto start = std::chrono::steady_clock::now();
+    // raw_exchange reads until the server closes
+    auto raw = sw::net::raw_exchange("127.0.0.1", h.port, partial, std::chrono::milliseconds(5000));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3000)) << partial;
+    const auto at = raw.find("HTTP/1.1 408");
+    ASSERT_NE(at, std::string::npos) << partial << raw;
+    EXPECT_EQ(at == 0, partial.find("\r\n\r\nGET") == std::string::npos) << "the first request answered first";
+    EXPECT_NE(raw.find("request_timeout", at), std::string::npos) << raw;
+    EXPECT_NE(raw.find("Connection: close", at), std::string::npos) << raw;
+  }
+  EXPECT_EQ(sw::test::metric(h, "net.bad_requests"), 3);
+  EXPECT_NE(log->all().find("no complete request within its timeout"), std::string::npos) << log->all();
+}
+
 }  // namespace
 
 namespace {
