@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <optional>
 #include <string>
@@ -368,8 +369,9 @@ std::string client_frame(unsigned op, const std::string& payload, bool fin = tru
 }
 
 // A client on a bare socket: upgrades (`early` behind its request, in the same write), sends `bytes` in one write, then
-// reads the server's frames up to its close frame and what follows it; once a text frame holding `wait_for` has come,
-// it sends `then`. `eof`: the server ended the TCP connection after its close frame, before we closed ours.
+// reads the server's frames up to its close frame and what follows it; once text frames holding each of `wait_for`
+// have come (in any order), it sends `then`. `eof`: the server ended the TCP connection after its close frame, before
+// we closed ours.
 struct exchange {
   std::vector<server_frame> frames;
   bool eof = false;
@@ -379,7 +381,7 @@ struct exchange {
   std::string close_reason() const { return frames.empty() ? "" : frames.back().close_reason(); }
 };
 exchange send_raw(std::uint16_t port, const std::string& token, const std::string& bytes,
-                  const std::string& wait_for = "", const std::string& then = "", const std::string& early = "") {
+                  std::vector<std::string> wait_for = {}, const std::string& then = "", const std::string& early = "") {
   exchange out;
   const int fd = connect_and_upgrade(port, token, early);
   if (fd < 0) return out;
@@ -407,9 +409,12 @@ exchange send_raw(std::uint16_t port, const std::string& token, const std::strin
       if (!f) break;
       out.frames.push_back(std::move(*f));
       closed = out.frames.back().op == 0x8;
-      if (!wait_for.empty() && out.frames.back().op == 0x1 &&
-          out.frames.back().payload.find(wait_for) != std::string::npos)
-        ::send(fd, then.data(), then.size(), MSG_NOSIGNAL);
+      if (wait_for.empty() || out.frames.back().op != 0x1) continue;
+      const auto& payload = out.frames.back().payload;
+      wait_for.erase(std::remove_if(wait_for.begin(), wait_for.end(),
+                                    [&](const std::string& w) { return payload.find(w) != std::string::npos; }),
+                     wait_for.end());
+      if (wait_for.empty()) ::send(fd, then.data(), then.size(), MSG_NOSIGNAL);
     }
   }
   ::close(fd);
@@ -460,7 +465,7 @@ TEST(WebSocket, AFragmentedMessageWithAPingBetweenItsFragmentsArrivesWhole) {
   harness h([](sw::config& c) { c.ws_close_timeout = 60s; });
   const std::string bytes = client_frame(0x1, R"({"type")", false) + client_frame(0x9, "hi") +
                             client_frame(0x0, R"(:"pi)", false) + client_frame(0x0, R"(ng"})");
-  auto x = send_raw(h.port, harness::token("room", "alice"), bytes, R"("pong")",
+  auto x = send_raw(h.port, harness::token("room", "alice"), bytes, {R"("pong")"},
                     client_frame(0x8, sw::ws::close_payload(4000, "bye")));
   bool pong = false, answered = false;
   for (const auto& f : x.frames) {
@@ -489,7 +494,7 @@ TEST(WebSocket, FrameLengthsInALongerFormThanNeededAreTaken) {
   const auto audio = pcm(640);
   auto x = send_raw(h.port, harness::token("room", "alice"),
                     long_form(0x2, std::string(audio.begin(), audio.end())) + long_form(0x1, R"({"type":"ping"})"),
-                    "chunk 1 640B", client_frame(0x8, sw::ws::close_payload(4000, "bye")));
+                    {"chunk 1 640B", R"("pong")"}, client_frame(0x8, sw::ws::close_payload(4000, "bye")));
   bool pong = false, transcribed = false;
   for (const auto& f : x.frames) {
     if (f.op != 0x1) continue;
@@ -512,7 +517,8 @@ TEST(WebSocket, MessagesSentWithTheUpgradeRequestAreRead) {
   const auto audio = pcm(640);
   const std::string early = client_frame(0x1, R"({"type":"ping"})") +
                             client_frame(0x2, std::string(audio.begin(), audio.end())) + dance.substr(0, 5);
-  auto x = send_raw(h.port, harness::token("room", "alice"), dance.substr(5), "chunk 1 640B",
+  auto x = send_raw(h.port, harness::token("room", "alice"), dance.substr(5),
+                    {"chunk 1 640B", "unknown_message", R"("pong")"},
                     client_frame(0x8, sw::ws::close_payload(4000, "bye")), early);
   bool pong = false, warned = false, transcribed = false;
   for (const auto& f : x.frames) {
