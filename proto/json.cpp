@@ -66,52 +66,6 @@ std::string excerpt(std::string_view text, std::size_t max_bytes) {
   return std::string(text.substr(0, cut)) + "…";
 }
 
-namespace {
-
-// The value of the 4 hex digits at s[i], or -1.
-int hex4(std::string_view s, std::size_t i) {
-  if (i + 4 > s.size()) return -1;
-  int v = 0;
-  for (std::size_t k = i; k < i + 4; ++k) {
-    const char c = s[k];
-    const int d = c >= '0' && c <= '9'   ? c - '0'
-                  : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                  : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                         : -1;
-    if (d < 0) return -1;
-    v = v * 16 + d;
-  }
-  return v;
-}
-
-}  // namespace
-
-bool replace_lone_surrogates(std::string_view text, std::string& out) {
-  bool replaced = false;
-  // A backslash starts an escape only inside a string (anywhere else the text is no JSON), so the escapes are read
-  // from one backslash to the next, each skipped whole ("\\" too).
-  for (auto at = text.find('\\'); at != std::string_view::npos;) {
-    std::size_t next = at + 2;
-    if (at + 1 < text.size() && text[at + 1] == 'u') {
-      const int u = hex4(text, at + 2);
-      if (u >= 0) next = at + 6;
-      if (u >= 0xD800 && u <= 0xDFFF) {
-        const bool paired = u <= 0xDBFF && at + 8 <= text.size() && text[at + 6] == '\\' && text[at + 7] == 'u' &&
-                            hex4(text, at + 8) >= 0xDC00 && hex4(text, at + 8) <= 0xDFFF;
-        if (paired) {
-          next = at + 12;
-        } else {
-          if (!replaced) out.assign(text.data(), text.size());
-          replaced = true;
-          out.replace(at + 2, 4, "fffd");
-        }
-      }
-    }
-    at = next < text.size() ? text.find('\\', next) : std::string_view::npos;
-  }
-  return replaced;
-}
-
 bool is_utf8(std::string_view s) {
   if (!needs_repair(s)) return true;
   for (std::size_t i = 0; i < s.size();) {

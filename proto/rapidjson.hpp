@@ -93,21 +93,12 @@ bool parse_stream(Document& d, Stream& in) {
 
 }  // namespace detail
 
-// `text` with each lone UTF-16 surrogate escape ("\ud83d" with no low half after it, "\udc00" with no high half
-// before it) written "\ufffd" instead, into `out`: true when there was one (parse `out` then), false when there was
-// none (`out` untouched). JSON.stringify writes such escapes for a string cut inside an emoji, and JSON.parse takes
-// them; RapidJSON refuses the first kind (the whole message was lost) and turns the second into bytes that are not
-// UTF-8 (which a PostgreSQL text column refuses). The escapes keep their length, so offsets stay as they were.
-bool replace_lone_surrogates(std::string_view text, std::string& out);
-
 // Every JSON this service takes in (client messages, HTTP bodies, Gladia messages, journal lines) is parsed here:
 // nesting deeper than max_json_depth is refused, and RapidJSON's iterative parser never recurses (200 000 '['
-// in one WebSocket frame overflowed the recursive parser's stack and killed the process); a lone surrogate escape
-// reads as U+FFFD (replace_lone_surrogates). False on either error (the document is then null).
+// in one WebSocket frame overflowed the recursive parser's stack and killed the process). False on either error
+// (the document is then null).
 template <unsigned Flags = rapidjson::kParseDefaultFlags, class Document>
 bool parse_json(Document& d, json_text text) {
-  std::string repaired;
-  if (replace_lone_surrogates(text.view, repaired)) text = json_text(repaired);
   // RapidJSON's stream by length skips the bytes of a UTF-8 byte order mark at the start (each one it finds); a text
   // that starts with one of them goes that way, so that both readings agree.
   const auto first = text.view.empty() ? 0u : static_cast<unsigned char>(text.view.front());

@@ -109,35 +109,6 @@ TEST(Json, ClientMessages) {
   EXPECT_EQ(sw::parse_client_message(R"({"type":5})").type, "");
 }
 
-// A lone UTF-16 surrogate escape (JSON.stringify writes one for a name cut inside an emoji; JSON.parse takes it)
-// reads as U+FFFD: the message is taken, and no string read holds bytes that are not UTF-8. A pair is one character;
-// an escaped backslash before "u" is no escape.
-TEST(Json, ALoneSurrogateEscapeReadsAsTheReplacementCharacter) {
-  const std::string fffd = "\xEF\xBF\xBD";
-  auto name = [](const std::string& escaped) {
-    auto m = sw::parse_client_message(R"({"type":"active_speaker","name":")" + escaped + R"("})");
-    EXPECT_TRUE(m.valid_json) << escaped;
-    EXPECT_TRUE(sw::is_utf8(m.name)) << escaped;
-    EXPECT_EQ(m.type, "active_speaker") << escaped;
-    return m.name;
-  };
-  EXPECT_EQ(name(R"(Bob \ud83d)"), "Bob " + fffd);                      // a high half at the end
-  EXPECT_EQ(name(R"(\uD83Dx)"), fffd + "x");                            // a high half before a character
-  EXPECT_EQ(name(R"(\udc00)"), fffd);                                   // a low half alone
-  EXPECT_EQ(name(R"(\ude00\ud83d)"), fffd + fffd);                      // halves in the wrong order
-  EXPECT_EQ(name(R"(\ud83d\ud83d\ude00)"), fffd + "\xF0\x9F\x98\x80");  // a lone half, then a pair
-  EXPECT_EQ(name(R"(\ud83d\n)"), fffd + "\n");                          // a high half before another escape
-  EXPECT_EQ(name(R"(\ud83d\ude00)"), "\xF0\x9F\x98\x80");               // a pair: one emoji
-  EXPECT_EQ(name(R"(\\ud83d)"), "\\ud83d");                             // no escape: a backslash, then text
-  EXPECT_EQ(name(R"(\\\ud83d)"), "\\" + fffd);                          // a backslash, then a lone half
-  EXPECT_FALSE(sw::parse_client_message(R"({"type":"x","name":"\ud83")").valid_json);  // cut short: no JSON
-  EXPECT_FALSE(sw::parse_client_message(R"({"type":"x","name":"\ud83d\u"})").valid_json);
-  // The key of a member too, and any JSON read: an HTTP body's object.
-  auto body = sw::parse_json_object(R"({"na\udc01me":"x","name":"\udbff"})");
-  ASSERT_TRUE(body.ok);
-  EXPECT_EQ(body.get("name"), fffd);
-}
-
 // Gladia's messages are parsed in a scratch document: an ack and a transcript of a long utterance fit in its own
 // room (no heap block a message), a message larger than that still parses whole, on the heap.
 TEST(Json, AScratchDocumentTakesGladiasMessagesWithoutTheHeap) {
